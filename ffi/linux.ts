@@ -1,0 +1,106 @@
+/**
+ * The libc symbol table for the Linux backend, and its loader. This and
+ * `ffi/darwin.ts` are the only files that call `Deno.dlopen`.
+ *
+ * Types: `int`/`unsigned` are 32-bit and `long`/`size_t`/`ssize_t`/`off_t`
+ * 64-bit on the LP64 targets surfaceport supports (x86_64, aarch64).
+ * Variadic functions (`fcntl`, `open`) are declared with their fixed
+ * argument list; on both targets a variadic integer or pointer argument is
+ * passed exactly like a fixed one.
+ *
+ * @module
+ */
+
+import { LibraryLoadError, UnsupportedError } from "../src/errors.ts";
+
+/** libc, as surfaceport calls it. */
+export const libcSymbols = {
+  /** int memfd_create(const char *name, unsigned int flags) */
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+  /** int ftruncate(int fd, off_t length) */
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg) — F_ADD_SEALS, F_GET_SEALS, F_GETFD */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** int fcntl(int fd, int cmd, struct flock *lock) — F_OFD_SETLK, F_OFD_GETLK */
+  fcntl_lock: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
+  /** int open(const char *path, int flags, mode_t mode) */
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /** int close(int fd) */
+  close: { parameters: ["i32"], result: "i32" },
+  /** int dup(int fd) */
+  dup: { parameters: ["i32"], result: "i32" },
+  /** void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset) */
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  /** int munmap(void *addr, size_t length) */
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  /** int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) */
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  /** int socket(int domain, int type, int protocol) */
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** int bind(int fd, const struct sockaddr *addr, socklen_t len) */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int listen(int fd, int backlog) */
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  /** int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) */
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  /** int connect(int fd, const struct sockaddr *addr, socklen_t len) — on nonblocking sockets */
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) */
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /** ssize_t recvmsg(int fd, struct msghdr *msg, int flags) */
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /** int getsockopt(int fd, int level, int name, void *value, socklen_t *len) */
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  /** int setsockopt(int fd, int level, int name, const void *value, socklen_t len) */
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  /** int shutdown(int fd, int how) */
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t n, int timeout_ms) — on a worker thread */
+  poll_wait: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /** int poll(struct pollfd *fds, nfds_t n, int timeout_ms) — with timeout 0, on this thread */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  /** int eventfd(unsigned int initval, int flags) */
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** ssize_t write(int fd, const void *buf, size_t n) */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t read(int fd, void *buf, size_t n) */
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int chmod(const char *path, mode_t mode) */
+  chmod: { parameters: ["buffer", "u32"], result: "i32" },
+  /** int unlink(const char *path) */
+  unlink: { parameters: ["buffer"], result: "i32" },
+  /** uid_t geteuid(void) */
+  geteuid: { parameters: [], result: "u32" },
+  /** int *__errno_location(void) — glibc's thread-local errno */
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The loaded libc symbols. */
+export type Libc = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
+
+let loaded: Deno.DynamicLibrary<typeof libcSymbols> | undefined;
+
+/** Opens libc once (on first use, not on import) and returns its symbols. */
+export function libc(): Libc {
+  if (loaded) return loaded.symbols;
+  if (Deno.build.os !== "linux") {
+    throw new UnsupportedError(`the libc backend runs on Linux, not ${Deno.build.os}`);
+  }
+  if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") {
+    throw new UnsupportedError(`surfaceport supports x86_64 and aarch64, not ${Deno.build.arch}`);
+  }
+  try {
+    loaded = Deno.dlopen("libc.so.6", libcSymbols);
+  } catch (cause) {
+    throw new LibraryLoadError(
+      "could not open libc.so.6 (surfaceport needs glibc; run with --allow-ffi)",
+      { cause },
+    );
+  }
+  return loaded.symbols;
+}

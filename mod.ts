@@ -1,0 +1,64 @@
+/**
+ * surfaceport hands pixel buffers from one process to another without
+ * copying a byte. It passes a capability — a file descriptor on Linux, a
+ * mach port on macOS — that the kernel counts as a use of the surface, never
+ * a global name that anyone could look up, so a pool never reuses a surface
+ * that a consumer (even a crashed one) still holds.
+ *
+ * ```ts
+ * import { connect, listen, Surface } from "@surfaceport/surfaceport";
+ *
+ * using listener = listen("camera");
+ * const accepted = listener.accept();
+ * using producer = await connect("camera");
+ * using consumer = await accepted;
+ *
+ * using surface = Surface.create({ width: 1920, height: 1080, format: "BGRA" });
+ * surface.bytes().fill(0x80);
+ * await producer.send(surface, { pts: 0 });
+ *
+ * using frame = await consumer.receive({ timeout: 1000 });
+ * console.log(frame.surface.id === surface.id, frame.meta); // true { pts: 0 }
+ * ```
+ *
+ * Run with `--allow-ffi` (surfaceport calls libc or the macOS frameworks
+ * through `Deno.dlopen`).
+ *
+ * @module
+ */
+
+import { assertDenoVersion } from "./src/version.ts";
+
+assertDenoVersion(Deno.version.deno);
+
+export { Surface } from "./src/surface.ts";
+export type { LockOptions, SurfaceOptions } from "./src/surface.ts";
+export { SurfacePool } from "./src/pool.ts";
+export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src/pool.ts";
+export { Channel, connect, Frame, listen, Listener } from "./src/channel.ts";
+export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/channel.ts";
+export {
+  DEFAULT_MAX_SURFACE_BYTES,
+  MAX_DIMENSION,
+  PIXEL_FORMATS,
+  ROW_ALIGNMENT,
+} from "./src/geometry.ts";
+export type { PixelFormat, PlaneGeometry, SurfaceGeometry } from "./src/geometry.ts";
+export type { Meta } from "./src/wire.ts";
+export {
+  AbiMismatchError,
+  ClosedError,
+  LibraryLoadError,
+  LockStateError,
+  MachError,
+  PeerClosedError,
+  PeerRefusedError,
+  PoolExhaustedError,
+  ProtocolError,
+  SurfaceportError,
+  SystemCallError,
+  TimeoutError,
+  UnsupportedError,
+} from "./src/errors.ts";
+export type { PeerCredentials, ProtocolErrorReason, SurfaceportErrorCode } from "./src/errors.ts";
+export { MINIMUM_DENO_VERSION } from "./src/version.ts";

@@ -1,0 +1,117 @@
+/**
+ * The contract between the platform-neutral public classes (`Surface`,
+ * `SurfacePool`, `Channel`, `Listener`) and a platform backend
+ * (`src/linux/` on memfd + SCM_RIGHTS, `src/darwin/` on IOSurface + mach
+ * ports). The two backends mirror each other file for file:
+ *
+ * | role | Linux | macOS |
+ * |---|---|---|
+ * | struct codecs | `linux/structs.ts` (msghdr, cmsghdr, flock, statx) | `darwin/structs.ts` (mach_msg_header_t, port descriptor, trailer) |
+ * | native calls and errors | `linux/libc.ts` (errno) | `darwin/mach.ts` (kern_return_t, MachPort) |
+ * | surface memory | `linux/surface.ts` (memfd, OFD locks) | `darwin/surface.ts` (IOSurface, use count) |
+ * | transport | `linux/channel.ts` (Unix socket) | `darwin/channel.ts` (bootstrap + mach_msg) |
+ *
+ * Nothing here is public API.
+ *
+ * @module
+ */
+
+import type { PeerCredentials } from "./errors.ts";
+import type { SurfaceGeometry } from "./geometry.ts";
+import type { WireHeader } from "./wire.ts";
+
+/**
+ * One holder's reference to a surface's memory: a created surface (the
+ * memfd / IOSurface itself) or a received one (a held fd / a looked-up
+ * IOSurface). Releasing it never affects other holders.
+ */
+export interface SurfaceBacking {
+  /** The layout of the memory at {@link baseAddress}. */
+  readonly geometry: SurfaceGeometry;
+  /** Identifies the buffer on this machine (memfd inode / IOSurfaceID): for logs, never for lookup. */
+  readonly id: number;
+  /** Address of byte 0 of the surface in this process. */
+  readonly baseAddress: Deno.PointerObject;
+  /** Begins CPU access (`IOSurfaceLock`; a barrier on Linux). */
+  lock(readOnly: boolean): void;
+  /** Ends CPU access (`IOSurfaceUnlock`). */
+  unlock(readOnly: boolean): void;
+  /** True while some other holder (another process, or another frame here) uses the surface. */
+  inUseElsewhere(): boolean;
+  /**
+   * A new transferable handle that by itself keeps the surface in use until
+   * the receiver lets go: an OFD-locked fd on Linux, a send right from
+   * `IOSurfaceCreateMachPort` on macOS. The caller owns it.
+   */
+  exportHandle(): number;
+  /** Gives this holder's reference up. Idempotent. */
+  release(): void;
+}
+
+/** A message a backend received, checked and imported. */
+export interface ReceivedMessage {
+  /** The decoded header. */
+  header: WireHeader;
+  /** The metadata bytes (a copy). */
+  meta: Uint8Array;
+  /** The received surface, owned by the caller. */
+  surface: SurfaceBacking;
+}
+
+/** Options every backend connection honours. */
+export interface ConnectionLimits {
+  /** Largest surface accepted from the peer, in bytes. */
+  maxSurfaceBytes: number;
+  /** Largest metadata accepted from the peer, in bytes. */
+  maxMetaBytes: number;
+  /** How many distinct received surfaces stay mapped for reuse. */
+  mappingCacheSize: number;
+}
+
+/** A connected channel endpoint. */
+export interface BackendConnection {
+  /** The peer's credentials, as the kernel reported them. */
+  readonly peer: PeerCredentials;
+  /**
+   * Sends `message` (header + metadata) with `handle` (from
+   * {@link SurfaceBacking.exportHandle}), taking ownership of the handle: it
+   * is sent, or released on every failure path. Waits for room until
+   * `deadline` (ms, `performance.now()` clock; `Infinity` for none) or `signal`.
+   */
+  send(message: Uint8Array, handle: number, deadline: number, signal?: AbortSignal): Promise<void>;
+  /** Receives the next message, waiting until `deadline` or `signal`. */
+  receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage>;
+  /** Closes the endpoint and wakes pending calls. Idempotent. */
+  close(): void;
+}
+
+/** A bound listener. */
+export interface BackendListener {
+  /** The address it is bound to, for messages. */
+  readonly address: string;
+  /** Accepts the next admitted peer. */
+  accept(signal?: AbortSignal): Promise<BackendConnection>;
+  /** Stops listening and wakes a pending accept. Idempotent. */
+  close(): void;
+}
+
+/** Decides whether a peer may talk to this side. */
+export type PeerPredicate = (peer: PeerCredentials) => boolean;
+
+/** A platform backend. */
+export interface Backend {
+  /** The effective uid of this process (the default peer check admits only this uid). */
+  currentUid(): number;
+  /** Allocates a new surface of `geometry`. */
+  allocateSurface(geometry: SurfaceGeometry): SurfaceBacking;
+  /** Binds a listener under `name`. */
+  listen(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits): BackendListener;
+  /** Connects to the listener under `name`. */
+  connect(
+    name: string,
+    allowPeer: PeerPredicate,
+    limits: ConnectionLimits,
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<BackendConnection>;
+}

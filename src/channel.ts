@@ -1,0 +1,366 @@
+/**
+ * Channels: named, credential-checked connections that hand surfaces from
+ * one process to another. The same classes run on every platform; the
+ * backend moves the bytes and the handles.
+ *
+ * @module
+ */
+
+import type { BackendConnection, BackendListener, ConnectionLimits } from "./backend.ts";
+import {
+  ClosedError,
+  PeerClosedError,
+  type PeerCredentials,
+  throwIfAborted,
+  TimeoutError,
+} from "./errors.ts";
+import { DEFAULT_MAX_SURFACE_BYTES } from "./geometry.ts";
+import { backend } from "./platform.ts";
+import { backingOf, Surface } from "./surface.ts";
+import {
+  decodeMeta,
+  DEFAULT_MAX_META_BYTES,
+  encodeHeader,
+  encodeMeta,
+  HEADER_SIZE,
+  type Meta,
+  nowMicros,
+} from "./wire.ts";
+
+/** Options shared by {@link listen} and {@link connect}. */
+export interface ChannelOptions {
+  /**
+   * Decides whether the peer may talk to this side, from its kernel-reported
+   * credentials. Default: only processes running as this process's
+   * effective uid.
+   */
+  allowPeer?: (peer: PeerCredentials) => boolean;
+  /** Refuse received surfaces larger than this many bytes (default 1 GiB). */
+  maxSurfaceBytes?: number;
+  /** Refuse received metadata larger than this many bytes (default and maximum 64 KiB). */
+  maxMetaBytes?: number;
+  /**
+   * How many distinct received surfaces stay mapped so that a surface that
+   * comes back (from the sender's pool) is not mapped again. Default 8.
+   */
+  mappingCacheSize?: number;
+}
+
+/** Options of {@link connect}. */
+export interface ConnectOptions extends ChannelOptions {
+  /** Give up after this many milliseconds. */
+  timeout?: number;
+  /** Give up when this signal aborts (the promise rejects with its reason). */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Channel.receive} and {@link Listener.accept}. */
+export interface WaitOptions {
+  /** Give up after this many milliseconds with a `TimeoutError`. */
+  timeout?: number;
+  /** Give up when this signal aborts (the promise rejects with its reason). */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Channel.send}. */
+export interface SendOptions extends WaitOptions {
+  /** The frame's timestamp in microseconds since the Unix epoch (default: now). */
+  timestamp?: number;
+}
+
+function deadlineOf(operation: string, timeout: number | undefined): number {
+  if (timeout === undefined) return Infinity;
+  if (typeof timeout !== "number" || !(timeout >= 0)) {
+    throw new RangeError(
+      `${operation}: timeout must be a non-negative number of milliseconds, got ${timeout}`,
+    );
+  }
+  return performance.now() + timeout;
+}
+
+function resolveLimits(options: ChannelOptions): ConnectionLimits {
+  const maxMetaBytes = options.maxMetaBytes ?? DEFAULT_MAX_META_BYTES;
+  if (
+    !Number.isInteger(maxMetaBytes) || maxMetaBytes < 0 || maxMetaBytes > DEFAULT_MAX_META_BYTES
+  ) {
+    throw new RangeError(`maxMetaBytes must be an integer from 0 to ${DEFAULT_MAX_META_BYTES}`);
+  }
+  const maxSurfaceBytes = options.maxSurfaceBytes ?? DEFAULT_MAX_SURFACE_BYTES;
+  if (!Number.isSafeInteger(maxSurfaceBytes) || maxSurfaceBytes <= 0) {
+    throw new RangeError("maxSurfaceBytes must be a positive integer");
+  }
+  const mappingCacheSize = options.mappingCacheSize ?? 8;
+  if (!Number.isInteger(mappingCacheSize) || mappingCacheSize < 0) {
+    throw new RangeError("mappingCacheSize must be a non-negative integer");
+  }
+  return { maxSurfaceBytes, maxMetaBytes, mappingCacheSize };
+}
+
+function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => boolean {
+  if (options.allowPeer !== undefined) {
+    if (typeof options.allowPeer !== "function") {
+      throw new TypeError("allowPeer must be a function");
+    }
+    const allow = options.allowPeer;
+    return (peer) => {
+      try {
+        return allow(peer) === true;
+      } catch {
+        return false; // a throwing predicate refuses
+      }
+    };
+  }
+  const uid = backend().currentUid();
+  return (peer) => peer.uid === uid;
+}
+
+/** A surface received from a peer, with what was sent along with it. */
+export class Frame {
+  /** The received surface: the very memory the sender wrote, not a copy. */
+  readonly surface: Surface;
+  /** The metadata as sent: a `Uint8Array`, a parsed JSON value, or `undefined`. */
+  readonly meta: unknown;
+  /** The sender's sequence number on this channel (0, 1, 2, ...). */
+  readonly sequence: number;
+  /** When the sender sent it, in microseconds since the Unix epoch. */
+  readonly timestamp: number;
+
+  /** @ignore */
+  constructor(surface: Surface, meta: unknown, sequence: number, timestamp: number) {
+    this.surface = surface;
+    this.meta = meta;
+    this.sequence = sequence;
+    this.timestamp = timestamp;
+  }
+
+  /** Closes the surface: the sender's pool may reuse it once no one else holds it. */
+  close(): void {
+    this.surface.close();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * A connection to one peer, both directions. Sending does not consume the
+ * caller's surface; the peer gets its own reference to the same memory.
+ */
+export class Channel {
+  #connection: BackendConnection;
+  #closed = false;
+  #sequence = 0n;
+  #sendTail: Promise<unknown> = Promise.resolve();
+  #receiveTail: Promise<unknown> = Promise.resolve();
+
+  /** @ignore */
+  constructor(connection: BackendConnection) {
+    this.#connection = connection;
+  }
+
+  /** The peer's process id, user id and group id, as the kernel reported them. */
+  get peer(): PeerCredentials {
+    return this.#connection.peer;
+  }
+
+  /** True once {@link close} has run. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Hands `surface` to the peer, with optional metadata (a `Uint8Array`, or
+   * any JSON-serialisable value). Resolves once the message is queued in the
+   * kernel; if the peer stops reading and the queue is full, waits, bounded
+   * by `timeout` / `signal`. The caller's surface stays open and usable.
+   * Sends on one channel are delivered in call order.
+   */
+  send(surface: Surface, meta?: Meta, options: SendOptions = {}): Promise<void> {
+    try {
+      if (this.#closed) throw new ClosedError("channel", "send");
+      if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
+      const deadline = deadlineOf("send", options.timeout);
+      throwIfAborted(options.signal);
+      const encoded = encodeMeta(meta);
+      if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
+        throw new RangeError(
+          `send: metadata is ${encoded.bytes.length} bytes, the limit is ${DEFAULT_MAX_META_BYTES}`,
+        );
+      }
+      const backing = backingOf(surface, "send");
+      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
+      encodeHeader(
+        new DataView(message.buffer),
+        backing.geometry,
+        encoded.kind,
+        encoded.bytes.length,
+        this.#sequence++,
+        options.timestamp ?? nowMicros(),
+      );
+      message.set(encoded.bytes, HEADER_SIZE);
+      // The handle is taken now, so the surface may be closed while the send waits its turn.
+      const handle = backing.exportHandle();
+      const run = () => this.#connection.send(message, handle, deadline, options.signal);
+      const result = this.#sendTail.then(run, run);
+      this.#sendTail = result.catch(() => {});
+      return result;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Receives the next frame. Never blocks the event loop: a waiting message
+   * is read at once, otherwise the wait runs on a worker thread. Rejects
+   * with `TimeoutError`, the signal's reason, `PeerClosedError` when the peer
+   * is gone, `ClosedError` when this channel is closed, or `ProtocolError`
+   * for a bad message (its handles already closed; the channel stays usable).
+   */
+  receive(options: WaitOptions = {}): Promise<Frame> {
+    try {
+      if (this.#closed) throw new ClosedError("channel", "receive");
+      const deadline = deadlineOf("receive", options.timeout);
+      throwIfAborted(options.signal);
+      const run = async () => {
+        const received = await this.#connection.receive(deadline, options.signal);
+        const surface = new Surface(received.surface, () => received.surface.release());
+        try {
+          const meta = decodeMeta(received.header.metaKind, received.meta);
+          return new Frame(
+            surface,
+            meta,
+            Number(received.header.sequence),
+            received.header.timestamp,
+          );
+        } catch (error) {
+          surface.close();
+          throw error;
+        }
+      };
+      const result = this.#receiveTail.then(run, run);
+      this.#receiveTail = result.catch(() => {});
+      return result;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Yields frames until the peer closes the channel (or this side does).
+   * A `ProtocolError` ends the iteration by throwing.
+   */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Frame, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.receive();
+      } catch (error) {
+        if (error instanceof PeerClosedError || (error instanceof ClosedError && this.#closed)) {
+          return;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /** Closes the connection; pending sends and receives reject with `ClosedError`. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#connection.close();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** A bound name that peers connect to. */
+export class Listener {
+  #listener: BackendListener;
+  #closed = false;
+
+  /** @ignore */
+  constructor(listener: BackendListener) {
+    this.#listener = listener;
+  }
+
+  /** The bound address: `@surfaceport/NAME` (abstract) or the socket path. */
+  get address(): string {
+    return this.#listener.address;
+  }
+
+  /**
+   * Waits for the next peer that passes the `allowPeer` check (refused ones
+   * are disconnected and skipped). Rejects with `ClosedError` once the
+   * listener is closed.
+   */
+  async accept(options: WaitOptions = {}): Promise<Channel> {
+    if (this.#closed) throw new ClosedError("listener", "accept");
+    if (options.timeout === undefined) {
+      return new Channel(await this.#listener.accept(options.signal));
+    }
+    const deadline = deadlineOf("accept", options.timeout);
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new TimeoutError("accept", options.timeout!)),
+      deadline - performance.now(),
+    );
+    const onAbort = () => controller.abort(options.signal!.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return new Channel(await this.#listener.accept(controller.signal));
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Yields each accepted channel until the listener is closed. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Channel, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.accept();
+      } catch (error) {
+        if (error instanceof ClosedError && this.#closed) return;
+        throw error;
+      }
+    }
+  }
+
+  /** Stops listening (a filesystem socket file is removed). Open channels stay open. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listener.close();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Binds `name` and returns a {@link Listener} (bound when this returns). On
+ * Linux a name without `/` is the abstract socket `"\0surfaceport/" + name`;
+ * a name with `/` is a filesystem socket path, created mode 0600 and removed
+ * on close. On macOS the name is registered with the bootstrap server.
+ */
+export function listen(name: string, options: ChannelOptions = {}): Listener {
+  const limits = resolveLimits(options);
+  return new Listener(backend().listen(name, resolvePeerCheck(options), limits));
+}
+
+/**
+ * Connects to the listener bound under `name`, checking its credentials
+ * like the listener checks ours (default: same uid).
+ */
+export async function connect(name: string, options: ConnectOptions = {}): Promise<Channel> {
+  const limits = resolveLimits(options);
+  const deadline = deadlineOf("connect", options.timeout);
+  const allowPeer = resolvePeerCheck(options);
+  return new Channel(await backend().connect(name, allowPeer, limits, deadline, options.signal));
+}

@@ -1,0 +1,574 @@
+/**
+ * The Linux transport: `SOCK_SEQPACKET` Unix sockets (message boundaries and
+ * hang-up detection from the kernel), one fd per surface message in
+ * `SCM_RIGHTS`, peers admitted by `SO_PEERCRED`.
+ *
+ * Every socket call is made with `MSG_DONTWAIT` on the JS thread first; only
+ * when the kernel has nothing for us do we park on a nonblocking `poll` (one
+ * thread hop), which also watches an eventfd so that `close()` and an abort
+ * signal wake it at once.
+ *
+ * @module
+ */
+
+import type {
+  BackendConnection,
+  BackendListener,
+  ConnectionLimits,
+  PeerPredicate,
+  ReceivedMessage,
+} from "../backend.ts";
+import {
+  ClosedError,
+  PeerClosedError,
+  type PeerCredentials,
+  PeerRefusedError,
+  ProtocolError,
+  throwIfAborted,
+  TimeoutError,
+} from "../errors.ts";
+import { decodeHeader, HEADER_SIZE } from "../wire.ts";
+import { check, closeQuietly, cString, ERRNO, libc, readErrno, systemError } from "./libc.ts";
+import { MappingCache } from "./surface.ts";
+import {
+  cmsgSpace,
+  decodeControl,
+  decodePollRevents,
+  decodeUcred,
+  encodeIovec,
+  encodeMsghdr,
+  encodePollfd,
+  encodeRights,
+  encodeSockaddrUn,
+  IOVEC_LEN_OFFSET,
+  IOVEC_SIZE,
+  LINUX,
+  MSGHDR_CONTROLLEN_OFFSET,
+  MSGHDR_FLAGS_OFFSET,
+  MSGHDR_SIZE,
+  POLLFD_SIZE,
+  UCRED_SIZE,
+} from "./structs.ts";
+
+/** The prefix of abstract socket names: `"\0surfaceport/" + name`. */
+export const ABSTRACT_PREFIX = "surfaceport/";
+
+/** How many descriptors a receive makes room for: more than one is a protocol error, but we must see them to close them. */
+const MAX_RECEIVED_FDS = 8;
+
+const encoder = new TextEncoder();
+
+/** Resolves a channel name to a socket address (see `docs/protocol.md`). */
+export function socketAddress(name: string): { bytes: Uint8Array; length: number; path?: string } {
+  if (typeof name !== "string" || name.length === 0) {
+    throw new TypeError(`a channel name must be a non-empty string, got ${JSON.stringify(name)}`);
+  }
+  if (name.includes("\0")) throw new TypeError("a channel name must not contain NUL characters");
+  if (name.includes("/")) {
+    return { ...encodeSockaddrUn(encoder.encode(name), false), path: name };
+  }
+  return encodeSockaddrUn(encoder.encode(ABSTRACT_PREFIX + name), true);
+}
+
+function addressOf(bytes: Uint8Array): bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
+}
+
+function peerCredentials(fd: number): PeerCredentials {
+  const value = new Uint8Array(UCRED_SIZE);
+  const length = new Uint8Array(4);
+  new DataView(length.buffer).setUint32(0, UCRED_SIZE, true);
+  check(
+    "getsockopt(SO_PEERCRED)",
+    libc().getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, value, length),
+  );
+  return decodeUcred(new DataView(value.buffer));
+}
+
+/**
+ * Waits, on a worker thread, until `fd` is ready for `events`, the wake fd
+ * fires, the deadline passes or the signal aborts. Returns true if `fd` is
+ * ready; false on a wake-up (the caller re-checks its state).
+ */
+async function waitReady(
+  fd: number,
+  events: number,
+  wakeFd: number,
+  operation: string,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  throwIfAborted(signal);
+  const remaining = deadline - performance.now();
+  if (remaining <= 0) {
+    throw new TimeoutError(operation, Math.round(deadline === Infinity ? 0 : remaining));
+  }
+  const fds = new Uint8Array(2 * POLLFD_SIZE);
+  const view = new DataView(fds.buffer);
+  encodePollfd(view, 0, fd, events);
+  encodePollfd(view, 1, wakeFd, LINUX.POLLIN);
+  const onAbort = () => wake(wakeFd);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const timeout = deadline === Infinity ? -1 : Math.min(Math.ceil(remaining), 0x7fffffff);
+    const ready = await libc().poll_wait(fds, 2n, timeout);
+    throwIfAborted(signal);
+    if (ready === 0) throw new TimeoutError(operation, Math.round(timeout));
+    if (ready < 0) return false; // EINTR: look again
+    if (decodePollRevents(view, 1) & LINUX.POLLIN) {
+      drain(wakeFd);
+      return false;
+    }
+    return decodePollRevents(view, 0) !== 0;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+const scratch = new Uint8Array(8);
+
+function wake(eventFd: number): void {
+  libc().write(eventFd, one, 8n);
+}
+
+function drain(eventFd: number): void {
+  libc().read(eventFd, scratch, 8n);
+}
+
+function newEventFd(): number {
+  return check("eventfd", libc().eventfd(0, LINUX.EFD_CLOEXEC | LINUX.EFD_NONBLOCK));
+}
+
+interface ConnectionResources {
+  fds: number[];
+  cache: MappingCache;
+}
+
+const connectionFinalizer = new FinalizationRegistry<ConnectionResources>((r) => {
+  r.cache.close();
+  for (const fd of r.fds) closeQuietly(fd);
+});
+
+/** One end of a connected `SOCK_SEQPACKET` socket. */
+export class SocketConnection implements BackendConnection {
+  readonly peer: PeerCredentials;
+  readonly #fd: number;
+  readonly #sendWake: number;
+  readonly #receiveWake: number;
+  readonly #limits: ConnectionLimits;
+  readonly #cache: MappingCache;
+  #closed = false;
+  #pendingWaits = 0;
+
+  // Preallocated message structures: built once, only lengths change per call.
+  readonly #sendMsghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #sendIov = new Uint8Array(IOVEC_SIZE);
+  readonly #sendControl = new Uint8Array(cmsgSpace(4));
+  readonly #receiveMsghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #receiveIov = new Uint8Array(IOVEC_SIZE);
+  readonly #receiveControl = new Uint8Array(cmsgSpace(4 * MAX_RECEIVED_FDS));
+  readonly #receiveBuffer: Uint8Array;
+  readonly #pollOne = new Uint8Array(POLLFD_SIZE);
+
+  constructor(fd: number, peer: PeerCredentials, limits: ConnectionLimits) {
+    this.#fd = fd;
+    this.peer = peer;
+    this.#limits = limits;
+    this.#cache = new MappingCache(limits.mappingCacheSize);
+    const sendWake = newEventFd();
+    let receiveWake: number;
+    try {
+      receiveWake = newEventFd();
+    } catch (error) {
+      closeQuietly(sendWake);
+      throw error;
+    }
+    this.#sendWake = sendWake;
+    this.#receiveWake = receiveWake;
+    // One byte more than the largest valid message, so an oversized one shows as MSG_TRUNC.
+    this.#receiveBuffer = new Uint8Array(HEADER_SIZE + limits.maxMetaBytes + 1);
+
+    encodeRights(new DataView(this.#sendControl.buffer), [-1]);
+    encodeMsghdr(new DataView(this.#sendMsghdr.buffer), {
+      name: 0n,
+      nameLength: 0,
+      iov: addressOf(this.#sendIov),
+      iovLength: 1,
+      control: addressOf(this.#sendControl),
+      controlLength: this.#sendControl.length,
+      flags: 0,
+    });
+    encodeIovec(
+      new DataView(this.#receiveIov.buffer),
+      0,
+      addressOf(this.#receiveBuffer),
+      this.#receiveBuffer.length,
+    );
+    encodeMsghdr(new DataView(this.#receiveMsghdr.buffer), {
+      name: 0n,
+      nameLength: 0,
+      iov: addressOf(this.#receiveIov),
+      iovLength: 1,
+      control: addressOf(this.#receiveControl),
+      controlLength: this.#receiveControl.length,
+      flags: 0,
+    });
+    connectionFinalizer.register(
+      this,
+      { fds: [fd, sendWake, receiveWake], cache: this.#cache },
+      this,
+    );
+  }
+
+  async send(
+    message: Uint8Array,
+    handle: number,
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    try {
+      this.#assertOpen("send");
+      throwIfAborted(signal);
+      while (!this.#trySend(message, handle)) {
+        await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
+        this.#assertOpen("send");
+      }
+    } finally {
+      // A queued message holds its own reference to the description; ours goes either way.
+      closeQuietly(handle);
+    }
+  }
+
+  /** One `sendmsg(MSG_DONTWAIT)`; false if the socket buffer is full. */
+  #trySend(message: Uint8Array, handle: number): boolean {
+    new DataView(this.#sendControl.buffer).setInt32(16, handle, true);
+    const iov = new DataView(this.#sendIov.buffer);
+    encodeIovec(iov, 0, addressOf(message), message.length);
+    for (;;) {
+      const sent = libc().sendmsg(
+        this.#fd,
+        this.#sendMsghdr,
+        LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL,
+      );
+      if (sent >= 0) return true;
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) return false;
+      if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
+      throw systemError("sendmsg", errno);
+    }
+  }
+
+  async receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
+    for (;;) {
+      this.#assertOpen("receive");
+      throwIfAborted(signal);
+      const message = this.#tryReceive();
+      if (message) return message;
+      await this.#wait(LINUX.POLLIN, this.#receiveWake, "receive", deadline, signal);
+    }
+  }
+
+  /** One `recvmsg(MSG_DONTWAIT)`: a checked message, `undefined` if none is waiting, or a typed error. */
+  #tryReceive(): ReceivedMessage | undefined {
+    const msghdr = new DataView(this.#receiveMsghdr.buffer);
+    msghdr.setBigUint64(MSGHDR_CONTROLLEN_OFFSET, BigInt(this.#receiveControl.length), true);
+    msghdr.setInt32(MSGHDR_FLAGS_OFFSET, 0, true);
+    new DataView(this.#receiveIov.buffer).setBigUint64(
+      IOVEC_LEN_OFFSET,
+      BigInt(this.#receiveBuffer.length),
+      true,
+    );
+    let length: number;
+    for (;;) {
+      length = Number(
+        libc().recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
+      );
+      if (length >= 0) break;
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EAGAIN) return undefined;
+      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
+      throw systemError("recvmsg", errno);
+    }
+    const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
+    const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
+    const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
+    let fd = -1;
+    try {
+      if (length === 0 && control.fds.length === 0 && this.#peerHungUp()) {
+        throw new PeerClosedError();
+      }
+      if (flags & LINUX.MSG_CTRUNC) {
+        throw new ProtocolError(
+          "CONTROL_TRUNCATED",
+          `control data was truncated (more than ${MAX_RECEIVED_FDS} fds?)`,
+        );
+      }
+      if (control.malformed) {
+        throw new ProtocolError("CONTROL_TRUNCATED", "malformed control message");
+      }
+      if (flags & LINUX.MSG_TRUNC) {
+        throw new ProtocolError(
+          "MESSAGE_TRUNCATED",
+          `message is larger than ${this.#receiveBuffer.length - 1} bytes`,
+        );
+      }
+      const bytes = this.#receiveBuffer.subarray(0, length);
+      const header = decodeHeader(bytes, this.#limits.maxSurfaceBytes, this.#limits.maxMetaBytes);
+      if (control.fds.length === 0) {
+        throw new ProtocolError("NO_HANDLE", "surface message carries no fd");
+      }
+      if (control.fds.length > 1) {
+        throw new ProtocolError(
+          "EXTRA_HANDLES",
+          `surface message carries ${control.fds.length} fds, expected 1`,
+        );
+      }
+      fd = control.fds[0];
+      const surface = this.#cache.import(fd, header.geometry);
+      fd = -1; // the surface owns it now
+      return { header, meta: bytes.slice(HEADER_SIZE), surface };
+    } finally {
+      if (fd !== -1) closeQuietly(fd);
+      if (fd === -1 && control.fds.length !== 1) {
+        for (const extra of control.fds) closeQuietly(extra);
+      }
+    }
+  }
+
+  /** A zero-length read is either an empty message or the end: POLLHUP tells which. */
+  #peerHungUp(): boolean {
+    const view = new DataView(this.#pollOne.buffer);
+    encodePollfd(view, 0, this.#fd, LINUX.POLLIN | 0x2000 /* POLLRDHUP */);
+    libc().poll(this.#pollOne, 1n, 0);
+    return (decodePollRevents(view, 0) & (LINUX.POLLHUP | 0x2000)) !== 0;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    connectionFinalizer.unregister(this);
+    // Wake pending waits; they see #closed and throw ClosedError. The fds are
+    // closed only when no poll can still be watching them, so their numbers
+    // are never reused under a pending poll.
+    wake(this.#sendWake);
+    wake(this.#receiveWake);
+    libc().shutdown(this.#fd, LINUX.SHUT_RDWR);
+    this.#cache.close();
+    if (this.#pendingWaits === 0) this.#closeFds();
+  }
+
+  #closeFds(): void {
+    closeQuietly(this.#fd);
+    closeQuietly(this.#sendWake);
+    closeQuietly(this.#receiveWake);
+  }
+
+  async #wait(
+    events: number,
+    wakeFd: number,
+    operation: string,
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    this.#pendingWaits++;
+    try {
+      await waitReady(this.#fd, events, wakeFd, operation, deadline, signal);
+    } finally {
+      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    }
+  }
+
+  #assertOpen(operation: string): void {
+    if (this.#closed) throw new ClosedError("channel", operation);
+  }
+}
+
+interface ListenerResources {
+  fd: number;
+  wakeFd: number;
+  path?: string;
+}
+
+const listenerFinalizer = new FinalizationRegistry<ListenerResources>((r) => {
+  closeQuietly(r.fd);
+  closeQuietly(r.wakeFd);
+  if (r.path) libc().unlink(cString(r.path));
+});
+
+/** A listening `SOCK_SEQPACKET` socket that admits peers by `SO_PEERCRED`. */
+export class SocketListener implements BackendListener {
+  readonly address: string;
+  readonly #resources: ListenerResources;
+  readonly #allowPeer: PeerPredicate;
+  readonly #limits: ConnectionLimits;
+  #closed = false;
+  #pendingWaits = 0;
+
+  constructor(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits) {
+    const address = socketAddress(name);
+    const lib = libc();
+    const fd = check(
+      "socket",
+      lib.socket(LINUX.AF_UNIX, LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0),
+    );
+    let wakeFd = -1;
+    try {
+      if (lib.bind(fd, address.bytes, address.length) < 0) {
+        const errno = readErrno();
+        // A filesystem socket left by a listener that died: replace it if nobody answers on it.
+        if (errno === ERRNO.EADDRINUSE && address.path && isStaleSocket(address)) {
+          lib.unlink(cString(address.path));
+          check("bind", lib.bind(fd, address.bytes, address.length));
+        } else {
+          throw systemError("bind", errno);
+        }
+      }
+      if (address.path) check("chmod", lib.chmod(cString(address.path), 0o600));
+      check("listen", lib.listen(fd, 4096));
+      wakeFd = newEventFd();
+    } catch (error) {
+      closeQuietly(fd);
+      throw error;
+    }
+    this.address = address.path ?? `@${ABSTRACT_PREFIX}${name}`;
+    this.#resources = { fd, wakeFd, path: address.path };
+    this.#allowPeer = allowPeer;
+    this.#limits = limits;
+    listenerFinalizer.register(this, this.#resources, this);
+  }
+
+  async accept(signal?: AbortSignal): Promise<BackendConnection> {
+    const lib = libc();
+    for (;;) {
+      if (this.#closed) throw new ClosedError("listener", "accept");
+      throwIfAborted(signal);
+      const fd = lib.accept4(this.#resources.fd, null, null, LINUX.SOCK_CLOEXEC);
+      if (fd < 0) {
+        const errno = readErrno();
+        if (errno === ERRNO.EAGAIN || errno === ERRNO.EINTR || errno === 103 /* ECONNABORTED */) {
+          if (errno === ERRNO.EAGAIN) await this.#wait(signal);
+          continue;
+        }
+        throw systemError("accept4", errno);
+      }
+      let peer: PeerCredentials;
+      try {
+        peer = peerCredentials(fd);
+        if (!this.#allowPeer(peer)) {
+          closeQuietly(fd); // refused: skip to the next peer
+          continue;
+        }
+        return new SocketConnection(fd, peer, this.#limits);
+      } catch (error) {
+        closeQuietly(fd);
+        throw error;
+      }
+    }
+  }
+
+  async #wait(signal?: AbortSignal): Promise<void> {
+    this.#pendingWaits++;
+    try {
+      await waitReady(
+        this.#resources.fd,
+        LINUX.POLLIN,
+        this.#resources.wakeFd,
+        "accept",
+        Infinity,
+        signal,
+      );
+    } finally {
+      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    listenerFinalizer.unregister(this);
+    if (this.#resources.path) libc().unlink(cString(this.#resources.path));
+    wake(this.#resources.wakeFd);
+    libc().shutdown(this.#resources.fd, LINUX.SHUT_RDWR);
+    if (this.#pendingWaits === 0) this.#closeFds();
+  }
+
+  #closeFds(): void {
+    closeQuietly(this.#resources.fd);
+    closeQuietly(this.#resources.wakeFd);
+  }
+}
+
+/** `connect` on a nonblocking socket: 0, or the errno. */
+function connectErrno(fd: number, address: { bytes: Uint8Array; length: number }): number {
+  for (;;) {
+    if (libc().connect(fd, address.bytes, address.length) === 0) return 0;
+    const errno = readErrno();
+    if (errno !== ERRNO.EINTR) return errno;
+  }
+}
+
+/** True if nothing accepts connections on the filesystem socket at `address`. */
+function isStaleSocket(address: { bytes: Uint8Array; length: number }): boolean {
+  const probe = libc().socket(
+    LINUX.AF_UNIX,
+    LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC,
+    0,
+  );
+  if (probe < 0) return false;
+  try {
+    return connectErrno(probe, address) === ERRNO.ECONNREFUSED;
+  } finally {
+    closeQuietly(probe);
+  }
+}
+
+/**
+ * Connects to the listener under `name`, checks its credentials with
+ * `allowPeer`, and returns the connection. A Unix-socket connect completes at
+ * once or fails with EAGAIN while the listener's backlog is full; then it is
+ * retried with a short back-off until `deadline`.
+ */
+export async function connectSocket(
+  name: string,
+  allowPeer: PeerPredicate,
+  limits: ConnectionLimits,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<BackendConnection> {
+  const address = socketAddress(name);
+  throwIfAborted(signal);
+  const fd = check(
+    "socket",
+    libc().socket(
+      LINUX.AF_UNIX,
+      LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC,
+      0,
+    ),
+  );
+  try {
+    for (let backoff = 1;; backoff = Math.min(backoff * 2, 50)) {
+      const errno = connectErrno(fd, address);
+      if (errno === 0) break;
+      if (errno !== ERRNO.EAGAIN) throw systemError(`connect(${JSON.stringify(name)})`, errno);
+      if (performance.now() + backoff > deadline) throw new TimeoutError("connect", backoff);
+      await new Promise((resolve) => setTimeout(resolve, backoff));
+      throwIfAborted(signal);
+    }
+    const peer = peerCredentials(fd);
+    if (!allowPeer(peer)) {
+      throw new PeerRefusedError(
+        peer,
+        `connect(${
+          JSON.stringify(name)
+        }): the listener runs as uid ${peer.uid} (pid ${peer.pid}), which allowPeer refused`,
+      );
+    }
+    return new SocketConnection(fd, peer, limits);
+  } catch (error) {
+    closeQuietly(fd);
+    throw error;
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * Thin helpers over the libc symbols: errno, typed failures, C strings and
+ * the few descriptor operations every Linux module needs.
+ *
+ * @module
+ */
+
+import { type Libc, libc } from "../../ffi/linux.ts";
+import { SystemCallError } from "../errors.ts";
+import {
+  decodeFlockType,
+  decodeStatx,
+  encodeFlock,
+  FLOCK_SIZE,
+  LINUX,
+  type Statx,
+  STATX_SIZE,
+} from "./structs.ts";
+
+export { libc };
+export type { Libc };
+
+/** errno values surfaceport branches on. */
+export const ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EEXIST: 17,
+  EINVAL: 22,
+  ENFILE: 23,
+  EMFILE: 24,
+  EPIPE: 32,
+  ENOBUFS: 105,
+  ECONNRESET: 104,
+  ECONNREFUSED: 111,
+  EADDRINUSE: 98,
+  ETOOMANYREFS: 109,
+} as const;
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  21: "EISDIR",
+  22: "EINVAL",
+  23: "ENFILE",
+  24: "EMFILE",
+  27: "EFBIG",
+  28: "ENOSPC",
+  32: "EPIPE",
+  36: "ENAMETOOLONG",
+  38: "ENOSYS",
+  88: "ENOTSOCK",
+  90: "EMSGSIZE",
+  91: "EPROTOTYPE",
+  95: "EOPNOTSUPP",
+  97: "EAFNOSUPPORT",
+  98: "EADDRINUSE",
+  99: "EADDRNOTAVAIL",
+  104: "ECONNRESET",
+  105: "ENOBUFS",
+  107: "ENOTCONN",
+  109: "ETOOMANYREFS",
+  110: "ETIMEDOUT",
+  111: "ECONNREFUSED",
+};
+
+/** The symbolic name of an errno value, e.g. `errnoName(24) === "EMFILE"`. */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `E${errno}`;
+}
+
+/** What a user can do about common errno values, appended to error messages. */
+const HINTS: Record<number, string> = {
+  12: "out of memory or address space; close surfaces you no longer use",
+  23: "the system-wide file table is full",
+  24: "this process has too many open descriptors; close surfaces and frames, or raise `ulimit -n`",
+  13: "permission denied",
+  98: "another listener already uses this name; pick another or close it",
+  111: "nothing is listening under this name; start the listener first",
+  2: "nothing is listening under this name; start the listener first",
+  109: "too many descriptors are in flight to a peer that is not reading",
+};
+
+let errnoView: Deno.UnsafePointerView | undefined;
+
+/** Reads the calling thread's errno (the JS thread's: only valid right after a synchronous call). */
+export function readErrno(): number {
+  errnoView ??= new Deno.UnsafePointerView(libc().__errno_location()!);
+  return errnoView.getInt32();
+}
+
+/** Builds a {@link SystemCallError} for `call` from the current errno (or the one given). */
+export function systemError(call: string, errno: number = readErrno()): SystemCallError {
+  return new SystemCallError(call, errno, errnoName(errno), HINTS[errno]);
+}
+
+/** Returns `result`, or throws a {@link SystemCallError} for `call` if it is negative. */
+export function check(call: string, result: number): number {
+  if (result < 0) throw systemError(call);
+  return result;
+}
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated copy of `text` for a `const char *` argument. */
+export function cString(text: string): Uint8Array {
+  const bytes = new Uint8Array(encoder.encode(text).length + 1);
+  encoder.encodeInto(text, bytes);
+  return bytes;
+}
+
+/** Closes `fd`, ignoring errors: for cleanup paths where the descriptor is being given up anyway. */
+export function closeQuietly(fd: number): void {
+  if (fd >= 0) libc().close(fd);
+}
+
+/**
+ * Opens a second, independent open-file-description of `fd` through
+ * `/proc/self/fd`. Locks taken on it belong to it alone.
+ */
+export function reopen(fd: number, flags: number = LINUX.O_RDWR): number {
+  return check(
+    "open(/proc/self/fd)",
+    libc().open(cString(`/proc/self/fd/${fd}`), flags | LINUX.O_CLOEXEC, 0),
+  );
+}
+
+const flockBuffer = new Uint8Array(FLOCK_SIZE);
+const flockView = new DataView(flockBuffer.buffer);
+
+/**
+ * Takes a whole-file OFD lock of `type` on `fd` without waiting. Returns false
+ * if a conflicting lock is held through another description.
+ */
+export function trySetOfdLock(fd: number, type: number): boolean {
+  encodeFlock(flockView, type);
+  if (libc().fcntl_lock(fd, LINUX.F_OFD_SETLK, flockBuffer) === 0) return true;
+  const errno = readErrno();
+  if (errno === ERRNO.EAGAIN || errno === ERRNO.EACCES) return false;
+  throw systemError("fcntl(F_OFD_SETLK)", errno);
+}
+
+/**
+ * True if another open-file-description holds any OFD lock on the file that
+ * `fd` refers to: one `F_OFD_GETLK` asking about a whole-file write lock.
+ */
+export function isLockedElsewhere(fd: number): boolean {
+  encodeFlock(flockView, LINUX.F_WRLCK);
+  check("fcntl(F_OFD_GETLK)", libc().fcntl_lock(fd, LINUX.F_OFD_GETLK, flockBuffer));
+  return decodeFlockType(flockView) !== LINUX.F_UNLCK;
+}
+
+const statxBuffer = new Uint8Array(STATX_SIZE);
+const statxView = new DataView(statxBuffer.buffer);
+const emptyPath = new Uint8Array(1);
+
+/** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, inode, size and device of `fd`. */
+export function fstatx(fd: number): Statx {
+  check(
+    "statx",
+    libc().statx(
+      fd,
+      emptyPath,
+      LINUX.AT_EMPTY_PATH,
+      LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_INO | LINUX.STATX_SIZE,
+      statxBuffer,
+    ),
+  );
+  return decodeStatx(statxView);
+}

@@ -1,0 +1,362 @@
+/**
+ * Surface memory on Linux: a sealed memfd, mapped shared.
+ *
+ * Use tracking is kernel-enforced with open-file-description (OFD) locks:
+ * every handle that leaves this process is a fresh description of the memfd
+ * (opened through `/proc/self/fd`) holding a whole-file read lock. The lock
+ * lives exactly as long as some process, or a socket queue, holds that
+ * description, and the kernel drops it when the last holder closes it or
+ * dies. The owner asks with one `F_OFD_GETLK` on its own, never-locked
+ * description whether any such lock exists.
+ *
+ * Receivers map through yet another, unlocked description, because a mapping
+ * made through a locked description keeps the lock until `munmap` — which,
+ * with a mapping cache, would be forever.
+ *
+ * @module
+ */
+
+import type { SurfaceBacking } from "../backend.ts";
+import { ProtocolError } from "../errors.ts";
+import type { SurfaceGeometry } from "../geometry.ts";
+import {
+  check,
+  closeQuietly,
+  cString,
+  fstatx,
+  isLockedElsewhere,
+  libc,
+  readErrno,
+  reopen,
+  systemError,
+  trySetOfdLock,
+} from "./libc.ts";
+import { LINUX } from "./structs.ts";
+
+const MAP_FAILED = 0xffffffffffffffffn;
+const MEMFD_NAME = cString("surfaceport");
+
+function mapShared(fd: number, size: number): Deno.PointerObject {
+  const pointer = libc().mmap(
+    null,
+    BigInt(size),
+    LINUX.PROT_READ | LINUX.PROT_WRITE,
+    LINUX.MAP_SHARED,
+    fd,
+    0n,
+  );
+  if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
+    throw systemError("mmap");
+  }
+  return pointer;
+}
+
+function unmap(pointer: Deno.PointerObject, size: number): void {
+  libc().munmap(pointer, BigInt(size));
+}
+
+/**
+ * A new description of `fd` with a read lock on it: the handle that goes to
+ * another process and keeps the surface in use while anyone holds it.
+ */
+function exportLockedHandle(fd: number): number {
+  const handle = reopen(fd, LINUX.O_RDWR);
+  try {
+    if (!trySetOfdLock(handle, LINUX.F_RDLCK)) {
+      throw systemError("fcntl(F_OFD_SETLK)", 11 /* EAGAIN: someone holds a write lock */);
+    }
+  } catch (error) {
+    closeQuietly(handle);
+    throw error;
+  }
+  return handle;
+}
+
+interface MemfdResources {
+  fd: number;
+  pointer: Deno.PointerObject;
+  size: number;
+}
+
+const memfdFinalizer = new FinalizationRegistry<MemfdResources>((r) => {
+  unmap(r.pointer, r.size);
+  closeQuietly(r.fd);
+});
+
+/** Owns a memfd this process created, and its mapping. */
+export class MemfdSurface implements SurfaceBacking {
+  readonly geometry: SurfaceGeometry;
+  readonly id: number;
+  readonly baseAddress: Deno.PointerObject;
+  #resources: MemfdResources | undefined;
+
+  private constructor(geometry: SurfaceGeometry, resources: MemfdResources, id: number) {
+    this.geometry = geometry;
+    this.id = id;
+    this.baseAddress = resources.pointer;
+    this.#resources = resources;
+    memfdFinalizer.register(this, resources, this);
+  }
+
+  /**
+   * Creates a memfd of `geometry.allocSize` bytes (`MFD_CLOEXEC |
+   * MFD_ALLOW_SEALING`), seals it against shrinking and growing (so no holder
+   * can make another one fault with SIGBUS) and against further seal changes,
+   * and maps it.
+   */
+  static allocate(geometry: SurfaceGeometry): MemfdSurface {
+    const lib = libc();
+    const fd = check(
+      "memfd_create",
+      lib.memfd_create(MEMFD_NAME, LINUX.MFD_CLOEXEC | LINUX.MFD_ALLOW_SEALING),
+    );
+    try {
+      check("ftruncate", lib.ftruncate(fd, BigInt(geometry.allocSize)));
+      check(
+        "fcntl(F_ADD_SEALS)",
+        lib.fcntl(
+          fd,
+          LINUX.F_ADD_SEALS,
+          LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW | LINUX.F_SEAL_SEAL,
+        ),
+      );
+      const id = Number(fstatx(fd).ino);
+      const pointer = mapShared(fd, geometry.allocSize);
+      return new MemfdSurface(geometry, { fd, pointer, size: geometry.allocSize }, id);
+    } catch (error) {
+      closeQuietly(fd);
+      throw error;
+    }
+  }
+
+  /** The memfd (owned here; valid until release). */
+  get fd(): number {
+    return this.#resources?.fd ?? -1;
+  }
+
+  lock(_readOnly: boolean): void {
+    // Shared mappings are coherent between CPUs; nothing to do but keep the API of IOSurfaceLock.
+  }
+
+  unlock(_readOnly: boolean): void {}
+
+  inUseElsewhere(): boolean {
+    return isLockedElsewhere(this.#open().fd);
+  }
+
+  exportHandle(): number {
+    return exportLockedHandle(this.#open().fd);
+  }
+
+  release(): void {
+    const r = this.#resources;
+    if (!r) return;
+    this.#resources = undefined;
+    memfdFinalizer.unregister(this);
+    unmap(r.pointer, r.size);
+    closeQuietly(r.fd);
+  }
+
+  #open(): MemfdResources {
+    if (!this.#resources) throw new Error("internal: MemfdSurface used after release");
+    return this.#resources;
+  }
+}
+
+// --- the receiving side -----------------------------------------------------
+
+/** One mapping of a received memfd, shared by every frame of it and kept for reuse by the cache. */
+class SharedMapping {
+  readonly pointer: Deno.PointerObject;
+  readonly size: number;
+  readonly id: number;
+  #references = 0;
+  #cached = true;
+  #unmapped = false;
+
+  constructor(pointer: Deno.PointerObject, size: number, id: number) {
+    this.pointer = pointer;
+    this.size = size;
+    this.id = id;
+  }
+
+  retain(): void {
+    this.#references++;
+  }
+
+  release(): void {
+    this.#references--;
+    this.#unmapIfUnused();
+  }
+
+  evict(): void {
+    this.#cached = false;
+    this.#unmapIfUnused();
+  }
+
+  get references(): number {
+    return this.#references;
+  }
+
+  #unmapIfUnused(): void {
+    if (this.#cached || this.#references > 0 || this.#unmapped) return;
+    this.#unmapped = true;
+    unmap(this.pointer, this.size);
+  }
+}
+
+/**
+ * Checks that a received `fd` is surface memory this side can trust: a memfd
+ * (only memfds answer `F_GET_SEALS` with grow/shrink seals), sealed against
+ * shrinking and growing (so the sender cannot truncate it under our mapping
+ * and kill us with SIGBUS), not write-sealed (we map it writable), and of
+ * exactly the size the header declares. Returns its `(dev, ino)` key and inode.
+ */
+function inspectReceivedFd(fd: number, geometry: SurfaceGeometry): { key: string; id: number } {
+  const stat = fstatx(fd);
+  if ((stat.mode & LINUX.S_IFMT) !== LINUX.S_IFREG) {
+    throw new ProtocolError(
+      "NOT_SHARED_MEMORY",
+      `received fd is not a regular file (mode 0o${stat.mode.toString(8)})`,
+    );
+  }
+  const seals = libc().fcntl(fd, LINUX.F_GET_SEALS, 0);
+  if (seals < 0) {
+    throw new ProtocolError(
+      "NOT_SHARED_MEMORY",
+      `received fd is not a memfd (F_GET_SEALS: errno ${readErrno()})`,
+    );
+  }
+  const required = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
+  if ((seals & required) !== required) {
+    throw new ProtocolError(
+      "UNSEALED",
+      `received memfd is not sealed against shrink and grow (seals 0x${seals.toString(16)})`,
+    );
+  }
+  if (seals & (LINUX.F_SEAL_WRITE | 0x10 /* F_SEAL_FUTURE_WRITE */)) {
+    throw new ProtocolError(
+      "UNSEALED",
+      "received memfd is write-sealed; surfaces are mapped writable",
+    );
+  }
+  if (stat.size !== BigInt(geometry.allocSize)) {
+    throw new ProtocolError(
+      "SIZE_MISMATCH",
+      `received memfd has ${stat.size} bytes, header says ${geometry.allocSize}`,
+    );
+  }
+  return { key: `${stat.devMajor}:${stat.devMinor}:${stat.ino}`, id: Number(stat.ino) };
+}
+
+/**
+ * The receiver's mapping cache, keyed by the memfd's `(st_dev, st_ino)`: a
+ * surface that comes back (from a pool) is not mapped again. Least recently
+ * used mappings beyond `capacity` are unmapped once no frame uses them.
+ * Holding a mapping keeps the inode alive, so its number cannot be reused
+ * for another file while it is cached.
+ */
+export class MappingCache {
+  readonly #capacity: number;
+  readonly #entries = new Map<string, SharedMapping>();
+
+  constructor(capacity: number) {
+    this.#capacity = capacity;
+  }
+
+  /** Number of cached mappings. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * Validates the received `fd` for `geometry` and returns a backing that
+   * owns it (as the hold that keeps the surface in use) plus a reference to
+   * a mapping. On error the caller still owns `fd`.
+   */
+  import(fd: number, geometry: SurfaceGeometry): ReceivedSurface {
+    const { key, id } = inspectReceivedFd(fd, geometry);
+    let mapping = this.#entries.get(key);
+    if (mapping) {
+      this.#entries.delete(key); // re-insert as most recently used
+    } else {
+      const mapFd = reopen(fd, LINUX.O_RDWR);
+      try {
+        mapping = new SharedMapping(mapShared(mapFd, geometry.allocSize), geometry.allocSize, id);
+      } finally {
+        closeQuietly(mapFd);
+      }
+    }
+    const surface = new ReceivedSurface(geometry, fd, mapping); // takes a reference first
+    this.#entries.set(key, mapping);
+    while (this.#entries.size > this.#capacity) {
+      const [oldestKey, oldest] = this.#entries.entries().next().value!;
+      this.#entries.delete(oldestKey);
+      oldest.evict(); // unmapped now, or when its last frame closes
+    }
+    return surface;
+  }
+
+  /** Drops every cached mapping; those still used by open frames go when the frames close. */
+  close(): void {
+    for (const mapping of this.#entries.values()) mapping.evict();
+    this.#entries.clear();
+  }
+}
+
+interface HoldResources {
+  fd: number;
+  mapping: SharedMapping;
+}
+
+const holdFinalizer = new FinalizationRegistry<HoldResources>((r) => {
+  closeQuietly(r.fd);
+  r.mapping.release();
+});
+
+/**
+ * A received surface: owns the locked descriptor that keeps the sender's
+ * surface in use, and a reference to the shared mapping.
+ */
+export class ReceivedSurface implements SurfaceBacking {
+  readonly geometry: SurfaceGeometry;
+  readonly id: number;
+  readonly baseAddress: Deno.PointerObject;
+  #resources: HoldResources | undefined;
+
+  constructor(geometry: SurfaceGeometry, holdFd: number, mapping: SharedMapping) {
+    this.geometry = geometry;
+    this.id = mapping.id;
+    this.baseAddress = mapping.pointer;
+    mapping.retain();
+    this.#resources = { fd: holdFd, mapping };
+    holdFinalizer.register(this, this.#resources, this);
+  }
+
+  lock(_readOnly: boolean): void {}
+
+  unlock(_readOnly: boolean): void {}
+
+  inUseElsewhere(): boolean {
+    // The holder's own lock never conflicts with itself: this sees only the others.
+    return isLockedElsewhere(this.#open().fd);
+  }
+
+  exportHandle(): number {
+    return exportLockedHandle(this.#open().fd);
+  }
+
+  release(): void {
+    const r = this.#resources;
+    if (!r) return;
+    this.#resources = undefined;
+    holdFinalizer.unregister(this);
+    closeQuietly(r.fd);
+    r.mapping.release();
+  }
+
+  #open(): HoldResources {
+    if (!this.#resources) throw new Error("internal: ReceivedSurface used after release");
+    return this.#resources;
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * Picks the backend for the running platform, once, on first use.
+ *
+ * @module
+ */
+
+import type { Backend } from "./backend.ts";
+import { UnsupportedError } from "./errors.ts";
+import { linuxBackend } from "./linux/backend.ts";
+
+let selected: Backend | undefined;
+
+/** The backend for `Deno.build.os`. */
+export function backend(): Backend {
+  if (selected) return selected;
+  switch (Deno.build.os) {
+    case "linux":
+      selected = linuxBackend;
+      break;
+    default:
+      throw new UnsupportedError(
+        `surfaceport runs on Linux and macOS, not ${Deno.build.os}`,
+      );
+  }
+  return selected;
+}
+
+/** Test hook: runs the library on `replacement` (e.g. the darwin backend over a fake). */
+export function setBackendForTesting(replacement: Backend | undefined): void {
+  selected = replacement;
+}

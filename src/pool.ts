@@ -1,0 +1,231 @@
+/**
+ * {@link SurfacePool}: recycles surfaces of one geometry, and never hands out
+ * one that another process still uses.
+ *
+ * @module
+ */
+
+import type { SurfaceBacking } from "./backend.ts";
+import { ClosedError, PoolExhaustedError, throwIfAborted } from "./errors.ts";
+import {
+  computeGeometry,
+  DEFAULT_MAX_SURFACE_BYTES,
+  type PixelFormat,
+  type SurfaceGeometry,
+} from "./geometry.ts";
+import { backend } from "./platform.ts";
+import { Surface } from "./surface.ts";
+
+/** Options of {@link SurfacePool}. */
+export interface SurfacePoolOptions {
+  /** Width in pixels of every surface. */
+  width: number;
+  /** Height in pixels of every surface. */
+  height: number;
+  /** Pixel format of every surface (default `"BGRA"`). */
+  format?: PixelFormat;
+  /** The most surfaces the pool allocates (default 8). */
+  maxSurfaces?: number;
+  /** Refuse a geometry larger than this many bytes per surface (default 1 GiB). */
+  maxBytes?: number;
+}
+
+/** Options of {@link SurfacePool.acquire}. */
+export interface AcquireOptions {
+  /** Give up after this many milliseconds with `PoolExhaustedError` (default: wait as long as it takes). */
+  timeout?: number;
+  /** Give up when this signal aborts (the promise rejects with its reason). */
+  signal?: AbortSignal;
+}
+
+/** A snapshot of a pool's surfaces. */
+export interface SurfacePoolStats {
+  /** Surfaces allocated so far. */
+  allocated: number;
+  /** Surfaces ready to hand out. */
+  idle: number;
+  /** Surfaces handed out here and not yet closed. */
+  inUseHere: number;
+  /** Surfaces closed here but still held by another process (or an open frame). */
+  inUseElsewhere: number;
+}
+
+interface PoolEntry {
+  backing: SurfaceBacking;
+  lent: boolean;
+}
+
+/** How often `acquire` asks the kernel again while every surface is in use (ms, doubling up to the max). */
+const FIRST_RETRY_MS = 0.25;
+const MAX_RETRY_MS = 4;
+
+/**
+ * A pool of same-sized surfaces for a producer. `acquire()` returns a
+ * surface that no one else holds; `surface.close()` gives it back. A surface
+ * sent to another process is reused only once that process has closed its
+ * frame, exited or been killed — decided by the kernel (`IOSurfaceIsInUse`
+ * on macOS, an OFD-lock probe on Linux), never by bookkeeping that a crash
+ * could leave stale.
+ *
+ * @example
+ * ```ts
+ * import { connect, SurfacePool } from "@surfaceport/surfaceport";
+ * const pool = new SurfacePool({ width: 1920, height: 1080, maxSurfaces: 4 });
+ * const channel = await connect("camera");
+ * using surface = await pool.acquire({ timeout: 1000 });
+ * surface.bytes().fill(0x80);
+ * await channel.send(surface);
+ * ```
+ */
+export class SurfacePool {
+  /** The layout every surface of this pool has. */
+  readonly geometry: SurfaceGeometry;
+  /** The most surfaces this pool allocates. */
+  readonly maxSurfaces: number;
+  #entries: PoolEntry[] = [];
+  #closed = false;
+  /** Waiters woken when a surface comes back or the pool closes. */
+  readonly #waiters = new Set<() => void>();
+
+  /** Creates an empty pool; surfaces are allocated on demand. Bad options throw `TypeError`/`RangeError`. */
+  constructor(options: SurfacePoolOptions) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(
+        "SurfacePool needs an options object { width, height, format?, maxSurfaces? }",
+      );
+    }
+    this.geometry = computeGeometry(
+      options.width,
+      options.height,
+      options.format ?? "BGRA",
+      options.maxBytes ?? DEFAULT_MAX_SURFACE_BYTES,
+    );
+    const maxSurfaces = options.maxSurfaces ?? 8;
+    if (!Number.isInteger(maxSurfaces) || maxSurfaces < 1) {
+      throw new RangeError(`maxSurfaces must be a positive integer, got ${maxSurfaces}`);
+    }
+    this.maxSurfaces = maxSurfaces;
+  }
+
+  /**
+   * A surface no one else holds, or `undefined` if every surface is in use
+   * and `maxSurfaces` are allocated. Never waits.
+   */
+  tryAcquire(): Surface | undefined {
+    if (this.#closed) throw new ClosedError("pool", "tryAcquire");
+    for (const entry of this.#entries) {
+      if (!entry.lent && !entry.backing.inUseElsewhere()) return this.#lend(entry);
+    }
+    if (this.#entries.length < this.maxSurfaces) {
+      const entry = { backing: backend().allocateSurface(this.geometry), lent: false };
+      this.#entries.push(entry);
+      return this.#lend(entry);
+    }
+    return undefined;
+  }
+
+  /**
+   * Waits for a surface no one else holds. Rejects with `PoolExhaustedError`
+   * when `timeout` runs out, with the signal's reason on abort, and with
+   * `ClosedError` if the pool closes meanwhile.
+   */
+  async acquire(options: AcquireOptions = {}): Promise<Surface> {
+    const { timeout, signal } = options;
+    if (timeout !== undefined && (typeof timeout !== "number" || !(timeout >= 0))) {
+      throw new RangeError(
+        `acquire: timeout must be a non-negative number of milliseconds, got ${timeout}`,
+      );
+    }
+    const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
+    let delay = FIRST_RETRY_MS;
+    for (;;) {
+      throwIfAborted(signal);
+      const surface = this.tryAcquire();
+      if (surface) return surface;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) {
+        const stats = this.stats;
+        throw new PoolExhaustedError(
+          `acquire: all ${this.maxSurfaces} surfaces are in use (${stats.inUseHere} here, ` +
+            `${stats.inUseElsewhere} held by other processes) after ${timeout} ms; ` +
+            "close frames sooner, or raise maxSurfaces",
+        );
+      }
+      // Wake on a local close at once; remote releases have no event, so ask the kernel again with back-off.
+      await this.#waitForReturn(Math.min(delay, remaining), signal);
+      delay = Math.min(delay * 2, MAX_RETRY_MS);
+    }
+  }
+
+  /** Counts of the pool's surfaces by state (asks the kernel about each idle one). */
+  get stats(): SurfacePoolStats {
+    let inUseHere = 0, inUseElsewhere = 0;
+    for (const entry of this.#entries) {
+      if (entry.lent) inUseHere++;
+      else if (!this.#closed && entry.backing.inUseElsewhere()) inUseElsewhere++;
+    }
+    const allocated = this.#entries.length;
+    return { allocated, idle: allocated - inUseHere - inUseElsewhere, inUseHere, inUseElsewhere };
+  }
+
+  /**
+   * Releases every surface not handed out; those handed out are released
+   * when their holders close them. Other processes keep their own references.
+   * Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const lent: PoolEntry[] = [];
+    for (const entry of this.#entries) {
+      if (entry.lent) lent.push(entry);
+      else entry.backing.release();
+    }
+    this.#entries = lent;
+    this.#wakeWaiters();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #lend(entry: PoolEntry): Surface {
+    entry.lent = true;
+    return new Surface(entry.backing, () => this.#giveBack(entry));
+  }
+
+  #giveBack(entry: PoolEntry): void {
+    entry.lent = false;
+    if (this.#closed) {
+      entry.backing.release();
+      this.#entries = this.#entries.filter((e) => e !== entry);
+    }
+    this.#wakeWaiters();
+  }
+
+  #wakeWaiters(): void {
+    for (const wake of [...this.#waiters]) wake();
+  }
+
+  #waitForReturn(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const finish = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#waiters.delete(wake);
+      };
+      const wake = () => {
+        finish();
+        resolve();
+      };
+      const onAbort = () => {
+        finish();
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(wake, ms);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.add(wake);
+    });
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The public {@link Surface}: a pixel buffer in shared memory, the same class
+ * on every platform.
+ *
+ * @module
+ */
+
+import type { SurfaceBacking } from "./backend.ts";
+import { ClosedError, LockStateError } from "./errors.ts";
+import {
+  computeGeometry,
+  DEFAULT_MAX_SURFACE_BYTES,
+  type PixelFormat,
+  planeByteLength,
+  type PlaneGeometry,
+  type SurfaceGeometry,
+} from "./geometry.ts";
+import { backend } from "./platform.ts";
+
+/** Options of {@link Surface.create}. */
+export interface SurfaceOptions {
+  /** Width in pixels (1 to 32768; even for 4:2:0 formats). */
+  width: number;
+  /** Height in pixels (1 to 32768; even for 4:2:0 formats). */
+  height: number;
+  /** Pixel format; `"BGRA"` if omitted. */
+  format?: PixelFormat;
+  /** Refuse surfaces larger than this many bytes (default 1 GiB). */
+  maxBytes?: number;
+}
+
+/** Options of {@link Surface.lock} and {@link Surface.unlock}. */
+export interface LockOptions {
+  /** Lock for reading only (`kIOSurfaceLockReadOnly`); must match between lock and unlock. */
+  readOnly?: boolean;
+}
+
+/**
+ * What a surface's finaliser or `close()` does: give the backing up, or hand
+ * it back to its pool. Runs at most once.
+ */
+type ReleaseAction = () => void;
+
+const finalizer = new FinalizationRegistry<ReleaseAction>((release) => release());
+
+/** Keeps a surface reachable from the ArrayBuffer its views share, so GC never unmaps live views. */
+const OWNER = Symbol("surfaceport.owner");
+
+/** Each surface's backing, for the library's own modules (see {@link backingOf}). */
+const BACKING = new WeakMap<Surface, SurfaceBacking>();
+
+/**
+ * A pixel buffer in memory that can be handed to another process without
+ * copying: a sealed memfd on Linux, an IOSurface on macOS.
+ *
+ * Create one with {@link Surface.create}, take one from a `SurfacePool`, or
+ * receive one from a `Channel`. Close it when done (or use `using`): a
+ * `FinalizationRegistry` releases forgotten surfaces, but only at GC time.
+ *
+ * After `close()`, every view that {@link bytes} returned is detached: its
+ * `length` is 0, reads give `undefined` and writes are dropped. No view ever
+ * reads memory that was unmapped.
+ *
+ * @example
+ * ```ts
+ * import { Surface } from "@surfaceport/surfaceport";
+ * using surface = Surface.create({ width: 640, height: 480 });
+ * surface.bytes().fill(0xff); // white, opaque BGRA
+ * ```
+ */
+export class Surface {
+  #backing: SurfaceBacking;
+  #release: ReleaseAction | undefined;
+  #buffer: ArrayBuffer | undefined;
+  #lockDepth = 0;
+  #lockReadOnly = false;
+
+  /**
+   * Internal: surfaces come from {@link Surface.create}, a pool or a channel.
+   * @ignore
+   */
+  constructor(backing: SurfaceBacking, release: ReleaseAction) {
+    this.#backing = backing;
+    BACKING.set(this, backing);
+    let done = false;
+    // Runs at most once whichever of close() and the finaliser comes first.
+    this.#release = () => {
+      if (done) return;
+      done = true;
+      release();
+    };
+    finalizer.register(this, this.#release, this);
+  }
+
+  /**
+   * Allocates a new surface. Throws `TypeError`/`RangeError` for bad options
+   * (before any allocation) and `SystemCallError`/`MachError` if the system
+   * refuses the memory.
+   */
+  static create(options: SurfaceOptions): Surface {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("Surface.create needs an options object { width, height, format? }");
+    }
+    const geometry = computeGeometry(
+      options.width,
+      options.height,
+      options.format ?? "BGRA",
+      options.maxBytes ?? DEFAULT_MAX_SURFACE_BYTES,
+    );
+    const backing = backend().allocateSurface(geometry);
+    return new Surface(backing, () => backing.release());
+  }
+
+  /** Width in pixels. */
+  get width(): number {
+    return this.#backing.geometry.width;
+  }
+
+  /** Height in pixels. */
+  get height(): number {
+    return this.#backing.geometry.height;
+  }
+
+  /** The pixel format it was created with. */
+  get format(): PixelFormat {
+    return this.#backing.geometry.format;
+  }
+
+  /** The planes' layouts, in memory order (one for BGRA, two for NV12, three for I420). */
+  get planes(): readonly PlaneGeometry[] {
+    return this.#backing.geometry.planes;
+  }
+
+  /** Total bytes of memory backing the surface. */
+  get allocSize(): number {
+    return this.#backing.geometry.allocSize;
+  }
+
+  /** The full layout (width, height, format, planes, allocSize). */
+  get geometry(): SurfaceGeometry {
+    return this.#backing.geometry;
+  }
+
+  /**
+   * A number identifying the underlying buffer on this machine: the memfd's
+   * inode on Linux, the IOSurfaceID on macOS. Equal on both sides of a
+   * handoff. For logging only: it grants nothing and must never be used to
+   * look a surface up.
+   */
+  get id(): number {
+    return this.#backing.id;
+  }
+
+  /** True once {@link close} has run. */
+  get closed(): boolean {
+    return this.#release === undefined;
+  }
+
+  /**
+   * True while another holder uses the surface: a process it was sent to
+   * (until that process closes the frame, or dies), a message still queued
+   * to one, or another frame of it open here. Asks the kernel each time
+   * (`F_OFD_GETLK` on Linux, `IOSurfaceIsInUse` on macOS).
+   */
+  get inUse(): boolean {
+    this.#assertOpen("inUse");
+    return this.#backing.inUseElsewhere();
+  }
+
+  /**
+   * A zero-copy view of plane `plane` (`bytesPerRow * height` bytes; rows may
+   * be padded past `width * bytesPerElement`). Detached by {@link close}.
+   */
+  bytes(plane = 0): Uint8Array {
+    this.#assertOpen("bytes");
+    const planes = this.#backing.geometry.planes;
+    if (!Number.isInteger(plane) || plane < 0 || plane >= planes.length) {
+      throw new RangeError(`plane must be an integer from 0 to ${planes.length - 1}, got ${plane}`);
+    }
+    const geometry = planes[plane];
+    return new Uint8Array(this.#memory(), geometry.offset, planeByteLength(geometry));
+  }
+
+  /**
+   * Begins CPU access, as `IOSurfaceLock` does. Locks nest; each needs a
+   * matching {@link unlock} with the same `readOnly`. On Linux this is a
+   * memory barrier only, with the same rules and errors.
+   */
+  lock(options: LockOptions = {}): void {
+    this.#assertOpen("lock");
+    const readOnly = options.readOnly === true;
+    if (this.#lockDepth > 0 && this.#lockReadOnly !== readOnly) {
+      throw new LockStateError(
+        `lock: the surface is already locked ${this.#lockReadOnly ? "read-only" : "read-write"}`,
+      );
+    }
+    this.#backing.lock(readOnly);
+    this.#lockReadOnly = readOnly;
+    this.#lockDepth++;
+  }
+
+  /** Ends CPU access begun by {@link lock}. Throws `LockStateError` if not locked so. */
+  unlock(options: LockOptions = {}): void {
+    this.#assertOpen("unlock");
+    const readOnly = options.readOnly === true;
+    if (this.#lockDepth === 0) throw new LockStateError("unlock: the surface is not locked");
+    if (this.#lockReadOnly !== readOnly) {
+      throw new LockStateError(
+        `unlock: locked ${
+          this.#lockReadOnly ? "read-only" : "read-write"
+        }, unlocked with readOnly: ${readOnly}`,
+      );
+    }
+    this.#backing.unlock(readOnly);
+    this.#lockDepth--;
+  }
+
+  /**
+   * Lets go of the surface: detaches every view, drops any CPU lock, and
+   * releases it (or returns it to its pool). Idempotent.
+   */
+  close(): void {
+    const release = this.#release;
+    if (!release) return;
+    this.#release = undefined;
+    finalizer.unregister(this);
+    while (this.#lockDepth > 0) {
+      this.#backing.unlock(this.#lockReadOnly);
+      this.#lockDepth--;
+    }
+    // transfer(0) detaches without copying: old views now have length 0.
+    this.#buffer?.transfer(0);
+    this.#buffer = undefined;
+    release();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #memory(): ArrayBuffer {
+    if (!this.#buffer) {
+      const buffer = Deno.UnsafePointerView.getArrayBuffer(
+        this.#backing.baseAddress,
+        this.#backing.geometry.allocSize,
+      );
+      Object.defineProperty(buffer, OWNER, { value: this });
+      this.#buffer = buffer;
+    }
+    return this.#buffer;
+  }
+
+  #assertOpen(operation: string): void {
+    if (!this.#release) throw new ClosedError("surface", `Surface.${operation}`);
+  }
+}
+
+/** Internal: the backing of an open surface, for channels and pools. */
+export function backingOf(surface: Surface, operation: string): SurfaceBacking {
+  if (surface.closed) throw new ClosedError("surface", operation);
+  return BACKING.get(surface)!;
+}

@@ -1,0 +1,256 @@
+/**
+ * The surfaceport wire header and metadata encoding, shared by every
+ * platform: it is the payload of a `SOCK_SEQPACKET` message on Linux (next to
+ * one fd in `SCM_RIGHTS`) and rides inline after the port descriptor in a
+ * mach message on macOS. `docs/protocol.md` is the normative description.
+ *
+ * @module
+ */
+
+import {
+  formatOfFourcc,
+  fourccOf,
+  type PlaneGeometry,
+  type SurfaceGeometry,
+  validateGeometry,
+} from "./geometry.ts";
+import { ProtocolError } from "./errors.ts";
+
+/** The four bytes every message starts with: ASCII `SPRT`. */
+export const WIRE_MAGIC = 0x54525053; // "SPRT" read as a little-endian u32
+/** The protocol version this library speaks. */
+export const WIRE_VERSION = 1;
+/** Message type: a surface, with exactly one handle (fd or port). */
+export const MESSAGE_SURFACE = 1;
+/** Size of the fixed header in bytes (a multiple of 8). */
+export const HEADER_SIZE = 136;
+/** Plane records in the header; unused ones are zero. */
+export const MAX_PLANES = 3;
+/** Offset of the first plane record. */
+const PLANES_OFFSET = 64;
+/** Bytes per plane record. */
+const PLANE_RECORD_SIZE = 24;
+/** The default and largest metadata size a channel accepts: 64 KiB. */
+export const DEFAULT_MAX_META_BYTES = 65536;
+
+/** How the metadata bytes are to be read (header `flags` bits 0-1). */
+export const META_NONE = 0;
+/** Metadata is raw bytes, handed back as a `Uint8Array`. */
+export const META_BYTES = 1;
+/** Metadata is UTF-8 JSON, handed back parsed. */
+export const META_JSON = 2;
+
+/** The decoded fixed header. */
+export interface WireHeader {
+  /** Message type (only {@link MESSAGE_SURFACE} so far). */
+  type: number;
+  /** The surface's layout, as the sender describes it. */
+  geometry: SurfaceGeometry;
+  /** How to read the metadata: {@link META_NONE}, {@link META_BYTES} or {@link META_JSON}. */
+  metaKind: number;
+  /** Length of the metadata that follows the header. */
+  metaLength: number;
+  /** The sender's per-channel sequence number, starting at 0. */
+  sequence: bigint;
+  /** The sender's timestamp, microseconds since the Unix epoch. */
+  timestamp: number;
+}
+
+/**
+ * Writes the fixed header for a surface message into `view` (at least
+ * {@link HEADER_SIZE} bytes). Layout (little-endian):
+ *
+ * | offset | size | field |
+ * |---|---|---|
+ * | 0 | 4 | magic `SPRT` |
+ * | 4 | 2 | version (1) |
+ * | 6 | 2 | type (1 = surface) |
+ * | 8 | 2 | header size (136) |
+ * | 10 | 2 | flags: bits 0-1 metadata kind |
+ * | 12 | 4 | pixel format fourcc (e.g. 0x42475241 for BGRA) |
+ * | 16 | 4 | width |
+ * | 20 | 4 | height |
+ * | 24 | 4 | plane count (1-3) |
+ * | 28 | 4 | metadata length |
+ * | 32 | 8 | sequence number |
+ * | 40 | 8 | timestamp, µs since the Unix epoch (i64) |
+ * | 48 | 8 | alloc size: bytes of the shared memory |
+ * | 56 | 8 | reserved, zero |
+ * | 64 + 24·i | 24 | plane i: offset u64, bytesPerRow u32, width u32, height u32, bytesPerElement u32 |
+ */
+export function encodeHeader(
+  view: DataView,
+  geometry: SurfaceGeometry,
+  metaKind: number,
+  metaLength: number,
+  sequence: bigint,
+  timestamp: number,
+): void {
+  view.setUint32(0, WIRE_MAGIC, true);
+  view.setUint16(4, WIRE_VERSION, true);
+  view.setUint16(6, MESSAGE_SURFACE, true);
+  view.setUint16(8, HEADER_SIZE, true);
+  view.setUint16(10, metaKind & 3, true);
+  view.setUint32(12, fourccOf(geometry.format), true);
+  view.setUint32(16, geometry.width, true);
+  view.setUint32(20, geometry.height, true);
+  view.setUint32(24, geometry.planes.length, true);
+  view.setUint32(28, metaLength, true);
+  view.setBigUint64(32, sequence, true);
+  view.setBigInt64(40, BigInt(Math.trunc(timestamp)), true);
+  view.setBigUint64(48, BigInt(geometry.allocSize), true);
+  view.setBigUint64(56, 0n, true);
+  for (let i = 0; i < MAX_PLANES; i++) {
+    const at = PLANES_OFFSET + i * PLANE_RECORD_SIZE;
+    const plane = geometry.planes[i];
+    view.setBigUint64(at, BigInt(plane?.offset ?? 0), true);
+    view.setUint32(at + 8, plane?.bytesPerRow ?? 0, true);
+    view.setUint32(at + 12, plane?.width ?? 0, true);
+    view.setUint32(at + 16, plane?.height ?? 0, true);
+    view.setUint32(at + 20, plane?.bytesPerElement ?? 0, true);
+  }
+}
+
+/**
+ * Decodes and checks the header at the start of `message` (the whole
+ * received payload). Throws {@link ProtocolError} for anything that is not a
+ * well-formed surface message within `maxBytes` / `maxMetaBytes`.
+ */
+export function decodeHeader(
+  message: Uint8Array,
+  maxBytes: number,
+  maxMetaBytes: number = DEFAULT_MAX_META_BYTES,
+): WireHeader {
+  if (message.length < 8) {
+    throw new ProtocolError("SHORT_MESSAGE", `message of ${message.length} bytes has no header`);
+  }
+  const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
+  if (view.getUint32(0, true) !== WIRE_MAGIC) {
+    throw new ProtocolError("BAD_MAGIC", `message does not start with "SPRT"`);
+  }
+  const version = view.getUint16(4, true);
+  if (version !== WIRE_VERSION) {
+    throw new ProtocolError(
+      "BAD_VERSION",
+      `protocol version ${version}, this side speaks ${WIRE_VERSION}`,
+    );
+  }
+  const type = view.getUint16(6, true);
+  if (type !== MESSAGE_SURFACE) throw new ProtocolError("BAD_TYPE", `unknown message type ${type}`);
+  if (message.length < HEADER_SIZE || view.getUint16(8, true) !== HEADER_SIZE) {
+    throw new ProtocolError(
+      "SHORT_MESSAGE",
+      `header is ${
+        Math.min(message.length, view.getUint16(8, true))
+      } bytes, expected ${HEADER_SIZE}`,
+    );
+  }
+  const flags = view.getUint16(10, true);
+  const metaKind = flags & 3;
+  if (flags & ~3 || metaKind === 3) {
+    throw new ProtocolError("BAD_META", `unknown flags 0x${flags.toString(16)}`);
+  }
+  const fourcc = view.getUint32(12, true);
+  const format = formatOfFourcc(fourcc);
+  if (!format) {
+    throw new ProtocolError("BAD_GEOMETRY", `unknown pixel format fourcc 0x${fourcc.toString(16)}`);
+  }
+  const planeCount = view.getUint32(24, true);
+  if (planeCount < 1 || planeCount > MAX_PLANES) {
+    throw new ProtocolError("BAD_GEOMETRY", `plane count ${planeCount} is not 1 to ${MAX_PLANES}`);
+  }
+  const metaLength = view.getUint32(28, true);
+  if (metaLength > maxMetaBytes) {
+    throw new ProtocolError("TOO_LARGE", `metadata of ${metaLength} bytes exceeds ${maxMetaBytes}`);
+  }
+  if (message.length !== HEADER_SIZE + metaLength) {
+    throw new ProtocolError(
+      "SHORT_MESSAGE",
+      `message is ${message.length} bytes, header says ${HEADER_SIZE + metaLength}`,
+    );
+  }
+  if ((metaKind === META_NONE) !== (metaLength === 0)) {
+    throw new ProtocolError("BAD_META", `metadata kind ${metaKind} with length ${metaLength}`);
+  }
+  const allocSize = view.getBigUint64(48, true);
+  if (allocSize > BigInt(maxBytes)) {
+    throw new ProtocolError(
+      "TOO_LARGE",
+      `surface of ${allocSize} bytes exceeds the limit of ${maxBytes}`,
+    );
+  }
+  const planes: PlaneGeometry[] = [];
+  for (let i = 0; i < planeCount; i++) {
+    const at = PLANES_OFFSET + i * PLANE_RECORD_SIZE;
+    const offset = view.getBigUint64(at, true);
+    if (offset > allocSize) {
+      throw new ProtocolError(
+        "BAD_GEOMETRY",
+        `plane ${i} offset ${offset} is past allocSize ${allocSize}`,
+      );
+    }
+    planes.push({
+      offset: Number(offset),
+      bytesPerRow: view.getUint32(at + 8, true),
+      width: view.getUint32(at + 12, true),
+      height: view.getUint32(at + 16, true),
+      bytesPerElement: view.getUint32(at + 20, true),
+    });
+  }
+  const geometry: SurfaceGeometry = {
+    width: view.getUint32(16, true),
+    height: view.getUint32(20, true),
+    format,
+    planes,
+    allocSize: Number(allocSize),
+  };
+  const problem = validateGeometry(geometry);
+  if (problem) throw new ProtocolError("BAD_GEOMETRY", problem);
+  return {
+    type,
+    geometry,
+    metaKind,
+    metaLength,
+    sequence: view.getBigUint64(32, true),
+    timestamp: Number(view.getBigInt64(40, true)),
+  };
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Metadata a sender may attach: raw bytes, or any JSON-serialisable value. */
+export type Meta = Uint8Array | unknown;
+
+/** Encodes `meta` for the wire: `undefined` → none, `Uint8Array` → bytes, anything else → JSON. */
+export function encodeMeta(meta: Meta): { kind: number; bytes: Uint8Array } {
+  if (meta === undefined) return { kind: META_NONE, bytes: new Uint8Array(0) };
+  if (meta instanceof Uint8Array) {
+    if (meta.length === 0) return { kind: META_NONE, bytes: meta };
+    return { kind: META_BYTES, bytes: meta };
+  }
+  const json = JSON.stringify(meta);
+  if (json === undefined) {
+    throw new TypeError(`metadata must be a Uint8Array or JSON-serialisable, got ${typeof meta}`);
+  }
+  return { kind: META_JSON, bytes: encoder.encode(json) };
+}
+
+/** Decodes metadata bytes as `kind` says; the bytes are copied, never aliased. */
+export function decodeMeta(kind: number, bytes: Uint8Array): unknown {
+  if (kind === META_NONE) return undefined;
+  if (kind === META_BYTES) return bytes.slice();
+  try {
+    return JSON.parse(decoder.decode(bytes));
+  } catch (error) {
+    throw new ProtocolError(
+      "BAD_META",
+      `metadata is not valid UTF-8 JSON: ${(error as Error).message}`,
+    );
+  }
+}
+
+/** Microseconds since the Unix epoch, with sub-millisecond resolution. */
+export function nowMicros(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
