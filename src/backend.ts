@@ -66,6 +66,11 @@ export interface ConnectionLimits {
   maxMetaBytes: number;
   /** How many distinct received surfaces stay mapped for reuse. */
   mappingCacheSize: number;
+  /**
+   * Low-latency mode: microseconds to keep retrying a non-blocking receive
+   * on the JS thread before parking on a worker thread (0: park at once).
+   */
+  spinMicros: number;
 }
 
 /** A connected channel endpoint. */

@@ -261,12 +261,24 @@ export class SocketConnection implements BackendConnection {
   }
 
   async receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
+    this.#assertOpen("receive");
+    throwIfAborted(signal);
+    let message = this.#tryReceive();
+    if (message) return message;
+    if (this.#limits.spinMicros > 0) {
+      // Low-latency mode: retry on this thread before paying the hop to a worker thread.
+      const spinUntil = Math.min(performance.now() + this.#limits.spinMicros / 1000, deadline);
+      while (performance.now() < spinUntil) {
+        message = this.#tryReceive();
+        if (message) return message;
+      }
+    }
     for (;;) {
+      await this.#wait(LINUX.POLLIN, this.#receiveWake, "receive", deadline, signal);
       this.#assertOpen("receive");
       throwIfAborted(signal);
-      const message = this.#tryReceive();
+      message = this.#tryReceive();
       if (message) return message;
-      await this.#wait(LINUX.POLLIN, this.#receiveWake, "receive", deadline, signal);
     }
   }
 
