@@ -1,0 +1,200 @@
+/**
+ * Shared test helpers: descriptor counts, unique channel names, and child
+ * processes that are always killed and awaited.
+ *
+ * @module
+ */
+
+import { libc } from "../ffi/linux.ts";
+
+/** Highest descriptor number the counters look at. */
+const FD_SCAN_LIMIT = 65536;
+
+/** The open descriptors of this process (asked with fcntl(F_GETFD): Deno guards /proc/self/fd). */
+export function openFds(): number[] {
+  const lib = libc();
+  const fds: number[] = [];
+  for (let fd = 0; fd < FD_SCAN_LIMIT; fd++) {
+    if (lib.fcntl(fd, 1, /* F_GETFD */ 0) >= 0) fds.push(fd);
+  }
+  return fds;
+}
+
+/** How many descriptors this process has open. */
+export function fdCount(): number {
+  return openFds().length;
+}
+
+/** The descriptors open now that were not in `baseline`, with what they are, for leak messages. */
+export function fdTargets(baseline: number[] = []): string[] {
+  const known = new Set(baseline);
+  return openFds().filter((fd) => !known.has(fd)).map((fd) => {
+    try {
+      return `${fd} -> ${Deno.readLinkSync(`/proc/self/fd/${fd}`)}`;
+    } catch {
+      return `${fd}`;
+    }
+  });
+}
+
+/**
+ * Waits until Deno has opened the descriptors it opens by itself shortly
+ * after start, so that fd-count baselines are stable.
+ */
+export async function settleRuntimeFds(): Promise<void> {
+  const age = performance.now();
+  if (age < 800) await sleep(800 - age);
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+let counter = 0;
+/** A channel name unique to this process and call. */
+export function uniqueName(prefix = "t"): string {
+  return `${prefix}-${Deno.pid}-${counter++}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** Runs the garbage collector (tests run with --expose-gc) and lets finalizers run. */
+export async function collectGarbage(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error("run the tests with --v8-flags=--expose-gc");
+  for (let i = 0; i < 4; i++) {
+    gc();
+    await sleep(10);
+  }
+}
+
+/** Polls `condition` every 10 ms until it holds or `ms` pass. */
+export async function waitUntil(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const end = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** A child process with line-oriented stdout. */
+export class Child implements AsyncDisposable {
+  readonly process: Deno.ChildProcess;
+  readonly #lines: string[] = [];
+  readonly #waiters: (() => void)[] = [];
+  #stderr = "";
+  readonly #done: Promise<void>;
+  #ended = false;
+
+  constructor(command: string, args: string[], env?: Record<string, string>) {
+    this.process = new Deno.Command(command, {
+      args,
+      env,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#done = Promise.all([this.#pump(), this.#pumpErr()]).then(() => {
+      this.#ended = true;
+      this.#waiters.splice(0).forEach((w) => w());
+    });
+  }
+
+  async #pump(): Promise<void> {
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of this.process.stdout) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let i;
+      while ((i = buffer.indexOf("\n")) >= 0) {
+        this.#lines.push(buffer.slice(0, i));
+        buffer = buffer.slice(i + 1);
+        this.#waiters.splice(0).forEach((w) => w());
+      }
+    }
+  }
+
+  async #pumpErr(): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of this.process.stderr) {
+      this.#stderr += decoder.decode(chunk, { stream: true });
+    }
+  }
+
+  /** Everything the child wrote to stderr so far. */
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Waits for the next stdout line matching `pattern` (consuming earlier lines). */
+  async line(pattern: RegExp | string, ms = 20000): Promise<string> {
+    const end = performance.now() + ms;
+    for (;;) {
+      while (this.#lines.length) {
+        const line = this.#lines.shift()!;
+        if (typeof pattern === "string" ? line.includes(pattern) : pattern.test(line)) return line;
+      }
+      if (this.#ended) {
+        throw new Error(`child exited before printing ${pattern}; stderr:\n${this.#stderr}`);
+      }
+      const remaining = end - performance.now();
+      if (remaining <= 0) {
+        throw new Error(`timed out waiting for ${pattern}; stderr:\n${this.#stderr}`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, remaining);
+        this.#waiters.push(() => (clearTimeout(timer), resolve()));
+      });
+    }
+  }
+
+  /** Writes one line to the child's stdin. */
+  async send(line: string): Promise<void> {
+    const writer = this.process.stdin.getWriter();
+    try {
+      await writer.write(new TextEncoder().encode(line + "\n"));
+    } finally {
+      writer.releaseLock();
+    }
+  }
+
+  /** Waits for the child to exit by itself (bounded), returning its status. */
+  async exit(ms = 20000): Promise<Deno.CommandStatus> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`child did not exit in ${ms} ms; stderr:\n${this.#stderr}`)),
+        ms,
+      );
+    });
+    try {
+      return await Promise.race([this.process.status, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Kills the child (if still running) and awaits it and its pipes. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.process.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    try {
+      await this.process.stdin.close();
+    } catch {
+      // already closed
+    }
+    await this.process.status;
+    await this.#done;
+  }
+}
+
+/** Deno permission flags the peer scripts need. */
+export const PEER_FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
+
+/** Spawns `deno run` on a script under tests/peers/ with `args`. */
+export function spawnPeer(script: string, args: string[]): Child {
+  const path = new URL(`./peers/${script}`, import.meta.url).pathname;
+  return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, path, ...args]);
+}

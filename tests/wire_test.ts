@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { ProtocolError } from "../mod.ts";
+import { computeGeometry } from "../src/geometry.ts";
+import {
+  decodeHeader,
+  decodeMeta,
+  encodeHeader,
+  encodeMeta,
+  HEADER_SIZE,
+  META_BYTES,
+  META_JSON,
+  META_NONE,
+} from "../src/wire.ts";
+
+function hex(bytes: Uint8Array): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+}
+
+function header(meta: Uint8Array = new Uint8Array(0), kind = META_NONE): Uint8Array {
+  const geometry = computeGeometry(64, 32, "420v");
+  const message = new Uint8Array(HEADER_SIZE + meta.length);
+  encodeHeader(
+    new DataView(message.buffer),
+    geometry,
+    kind,
+    meta.length,
+    0x0102030405060708n,
+    1_700_000_000_123_456,
+  );
+  message.set(meta, HEADER_SIZE);
+  return message;
+}
+
+Deno.test("wire: golden bytes of a 64x32 420v header", () => {
+  const bytes = header();
+  assert.equal(bytes.length, 136);
+  assert.equal(
+    hex(bytes.subarray(0, 64)),
+    [
+      "53 50 52 54", // magic "SPRT"
+      "01 00", // version 1
+      "01 00", // type 1: surface
+      "88 00", // header size 136
+      "00 00", // flags: no metadata
+      "76 30 32 34", // fourcc 0x34323076 "420v", little-endian
+      "40 00 00 00", // width 64
+      "20 00 00 00", // height 32
+      "02 00 00 00", // 2 planes
+      "00 00 00 00", // metadata length 0
+      "08 07 06 05 04 03 02 01", // sequence
+      "40 22 20 18 24 0a 06 00", // timestamp 1700000000123456 µs
+      "00 10 00 00 00 00 00 00", // alloc size 4096
+      "00 00 00 00 00 00 00 00", // reserved
+    ].join(" "),
+  );
+  assert.equal(
+    hex(bytes.subarray(64, 136)),
+    [
+      "00 00 00 00 00 00 00 00 40 00 00 00 40 00 00 00 20 00 00 00 01 00 00 00", // Y: offset 0, bpr 64, 64x32, bpe 1
+      "00 08 00 00 00 00 00 00 40 00 00 00 20 00 00 00 10 00 00 00 02 00 00 00", // CbCr: offset 2048, bpr 64, 32x16, bpe 2
+      "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", // unused
+    ].join(" "),
+  );
+});
+
+Deno.test("wire: header round trip", () => {
+  const decoded = decodeHeader(header(), 1 << 30);
+  assert.deepEqual(decoded.geometry, computeGeometry(64, 32, "420v"));
+  assert.equal(decoded.sequence, 0x0102030405060708n);
+  assert.equal(decoded.timestamp, 1_700_000_000_123_456);
+  assert.equal(decoded.metaKind, META_NONE);
+});
+
+Deno.test("wire: metadata encodings", () => {
+  assert.deepEqual(encodeMeta(undefined), { kind: META_NONE, bytes: new Uint8Array(0) });
+  assert.equal(encodeMeta(new Uint8Array([1, 2])).kind, META_BYTES);
+  const json = encodeMeta({ pts: 1, tags: ["a"] });
+  assert.equal(json.kind, META_JSON);
+  assert.deepEqual(decodeMeta(json.kind, json.bytes), { pts: 1, tags: ["a"] });
+  assert.equal(decodeMeta(META_JSON, encodeMeta(null).bytes), null);
+  assert.throws(() => encodeMeta(() => 1), TypeError);
+  assert.throws(() => encodeMeta(10n), TypeError);
+  assert.throws(() => decodeMeta(META_JSON, new Uint8Array([0xff])), ProtocolError);
+  const raw = new Uint8Array([9, 8]);
+  const back = decodeMeta(META_BYTES, raw) as Uint8Array;
+  assert.deepEqual(back, raw);
+  assert.notEqual(back.buffer, raw.buffer, "a copy");
+});
+
+Deno.test("wire: malformed headers are ProtocolErrors with a reason", () => {
+  const cases: [string, (b: Uint8Array, v: DataView) => Uint8Array][] = [
+    ["SHORT_MESSAGE", (b) => b.subarray(0, 4)],
+    ["BAD_MAGIC", (b, v) => (v.setUint8(0, 0), b)],
+    ["BAD_VERSION", (b, v) => (v.setUint16(4, 2, true), b)],
+    ["BAD_TYPE", (b, v) => (v.setUint16(6, 9, true), b)],
+    ["SHORT_MESSAGE", (b) => b.subarray(0, 100)],
+    ["SHORT_MESSAGE", (b, v) => (v.setUint16(8, 100, true), b)],
+    ["BAD_META", (b, v) => (v.setUint16(10, 3, true), b)],
+    ["BAD_META", (b, v) => (v.setUint16(10, 1, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(12, 0x11111111, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(24, 0, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(24, 4, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(24, 1, true), b)],
+    ["TOO_LARGE", (b, v) => (v.setUint32(28, 1 << 20, true), b)],
+    ["SHORT_MESSAGE", (b, v) => (v.setUint32(28, 4, true), b)],
+    ["TOO_LARGE", (b, v) => (v.setBigUint64(48, 1n << 40n, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setBigUint64(48, 100n, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(16, 0xffffffff, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(16, 63, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(72, 10, true), b)], // bytesPerRow shorter than a row
+    ["BAD_GEOMETRY", (b, v) => (v.setBigUint64(88, 4000n, true), b)], // plane 1 overruns
+    ["BAD_GEOMETRY", (b, v) => (v.setBigUint64(88, 1n << 62n, true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setUint32(108, 1, true), b)], // wrong bytesPerElement
+  ];
+  for (const [reason, mutate] of cases) {
+    const bytes = header();
+    const mutated = mutate(bytes, new DataView(bytes.buffer));
+    assert.throws(() => decodeHeader(mutated, 1 << 30), (e: unknown) => {
+      assert.ok(e instanceof ProtocolError, String(e));
+      assert.equal(e.reason, reason, e.message);
+      return true;
+    });
+  }
+});
