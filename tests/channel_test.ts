@@ -1,0 +1,387 @@
+import assert from "node:assert/strict";
+import {
+  ClosedError,
+  connect,
+  listen,
+  PeerClosedError,
+  PeerRefusedError,
+  type PixelFormat,
+  Surface,
+  SystemCallError,
+  TimeoutError,
+} from "../mod.ts";
+import { fillPattern, verifyPattern } from "../examples/pattern.ts";
+import { fdTargets, openFds, settleRuntimeFds, spawnPeer, uniqueName } from "./helpers.ts";
+
+const linux = Deno.build.os === "linux";
+
+/** A listener plus one accepted in-process channel pair. */
+async function pair(options: Parameters<typeof listen>[1] = {}) {
+  const name = uniqueName("pair");
+  const listener = listen(name, options);
+  const accepted = listener.accept();
+  const client = await connect(name, { timeout: 2000, ...options });
+  const server = await accepted;
+  return {
+    listener,
+    client,
+    server,
+    [Symbol.dispose]() {
+      client.close();
+      server.close();
+      listener.close();
+    },
+  };
+}
+
+Deno.test({
+  name: "channel: another process verifies 1080p BGRA and 4:2:0 frames byte for byte",
+  ignore: !linux,
+  async fn() {
+    const name = uniqueName("verify");
+    using listener = listen(name);
+    await using peer = spawnPeer("peer.ts", ["verify", name]);
+    using channel = await listener.accept({ timeout: 20000 });
+    const cases: [number, number, PixelFormat][] = [
+      [1920, 1080, "BGRA"],
+      [1920, 1080, "420v"],
+      [1280, 720, "420f"],
+      [640, 480, "y420"],
+      [320, 240, "RGBA"],
+      [100, 50, "L008"],
+    ];
+    for (let i = 0; i < cases.length; i++) {
+      const [width, height, format] = cases[i];
+      using surface = Surface.create({ width, height, format });
+      fillPattern(surface, i);
+      await channel.send(surface, { seed: i });
+      await peer.line("meta");
+      const line = await peer.line(/^(ok|bad) /);
+      assert.equal(line, `ok ${i} ${format} ${surface.id} ${width}x${height}`, line);
+      assert.equal(verifyPattern(surface, i), undefined, "the sender's view is unchanged");
+    }
+    using end = Surface.create({ width: 2, height: 2 });
+    await channel.send(end, { end: true });
+    await peer.line("done");
+    assert.equal((await peer.exit()).code, 0, peer.stderr);
+  },
+});
+
+Deno.test({
+  name: "channel: metadata arrives as it was sent (JSON values and raw bytes)",
+  ignore: !linux,
+  async fn() {
+    const name = uniqueName("meta");
+    using listener = listen(name);
+    await using peer = spawnPeer("peer.ts", ["verify", name]);
+    using channel = await listener.accept({ timeout: 20000 });
+    using surface = Surface.create({ width: 4, height: 4 });
+    const metas: unknown[] = [
+      { pts: 123456789, tags: ["a", "ü", "🎥"], nested: { ok: true, n: null } },
+      "plain string",
+      42,
+      [1, 2, 3],
+      new Uint8Array([0, 1, 254, 255]),
+    ];
+    for (const meta of metas) {
+      await channel.send(surface, meta);
+      const line = await peer.line("meta ");
+      const received = JSON.parse(line.slice(5));
+      const expected = meta instanceof Uint8Array ? { bytes: [...meta] } : meta;
+      assert.deepEqual(received, expected);
+    }
+    await channel.send(surface); // no metadata
+    assert.equal(await peer.line("meta "), "meta null");
+    await channel.send(surface, { end: true });
+    assert.equal((await peer.exit()).code, 0, peer.stderr);
+  },
+});
+
+Deno.test({
+  name: "channel: both directions over one channel, many frames (echo)",
+  ignore: !linux,
+  async fn() {
+    const name = uniqueName("echo");
+    using listener = listen(name);
+    await using peer = spawnPeer("peer.ts", ["echo", name]);
+    using channel = await listener.accept({ timeout: 20000 });
+    using surface = Surface.create({ width: 320, height: 240 });
+    const frames = 300;
+    for (let i = 0; i < frames; i += 2) {
+      fillPattern(surface, i);
+      await channel.send(surface, { seed: i });
+      using reply = await channel.receive({ timeout: 10000 });
+      assert.equal(reply.surface.id, surface.id, "the same memory came back");
+      assert.deepEqual(reply.meta, { seed: i + 1 });
+      assert.equal(reply.sequence, i / 2);
+      assert.equal(verifyPattern(reply.surface, i + 1), undefined);
+      assert.equal(verifyPattern(surface, i + 1), undefined, "the peer wrote into our surface");
+    }
+    using end = Surface.create({ width: 2, height: 2 });
+    await channel.send(end, { end: true });
+    await peer.line("done");
+    assert.equal((await peer.exit()).code, 0, peer.stderr);
+  },
+});
+
+Deno.test({
+  name: "channel: a producer in another process streams to us",
+  ignore: !linux,
+  async fn() {
+    const name = uniqueName("produce");
+    using listener = listen(name);
+    await using peer = spawnPeer("peer.ts", ["produce", name, "1920", "1080", "420v", "20"]);
+    using channel = await listener.accept({ timeout: 20000 });
+    using ack = Surface.create({ width: 2, height: 2 });
+    let count = 0;
+    for await (const frame of channel) {
+      const meta = frame.meta as { seed?: number; end?: boolean };
+      if (meta.end) {
+        frame.close();
+        break;
+      }
+      assert.equal(frame.surface.format, "420v");
+      assert.equal(verifyPattern(frame.surface, meta.seed!), undefined);
+      frame.close();
+      count++;
+      await channel.send(ack);
+    }
+    assert.equal(count, 20);
+    assert.equal((await peer.exit()).code, 0, peer.stderr);
+  },
+});
+
+Deno.test({
+  name: "channel: the receiver caches mappings by inode; a surface that returns is not remapped",
+  ignore: !linux,
+  async fn() {
+    using p = await pair();
+    using a = Surface.create({ width: 64, height: 64 });
+    using b = Surface.create({ width: 64, height: 64 });
+    const addresses = new Map<number, bigint>();
+    for (let i = 0; i < 10; i++) {
+      const surface = i % 2 ? a : b;
+      await p.client.send(surface);
+      using frame = await p.server.receive({ timeout: 1000 });
+      // The view's address identifies the mapping.
+      const address = Deno.UnsafePointer.value(Deno.UnsafePointer.of(frame.surface.bytes()));
+      const known = addresses.get(frame.surface.id);
+      if (known !== undefined) assert.equal(address, known, "same mapping reused");
+      addresses.set(frame.surface.id, address);
+    }
+    assert.equal(addresses.size, 2);
+  },
+});
+
+Deno.test({
+  name: "channel: receive honours timeout and signal, and close() wakes a pending receive",
+  ignore: !linux,
+  async fn() {
+    using p = await pair();
+    const started = performance.now();
+    await assert.rejects(p.server.receive({ timeout: 100 }), TimeoutError);
+    assert.ok(performance.now() - started >= 90);
+    const controller = new AbortController();
+    const aborted = p.server.receive({ signal: controller.signal });
+    setTimeout(() => controller.abort(new Error("stop")), 20);
+    await assert.rejects(aborted, /stop/);
+    const pending = p.server.receive();
+    setTimeout(() => p.server.close(), 20);
+    await assert.rejects(pending, ClosedError);
+    await assert.rejects(p.server.receive(), ClosedError);
+    assert.throws(() => {
+      throw new TimeoutError("x", 1);
+    }, TimeoutError);
+  },
+});
+
+Deno.test({
+  name: "channel: the peer going away ends receive() and iteration, never a hang",
+  ignore: !linux,
+  async fn() {
+    using p = await pair();
+    const pending = p.server.receive({ timeout: 5000 });
+    p.client.close();
+    await assert.rejects(pending, PeerClosedError);
+    const frames = [];
+    for await (const frame of p.server) frames.push(frame);
+    assert.equal(frames.length, 0);
+    using surface = Surface.create({ width: 2, height: 2 });
+    await assert.rejects(p.server.send(surface), PeerClosedError);
+  },
+});
+
+Deno.test({
+  name: "channel: a peer process killed mid-stream ends receive() with PeerClosedError",
+  ignore: !linux,
+  async fn() {
+    const name = uniqueName("killed");
+    using listener = listen(name);
+    await using peer = spawnPeer("peer.ts", ["produce", name, "64", "64", "BGRA", "1000000"]);
+    using channel = await listener.accept({ timeout: 20000 });
+    using ack = Surface.create({ width: 2, height: 2 });
+    for (let i = 0; i < 5; i++) {
+      const frame = await channel.receive({ timeout: 10000 });
+      frame.close();
+      await channel.send(ack);
+    }
+    peer.process.kill("SIGKILL");
+    await peer.process.status;
+    await assert.rejects(
+      (async () => {
+        for (;;) (await channel.receive({ timeout: 10000 })).close();
+      })(),
+      PeerClosedError,
+    );
+  },
+});
+
+Deno.test({
+  name: "channel: filesystem socket paths are created 0600 and removed on close",
+  ignore: !linux,
+  async fn() {
+    const dir = Deno.makeTempDirSync();
+    const path = `${dir}/cam.sock`;
+    try {
+      const listener = listen(path);
+      assert.equal(listener.address, path);
+      assert.equal(Deno.statSync(path).mode! & 0o777, 0o600);
+      const accepted = listener.accept();
+      using client = await connect(path);
+      using server = await accepted;
+      using surface = Surface.create({ width: 8, height: 8 });
+      await client.send(surface);
+      (await server.receive({ timeout: 1000 })).close();
+      listener.close();
+      assert.throws(() => Deno.statSync(path), Deno.errors.NotFound);
+      // A socket file left behind by a listener that was killed is replaced.
+      const stale = `${dir}/stale.sock`;
+      {
+        await using dead = spawnPeer("listen_forever.ts", [stale]);
+        await dead.line("listening");
+      }
+      assert.ok(Deno.statSync(stale).isSocket, "the killed listener left its socket file");
+      using again = listen(stale);
+      const acceptedAgain = again.accept();
+      using c = await connect(stale);
+      (await acceptedAgain).close();
+      c.close();
+      // A live listener's path is not stolen.
+      assert.throws(() => listen(stale), SystemCallError);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "channel: name errors are typed and say what to do",
+  ignore: !linux,
+  async fn() {
+    await assert.rejects(connect(uniqueName("nobody-here")), (e: unknown) => {
+      assert.ok(e instanceof SystemCallError);
+      assert.equal(e.errnoName, "ECONNREFUSED");
+      assert.match(e.message, /nothing is listening/);
+      return true;
+    });
+    const name = uniqueName("dup");
+    using first = listen(name);
+    assert.throws(
+      () => listen(name),
+      (e: unknown) => e instanceof SystemCallError && e.errnoName === "EADDRINUSE",
+    );
+    assert.ok(first.address.endsWith(name));
+    assert.throws(() => listen(""), TypeError);
+    assert.throws(() => listen("x", { maxMetaBytes: 1 << 20 }), RangeError);
+    await assert.rejects(connect("x", { timeout: -1 }), RangeError);
+  },
+});
+
+Deno.test({
+  name: "channel: peers are checked both ways; a refused client is skipped by accept()",
+  ignore: !linux,
+  async fn() {
+    const name = uniqueName("creds");
+    const seen: number[] = [];
+    using listener = listen(name, {
+      allowPeer: (peer) => {
+        seen.push(peer.pid);
+        return seen.length > 1; // refuse the first peer only
+      },
+    });
+    const accepted = listener.accept({ timeout: 5000 });
+    // The listener is ours (same uid), so the default client check admits it.
+    const refused = await connect(name);
+    // A refused peer is disconnected: its receive ends.
+    await assert.rejects(refused.receive({ timeout: 5000 }), PeerClosedError);
+    refused.close();
+    using admitted = await connect(name);
+    using server = await accepted;
+    assert.equal(server.peer.pid, Deno.pid);
+    assert.equal(admitted.peer.pid, Deno.pid);
+    assert.equal(seen.length, 2);
+    await assert.rejects(connect(name, { allowPeer: () => false }), PeerRefusedError);
+    await assert.rejects(
+      connect(name, {
+        allowPeer: () => {
+          throw new Error("boom");
+        },
+      }),
+      PeerRefusedError,
+    );
+  },
+});
+
+Deno.test({
+  name: "channel: sending does not consume the surface; frames are full Surfaces",
+  ignore: !linux,
+  async fn() {
+    using p = await pair();
+    using surface = Surface.create({ width: 64, height: 32, format: "y420" });
+    fillPattern(surface, 7);
+    await p.client.send(surface, { seed: 7 });
+    await p.client.send(surface, { seed: 7 });
+    using first = await p.server.receive({ timeout: 1000 });
+    using second = await p.server.receive({ timeout: 1000 });
+    assert.equal(surface.closed, false);
+    for (const frame of [first, second]) {
+      assert.equal(frame.surface.id, surface.id);
+      assert.deepEqual(frame.surface.planes, surface.planes);
+      assert.equal(frame.surface.allocSize, surface.allocSize);
+      assert.equal(verifyPattern(frame.surface, 7), undefined);
+    }
+    assert.equal(surface.inUse, true, "held by two frames");
+    first.close();
+    assert.equal(surface.inUse, true, "still held by one");
+    assert.equal(second.surface.inUse, false, "no holder but this frame");
+    second.close();
+    assert.equal(surface.inUse, false);
+    // A closed surface cannot be sent.
+    const gone = Surface.create({ width: 2, height: 2 });
+    gone.close();
+    await assert.rejects(p.client.send(gone), ClosedError);
+    await assert.rejects(p.client.send({} as Surface), TypeError);
+    await assert.rejects(p.client.send(surface, () => 1), TypeError);
+  },
+});
+
+Deno.test({
+  name: "channel: no descriptor leaks across a session of sends, receives and closes",
+  ignore: !linux,
+  async fn() {
+    await settleRuntimeFds();
+    const baseline = openFds();
+    {
+      using p = await pair();
+      using surface = Surface.create({ width: 320, height: 240 });
+      for (let i = 0; i < 200; i++) {
+        await p.client.send(surface, { i });
+        (await p.server.receive({ timeout: 1000 })).close();
+      }
+      await p.client.send(surface);
+      await p.client.send(surface);
+      // Left unread in the queue: released when the channel closes.
+    }
+    assert.deepEqual(fdTargets(baseline), []);
+  },
+});
