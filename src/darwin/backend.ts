@@ -1,0 +1,71 @@
+/**
+ * The macOS backend: IOSurface surfaces, mach-port channels. It runs over a
+ * {@link DarwinNative}: the real frameworks on macOS (loaded on first use),
+ * or an in-memory test double on Linux (`tests/fakes/fake_darwin.ts`).
+ *
+ * @module
+ */
+
+import type { Backend, BackendConnection } from "../backend.ts";
+import { connectMach, MachListener } from "./channel.ts";
+import { type DarwinNative, loadRealDarwinNative, realDarwinNative } from "./native.ts";
+import { CreatedIOSurface } from "./surface.ts";
+
+/** The macOS backend over one task's native calls. */
+export class DarwinBackend implements Backend {
+  readonly #resolve: () => DarwinNative;
+  readonly #resolveAsync: () => Promise<DarwinNative>;
+
+  /**
+   * `native` is either the calls themselves (tests) or nothing, for the real
+   * frameworks loaded on first use.
+   */
+  constructor(native?: DarwinNative) {
+    this.#resolve = native ? () => native : realDarwinNative;
+    this.#resolveAsync = native ? () => Promise.resolve(native) : loadRealDarwinNative;
+  }
+
+  /** The native calls (loads the real ones on first use). */
+  get darwinNative(): DarwinNative {
+    return this.#resolve();
+  }
+
+  currentUid(): number {
+    return this.#resolve().geteuid();
+  }
+
+  allocateSurface: Backend["allocateSurface"] = (geometry) =>
+    CreatedIOSurface.allocate(this.#resolve(), geometry);
+
+  listen: Backend["listen"] = (name, allowPeer, limits) =>
+    new MachListener(this.#resolve(), name, allowPeer, limits);
+
+  async connect(
+    ...[name, allowPeer, limits, deadline, signal]: Parameters<Backend["connect"]>
+  ): Promise<BackendConnection> {
+    // connect() is async anyway: it may download the prebuilt shim (JSR users).
+    const native = await this.#resolveAsync();
+    return connectMach(native, name, allowPeer, limits, deadline, signal);
+  }
+}
+
+/** IOSurface + mach ports through the real macOS frameworks (loaded lazily, macOS only). */
+export const darwinBackend: DarwinBackend = new DarwinBackend();
+
+/** Creates a backend over `native` (a test double, or another task's calls in tests). */
+export function createDarwinBackend(native: DarwinNative): DarwinBackend {
+  return new DarwinBackend(native);
+}
+
+/**
+ * On macOS, loads the native libraries now (libSystem, CoreFoundation,
+ * IOSurface, CoreVideo and the surfaceport shim, whose ABI report must match)
+ * instead of on first use. If no shim is found locally
+ * (`SURFACEPORT_SHIM_PATH`, or `native/build/` in a checkout), the prebuilt
+ * one is downloaded and cached through `@denosaurs/plug`, so JSR users call
+ * this once before the synchronous APIs (`Surface.create`, `listen`).
+ * Resolves at once on other platforms.
+ */
+export async function prepareNative(): Promise<void> {
+  if (Deno.build.os === "darwin") await loadRealDarwinNative();
+}

@@ -1,0 +1,344 @@
+/**
+ * Surface memory on macOS: IOSurface.
+ *
+ * Use tracking is the kernel's: every handle that leaves this process is a
+ * new send right from `IOSurfaceCreateMachPort`, and each live such port
+ * counts one use of the surface until its last send right is gone — moved
+ * into a message it still counts, held by a receiver it counts, and when the
+ * receiver closes the frame (deallocates the right) or dies (the kernel
+ * reclaims its rights) it stops counting. The owner asks `IOSurfaceIsInUse`,
+ * never its own bookkeeping.
+ *
+ * A receiver looks the surface up with `IOSurfaceLookupFromMachPort` and
+ * keeps the send right for as long as the frame is open, so the use is
+ * tied to the frame (documented behaviour), not to whether a bare
+ * looked-up `IOSurfaceRef` counts. There is no mapping cache: IOSurface keeps
+ * one mapping per surface per process itself, and a retained-but-unused ref
+ * is a use count question we do not want to depend on.
+ *
+ * @module
+ */
+
+import type { SurfaceBacking } from "../backend.ts";
+import { LockStateError, ProtocolError } from "../errors.ts";
+import {
+  formatOfFourcc,
+  fourccOf,
+  type PlaneGeometry,
+  type SurfaceGeometry,
+  validateGeometry,
+} from "../geometry.ts";
+import { machError, type MachPort } from "./mach.ts";
+import type { DarwinNative } from "./native.ts";
+import { PixelBuffer, pixelBufferInternals } from "./pixel_buffer.ts";
+import { DARWIN } from "./structs.ts";
+
+/** The layout an IOSurface reports about itself. */
+export interface IOSurfaceLayout {
+  /** `IOSurfaceGetWidth` */
+  width: number;
+  /** `IOSurfaceGetHeight` */
+  height: number;
+  /** `IOSurfaceGetPixelFormat` */
+  pixelFormat: number;
+  /** `IOSurfaceGetAllocSize` */
+  allocSize: number;
+  /** One entry per plane (one for a non-planar surface); offsets from the base address. */
+  planes: PlaneGeometry[];
+}
+
+/** Reads the layout of `surface` through the IOSurface getters. */
+export function readLayout(native: DarwinNative, surface: Deno.PointerObject): IOSurfaceLayout {
+  const base = native.IOSurfaceGetBaseAddress(surface);
+  const baseValue = base === null ? 0n : Deno.UnsafePointer.value(base);
+  const planeCount = native.IOSurfaceGetPlaneCount(surface);
+  const planes: PlaneGeometry[] = [];
+  if (planeCount === 0) {
+    planes.push({
+      width: native.IOSurfaceGetWidth(surface),
+      height: native.IOSurfaceGetHeight(surface),
+      bytesPerElement: native.IOSurfaceGetBytesPerElement(surface),
+      bytesPerRow: native.IOSurfaceGetBytesPerRow(surface),
+      offset: 0,
+    });
+  } else {
+    for (let i = 0; i < planeCount; i++) {
+      const address = native.IOSurfaceGetBaseAddressOfPlane(surface, i);
+      planes.push({
+        width: native.IOSurfaceGetWidthOfPlane(surface, i),
+        height: native.IOSurfaceGetHeightOfPlane(surface, i),
+        bytesPerElement: native.IOSurfaceGetBytesPerElementOfPlane(surface, i),
+        bytesPerRow: native.IOSurfaceGetBytesPerRowOfPlane(surface, i),
+        offset: address === null ? -1 : Number(Deno.UnsafePointer.value(address) - baseValue),
+      });
+    }
+  }
+  return {
+    width: native.IOSurfaceGetWidth(surface),
+    height: native.IOSurfaceGetHeight(surface),
+    pixelFormat: native.IOSurfaceGetPixelFormat(surface),
+    allocSize: native.IOSurfaceGetAllocSize(surface),
+    planes,
+  };
+}
+
+/**
+ * Describes how `layout` differs from `geometry` (the memory must be at
+ * least `geometry.allocSize` bytes and every plane exactly where `geometry`
+ * says), or `undefined` if views made from `geometry` are safe and right.
+ */
+export function layoutMismatch(
+  layout: IOSurfaceLayout,
+  geometry: SurfaceGeometry,
+): string | undefined {
+  if (layout.pixelFormat !== fourccOf(geometry.format)) {
+    return `pixel format 0x${layout.pixelFormat.toString(16)}, expected ${geometry.format}`;
+  }
+  if (layout.width !== geometry.width || layout.height !== geometry.height) {
+    return `${layout.width}x${layout.height}, expected ${geometry.width}x${geometry.height}`;
+  }
+  if (layout.allocSize < geometry.allocSize) {
+    return `${layout.allocSize} bytes, expected at least ${geometry.allocSize}`;
+  }
+  if (layout.planes.length !== geometry.planes.length) {
+    return `${layout.planes.length} planes, expected ${geometry.planes.length}`;
+  }
+  for (let i = 0; i < layout.planes.length; i++) {
+    const a = layout.planes[i], e = geometry.planes[i];
+    if (
+      a.offset !== e.offset || a.bytesPerRow !== e.bytesPerRow || a.width !== e.width ||
+      a.height !== e.height || a.bytesPerElement !== e.bytesPerElement
+    ) {
+      return `plane ${i} is ${JSON.stringify(a)}, expected ${JSON.stringify(e)}`;
+    }
+  }
+  return undefined;
+}
+
+/** The geometry of an IOSurface made elsewhere (e.g. by CoreVideo), or a description of why it has none. */
+export function geometryOfLayout(layout: IOSurfaceLayout): SurfaceGeometry | string {
+  const format = formatOfFourcc(layout.pixelFormat);
+  if (!format) {
+    return `pixel format 0x${layout.pixelFormat.toString(16)} is not one surfaceport supports`;
+  }
+  const geometry: SurfaceGeometry = {
+    width: layout.width,
+    height: layout.height,
+    format,
+    planes: layout.planes,
+    allocSize: layout.allocSize,
+  };
+  return validateGeometry(geometry) ?? geometry;
+}
+
+function lockOptions(readOnly: boolean): number {
+  return readOnly ? DARWIN.kIOSurfaceLockReadOnly : 0;
+}
+
+interface SurfaceResources {
+  native: DarwinNative;
+  surface: Deno.PointerObject;
+}
+
+const surfaceFinalizer = new FinalizationRegistry<SurfaceResources>((r) =>
+  r.native.CFRelease(r.surface)
+);
+
+/**
+ * What both kinds of IOSurface backing share: one retained `IOSurfaceRef`
+ * (released with `CFRelease`), locking, use queries and port export.
+ */
+abstract class IOSurfaceHolder implements SurfaceBacking {
+  readonly geometry: SurfaceGeometry;
+  readonly id: number;
+  readonly baseAddress: Deno.PointerObject;
+  protected resources: SurfaceResources | undefined;
+
+  protected constructor(
+    native: DarwinNative,
+    surface: Deno.PointerObject,
+    geometry: SurfaceGeometry,
+  ) {
+    const base = native.IOSurfaceGetBaseAddress(surface);
+    if (base === null) throw machError("IOSurfaceGetBaseAddress", DARWIN.kIOReturnError);
+    this.geometry = geometry;
+    this.id = native.IOSurfaceGetID(surface);
+    this.baseAddress = base;
+    this.resources = { native, surface };
+    surfaceFinalizer.register(this, this.resources, this);
+  }
+
+  /** The retained `IOSurfaceRef` (valid until release). */
+  get surfaceRef(): Deno.PointerObject {
+    return this.open().surface;
+  }
+
+  lock(readOnly: boolean): void {
+    const { native, surface } = this.open();
+    const kr = native.IOSurfaceLock(surface, lockOptions(readOnly));
+    if (kr !== 0) throw machError("IOSurfaceLock", kr);
+  }
+
+  unlock(readOnly: boolean): void {
+    const { native, surface } = this.open();
+    const kr = native.IOSurfaceUnlock(surface, lockOptions(readOnly));
+    if (kr !== 0) throw new LockStateError(`IOSurfaceUnlock failed: 0x${(kr >>> 0).toString(16)}`);
+  }
+
+  inUseElsewhere(): boolean {
+    const { native, surface } = this.open();
+    return native.IOSurfaceIsInUse(surface);
+  }
+
+  exportHandle(): number {
+    const { native, surface } = this.open();
+    const port = native.IOSurfaceCreateMachPort(surface);
+    if (port === DARWIN.MACH_PORT_NULL || port === DARWIN.MACH_PORT_DEAD) {
+      throw machError("IOSurfaceCreateMachPort", DARWIN.KERN_RESOURCE_SHORTAGE);
+    }
+    return port;
+  }
+
+  /** A new CVPixelBuffer over this surface; it keeps the surface in use until closed. */
+  pixelBuffer(): PixelBuffer {
+    const { native, surface } = this.open();
+    return PixelBuffer.ofSurface(native, surface);
+  }
+
+  release(): void {
+    const r = this.resources;
+    if (!r) return;
+    this.resources = undefined;
+    surfaceFinalizer.unregister(this);
+    this.releaseExtra();
+    r.native.CFRelease(r.surface);
+  }
+
+  /** Releases what a subclass holds besides the surface reference. */
+  protected releaseExtra(): void {}
+
+  protected open(): SurfaceResources {
+    if (!this.resources) throw new Error("internal: IOSurface backing used after release");
+    return this.resources;
+  }
+}
+
+/** An IOSurface this process created (or adopted from a CVPixelBuffer). */
+export class CreatedIOSurface extends IOSurfaceHolder {
+  /**
+   * `IOSurfaceCreate` with exactly the geometry surfaceport computes on every
+   * platform (rows aligned to 64 bytes, planes in order, total rounded to
+   * 4096), and a check that IOSurface laid the memory out that way.
+   */
+  static allocate(native: DarwinNative, geometry: SurfaceGeometry): CreatedIOSurface {
+    const surface = native.createIOSurface({
+      width: geometry.width,
+      height: geometry.height,
+      pixelFormat: fourccOf(geometry.format),
+      allocSize: geometry.allocSize,
+      planes: geometry.planes,
+    });
+    if (surface === null) {
+      throw machError(
+        "IOSurfaceCreate",
+        DARWIN.kIOReturnError,
+        `IOSurface refused a ${geometry.width}x${geometry.height} ${geometry.format} surface`,
+      );
+    }
+    try {
+      const problem = layoutMismatch(readLayout(native, surface), geometry);
+      if (problem) {
+        throw machError(
+          "IOSurfaceCreate",
+          DARWIN.kIOReturnError,
+          `IOSurface laid the surface out differently: ${problem}`,
+        );
+      }
+      return new CreatedIOSurface(native, surface, geometry);
+    } catch (error) {
+      native.CFRelease(surface);
+      throw error;
+    }
+  }
+
+  /** Adopts `surface` (this takes over one reference to it) with `geometry`. */
+  static adopt(
+    native: DarwinNative,
+    surface: Deno.PointerObject,
+    geometry: SurfaceGeometry,
+  ): CreatedIOSurface {
+    return new CreatedIOSurface(native, surface, geometry);
+  }
+}
+
+/**
+ * A received surface: the looked-up `IOSurfaceRef` and the send right that
+ * came with it. The right is what keeps the sender's surface in use; it is
+ * deallocated when the frame closes.
+ */
+export class ReceivedIOSurface extends IOSurfaceHolder {
+  #port: MachPort;
+
+  private constructor(
+    native: DarwinNative,
+    surface: Deno.PointerObject,
+    geometry: SurfaceGeometry,
+    port: MachPort,
+  ) {
+    super(native, surface, geometry);
+    this.#port = port;
+  }
+
+  /**
+   * Looks up the surface behind `port` and checks it against the header's
+   * `geometry`. Takes ownership of `port` on success; on error the caller
+   * still owns it.
+   */
+  static import(
+    native: DarwinNative,
+    port: MachPort,
+    geometry: SurfaceGeometry,
+  ): ReceivedIOSurface {
+    const surface = native.IOSurfaceLookupFromMachPort(port.name);
+    if (surface === null) {
+      throw new ProtocolError("NOT_SHARED_MEMORY", "the received port is not an IOSurface port");
+    }
+    try {
+      const problem = layoutMismatch(readLayout(native, surface), geometry);
+      if (problem) {
+        throw new ProtocolError("SIZE_MISMATCH", `the received IOSurface is ${problem}`);
+      }
+      return new ReceivedIOSurface(native, surface, geometry, port);
+    } catch (error) {
+      native.CFRelease(surface);
+      throw error;
+    }
+  }
+
+  protected override releaseExtra(): void {
+    this.#port.close();
+  }
+}
+
+/**
+ * The backing of `Surface.fromPixelBuffer`: the pixel buffer's IOSurface,
+ * retained, with the geometry it reports. Throws `TypeError` for a pixel
+ * buffer that is not IOSurface-backed or has a layout surfaceport cannot
+ * describe.
+ */
+export function surfaceBackingOfPixelBuffer(pixelBuffer: PixelBuffer): SurfaceBacking {
+  const { native, pointer } = pixelBufferInternals(pixelBuffer, "Surface.fromPixelBuffer");
+  const surface = native.CVPixelBufferGetIOSurface(pointer);
+  if (surface === null) {
+    throw new TypeError("Surface.fromPixelBuffer: the CVPixelBuffer is not backed by an IOSurface");
+  }
+  const geometry = geometryOfLayout(readLayout(native, surface));
+  if (typeof geometry === "string") throw new TypeError(`Surface.fromPixelBuffer: ${geometry}`);
+  native.CFRetain(surface);
+  try {
+    return CreatedIOSurface.adopt(native, surface, geometry);
+  } catch (error) {
+    native.CFRelease(surface);
+    throw error;
+  }
+}
