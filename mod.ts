@@ -62,3 +62,26 @@ export {
 } from "./src/errors.ts";
 export type { PeerCredentials, ProtocolErrorReason, SurfaceportErrorCode } from "./src/errors.ts";
 export { MINIMUM_DENO_VERSION } from "./src/version.ts";
+
+// --- macOS ------------------------------------------------------------------
+
+/**
+ * macOS only: a CoreVideo `CVPixelBuffer` over an IOSurface. Get one with
+ * `surface.pixelBuffer()`, `PixelBuffer.create()` or
+ * `PixelBuffer.fromPointer()`; turn one into a sendable surface with
+ * `Surface.fromPixelBuffer()`. Elsewhere these throw `UnsupportedError`.
+ */
+export { PixelBuffer } from "./src/darwin/pixel_buffer.ts";
+export type { PixelBufferLockOptions, PixelBufferOptions } from "./src/darwin/pixel_buffer.ts";
+/**
+ * macOS only, for programs with their own mach ports: send a send right to a
+ * port, and receive one with a timeout (the audit trailer gives the sender's
+ * credentials). Elsewhere they throw `UnsupportedError`.
+ */
+export { receivePortRight, sendPortRight } from "./src/darwin/ports.ts";
+export type {
+  ReceivedPortRight,
+  ReceivePortRightOptions,
+  SendPortRightOptions,
+} from "./src/darwin/ports.ts";
+export { prepareNative } from "./src/darwin/backend.ts";

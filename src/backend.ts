@@ -16,6 +16,7 @@
  * @module
  */
 
+import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
 import type { PeerCredentials } from "./errors.ts";
 import type { SurfaceGeometry } from "./geometry.ts";
 import type { WireHeader } from "./wire.ts";
@@ -46,6 +47,11 @@ export interface SurfaceBacking {
   exportHandle(): number;
   /** Gives this holder's reference up. Idempotent. */
   release(): void;
+  /**
+   * macOS only (absent on Linux): a new CVPixelBuffer over this surface
+   * (`CVPixelBufferCreateWithIOSurface`) that keeps it in use until closed.
+   */
+  pixelBuffer?(): PixelBuffer;
 }
 
 /** A message a backend received, checked and imported. */

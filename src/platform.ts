@@ -6,6 +6,7 @@
 
 import type { Backend } from "./backend.ts";
 import { UnsupportedError } from "./errors.ts";
+import { darwinBackend } from "./darwin/backend.ts";
 import { linuxBackend } from "./linux/backend.ts";
 
 let selected: Backend | undefined;
@@ -16,6 +17,9 @@ export function backend(): Backend {
   switch (Deno.build.os) {
     case "linux":
       selected = linuxBackend;
+      break;
+    case "darwin":
+      selected = darwinBackend;
       break;
     default:
       throw new UnsupportedError(

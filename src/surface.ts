@@ -6,7 +6,9 @@
  */
 
 import type { SurfaceBacking } from "./backend.ts";
-import { ClosedError, LockStateError } from "./errors.ts";
+import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
+import { surfaceBackingOfPixelBuffer } from "./darwin/surface.ts";
+import { ClosedError, LockStateError, UnsupportedError } from "./errors.ts";
 import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
@@ -109,6 +111,36 @@ export class Surface {
     );
     const backing = backend().allocateSurface(geometry);
     return new Surface(backing, () => backing.release());
+  }
+
+  /**
+   * macOS only: a surface over the IOSurface behind `pixelBuffer` (made by
+   * `PixelBuffer.create`, or by VideoToolbox, AVFoundation...), to send it
+   * over a channel. It takes its own reference to the IOSurface: closing
+   * either object leaves the other usable. Throws `TypeError` for a pixel
+   * buffer that is not IOSurface-backed or whose layout surfaceport cannot
+   * describe.
+   */
+  static fromPixelBuffer(pixelBuffer: PixelBuffer): Surface {
+    const backing = surfaceBackingOfPixelBuffer(pixelBuffer);
+    return new Surface(backing, () => backing.release());
+  }
+
+  /**
+   * macOS only: a new `PixelBuffer` (CVPixelBuffer) over this surface's
+   * IOSurface, for CoreVideo-based APIs. It keeps the surface in use (a pool
+   * does not reuse it) until the pixel buffer is closed, even after this
+   * surface is. Throws `UnsupportedError` on other platforms.
+   */
+  pixelBuffer(): PixelBuffer {
+    this.#assertOpen("pixelBuffer");
+    const backing = this.#backing;
+    if (!backing.pixelBuffer) {
+      throw new UnsupportedError(
+        `Surface.pixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+      );
+    }
+    return backing.pixelBuffer();
   }
 
   /** Width in pixels. */
