@@ -137,12 +137,12 @@ export function decodeHeader(
   }
   const type = view.getUint16(6, true);
   if (type !== MESSAGE_SURFACE) throw new ProtocolError("BAD_TYPE", `unknown message type ${type}`);
-  if (message.length < HEADER_SIZE || view.getUint16(8, true) !== HEADER_SIZE) {
+  // A message of 8 or 9 bytes has no header-size field: never read past its end.
+  const headerSize = message.length >= 10 ? view.getUint16(8, true) : message.length;
+  if (message.length < HEADER_SIZE || headerSize !== HEADER_SIZE) {
     throw new ProtocolError(
       "SHORT_MESSAGE",
-      `header is ${
-        Math.min(message.length, view.getUint16(8, true))
-      } bytes, expected ${HEADER_SIZE}`,
+      `header is ${Math.min(message.length, headerSize)} bytes, expected ${HEADER_SIZE}`,
     );
   }
   const flags = view.getUint16(10, true);
