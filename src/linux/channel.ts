@@ -307,7 +307,8 @@ export class SocketConnection implements BackendConnection {
     const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
     const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
     const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
-    let fd = -1;
+    // Every received fd is closed on every path, except the one a returned surface owns.
+    let adopted = false;
     try {
       if (length === 0 && control.fds.length === 0 && this.#peerHungUp()) {
         throw new PeerClosedError();
@@ -338,14 +339,12 @@ export class SocketConnection implements BackendConnection {
           `surface message carries ${control.fds.length} fds, expected 1`,
         );
       }
-      fd = control.fds[0];
-      const surface = this.#cache.import(fd, header.geometry);
-      fd = -1; // the surface owns it now
+      const surface = this.#cache.import(control.fds[0], header.geometry);
+      adopted = true; // the surface owns the fd now
       return { header, meta: bytes.slice(HEADER_SIZE), surface };
     } finally {
-      if (fd !== -1) closeQuietly(fd);
-      if (fd === -1 && control.fds.length !== 1) {
-        for (const extra of control.fds) closeQuietly(extra);
+      if (!adopted) {
+        for (const fd of control.fds) closeQuietly(fd);
       }
     }
   }
