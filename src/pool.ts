@@ -55,9 +55,44 @@ interface PoolEntry {
   lent: boolean;
 }
 
-/** How often `acquire` asks the kernel again while every surface is in use (ms, doubling up to the max). */
+/**
+ * How long `acquire` keeps asking the kernel again on every turn of the
+ * event loop (tens of microseconds apart) once every surface is in use,
+ * before it falls back to timers. A consumer that releases as it goes frees
+ * a surface within this window; timers alone would add a millisecond or more
+ * (Deno's timer granularity) to every wait.
+ */
+const QUICK_PROBE_MS = 1;
+/** Then how often `acquire` asks the kernel again (ms, doubling up to the max). */
 const FIRST_RETRY_MS = 0.25;
 const MAX_RETRY_MS = 4;
+
+/**
+ * Yields to the event loop for one turn — a message posted to ourselves,
+ * which is neither clamped nor rounded like a timer — and resolves.
+ */
+class EventLoopTurn {
+  #channel: MessageChannel | undefined;
+  #resolve: (() => void) | undefined;
+
+  next(): Promise<void> {
+    if (!this.#channel) {
+      this.#channel = new MessageChannel();
+      this.#channel.port1.onmessage = () => this.#resolve?.();
+    }
+    const channel = this.#channel;
+    return new Promise((resolve) => {
+      this.#resolve = resolve;
+      channel.port2.postMessage(null);
+    });
+  }
+
+  close(): void {
+    this.#channel?.port1.close();
+    this.#channel?.port2.close();
+    this.#channel = undefined;
+  }
+}
 
 /**
  * A pool of same-sized surfaces for a producer. `acquire()` returns a
@@ -137,23 +172,39 @@ export class SurfacePool {
       );
     }
     const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
+    throwIfAborted(signal);
+    const first = this.tryAcquire();
+    if (first) return first;
     let delay = FIRST_RETRY_MS;
-    for (;;) {
-      throwIfAborted(signal);
-      const surface = this.tryAcquire();
-      if (surface) return surface;
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) {
-        const stats = this.stats;
-        throw new PoolExhaustedError(
-          `acquire: all ${this.maxSurfaces} surfaces are in use (${stats.inUseHere} here, ` +
-            `${stats.inUseElsewhere} held by other processes) after ${timeout} ms; ` +
-            "close frames sooner, or raise maxSurfaces",
-        );
+    const quickUntil = performance.now() + QUICK_PROBE_MS;
+    const turn = new EventLoopTurn();
+    try {
+      for (;;) {
+        const now = performance.now();
+        const remaining = deadline - now;
+        if (remaining <= 0) {
+          const stats = this.stats;
+          throw new PoolExhaustedError(
+            `acquire: all ${this.maxSurfaces} surfaces are in use (${stats.inUseHere} here, ` +
+              `${stats.inUseElsewhere} held by other processes) after ${timeout} ms; ` +
+              "close frames sooner, or raise maxSurfaces",
+          );
+        }
+        // Remote releases have no event: ask the kernel again on every turn of the event loop for
+        // a short while, then with back-off (waking at once on a local close).
+        if (now < quickUntil) {
+          await turn.next();
+        } else {
+          turn.close();
+          await this.#waitForReturn(Math.min(delay, remaining), signal);
+          delay = Math.min(delay * 2, MAX_RETRY_MS);
+        }
+        throwIfAborted(signal);
+        const surface = this.tryAcquire();
+        if (surface) return surface;
       }
-      // Wake on a local close at once; remote releases have no event, so ask the kernel again with back-off.
-      await this.#waitForReturn(Math.min(delay, remaining), signal);
-      delay = Math.min(delay * 2, MAX_RETRY_MS);
+    } finally {
+      turn.close();
     }
   }
 
