@@ -75,6 +75,9 @@ export interface SendOptions extends WaitOptions {
   timestamp?: number;
 }
 
+/** Settles a queue tail without holding on to the value it settled with. */
+function ignore(): void {}
+
 function deadlineOf(operation: string, timeout: number | undefined): number {
   if (timeout === undefined) return Infinity;
   if (typeof timeout !== "number" || !(timeout >= 0)) {
@@ -215,7 +218,7 @@ export class Channel {
       const handle = backing.exportHandle();
       const run = () => this.#connection.send(message, handle, deadline, options.signal);
       const result = this.#sendTail.then(run, run);
-      this.#sendTail = result.catch(() => {});
+      this.#sendTail = result.then(ignore, ignore);
       return result;
     } catch (error) {
       return Promise.reject(error);
@@ -251,7 +254,7 @@ export class Channel {
         }
       };
       const result = this.#receiveTail.then(run, run);
-      this.#receiveTail = result.catch(() => {});
+      this.#receiveTail = result.then(ignore, ignore); // never keeps the last Frame reachable
       return result;
     } catch (error) {
       return Promise.reject(error);

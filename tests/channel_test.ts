@@ -385,3 +385,60 @@ Deno.test({
     assert.deepEqual(fdTargets(baseline), []);
   },
 });
+
+Deno.test({
+  name: "channel: a frame dropped without close() is released by the finalizer",
+  ignore: !linux,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await settleRuntimeFds();
+    using p = await pair();
+    using surface = Surface.create({ width: 64, height: 64 });
+    const baseline = openFds();
+    for (let i = 0; i < 10; i++) await p.client.send(surface);
+    await (async () => {
+      for (let i = 0; i < 10; i++) {
+        (await p.server.receive({ timeout: 1000 })).surface.bytes()[0] = i;
+      }
+    })();
+    assert.equal(surface.inUse, true, "ten frames are held (not closed)");
+    const { collectGarbage } = await import("./helpers.ts");
+    await collectGarbage();
+    assert.equal(surface.inUse, false, "the finalizer closed every held descriptor");
+    assert.deepEqual(fdTargets(baseline), []);
+  },
+});
+
+Deno.test({
+  name: "listener: a pending accept() rejects with ClosedError when the listener closes",
+  ignore: !linux,
+  async fn() {
+    const listener = listen(uniqueName("acc"));
+    const pending = listener.accept();
+    setTimeout(() => listener.close(), 20);
+    await assert.rejects(pending, ClosedError);
+    await assert.rejects(listener.accept(), ClosedError);
+    const other = listen(uniqueName("acc2"));
+    await assert.rejects(other.accept({ timeout: 30 }), TimeoutError);
+    const controller = new AbortController();
+    const aborted = other.accept({ signal: controller.signal });
+    controller.abort(new Error("no more"));
+    await assert.rejects(aborted, /no more/);
+    const names: string[] = [];
+    const iterate = (async () => {
+      for await (const channel of other) names.push(String(channel.peer.pid));
+    })();
+    using c = await connect(other.address.slice("@surfaceport/".length));
+    await sleepUntil(() => names.length === 1);
+    other.close();
+    await iterate;
+    assert.deepEqual(names, [String(Deno.pid)]);
+    c.close();
+  },
+});
+
+async function sleepUntil(condition: () => boolean): Promise<void> {
+  const { waitUntil } = await import("./helpers.ts");
+  await waitUntil(condition, 2000, "condition");
+}
