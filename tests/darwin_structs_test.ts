@@ -260,3 +260,18 @@ Deno.test("darwin ABI self-check: a matching report passes, any difference is Ab
   ]);
   assert.throws(() => assertAbiReport({ ...good, version: 2 }), AbiMismatchError);
 });
+
+Deno.test("darwin ABI self-check: native/shim.m reports every key the TypeScript compares", () => {
+  const source = Deno.readTextFileSync(new URL("../native/shim.m", import.meta.url));
+  const reported = new Set<string>();
+  for (const [, key] of source.matchAll(/put\("([^"]+)"/g)) reported.add(key);
+  for (const [, type] of source.matchAll(/SIZE\(([^)#]+)\);/g)) reported.add(`sizeof(${type})`);
+  for (const [, type, field] of source.matchAll(/OFFSET\(([^,#]+), ([^)#]+)\);/g)) {
+    reported.add(`offsetof(${type}, ${field})`);
+  }
+  for (const [, name] of source.matchAll(/CONSTANT\(([^)#]+)\);/g)) reported.add(name);
+  const missing = Object.keys(EXPECTED_ABI).filter((key) => !reported.has(key));
+  assert.deepEqual(missing, [], "keys the shim never reports would always fail the check");
+  assert.match(source, /put\("version", SP_ABI_REPORT_VERSION\)/);
+  assert.match(source, new RegExp(`#define SP_ABI_REPORT_VERSION ${ABI_REPORT_VERSION}\\b`));
+});
