@@ -29,7 +29,7 @@ import {
 } from "../errors.ts";
 import { decodeHeader, HEADER_SIZE } from "../wire.ts";
 import { check, closeQuietly, cString, ERRNO, libc, readErrno, systemError } from "./libc.ts";
-import { MappingCache } from "./surface.ts";
+import { MappingCache, refillSpareDescriptions } from "./surface.ts";
 import {
   cmsgSpace,
   decodeControl,
@@ -265,6 +265,8 @@ export class SocketConnection implements BackendConnection {
     throwIfAborted(signal);
     let message = this.#tryReceive();
     if (message) return message;
+    // About to wait: the time to reopen the descriptions that sends used (not while sending).
+    refillSpareDescriptions();
     if (this.#limits.spinMicros > 0) {
       // Low-latency mode: retry on this thread before paying the hop to a worker thread.
       const spinUntil = Math.min(performance.now() + this.#limits.spinMicros / 1000, deadline);

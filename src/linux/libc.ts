@@ -135,10 +135,14 @@ export function closeQuietly(fd: number): void {
  * `/proc/self/fd`. Locks taken on it belong to it alone.
  */
 export function reopen(fd: number, flags: number = LINUX.O_RDWR): number {
-  return check(
-    "open(/proc/self/fd)",
-    libc().open(cString(`/proc/self/fd/${fd}`), flags | LINUX.O_CLOEXEC, 0),
-  );
+  return check("open(/proc/self/fd)", libc().open(procFdPath(fd), flags | LINUX.O_CLOEXEC, 0));
+}
+
+/** `/proc/self/fd/N` as C strings, by descriptor number: the path of a number never changes. */
+const procFdPaths: Uint8Array[] = [];
+
+function procFdPath(fd: number): Uint8Array {
+  return procFdPaths[fd] ??= cString(`/proc/self/fd/${fd}`);
 }
 
 const flockBuffer = new Uint8Array(FLOCK_SIZE);
