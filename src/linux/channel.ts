@@ -428,6 +428,7 @@ export class SocketListener implements BackendListener {
       lib.socket(LINUX.AF_UNIX, LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0),
     );
     let wakeFd = -1;
+    let bound = false;
     try {
       if (lib.bind(fd, address.bytes, address.length) < 0) {
         const errno = readErrno();
@@ -439,11 +440,14 @@ export class SocketListener implements BackendListener {
           throw systemError("bind", errno);
         }
       }
+      bound = true;
       if (address.path) check("chmod", lib.chmod(cString(address.path), 0o600));
       check("listen", lib.listen(fd, 4096));
       wakeFd = newEventFd();
     } catch (error) {
       closeQuietly(fd);
+      // Our own socket file must not outlive a listener that never came to be.
+      if (bound && address.path) lib.unlink(cString(address.path));
       throw error;
     }
     this.address = address.path ?? `@${ABSTRACT_PREFIX}${name}`;
