@@ -6,6 +6,7 @@
  * @module
  */
 
+import { loadFrameworks } from "../../ffi/darwin.ts";
 import type { Backend, BackendConnection } from "../backend.ts";
 import { connectMach, MachListener } from "./channel.ts";
 import { type DarwinNative, loadRealDarwinNative, realDarwinNative } from "./native.ts";
@@ -15,12 +16,14 @@ import { CreatedIOSurface } from "./surface.ts";
 export class DarwinBackend implements Backend {
   readonly #resolve: () => DarwinNative;
   readonly #resolveAsync: () => Promise<DarwinNative>;
+  readonly #injected: DarwinNative | undefined;
 
   /**
    * `native` is either the calls themselves (tests) or nothing, for the real
    * frameworks loaded on first use.
    */
   constructor(native?: DarwinNative) {
+    this.#injected = native;
     this.#resolve = native ? () => native : realDarwinNative;
     this.#resolveAsync = native ? () => Promise.resolve(native) : loadRealDarwinNative;
   }
@@ -31,7 +34,8 @@ export class DarwinBackend implements Backend {
   }
 
   currentUid(): number {
-    return this.#resolve().geteuid();
+    // Only libSystem: connect() resolves the default peer check before it may download the shim.
+    return this.#injected ? this.#injected.geteuid() : loadFrameworks().libSystem.geteuid();
   }
 
   allocateSurface: Backend["allocateSurface"] = (geometry) =>
