@@ -1,0 +1,119 @@
+/**
+ * Shared pieces of the benchmark: frame sizes, percentiles, and spawning a
+ * child process that is always killed and awaited, with timeouts on every
+ * wait.
+ *
+ * @module
+ */
+
+/** The frame sizes every latency benchmark runs, as [width, height] (BGRA, 4 bytes a pixel). */
+export const SIZES: readonly (readonly [number, number])[] = [
+  [640, 480],
+  [1920, 1080],
+  [3840, 2160],
+];
+
+/** `"WxH"`, the key results use for a frame size. */
+export function sizeKey(width: number, height: number): string {
+  return `${width}x${height}`;
+}
+
+/** The `p`-th percentile (0-100) of `samples` by the nearest-rank method on a sorted copy. */
+export function percentile(samples: readonly number[], p: number): number {
+  if (samples.length === 0) return NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank];
+}
+
+/** Rejects with a message naming `what` if `promise` takes longer than `ms`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** True if `taskset` runs here (pinning is then possible). */
+export async function hasTaskset(): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command("taskset", {
+      args: ["-c", "0", "true"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+/** A spawned child process; {@link Child.stop} kills and awaits it (idempotent). */
+export class Child {
+  readonly #process: Deno.ChildProcess;
+  readonly #stdout: ReadableStreamDefaultReader<string>;
+  #buffered = "";
+  #stopped: Promise<Deno.CommandStatus> | undefined;
+
+  /** Spawns `command args`, under `taskset -c cpu` if `cpu` is given. */
+  constructor(command: string, args: string[], cpu?: number) {
+    const [program, argv] = cpu === undefined
+      ? [command, args]
+      : ["taskset", ["-c", String(cpu), command, ...args]];
+    this.#process = new Deno.Command(program, {
+      args: argv,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#stdout = this.#process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** The next line the child prints, within `ms`. */
+  async readLine(ms: number): Promise<string> {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const newline = this.#buffered.indexOf("\n");
+      if (newline >= 0) {
+        const line = this.#buffered.slice(0, newline);
+        this.#buffered = this.#buffered.slice(newline + 1);
+        return line;
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error("child: no line within the timeout");
+      const { value, done } = await withTimeout(this.#stdout.read(), left, "child output");
+      if (done) throw new Error(`child exited before printing a line (${this.#buffered})`);
+      this.#buffered += value;
+    }
+  }
+
+  /** Waits up to `ms` for the child to exit by itself, then kills it; always awaits it. */
+  stop(ms = 5000): Promise<Deno.CommandStatus> {
+    this.#stopped ??= (async () => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const exited = this.#process.status;
+      const killed = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          try {
+            this.#process.kill("SIGKILL");
+          } catch {
+            // already gone
+          }
+          resolve();
+        }, ms);
+      });
+      await Promise.race([exited, killed]);
+      clearTimeout(timer);
+      this.#stdout.cancel().catch(() => {});
+      return await exited;
+    })();
+    return this.#stopped;
+  }
+}

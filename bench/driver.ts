@@ -1,0 +1,215 @@
+/**
+ * The Deno side of `deno task bench`: one process (pinned by `bench/run.ts`
+ * when the run pins) that measures surfaceport and the copy baseline against
+ * peers it spawns (`bench/peer.ts`), and prints one JSON line of results.
+ *
+ * `deno run ... bench/driver.ts '{"peerCpu":1,"quick":false}'`
+ *
+ * @module
+ */
+
+import { listen, Surface, SurfacePool } from "../mod.ts";
+import { Child, percentile, sizeKey, SIZES } from "./common.ts";
+
+interface DriverConfig {
+  /** The core to pin peers to, or null for none. */
+  peerCpu: number | null;
+  /** Fewer iterations (for a smoke test). */
+  quick: boolean;
+  /** spinMicros of the low-latency mode. */
+  spinMicros: number;
+}
+
+const config: DriverConfig = {
+  peerCpu: null,
+  quick: false,
+  spinMicros: 200,
+  ...JSON.parse(Deno.args[0] ?? "{}"),
+};
+const here = new URL(".", import.meta.url);
+const peerScript = new URL("peer.ts", here).pathname;
+const PEER_FLAGS = [
+  "run",
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net",
+];
+const WAIT_MS = 15_000;
+
+function spawnPeer(args: string[]): Child {
+  return new Child(
+    Deno.execPath(),
+    [...PEER_FLAGS, peerScript, ...args],
+    config.peerCpu ?? undefined,
+  );
+}
+
+function channelName(tag: string): string {
+  return `bench-${Deno.pid}-${tag}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** Round trips of one surface: send, the peer touches the last byte and sends it back. */
+async function roundtrip(
+  width: number,
+  height: number,
+  spinMicros: number,
+  iterations: number,
+  warmup: number,
+): Promise<number[]> {
+  const name = channelName("rt");
+  const listener = listen(name, { spinMicros });
+  const peer = spawnPeer(["echo", name, String(spinMicros)]);
+  const surface = Surface.create({ width, height });
+  try {
+    const channel = await listener.accept({ timeout: WAIT_MS });
+    try {
+      await peer.readLine(WAIT_MS);
+      surface.bytes().fill(0x80);
+      const samples: number[] = [];
+      for (let i = -warmup; i < iterations; i++) {
+        const t0 = performance.now();
+        await channel.send(surface, undefined, { timeout: WAIT_MS });
+        const frame = await channel.receive({ timeout: WAIT_MS });
+        frame.close();
+        const t1 = performance.now();
+        if (i >= 0) samples.push((t1 - t0) * 1000);
+      }
+      return samples;
+    } finally {
+      channel.close();
+    }
+  } finally {
+    surface.close();
+    listener.close();
+    await peer.stop();
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+}
+
+/** The copy baseline: a frame's bytes through Deno's Unix stream socket, the peer answers one byte. */
+async function copyFrames(width: number, height: number, iterations: number): Promise<number[]> {
+  const bytes = width * height * 4;
+  const path = await Deno.makeTempFile({ prefix: "surfaceport-bench-", suffix: ".sock" });
+  await Deno.remove(path);
+  const peer = spawnPeer(["copy", path, String(bytes)]);
+  try {
+    await peer.readLine(WAIT_MS);
+    const conn = await Deno.connect({ transport: "unix", path });
+    try {
+      const frame = new Uint8Array(bytes).fill(0x80);
+      const ack = new Uint8Array(1);
+      const samples: number[] = [];
+      for (let i = -2; i < iterations; i++) {
+        const t0 = performance.now();
+        await writeAll(conn, frame);
+        let n: number | null = 0;
+        const deadline = setTimeout(() => conn.close(), WAIT_MS);
+        try {
+          n = await conn.read(ack);
+        } finally {
+          clearTimeout(deadline);
+        }
+        if (n !== 1) throw new Error("copy peer did not answer");
+        const t1 = performance.now();
+        if (i >= 0) samples.push((t1 - t0) * 1000);
+      }
+      return samples;
+    } finally {
+      try {
+        conn.close();
+      } catch {
+        // closed by the timeout
+      }
+    }
+  } finally {
+    await peer.stop();
+    await Deno.remove(path).catch(() => {});
+  }
+}
+
+/** Pipelined handoffs per second: acquire from a pool, send, close; the peer closes each frame. */
+async function pipelined(spinMicros: number, milliseconds: number): Promise<number> {
+  const name = channelName("pipe");
+  const listener = listen(name, { spinMicros });
+  const peer = spawnPeer(["sink", name, String(spinMicros)]);
+  const pool = new SurfacePool({ width: 1920, height: 1080, maxSurfaces: 4 });
+  try {
+    const channel = await listener.accept({ timeout: WAIT_MS });
+    try {
+      await peer.readLine(WAIT_MS);
+      const run = async (ms: number) => {
+        let count = 0;
+        const start = performance.now();
+        const end = start + ms;
+        let now = start;
+        while (now < end) {
+          const surface = await pool.acquire({ timeout: WAIT_MS });
+          await channel.send(surface, undefined, { timeout: WAIT_MS });
+          surface.close();
+          count++;
+          now = performance.now();
+        }
+        return count / ((now - start) / 1000);
+      };
+      await run(200); // warm-up
+      return await run(milliseconds);
+    } finally {
+      channel.close();
+    }
+  } finally {
+    pool.close();
+    listener.close();
+    await peer.stop();
+  }
+}
+
+// Each measurement runs in ROUNDS separate sessions, interleaved with the others, and its samples
+// are pooled: a burst of noise from the rest of the machine then hits every series alike.
+const ROUNDS = config.quick ? 1 : 3;
+const iterations = config.quick ? 200 : 2000;
+const warmup = config.quick ? 20 : 200;
+const MODES = [["default", 0], ["lowLatency", config.spinMicros]] as const;
+const rt: Record<string, Record<string, number[]>> = { default: {}, lowLatency: {} };
+const copySamples: Record<string, number[]> = {};
+const pipe: Record<string, number[]> = { default: [], lowLatency: [] };
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [mode, spin] of MODES) {
+    for (const [width, height] of SIZES) {
+      const samples = await roundtrip(width, height, spin, iterations, warmup);
+      (rt[mode][sizeKey(width, height)] ??= []).push(...samples);
+    }
+    pipe[mode].push(await pipelined(spin, config.quick ? 300 : 1500));
+  }
+  for (const [width, height] of SIZES) {
+    const frames = Math.round((config.quick ? 2e8 : 1.5e9) / (width * height * 4));
+    const samples = await copyFrames(width, height, Math.max(5, Math.min(frames, 200)));
+    (copySamples[sizeKey(width, height)] ??= []).push(...samples);
+  }
+}
+const summary = (samples: number[]) => ({
+  p50: percentile(samples, 50),
+  p99: percentile(samples, 99),
+  mean: samples.reduce((a, b) => a + b, 0) / samples.length,
+});
+const result = {
+  spinMicros: config.spinMicros,
+  rounds: ROUNDS,
+  roundtrip: Object.fromEntries(
+    MODES.map(([mode]) => [
+      mode,
+      Object.fromEntries(Object.entries(rt[mode]).map(([k, v]) => [k, summary(v)])),
+    ]),
+  ),
+  copy: Object.fromEntries(Object.entries(copySamples).map(([k, v]) => [k, summary(v)])),
+  // The median of the rounds' rates.
+  pipelined: Object.fromEntries(
+    MODES.map(([mode]) => [mode, pipe[mode].sort((a, b) => a - b)[pipe[mode].length >> 1]]),
+  ),
+};
+console.log(JSON.stringify(result));

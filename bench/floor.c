@@ -1,0 +1,305 @@
+/*
+ * floor.c: the C floor for surfaceport's benchmarks — what a competent C
+ * program pays to hand a sealed memfd to another process over a
+ * SOCK_SEQPACKET Unix socket on this kernel. `bench/run.ts` builds it with
+ * `cc -O2` and compares the library against it under the same CPU pinning.
+ *
+ * Two processes (fork) joined by socketpair(AF_UNIX, SOCK_SEQPACKET).
+ * Every message is a 136-byte header (the size of surfaceport's wire header)
+ * plus, where stated, one fd in SCM_RIGHTS. All I/O is blocking: a process
+ * that waits sleeps in the kernel, nothing spins.
+ *
+ *   floor roundtrip W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]
+ *     The parent creates one memfd of W*H*4 bytes (MFD_CLOEXEC |
+ *     MFD_ALLOW_SEALING, ftruncate, sealed against shrink/grow/seal) and maps
+ *     it once. One round trip, timed with CLOCK_MONOTONIC around it:
+ *       parent: sendmsg(header + memfd)
+ *       child:  recvmsg(MSG_CMSG_CLOEXEC) -> fd; fstat(fd) for the inode;
+ *               mmap(MAP_SHARED) only if that inode is not mapped yet (the
+ *               mapping is cached by inode, never remapped); write the
+ *               surface's last byte; sendmsg(header + the same fd) back;
+ *               close(fd)
+ *       parent: recvmsg -> fd; close(fd)
+ *     That is two fd handoffs, like surfaceport's round trip (send a
+ *     surface, the peer touches its last byte and sends the surface back).
+ *     Prints {"p50_us":..,"p99_us":..,"mean_us":..,"iterations":..}.
+ *
+ *   floor pipelined W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]
+ *     The parent creates POOL memfds as above and streams them: it sends a
+ *     free one (header + fd), and when none is free it blocks in recvmsg
+ *     for a release note. The child receives, maps by inode (cached), writes
+ *     the last byte, closes the fd, and sends a 4-byte release note (the
+ *     surface's index, no fd) back — the release a pool needs to reuse a
+ *     surface. Counts handoffs per second after a 100 ms warm-up.
+ *     Prints {"per_s":..,"handoffs":..,"seconds":..}.
+ *
+ * PARENT_CPU / CHILD_CPU (-1: leave unpinned) pin each process to one core
+ * with sched_setaffinity.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#define HEADER_SIZE 136
+#define CACHE_SIZE 16
+
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static void pin(int cpu) {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int make_surface(size_t size) {
+  int fd = memfd_create("floor", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) die("memfd_create");
+  if (ftruncate(fd, (off_t)size) != 0) die("ftruncate");
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) die("F_ADD_SEALS");
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) die("mmap");
+  return fd;
+}
+
+/* sendmsg of header (+ one fd if fd >= 0). */
+static void send_msg(int sock, const void *data, size_t length, int fd) {
+  struct iovec iov = {(void *)data, length};
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } control;
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (fd >= 0) {
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  for (;;) {
+    if (sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return;
+    if (errno == EPIPE || errno == ECONNRESET) exit(0); /* peer gone: the run is over */
+    if (errno != EINTR) die("sendmsg");
+  }
+}
+
+/* recvmsg into buf; returns the received fd or -1; exits on EOF. */
+static int recv_msg(int sock, void *buf, size_t length, ssize_t *received) {
+  struct iovec iov = {buf, length};
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } control;
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  ssize_t n;
+  for (;;) {
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n >= 0) break;
+    if (errno == ECONNRESET) exit(0); /* peer gone: the run is over */
+    if (errno != EINTR) die("recvmsg");
+  }
+  if (n == 0) exit(0); /* peer closed */
+  if (received) *received = n;
+  int fd = -1;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  }
+  return fd;
+}
+
+/* The receiver's mapping cache, keyed by (dev, inode). */
+static struct {
+  dev_t dev;
+  ino_t ino;
+  unsigned char *base;
+  size_t size;
+} cache[CACHE_SIZE];
+static int cached;
+
+static unsigned char *map_cached(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) die("fstat");
+  for (int i = 0; i < cached; i++) {
+    if (cache[i].ino == st.st_ino && cache[i].dev == st.st_dev) return cache[i].base;
+  }
+  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) die("mmap");
+  if (cached == CACHE_SIZE) die("mapping cache full");
+  cache[cached].dev = st.st_dev;
+  cache[cached].ino = st.st_ino;
+  cache[cached].base = p;
+  cache[cached].size = (size_t)st.st_size;
+  return cache[cached++].base;
+}
+
+static size_t cached_size(const unsigned char *base) {
+  for (int i = 0; i < cached; i++) {
+    if (cache[i].base == base) return cache[i].size;
+  }
+  return 0;
+}
+
+static int compare_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void roundtrip(size_t size, long iterations, long warmup, int parent_cpu, int child_cpu) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+  int surface = make_surface(size);
+  unsigned char header[HEADER_SIZE] = {'S', 'P', 'R', 'T'};
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    pin(child_cpu);
+    close(sv[0]);
+    unsigned char buf[HEADER_SIZE + 1];
+    for (;;) {
+      int fd = recv_msg(sv[1], buf, sizeof buf, NULL);
+      if (fd < 0) die("child: message without fd");
+      unsigned char *base = map_cached(fd);
+      base[cached_size(base) - 1]++;
+      send_msg(sv[1], header, sizeof header, fd);
+      close(fd);
+    }
+  }
+  pin(parent_cpu);
+  close(sv[1]);
+  uint64_t *samples = calloc((size_t)iterations, sizeof *samples);
+  if (!samples) die("calloc");
+  unsigned char buf[HEADER_SIZE + 1];
+  double total = 0;
+  for (long i = -warmup; i < iterations; i++) {
+    uint64_t t0 = now_ns();
+    send_msg(sv[0], header, sizeof header, surface);
+    int fd = recv_msg(sv[0], buf, sizeof buf, NULL);
+    if (fd < 0) die("parent: reply without fd");
+    close(fd);
+    uint64_t t1 = now_ns();
+    if (i >= 0) {
+      samples[i] = t1 - t0;
+      total += (double)(t1 - t0);
+    }
+  }
+  close(sv[0]);
+  waitpid(child, NULL, 0);
+  qsort(samples, (size_t)iterations, sizeof *samples, compare_u64);
+  printf("{\"p50_us\":%.3f,\"p99_us\":%.3f,\"mean_us\":%.3f,\"iterations\":%ld}\n",
+         samples[iterations / 2] / 1e3, samples[(iterations * 99) / 100] / 1e3,
+         total / iterations / 1e3, iterations);
+  free(samples);
+}
+
+static void pipelined(size_t size, int pool, long milliseconds, int parent_cpu, int child_cpu) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+  int surfaces[CACHE_SIZE];
+  if (pool < 1 || pool > CACHE_SIZE) die("pool size");
+  for (int i = 0; i < pool; i++) surfaces[i] = make_surface(size);
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    pin(child_cpu);
+    close(sv[0]);
+    unsigned char buf[HEADER_SIZE + 1];
+    for (;;) {
+      int fd = recv_msg(sv[1], buf, sizeof buf, NULL);
+      if (fd < 0) die("child: message without fd");
+      unsigned char *base = map_cached(fd);
+      base[cached_size(base) - 1]++;
+      close(fd);
+      send_msg(sv[1], buf + 4, 4, -1); /* release note: the index */
+    }
+  }
+  pin(parent_cpu);
+  close(sv[1]);
+  unsigned char header[HEADER_SIZE] = {'S', 'P', 'R', 'T'};
+  int free_list[CACHE_SIZE], free_count = pool;
+  for (int i = 0; i < pool; i++) free_list[i] = i;
+  unsigned char note[HEADER_SIZE + 1];
+  uint64_t start = now_ns(), measure_from = start + 100000000u, end = measure_from;
+  end += (uint64_t)milliseconds * 1000000u;
+  long handoffs = 0;
+  int measuring = 0;
+  for (;;) {
+    while (free_count == 0) {
+      ssize_t n = 0;
+      recv_msg(sv[0], note, sizeof note, &n);
+      int32_t index;
+      memcpy(&index, note, sizeof index);
+      free_list[free_count++] = index;
+    }
+    int index = free_list[--free_count];
+    memcpy(header + 4, &index, sizeof index);
+    send_msg(sv[0], header, sizeof header, surfaces[index]);
+    uint64_t t = now_ns();
+    if (!measuring && t >= measure_from) {
+      measuring = 1;
+      handoffs = 0;
+      measure_from = t;
+    }
+    handoffs++;
+    if (measuring && t >= end) break;
+  }
+  double seconds = (double)(now_ns() - measure_from) / 1e9;
+  close(sv[0]);
+  waitpid(child, NULL, 0);
+  printf("{\"per_s\":%.1f,\"handoffs\":%ld,\"seconds\":%.3f}\n", handoffs / seconds, handoffs,
+         seconds);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 6) {
+    fprintf(stderr,
+            "usage: floor roundtrip W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]\n"
+            "       floor pipelined W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n");
+    return 2;
+  }
+  size_t size = (size_t)atol(argv[2]) * (size_t)atol(argv[3]) * 4;
+  int parent_cpu = argc > 7 ? atoi(argv[6]) : -1;
+  int child_cpu = argc > 7 ? atoi(argv[7]) : -1;
+  signal(SIGPIPE, SIG_IGN);
+  if (strcmp(argv[1], "roundtrip") == 0) {
+    roundtrip(size, atol(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
+  } else if (strcmp(argv[1], "pipelined") == 0) {
+    pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
+  } else {
+    fprintf(stderr, "unknown mode %s\n", argv[1]);
+    return 2;
+  }
+  return 0;
+}

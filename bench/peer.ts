@@ -1,0 +1,100 @@
+/**
+ * The far side of every Deno benchmark, spawned by `bench/driver.ts` as its
+ * own process (pinned with `taskset` when the run pins):
+ *
+ * - `peer.ts echo NAME SPIN`: connects to the surfaceport channel `NAME`
+ *   (with `spinMicros: SPIN`) and, for each frame, writes the surface's last
+ *   byte and sends the same surface back on the same channel, then closes
+ *   its frame.
+ * - `peer.ts sink NAME SPIN`: the consumer of the pipelined run: for each
+ *   frame, writes the last byte and closes the frame (which lets the
+ *   producer's pool reuse the surface).
+ * - `peer.ts copy PATH BYTES`: the copy baseline: listens on the Unix stream
+ *   socket `PATH` with Deno's own `Deno.listen({ transport: "unix" })`, reads
+ *   frames of `BYTES` bytes into one buffer, writes the last byte and answers
+ *   each with one byte.
+ *
+ * Prints `ready` on stdout once it can take frames; exits when the driver
+ * closes the connection.
+ *
+ * @module
+ */
+
+import { connect, PeerClosedError } from "../mod.ts";
+
+const [mode, target, arg] = Deno.args;
+
+async function echo(name: string, spinMicros: number): Promise<void> {
+  const channel = await connect(name, { timeout: 10_000, spinMicros });
+  console.log("ready");
+  try {
+    for (;;) {
+      const frame = await channel.receive();
+      const bytes = frame.surface.bytes();
+      bytes[bytes.length - 1]++;
+      await channel.send(frame.surface, undefined, { timeout: 10_000 });
+      frame.close();
+    }
+  } catch (error) {
+    if (!(error instanceof PeerClosedError)) throw error;
+  } finally {
+    channel.close();
+  }
+}
+
+async function sink(name: string, spinMicros: number): Promise<void> {
+  const channel = await connect(name, { timeout: 10_000, spinMicros });
+  console.log("ready");
+  try {
+    for await (const frame of channel) {
+      const bytes = frame.surface.bytes();
+      bytes[bytes.length - 1]++;
+      frame.close();
+    }
+  } finally {
+    channel.close();
+  }
+}
+
+async function readFully(conn: Deno.Conn, buffer: Uint8Array): Promise<boolean> {
+  let filled = 0;
+  while (filled < buffer.length) {
+    const n = await conn.read(buffer.subarray(filled));
+    if (n === null) return false;
+    filled += n;
+  }
+  return true;
+}
+
+async function copy(path: string, frameBytes: number): Promise<void> {
+  const listener = Deno.listen({ transport: "unix", path });
+  console.log("ready");
+  const conn = await listener.accept();
+  listener.close();
+  const frame = new Uint8Array(frameBytes);
+  const ack = new Uint8Array(1);
+  try {
+    while (await readFully(conn, frame)) {
+      frame[frame.length - 1]++;
+      ack[0] = frame[frame.length - 1];
+      await conn.write(ack);
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+switch (mode) {
+  case "echo":
+    await echo(target, Number(arg));
+    break;
+  case "sink":
+    await sink(target, Number(arg));
+    break;
+  case "copy":
+    await copy(target, Number(arg));
+    break;
+  default:
+    console.error(`peer.ts: unknown mode ${mode}`);
+    Deno.exit(2);
+}
