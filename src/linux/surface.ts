@@ -270,13 +270,11 @@ class SharedMapping {
 }
 
 /**
- * Checks that a received `fd` is surface memory this side can trust: a memfd
- * (only memfds answer `F_GET_SEALS` with grow/shrink seals), sealed against
- * shrinking and growing (so the sender cannot truncate it under our mapping
- * and kill us with SIGBUS), not write-sealed (we map it writable), and of
- * exactly the size the header declares. Returns its `(dev, ino)` key and inode.
+ * Identifies a received `fd`: a regular file of exactly the size the header
+ * declares (so, once sealed, it can never be truncated under our mapping).
+ * Returns its `(dev, ino)` key and inode. One `statx`.
  */
-function inspectReceivedFd(fd: number, geometry: SurfaceGeometry): { key: string; id: number } {
+function identifyReceivedFd(fd: number, geometry: SurfaceGeometry): { key: string; id: number } {
   const stat = fstatx(fd);
   if ((stat.mode & LINUX.S_IFMT) !== LINUX.S_IFREG) {
     throw new ProtocolError(
@@ -284,6 +282,24 @@ function inspectReceivedFd(fd: number, geometry: SurfaceGeometry): { key: string
       `received fd is not a regular file (mode 0o${stat.mode.toString(8)})`,
     );
   }
+  if (stat.size !== BigInt(geometry.allocSize)) {
+    throw new ProtocolError(
+      "SIZE_MISMATCH",
+      `received memfd has ${stat.size} bytes, header says ${geometry.allocSize}`,
+    );
+  }
+  return { key: `${stat.devMajor}:${stat.devMinor}:${stat.ino}`, id: Number(stat.ino) };
+}
+
+/**
+ * Checks that a received `fd` is surface memory this side can map: a memfd
+ * (only memfds answer `F_GET_SEALS` with grow/shrink seals), sealed against
+ * shrinking and growing (so the sender cannot truncate it under our mapping
+ * and kill us with SIGBUS), and not write-sealed (we map it writable). Seals
+ * can only ever be added, so an inode that passed once passes for good: the
+ * cache checks only inodes it has not mapped yet.
+ */
+function checkSeals(fd: number): void {
   const seals = libc().fcntl(fd, LINUX.F_GET_SEALS, 0);
   if (seals < 0) {
     throw new ProtocolError(
@@ -304,13 +320,6 @@ function inspectReceivedFd(fd: number, geometry: SurfaceGeometry): { key: string
       "received memfd is write-sealed; surfaces are mapped writable",
     );
   }
-  if (stat.size !== BigInt(geometry.allocSize)) {
-    throw new ProtocolError(
-      "SIZE_MISMATCH",
-      `received memfd has ${stat.size} bytes, header says ${geometry.allocSize}`,
-    );
-  }
-  return { key: `${stat.devMajor}:${stat.devMinor}:${stat.ino}`, id: Number(stat.ino) };
 }
 
 /**
@@ -339,11 +348,12 @@ export class MappingCache {
    * a mapping. On error the caller still owns `fd`.
    */
   import(fd: number, geometry: SurfaceGeometry): ReceivedSurface {
-    const { key, id } = inspectReceivedFd(fd, geometry);
+    const { key, id } = identifyReceivedFd(fd, geometry);
     let mapping = this.#entries.get(key);
     if (mapping) {
       this.#entries.delete(key); // re-insert as most recently used
     } else {
+      checkSeals(fd);
       const mapFd = reopen(fd, LINUX.O_RDWR);
       try {
         mapping = new SharedMapping(mapShared(mapFd, geometry.allocSize), geometry.allocSize, id);
