@@ -1,0 +1,102 @@
+/**
+ * Child processes for the hostile tests:
+ *
+ * - `burst NAME COUNT`: opens COUNT raw connections to NAME as fast as it
+ *   can, prints `opened N`, then holds them until stdin says `close` (then
+ *   closes them all, prints `closed`) or the process is killed.
+ * - `flood NAME`: connects with the library and sends frames (one surface,
+ *   pattern seed 1) back to back without waiting for anyone, printing
+ *   `sent N` every 10 frames, until killed.
+ * - `client NAME SEED [ALLOW_UID]`: connects with the library (admitting a
+ *   listener of uid ALLOW_UID, default: same uid), prints `connected UID`,
+ *   sends one 64x32 frame with pattern SEED, prints `sent`, then prints
+ *   `got ok` (or `got PROBLEM`) for each frame sent back (checked against
+ *   the pattern of its `meta.seed`) until the listener hangs up (prints
+ *   `hung up ERROR`).
+ * - `whoami`: prints `uid N`.
+ *
+ * @module
+ */
+
+import { connect, Surface } from "../../mod.ts";
+import { fillPattern, verifyPattern } from "../../examples/pattern.ts";
+import { RawPeer } from "./raw.ts";
+import { libc } from "../../ffi/linux.ts";
+
+const [mode, name, ...rest] = Deno.args;
+
+async function stdinLines(onLine: (line: string) => boolean | void): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for await (const chunk of Deno.stdin.readable) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let i;
+    while ((i = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, i);
+      buffer = buffer.slice(i + 1);
+      if (onLine(line) === true) return;
+    }
+  }
+}
+
+switch (mode) {
+  case "whoami":
+    console.log(`uid ${libc().geteuid()}`);
+    break;
+  case "burst": {
+    const count = Number(rest[0]);
+    const peers: RawPeer[] = [];
+    const failures = new Map<string, number>();
+    for (let i = 0; i < count; i++) {
+      try {
+        peers.push(RawPeer.connect(name));
+      } catch (error) {
+        const key = (error as Error).message;
+        failures.set(key, (failures.get(key) ?? 0) + 1);
+      }
+    }
+    console.log(`opened ${peers.length}`);
+    for (const [message, n] of failures) console.log(`failed ${n}: ${message}`);
+    await stdinLines((line) => line === "close");
+    for (const peer of peers) peer.close();
+    console.log("closed");
+    break;
+  }
+  case "flood": {
+    const channel = await connect(name, { timeout: 10000 });
+    console.log("connected");
+    using surface = Surface.create({ width: 64, height: 32 });
+    fillPattern(surface, 1);
+    for (let i = 1; i < Number.MAX_SAFE_INTEGER; i++) {
+      await channel.send(surface, { seed: 1 });
+      if (i % 10 === 0) console.log(`sent ${i}`);
+    }
+    break;
+  }
+  case "client": {
+    const [seed, allowUid] = rest;
+    const allowPeer = allowUid === undefined
+      ? undefined
+      : (peer: { uid: number }) => peer.uid === Number(allowUid);
+    const channel = await connect(name, { timeout: 10000, allowPeer });
+    console.log(`connected ${libc().geteuid()}`);
+    using surface = Surface.create({ width: 64, height: 32 });
+    fillPattern(surface, Number(seed));
+    try {
+      await channel.send(surface, { seed: Number(seed) });
+      console.log("sent");
+      for (;;) {
+        // Frames sent back are checked against the pattern of their meta.seed.
+        using frame = await channel.receive();
+        const problem = verifyPattern(frame.surface, (frame.meta as { seed: number }).seed);
+        console.log(`got ${problem ?? "ok"}`);
+      }
+    } catch (error) {
+      console.log(`hung up ${(error as Error).name}`);
+    }
+    channel.close();
+    break;
+  }
+  default:
+    throw new Error(`unknown mode ${mode}`);
+}
