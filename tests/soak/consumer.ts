@@ -1,0 +1,34 @@
+/**
+ * The consumer process of the soak: connects to the channel named on the
+ * command line, checks that every frame's first 8 bytes hold its sequence
+ * number (the producer stamps them; a pool that handed out a surface still
+ * held here would overwrite them), closes it, and every SAMPLE_EVERY frames
+ * prints `sample FRAMES FDS RSS` (its own descriptor count and resident
+ * set). Prints `done FRAMES CORRUPT` when the producer hangs up.
+ *
+ * @module
+ */
+
+import { connect } from "../../mod.ts";
+import { fdCount, settleRuntimeFds } from "../helpers.ts";
+
+const [name, sampleEvery] = Deno.args;
+const every = Number(sampleEvery);
+await settleRuntimeFds(); // Deno opens two descriptors of its own shortly after start
+const channel = await connect(name, { timeout: 10000 });
+console.log("connected");
+let frames = 0, corrupt = 0;
+for await (const frame of channel) {
+  const bytes = frame.surface.bytes();
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
+  const stamped = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32;
+  if (stamped !== frame.sequence) {
+    corrupt++;
+    if (corrupt <= 10) console.log(`corrupt ${frame.sequence} ${stamped}`);
+  }
+  frame.close();
+  frames++;
+  if (frames % every === 0) console.log(`sample ${frames} ${fdCount()} ${Deno.memoryUsage().rss}`);
+}
+console.log(`done ${frames} ${corrupt}`);
+channel.close();

@@ -1,0 +1,176 @@
+/**
+ * The soak: `handoffs` frames from a {@link SurfacePool} in this process to
+ * a consumer process (tests/soak/consumer.ts), sampling both processes'
+ * descriptor counts and resident set sizes along the way, and judging
+ * whether they stayed flat.
+ *
+ * Flat means, after a warm-up (the first quarter of the samples, when V8
+ * and the allocator settle):
+ *
+ * - descriptors: each process's count varies by at most
+ *   {@link FD_TOLERANCE} (a parked wait holds one short-lived eventfd);
+ * - memory: each process's RSS never exceeds its warm-up maximum by more
+ *   than {@link RSS_TOLERANCE_BYTES} — 24 bytes per handoff over 1,000,000
+ *   handoffs, so even a small per-frame leak fails.
+ *
+ * @module
+ */
+
+import { listen, SurfacePool } from "../../mod.ts";
+import { Child, fdCount, PEER_FLAGS } from "../helpers.ts";
+
+/** How far a descriptor count may move after warm-up. */
+export const FD_TOLERANCE = 2;
+/** How far RSS may grow beyond its warm-up maximum. */
+export const RSS_TOLERANCE_BYTES = 24 * 1024 * 1024;
+
+/** One measurement of one process. */
+export interface Sample {
+  handoffs: number;
+  fds: number;
+  rss: number;
+}
+
+/** What a soak run measured and concluded. */
+export interface SoakReport {
+  handoffs: number;
+  seconds: number;
+  producer: Sample[];
+  consumer: Sample[];
+  corrupt: number;
+  /** Every way the run was not flat; empty if it was. */
+  problems: string[];
+}
+
+/** Options of {@link runSoak}. */
+export interface SoakOptions {
+  handoffs: number;
+  /** Samples per process (default 40). */
+  samples?: number;
+  width?: number;
+  height?: number;
+  maxSurfaces?: number;
+  /** How far RSS may grow beyond its warm-up maximum (default {@link RSS_TOLERANCE_BYTES}). */
+  rssToleranceBytes?: number;
+  /** Called with a progress line after each sample. */
+  progress?: (line: string) => void;
+}
+
+function judge(who: string, samples: Sample[], rssTolerance: number, problems: string[]): void {
+  if (samples.length < 4) {
+    problems.push(`${who}: only ${samples.length} samples`);
+    return;
+  }
+  const warm = samples.slice(0, Math.max(1, Math.floor(samples.length / 4)));
+  const rest = samples.slice(warm.length);
+  const fds = rest.map((s) => s.fds);
+  const fdBase = warm.at(-1)!.fds;
+  const fdSpread = Math.max(...fds, fdBase) - Math.min(...fds, fdBase);
+  if (fdSpread > FD_TOLERANCE) {
+    problems.push(`${who}: descriptor count moved by ${fdSpread} (${fdBase} -> ${fds.join(", ")})`);
+  }
+  const warmRss = Math.max(...warm.map((s) => s.rss));
+  const peak = Math.max(...rest.map((s) => s.rss));
+  if (peak - warmRss > rssTolerance) {
+    problems.push(
+      `${who}: RSS grew by ${mib(peak - warmRss)} after warm-up (${mib(warmRss)} -> ${mib(peak)})`,
+    );
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+/** Runs the soak; never throws for a non-flat result (see `problems`), only for a broken run. */
+export async function runSoak(options: SoakOptions): Promise<SoakReport> {
+  const { handoffs } = options;
+  const every = Math.max(1, Math.floor(handoffs / (options.samples ?? 40)));
+  const name = `soak-${Deno.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  using listener = listen(name);
+  await using consumer = new Child(Deno.execPath(), [
+    "run",
+    ...PEER_FLAGS,
+    new URL("./consumer.ts", import.meta.url).pathname,
+    name,
+    String(every),
+  ]);
+  await consumer.line("connected");
+  using channel = await listener.accept({ timeout: 20000 });
+  using pool = new SurfacePool({
+    width: options.width ?? 320,
+    height: options.height ?? 240,
+    maxSurfaces: options.maxSurfaces ?? 4,
+  });
+  const producer: Sample[] = [];
+  const started = performance.now();
+  for (let i = 0; i < handoffs; i++) {
+    const surface = await pool.acquire({ timeout: 10000 });
+    try {
+      const bytes = surface.bytes();
+      const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
+      view.setUint32(0, i % 2 ** 32, true);
+      view.setUint32(4, Math.floor(i / 2 ** 32), true);
+      await channel.send(surface, undefined, { timeout: 10000 });
+    } finally {
+      surface.close();
+    }
+    if ((i + 1) % every === 0) {
+      producer.push({ handoffs: i + 1, fds: fdCount(), rss: Deno.memoryUsage().rss });
+      const seconds = (performance.now() - started) / 1000;
+      options.progress?.(
+        `${i + 1} handoffs, ${seconds.toFixed(1)} s, ${((i + 1) / seconds).toFixed(0)}/s, ` +
+          `producer ${producer.at(-1)!.fds} fds ${mib(producer.at(-1)!.rss)}`,
+      );
+    }
+  }
+  channel.close();
+  const consumerSamples: Sample[] = [];
+  let corrupt = 0;
+  for (;;) {
+    const line = await consumer.line(/^(sample|done|corrupt) /, 60000);
+    const [kind, a, b, c] = line.split(" ");
+    if (kind === "sample") consumerSamples.push({ handoffs: +a, fds: +b, rss: +c });
+    else if (kind === "done") {
+      if (+a !== handoffs) throw new Error(`the consumer got ${a} of ${handoffs} frames`);
+      corrupt = +b;
+      break;
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const status = await consumer.exit();
+  if (status.code !== 0) throw new Error(`the consumer failed:\n${consumer.stderr}`);
+  const problems: string[] = [];
+  if (corrupt > 0) problems.push(`${corrupt} frames were overwritten while the consumer held them`);
+  const rssTolerance = options.rssToleranceBytes ?? RSS_TOLERANCE_BYTES;
+  judge("producer", producer, rssTolerance, problems);
+  judge("consumer", consumerSamples, rssTolerance, problems);
+  return { handoffs, seconds, producer, consumer: consumerSamples, corrupt, problems };
+}
+
+/** The report as text: a table of samples, then the verdict. */
+export function formatSoakReport(report: SoakReport): string {
+  const lines = [
+    `soak: ${report.handoffs} handoffs in ${report.seconds.toFixed(1)} s ` +
+    `(${(report.handoffs / report.seconds).toFixed(0)}/s, ` +
+    `${(report.seconds * 1e6 / report.handoffs).toFixed(1)} µs each)`,
+    "handoffs      producer fds  producer RSS   consumer fds  consumer RSS",
+  ];
+  for (let i = 0; i < Math.max(report.producer.length, report.consumer.length); i++) {
+    const p = report.producer[i], c = report.consumer[i];
+    lines.push(
+      `${String(p?.handoffs ?? c?.handoffs).padStart(9)}  ${String(p?.fds ?? "").padStart(14)}  ${
+        (p ? mib(p.rss) : "").padStart(12)
+      }  ${String(c?.fds ?? "").padStart(13)}  ${(c ? mib(c.rss) : "").padStart(12)}`,
+    );
+  }
+  lines.push(`corrupt frames: ${report.corrupt}`);
+  lines.push(
+    report.problems.length === 0
+      ? `FLAT: descriptors within ${FD_TOLERANCE}, RSS within ${
+        mib(RSS_TOLERANCE_BYTES)
+      } of warm-up`
+      : `NOT FLAT:\n  ${report.problems.join("\n  ")}`,
+  );
+  return lines.join("\n");
+}
