@@ -339,6 +339,105 @@ Deno.test("darwin/fake: bad messages are ProtocolErrors, their port rights relea
   w.kernel.assertNoLeaks();
 });
 
+/**
+ * A complex surface message whose descriptors are `kinds` ("port": the
+ * surface's right, MOVE_SEND; "ool": `oolSize` bytes of out-of-line memory),
+ * then a valid wire header. Returns the bytes and `msgh_size`.
+ */
+function complexSurfaceMessage(
+  inbox: number,
+  kinds: ("port" | "ool")[],
+  right: () => number,
+  payload: Uint8Array,
+  oolSize = 4096,
+): { bytes: Uint8Array; size: number } {
+  const bytes = new Uint8Array(4096);
+  const view = new DataView(bytes.buffer);
+  let offset = 28;
+  for (const kind of kinds) {
+    if (kind === "port") {
+      view.setUint32(offset, right(), true);
+      view.setUint8(offset + 10, DARWIN.MACH_MSG_TYPE_MOVE_SEND);
+      view.setUint8(offset + 11, DARWIN.MACH_MSG_PORT_DESCRIPTOR);
+      offset += 12;
+    } else {
+      view.setBigUint64(offset, 0x10000n, true); // the sender's address (not read by the fake)
+      view.setUint8(offset + 9, 1); // MACH_MSG_VIRTUAL_COPY
+      view.setUint8(offset + 11, DARWIN.MACH_MSG_OOL_DESCRIPTOR);
+      view.setUint32(offset + 12, oolSize, true);
+      offset += 16;
+    }
+  }
+  bytes.set(payload, offset);
+  const size = (offset + payload.length + 3) & ~3;
+  encodeMachMsgHeader(view, 0, {
+    bits: (machMsghBits(DARWIN.MACH_MSG_TYPE_COPY_SEND, 0) | DARWIN.MACH_MSGH_BITS_COMPLEX) >>> 0,
+    size,
+    remotePort: inbox,
+    localPort: 0,
+    voucherPort: 0,
+    id: MSG_ID_SURFACE,
+  });
+  view.setUint32(24, kinds.length, true);
+  return { bytes, size };
+}
+
+Deno.test("darwin/fake: a surface message whose one descriptor is out-of-line memory is a ProtocolError, the memory freed", async () => {
+  using w = world();
+  const { listener, producer, consumer } = await pair(w);
+  using surface = Surface.create({ width: 16, height: 8 });
+  const backing = backingOf(surface, "test");
+  const inbox = peerInboxName(w.a, w.b);
+  const header = new Uint8Array(HEADER_SIZE);
+  encodeHeader(new DataView(header.buffer), surface.geometry, 0, 0, 0n, 0);
+  const send = (kinds: ("port" | "ool")[], oolSize?: number) => {
+    const { bytes, size } = complexSurfaceMessage(
+      inbox,
+      kinds,
+      () => backing.exportHandle(),
+      header,
+      oolSize,
+    );
+    const kr = w.a.mach_msg(
+      bytes,
+      DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
+      size,
+      0,
+      0,
+      0,
+      0,
+    );
+    assert.equal(kr, 0);
+  };
+  const expectReason = async (reason: string) => {
+    const error = await consumer.receive({ timeout: 1000 }).catch((e) => e);
+    assert.ok(error instanceof ProtocolError, `expected ProtocolError ${reason}, got ${error}`);
+    assert.equal(error.reason, reason);
+    assert.equal(w.b.regions.size, 0, `${reason}: the out-of-line region was deallocated`);
+    assert.equal(surface.inUse, false, `${reason}: every carried right was deallocated`);
+  };
+
+  send(["ool"]); // used to be a TypeError from `const [port] = layout.ports`
+  await expectReason("NO_HANDLE");
+  send(["ool", "port"]);
+  await expectReason("EXTRA_HANDLES");
+  send(["port", "ool"]);
+  await expectReason("EXTRA_HANDLES");
+  // Memory the receiver cannot map: MACH_RCV_BODY_ERROR; the port that did arrive is destroyed.
+  send(["port", "ool"], 0x7fffffff);
+  await expectReason("CONTROL_TRUNCATED");
+
+  await producer.send(surface, "still usable");
+  using frame = await consumer.receive({ timeout: 1000 });
+  assert.equal(frame.meta, "still usable");
+  frame.close();
+  surface.close();
+  producer.close();
+  consumer.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
+});
+
 Deno.test("darwin/fake: a message larger than the receive buffer is destroyed by the kernel, with its right", async () => {
   using w = world();
   const { listener, producer, consumer } = await pair(w, "small", { maxMetaBytes: 16 });

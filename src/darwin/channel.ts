@@ -49,13 +49,14 @@ import {
 import {
   allocateInbox,
   checkIn,
+  isBodyError,
   lookUp,
   machError,
   MachPort,
+  receiveFailure,
   receiveOnPort,
   sendWithRetry,
   serviceName,
-  tooLarge,
   type WaitOwner,
 } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
@@ -252,8 +253,9 @@ export class MachConnection implements BackendConnection, WaitOwner {
         this,
         this.#limits.spinMicros,
       );
-      if (kr === DARWIN.MACH_RCV_TOO_LARGE) throw tooLarge(buffer.length);
-      if (kr !== DARWIN.KERN_SUCCESS) throw machError("mach_msg(receive)", kr);
+      if (kr !== DARWIN.KERN_SUCCESS) {
+        throw receiveFailure(this.#native, buffer, kr, "mach_msg(receive)");
+      }
       const message = this.#import(buffer);
       if (message) return message;
     }
@@ -291,6 +293,13 @@ export class MachConnection implements BackendConnection, WaitOwner {
         throw new ProtocolError(
           "EXTRA_HANDLES",
           `surface message carries ${handles} descriptors, expected 1`,
+        );
+      }
+      if (layout.ports.length !== 1) {
+        // One descriptor, but not a port descriptor (out-of-line memory or ports, a guarded port).
+        throw new ProtocolError(
+          "NO_HANDLE",
+          "the surface message's descriptor is not a port descriptor",
         );
       }
       if (msghBitsRemote(layout.header.bits) !== 0 || layout.header.remotePort !== 0) {
@@ -394,6 +403,10 @@ export class MachListener implements BackendListener, WaitOwner {
         this,
       );
       if (kr === DARWIN.MACH_RCV_TOO_LARGE) continue; // not a HELLO; the kernel destroyed it
+      if (isBodyError(kr)) {
+        this.#native.mach_msg_destroy(buffer); // not a HELLO either (a HELLO has no body)
+        continue;
+      }
       if (kr !== DARWIN.KERN_SUCCESS) throw machError("mach_msg(accept)", kr);
       const connection = this.#admit(buffer);
       if (connection) return connection;
@@ -514,8 +527,7 @@ async function awaitWelcome(
     signal,
     new HandshakeWait(),
   );
-  if (kr === DARWIN.MACH_RCV_TOO_LARGE) throw tooLarge(buffer.length);
-  if (kr !== DARWIN.KERN_SUCCESS) throw machError("mach_msg(connect)", kr);
+  if (kr !== DARWIN.KERN_SUCCESS) throw receiveFailure(native, buffer, kr, "mach_msg(connect)");
   const layout = decodeReceived(buffer);
   if (layout && isNoSenders(layout)) {
     native.mach_msg_destroy(buffer);

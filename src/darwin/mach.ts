@@ -43,7 +43,8 @@ const NAMES = new Map<number, string>();
 for (const [name, value] of Object.entries(DARWIN)) {
   if (
     /^(KERN_|MACH_SEND_[A-Z_]+$|MACH_RCV_[A-Z_]+$|BOOTSTRAP_|kIOReturn)/.test(name) &&
-    !NAMES.has(value) && !/MACH_(SEND|RCV)_(MSG|LARGE|TIMEOUT|INTERRUPT)$/.test(name) &&
+    !NAMES.has(value) &&
+    !/MACH_(SEND|RCV)_(MSG|LARGE|LARGE_IDENTITY|TIMEOUT|INTERRUPT)$/.test(name) &&
     name !== "BOOTSTRAP_MAX_NAME_LEN" && name !== "BOOTSTRAP_SUCCESS" &&
     name !== "kIOReturnSuccess"
   ) {
@@ -394,6 +395,44 @@ export async function receiveOnPort(
       owner.leaveWait();
     }
   }
+}
+
+/**
+ * True if a receive's `mach_msg_return_t` left a message in the buffer that
+ * still holds rights or memory: `MACH_RCV_BODY_ERROR` (with any special
+ * bits) means the kernel copied out the header and what it could of the
+ * body — every right and region it did copy out is ours — and nulled the
+ * rest. Such a message must go through `mach_msg_destroy`.
+ */
+export function isBodyError(kr: number): boolean {
+  return ((kr & ~DARWIN.MACH_MSG_MASK) >>> 0) === DARWIN.MACH_RCV_BODY_ERROR;
+}
+
+/**
+ * The typed failure of a receive whose `mach_msg_return_t` is not success:
+ * a message too large for the buffer (the kernel destroyed it) is
+ * `ProtocolError` `MESSAGE_TRUNCATED`; a body the kernel could not copy out
+ * whole (a hostile descriptor, e.g. out-of-line memory this task cannot
+ * map) is destroyed here and reported as `ProtocolError`
+ * `CONTROL_TRUNCATED`; anything else is a {@link MachError}.
+ */
+export function receiveFailure(
+  native: DarwinNative,
+  buffer: Uint8Array,
+  kr: number,
+  call: string,
+): ProtocolError | MachError {
+  if (kr === DARWIN.MACH_RCV_TOO_LARGE) return tooLarge(buffer.length);
+  if (isBodyError(kr)) {
+    native.mach_msg_destroy(buffer);
+    return new ProtocolError(
+      "CONTROL_TRUNCATED",
+      `${call}: the kernel could not copy the message's descriptors out (${
+        kernReturnName(kr & ~DARWIN.MACH_MSG_MASK)
+      } | 0x${(kr & DARWIN.MACH_MSG_MASK).toString(16)}); it was destroyed`,
+    );
+  }
+  return machError(call, kr);
 }
 
 /** Throws the protocol error for a receive that the kernel refused as too large (it destroyed the message). */

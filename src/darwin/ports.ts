@@ -12,7 +12,7 @@
 import { type PeerCredentials, ProtocolError, throwIfAborted } from "../errors.ts";
 import { backend } from "../platform.ts";
 import { UnsupportedError } from "../errors.ts";
-import { machError, receiveOnPort, sendWithRetry, tooLarge, type WaitOwner } from "./mach.ts";
+import { machError, receiveFailure, receiveOnPort, sendWithRetry, type WaitOwner } from "./mach.ts";
 import { type DarwinNative, darwinNativeOf } from "./native.ts";
 import {
   credentialsOfAuditToken,
@@ -178,8 +178,9 @@ export async function receivePortRight(
     options.signal,
     NEVER_CLOSED,
   );
-  if (kr === DARWIN.MACH_RCV_TOO_LARGE) throw tooLarge(buffer.length);
-  if (kr !== DARWIN.KERN_SUCCESS) throw machError(`mach_msg(${operation})`, kr);
+  if (kr !== DARWIN.KERN_SUCCESS) {
+    throw receiveFailure(native, buffer, kr, `mach_msg(${operation})`);
+  }
   const layout = decodeReceived(buffer);
   const problem = !layout
     ? "malformed mach message"

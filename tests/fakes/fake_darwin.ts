@@ -18,6 +18,12 @@
  *   `MACH_SEND_INVALID_DEST`, receive buffers too small → the message is
  *   destroyed with `MACH_RCV_TOO_LARGE`, and the audit trailer with the
  *   sending task's pid/uid/gid (zeros for the kernel).
+ * - Out-of-line memory descriptors (`MACH_MSG_OOL_DESCRIPTOR`, 16 bytes):
+ *   the receiver gets a region that `mach_msg_destroy` must deallocate
+ *   (a leaked one fails {@link FakeMachKernel.assertNoLeaks}); one larger
+ *   than 1 GiB cannot be mapped: the receive returns
+ *   `MACH_RCV_BODY_ERROR | MACH_MSG_VM_SPACE` with that descriptor nulled and
+ *   every other right copied out, as XNU does.
  * - `MACH_NOTIFY_NO_SENDERS` with the real `sync` rule, queued behind
  *   earlier messages when the last send right anywhere (tasks, queued
  *   messages, the bootstrap registry) goes.
@@ -44,6 +50,10 @@ const MACH_SEND_INVALID_TYPE = 0x1000000f;
 const BOOTSTRAP_PORT = 0x707;
 const QUEUE_LIMIT = 5;
 const TRAILER_SIZES = [8, 12, 20, 52, 60];
+/** Out-of-line memory larger than this cannot be mapped into the receiver (MACH_RCV_BODY_ERROR). */
+const FAKE_VM_LIMIT = 1 << 30;
+/** `sizeof(mach_msg_ool_descriptor_t)` and every other non-port descriptor on 64-bit. */
+const OTHER_DESCRIPTOR_SIZE = 16;
 
 type RightType = "send" | "send-once" | "receive";
 
@@ -78,7 +88,10 @@ interface KMsg {
   complex: boolean;
   dest: CarriedRight;
   reply: CarriedRight | undefined;
+  /** The right of each descriptor (undefined for a null port or out-of-line memory). */
   ports: (CarriedRight | undefined)[];
+  /** Each descriptor's type, and the byte count of out-of-line memory ones. */
+  descriptors: { type: number; size: number }[];
   descriptorCount: number;
   /** Bytes from the end of the descriptors to `size`. */
   inline: Uint8Array;
@@ -135,6 +148,14 @@ export class FakeMachKernel {
   readonly #graveyard: Uint8Array[] = [];
   #nextSurfaceId = 0x100;
   #nextObject = 0x7f0000001000n;
+  #nextRegion = 0x600000000000n;
+
+  /** A fresh address for out-of-line memory copied out to a task. */
+  newRegionAddress(): bigint {
+    const address = this.#nextRegion;
+    this.#nextRegion += 0x100000n;
+    return address;
+  }
 
   /** A new task (a simulated process) with its own name space and credentials. */
   createTask(credentials: { pid?: number; uid?: number; gid?: number } = {}): FakeTask {
@@ -171,6 +192,12 @@ export class FakeMachKernel {
         problems.push(
           `task ${task.pid}: name 0x${name.toString(16)} (port #${e.port.id}) still holds ` +
             `send ${e.send}, send-once ${e.sendOnce}, receive ${e.receive}, dead ${e.dead}`,
+        );
+      }
+      for (const [address, size] of task.regions) {
+        problems.push(
+          `task ${task.pid}: out-of-line region 0x${address.toString(16)} (${size} bytes) ` +
+            `was never deallocated`,
         );
       }
       for (const [value, object] of this.objects) {
@@ -298,6 +325,7 @@ export class FakeMachKernel {
               dest: { port: notify, type: "send-once" },
               reply: undefined,
               ports: [],
+              descriptors: [],
               descriptorCount: 0,
               inline,
               sender: undefined,
@@ -325,6 +353,8 @@ export class FakeTask implements DarwinNative {
   alive = true;
   readonly names = new Map<number, Entry>();
   readonly nameOf = new Map<FakePort, number>();
+  /** Out-of-line memory received and not yet deallocated: address → bytes. */
+  readonly regions = new Map<bigint, number>();
   readonly #kernel: FakeMachKernel;
   #nextName = 0x103;
 
@@ -391,6 +421,7 @@ export class FakeTask implements DarwinNative {
       if (object.task === this) kernel.objects.delete(value);
     }
     for (const surface of kernel.surfaces) surface.useCounts.delete(this);
+    this.regions.clear();
     this.alive = false;
     kernel.sweep();
   }
@@ -652,8 +683,13 @@ export class FakeTask implements DarwinNative {
       if (typeof r === "number") return D.MACH_SEND_INVALID_REPLY;
       reply = r;
     }
-    const descriptors: { name: number; disposition: number; right: CarriedRight | undefined }[] =
-      [];
+    const descriptors: {
+      name: number;
+      disposition: number;
+      right: CarriedRight | undefined;
+      type: number;
+      size: number;
+    }[] = [];
     let offset = 24;
     if (complex) {
       if (sendSize < 28) return D.MACH_SEND_MSG_TOO_SMALL;
@@ -661,17 +697,24 @@ export class FakeTask implements DarwinNative {
       offset = 28;
       for (let i = 0; i < count; i++) {
         if (offset + 12 > sendSize) return D.MACH_SEND_MSG_TOO_SMALL;
-        if (view.getUint8(offset + 11) !== D.MACH_MSG_PORT_DESCRIPTOR) {
-          return MACH_SEND_INVALID_TYPE;
+        const type = view.getUint8(offset + 11);
+        if (type === D.MACH_MSG_OOL_DESCRIPTOR) {
+          // Out-of-line memory: only its size is modelled (the receiver gets a region to free).
+          if (offset + OTHER_DESCRIPTOR_SIZE > sendSize) return D.MACH_SEND_MSG_TOO_SMALL;
+          const size = view.getUint32(offset + 12, true);
+          descriptors.push({ name: 0, disposition: 0, right: undefined, type, size });
+          offset += OTHER_DESCRIPTOR_SIZE;
+          continue;
         }
+        if (type !== D.MACH_MSG_PORT_DESCRIPTOR) return MACH_SEND_INVALID_TYPE;
         const name = view.getUint32(offset, true);
         const disposition = view.getUint8(offset + 10);
         if (name === D.MACH_PORT_NULL) {
-          descriptors.push({ name, disposition, right: undefined });
+          descriptors.push({ name, disposition, right: undefined, type, size: 0 });
         } else {
           const r = this.#copyin(name, disposition);
           if (typeof r === "number") return D.MACH_SEND_INVALID_RIGHT;
-          descriptors.push({ name, disposition, right: r });
+          descriptors.push({ name, disposition, right: r, type, size: 0 });
         }
         offset += 12;
       }
@@ -698,11 +741,16 @@ export class FakeTask implements DarwinNative {
       );
       view.setUint32(8, destName, true);
       view.setUint32(12, replyName, true);
-      descriptors.forEach((d, i) => {
-        const at = 28 + 12 * i;
+      let at = 28;
+      for (const d of descriptors) {
+        if (d.type === D.MACH_MSG_OOL_DESCRIPTOR) {
+          at += OTHER_DESCRIPTOR_SIZE; // the sender's memory stays where it was
+          continue;
+        }
         view.setUint32(at, d.right ? this.insert(d.right) : 0, true);
         if (d.right) view.setUint8(at + 10, typeOf(d.right));
-      });
+        at += 12;
+      }
       return D.MACH_SEND_TIMED_OUT;
     }
     port.queue.push({
@@ -712,6 +760,7 @@ export class FakeTask implements DarwinNative {
       dest,
       reply,
       ports: descriptors.map((d) => d.right),
+      descriptors: descriptors.map(({ type, size }) => ({ type, size })),
       descriptorCount: descriptors.length,
       inline: msg.slice(offset, sendSize),
       sender: this,
@@ -765,10 +814,28 @@ export class FakeTask implements DarwinNative {
     view.setUint32(16, 0, true);
     view.setInt32(20, kmsg.id, true);
     let offset = 24;
+    let bodyError = false;
     if (kmsg.complex) {
       view.setUint32(24, kmsg.descriptorCount, true);
       offset = 28;
-      for (const right of kmsg.ports) {
+      for (const [i, right] of kmsg.ports.entries()) {
+        const described = kmsg.descriptors[i];
+        if (described.type === D.MACH_MSG_OOL_DESCRIPTOR) {
+          // Copied out as a new region the receiver must vm_deallocate; one too large to map
+          // is dropped and the receive reports MACH_RCV_BODY_ERROR | MACH_MSG_VM_SPACE.
+          const mappable = described.size <= FAKE_VM_LIMIT;
+          bodyError ||= !mappable;
+          const address = mappable && described.size > 0 ? this.#kernel.newRegionAddress() : 0n;
+          if (address !== 0n) this.regions.set(address, described.size);
+          view.setBigUint64(offset, address, true);
+          view.setUint8(offset + 8, 0);
+          view.setUint8(offset + 9, 1); // MACH_MSG_VIRTUAL_COPY
+          view.setUint8(offset + 10, 0);
+          view.setUint8(offset + 11, D.MACH_MSG_OOL_DESCRIPTOR);
+          view.setUint32(offset + 12, mappable ? described.size : 0, true);
+          offset += OTHER_DESCRIPTOR_SIZE;
+          continue;
+        }
         view.setUint32(offset, right ? this.insert(right) : 0, true);
         view.setUint32(offset + 4, 0, true);
         view.setUint16(offset + 8, 0, true);
@@ -800,7 +867,7 @@ export class FakeTask implements DarwinNative {
       view.setUint32(at + 4 * i, trailer[i] >>> 0, true);
     }
     this.#kernel.sweep(); // the destination right the message held is gone now
-    return D.KERN_SUCCESS;
+    return bodyError ? (D.MACH_RCV_BODY_ERROR | D.MACH_MSG_VM_SPACE) : D.KERN_SUCCESS;
   }
 
   mach_msg_destroy(msg: Uint8Array): void {
@@ -816,9 +883,22 @@ export class FakeTask implements DarwinNative {
     drop(view.getUint32(8, true), bits & 0x1f);
     if (bits & D.MACH_MSGH_BITS_COMPLEX) {
       const count = view.getUint32(24, true);
-      for (let i = 0, at = 28; i < count && at + 12 <= size; i++, at += 12) {
-        if (view.getUint8(at + 11) !== D.MACH_MSG_PORT_DESCRIPTOR) break;
-        drop(view.getUint32(at, true), view.getUint8(at + 10));
+      for (let i = 0, at = 28; i < count && at + 12 <= size; i++) {
+        const type = view.getUint8(at + 11);
+        if (type === D.MACH_MSG_PORT_DESCRIPTOR) {
+          drop(view.getUint32(at, true), view.getUint8(at + 10));
+          at += 12;
+        } else if (type === D.MACH_MSG_OOL_DESCRIPTOR && at + OTHER_DESCRIPTOR_SIZE <= size) {
+          const address = view.getBigUint64(at, true);
+          if (address !== 0n && view.getUint32(at + 12, true) > 0) {
+            if (!this.regions.delete(address)) {
+              this.#kernel.violation(
+                `task ${this.pid}: vm_deallocate(0x${address.toString(16)}): not a region`,
+              );
+            }
+          }
+          at += OTHER_DESCRIPTOR_SIZE;
+        } else break;
       }
     }
   }
