@@ -37,6 +37,13 @@ export interface SurfaceBacking {
   lock(readOnly: boolean): void;
   /** Ends CPU access (`IOSurfaceUnlock`). */
   unlock(readOnly: boolean): void;
+  /**
+   * The one `ArrayBuffer` over the whole memory, shared by every `Surface`
+   * over this memory and detached (all its views emptied) right before the
+   * memory is unmapped. Optional: without it, each `Surface` makes its own
+   * buffer and detaches it on close.
+   */
+  memory?(): ArrayBuffer;
   /** True while some other holder (another process, or another frame here) uses the surface. */
   inUseElsewhere(): boolean;
   /**

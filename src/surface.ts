@@ -59,9 +59,16 @@ const BACKING = new WeakMap<Surface, SurfaceBacking>();
  * receive one from a `Channel`. Close it when done (or use `using`): a
  * `FinalizationRegistry` releases forgotten surfaces, but only at GC time.
  *
- * After `close()`, every view that {@link bytes} returned is detached: its
- * `length` is 0, reads give `undefined` and writes are dropped. No view ever
- * reads memory that was unmapped.
+ * Views ({@link bytes}) never reach unmapped memory: a view is detached
+ * (`length` 0, reads give `undefined`, writes are dropped) when the memory
+ * it shows is unmapped — at `close()` of a surface from
+ * {@link Surface.create}, and when a pool or a channel's mapping cache lets
+ * go of the memory. A view kept past `close()` of a pooled or received
+ * surface still shows memory that the pool may hand to the next frame or
+ * the sender may rewrite: don't use views after `close()`. (All surfaces
+ * share one buffer per mapping rather than one per frame, because V8 counts
+ * a buffer's size towards its GC heuristics: a fresh 33 MB buffer per 4K
+ * frame made every handoff pay for full garbage collections.)
  *
  * @example
  * ```ts
@@ -74,6 +81,7 @@ export class Surface {
   #backing: SurfaceBacking;
   #release: ReleaseAction | undefined;
   #buffer: ArrayBuffer | undefined;
+  #ownsBuffer = false;
   #lockDepth = 0;
   #lockReadOnly = false;
 
@@ -81,7 +89,7 @@ export class Surface {
    * Internal: surfaces come from {@link Surface.create}, a pool or a channel.
    * @ignore
    */
-  constructor(backing: SurfaceBacking, release: ReleaseAction) {
+  constructor(backing: SurfaceBacking, release: ReleaseAction, finalize = true) {
     this.#backing = backing;
     BACKING.set(this, backing);
     let done = false;
@@ -91,7 +99,7 @@ export class Surface {
       done = true;
       release();
     };
-    finalizer.register(this, this.#release, this);
+    if (finalize) finalizer.register(this, this.#release, this);
   }
 
   /**
@@ -110,7 +118,9 @@ export class Surface {
       options.maxBytes ?? DEFAULT_MAX_SURFACE_BYTES,
     );
     const backing = backend().allocateSurface(geometry);
-    return new Surface(backing, () => backing.release());
+    // A backing that shares one buffer over its memory finalizes itself, and
+    // its views keep it alive; one without needs this surface's finalizer.
+    return new Surface(backing, () => backing.release(), backing.memory === undefined);
   }
 
   /**
@@ -201,7 +211,8 @@ export class Surface {
 
   /**
    * A zero-copy view of plane `plane` (`bytesPerRow * height` bytes; rows may
-   * be padded past `width * bytesPerElement`). Detached by {@link close}.
+   * be padded past `width * bytesPerElement`). Detached when the memory is
+   * unmapped; see the class documentation for views kept past {@link close}.
    */
   bytes(plane = 0): Uint8Array {
     this.#assertOpen("bytes");
@@ -260,8 +271,14 @@ export class Surface {
       this.#backing.unlock(this.#lockReadOnly);
       this.#lockDepth--;
     }
-    // transfer(0) detaches without copying: old views now have length 0.
-    this.#buffer?.transfer(0);
+    // A buffer of this surface's own is detached now (its views get length
+    // 0). A backing's shared buffer stays: the backing detaches it right
+    // before the memory is unmapped, so no view ever reaches unmapped memory.
+    // The backing store moves to a dropped clone, which V8 accounts for
+    // normally (`transfer(0)` leaves its size counted as external memory).
+    if (this.#ownsBuffer && this.#buffer) {
+      structuredClone(this.#buffer, { transfer: [this.#buffer] });
+    }
     this.#buffer = undefined;
     release();
   }
@@ -272,15 +289,17 @@ export class Surface {
   }
 
   #memory(): ArrayBuffer {
-    if (!this.#buffer) {
-      const buffer = Deno.UnsafePointerView.getArrayBuffer(
-        this.#backing.baseAddress,
-        this.#backing.geometry.allocSize,
-      );
-      Object.defineProperty(buffer, OWNER, { value: this });
-      this.#buffer = buffer;
-    }
-    return this.#buffer;
+    if (this.#buffer) return this.#buffer;
+    const shared = this.#backing.memory?.();
+    if (shared) return this.#buffer = shared; // references its backing, never a Surface
+    const buffer = Deno.UnsafePointerView.getArrayBuffer(
+      this.#backing.baseAddress,
+      this.#backing.geometry.allocSize,
+    );
+    // A live view keeps this surface (and so its release) from being finalized.
+    Object.defineProperty(buffer, OWNER, { value: this });
+    this.#ownsBuffer = true;
+    return this.#buffer = buffer;
   }
 
   #assertOpen(operation: string): void {

@@ -442,3 +442,30 @@ async function sleepUntil(condition: () => boolean): Promise<void> {
   const { waitUntil } = await import("./helpers.ts");
   await waitUntil(condition, 2000, "condition");
 }
+
+Deno.test({
+  name: "channel: received frames share one buffer per mapping, detached when the cache lets go",
+  ignore: !linux,
+  async fn() {
+    const p = await pair({ mappingCacheSize: 1 });
+    try {
+      using a = Surface.create({ width: 64, height: 64 });
+      using b = Surface.create({ width: 64, height: 64 });
+      a.bytes().fill(1);
+      await p.client.send(a);
+      const first = await p.server.receive({ timeout: 1000 });
+      const view = first.surface.bytes();
+      first.close();
+      assert.equal(view[0], 1, "still mapped (cached) after the frame closed");
+      await p.client.send(a);
+      using second = await p.server.receive({ timeout: 1000 });
+      assert.equal(second.surface.bytes().buffer, view.buffer, "the same buffer, not a new one");
+      second.close();
+      await p.client.send(b); // evicts a's mapping (cache size 1): it is unmapped
+      (await p.server.receive({ timeout: 1000 })).close();
+      assert.equal(view.length, 0, "detached before its memory was unmapped");
+    } finally {
+      p[Symbol.dispose]();
+    }
+  },
+});
