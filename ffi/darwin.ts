@@ -56,6 +56,17 @@ export const libSystem = {
   mach_port_mod_refs: { parameters: ["u32", "u32", "u32", "i32"], result: "i32" },
   /** kern_return_t mach_port_insert_right(ipc_space_t task, mach_port_name_t name, mach_port_t poly, mach_msg_type_name_t polyPoly) */
   mach_port_insert_right: { parameters: ["u32", "u32", "u32", "u32"], result: "i32" },
+  /**
+   * kern_return_t mach_port_insert_member(ipc_space_t task, mach_port_name_t name,
+   *   mach_port_name_t pset) — adds the receive right `name` to the port set `pset`
+   *   (KERN_ALREADY_IN_SET if it is in it); other set memberships are untouched.
+   */
+  mach_port_insert_member: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  /**
+   * kern_return_t mach_port_extract_member(ipc_space_t task, mach_port_name_t name,
+   *   mach_port_name_t pset) — takes `name` out of `pset` (KERN_NOT_IN_SET if it is not in it).
+   */
+  mach_port_extract_member: { parameters: ["u32", "u32", "u32"], result: "i32" },
   /** kern_return_t mach_port_get_refs(ipc_space_t task, mach_port_name_t name, mach_port_right_t right, mach_port_urefs_t *refs) */
   mach_port_get_refs: { parameters: ["u32", "u32", "u32", "buffer"], result: "i32" },
   /**

@@ -58,6 +58,7 @@ import {
   sendWithRetry,
   serviceName,
   type WaitOwner,
+  wakeParked,
 } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
 import { ReceivedIOSurface } from "./surface.ts";
@@ -349,6 +350,8 @@ export class MachConnection implements BackendConnection, WaitOwner {
     this.#closed = true;
     this.#peerPort.close(); // the peer's inbox loses its last sender: it sees PeerClosedError
     if (this.#pendingWaits === 0) this.#inbox.close();
+    // A parked receive leaves the port set now; leaveWait() then destroys the inbox.
+    else wakeParked(this.#native, this.#inbox.name);
   }
 }
 
@@ -450,6 +453,7 @@ export class MachListener implements BackendListener, WaitOwner {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#pendingWaits === 0) this.#port.close();
+    else wakeParked(this.#native, this.#port.name);
   }
 }
 

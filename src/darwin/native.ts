@@ -68,7 +68,11 @@ export interface DarwinNative {
     timeout: number,
     notify: number,
   ): number;
-  /** `mach_msg` on a worker thread, for receives with a bounded `MACH_RCV_TIMEOUT`. */
+  /**
+   * `mach_msg` on a worker thread, for receives with a bounded
+   * `MACH_RCV_TIMEOUT`: only the shared port-set peek (`PortWaitSet`) uses
+   * it, so a process never has more than one such call at a time.
+   */
   mach_msg_wait(
     msg: Uint8Array,
     option: number,
@@ -80,7 +84,10 @@ export interface DarwinNative {
   ): Promise<number>;
   /** `mach_msg_destroy`: releases every right a received message carries. */
   mach_msg_destroy(msg: Uint8Array): void;
-  /** `mach_port_allocate(task, right, &name)`; the name is written as a u32 into `name`. */
+  /**
+   * `mach_port_allocate(task, right, &name)` (`MACH_PORT_RIGHT_RECEIVE` or
+   * `MACH_PORT_RIGHT_PORT_SET`); the name is written as a u32 into `name`.
+   */
   mach_port_allocate(task: number, right: number, name: Uint8Array): number;
   /** `mach_port_deallocate(task, name)`: drops one send / send-once / dead-name reference. */
   mach_port_deallocate(task: number, name: number): number;
@@ -88,6 +95,10 @@ export interface DarwinNative {
   mach_port_mod_refs(task: number, name: number, right: number, delta: number): number;
   /** `mach_port_insert_right(task, name, poly, polyPoly)` */
   mach_port_insert_right(task: number, name: number, poly: number, polyPoly: number): number;
+  /** `mach_port_insert_member(task, name, pset)`: adds a receive right to a port set. */
+  mach_port_insert_member(task: number, name: number, pset: number): number;
+  /** `mach_port_extract_member(task, name, pset)`: takes it out again. */
+  mach_port_extract_member(task: number, name: number, pset: number): number;
   /** `mach_port_get_refs(task, name, right, &refs)` */
   mach_port_get_refs(task: number, name: number, right: number, refs: Uint8Array): number;
   /** `mach_port_request_notification(task, name, msgid, sync, notify, notifyPoly, &previous)` */
@@ -283,6 +294,8 @@ export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
       sys.mach_port_mod_refs(task, name, right, delta),
     mach_port_insert_right: (task, name, poly, polyPoly) =>
       sys.mach_port_insert_right(task, name, poly, polyPoly),
+    mach_port_insert_member: (task, name, pset) => sys.mach_port_insert_member(task, name, pset),
+    mach_port_extract_member: (task, name, pset) => sys.mach_port_extract_member(task, name, pset),
     mach_port_get_refs: (task, name, right, refs) =>
       sys.mach_port_get_refs(task, name, right, refs),
     mach_port_request_notification: (task, name, msgid, sync, notify, notifyPoly, previous) =>

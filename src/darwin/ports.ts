@@ -12,7 +12,14 @@
 import { type PeerCredentials, ProtocolError, throwIfAborted } from "../errors.ts";
 import { backend } from "../platform.ts";
 import { UnsupportedError } from "../errors.ts";
-import { machError, receiveFailure, receiveOnPort, sendWithRetry, type WaitOwner } from "./mach.ts";
+import {
+  machError,
+  receiveFailure,
+  receiveOnPort,
+  sendWithRetry,
+  WAIT_SLICE_MS,
+  type WaitOwner,
+} from "./mach.ts";
 import { type DarwinNative, darwinNativeOf } from "./native.ts";
 import {
   credentialsOfAuditToken,
@@ -87,6 +94,7 @@ function deadlineOf(operation: string, timeout: number | undefined): number {
 const NEVER_CLOSED: WaitOwner = {
   closed: false,
   what: "port",
+  recheckMs: WAIT_SLICE_MS, // the caller's port: it may destroy it under a parked wait
   enterWait() {},
   leaveWait() {},
 };

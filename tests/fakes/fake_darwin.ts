@@ -30,6 +30,20 @@
  * - IOSurface use counts: each live port from `IOSurfaceCreateMachPort` is
  *   one use until its last send right is gone; explicit use counts per task;
  *   a looked-up or retained `IOSurfaceRef` alone is not a use.
+ * - Port sets (`mach_port_allocate(MACH_PORT_RIGHT_PORT_SET)`,
+ *   `mach_port_insert_member` / `mach_port_extract_member`, destroyed with
+ *   `mach_port_mod_refs(PORT_SET, -1)`): a receive on a set takes the first
+ *   member with a message and names it in `msgh_local_port`; with
+ *   `MACH_RCV_LARGE` a too-large message stays queued and the kernel writes
+ *   its size (and, with `MACH_RCV_LARGE_IDENTITY`, the member's name) into
+ *   a buffer of at least 16 bytes; a member added with messages queued, or a
+ *   message arriving on any member, wakes a pending set receive; a dead
+ *   member leaves its sets; destroying a set ends a pending receive with
+ *   `MACH_RCV_PORT_DIED`; an undestroyed set is a leak.
+ * - Deno's blocking-thread pool: `mach_msg_wait` (a nonblocking FFI call)
+ *   runs on at most {@link BLOCKING_THREADS} modelled threads per task, later
+ *   calls queue in order; `workerCalls` / `peakWorkerCalls` /
+ *   `totalWorkerCalls` let a test see how many threads the backend takes.
  * - `kill(task)` drops everything a task holds, as the kernel does at exit.
  * - {@link FakeMachKernel.assertNoLeaks} fails on any right, CF reference or
  *   use count left in a live task, and on any misuse recorded (double
@@ -69,13 +83,32 @@ class FakePort {
   noSenders: { sync: number; notify: FakePort } | undefined;
   surface: FakeSurface | undefined;
   readonly waiters = new Set<() => void>();
+  /** The port sets this receive right is a member of. */
+  readonly sets = new Set<FakePortSet>();
   constructor(receiver: FakeTask | "kernel") {
     this.receiver = receiver;
   }
   wake(): void {
     for (const w of [...this.waiters]) w();
+    for (const set of [...this.sets]) set.wake();
   }
 }
+
+/** A port set: receive rights of one task, received from (or peeked at) as one. */
+class FakePortSet {
+  static #next = 1;
+  readonly id = FakePortSet.#next++;
+  /** Members in insertion order (a set receive takes the first member with a message). */
+  readonly members = new Set<FakePort>();
+  readonly waiters = new Set<() => void>();
+  dead = false;
+  wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+}
+
+/** Deno's blocking-thread pool: nonblocking FFI calls beyond this many queue (FIFO). */
+export const BLOCKING_THREADS = 32;
 
 interface CarriedRight {
   port: FakePort;
@@ -194,6 +227,12 @@ export class FakeMachKernel {
             `send ${e.send}, send-once ${e.sendOnce}, receive ${e.receive}, dead ${e.dead}`,
         );
       }
+      for (const [name, set] of task.portSets) {
+        problems.push(
+          `task ${task.pid}: port set 0x${name.toString(16)} (#${set.id}, ${set.members.size} ` +
+            `members) was never destroyed`,
+        );
+      }
       for (const [address, size] of task.regions) {
         problems.push(
           `task ${task.pid}: out-of-line region 0x${address.toString(16)} (${size} bytes) ` +
@@ -283,6 +322,8 @@ export class FakeMachKernel {
     port.receiver = null;
     port.queue = []; // their rights go with them (the sweep sees it)
     port.noSenders = undefined;
+    for (const set of port.sets) set.members.delete(port); // a dead port leaves its sets
+    port.sets.clear();
     if (port.surface) port.surface.livePorts--;
     for (const task of this.tasks) {
       const name = task.nameOf.get(port);
@@ -355,6 +396,16 @@ export class FakeTask implements DarwinNative {
   readonly nameOf = new Map<FakePort, number>();
   /** Out-of-line memory received and not yet deallocated: address → bytes. */
   readonly regions = new Map<bigint, number>();
+  /** Port sets by name (names come from the same counter as ports). */
+  readonly portSets = new Map<number, FakePortSet>();
+  /** `mach_msg_wait` calls running on this process's blocking-thread pool now. */
+  workerCalls = 0;
+  /** The most that ever ran (or waited for a thread) at once. */
+  peakWorkerCalls = 0;
+  /** Every `mach_msg_wait` call so far. */
+  totalWorkerCalls = 0;
+  readonly #threadQueue: (() => void)[] = [];
+  #threadsBusy = 0;
   readonly #kernel: FakeMachKernel;
   #nextName = 0x103;
 
@@ -422,6 +473,7 @@ export class FakeTask implements DarwinNative {
     }
     for (const surface of kernel.surfaces) surface.useCounts.delete(this);
     this.regions.clear();
+    for (const name of [...this.portSets.keys()]) this.#destroySet(name);
     this.alive = false;
     kernel.sweep();
   }
@@ -434,6 +486,13 @@ export class FakeTask implements DarwinNative {
 
   mach_port_allocate(task: number, right: number, name: Uint8Array): number {
     if (!this.#checkTask("mach_port_allocate", task)) return D.KERN_INVALID_TASK;
+    if (right === D.MACH_PORT_RIGHT_PORT_SET) {
+      const setName = this.#nextName;
+      this.#nextName += 0x100;
+      this.portSets.set(setName, new FakePortSet());
+      new DataView(name.buffer, name.byteOffset).setUint32(0, setName, true);
+      return D.KERN_SUCCESS;
+    }
     if (right !== D.MACH_PORT_RIGHT_RECEIVE) return D.KERN_INVALID_VALUE;
     const port = this.#kernel.newPort(this);
     new DataView(name.buffer, name.byteOffset).setUint32(
@@ -466,9 +525,31 @@ export class FakeTask implements DarwinNative {
     return D.KERN_SUCCESS;
   }
 
+  #destroySet(name: number): void {
+    const set = this.portSets.get(name)!;
+    this.portSets.delete(name);
+    set.dead = true;
+    for (const member of set.members) member.sets.delete(set);
+    set.members.clear();
+    set.wake(); // a receive pending on it returns MACH_RCV_PORT_DIED
+  }
+
   mach_port_mod_refs(task: number, name: number, right: number, delta: number): number {
     if (!this.alive) return D.KERN_INVALID_TASK;
     if (!this.#checkTask("mach_port_mod_refs", task)) return D.KERN_INVALID_TASK;
+    if (right === D.MACH_PORT_RIGHT_PORT_SET || this.portSets.has(name)) {
+      if (!this.portSets.has(name)) {
+        this.#kernel.violation(
+          `task ${this.pid}: mach_port_mod_refs(0x${name.toString(16)}, PORT_SET): not a set`,
+        );
+        return this.names.has(name) ? D.KERN_INVALID_RIGHT : D.KERN_INVALID_NAME;
+      }
+      if (right !== D.MACH_PORT_RIGHT_PORT_SET) return D.KERN_INVALID_RIGHT;
+      if (delta === 0) return D.KERN_SUCCESS;
+      if (delta !== -1) return D.KERN_INVALID_VALUE;
+      this.#destroySet(name);
+      return D.KERN_SUCCESS;
+    }
     const e = this.names.get(name);
     if (!e) {
       this.#kernel.violation(
@@ -500,6 +581,33 @@ export class FakeTask implements DarwinNative {
     if (polyPoly !== D.MACH_MSG_TYPE_MAKE_SEND || !e.receive) return D.KERN_INVALID_RIGHT;
     e.send++;
     e.port.mscount++;
+    return D.KERN_SUCCESS;
+  }
+
+  mach_port_insert_member(task: number, name: number, pset: number): number {
+    if (!this.alive) return D.KERN_INVALID_TASK;
+    if (!this.#checkTask("mach_port_insert_member", task)) return D.KERN_INVALID_TASK;
+    const e = this.names.get(name);
+    const set = this.portSets.get(pset);
+    if (!e || (!set && !this.names.has(pset))) return D.KERN_INVALID_NAME;
+    if (!e.receive || !set) return D.KERN_INVALID_RIGHT;
+    if (set.members.has(e.port)) return D.KERN_ALREADY_IN_SET;
+    set.members.add(e.port);
+    e.port.sets.add(set);
+    // XNU (ipc_mqueue_add) hands a member's queued messages to threads waiting on the set.
+    if (e.port.queue.length > 0) set.wake();
+    return D.KERN_SUCCESS;
+  }
+
+  mach_port_extract_member(task: number, name: number, pset: number): number {
+    if (!this.alive) return D.KERN_INVALID_TASK;
+    if (!this.#checkTask("mach_port_extract_member", task)) return D.KERN_INVALID_TASK;
+    const e = this.names.get(name);
+    const set = this.portSets.get(pset);
+    if (!e || (!set && !this.names.has(pset))) return D.KERN_INVALID_NAME;
+    if (!e.receive || !set) return D.KERN_INVALID_RIGHT;
+    if (!set.members.delete(e.port)) return D.KERN_NOT_IN_SET;
+    e.port.sets.delete(set);
     return D.KERN_SUCCESS;
   }
 
@@ -596,7 +704,25 @@ export class FakeTask implements DarwinNative {
     return D.KERN_SUCCESS;
   }
 
-  async mach_msg_wait(
+  /** Runs `work` on the modelled blocking-thread pool: at most {@link BLOCKING_THREADS} at once. */
+  async #onWorkerThread<T>(work: () => Promise<T>): Promise<T> {
+    this.workerCalls++;
+    this.totalWorkerCalls++;
+    this.peakWorkerCalls = Math.max(this.peakWorkerCalls, this.workerCalls);
+    if (this.#threadsBusy >= BLOCKING_THREADS) {
+      await new Promise<void>((resolve) => this.#threadQueue.push(resolve));
+    } else this.#threadsBusy++;
+    try {
+      return await work();
+    } finally {
+      this.workerCalls--;
+      const next = this.#threadQueue.shift();
+      if (next) next(); // the thread goes straight to the next queued call
+      else this.#threadsBusy--;
+    }
+  }
+
+  mach_msg_wait(
     msg: Uint8Array,
     option: number,
     _sendSize: number,
@@ -605,32 +731,44 @@ export class FakeTask implements DarwinNative {
     timeout: number,
     _notify: number,
   ): Promise<number> {
-    await Promise.resolve(); // a worker-thread call never settles synchronously
     if (option & D.MACH_SEND_MSG) {
       throw new Error("fake: sends never go to a worker thread in surfaceport");
     }
-    if (!(option & D.MACH_RCV_MSG)) return D.KERN_SUCCESS;
+    if (!(option & D.MACH_RCV_MSG)) return Promise.resolve(D.KERN_SUCCESS);
     if (!(option & D.MACH_RCV_TIMEOUT) || timeout <= 0) {
       throw new Error("fake: worker-thread receives must have a bounded MACH_RCV_TIMEOUT");
     }
-    const port = this.names.get(rcvName)?.port;
-    const until = performance.now() + timeout;
-    for (;;) {
-      if (!this.alive || port?.dead) return D.MACH_RCV_PORT_DIED;
-      const kr = this.#tryReceive(msg, option, rcvSize, rcvName);
-      if (kr !== undefined) return kr;
-      const remaining = until - performance.now();
-      if (remaining <= 0) return D.MACH_RCV_TIMED_OUT;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          port!.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, remaining);
-        port!.waiters.add(done);
-      });
-    }
+    return this.#onWorkerThread(async () => {
+      await Promise.resolve(); // a worker-thread call never settles synchronously
+      // The name is resolved when the call enters the kernel (it may have queued for a thread).
+      const set = this.portSets.get(rcvName);
+      const port = set ? undefined : this.names.get(rcvName)?.port;
+      if (!set && !port) return D.MACH_RCV_INVALID_NAME;
+      const waitable = set ?? port!;
+      const until = performance.now() + timeout;
+      for (;;) {
+        if (!this.alive || set?.dead || port?.dead) return D.MACH_RCV_PORT_DIED;
+        let kr: number | undefined;
+        if (set) {
+          const member = [...set.members].find((m) => m.queue.length > 0);
+          if (member) {
+            kr = this.#tryReceive(msg, option, rcvSize, this.nameOf.get(member)!, true);
+          }
+        } else kr = this.#tryReceive(msg, option, rcvSize, rcvName);
+        if (kr !== undefined) return kr;
+        const remaining = until - performance.now();
+        if (remaining <= 0) return D.MACH_RCV_TIMED_OUT;
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            waitable.waiters.delete(done);
+            resolve();
+          };
+          const timer = setTimeout(done, remaining);
+          waitable.waiters.add(done);
+        });
+      }
+    });
   }
 
   #copyin(name: number, disposition: number): CarriedRight | number {
@@ -775,6 +913,7 @@ export class FakeTask implements DarwinNative {
     option: number,
     rcvSize: number,
     rcvName: number,
+    fromSet = false,
   ): number | undefined {
     const e = this.names.get(rcvName);
     if (!e || !e.receive) return D.MACH_RCV_INVALID_NAME;
@@ -786,8 +925,17 @@ export class FakeTask implements DarwinNative {
     const needed = kmsg.size + trailerSize;
     if (rcvSize < needed || msg.length < needed) {
       if (option & D.MACH_RCV_LARGE) {
-        new DataView(msg.buffer, msg.byteOffset).setUint32(4, needed, true);
+        // Left queued; XNU copies out the size (and the member's name) only into >= 16 bytes.
+        if (rcvSize >= 16 && msg.length >= 16) {
+          const view = new DataView(msg.buffer, msg.byteOffset);
+          view.setUint32(4, needed, true);
+          if (option & D.MACH_RCV_LARGE_IDENTITY) view.setUint32(12, rcvName, true);
+        }
         return D.MACH_RCV_TOO_LARGE;
+      }
+      if (fromSet && kmsg.complex) {
+        // A set receive that destroys a message: fine, but surfaceport's peek never does it.
+        this.#kernel.violation(`task ${this.pid}: a port-set receive destroyed a message`);
       }
       port.queue.shift(); // destroyed, with its rights
       this.#kernel.sweep();
