@@ -74,6 +74,10 @@ export const libcSymbols = {
   chmod: { parameters: ["buffer", "u32"], result: "i32" },
   /** int unlink(const char *path) */
   unlink: { parameters: ["buffer"], result: "i32" },
+  /** int inotify_init1(int flags) */
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  /** int inotify_add_watch(int fd, const char *path, uint32_t mask) */
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   /** uid_t geteuid(void) */
   geteuid: { parameters: [], result: "u32" },
   /** int *__errno_location(void) — glibc's thread-local errno */

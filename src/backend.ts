@@ -116,12 +116,36 @@ export interface BackendListener {
 /** Decides whether a peer may talk to this side. */
 export type PeerPredicate = (peer: PeerCredentials) => boolean;
 
+/**
+ * Tells a pool promptly that a surface it lent out may have come back from
+ * another holder — a hint to probe again, never a verdict: only
+ * {@link SurfaceBacking.inUseElsewhere} decides reuse.
+ */
+export interface ReleaseWatcher {
+  /** Starts watching `surface`, a backing this process allocated. Best effort. */
+  watch(surface: SurfaceBacking): void;
+  /**
+   * Resolves when a watched surface may have been released, or at
+   * `deadline` (ms, `performance.now()` clock); rejects with the reason if
+   * `signal` aborts.
+   */
+  wait(deadline: number, signal: AbortSignal): Promise<void>;
+  /** Stops watching. Idempotent. */
+  close(): void;
+}
+
 /** A platform backend. */
 export interface Backend {
   /** The effective uid of this process (the default peer check admits only this uid). */
   currentUid(): number;
   /** Allocates a new surface of `geometry`. */
   allocateSurface(geometry: SurfaceGeometry): SurfaceBacking;
+  /**
+   * A watcher that wakes a pool when a surface comes back, or `undefined`
+   * where the platform offers no such event (the pool then re-probes on a
+   * timer).
+   */
+  watchReleases?(): ReleaseWatcher | undefined;
   /** Binds a listener under `name`. */
   listen(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits): BackendListener;
   /** Connects to the listener under `name`. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { SurfaceBacking } from "./backend.ts";
+import type { ReleaseWatcher, SurfaceBacking } from "./backend.ts";
 import { ClosedError, PoolExhaustedError, throwIfAborted } from "./errors.ts";
 import {
   computeGeometry,
@@ -66,6 +66,8 @@ const QUICK_PROBE_MS = 1;
 /** Then how often `acquire` asks the kernel again (ms, doubling up to the max). */
 const FIRST_RETRY_MS = 0.25;
 const MAX_RETRY_MS = 4;
+/** With release events, how long a parked acquire waits before asking the kernel anyway. */
+const WATCHED_RETRY_MS = 50;
 
 /**
  * Yields to the event loop for one turn — a message posted to ourselves,
@@ -121,6 +123,8 @@ export class SurfacePool {
   #closed = false;
   /** Waiters woken when a surface comes back or the pool closes. */
   readonly #waiters = new Set<() => void>();
+  /** Release events for this pool's surfaces: created at the first long wait; `null` if none. */
+  #watcher: ReleaseWatcher | null | undefined;
 
   /** Creates an empty pool; surfaces are allocated on demand. Bad options throw `TypeError`/`RangeError`. */
   constructor(options: SurfacePoolOptions) {
@@ -154,6 +158,7 @@ export class SurfacePool {
     if (this.#entries.length < this.maxSurfaces) {
       const entry = { backing: backend().allocateSurface(this.geometry), lent: false };
       this.#entries.push(entry);
+      this.#watcher?.watch(entry.backing);
       return this.#lend(entry);
     }
     return undefined;
@@ -190,14 +195,20 @@ export class SurfacePool {
               "close frames sooner, or raise maxSurfaces",
           );
         }
-        // Remote releases have no event: ask the kernel again on every turn of the event loop for
-        // a short while, then with back-off (waking at once on a local close).
+        // Ask the kernel again on every turn of the event loop for a short while; then park
+        // until a release event (where the platform has one: inotify on Linux) or a local close,
+        // re-probing at least every WATCHED_RETRY_MS; without events, re-probe with back-off.
         if (now < quickUntil) {
           await turn.next();
         } else {
           turn.close();
-          await this.#waitForReturn(Math.min(delay, remaining), signal);
-          delay = Math.min(delay * 2, MAX_RETRY_MS);
+          const watcher = this.#releaseWatcher();
+          if (watcher) {
+            await this.#waitForRelease(watcher, Math.min(WATCHED_RETRY_MS, remaining), signal);
+          } else {
+            await this.#waitForReturn(Math.min(delay, remaining), signal);
+            delay = Math.min(delay * 2, MAX_RETRY_MS);
+          }
         }
         throwIfAborted(signal);
         const surface = this.tryAcquire();
@@ -233,6 +244,8 @@ export class SurfacePool {
       else entry.backing.release();
     }
     this.#entries = lent;
+    this.#watcher?.close();
+    this.#watcher = null;
     this.#wakeWaiters();
   }
 
@@ -257,6 +270,34 @@ export class SurfacePool {
 
   #wakeWaiters(): void {
     for (const wake of [...this.#waiters]) wake();
+  }
+
+  #releaseWatcher(): ReleaseWatcher | undefined {
+    if (this.#watcher === undefined) {
+      this.#watcher = backend().watchReleases?.() ?? null;
+      for (const entry of this.#entries) this.#watcher?.watch(entry.backing);
+    }
+    return this.#watcher ?? undefined;
+  }
+
+  /** Waits for a release event, a local close, `ms`, or the signal — whichever comes first. */
+  async #waitForRelease(
+    watcher: ReleaseWatcher,
+    ms: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const done = new AbortController();
+    const onAbort = () => done.abort(signal!.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await Promise.race([
+        watcher.wait(performance.now() + ms, done.signal),
+        this.#waitForReturn(ms, done.signal),
+      ]);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      done.abort(); // settles the other wait and takes it out of the shared poll
+    }
   }
 
   #waitForReturn(ms: number, signal: AbortSignal | undefined): Promise<void> {

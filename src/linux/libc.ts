@@ -141,7 +141,7 @@ export function reopen(fd: number, flags: number = LINUX.O_RDWR): number {
 /** `/proc/self/fd/N` as C strings, by descriptor number: the path of a number never changes. */
 const procFdPaths: Uint8Array[] = [];
 
-function procFdPath(fd: number): Uint8Array {
+export function procFdPath(fd: number): Uint8Array {
   return procFdPaths[fd] ??= cString(`/proc/self/fd/${fd}`);
 }
 

@@ -16,8 +16,8 @@
  * @module
  */
 
-import type { SurfaceBacking } from "../backend.ts";
-import { ProtocolError } from "../errors.ts";
+import type { ReleaseWatcher, SurfaceBacking } from "../backend.ts";
+import { ProtocolError, TimeoutError } from "../errors.ts";
 import type { SurfaceGeometry } from "../geometry.ts";
 import {
   check,
@@ -26,11 +26,13 @@ import {
   fstatx,
   isLockedElsewhere,
   libc,
+  procFdPath,
   readErrno,
   reopen,
   systemError,
   trySetOfdLock,
 } from "./libc.ts";
+import { waitReady } from "./poller.ts";
 import { LINUX } from "./structs.ts";
 
 const MAP_FAILED = 0xffffffffffffffffn;
@@ -258,6 +260,74 @@ export class MemfdSurface implements SurfaceBacking {
   #open(): MemfdResources {
     if (!this.#resources) throw new Error("internal: MemfdSurface used after release");
     return this.#resources;
+  }
+}
+
+// --- release notifications --------------------------------------------------
+
+const inotifyFinalizer = new FinalizationRegistry<number>((fd) => closeQuietly(fd));
+const inotifyEvents = new Uint8Array(4096);
+
+/**
+ * Wakes a pool when another holder lets go of one of its surfaces. The
+ * kernel emits `IN_CLOSE_WRITE` / `IN_CLOSE_NOWRITE` on a memfd's inode when
+ * the last reference to one of its open file descriptions goes — a consumer
+ * closing its frame, or dying — which is exactly when an OFD read lock can
+ * disappear. (Descriptions this process parks in a socket queue are still
+ * referenced, so sending makes no event.) The events are hints: the pool
+ * still asks `F_OFD_GETLK` before lending a surface.
+ */
+export class InotifyReleaseWatcher implements ReleaseWatcher {
+  readonly #fd: number;
+  #waits = 0;
+  #closed = false;
+
+  private constructor(fd: number) {
+    this.#fd = fd;
+    inotifyFinalizer.register(this, fd, this);
+  }
+
+  /** A watcher, or `undefined` if inotify is unavailable (e.g. the per-user instance limit). */
+  static create(): InotifyReleaseWatcher | undefined {
+    const fd = libc().inotify_init1(LINUX.IN_NONBLOCK | LINUX.IN_CLOEXEC);
+    return fd < 0 ? undefined : new InotifyReleaseWatcher(fd);
+  }
+
+  watch(surface: SurfaceBacking): void {
+    if (this.#closed || !(surface instanceof MemfdSurface) || surface.fd < 0) return;
+    // Best effort: without the watch (e.g. ENOSPC, the watch limit), the pool's bounded waits still re-probe.
+    libc().inotify_add_watch(
+      this.#fd,
+      procFdPath(surface.fd),
+      LINUX.IN_CLOSE_WRITE | LINUX.IN_CLOSE_NOWRITE,
+    );
+  }
+
+  async wait(deadline: number, signal: AbortSignal): Promise<void> {
+    if (this.#closed) return;
+    this.#waits++;
+    try {
+      await waitReady(this.#fd, LINUX.POLLIN, -1, "acquire", deadline, signal);
+    } catch (error) {
+      if (!(error instanceof TimeoutError)) throw error;
+    } finally {
+      this.#waits--;
+      if (this.#closed) {
+        if (this.#waits === 0) closeQuietly(this.#fd);
+      } else {
+        while (libc().read(this.#fd, inotifyEvents, BigInt(inotifyEvents.length)) > 0) {
+          // drain: which surface it was does not matter, the pool probes them all
+        }
+      }
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    inotifyFinalizer.unregister(this);
+    // A pending wait still has the fd in the shared poll: it closes it when it ends.
+    if (this.#waits === 0) closeQuietly(this.#fd);
   }
 }
 
