@@ -18,6 +18,8 @@
  *   `MACH_SEND_INVALID_DEST`, receive buffers too small → the message is
  *   destroyed with `MACH_RCV_TOO_LARGE`, and the audit trailer with the
  *   sending task's pid/uid/gid (zeros for the kernel).
+ * - `MACH_MSG_TYPE_MOVE_RECEIVE` in a descriptor moves the receive right
+ *   (the receiver must destroy it).
  * - Out-of-line memory descriptors (`MACH_MSG_OOL_DESCRIPTOR`, 16 bytes):
  *   the receiver gets a region that `mach_msg_destroy` must deallocate
  *   (a leaked one fails {@link FakeMachKernel.assertNoLeaks}); one larger
@@ -316,6 +318,23 @@ export class FakeMachKernel {
     return false;
   }
 
+  /** Every port something holds a send right to, in one pass (what {@link hasSenders} asks per port). */
+  #portsWithSenders(): Set<FakePort> {
+    const result = new Set<FakePort>();
+    for (const task of this.tasks) {
+      if (!task.alive) continue;
+      for (const entry of task.names.values()) if (entry.send > 0) result.add(entry.port);
+    }
+    for (const p of this.ports) {
+      if (p.dead) continue;
+      for (const m of p.queue) {
+        for (const c of [m.dest, m.reply, ...m.ports]) if (c?.type === "send") result.add(c.port);
+      }
+    }
+    for (const registered of this.registry.values()) result.add(registered);
+    return result;
+  }
+
   destroyPort(port: FakePort): void {
     if (port.dead) return;
     port.dead = true;
@@ -345,12 +364,14 @@ export class FakeMachKernel {
   sweep(): void {
     for (let changed = true; changed;) {
       changed = false;
+      // Computed once per pass: a change made in this pass is seen by the next one.
+      const senders = this.#portsWithSenders();
       for (const port of this.ports) {
         if (port.dead) {
           this.ports.delete(port);
           continue;
         }
-        if (this.hasSenders(port)) continue;
+        if (senders.has(port)) continue;
         if (port.receiver === "kernel") {
           this.destroyPort(port);
           changed = true;
@@ -440,7 +461,10 @@ export class FakeTask implements DarwinNative {
     if (right.port.dead) entry.dead++;
     else if (right.type === "send") entry.send++;
     else if (right.type === "send-once") entry.sendOnce++;
-    else entry.receive = true;
+    else {
+      entry.receive = true;
+      right.port.receiver = this; // a moved receive right changes hands
+    }
     return name;
   }
 
@@ -789,6 +813,9 @@ export class FakeTask implements DarwinNative {
       case D.MACH_MSG_TYPE_MOVE_SEND_ONCE:
         if (e.sendOnce === 0) return -1;
         return { port: e.port, type: "send-once" };
+      case D.MACH_MSG_TYPE_MOVE_RECEIVE:
+        if (!e.receive || e.port.sets.size > 0) return -1;
+        return { port: e.port, type: "receive" };
       default:
         return -1;
     }
@@ -799,6 +826,10 @@ export class FakeTask implements DarwinNative {
     if (disposition === D.MACH_MSG_TYPE_MOVE_SEND) e.send--;
     else if (disposition === D.MACH_MSG_TYPE_MOVE_SEND_ONCE) e.sendOnce--;
     else if (disposition === D.MACH_MSG_TYPE_MAKE_SEND) e.port.mscount++;
+    else if (disposition === D.MACH_MSG_TYPE_MOVE_RECEIVE) {
+      e.receive = false; // in transit: the message holds it (a queued message dies with it)
+      e.port.receiver = null;
+    }
   }
 
   #send(msg: Uint8Array, sendSize: number): number {
