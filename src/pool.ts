@@ -256,6 +256,14 @@ export class SurfacePool {
 
   #lend(entry: PoolEntry): Surface {
     entry.lent = true;
+    // Keep the entries in lending order: the one lent longest ago is probed
+    // first, and with consumers that release in order it is the one most
+    // likely to be free again (one F_OFD_GETLK instead of several).
+    const index = this.#entries.indexOf(entry);
+    if (index !== this.#entries.length - 1) {
+      this.#entries.splice(index, 1);
+      this.#entries.push(entry);
+    }
     return new Surface(entry.backing, () => this.#giveBack(entry));
   }
 

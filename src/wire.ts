@@ -222,9 +222,11 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** Metadata a sender may attach: raw bytes, or any JSON-serialisable value. */
 export type Meta = Uint8Array | unknown;
 
+const NO_META = { kind: META_NONE, bytes: new Uint8Array(0) } as const;
+
 /** Encodes `meta` for the wire: `undefined` → none, `Uint8Array` → bytes, anything else → JSON. */
 export function encodeMeta(meta: Meta): { kind: number; bytes: Uint8Array } {
-  if (meta === undefined) return { kind: META_NONE, bytes: new Uint8Array(0) };
+  if (meta === undefined) return NO_META;
   if (meta instanceof Uint8Array) {
     if (meta.length === 0) return { kind: META_NONE, bytes: meta };
     return { kind: META_BYTES, bytes: meta };
