@@ -33,6 +33,16 @@
  *     surface. Counts handoffs per second after a 100 ms warm-up.
  *     Prints {"per_s":..,"handoffs":..,"seconds":..}.
  *
+ *   floor pipelined-tracked W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]
+ *     The same, doing what surfaceport's protocol does for crash-safe pool
+ *     reuse (docs/protocol.md, "Use tracking"): each send opens a new
+ *     description through /proc/self/fd, takes an F_OFD_SETLK read lock on
+ *     it, sends it and closes its copy; the child maps an inode it has not
+ *     seen through a description of its own (so the mapping holds no lock)
+ *     and closes the received one; the parent re-checks with F_OFD_GETLK
+ *     that a surface is free before sending it again. The release note
+ *     stays as the wake-up. This is the floor for the library's protocol.
+ *
  * PARENT_CPU / CHILD_CPU (-1: leave unpinned) pin each process to one core
  * with sched_setaffinity.
  */
@@ -149,14 +159,45 @@ static struct {
 } cache[CACHE_SIZE];
 static int cached;
 
+/* tracked mode: see the usage comment. */
+static int tracked = 0;
+
+/* A new description of fd, through /proc/self/fd. */
+static int reopen_fd(int fd) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  int d = open(path, O_RDWR | O_CLOEXEC);
+  if (d < 0) die("open /proc/self/fd");
+  return d;
+}
+
+/* A new read-locked description of fd: what a tracked send sends. */
+static int locked_description(int fd) {
+  int d = reopen_fd(fd);
+  struct flock lock = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+  if (fcntl(d, F_OFD_SETLK, &lock) != 0) die("F_OFD_SETLK");
+  return d;
+}
+
+/* True if another description holds a lock on fd's file. */
+static int locked_elsewhere(int fd) {
+  struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+  if (fcntl(fd, F_OFD_GETLK, &probe) != 0) die("F_OFD_GETLK");
+  return probe.l_type != F_UNLCK;
+}
+
 static unsigned char *map_cached(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) die("fstat");
   for (int i = 0; i < cached; i++) {
     if (cache[i].ino == st.st_ino && cache[i].dev == st.st_dev) return cache[i].base;
   }
-  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  /* Tracked: a mapping made through the received (locked) description would
+   * hold its lock until munmap, so map through a description of our own. */
+  int map_fd = tracked ? reopen_fd(fd) : fd;
+  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
   if (p == MAP_FAILED) die("mmap");
+  if (tracked) close(map_fd);
   if (cached == CACHE_SIZE) die("mapping cache full");
   cache[cached].dev = st.st_dev;
   cache[cached].ino = st.st_ino;
@@ -264,8 +305,23 @@ static void pipelined(size_t size, int pool, long milliseconds, int parent_cpu, 
       free_list[free_count++] = index;
     }
     int index = free_list[--free_count];
+    if (tracked && locked_elsewhere(surfaces[index])) {
+      free_list[free_count++] = index; /* not free yet after all: wait for another note */
+      ssize_t n = 0;
+      recv_msg(sv[0], note, sizeof note, &n);
+      int32_t released;
+      memcpy(&released, note, sizeof released);
+      free_list[free_count++] = released;
+      continue;
+    }
     memcpy(header + 4, &index, sizeof index);
-    send_msg(sv[0], header, sizeof header, surfaces[index]);
+    if (tracked) {
+      int held = locked_description(surfaces[index]);
+      send_msg(sv[0], header, sizeof header, held);
+      close(held); /* the queued message holds its own reference */
+    } else {
+      send_msg(sv[0], header, sizeof header, surfaces[index]);
+    }
     uint64_t t = now_ns();
     if (!measuring && t >= measure_from) {
       measuring = 1;
@@ -286,7 +342,8 @@ int main(int argc, char **argv) {
   if (argc < 6) {
     fprintf(stderr,
             "usage: floor roundtrip W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]\n"
-            "       floor pipelined W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n");
+            "       floor pipelined W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n"
+            "       floor pipelined-tracked W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n");
     return 2;
   }
   size_t size = (size_t)atol(argv[2]) * (size_t)atol(argv[3]) * 4;
@@ -295,6 +352,9 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (strcmp(argv[1], "roundtrip") == 0) {
     roundtrip(size, atol(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
+  } else if (strcmp(argv[1], "pipelined-tracked") == 0) {
+    tracked = 1;
+    pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
   } else if (strcmp(argv[1], "pipelined") == 0) {
     pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
   } else {

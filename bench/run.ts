@@ -104,6 +104,7 @@ if (machine.cc) {
 
 const floorRoundtrip: Record<string, FloorRoundtrip> = {};
 let floorPipelined: number | null = null;
+let floorTrackedPipelined: number | null = null;
 let floorSameCore: FloorRoundtrip | null = null;
 try {
   if (floorExe) {
@@ -122,6 +123,15 @@ try {
     floorPipelined =
       (await runFloor(floorExe, ["pipelined", "1920", "1080", "4", quick ? "300" : "2000"]))
         .per_s;
+    // The same, with surfaceport's use tracking (a fresh OFD-locked description per send,
+    // F_OFD_GETLK before reuse): the floor for the library's protocol, not just for fd passing.
+    floorTrackedPipelined = (await runFloor(floorExe, [
+      "pipelined-tracked",
+      "1920",
+      "1080",
+      "4",
+      quick ? "300" : "2000",
+    ])).per_s;
     if (pinned) {
       // For reference only: both processes on one core, where a wake-up is a plain context switch.
       const child = new Child(floorExe, ["roundtrip", "1920", "1080", iterations, "500", "0", "0"]);
@@ -212,6 +222,9 @@ const results = {
   default_pipelined_per_s: Math.round(deno.pipelined.default),
   low_latency_pipelined_per_s: Math.round(deno.pipelined.lowLatency),
   floor_pipelined_per_s: floorPipelined === null ? null : Math.round(floorPipelined),
+  floor_tracked_pipelined_per_s: floorTrackedPipelined === null
+    ? null
+    : Math.round(floorTrackedPipelined),
 };
 
 const fmt = (v: number) => v >= 1000 ? v.toFixed(0) : v.toPrecision(3);
@@ -253,6 +266,14 @@ console.log(
         (pipelinedBest / floorPipelined).toFixed(2)
       })`),
 );
+if (floorTrackedPipelined !== null) {
+  console.log(
+    `the same protocol in C (fresh locked description per send, F_OFD_GETLK before reuse): ` +
+      `${results.floor_tracked_pipelined_per_s}/s (surfaceport / that: ${
+        (pipelinedBest / floorTrackedPipelined).toFixed(2)
+      })`,
+  );
+}
 if (floorSameCore) {
   console.log(
     `reference: C floor with both processes on core 0, 1920x1080: p50 ${
