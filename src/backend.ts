@@ -2,7 +2,7 @@
  * The contract between the platform-neutral public classes (`Surface`,
  * `SurfacePool`, `Channel`, `Listener`) and a platform backend
  * (`src/linux/` on memfd + SCM_RIGHTS, `src/darwin/` on IOSurface + mach
- * ports). The two backends mirror each other file for file:
+ * ports). The two backends mirror each other:
  *
  * | role | Linux | macOS |
  * |---|---|---|
@@ -10,6 +10,8 @@
  * | native calls and errors | `linux/libc.ts` (errno) | `darwin/mach.ts` (kern_return_t, MachPort) |
  * | surface memory | `linux/surface.ts` (memfd, OFD locks) | `darwin/surface.ts` (IOSurface, use count) |
  * | transport | `linux/channel.ts` (Unix socket) | `darwin/channel.ts` (bootstrap + mach_msg) |
+ * | parked waits, one thread for all | `linux/poller.ts` (one `poll`) | `PortWaitSet` in `darwin/mach.ts` (one port set) |
+ * | release events for pools | `InotifyReleaseWatcher` in `linux/surface.ts` | none (the pool re-probes `IOSurfaceIsInUse`) |
  *
  * Nothing here is public API.
  *
