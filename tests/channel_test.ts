@@ -11,28 +11,9 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
-import { fdTargets, openFds, settleRuntimeFds, spawnPeer, uniqueName } from "./helpers.ts";
+import { fdTargets, openFds, pair, settleRuntimeFds, spawnPeer, uniqueName } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
-
-/** A listener plus one accepted in-process channel pair. */
-async function pair(options: Parameters<typeof listen>[1] = {}) {
-  const name = uniqueName("pair");
-  const listener = listen(name, options);
-  const accepted = listener.accept();
-  const client = await connect(name, { timeout: 2000, ...options });
-  const server = await accepted;
-  return {
-    listener,
-    client,
-    server,
-    [Symbol.dispose]() {
-      client.close();
-      server.close();
-      listener.close();
-    },
-  };
-}
 
 Deno.test({
   name: "channel: another process verifies 1080p BGRA and 4:2:0 frames byte for byte",

@@ -29,7 +29,6 @@ import {
   TimeoutError,
   UnsupportedError,
 } from "../mod.ts";
-import type { Backend } from "../src/backend.ts";
 import { createDarwinBackend } from "../src/darwin/backend.ts";
 import {
   DARWIN,
@@ -42,39 +41,8 @@ import { computeGeometry } from "../src/geometry.ts";
 import { setBackendForTesting } from "../src/platform.ts";
 import { backingOf } from "../src/surface.ts";
 import { encodeHeader, HEADER_SIZE } from "../src/wire.ts";
-import { FakeMachKernel, type FakeTask } from "./fakes/fake_darwin.ts";
-
-/** Two tasks A (pid 101) and B (pid 202), same uid; the library runs as A unless `as(B, ...)`. */
-function world() {
-  const kernel = new FakeMachKernel();
-  const a = kernel.createTask({ pid: 101, uid: 501 });
-  const b = kernel.createTask({ pid: 202, uid: 501 });
-  const A = createDarwinBackend(a);
-  const B = createDarwinBackend(b);
-  setBackendForTesting(A);
-  let current: Backend = A;
-  /** Runs the synchronous part of `fn` as `backend`'s task. */
-  const as = <T>(backend: Backend, fn: () => T): T => {
-    const previous = current;
-    setBackendForTesting(current = backend);
-    try {
-      return fn();
-    } finally {
-      setBackendForTesting(current = previous);
-    }
-  };
-  return {
-    kernel,
-    a,
-    b,
-    A,
-    B,
-    as,
-    [Symbol.dispose]() {
-      setBackendForTesting(undefined);
-    },
-  };
-}
+import type { FakeTask } from "./fakes/fake_darwin.ts";
+import { world } from "./fakes/world.ts";
 
 /** B listens, A connects; returns both channel ends. */
 async function pair(w: ReturnType<typeof world>, name = "cam", listenOptions = {}) {

@@ -21,41 +21,9 @@ import {
   Surface,
   TimeoutError,
 } from "../mod.ts";
-import type { Backend } from "../src/backend.ts";
-import { createDarwinBackend } from "../src/darwin/backend.ts";
 import { portWaitSet } from "../src/darwin/mach.ts";
-import { setBackendForTesting } from "../src/platform.ts";
-import { BLOCKING_THREADS, FakeMachKernel } from "./fakes/fake_darwin.ts";
-
-function world() {
-  const kernel = new FakeMachKernel();
-  const a = kernel.createTask({ pid: 101, uid: 501 });
-  const b = kernel.createTask({ pid: 202, uid: 501 });
-  const A = createDarwinBackend(a);
-  const B = createDarwinBackend(b);
-  let current: Backend = A;
-  setBackendForTesting(A);
-  const as = <T>(backend: Backend, fn: () => T): T => {
-    const previous = current;
-    setBackendForTesting(current = backend);
-    try {
-      return fn();
-    } finally {
-      setBackendForTesting(current = previous);
-    }
-  };
-  return {
-    kernel,
-    a,
-    b,
-    A,
-    B,
-    as,
-    [Symbol.dispose]() {
-      setBackendForTesting(undefined);
-    },
-  };
-}
+import { BLOCKING_THREADS } from "./fakes/fake_darwin.ts";
+import { world } from "./fakes/world.ts";
 
 /** B listens; A opens `count` channels; returns A's and B's ends, in the same order. */
 async function channels(w: ReturnType<typeof world>, name: string, count: number) {

@@ -6,6 +6,7 @@
  */
 
 import { libc } from "../ffi/linux.ts";
+import { type Channel, type ChannelOptions, connect, listen, type Listener } from "../mod.ts";
 
 /** Highest descriptor number the counters look at. */
 const FD_SCAN_LIMIT = 65536;
@@ -197,4 +198,30 @@ export const PEER_FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--al
 export function spawnPeer(script: string, args: string[]): Child {
   const path = new URL(`./peers/${script}`, import.meta.url).pathname;
   return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, path, ...args]);
+}
+
+/** A listener and one connected channel pair in this process; disposing closes all three. */
+export interface ChannelPair extends Disposable {
+  listener: Listener;
+  client: Channel;
+  server: Channel;
+}
+
+/** Listens under a fresh name, connects to it and accepts: both ends of one channel. */
+export async function pair(options: ChannelOptions = {}): Promise<ChannelPair> {
+  const name = uniqueName("pair");
+  const listener = listen(name, options);
+  const accepted = listener.accept();
+  const client = await connect(name, { timeout: 2000, ...options });
+  const server = await accepted;
+  return {
+    listener,
+    client,
+    server,
+    [Symbol.dispose]() {
+      client.close();
+      server.close();
+      listener.close();
+    },
+  };
 }

@@ -1,27 +1,10 @@
 import assert from "node:assert/strict";
-import { connect, listen, Surface, SurfacePool } from "../mod.ts";
+import { listen, Surface, SurfacePool } from "../mod.ts";
 import { backingOf } from "../src/surface.ts";
 import { InotifyReleaseWatcher } from "../src/linux/surface.ts";
-import { fdTargets, openFds, settleRuntimeFds, spawnPeer, uniqueName } from "./helpers.ts";
+import { fdTargets, openFds, pair, settleRuntimeFds, spawnPeer, uniqueName } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
-
-async function pair() {
-  const name = uniqueName("watch");
-  const listener = listen(name);
-  const accepted = listener.accept();
-  const client = await connect(name);
-  const server = await accepted;
-  return {
-    client,
-    server,
-    [Symbol.dispose]() {
-      client.close();
-      server.close();
-      listener.close();
-    },
-  };
-}
 
 /** Resolves to how long `watcher.wait` took, in ms (bounded by `ms`). */
 async function timeWait(watcher: InotifyReleaseWatcher, ms: number): Promise<number> {

@@ -1,0 +1,55 @@
+/**
+ * Two fake tasks in one Deno process, A (pid 101) and B (pid 202), same uid,
+ * each with its own darwin backend over the fake kernel. The library runs as
+ * A unless `as(B, ...)`; disposing restores the real backend.
+ *
+ * @module
+ */
+
+import type { Backend } from "../../src/backend.ts";
+import { createDarwinBackend } from "../../src/darwin/backend.ts";
+import { setBackendForTesting } from "../../src/platform.ts";
+import { FakeMachKernel, type FakeTask } from "./fake_darwin.ts";
+
+/** What {@link world} returns. */
+export interface TwoTaskWorld {
+  kernel: FakeMachKernel;
+  a: FakeTask;
+  b: FakeTask;
+  A: Backend;
+  B: Backend;
+  as<T>(backend: Backend, fn: () => T): T;
+  [Symbol.dispose](): void;
+}
+
+/** Two tasks A and B over one fake kernel; run synchronous code as either. */
+export function world(): TwoTaskWorld {
+  const kernel = new FakeMachKernel();
+  const a = kernel.createTask({ pid: 101, uid: 501 });
+  const b = kernel.createTask({ pid: 202, uid: 501 });
+  const A = createDarwinBackend(a);
+  const B = createDarwinBackend(b);
+  setBackendForTesting(A);
+  let current: Backend = A;
+  /** Runs the synchronous part of `fn` as `backend`'s task. */
+  const as = <T>(backend: Backend, fn: () => T): T => {
+    const previous = current;
+    setBackendForTesting(current = backend);
+    try {
+      return fn();
+    } finally {
+      setBackendForTesting(current = previous);
+    }
+  };
+  return {
+    kernel,
+    a,
+    b,
+    A,
+    B,
+    as,
+    [Symbol.dispose]() {
+      setBackendForTesting(undefined);
+    },
+  };
+}
