@@ -62,6 +62,7 @@ export {
 } from "./src/errors.ts";
 export type { PeerCredentials, ProtocolErrorReason, SurfaceportErrorCode } from "./src/errors.ts";
 export { MINIMUM_DENO_VERSION } from "./src/version.ts";
+export { nowMicros } from "./src/platform.ts";
 
 // --- macOS ------------------------------------------------------------------
 

@@ -9,9 +9,8 @@
  */
 
 import { encode } from "fast-png";
-import { connect } from "../mod.ts";
+import { connect, nowMicros } from "../mod.ts";
 import { countWrongPixels, toRgba } from "./frames.ts";
-import { nowMicros } from "../src/wire.ts";
 
 const [name, pngPath] = Deno.args;
 const channel = await connect(name, { timeout: 10000 });

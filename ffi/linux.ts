@@ -78,6 +78,8 @@ export const libcSymbols = {
   inotify_init1: { parameters: ["i32"], result: "i32" },
   /** int inotify_add_watch(int fd, const char *path, uint32_t mask) */
   inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int clock_gettime(clockid_t clock, struct timespec *ts) */
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   /** uid_t geteuid(void) */
   geteuid: { parameters: [], result: "u32" },
   /** int *__errno_location(void) — glibc's thread-local errno */

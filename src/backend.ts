@@ -140,6 +140,13 @@ export interface ReleaseWatcher {
 export interface Backend {
   /** The effective uid of this process (the default peer check admits only this uid). */
   currentUid(): number;
+  /**
+   * Microseconds since the Unix epoch from the system's real-time clock, the
+   * same in every process. Optional: without it, timestamps come from
+   * `performance.timeOrigin + performance.now()`, which can differ between
+   * processes by ~0.1 ms.
+   */
+  clockMicros?(): number;
   /** Allocates a new surface of `geometry`. */
   allocateSurface(geometry: SurfaceGeometry): SurfaceBacking;
   /**

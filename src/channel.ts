@@ -15,7 +15,7 @@ import {
   TimeoutError,
 } from "./errors.ts";
 import { DEFAULT_MAX_SURFACE_BYTES } from "./geometry.ts";
-import { backend } from "./platform.ts";
+import { backend, nowMicros as clockNow } from "./platform.ts";
 import { backingOf, Surface } from "./surface.ts";
 import {
   decodeMeta,
@@ -24,7 +24,6 @@ import {
   encodeMeta,
   HEADER_SIZE,
   type Meta,
-  nowMicros,
 } from "./wire.ts";
 
 /** Options shared by {@link listen} and {@link connect}. */
@@ -71,7 +70,7 @@ export interface WaitOptions {
 
 /** Options of {@link Channel.send}. */
 export interface SendOptions extends WaitOptions {
-  /** The frame's timestamp in microseconds since the Unix epoch (default: now). */
+  /** The frame's timestamp in microseconds since the Unix epoch (default: `nowMicros()`). */
   timestamp?: number;
 }
 
@@ -136,7 +135,10 @@ export class Frame {
   readonly meta: unknown;
   /** The sender's sequence number on this channel (0, 1, 2, ...). */
   readonly sequence: number;
-  /** When the sender sent it, in microseconds since the Unix epoch. */
+  /**
+   * When the sender sent it, in microseconds since the Unix epoch (unless it
+   * passed its own): `nowMicros() - frame.timestamp` is the handoff latency.
+   */
   readonly timestamp: number;
 
   /** @ignore */
@@ -211,7 +213,7 @@ export class Channel {
         encoded.kind,
         encoded.bytes.length,
         this.#sequence++,
-        options.timestamp ?? nowMicros(),
+        options.timestamp ?? clockNow(),
       );
       message.set(encoded.bytes, HEADER_SIZE);
       // The handle is taken now, so the surface may be closed while the send waits its turn.

@@ -6,6 +6,7 @@
 
 import type { Backend } from "./backend.ts";
 import { UnsupportedError } from "./errors.ts";
+import { nowMicros as processClockMicros } from "./wire.ts";
 import { darwinBackend } from "./darwin/backend.ts";
 import { linuxBackend } from "./linux/backend.ts";
 
@@ -32,4 +33,14 @@ export function backend(): Backend {
 /** Test hook: runs the library on `replacement` (e.g. the darwin backend over a fake). */
 export function setBackendForTesting(replacement: Backend | undefined): void {
   selected = replacement;
+}
+
+/**
+ * Microseconds since the Unix epoch on the clock surfaceport stamps frames
+ * with (`CLOCK_REALTIME` on Linux, so it agrees across processes):
+ * `nowMicros() - frame.timestamp` is the time since the sender sent the
+ * frame.
+ */
+export function nowMicros(): number {
+  return backend().clockMicros?.() ?? processClockMicros();
 }

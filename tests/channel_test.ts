@@ -450,3 +450,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "channel: frames are stamped with nowMicros(), the system real-time clock",
+  ignore: !linux,
+  async fn() {
+    const { nowMicros } = await import("../mod.ts");
+    const skew = nowMicros() - Date.now() * 1000;
+    assert.ok(Math.abs(skew) < 5000, `nowMicros agrees with Date.now() (${skew} µs)`);
+    using p = await pair();
+    using surface = Surface.create({ width: 8, height: 8 });
+    const before = nowMicros();
+    await p.client.send(surface);
+    const after = nowMicros();
+    using frame = await p.server.receive({ timeout: 1000 });
+    assert.ok(
+      frame.timestamp >= before && frame.timestamp <= after,
+      `${before} ${frame.timestamp} ${after}`,
+    );
+    await p.client.send(surface, undefined, { timestamp: 42 });
+    using stamped = await p.server.receive({ timeout: 1000 });
+    assert.equal(stamped.timestamp, 42);
+  },
+});
