@@ -74,6 +74,21 @@ export interface SendOptions extends WaitOptions {
   timestamp?: number;
 }
 
+/**
+ * Reports a backend's timeout with the caller's `timeout`: a backend waits in
+ * slices towards a deadline, and its own message would name the last slice.
+ */
+function withCallersTimeout<T>(
+  promise: Promise<T>,
+  operation: string,
+  timeout: number | undefined,
+): Promise<T> {
+  if (timeout === undefined) return promise;
+  return promise.catch((error) => {
+    throw error instanceof TimeoutError ? new TimeoutError(operation, timeout) : error;
+  });
+}
+
 /** Settles a queue tail without holding on to the value it settled with. */
 function ignore(): void {}
 
@@ -218,7 +233,12 @@ export class Channel {
       message.set(encoded.bytes, HEADER_SIZE);
       // The handle is taken now, so the surface may be closed while the send waits its turn.
       const handle = backing.exportHandle();
-      const run = () => this.#connection.send(message, handle, deadline, options.signal);
+      const run = () =>
+        withCallersTimeout(
+          this.#connection.send(message, handle, deadline, options.signal),
+          "send",
+          options.timeout,
+        );
       const result = this.#sendTail.then(run, run);
       this.#sendTail = result.then(ignore, ignore);
       return result;
@@ -240,7 +260,11 @@ export class Channel {
       const deadline = deadlineOf("receive", options.timeout);
       throwIfAborted(options.signal);
       const run = async () => {
-        const received = await this.#connection.receive(deadline, options.signal);
+        const received = await withCallersTimeout(
+          this.#connection.receive(deadline, options.signal),
+          "receive",
+          options.timeout,
+        );
         const surface = new Surface(received.surface, () => received.surface.release());
         try {
           const meta = decodeMeta(received.header.metaKind, received.meta);
@@ -378,5 +402,11 @@ export async function connect(name: string, options: ConnectOptions = {}): Promi
   const limits = resolveLimits(options);
   const deadline = deadlineOf("connect", options.timeout);
   const allowPeer = resolvePeerCheck(options);
-  return new Channel(await backend().connect(name, allowPeer, limits, deadline, options.signal));
+  return new Channel(
+    await withCallersTimeout(
+      backend().connect(name, allowPeer, limits, deadline, options.signal),
+      "connect",
+      options.timeout,
+    ),
+  );
 }

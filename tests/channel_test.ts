@@ -473,3 +473,21 @@ Deno.test({
     assert.equal(stamped.timestamp, 42);
   },
 });
+
+Deno.test("channel: a TimeoutError names the caller's timeout, not the backend's last wait slice", async () => {
+  const { Channel } = await import("../mod.ts");
+  // A connection whose waits time out on a short final slice, as a slow machine's would.
+  const slicing = {
+    peer: { pid: 1, uid: 0, gid: 0 },
+    send: () => Promise.reject(new TimeoutError("send", 12)),
+    receive: () => Promise.reject(new TimeoutError("receive", 3)),
+    close() {},
+  };
+  const channel = new Channel(slicing);
+  await assert.rejects(channel.receive({ timeout: 300 }), (e: unknown) => {
+    assert.ok(e instanceof TimeoutError);
+    assert.equal(e.message, "receive timed out after 300 ms");
+    return true;
+  });
+  channel.close();
+});
