@@ -27,9 +27,7 @@
  * @module
  */
 
-import { assertDenoVersion } from "./src/version.ts";
-
-assertDenoVersion(Deno.version.deno);
+import "./src/check_runtime.ts";
 
 export { Surface } from "./src/surface.ts";
 export type { LockOptions, SurfaceOptions } from "./src/surface.ts";
