@@ -9,8 +9,8 @@
 
 import assert from "node:assert/strict";
 import {
+  type Channel,
   ClosedError,
-  connect,
   listen,
   PeerClosedError,
   Surface,
@@ -18,29 +18,12 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
-import { fdTargets, openFds, settleRuntimeFds, uniqueName } from "./helpers.ts";
+import { fdTargets, openFds, pair, settleRuntimeFds, uniqueName } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 
-async function pair() {
-  const name = uniqueName("bp");
-  const listener = listen(name);
-  const accepted = listener.accept();
-  const producer = await connect(name, { timeout: 2000 });
-  const consumer = await accepted;
-  return {
-    producer,
-    consumer,
-    [Symbol.dispose]() {
-      producer.close();
-      consumer.close();
-      listener.close();
-    },
-  };
-}
-
 /** Sends until a send with a short timeout fails; returns how many were queued. */
-async function fillQueue(producer: Awaited<ReturnType<typeof pair>>["producer"], surface: Surface) {
+async function fillQueue(producer: Channel, surface: Surface) {
   for (let queued = 0; queued < 100_000; queued++) {
     try {
       await producer.send(surface, { seed: 1, queued }, { timeout: 50 });
@@ -75,16 +58,17 @@ Deno.test({
     const baseline = openFds();
     {
       using p = await pair();
+      const { client: producer, server: consumer } = p;
       using surface = Surface.create({ width: 64, height: 32 });
       fillPattern(surface, 1);
-      const queued = await fillQueue(p.producer, surface);
+      const queued = await fillQueue(producer, surface);
       assert.ok(queued >= 1, `queued ${queued} before the queue filled`);
 
       // A bounded wait: it takes its time, the event loop runs meanwhile, and it fails typed.
       const fdsBefore = openFds();
       const started = performance.now();
       const { ticks, result } = await ticksDuring(
-        p.producer.send(surface, { seed: 1 }, { timeout: 300 }),
+        producer.send(surface, { seed: 1 }, { timeout: 300 }),
       );
       const waited = performance.now() - started;
       assert.equal(result.status, "rejected");
@@ -107,13 +91,13 @@ Deno.test({
 
       // The consumer catches up: every queued frame arrives, then the surface can be sent again.
       for (let i = 0; i < queued; i++) {
-        using frame = await p.consumer.receive({ timeout: 1000 });
+        using frame = await consumer.receive({ timeout: 1000 });
         assert.deepEqual(frame.meta, { seed: 1, queued: i });
         assert.equal(frame.surface.id, surface.id);
       }
       assert.equal(surface.inUse, false, "the failed send left no hold on the surface");
-      await p.producer.send(surface, { seed: 1, again: true }, { timeout: 1000 });
-      using again = await p.consumer.receive({ timeout: 1000 });
+      await producer.send(surface, { seed: 1, again: true }, { timeout: 1000 });
+      using again = await consumer.receive({ timeout: 1000 });
       assert.deepEqual(again.meta, { seed: 1, again: true });
       assert.equal(verifyPattern(again.surface, 1), undefined);
       // The timed-out sends were never delivered: the receiver sees a gap in the sequence numbers.
@@ -132,15 +116,16 @@ Deno.test({
     const baseline = openFds();
     {
       using p = await pair();
+      const { client: producer, server: consumer } = p;
       using surface = Surface.create({ width: 64, height: 32 });
-      await fillQueue(p.producer, surface);
+      await fillQueue(producer, surface);
 
       const controller = new AbortController();
       const reason = new Error("the camera was unplugged");
       setTimeout(() => controller.abort(reason), 100);
       const started = performance.now();
       const { ticks, result } = await ticksDuring(
-        p.producer.send(surface, undefined, { signal: controller.signal }),
+        producer.send(surface, undefined, { signal: controller.signal }),
       );
       assert.equal(result.status, "rejected");
       assert.equal((result as PromiseRejectedResult).reason, reason);
@@ -149,17 +134,18 @@ Deno.test({
       assert.equal(surface.closed, false);
 
       // A send waiting without any bound is woken by the peer going away.
-      const pending = p.producer.send(surface);
-      setTimeout(() => p.consumer.close(), 50);
+      const pending = producer.send(surface);
+      setTimeout(() => consumer.close(), 50);
       await assert.rejects(pending, PeerClosedError);
     }
     {
       using p = await pair();
+      const { client: producer, server: consumer } = p;
       using surface = Surface.create({ width: 64, height: 32 });
-      await fillQueue(p.producer, surface);
+      await fillQueue(producer, surface);
       // ... and by closing the producer's own channel.
-      const pending = p.producer.send(surface);
-      setTimeout(() => p.producer.close(), 50);
+      const pending = producer.send(surface);
+      setTimeout(() => producer.close(), 50);
       await assert.rejects(pending, ClosedError);
       assert.equal(surface.closed, false);
     }
@@ -176,15 +162,16 @@ Deno.test({
     const baseline = openFds();
     {
       using p = await pair();
+      const { client: producer, server: consumer } = p;
       using pool = new SurfacePool({ width: 64, height: 32, maxSurfaces: 2 });
       const filler = await pool.acquire();
-      const queued = await fillQueue(p.producer, filler);
+      const queued = await fillQueue(producer, filler);
       filler.close(); // back to the pool, still held by the queued messages
       const surface = await pool.acquire({ timeout: 1000 });
-      await assert.rejects(p.producer.send(surface, undefined, { timeout: 100 }), TimeoutError);
+      await assert.rejects(producer.send(surface, undefined, { timeout: 100 }), TimeoutError);
       surface.close();
       assert.equal(pool.stats.inUseElsewhere, 1, "only the queued surface is held elsewhere");
-      for (let i = 0; i < queued; i++) (await p.consumer.receive({ timeout: 1000 })).close();
+      for (let i = 0; i < queued; i++) (await consumer.receive({ timeout: 1000 })).close();
       assert.equal(pool.stats.inUseElsewhere, 0);
       assert.equal(pool.stats.idle, 2);
     }
