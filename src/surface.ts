@@ -18,6 +18,7 @@ import {
   type SurfaceGeometry,
 } from "./geometry.ts";
 import { backend } from "./platform.ts";
+import { detachBuffer } from "./shared_buffer.ts";
 
 /** Options of {@link Surface.create}. */
 export interface SurfaceOptions {
@@ -276,9 +277,7 @@ export class Surface {
     // before the memory is unmapped, so no view ever reaches unmapped memory.
     // The backing store moves to a dropped clone, which V8 accounts for
     // normally (`transfer(0)` leaves its size counted as external memory).
-    if (this.#ownsBuffer && this.#buffer) {
-      structuredClone(this.#buffer, { transfer: [this.#buffer] });
-    }
+    if (this.#ownsBuffer) detachBuffer(this.#buffer);
     this.#buffer = undefined;
     release();
   }

@@ -144,6 +144,26 @@ Deno.test("darwin/fake: a pool never reuses a surface the other task holds or th
   w.kernel.assertNoLeaks();
 });
 
+Deno.test("darwin/fake: lends of one IOSurface share one buffer, detached when the pool lets go", () => {
+  using w = world();
+  const pool = new SurfacePool({ width: 16, height: 16, maxSurfaces: 1 });
+  const first = pool.tryAcquire()!;
+  const view = first.bytes();
+  view[0] = 7;
+  first.close();
+  const again = pool.tryAcquire()!;
+  assert.equal(again.bytes().buffer, view.buffer, "one buffer per IOSurface, not per lend");
+  assert.equal(again.bytes()[0], 7);
+  again.close();
+  pool.close(); // releases the IOSurface: its buffer is detached first
+  assert.equal(view.length, 0, "no view outlives the IOSurface reference");
+  using created = Surface.create({ width: 8, height: 8 });
+  const own = created.bytes();
+  created.close();
+  assert.equal(own.length, 0, "closing a created surface releases it: views detached");
+  w.kernel.assertNoLeaks();
+});
+
 Deno.test("darwin/fake: the other task dying releases its uses; both directions see the peer gone", async () => {
   using w = world();
   const { listener, producer, consumer } = await pair(w);

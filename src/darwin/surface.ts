@@ -20,6 +20,7 @@
  */
 
 import type { SurfaceBacking } from "../backend.ts";
+import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { LockStateError, ProtocolError } from "../errors.ts";
 import {
   formatOfFourcc,
@@ -153,6 +154,7 @@ abstract class IOSurfaceHolder implements SurfaceBacking {
   readonly id: number;
   readonly baseAddress: Deno.PointerObject;
   protected resources: SurfaceResources | undefined;
+  #buffer: ArrayBuffer | undefined;
 
   protected constructor(
     native: DarwinNative,
@@ -190,6 +192,12 @@ abstract class IOSurfaceHolder implements SurfaceBacking {
     return native.IOSurfaceIsInUse(surface);
   }
 
+  /** The one buffer over this IOSurface's memory, detached right before the reference goes. */
+  memory(): ArrayBuffer {
+    this.open();
+    return this.#buffer ??= sharedBuffer(this.baseAddress, this.geometry.allocSize, this);
+  }
+
   exportHandle(): number {
     const { native, surface } = this.open();
     const port = native.IOSurfaceCreateMachPort(surface);
@@ -210,6 +218,8 @@ abstract class IOSurfaceHolder implements SurfaceBacking {
     if (!r) return;
     this.resources = undefined;
     surfaceFinalizer.unregister(this);
+    detachBuffer(this.#buffer);
+    this.#buffer = undefined;
     this.releaseExtra();
     r.native.CFRelease(r.surface);
   }

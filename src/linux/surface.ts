@@ -32,6 +32,7 @@ import {
   systemError,
   trySetOfdLock,
 } from "./libc.ts";
+import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { waitReady } from "./poller.ts";
 import { LINUX } from "./structs.ts";
 
@@ -55,32 +56,6 @@ function mapShared(fd: number, size: number): Deno.PointerObject {
 
 function unmap(pointer: Deno.PointerObject, size: number): void {
   libc().munmap(pointer, BigInt(size));
-}
-
-/** Keeps the owner of a mapping reachable from the one `ArrayBuffer` over it. */
-const MAPPING_OWNER = Symbol("surfaceport.mappingOwner");
-
-/**
- * The one `ArrayBuffer` over a whole mapping, shared by every `Surface` over
- * it. One per mapping, not one per frame: V8 counts an external buffer's
- * size towards its GC heuristics, and a 33 MB buffer per 4K frame drives
- * back-to-back full collections (measured: p50 from ~0.3 ms to ~10 ms).
- * It references `owner`, so GC never finalizes the mapping while a view
- * exists.
- */
-function mappingBuffer(pointer: Deno.PointerObject, size: number, owner: object): ArrayBuffer {
-  const buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
-  Object.defineProperty(buffer, MAPPING_OWNER, { value: owner });
-  return buffer;
-}
-
-/**
- * Detaches `buffer` (every view of it gets length 0) before its memory is
- * unmapped, so no view can ever touch unmapped memory. The backing store
- * moves to a dropped clone, which GC accounts for normally.
- */
-function detach(buffer: ArrayBuffer | undefined): void {
-  if (buffer && !buffer.detached) structuredClone(buffer, { transfer: [buffer] });
 }
 
 /** Spare descriptions used since the thread last waited: reopened by {@link refillSpareDescriptions}. */
@@ -238,7 +213,7 @@ export class MemfdSurface implements SurfaceBacking {
 
   memory(): ArrayBuffer {
     const r = this.#open();
-    return this.#buffer ??= mappingBuffer(r.pointer, r.size, this);
+    return this.#buffer ??= sharedBuffer(r.pointer, r.size, this);
   }
 
   exportHandle(): number {
@@ -251,7 +226,7 @@ export class MemfdSurface implements SurfaceBacking {
     this.#resources = undefined;
     memfdFinalizer.unregister(this);
     r.spare.close();
-    detach(this.#buffer);
+    detachBuffer(this.#buffer);
     this.#buffer = undefined;
     unmap(r.pointer, r.size);
     closeQuietly(r.fd);
@@ -367,15 +342,15 @@ class SharedMapping {
     return this.#references;
   }
 
-  /** The one buffer over this mapping (see {@link mappingBuffer}). */
+  /** The one buffer over this mapping (see `sharedBuffer`). */
   memory(): ArrayBuffer {
-    return this.#buffer ??= mappingBuffer(this.pointer, this.size, this);
+    return this.#buffer ??= sharedBuffer(this.pointer, this.size, this);
   }
 
   #unmapIfUnused(): void {
     if (this.#cached || this.#references > 0 || this.#unmapped) return;
     this.#unmapped = true;
-    detach(this.#buffer);
+    detachBuffer(this.#buffer);
     this.#buffer = undefined;
     unmap(this.pointer, this.size);
   }
