@@ -11,14 +11,13 @@ import assert from "node:assert/strict";
 import {
   type Channel,
   ClosedError,
-  listen,
   PeerClosedError,
   Surface,
   SurfacePool,
   TimeoutError,
 } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
-import { fdTargets, openFds, pair, settleRuntimeFds, uniqueName } from "./helpers.ts";
+import { fdTargets, openFds, pair, settleRuntimeFds } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 
@@ -140,7 +139,7 @@ Deno.test({
     }
     {
       using p = await pair();
-      const { client: producer, server: consumer } = p;
+      const producer = p.client;
       using surface = Surface.create({ width: 64, height: 32 });
       await fillQueue(producer, surface);
       // ... and by closing the producer's own channel.
