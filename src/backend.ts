@@ -42,10 +42,10 @@ export interface SurfaceBacking {
   /**
    * The one `ArrayBuffer` over the whole memory, shared by every `Surface`
    * over this memory and detached (all its views emptied) right before the
-   * memory is unmapped. Optional: without it, each `Surface` makes its own
-   * buffer and detaches it on close.
+   * memory is unmapped (see `src/shared_buffer.ts`). It references the
+   * backing, so a live view keeps the memory mapped.
    */
-  memory?(): ArrayBuffer;
+  memory(): ArrayBuffer;
   /** True while some other holder (another process, or another frame here) uses the surface. */
   inUseElsewhere(): boolean;
   /**

@@ -18,7 +18,6 @@ import {
   type SurfaceGeometry,
 } from "./geometry.ts";
 import { backend } from "./platform.ts";
-import { detachBuffer } from "./shared_buffer.ts";
 
 /** Options of {@link Surface.create}. */
 export interface SurfaceOptions {
@@ -45,9 +44,6 @@ export interface LockOptions {
 type ReleaseAction = () => void;
 
 const finalizer = new FinalizationRegistry<ReleaseAction>((release) => release());
-
-/** Keeps a surface reachable from the ArrayBuffer its views share, so GC never unmaps live views. */
-const OWNER = Symbol("surfaceport.owner");
 
 /** Each surface's backing, for the library's own modules (see {@link backingOf}). */
 const BACKING = new WeakMap<Surface, SurfaceBacking>();
@@ -82,7 +78,6 @@ export class Surface {
   #backing: SurfaceBacking;
   #release: ReleaseAction | undefined;
   #buffer: ArrayBuffer | undefined;
-  #ownsBuffer = false;
   #lockDepth = 0;
   #lockReadOnly = false;
 
@@ -119,9 +114,9 @@ export class Surface {
       options.maxBytes ?? DEFAULT_MAX_SURFACE_BYTES,
     );
     const backing = backend().allocateSurface(geometry);
-    // A backing that shares one buffer over its memory finalizes itself, and
-    // its views keep it alive; one without needs this surface's finalizer.
-    return new Surface(backing, () => backing.release(), backing.memory === undefined);
+    // The backing finalizes itself, and its views keep it alive: no finalizer
+    // on this surface, which would release the memory under a live view.
+    return new Surface(backing, () => backing.release(), false);
   }
 
   /**
@@ -260,8 +255,9 @@ export class Surface {
   }
 
   /**
-   * Lets go of the surface: detaches every view, drops any CPU lock, and
-   * releases it (or returns it to its pool). Idempotent.
+   * Lets go of the surface: drops any CPU lock and releases it (or returns
+   * it to its pool). Views are detached when the memory itself is released
+   * (see the class documentation). Idempotent.
    */
   close(): void {
     const release = this.#release;
@@ -272,12 +268,8 @@ export class Surface {
       this.#backing.unlock(this.#lockReadOnly);
       this.#lockDepth--;
     }
-    // A buffer of this surface's own is detached now (its views get length
-    // 0). A backing's shared buffer stays: the backing detaches it right
-    // before the memory is unmapped, so no view ever reaches unmapped memory.
-    // The backing store moves to a dropped clone, which V8 accounts for
-    // normally (`transfer(0)` leaves its size counted as external memory).
-    if (this.#ownsBuffer) detachBuffer(this.#buffer);
+    // The backing's shared buffer stays: the backing detaches it right before
+    // the memory is unmapped, so no view ever reaches unmapped memory.
     this.#buffer = undefined;
     release();
   }
@@ -288,17 +280,9 @@ export class Surface {
   }
 
   #memory(): ArrayBuffer {
-    if (this.#buffer) return this.#buffer;
-    const shared = this.#backing.memory?.();
-    if (shared) return this.#buffer = shared; // references its backing, never a Surface
-    const buffer = Deno.UnsafePointerView.getArrayBuffer(
-      this.#backing.baseAddress,
-      this.#backing.geometry.allocSize,
-    );
-    // A live view keeps this surface (and so its release) from being finalized.
-    Object.defineProperty(buffer, OWNER, { value: this });
-    this.#ownsBuffer = true;
-    return this.#buffer = buffer;
+    // The backing's buffer references the backing, never a Surface: no cycle
+    // through this surface's finalizer.
+    return this.#buffer ??= this.#backing.memory();
   }
 
   #assertOpen(operation: string): void {
