@@ -338,10 +338,6 @@ class SharedMapping {
     this.#unmapIfUnused();
   }
 
-  get references(): number {
-    return this.#references;
-  }
-
   /** The one buffer over this mapping (see `sharedBuffer`). */
   memory(): ArrayBuffer {
     return this.#buffer ??= sharedBuffer(this.pointer, this.size, this);
