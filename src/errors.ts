@@ -100,7 +100,8 @@ export type ProtocolErrorReason =
   | "MESSAGE_TRUNCATED"
   | "NOT_SHARED_MEMORY"
   | "UNSEALED"
-  | "SIZE_MISMATCH";
+  | "SIZE_MISMATCH"
+  | "BAD_CONTROL";
 
 /**
  * A peer sent something that is not a valid surfaceport message. Every
