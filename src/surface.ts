@@ -7,7 +7,6 @@
 
 import type { SurfaceBacking } from "./backend.ts";
 import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
-import { surfaceBackingOfPixelBuffer } from "./darwin/surface.ts";
 import { ClosedError, LockStateError, UnsupportedError } from "./errors.ts";
 import {
   computeGeometry,
@@ -122,13 +121,21 @@ export class Surface {
   /**
    * macOS only: a surface over the IOSurface behind `pixelBuffer` (made by
    * `PixelBuffer.create`, or by VideoToolbox, AVFoundation...), to send it
-   * over a channel. It takes its own reference to the IOSurface: closing
-   * either object leaves the other usable. Throws `TypeError` for a pixel
+   * over a channel. It takes its own reference to the IOSurface and one use
+   * of it (`IOSurfaceIncrementUseCount`), so closing either object leaves the
+   * other usable and a `CVPixelBufferPool` does not recycle the surface while
+   * this one is open. Throws `TypeError` for a pixel
    * buffer that is not IOSurface-backed or whose layout surfaceport cannot
    * describe.
    */
   static fromPixelBuffer(pixelBuffer: PixelBuffer): Surface {
-    const backing = surfaceBackingOfPixelBuffer(pixelBuffer);
+    const platform = backend();
+    if (!platform.adoptPixelBuffer) {
+      throw new UnsupportedError(
+        `Surface.fromPixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+      );
+    }
+    const backing = platform.adoptPixelBuffer(pixelBuffer);
     return new Surface(backing, () => backing.release());
   }
 
@@ -146,7 +153,7 @@ export class Surface {
         `Surface.pixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
       );
     }
-    return backing.pixelBuffer();
+    return backing.pixelBuffer() as PixelBuffer;
   }
 
   /** Width in pixels. */
