@@ -327,7 +327,10 @@ export class Listener {
     this.#listener = listener;
   }
 
-  /** The bound address: `@surfaceport/NAME` (abstract) or the socket path. */
+  /**
+   * The bound address: on Linux `@surfaceport/NAME` (the abstract socket) or
+   * the socket path; on macOS `surfaceport.NAME` (the bootstrap service name).
+   */
   get address(): string {
     return this.#listener.address;
   }
@@ -387,7 +390,13 @@ export class Listener {
  * Binds `name` and returns a {@link Listener} (bound when this returns). On
  * Linux a name without `/` is the abstract socket `"\0surfaceport/" + name`;
  * a name with `/` is a filesystem socket path, created mode 0600 and removed
- * on close. On macOS the name is registered with the bootstrap server.
+ * on close. On macOS the name is checked in with the bootstrap server as
+ * `surfaceport.NAME` (at most 127 UTF-8 bytes). Bootstrap names are
+ * predictable: another process of the same user can claim a name first, and
+ * `allowPeer` (same uid by default), checked by both sides against the
+ * kernel's audit trailer, admits it — it tells you who a peer runs as, not
+ * that it is the program you meant. A name closed a moment ago may still be
+ * held by launchd; `listen` retries it briefly (up to 250 ms, blocking).
  */
 export function listen(name: string, options: ChannelOptions = {}): Listener {
   const limits = resolveLimits(options);

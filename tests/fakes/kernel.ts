@@ -232,6 +232,7 @@ export class FakeMachKernel {
       const name = task.nameOf.get(port);
       if (name === undefined) continue;
       const e = task.names.get(name)!;
+      if (e.receive) e.exReceive = true;
       e.receive = false;
       e.dead += e.send + e.sendOnce;
       e.send = 0;

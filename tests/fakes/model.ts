@@ -86,6 +86,8 @@ export interface Entry {
   sendOnce: number;
   receive: boolean;
   dead: number;
+  /** True once this entry held the receive right (XNU's `MACH_PORT_TYPE_EX_RECEIVE`). */
+  exReceive?: boolean;
 }
 
 export class FakeSurface {

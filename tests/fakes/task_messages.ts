@@ -171,6 +171,7 @@ export class FakeTaskMessages extends FakeTaskPorts {
     else if (disposition === D.MACH_MSG_TYPE_MAKE_SEND) e.port.mscount++;
     else if (disposition === D.MACH_MSG_TYPE_MOVE_RECEIVE) {
       e.receive = false; // in transit: the message holds it (a queued message dies with it)
+      e.exReceive = true;
       e.port.receiver = null;
     }
   }
@@ -298,11 +299,14 @@ export class FakeTaskMessages extends FakeTaskPorts {
   ): number | undefined {
     const e = this.names.get(rcvName);
     if (!e || !e.receive) {
-      // XNU raises EXC_GUARD (kGUARD_EXC_RCV_INVALID_NAME) on the task besides the error.
-      this.kernel.violation(
-        `task ${this.pid}: guard exception kGUARD_EXC_RCV_INVALID_NAME: mach_msg receive on ` +
-          `0x${rcvName.toString(16)}, which is not a receive right`,
-      );
+      // XNU's ipc_mqueue_copyin also raises EXC_GUARD (kGUARD_EXC_RCV_INVALID_NAME) for a name
+      // that exists and never held a receive right (a send right, a dead name from one).
+      if (e && !e.exReceive) {
+        this.kernel.violation(
+          `task ${this.pid}: guard exception kGUARD_EXC_RCV_INVALID_NAME: mach_msg receive on ` +
+            `0x${rcvName.toString(16)}, which is not a receive right`,
+        );
+      }
       return D.MACH_RCV_INVALID_NAME;
     }
     const port = e.port;
