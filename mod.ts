@@ -36,12 +36,21 @@ export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src
 export { Channel, connect, Frame, listen, Listener } from "./src/channel.ts";
 export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/channel.ts";
 export {
+  canonicalFormat,
   DEFAULT_MAX_SURFACE_BYTES,
   MAX_DIMENSION,
+  PIXEL_FORMAT_ALIASES,
   PIXEL_FORMATS,
   ROW_ALIGNMENT,
 } from "./src/geometry.ts";
-export type { PixelFormat, PlaneGeometry, SurfaceGeometry } from "./src/geometry.ts";
+export type {
+  PixelFormat,
+  PixelFormatAlias,
+  PlaneGeometry,
+  SurfaceGeometry,
+} from "./src/geometry.ts";
+export { defaultMatrix, rangeOf, toRGBA, YCBCR_MATRICES } from "./src/convert.ts";
+export type { ToRGBAOptions, YCbCrMatrix, YCbCrRange } from "./src/convert.ts";
 export type { Meta } from "./src/wire.ts";
 export {
   AbiMismatchError,

@@ -11,6 +11,7 @@ import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
   type PixelFormat,
+  type PixelFormatAlias,
   type SurfaceGeometry,
 } from "./geometry.ts";
 import { backend } from "./platform.ts";
@@ -22,8 +23,8 @@ export interface SurfacePoolOptions {
   width: number;
   /** Height in pixels of every surface. */
   height: number;
-  /** Pixel format of every surface (default `"BGRA"`). */
-  format?: PixelFormat;
+  /** Pixel format of every surface (default `"BGRA"`; `"NV12"`, `"I420"`, `"GRAY8"` are aliases). */
+  format?: PixelFormat | PixelFormatAlias;
   /** The most surfaces the pool allocates (default 8). */
   maxSurfaces?: number;
   /** Refuse a geometry larger than this many bytes per surface (default 1 GiB). */

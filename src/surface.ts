@@ -13,6 +13,7 @@ import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
   type PixelFormat,
+  type PixelFormatAlias,
   planeByteLength,
   type PlaneGeometry,
   type SurfaceGeometry,
@@ -25,8 +26,8 @@ export interface SurfaceOptions {
   width: number;
   /** Height in pixels (1 to 32768; even for 4:2:0 formats). */
   height: number;
-  /** Pixel format; `"BGRA"` if omitted. */
-  format?: PixelFormat;
+  /** Pixel format; `"BGRA"` if omitted. `"NV12"`, `"I420"` and `"GRAY8"` are accepted as aliases of `"420v"`, `"y420"` and `"L008"`. */
+  format?: PixelFormat | PixelFormatAlias;
   /** Refuse surfaces larger than this many bytes (default 1 GiB). */
   maxBytes?: number;
 }
