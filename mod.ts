@@ -30,9 +30,10 @@
 import "./src/check_runtime.ts";
 
 export { Surface } from "./src/surface.ts";
-export type { LockOptions, SurfaceOptions } from "./src/surface.ts";
+export type { LockOptions, SurfaceOptions, UnsafeSurfaceHandle } from "./src/surface.ts";
 export { SurfacePool } from "./src/pool.ts";
 export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src/pool.ts";
+export { ACQUIRE_STALL_WARNING_MS } from "./src/pool.ts";
 export { Channel, connect, Frame, listen, Listener } from "./src/channel.ts";
 export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/channel.ts";
 export {

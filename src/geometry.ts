@@ -150,7 +150,9 @@ export function computeGeometry(
   const format = canonicalFormat(requestedFormat);
   if (format === undefined) {
     throw new TypeError(
-      `unknown pixel format ${JSON.stringify(requestedFormat)}; use one of ${PIXEL_FORMATS.join(", ")} ` +
+      `unknown pixel format ${JSON.stringify(requestedFormat)}; use one of ${
+        PIXEL_FORMATS.join(", ")
+      } ` +
         `(or the aliases ${Object.keys(PIXEL_FORMAT_ALIASES).join(", ")})`,
     );
   }
