@@ -23,6 +23,18 @@ import type { SurfaceGeometry } from "./geometry.ts";
 import type { WireHeader } from "./wire.ts";
 
 /**
+ * The native handle under a surface, for other native code (GStreamer, a
+ * video encoder, a GPU API) — see {@link Surface.unsafeHandle} for the
+ * ownership rules.
+ *
+ * - Linux: `{ kind: "memfd", fd }`, a descriptor of the sealed memfd.
+ * - macOS: `{ kind: "IOSurfaceRef", pointer }`, the `IOSurfaceRef`.
+ */
+export type UnsafeSurfaceHandle =
+  | { readonly kind: "memfd"; readonly fd: number }
+  | { readonly kind: "IOSurfaceRef"; readonly pointer: Deno.PointerObject };
+
+/**
  * One holder's reference to a surface's memory: a created surface (the
  * memfd / IOSurface itself) or a received one (a held fd / a looked-up
  * IOSurface). Releasing it never affects other holders.
@@ -53,6 +65,8 @@ export interface SurfaceBacking {
    * `IOSurfaceCreateMachPort` on macOS. The caller owns it.
    */
   exportHandle(): number;
+  /** The native handle (borrowed, valid until release): see `Surface.unsafeHandle`. */
+  unsafeHandle(): UnsafeSurfaceHandle;
   /** Gives this holder's reference up. Idempotent. */
   release(): void;
   /**

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { customInspect } from "./inspect.ts";
 import type { BackendConnection, BackendListener, ConnectionLimits } from "./backend.ts";
 import {
   ClosedError,
@@ -173,6 +174,22 @@ export class Frame {
   [Symbol.dispose](): void {
     this.close();
   }
+
+  /** What `console.log` and `Deno.inspect` show: sequence, age, metadata, the surface. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const state = {
+      sequence: this.sequence,
+      timestamp: this.timestamp,
+      ageMicros: clockNow() - this.timestamp,
+      meta: this.meta,
+      closed: this.surface.closed,
+      surface: this.surface,
+    };
+    return `Frame ${inspect(state, options)}`;
+  }
 }
 
 /**
@@ -265,7 +282,12 @@ export class Channel {
           "receive",
           options.timeout,
         );
-        const surface = new Surface(received.surface, () => received.surface.release());
+        const surface = new Surface(
+          received.surface,
+          () => received.surface.release(),
+          true,
+          "received",
+        );
         try {
           const meta = decodeMeta(received.header.metaKind, received.meta);
           return new Frame(
@@ -314,6 +336,16 @@ export class Channel {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** What `console.log` and `Deno.inspect` show: the peer's credentials, frames sent, state. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const { pid, uid, gid } = this.#connection.peer;
+    const state = { peer: { pid, uid, gid }, sent: Number(this.#sequence), closed: this.#closed };
+    return `Channel ${inspect(state, options)}`;
   }
 }
 
@@ -383,6 +415,14 @@ export class Listener {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** What `console.log` and `Deno.inspect` show: the address, whether it is closed. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    return `Listener ${inspect({ address: this.address, closed: this.#closed }, options)}`;
   }
 }
 

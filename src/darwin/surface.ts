@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { SurfaceBacking } from "../backend.ts";
+import type { SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { LockStateError, ProtocolError } from "../errors.ts";
 import {
@@ -179,6 +179,10 @@ abstract class IOSurfaceHolder implements SurfaceBacking {
   /** The retained `IOSurfaceRef` (valid until release). */
   get surfaceRef(): Deno.PointerObject {
     return this.open().surface;
+  }
+
+  unsafeHandle(): UnsafeSurfaceHandle {
+    return { kind: "IOSurfaceRef", pointer: this.open().surface };
   }
 
   lock(readOnly: boolean): void {
