@@ -12,8 +12,9 @@ import { MachError } from "../errors.ts";
 import { connectMach, MachListener } from "./channel.ts";
 import { lookUp, machError, serviceName } from "./mach.ts";
 import { DARWIN } from "./structs.ts";
+import type { PixelBuffer } from "./pixel_buffer.ts";
 import { type DarwinNative, loadRealDarwinNative, realDarwinNative } from "./native.ts";
-import { CreatedIOSurface } from "./surface.ts";
+import { CreatedIOSurface, surfaceBackingOfPixelBuffer } from "./surface.ts";
 
 /** The macOS backend over one task's native calls. */
 export class DarwinBackend implements Backend {
@@ -43,6 +44,9 @@ export class DarwinBackend implements Backend {
 
   allocateSurface: Backend["allocateSurface"] = (geometry) =>
     CreatedIOSurface.allocate(this.#resolve(), geometry);
+
+  adoptPixelBuffer: NonNullable<Backend["adoptPixelBuffer"]> = (pixelBuffer) =>
+    surfaceBackingOfPixelBuffer(pixelBuffer as PixelBuffer);
 
   listen: Backend["listen"] = (name, allowPeer, limits) =>
     new MachListener(this.#resolve(), name, allowPeer, limits);
