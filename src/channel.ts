@@ -70,7 +70,11 @@ export interface WaitOptions {
 
 /** Options of {@link Channel.send}. */
 export interface SendOptions extends WaitOptions {
-  /** The frame's timestamp in microseconds since the Unix epoch (default: `nowMicros()`). */
+  /**
+   * The frame's timestamp in microseconds since the Unix epoch (default:
+   * `nowMicros()`, `CLOCK_REALTIME` on Linux), e.g. a capture time; within
+   * ±(2^53−1), fractions truncated.
+   */
   timestamp?: number;
 }
 
@@ -146,9 +150,12 @@ function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => b
 export class Frame {
   /** The received surface: the very memory the sender wrote, not a copy. */
   readonly surface: Surface;
-  /** The metadata as sent: a `Uint8Array`, a parsed JSON value, or `undefined`. */
+  /** The metadata as sent: a `Uint8Array` (an empty one too), a parsed JSON value, or `undefined`. */
   readonly meta: unknown;
-  /** The sender's sequence number on this channel (0, 1, 2, ...). */
+  /**
+   * The sender's sequence number on this channel (0, 1, 2, ...): numbered at
+   * `send()`, so a gap means the sender's send failed (timed out, aborted).
+   */
   readonly sequence: number;
   /**
    * When the sender sent it, in microseconds since the Unix epoch (unless it
@@ -214,6 +221,15 @@ export class Channel {
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
       const deadline = deadlineOf("send", options.timeout);
       throwIfAborted(options.signal);
+      const timestamp = options.timestamp ?? clockNow();
+      if (typeof timestamp !== "number") {
+        throw new TypeError(`send: timestamp must be a number, got ${typeof timestamp}`);
+      }
+      if (!(Math.abs(Math.trunc(timestamp)) <= Number.MAX_SAFE_INTEGER)) {
+        throw new RangeError(
+          `send: timestamp ${timestamp} is not a finite number within ±(2^53-1)`,
+        );
+      }
       const encoded = encodeMeta(meta);
       if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
         throw new RangeError(
@@ -227,8 +243,8 @@ export class Channel {
         backing.geometry,
         encoded.kind,
         encoded.bytes.length,
-        this.#sequence++,
-        options.timestamp ?? clockNow(),
+        this.#sequence++, // taken now: a send that then fails leaves a gap (docs/protocol.md)
+        timestamp,
       );
       message.set(encoded.bytes, HEADER_SIZE);
       // The handle is taken now, so the surface may be closed while the send waits its turn.
