@@ -11,6 +11,7 @@ import {
   ClosedError,
   PeerClosedError,
   type PeerCredentials,
+  SystemCallError,
   throwIfAborted,
   TimeoutError,
 } from "./errors.ts";
@@ -351,7 +352,9 @@ export class Listener {
   /**
    * Waits for the next peer that passes the `allowPeer` check (refused ones
    * are disconnected and skipped). Rejects with `ClosedError` once the
-   * listener is closed.
+   * listener is closed. When this process is out of descriptors, hangs up on
+   * the waiting client and rejects with `SystemCallError` (`EMFILE` or
+   * `ENFILE`); the listener stays usable (see `docs/errors.md`).
    */
   async accept(options: WaitOptions = {}): Promise<Channel> {
     if (this.#closed) throw new ClosedError("listener", "accept");
@@ -374,13 +377,22 @@ export class Listener {
     }
   }
 
-  /** Yields each accepted channel until the listener is closed. */
+  /**
+   * Yields each accepted channel until the listener is closed. A client
+   * refused because this process is out of descriptors (`accept()` rejects
+   * with `SystemCallError` `EMFILE` / `ENFILE`) is skipped: the iteration
+   * keeps serving, pausing 10 ms after each such refusal.
+   */
   async *[Symbol.asyncIterator](): AsyncGenerator<Channel, void, undefined> {
     for (;;) {
       try {
         yield await this.accept();
       } catch (error) {
         if (error instanceof ClosedError && this.#closed) return;
+        if (error instanceof SystemCallError && (error.errno === 24 || error.errno === 23)) {
+          await new Promise((resolve) => setTimeout(resolve, 10)); // EMFILE, ENFILE: try again
+          continue;
+        }
         throw error;
       }
     }
