@@ -270,6 +270,10 @@ export class Publisher<M = unknown> {
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
       const deadline = deadlineOf("send", options.timeout);
       throwIfAborted(options.signal);
+      const timestamp = options.timestamp ?? clockNow();
+      if (typeof timestamp !== "number" || !(Math.abs(Math.trunc(timestamp)) <= 2 ** 53 - 1)) {
+        throw new RangeError(`send: timestamp ${timestamp} is not a number within ±(2^53-1)`);
+      }
       const encoded = encodeMeta(meta as Meta);
       if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
         throw new RangeError(
@@ -284,7 +288,7 @@ export class Publisher<M = unknown> {
         encoded.kind,
         encoded.bytes.length,
         this.#sequence++,
-        options.timestamp ?? clockNow(),
+        timestamp,
       );
       message.set(encoded.bytes, HEADER_SIZE);
       const b = backend();
