@@ -8,7 +8,6 @@
 import { customInspect } from "./inspect.ts";
 import type { SurfaceBacking, UnsafeSurfaceHandle } from "./backend.ts";
 import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
-import { surfaceBackingOfPixelBuffer } from "./darwin/surface.ts";
 import { ClosedError, LockStateError, UnsupportedError } from "./errors.ts";
 import {
   computeGeometry,
@@ -191,13 +190,21 @@ export class Surface {
   /**
    * macOS only: a surface over the IOSurface behind `pixelBuffer` (made by
    * `PixelBuffer.create`, or by VideoToolbox, AVFoundation...), to send it
-   * over a channel. It takes its own reference to the IOSurface: closing
-   * either object leaves the other usable. Throws `TypeError` for a pixel
+   * over a channel. It takes its own reference to the IOSurface and one use
+   * of it (`IOSurfaceIncrementUseCount`), so closing either object leaves the
+   * other usable and a `CVPixelBufferPool` does not recycle the surface while
+   * this one is open. Throws `TypeError` for a pixel
    * buffer that is not IOSurface-backed or whose layout surfaceport cannot
    * describe.
    */
   static fromPixelBuffer(pixelBuffer: PixelBuffer): Surface {
-    const backing = surfaceBackingOfPixelBuffer(pixelBuffer);
+    const platform = backend();
+    if (!platform.adoptPixelBuffer) {
+      throw new UnsupportedError(
+        `Surface.fromPixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+      );
+    }
+    const backing = platform.adoptPixelBuffer(pixelBuffer);
     return new Surface(backing, () => backing.release());
   }
 
@@ -215,7 +222,7 @@ export class Surface {
         `Surface.pixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
       );
     }
-    return backing.pixelBuffer();
+    return backing.pixelBuffer() as PixelBuffer;
   }
 
   /** Width in pixels. */
@@ -233,7 +240,7 @@ export class Surface {
     return this.#backing.geometry.format;
   }
 
-  /** The planes' layouts, in memory order (one for BGRA, two for NV12, three for I420). */
+  /** The planes' layouts in index order: Y, then CbCr (NV12) or Cb and Cr (I420); one for BGRA. */
   get planes(): readonly PlaneGeometry[] {
     return this.#backing.geometry.planes;
   }
