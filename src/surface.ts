@@ -240,7 +240,7 @@ export class Surface {
     return this.#backing.geometry.format;
   }
 
-  /** The planes' layouts, in memory order (one for BGRA, two for NV12, three for I420). */
+  /** The planes' layouts in index order: Y, then CbCr (NV12) or Cb and Cr (I420); one for BGRA. */
   get planes(): readonly PlaneGeometry[] {
     return this.#backing.geometry.planes;
   }
@@ -315,7 +315,7 @@ export class Surface {
    * be padded past `width * bytesPerElement`). Detached when the memory is
    * unmapped; see the class documentation for views kept past {@link close}.
    */
-  bytes(plane = 0): Uint8Array {
+  bytes(plane = 0): Uint8Array<ArrayBuffer> {
     this.#assertOpen("bytes");
     const planes = this.#backing.geometry.planes;
     if (!Number.isInteger(plane) || plane < 0 || plane >= planes.length) {
