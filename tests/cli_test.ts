@@ -356,3 +356,50 @@ Deno.test({
     assert.ok(white + black >= 310, `bottom row is black and white: ${white} + ${black}`);
   },
 });
+
+function hasScript(): boolean {
+  try {
+    return new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "cli watch: on a terminal the block is redrawn in place (util-linux script as the terminal)",
+  ignore: !linux || !hasScript(),
+  async fn() {
+    const name = uniqueName("cli-tty");
+    await using _card = await testcard(name, "--width", "64", "--height", "32", "--fps", "60");
+    const command = [
+      Deno.execPath(),
+      ...CLI_FLAGS,
+      CLI,
+      "watch",
+      name,
+      "--interval",
+      "100",
+      "--frames",
+      "40",
+    ]
+      .map((word) => `'${word}'`).join(" ");
+    const child = new Deno.Command("script", {
+      args: ["-qec", command, "/dev/null"],
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
+    const { code, stdout } = await child.output();
+    clearTimeout(timer);
+    const out = new TextDecoder().decode(stdout);
+    assert.equal(code, 0, out);
+    assert.match(out, /\x1b\[7A/, "moves the cursor up over the previous block");
+    assert.match(out, /\x1b\[2K {2}format {4}BGRA 64x32/);
+    assert.match(out, /\x1b\[2K {2}latency {3}p50 [\d.]+ ms {3}p99 [\d.]+ ms/);
+    assert.match(out, /stopped after 40 frames/);
+    assert.doesNotMatch(out, /^watching /m, "no plain-lines header on a terminal");
+  },
+});
