@@ -394,11 +394,12 @@ Deno.test({
     const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
     const { code, stdout } = await child.output();
     clearTimeout(timer);
-    const out = new TextDecoder().decode(stdout);
+    // Escape sequences shown as "ESC" so the patterns need no control characters.
+    const out = new TextDecoder().decode(stdout).replaceAll("\x1b", "ESC");
     assert.equal(code, 0, out);
-    assert.match(out, /\x1b\[7A/, "moves the cursor up over the previous block");
-    assert.match(out, /\x1b\[2K {2}format {4}BGRA 64x32/);
-    assert.match(out, /\x1b\[2K {2}latency {3}p50 [\d.]+ ms {3}p99 [\d.]+ ms/);
+    assert.match(out, /ESC\[7A/, "moves the cursor up over the previous block");
+    assert.match(out, /ESC\[2K {2}format {4}BGRA 64x32/);
+    assert.match(out, /ESC\[2K {2}latency {3}p50 [\d.]+ ms {3}p99 [\d.]+ ms/);
     assert.match(out, /stopped after 40 frames/);
     assert.doesNotMatch(out, /^watching /m, "no plain-lines header on a terminal");
   },
