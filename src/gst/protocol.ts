@@ -229,7 +229,7 @@ export function decodeVideoMeta(meta: GstSerializedMeta): GstVideoMetaRecord | u
   if (bytes.length < 20) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const planes = view.getUint32(16, true);
-  if (planes < 1 || planes > 4 || bytes.length < 20 + planes * 16 + 16 + planes * 4) {
+  if (planes < 1 || planes > 4 || bytes.length < 36 + planes * 16) {
     return undefined;
   }
   const offsets: number[] = [];
