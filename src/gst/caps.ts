@@ -32,7 +32,7 @@ export interface GstVideoCaps {
   readonly width: number;
   /** Height in pixels. */
   readonly height: number;
-  /** The colorimetry field, if present (e.g. `"bt709"`, `"1:4:0:0"`). */
+  /** The colorimetry (e.g. `"bt709"`, `"1:4:0:0"`); GStreamer's default for the size if absent. */
   readonly colorimetry: string | undefined;
   /** The framerate as `[numerator, denominator]`, if present. */
   readonly framerate: readonly [number, number] | undefined;
@@ -107,7 +107,16 @@ export function parseVideoCaps(caps: string): GstVideoCaps {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
     throw new GstProtocolError("BAD_CAPS", `caps without a fixed width and height: ${caps}`);
   }
-  const colorimetry = fields.get("colorimetry");
+  const gstFormatName = fields.get("format") ?? "";
+  // Absent colorimetry means GStreamer's default: BT.709 from 720 lines up, BT.601 below, sRGB for RGB.
+  const colorimetry = fields.get("colorimetry") ??
+    (gstFormatName === "BGRA" || gstFormatName === "RGBA"
+      ? "sRGB"
+      : gstFormatName === "GRAY8"
+      ? undefined
+      : height >= 720
+      ? "bt709"
+      : "bt601");
   let format: PixelFormat;
   switch (gstFormat) {
     case "BGRA":

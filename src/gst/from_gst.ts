@@ -106,6 +106,7 @@ export class GstSourceBridge {
   #inotify = -1;
   #releaseLoopRunning = false;
   #caps: GstVideoCaps | undefined;
+  #capsError: Error | undefined;
   #closed = false;
   #stats: FromGstStats = {
     received: 0,
@@ -173,7 +174,15 @@ export class GstSourceBridge {
         }
         if (message.type === "eos") return;
         if (message.type === "caps") {
-          this.#caps = parseVideoCaps(message.caps);
+          // A client that connects before negotiation gets "NULL"; unusable caps only matter
+          // once a buffer comes under them.
+          this.#caps = undefined;
+          this.#capsError = undefined;
+          try {
+            this.#caps = parseVideoCaps(message.caps);
+          } catch (error) {
+            this.#capsError = error as Error;
+          }
           continue;
         }
         if (message.type !== "new-buffer") continue;
@@ -202,7 +211,7 @@ export class GstSourceBridge {
     let adopted = false;
     try {
       if (!this.#caps) {
-        throw new GstProtocolError("BAD_CAPS", "NEW_BUFFER before any CAPS");
+        throw this.#capsError ?? new GstProtocolError("BAD_CAPS", "NEW_BUFFER before any CAPS");
       }
       if (buffer.memoryType !== "memfd" || buffer.memories.length !== 1) {
         throw new UnsupportedError(

@@ -43,7 +43,7 @@ function videoMetaPayload(
   strides: number[],
 ) {
   const n = offsets.length;
-  const bytes = new Uint8Array(20 + n * 16 + 16 + n * 4);
+  const bytes = new Uint8Array(36 + n * 16);
   const view = new DataView(bytes.buffer);
   view.setInt32(4, format, true);
   view.setUint32(8, width, true);
