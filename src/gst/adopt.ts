@@ -14,7 +14,7 @@
  */
 
 import { ProtocolError } from "../errors.ts";
-import { type SurfaceGeometry, validateGeometry } from "../geometry.ts";
+import { DEFAULT_MAX_SURFACE_BYTES, type SurfaceGeometry, validateGeometry } from "../geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
 import { LINUX } from "../linux/structs.ts";
 import { MappingCache } from "../linux/surface.ts";
@@ -38,18 +38,22 @@ export class ForeignMemfdAdopter {
   readonly #cache: MappingCache;
   #closed = false;
 
-  /** An adopter keeping up to `mappingCacheSize` distinct memfds mapped for reuse. */
-  constructor(mappingCacheSize = 16) {
-    this.#cache = new MappingCache(mappingCacheSize);
+  /**
+   * An adopter keeping up to `mappingCacheSize` distinct memfds mapped for
+   * reuse, refusing memfds over `maxSurfaceBytes` (default 1 GiB).
+   */
+  constructor(mappingCacheSize = 16, maxSurfaceBytes = DEFAULT_MAX_SURFACE_BYTES) {
+    this.#cache = new MappingCache(mappingCacheSize, { maxSurfaceBytes });
   }
 
   /**
-   * Seals `fd` against growing, checks it like a received surface (a memfd,
-   * shrink and grow sealed, not write sealed, exactly `geometry.allocSize`
-   * bytes, a sound geometry) and returns a surface that owns `fd`: closing
-   * the surface closes it. Throws `ProtocolError` (`BAD_GEOMETRY`,
-   * `NOT_SHARED_MEMORY`, `UNSEALED`, `SIZE_MISMATCH`); the caller still owns
-   * `fd` then.
+   * Seals `fd` against growing, checks it exactly like a received surface
+   * (`verifyMemfd` in `src/linux/verify.ts`: seals, then the now final
+   * size, access mode and filesystem; a sound geometry) and returns a
+   * surface that owns `fd`: closing the surface closes it. Throws
+   * `ProtocolError` naming the failed check (`BAD_GEOMETRY`,
+   * `NOT_SHARED_MEMORY`, `UNSEALED`, `WRITE_SEALED`, `SIZE_MISMATCH`,
+   * `BAD_ACCESS`, ...); the caller still owns `fd` then.
    */
   adopt(fd: number, geometry: SurfaceGeometry): Surface {
     if (this.#closed) throw new Error("ForeignMemfdAdopter used after close");

@@ -29,7 +29,7 @@ import { waitReady } from "../linux/poller.ts";
 import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface.ts";
-import { ForeignMemfdAdopter } from "./adopt.ts";
+import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
 import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
 import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
@@ -225,6 +225,7 @@ export class GstSourceBridge {
         return undefined;
       }
       const fd = fds[0];
+      sealForSharing(fd); // first: with shrink and grow sealed, the size read next is final
       const fileSize = Number(fstatx(fd).size);
       const memory = buffer.memories[0];
       const geometry = geometryOfGstBuffer(
