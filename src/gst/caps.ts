@@ -328,7 +328,11 @@ export function geometryOfGstBuffer(
       );
     }
   }
-  if (memoryOffset + memorySize > fileSize) {
+  if (
+    !Number.isSafeInteger(fileSize) || fileSize <= 0 ||
+    !Number.isSafeInteger(memoryOffset + memorySize) ||
+    memoryOffset + memorySize > fileSize
+  ) {
     throw new GstProtocolError(
       "BAD_META",
       `memory (offset ${memoryOffset}, ${memorySize} bytes) overruns its ${fileSize}-byte file`,
