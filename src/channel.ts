@@ -6,11 +6,13 @@
  * @module
  */
 
+import { customInspect } from "./inspect.ts";
 import type { BackendConnection, BackendListener, ConnectionLimits } from "./backend.ts";
 import {
   ClosedError,
   PeerClosedError,
   type PeerCredentials,
+  SystemCallError,
   throwIfAborted,
   TimeoutError,
 } from "./errors.ts";
@@ -70,7 +72,11 @@ export interface WaitOptions {
 
 /** Options of {@link Channel.send}. */
 export interface SendOptions extends WaitOptions {
-  /** The frame's timestamp in microseconds since the Unix epoch (default: `nowMicros()`). */
+  /**
+   * The frame's timestamp in microseconds since the Unix epoch (default:
+   * `nowMicros()`, `CLOCK_REALTIME` on Linux), e.g. a capture time; within
+   * ±(2^53−1), fractions truncated.
+   */
   timestamp?: number;
 }
 
@@ -146,9 +152,12 @@ function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => b
 export class Frame {
   /** The received surface: the very memory the sender wrote, not a copy. */
   readonly surface: Surface;
-  /** The metadata as sent: a `Uint8Array`, a parsed JSON value, or `undefined`. */
+  /** The metadata as sent: a `Uint8Array` (an empty one too), a parsed JSON value, or `undefined`. */
   readonly meta: unknown;
-  /** The sender's sequence number on this channel (0, 1, 2, ...). */
+  /**
+   * The sender's sequence number on this channel (0, 1, 2, ...): numbered at
+   * `send()`, so a gap means the sender's send failed (timed out, aborted).
+   */
   readonly sequence: number;
   /**
    * When the sender sent it, in microseconds since the Unix epoch (unless it
@@ -172,6 +181,22 @@ export class Frame {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** What `console.log` and `Deno.inspect` show: sequence, age, metadata, the surface. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const state = {
+      sequence: this.sequence,
+      timestamp: this.timestamp,
+      ageMicros: clockNow() - this.timestamp,
+      meta: this.meta,
+      closed: this.surface.closed,
+      surface: this.surface,
+    };
+    return `Frame ${inspect(state, options)}`;
   }
 }
 
@@ -214,6 +239,15 @@ export class Channel {
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
       const deadline = deadlineOf("send", options.timeout);
       throwIfAborted(options.signal);
+      const timestamp = options.timestamp ?? clockNow();
+      if (typeof timestamp !== "number") {
+        throw new TypeError(`send: timestamp must be a number, got ${typeof timestamp}`);
+      }
+      if (!(Math.abs(Math.trunc(timestamp)) <= Number.MAX_SAFE_INTEGER)) {
+        throw new RangeError(
+          `send: timestamp ${timestamp} is not a finite number within ±(2^53-1)`,
+        );
+      }
       const encoded = encodeMeta(meta);
       if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
         throw new RangeError(
@@ -227,8 +261,8 @@ export class Channel {
         backing.geometry,
         encoded.kind,
         encoded.bytes.length,
-        this.#sequence++,
-        options.timestamp ?? clockNow(),
+        this.#sequence++, // taken now: a send that then fails leaves a gap (docs/protocol.md)
+        timestamp,
       );
       message.set(encoded.bytes, HEADER_SIZE);
       // The handle is taken now, so the surface may be closed while the send waits its turn.
@@ -265,7 +299,12 @@ export class Channel {
           "receive",
           options.timeout,
         );
-        const surface = new Surface(received.surface, () => received.surface.release());
+        const surface = new Surface(
+          received.surface,
+          () => received.surface.release(),
+          true,
+          "received",
+        );
         try {
           const meta = decodeMeta(received.header.metaKind, received.meta);
           return new Frame(
@@ -315,6 +354,16 @@ export class Channel {
   [Symbol.dispose](): void {
     this.close();
   }
+
+  /** What `console.log` and `Deno.inspect` show: the peer's credentials, frames sent, state. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const { pid, uid, gid } = this.#connection.peer;
+    const state = { peer: { pid, uid, gid }, sent: Number(this.#sequence), closed: this.#closed };
+    return `Channel ${inspect(state, options)}`;
+  }
 }
 
 /** A bound name that peers connect to. */
@@ -327,7 +376,10 @@ export class Listener {
     this.#listener = listener;
   }
 
-  /** The bound address: `@surfaceport/NAME` (abstract) or the socket path. */
+  /**
+   * The bound address: on Linux `@surfaceport/NAME` (the abstract socket) or
+   * the socket path; on macOS `surfaceport.NAME` (the bootstrap service name).
+   */
   get address(): string {
     return this.#listener.address;
   }
@@ -335,7 +387,9 @@ export class Listener {
   /**
    * Waits for the next peer that passes the `allowPeer` check (refused ones
    * are disconnected and skipped). Rejects with `ClosedError` once the
-   * listener is closed.
+   * listener is closed. When this process is out of descriptors, hangs up on
+   * the waiting client and rejects with `SystemCallError` (`EMFILE` or
+   * `ENFILE`); the listener stays usable (see `docs/errors.md`).
    */
   async accept(options: WaitOptions = {}): Promise<Channel> {
     if (this.#closed) throw new ClosedError("listener", "accept");
@@ -358,13 +412,22 @@ export class Listener {
     }
   }
 
-  /** Yields each accepted channel until the listener is closed. */
+  /**
+   * Yields each accepted channel until the listener is closed. A client
+   * refused because this process is out of descriptors (`accept()` rejects
+   * with `SystemCallError` `EMFILE` / `ENFILE`) is skipped: the iteration
+   * keeps serving, pausing 10 ms after each such refusal.
+   */
   async *[Symbol.asyncIterator](): AsyncGenerator<Channel, void, undefined> {
     for (;;) {
       try {
         yield await this.accept();
       } catch (error) {
         if (error instanceof ClosedError && this.#closed) return;
+        if (error instanceof SystemCallError && (error.errno === 24 || error.errno === 23)) {
+          await new Promise((resolve) => setTimeout(resolve, 10)); // EMFILE, ENFILE: try again
+          continue;
+        }
         throw error;
       }
     }
@@ -381,13 +444,27 @@ export class Listener {
   [Symbol.dispose](): void {
     this.close();
   }
+
+  /** What `console.log` and `Deno.inspect` show: the address, whether it is closed. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    return `Listener ${inspect({ address: this.address, closed: this.#closed }, options)}`;
+  }
 }
 
 /**
  * Binds `name` and returns a {@link Listener} (bound when this returns). On
  * Linux a name without `/` is the abstract socket `"\0surfaceport/" + name`;
  * a name with `/` is a filesystem socket path, created mode 0600 and removed
- * on close. On macOS the name is registered with the bootstrap server.
+ * on close. On macOS the name is checked in with the bootstrap server as
+ * `surfaceport.NAME` (at most 127 UTF-8 bytes). Bootstrap names are
+ * predictable: another process of the same user can claim a name first, and
+ * `allowPeer` (same uid by default), checked by both sides against the
+ * kernel's audit trailer, admits it — it tells you who a peer runs as, not
+ * that it is the program you meant. A name closed a moment ago may still be
+ * held by launchd; `listen` retries it briefly (up to 250 ms, blocking).
  */
 export function listen(name: string, options: ChannelOptions = {}): Listener {
   const limits = resolveLimits(options);

@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { ReleaseWatcher, SurfaceBacking } from "../backend.ts";
+import type { ReleaseWatcher, SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
 import { TimeoutError } from "../errors.ts";
 import type { SurfaceGeometry } from "../geometry.ts";
 import {
@@ -199,6 +199,10 @@ export class MemfdSurface implements SurfaceBacking {
   /** The memfd (owned here; valid until release). */
   get fd(): number {
     return this.#resources?.fd ?? -1;
+  }
+
+  unsafeHandle(): UnsafeSurfaceHandle {
+    return { kind: "memfd", fd: this.#open().fd };
   }
 
   lock(_readOnly: boolean): void {
@@ -460,6 +464,10 @@ export class ReceivedSurface implements SurfaceBacking {
 
   exportHandle(): number {
     return exportLockedHandle(reopen(this.#open().fd, LINUX.O_RDWR));
+  }
+
+  unsafeHandle(): UnsafeSurfaceHandle {
+    return { kind: "memfd", fd: this.#open().fd };
   }
 
   release(): void {
