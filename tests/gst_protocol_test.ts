@@ -261,11 +261,11 @@ Deno.test("gst caps: a buffer's geometry comes from its GstVideoMeta when presen
     format: 23,
     width: 322,
     height: 240,
-    offsets: [0, 81920],
+    offsets: [0, 92160],
     strides: [384, 384],
   };
-  const strided = geometryOfGstBuffer(caps, meta, 0, 81920 + 384 * 120, 81920 + 384 * 120);
-  assert.deepEqual(strided.planes.map((p) => [p.bytesPerRow, p.offset]), [[384, 0], [384, 81920]]);
+  const strided = geometryOfGstBuffer(caps, meta, 0, 92160 + 384 * 120, 92160 + 384 * 120);
+  assert.deepEqual(strided.planes.map((p) => [p.bytesPerRow, p.offset]), [[384, 0], [384, 92160]]);
   assert.throws(() => geometryOfGstBuffer(caps, undefined, 0, 1000, 1000), GstProtocolError);
   assert.throws(() => geometryOfGstBuffer(caps, undefined, 4096, 116640, 116640), GstProtocolError);
   assert.throws(

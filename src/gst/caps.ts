@@ -19,6 +19,7 @@ import {
   type PixelFormat,
   type PlaneGeometry,
   type SurfaceGeometry,
+  validateGeometry,
 } from "../geometry.ts";
 import { GST_VIDEO_FORMAT, GstProtocolError, type GstVideoMetaRecord } from "./protocol.ts";
 
@@ -338,13 +339,16 @@ export function geometryOfGstBuffer(
       `memory (offset ${memoryOffset}, ${memorySize} bytes) overruns its ${fileSize}-byte file`,
     );
   }
-  return {
+  const geometry = {
     width: caps.width,
     height: caps.height,
     format: caps.format,
     planes: absolute,
     allocSize: fileSize,
   };
+  const problem = validateGeometry(geometry);
+  if (problem) throw new GstProtocolError("BAD_META", problem);
+  return geometry;
 }
 
 /** True if `geometry`'s planes sit exactly where GStreamer's default layout puts them, from offset 0. */
