@@ -24,8 +24,8 @@ import {
   TimeoutError,
   UnsupportedError,
 } from "../errors.ts";
-import { closeQuietly, fstatx, libc, procFdPath } from "../linux/libc.ts";
-import { waitReady } from "../linux/poller.ts";
+import { check, closeQuietly, fstatx, libc, procFdPath } from "../linux/libc.ts";
+import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface.ts";
@@ -105,6 +105,8 @@ export class GstSourceBridge {
   readonly #releaseMessage = new Uint8Array(16);
   #inotify = -1;
   #releaseLoopRunning = false;
+  #wakeFd = -1;
+  #kick: (() => void) | undefined;
   #caps: GstVideoCaps | undefined;
   #capsError: Error | undefined;
   #closed = false;
@@ -121,7 +123,16 @@ export class GstSourceBridge {
     this.#connection = connection;
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
     this.#signal = options.signal;
-    this.#inotify = libc().inotify_init1(LINUX.IN_NONBLOCK | LINUX.IN_CLOEXEC);
+    this.#inotify = check(
+      "inotify_init1",
+      libc().inotify_init1(LINUX.IN_NONBLOCK | LINUX.IN_CLOEXEC),
+    );
+    try {
+      this.#wakeFd = newEventFd();
+    } catch (error) {
+      closeQuietly(this.#inotify);
+      throw error;
+    }
   }
 
   /**
@@ -198,6 +209,8 @@ export class GstSourceBridge {
           throw error;
         }
         this.#held.set(message.buffer.id, { id: message.buffer.id, surface });
+        this.#kick?.();
+        this.#kick = undefined;
         await this.#probe();
       }
     } finally {
@@ -235,13 +248,12 @@ export class GstSourceBridge {
         memory.size,
         fileSize,
       );
-      if (this.#inotify >= 0) {
-        libc().inotify_add_watch(
-          this.#inotify,
-          procFdPath(fd),
-          LINUX.IN_CLOSE_WRITE | LINUX.IN_CLOSE_NOWRITE,
-        );
-      }
+      // Best effort (e.g. the watch limit): without it, the REPROBE_MS re-probes still release.
+      libc().inotify_add_watch(
+        this.#inotify,
+        procFdPath(fd),
+        LINUX.IN_CLOSE_WRITE | LINUX.IN_CLOSE_NOWRITE,
+      );
       const surface = this.#adopter.adopt(fd, geometry);
       adopted = true;
       return surface;
@@ -278,22 +290,17 @@ export class GstSourceBridge {
     const scratch = new Uint8Array(4096);
     this.#releaseLoopRunning = true;
     try {
-      await this.#releaseLoopBody(scratch);
-    } finally {
-      this.#releaseLoopRunning = false;
-      closeQuietly(this.#inotify); // only closed here once the loop ran: no poll still watches it
-      this.#inotify = -1;
-    }
-  }
-
-  async #releaseLoopBody(scratch: Uint8Array): Promise<void> {
-    while (!this.#closed) {
-      if (this.#inotify >= 0 && this.#held.size > 0) {
+      while (!this.#closed) {
+        if (this.#held.size === 0) {
+          // Nothing to give back: sleep until run() holds a buffer or close().
+          await new Promise<void>((resolve) => this.#kick = resolve);
+          continue;
+        }
         try {
           await waitReady(
             this.#inotify,
             LINUX.POLLIN,
-            -1,
+            this.#wakeFd,
             "release",
             performance.now() + REPROBE_MS,
             undefined,
@@ -301,21 +308,27 @@ export class GstSourceBridge {
         } catch (error) {
           if (!(error instanceof TimeoutError)) throw error;
         }
-        while (
-          this.#inotify >= 0 && libc().read(this.#inotify, scratch, BigInt(scratch.length)) > 0
-        ) {
+        while (libc().read(this.#inotify, scratch, BigInt(scratch.length)) > 0) {
           // drain: which memfd it was does not matter, every held one is probed
         }
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, this.#held.size > 0 ? REPROBE_MS : 20));
+        if (this.#closed) break;
+        try {
+          await this.#probe();
+        } catch {
+          // the connection failed: run() sees it on its next receive
+        }
       }
-      if (this.#closed) break;
-      try {
-        await this.#probe();
-      } catch {
-        // the connection failed: run() sees it on its next receive
-      }
+    } finally {
+      this.#releaseLoopRunning = false;
+      this.#closeWatchFds(); // only here once the loop ran: no poll still watches them
     }
+  }
+
+  #closeWatchFds(): void {
+    closeQuietly(this.#inotify);
+    closeQuietly(this.#wakeFd);
+    this.#inotify = -1;
+    this.#wakeFd = -1;
   }
 
   /**
@@ -330,10 +343,12 @@ export class GstSourceBridge {
     for (const held of this.#held.values()) held.surface.close();
     this.#held.clear();
     this.#adopter.close();
-    // A running release loop closes the inotify fd when its wait ends (within REPROBE_MS).
-    if (!this.#releaseLoopRunning) {
-      closeQuietly(this.#inotify);
-      this.#inotify = -1;
+    if (this.#releaseLoopRunning) {
+      // Its poll sees the wake at once; the loop then closes the fds.
+      wake(this.#wakeFd);
+      this.#kick?.();
+    } else {
+      this.#closeWatchFds();
     }
   }
 
