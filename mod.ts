@@ -36,6 +36,13 @@ export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src
 export { ACQUIRE_STALL_WARNING_MS } from "./src/pool.ts";
 export { Channel, connect, Frame, listen, Listener } from "./src/channel.ts";
 export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/channel.ts";
+export { publish, Publisher } from "./src/publish.ts";
+export type { PublishOptions, SubscriberInfo } from "./src/publish.ts";
+export { subscribe, Subscription } from "./src/subscribe.ts";
+export type { SubscribeOptions, SubscriptionStats } from "./src/subscribe.ts";
+export type { DeliveryPolicy } from "./src/pubsub_wire.ts";
+export { list } from "./src/registry.ts";
+export type { EndpointInfo } from "./src/registry.ts";
 export {
   canonicalFormat,
   DEFAULT_MAX_SURFACE_BYTES,
