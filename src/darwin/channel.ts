@@ -49,20 +49,18 @@ import {
 import {
   allocateInbox,
   baseReturn,
-  checkIn,
   destroyReceived,
   drainAndDestroy,
   isBodyError,
-  lookUp,
   machError,
   MachPort,
   messageReturned,
   receiveFailure,
   reclaimReturnedMessage,
   sendWithRetry,
-  serviceName,
   type WaitOwner,
 } from "./mach.ts";
+import { checkIn, lookUp, serviceName } from "./bootstrap.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
 import { ReceivedIOSurface } from "./surface.ts";
