@@ -5,19 +5,22 @@
  * @module
  */
 
-import type { SurfaceBacking } from "./backend.ts";
+import { customInspect } from "./inspect.ts";
+import type { SurfaceBacking, UnsafeSurfaceHandle } from "./backend.ts";
 import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
-import { surfaceBackingOfPixelBuffer } from "./darwin/surface.ts";
 import { ClosedError, LockStateError, UnsupportedError } from "./errors.ts";
 import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
   type PixelFormat,
+  type PixelFormatAlias,
   planeByteLength,
   type PlaneGeometry,
   type SurfaceGeometry,
 } from "./geometry.ts";
 import { backend } from "./platform.ts";
+
+export type { UnsafeSurfaceHandle };
 
 /** Options of {@link Surface.create}. */
 export interface SurfaceOptions {
@@ -25,8 +28,8 @@ export interface SurfaceOptions {
   width: number;
   /** Height in pixels (1 to 32768; even for 4:2:0 formats). */
   height: number;
-  /** Pixel format; `"BGRA"` if omitted. */
-  format?: PixelFormat;
+  /** Pixel format; `"BGRA"` if omitted. `"NV12"`, `"I420"` and `"GRAY8"` are accepted as aliases of `"420v"`, `"y420"` and `"L008"`. */
+  format?: PixelFormat | PixelFormatAlias;
   /** Refuse surfaces larger than this many bytes (default 1 GiB). */
   maxBytes?: number;
 }
@@ -43,7 +46,57 @@ export interface LockOptions {
  */
 type ReleaseAction = () => void;
 
-const finalizer = new FinalizationRegistry<ReleaseAction>((release) => release());
+/**
+ * Where a surface came from, for the warning about surfaces dropped without
+ * `close()` and for a pool's account of who holds its surfaces.
+ * @ignore
+ */
+export type SurfaceOrigin = "created" | "pool" | "received";
+
+/** What the finaliser of a dropped surface needs: never the Surface itself. */
+interface Dropped {
+  release: ReleaseAction;
+  origin: SurfaceOrigin;
+  backing: SurfaceBacking;
+}
+
+let warnedAboutDrop = false;
+
+/**
+ * Frames and pooled surfaces hold a use of the producer's surface until
+ * closed. One dropped without `close()` keeps the producer's pool short until
+ * V8 happens to collect it — a stall that is hard to trace back, so it is
+ * named once per process (as Electron does for unreleased shared textures).
+ */
+const finalizer = new FinalizationRegistry<Dropped>((dropped) => {
+  dropped.release();
+  if (warnedAboutDrop) return;
+  warnedAboutDrop = true;
+  const { geometry, id } = dropped.backing;
+  const what = dropped.origin === "received"
+    ? "a received Frame"
+    : dropped.origin === "pool"
+    ? "a Surface from SurfacePool.acquire()"
+    : "a Surface";
+  console.warn(
+    `surfaceport: ${what} (${geometry.format} ${geometry.width}x${geometry.height}, id ${id}) ` +
+      "was garbage-collected without close(). Until then it kept the producer's surface in use, " +
+      "so its pool could not reuse it. Close every frame and pooled surface (or declare it with " +
+      "`using`). This warning is shown once.",
+  );
+});
+
+/**
+ * Surfaces received by this process and not yet closed, by id: lets a pool
+ * in this same process tell "held by a frame open here" from "held by
+ * another process".
+ */
+const openReceived = new Map<number, number>();
+
+/** Internal: how many frames received by this process show surface `id` and are open. */
+export function openReceivedCount(id: number): number {
+  return openReceived.get(id) ?? 0;
+}
 
 /** Each surface's backing, for the library's own modules (see {@link backingOf}). */
 const BACKING = new WeakMap<Surface, SurfaceBacking>();
@@ -81,21 +134,36 @@ export class Surface {
   #lockDepth = 0;
   #lockReadOnly = false;
 
+  #origin: SurfaceOrigin;
+
   /**
    * Internal: surfaces come from {@link Surface.create}, a pool or a channel.
    * @ignore
    */
-  constructor(backing: SurfaceBacking, release: ReleaseAction, finalize = true) {
+  constructor(
+    backing: SurfaceBacking,
+    release: ReleaseAction,
+    finalize = true,
+    origin: SurfaceOrigin = "created",
+  ) {
     this.#backing = backing;
+    this.#origin = origin;
     BACKING.set(this, backing);
     let done = false;
+    const id = backing.id;
+    if (origin === "received") openReceived.set(id, (openReceived.get(id) ?? 0) + 1);
     // Runs at most once whichever of close() and the finaliser comes first.
     this.#release = () => {
       if (done) return;
       done = true;
+      if (origin === "received") {
+        const left = (openReceived.get(id) ?? 1) - 1;
+        if (left > 0) openReceived.set(id, left);
+        else openReceived.delete(id);
+      }
       release();
     };
-    if (finalize) finalizer.register(this, this.#release, this);
+    if (finalize) finalizer.register(this, { release: this.#release, origin, backing }, this);
   }
 
   /**
@@ -122,13 +190,21 @@ export class Surface {
   /**
    * macOS only: a surface over the IOSurface behind `pixelBuffer` (made by
    * `PixelBuffer.create`, or by VideoToolbox, AVFoundation...), to send it
-   * over a channel. It takes its own reference to the IOSurface: closing
-   * either object leaves the other usable. Throws `TypeError` for a pixel
+   * over a channel. It takes its own reference to the IOSurface and one use
+   * of it (`IOSurfaceIncrementUseCount`), so closing either object leaves the
+   * other usable and a `CVPixelBufferPool` does not recycle the surface while
+   * this one is open. Throws `TypeError` for a pixel
    * buffer that is not IOSurface-backed or whose layout surfaceport cannot
    * describe.
    */
   static fromPixelBuffer(pixelBuffer: PixelBuffer): Surface {
-    const backing = surfaceBackingOfPixelBuffer(pixelBuffer);
+    const platform = backend();
+    if (!platform.adoptPixelBuffer) {
+      throw new UnsupportedError(
+        `Surface.fromPixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+      );
+    }
+    const backing = platform.adoptPixelBuffer(pixelBuffer);
     return new Surface(backing, () => backing.release());
   }
 
@@ -146,7 +222,7 @@ export class Surface {
         `Surface.pixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
       );
     }
-    return backing.pixelBuffer();
+    return backing.pixelBuffer() as PixelBuffer;
   }
 
   /** Width in pixels. */
@@ -192,6 +268,35 @@ export class Surface {
   /** True once {@link close} has run. */
   get closed(): boolean {
     return this.#release === undefined;
+  }
+
+  /**
+   * **Unsafe**: the native handle under this surface, for other native code
+   * (a GStreamer `GstFdMemory`, an encoder, a GPU import). On Linux
+   * `{ kind: "memfd", fd }`, on macOS `{ kind: "IOSurfaceRef", pointer }`.
+   *
+   * Ownership rules:
+   * - **Borrowed.** The handle belongs to surfaceport. Never `close()` the
+   *   fd or `CFRelease` the pointer yourself: surfaceport would later close
+   *   or release a number or reference that now means something else.
+   * - **Valid until this surface is closed** ({@link close}, `using`, the
+   *   frame's `close()`, or the finaliser of a dropped surface). Do not keep
+   *   it past that; read it again from an open surface instead.
+   * - **An owned copy**: on Linux `dup()` / `fcntl(fd, F_DUPFD_CLOEXEC)`
+   *   (then close your copy yourself); on macOS `CFRetain` (then
+   *   `CFRelease` it). A copy keeps the memory alive, not the frame: for a
+   *   received surface a Linux `dup` shares the descriptor's lock, so the
+   *   sender's pool does not reuse the surface while your copy is open; a
+   *   `CFRetain` does not count as a use on macOS. To hold a frame, keep
+   *   the surface open.
+   * - The memory layout is {@link planes}; the memfd is sealed against
+   *   resizing (never `ftruncate` it) and may be `mmap`ed `MAP_SHARED`.
+   *
+   * Throws `ClosedError` once the surface is closed.
+   */
+  get unsafeHandle(): UnsafeSurfaceHandle {
+    this.#assertOpen("unsafeHandle");
+    return this.#backing.unsafeHandle();
   }
 
   /**
@@ -277,6 +382,26 @@ export class Surface {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** What `console.log` and `Deno.inspect` show: format, size, id, where it came from, state. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const { format, width, height, allocSize } = this.#backing.geometry;
+    const state: Record<string, unknown> = {
+      format,
+      size: `${width}x${height}`,
+      id: this.#backing.id,
+      from: this.#origin === "created" ? "Surface.create" : this.#origin,
+      closed: this.closed,
+    };
+    if (!this.closed) {
+      state.inUse = this.#backing.inUseElsewhere();
+      state.allocSize = allocSize;
+    }
+    return `Surface ${inspect(state, options)}`;
   }
 
   #memory(): ArrayBuffer {

@@ -9,10 +9,12 @@ import { type Libc, libc } from "../../ffi/linux.ts";
 import { SystemCallError } from "../errors.ts";
 import {
   decodeFlockType,
+  decodeStatfsType,
   decodeStatx,
   encodeFlock,
   FLOCK_SIZE,
   LINUX,
+  STATFS_SIZE,
   type Statx,
   STATX_SIZE,
 } from "./structs.ts";
@@ -174,7 +176,7 @@ const statxBuffer = new Uint8Array(STATX_SIZE);
 const statxView = new DataView(statxBuffer.buffer);
 const emptyPath = new Uint8Array(1);
 
-/** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, inode, size and device of `fd`. */
+/** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, link count, inode, size and device of `fd`. */
 export function fstatx(fd: number): Statx {
   check(
     "statx",
@@ -182,9 +184,18 @@ export function fstatx(fd: number): Statx {
       fd,
       emptyPath,
       LINUX.AT_EMPTY_PATH,
-      LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_INO | LINUX.STATX_SIZE,
+      LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_NLINK | LINUX.STATX_INO |
+        LINUX.STATX_SIZE,
       statxBuffer,
     ),
   );
   return decodeStatx(statxView);
+}
+
+const statfsBuffer = new Uint8Array(STATFS_SIZE);
+
+/** `fstatfs(fd)`'s `f_type`: the magic number of the filesystem `fd` lives on. */
+export function fstatfsType(fd: number): number {
+  check("fstatfs", libc().fstatfs(fd, statfsBuffer));
+  return decodeStatfsType(new DataView(statfsBuffer.buffer));
 }

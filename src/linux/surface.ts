@@ -16,8 +16,8 @@
  * @module
  */
 
-import type { ReleaseWatcher, SurfaceBacking } from "../backend.ts";
-import { ProtocolError, TimeoutError } from "../errors.ts";
+import type { ReleaseWatcher, SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
+import { TimeoutError } from "../errors.ts";
 import type { SurfaceGeometry } from "../geometry.ts";
 import {
   check,
@@ -27,7 +27,6 @@ import {
   isLockedElsewhere,
   libc,
   procFdPath,
-  readErrno,
   reopen,
   systemError,
   trySetOfdLock,
@@ -35,6 +34,7 @@ import {
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { waitReady } from "./poller.ts";
 import { LINUX } from "./structs.ts";
+import { checkKnownMemfd, mapVerifiedMemfd, type MemfdLimits, verifyMemfd } from "./verify.ts";
 
 const MAP_FAILED = 0xffffffffffffffffn;
 const MEMFD_NAME = cString("surfaceport");
@@ -201,6 +201,10 @@ export class MemfdSurface implements SurfaceBacking {
     return this.#resources?.fd ?? -1;
   }
 
+  unsafeHandle(): UnsafeSurfaceHandle {
+    return { kind: "memfd", fd: this.#open().fd };
+  }
+
   lock(_readOnly: boolean): void {
     // Shared mappings are coherent between CPUs; nothing to do but keep the API of IOSurfaceLock.
   }
@@ -353,59 +357,6 @@ class SharedMapping {
 }
 
 /**
- * Identifies a received `fd`: a regular file of exactly the size the header
- * declares (so, once sealed, it can never be truncated under our mapping).
- * Returns its `(dev, ino)` key and inode. One `statx`.
- */
-function identifyReceivedFd(fd: number, geometry: SurfaceGeometry): { key: string; id: number } {
-  const stat = fstatx(fd);
-  if ((stat.mode & LINUX.S_IFMT) !== LINUX.S_IFREG) {
-    throw new ProtocolError(
-      "NOT_SHARED_MEMORY",
-      `received fd is not a regular file (mode 0o${stat.mode.toString(8)})`,
-    );
-  }
-  if (stat.size !== BigInt(geometry.allocSize)) {
-    throw new ProtocolError(
-      "SIZE_MISMATCH",
-      `received memfd has ${stat.size} bytes, header says ${geometry.allocSize}`,
-    );
-  }
-  return { key: `${stat.devMajor}:${stat.devMinor}:${stat.ino}`, id: Number(stat.ino) };
-}
-
-/**
- * Checks that a received `fd` is surface memory this side can map: a memfd
- * (only memfds answer `F_GET_SEALS` with grow/shrink seals), sealed against
- * shrinking and growing (so the sender cannot truncate it under our mapping
- * and kill us with SIGBUS), and not write-sealed (we map it writable). Seals
- * can only ever be added, so an inode that passed once passes for good: the
- * cache checks only inodes it has not mapped yet.
- */
-function checkSeals(fd: number): void {
-  const seals = libc().fcntl(fd, LINUX.F_GET_SEALS, 0);
-  if (seals < 0) {
-    throw new ProtocolError(
-      "NOT_SHARED_MEMORY",
-      `received fd is not a memfd (F_GET_SEALS: errno ${readErrno()})`,
-    );
-  }
-  const required = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
-  if ((seals & required) !== required) {
-    throw new ProtocolError(
-      "UNSEALED",
-      `received memfd is not sealed against shrink and grow (seals 0x${seals.toString(16)})`,
-    );
-  }
-  if (seals & (LINUX.F_SEAL_WRITE | 0x10 /* F_SEAL_FUTURE_WRITE */)) {
-    throw new ProtocolError(
-      "UNSEALED",
-      "received memfd is write-sealed; surfaces are mapped writable",
-    );
-  }
-}
-
-/**
  * The receiver's mapping cache, keyed by the memfd's `(st_dev, st_ino)`: a
  * surface that comes back (from a pool) is not mapped again. Least recently
  * used mappings beyond `capacity` are unmapped once no frame uses them.
@@ -414,10 +365,12 @@ function checkSeals(fd: number): void {
  */
 export class MappingCache {
   readonly #capacity: number;
+  readonly #limits: MemfdLimits;
   readonly #entries = new Map<string, SharedMapping>();
 
-  constructor(capacity: number) {
+  constructor(capacity: number, limits: MemfdLimits) {
     this.#capacity = capacity;
+    this.#limits = limits;
   }
 
   /** Number of cached mappings. */
@@ -429,20 +382,26 @@ export class MappingCache {
    * Validates the received `fd` for `geometry` and returns a backing that
    * owns it (as the hold that keeps the surface in use) plus a reference to
    * a mapping. On error the caller still owns `fd`.
+   *
+   * An inode not mapped yet gets every check of {@link verifyMemfd} (seals
+   * before size). A cached one passed them when it was mapped; its shrink
+   * and grow seals never go away, so the size in this `statx` is final and
+   * only it and the new descriptor's access mode are checked again.
    */
   import(fd: number, geometry: SurfaceGeometry): ReceivedSurface {
-    const { key, id } = identifyReceivedFd(fd, geometry);
+    const stat = fstatx(fd);
+    const key = `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
     let mapping = this.#entries.get(key);
     if (mapping) {
+      checkKnownMemfd(fd, stat, geometry);
       this.#entries.delete(key); // re-insert as most recently used
     } else {
-      checkSeals(fd);
-      const mapFd = reopen(fd, LINUX.O_RDWR);
-      try {
-        mapping = new SharedMapping(mapShared(mapFd, geometry.allocSize), geometry.allocSize, id);
-      } finally {
-        closeQuietly(mapFd);
-      }
+      const verified = verifyMemfd(fd, geometry, this.#limits);
+      mapping = new SharedMapping(
+        mapVerifiedMemfd(fd, verified.size),
+        verified.size,
+        verified.id,
+      );
     }
     const surface = new ReceivedSurface(geometry, fd, mapping); // takes a reference first
     this.#entries.set(key, mapping);
@@ -505,6 +464,10 @@ export class ReceivedSurface implements SurfaceBacking {
 
   exportHandle(): number {
     return exportLockedHandle(reopen(this.#open().fd, LINUX.O_RDWR));
+  }
+
+  unsafeHandle(): UnsafeSurfaceHandle {
+    return { kind: "memfd", fd: this.#open().fd };
   }
 
   release(): void {
