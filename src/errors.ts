@@ -229,3 +229,8 @@ export class LibraryLoadError extends SurfaceportError {
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
+
+/** True for the error Deno throws when a permission (here: `--allow-ffi`) was not granted. */
+export function isPermissionError(error: unknown): boolean {
+  return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
+}

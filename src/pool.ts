@@ -131,7 +131,11 @@ class EventLoopTurn {
  * ```
  */
 export class SurfacePool {
-  /** The layout every surface of this pool has. */
+  /**
+   * The layout the pool asks for. A backend may lay a surface out more
+   * generously (on macOS IOSurface may widen rows and move planes): a
+   * surface's own `planes` and `geometry` are what its views use.
+   */
   readonly geometry: SurfaceGeometry;
   /** The most surfaces this pool allocates. */
   readonly maxSurfaces: number;

@@ -315,7 +315,7 @@ export class Surface {
    * be padded past `width * bytesPerElement`). Detached when the memory is
    * unmapped; see the class documentation for views kept past {@link close}.
    */
-  bytes(plane = 0): Uint8Array {
+  bytes(plane = 0): Uint8Array<ArrayBuffer> {
     this.#assertOpen("bytes");
     const planes = this.#backing.geometry.planes;
     if (!Number.isInteger(plane) || plane < 0 || plane >= planes.length) {
