@@ -106,7 +106,8 @@ export type ProtocolErrorReason =
   | "BAD_ACCESS"
   | "NO_PERMISSION"
   | "HUGE_PAGES"
-  | "UNMAPPABLE";
+  | "UNMAPPABLE"
+  | "BAD_CONTROL";
 
 /**
  * A peer sent something that is not a valid surfaceport message. Every

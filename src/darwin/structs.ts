@@ -379,6 +379,8 @@ export const MSG_ID_WELCOME = 0x53505202;
 export const MSG_ID_SURFACE = 0x53505203;
 /** `msgh_id` of a message sent with {@link encodePortRightMessage} (the public primitive). */
 export const MSG_ID_PORT_RIGHT = 0x53505204;
+/** `msgh_id` of a publish/subscribe control message (not complex, the 16 bytes inline). */
+export const MSG_ID_CONTROL = 0x53505205;
 
 /** Bytes of the handshake payload: magic `SPRT` u32, protocol version u16, reserved u16. */
 export const HANDSHAKE_PAYLOAD_SIZE = 8;

@@ -123,7 +123,7 @@ export function refillSpareDescriptions(): void {
  * process and keeps the surface in use while anyone holds it. Closes it on
  * failure.
  */
-function exportLockedHandle(handle: number): number {
+export function exportLockedHandle(handle: number): number {
   try {
     if (!trySetOfdLock(handle, LINUX.F_RDLCK)) {
       throw systemError("fcntl(F_OFD_SETLK)", 11 /* EAGAIN: someone holds a write lock */);
