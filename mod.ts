@@ -101,3 +101,34 @@ export type {
   SendPortRightOptions,
 } from "./src/darwin/ports.ts";
 export { prepareNative } from "./src/darwin/backend.ts";
+
+// --- GStreamer (Linux) --------------------------------------------------------
+
+/**
+ * Linux only: bridges to GStreamer's `unixfdsink` / `unixfdsrc` (GStreamer
+ * 1.24+), zero-copy where the layout allows. See docs/gstreamer.md.
+ */
+export { GstSourceBridge } from "./src/gst/from_gst.ts";
+export type {
+  FromGstOptions,
+  FromGstStats,
+  GstFrameMeta,
+  SurfaceSink,
+} from "./src/gst/from_gst.ts";
+export { GstSinkBridge } from "./src/gst/to_gst.ts";
+export type { SurfaceFrame, ToGstOptions, ToGstStats } from "./src/gst/to_gst.ts";
+export { GstProtocolError } from "./src/gst/protocol.ts";
+export type {
+  GstMemoryRecord,
+  GstNewBuffer,
+  GstProtocolErrorReason,
+  GstSerializedMeta,
+  GstVideoMetaRecord,
+} from "./src/gst/protocol.ts";
+export type { GstVideoCaps } from "./src/gst/caps.ts";
+/**
+ * Linux only: adopt a memfd made outside surfaceport (e.g. by another
+ * library's allocator) as a {@link Surface}, after the checks a received
+ * surface gets.
+ */
+export { adoptMemfd, ForeignMemfdAdopter } from "./src/gst/adopt.ts";

@@ -1,6 +1,8 @@
 /**
  * {@link SurfacePool}: recycles surfaces of one geometry, and never hands out
- * one that another process still uses.
+ * one that another process still uses — as long as that process keeps to
+ * the protocol: a consumer that drops its lock but keeps its mapping can
+ * read and write later frames (see the threat model in `docs/protocol.md`).
  *
  * @module
  */
@@ -118,7 +120,9 @@ class EventLoopTurn {
  * sent to another process is reused only once that process has closed its
  * frame, exited or been killed — decided by the kernel (`IOSurfaceIsInUse`
  * on macOS, an OFD-lock probe on Linux), never by bookkeeping that a crash
- * could leave stale.
+ * could leave stale. A consumer that cheats on purpose (drops its lock but
+ * keeps its mapping) defeats this; give a consumer you cannot trust a pool
+ * of its own (see the threat model in `docs/protocol.md`).
  *
  * @example
  * ```ts
