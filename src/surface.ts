@@ -53,11 +53,38 @@ type ReleaseAction = () => void;
  */
 export type SurfaceOrigin = "created" | "pool" | "received";
 
-/** What the finaliser of a dropped surface needs: never the Surface itself. */
-interface Dropped {
-  release: ReleaseAction;
-  origin: SurfaceOrigin;
-  backing: SurfaceBacking;
+/**
+ * One surface's hold: runs its release action at most once, whichever of
+ * `close()` and the finaliser comes first. It is also what the finaliser
+ * keeps (never the Surface itself), with what the warning names — one
+ * object per surface, as the closure it replaces was.
+ */
+class Hold {
+  readonly #action: ReleaseAction;
+  readonly origin: SurfaceOrigin;
+  readonly backing: SurfaceBacking;
+  #done = false;
+
+  constructor(action: ReleaseAction, origin: SurfaceOrigin, backing: SurfaceBacking) {
+    this.#action = action;
+    this.origin = origin;
+    this.backing = backing;
+    if (origin === "received") {
+      openReceived.set(backing.id, (openReceived.get(backing.id) ?? 0) + 1);
+    }
+  }
+
+  release(): void {
+    if (this.#done) return;
+    this.#done = true;
+    if (this.origin === "received") {
+      const id = this.backing.id;
+      const left = (openReceived.get(id) ?? 1) - 1;
+      if (left > 0) openReceived.set(id, left);
+      else openReceived.delete(id);
+    }
+    this.#action();
+  }
 }
 
 let warnedAboutDrop = false;
@@ -68,7 +95,7 @@ let warnedAboutDrop = false;
  * V8 happens to collect it — a stall that is hard to trace back, so it is
  * named once per process (as Electron does for unreleased shared textures).
  */
-const finalizer = new FinalizationRegistry<Dropped>((dropped) => {
+const finalizer = new FinalizationRegistry<Hold>((dropped) => {
   dropped.release();
   if (warnedAboutDrop) return;
   warnedAboutDrop = true;
@@ -129,7 +156,7 @@ const BACKING = new WeakMap<Surface, SurfaceBacking>();
  */
 export class Surface {
   #backing: SurfaceBacking;
-  #release: ReleaseAction | undefined;
+  #hold: Hold | undefined;
   #buffer: ArrayBuffer | undefined;
   #lockDepth = 0;
   #lockReadOnly = false;
@@ -149,21 +176,8 @@ export class Surface {
     this.#backing = backing;
     this.#origin = origin;
     BACKING.set(this, backing);
-    let done = false;
-    const id = backing.id;
-    if (origin === "received") openReceived.set(id, (openReceived.get(id) ?? 0) + 1);
-    // Runs at most once whichever of close() and the finaliser comes first.
-    this.#release = () => {
-      if (done) return;
-      done = true;
-      if (origin === "received") {
-        const left = (openReceived.get(id) ?? 1) - 1;
-        if (left > 0) openReceived.set(id, left);
-        else openReceived.delete(id);
-      }
-      release();
-    };
-    if (finalize) finalizer.register(this, { release: this.#release, origin, backing }, this);
+    this.#hold = new Hold(release, origin, backing);
+    if (finalize) finalizer.register(this, this.#hold, this);
   }
 
   /**
@@ -267,7 +281,7 @@ export class Surface {
 
   /** True once {@link close} has run. */
   get closed(): boolean {
-    return this.#release === undefined;
+    return this.#hold === undefined;
   }
 
   /**
@@ -365,9 +379,9 @@ export class Surface {
    * (see the class documentation). Idempotent.
    */
   close(): void {
-    const release = this.#release;
-    if (!release) return;
-    this.#release = undefined;
+    const hold = this.#hold;
+    if (!hold) return;
+    this.#hold = undefined;
     finalizer.unregister(this);
     while (this.#lockDepth > 0) {
       this.#backing.unlock(this.#lockReadOnly);
@@ -376,7 +390,7 @@ export class Surface {
     // The backing's shared buffer stays: the backing detaches it right before
     // the memory is unmapped, so no view ever reaches unmapped memory.
     this.#buffer = undefined;
-    release();
+    hold.release();
   }
 
   /** Same as {@link close}, for `using`. */
@@ -411,7 +425,7 @@ export class Surface {
   }
 
   #assertOpen(operation: string): void {
-    if (!this.#release) throw new ClosedError("surface", `Surface.${operation}`);
+    if (!this.#hold) throw new ClosedError("surface", `Surface.${operation}`);
   }
 }
 
