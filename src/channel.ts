@@ -17,12 +17,13 @@ import {
 import { DEFAULT_MAX_SURFACE_BYTES } from "./geometry.ts";
 import { backend, nowMicros as clockNow } from "./platform.ts";
 import { backingOf, Surface } from "./surface.ts";
+import type { ReceivedMessage } from "./backend.ts";
 import {
   decodeMeta,
   DEFAULT_MAX_META_BYTES,
-  encodeHeader,
   encodeMeta,
   HEADER_SIZE,
+  HeaderEncoder,
   type Meta,
 } from "./wire.ts";
 
@@ -89,16 +90,33 @@ function withCallersTimeout<T>(
   });
 }
 
-/** Settles a queue tail without holding on to the value it settled with. */
-function ignore(): void {}
+/** What a send that completed at once returns: one settled promise for all of them. */
+const SENT: Promise<void> = Promise.resolve();
 
-function deadlineOf(operation: string, timeout: number | undefined): number {
-  if (timeout === undefined) return Infinity;
-  if (typeof timeout !== "number" || !(timeout >= 0)) {
+/** A queue tail with nothing pending. */
+const IDLE: Promise<unknown> = Promise.resolve();
+
+/** Options when none are given: one frozen object, not a fresh `{}` per call. */
+const NO_OPTIONS: SendOptions = Object.freeze({});
+
+/** The caller's timeout in place of a backend's (see {@link withCallersTimeout}). */
+function callersTimeout(error: unknown, operation: string, timeout: number | undefined): unknown {
+  return timeout !== undefined && error instanceof TimeoutError
+    ? new TimeoutError(operation, timeout)
+    : error;
+}
+
+function checkTimeout(operation: string, timeout: number | undefined): void {
+  if (timeout !== undefined && (typeof timeout !== "number" || !(timeout >= 0))) {
     throw new RangeError(
       `${operation}: timeout must be a non-negative number of milliseconds, got ${timeout}`,
     );
   }
+}
+
+function deadlineOf(operation: string, timeout: number | undefined): number {
+  if (timeout === undefined) return Infinity;
+  checkTimeout(operation, timeout);
   return performance.now() + timeout;
 }
 
@@ -142,6 +160,19 @@ function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => b
   return (peer) => peer.uid === uid;
 }
 
+/** Wraps a received message in a {@link Frame} (closing its surface if the metadata is bad). */
+function frameOf(received: ReceivedMessage): Frame {
+  // The surface's one finalizer registration releases the backing if the frame is dropped.
+  const surface = new Surface(received.surface, received.surface);
+  try {
+    const meta = decodeMeta(received.header.metaKind, received.meta);
+    return new Frame(surface, meta, Number(received.header.sequence), received.header.timestamp);
+  } catch (error) {
+    surface.close();
+    throw error;
+  }
+}
+
 /** A surface received from a peer, with what was sent along with it. */
 export class Frame {
   /** The received surface: the very memory the sender wrote, not a copy. */
@@ -182,9 +213,15 @@ export class Frame {
 export class Channel {
   #connection: BackendConnection;
   #closed = false;
-  #sequence = 0n;
-  #sendTail: Promise<unknown> = Promise.resolve();
-  #receiveTail: Promise<unknown> = Promise.resolve();
+  #sequence = 0;
+  readonly #headers = new HeaderEncoder();
+  // Sends and receives on one channel complete in call order. While none is pending, a call
+  // is tried synchronously (the common case: the kernel has room, or a message is waiting);
+  // otherwise it queues behind the last pending one.
+  #sendsPending = 0;
+  #sendTail: Promise<unknown> = IDLE;
+  #receivesPending = 0;
+  #receiveTail: Promise<unknown> = IDLE;
 
   /** @ignore */
   constructor(connection: BackendConnection) {
@@ -208,12 +245,16 @@ export class Channel {
    * by `timeout` / `signal`. The caller's surface stays open and usable.
    * Sends on one channel are delivered in call order.
    */
-  send(surface: Surface, meta?: Meta, options: SendOptions = {}): Promise<void> {
+  send(surface: Surface, meta?: Meta, options: SendOptions = NO_OPTIONS): Promise<void> {
     try {
       if (this.#closed) throw new ClosedError("channel", "send");
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
-      const deadline = deadlineOf("send", options.timeout);
+      checkTimeout("send", options.timeout);
       throwIfAborted(options.signal);
+      const timestamp = options.timestamp ?? clockNow();
+      if (!Number.isFinite(timestamp)) {
+        throw new RangeError(`send: timestamp must be a finite number, got ${timestamp}`);
+      }
       const encoded = encodeMeta(meta);
       if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
         throw new RangeError(
@@ -221,26 +262,39 @@ export class Channel {
         );
       }
       const backing = backingOf(surface, "send");
-      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
-      encodeHeader(
-        new DataView(message.buffer),
+      const header = this.#headers.encode(
         backing.geometry,
         encoded.kind,
         encoded.bytes.length,
         this.#sequence++,
-        options.timestamp ?? clockNow(),
+        timestamp,
       );
-      message.set(encoded.bytes, HEADER_SIZE);
       // The handle is taken now, so the surface may be closed while the send waits its turn.
+      // From here on nothing throws before the backend owns the handle (trySend releases it
+      // if it throws; send releases it on every path).
       const handle = backing.exportHandle();
-      const run = () =>
-        withCallersTimeout(
-          this.#connection.send(message, handle, deadline, options.signal),
-          "send",
-          options.timeout,
-        );
-      const result = this.#sendTail.then(run, run);
-      this.#sendTail = result.then(ignore, ignore);
+      const connection = this.#connection;
+      if (encoded.bytes.length === 0 && this.#sendsPending === 0 && connection.trySend) {
+        // Nothing queued: send the reused header at once (it is read only during the call).
+        if (connection.trySend(header, handle)) return SENT;
+      }
+      // Queued or waiting for room: the message needs a buffer of its own.
+      const deadline = deadlineOf("send", options.timeout);
+      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
+      message.set(header);
+      message.set(encoded.bytes, HEADER_SIZE);
+      this.#sendsPending++;
+      const run = async () => {
+        try {
+          await connection.send(message, handle, deadline, options.signal);
+        } catch (error) {
+          throw callersTimeout(error, "send", options.timeout);
+        } finally {
+          if (--this.#sendsPending === 0) this.#sendTail = IDLE;
+        }
+      };
+      const result = this.#sendsPending === 1 ? run() : this.#sendTail.then(run, run);
+      this.#sendTail = result;
       return result;
     } catch (error) {
       return Promise.reject(error);
@@ -254,33 +308,33 @@ export class Channel {
    * is gone, `ClosedError` when this channel is closed, or `ProtocolError`
    * for a bad message (its handles already closed; the channel stays usable).
    */
-  receive(options: WaitOptions = {}): Promise<Frame> {
+  receive(options: WaitOptions = NO_OPTIONS): Promise<Frame> {
     try {
       if (this.#closed) throw new ClosedError("channel", "receive");
-      const deadline = deadlineOf("receive", options.timeout);
+      checkTimeout("receive", options.timeout);
       throwIfAborted(options.signal);
+      const connection = this.#connection;
+      if (this.#receivesPending === 0 && connection.tryReceive) {
+        // Nothing queued: a message already waiting is taken now, with no promise layers.
+        const received = connection.tryReceive();
+        if (received) return Promise.resolve(frameOf(received));
+      }
+      const deadline = deadlineOf("receive", options.timeout);
+      this.#receivesPending++;
       const run = async () => {
-        const received = await withCallersTimeout(
-          this.#connection.receive(deadline, options.signal),
-          "receive",
-          options.timeout,
-        );
-        const surface = new Surface(received.surface, () => received.surface.release());
+        let received: ReceivedMessage;
         try {
-          const meta = decodeMeta(received.header.metaKind, received.meta);
-          return new Frame(
-            surface,
-            meta,
-            Number(received.header.sequence),
-            received.header.timestamp,
-          );
+          received = await connection.receive(deadline, options.signal);
         } catch (error) {
-          surface.close();
-          throw error;
+          throw callersTimeout(error, "receive", options.timeout);
+        } finally {
+          // Back to idle: the tail never keeps the last Frame reachable.
+          if (--this.#receivesPending === 0) this.#receiveTail = IDLE;
         }
+        return frameOf(received);
       };
-      const result = this.#receiveTail.then(run, run);
-      this.#receiveTail = result.then(ignore, ignore); // never keeps the last Frame reachable
+      const result = this.#receivesPending === 1 ? run() : this.#receiveTail.then(run, run);
+      this.#receiveTail = result;
       return result;
     } catch (error) {
       return Promise.reject(error);

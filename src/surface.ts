@@ -38,15 +38,27 @@ export interface LockOptions {
 }
 
 /**
- * What a surface's finaliser or `close()` does: give the backing up, or hand
- * it back to its pool. Runs at most once.
+ * What a surface's `close()` or finaliser lets go of: the backing itself, or
+ * the pool entry that hands it back to its pool. Called at most once per
+ * surface (close() unregisters the finaliser). An object made once per
+ * backing or pool entry, not a closure per surface.
  */
-type ReleaseAction = () => void;
+export interface SurfaceOwner {
+  /** Gives this surface's hold up. */
+  release(): void;
+}
 
-const finalizer = new FinalizationRegistry<ReleaseAction>((release) => release());
+const finalizer = new FinalizationRegistry<SurfaceOwner>((owner) => owner.release());
 
-/** Each surface's backing, for the library's own modules (see {@link backingOf}). */
-const BACKING = new WeakMap<Surface, SurfaceBacking>();
+/**
+ * The views `bytes()` handed out, by the mapping's one buffer and plane
+ * index, reused while the plane's offset and length match. Emptied with the
+ * buffer: a detached buffer's views have length 0 and never match again.
+ */
+const planeViews = new WeakMap<ArrayBuffer, Uint8Array[]>();
+
+/** Reads a surface's backing, for the library's own modules (see {@link backingOf}). */
+let backingOfSurface: (surface: Surface) => SurfaceBacking;
 
 /**
  * A pixel buffer in memory that can be handed to another process without
@@ -76,26 +88,26 @@ const BACKING = new WeakMap<Surface, SurfaceBacking>();
  */
 export class Surface {
   #backing: SurfaceBacking;
-  #release: ReleaseAction | undefined;
+  #owner: SurfaceOwner | undefined;
   #buffer: ArrayBuffer | undefined;
   #lockDepth = 0;
   #lockReadOnly = false;
 
+  static {
+    backingOfSurface = (surface) => surface.#backing;
+  }
+
   /**
    * Internal: surfaces come from {@link Surface.create}, a pool or a channel.
+   * `owner.release()` runs once: at `close()`, or (with `finalize`) when the
+   * surface is garbage-collected unclosed — one finalizer registration per
+   * surface, the only one for a received frame.
    * @ignore
    */
-  constructor(backing: SurfaceBacking, release: ReleaseAction, finalize = true) {
+  constructor(backing: SurfaceBacking, owner: SurfaceOwner, finalize = true) {
     this.#backing = backing;
-    BACKING.set(this, backing);
-    let done = false;
-    // Runs at most once whichever of close() and the finaliser comes first.
-    this.#release = () => {
-      if (done) return;
-      done = true;
-      release();
-    };
-    if (finalize) finalizer.register(this, this.#release, this);
+    this.#owner = owner;
+    if (finalize) finalizer.register(this, owner, this);
   }
 
   /**
@@ -116,7 +128,7 @@ export class Surface {
     const backing = backend().allocateSurface(geometry);
     // The backing finalizes itself, and its views keep it alive: no finalizer
     // on this surface, which would release the memory under a live view.
-    return new Surface(backing, () => backing.release(), false);
+    return new Surface(backing, backing, false);
   }
 
   /**
@@ -129,7 +141,7 @@ export class Surface {
    */
   static fromPixelBuffer(pixelBuffer: PixelBuffer): Surface {
     const backing = surfaceBackingOfPixelBuffer(pixelBuffer);
-    return new Surface(backing, () => backing.release());
+    return new Surface(backing, backing);
   }
 
   /**
@@ -191,7 +203,7 @@ export class Surface {
 
   /** True once {@link close} has run. */
   get closed(): boolean {
-    return this.#release === undefined;
+    return this.#owner === undefined;
   }
 
   /**
@@ -217,7 +229,15 @@ export class Surface {
       throw new RangeError(`plane must be an integer from 0 to ${planes.length - 1}, got ${plane}`);
     }
     const geometry = planes[plane];
-    return new Uint8Array(this.#memory(), geometry.offset, planeByteLength(geometry));
+    const memory = this.#memory();
+    const length = planeByteLength(geometry);
+    // Every surface over one mapping shares its buffer, and so its views: a frame that comes
+    // back gets the view it had last time instead of a new one per call.
+    let views = planeViews.get(memory);
+    if (!views) planeViews.set(memory, views = []);
+    const view = views[plane];
+    if (view && view.byteOffset === geometry.offset && view.length === length) return view;
+    return views[plane] = new Uint8Array(memory, geometry.offset, length);
   }
 
   /**
@@ -260,9 +280,9 @@ export class Surface {
    * (see the class documentation). Idempotent.
    */
   close(): void {
-    const release = this.#release;
-    if (!release) return;
-    this.#release = undefined;
+    const owner = this.#owner;
+    if (!owner) return;
+    this.#owner = undefined;
     finalizer.unregister(this);
     while (this.#lockDepth > 0) {
       this.#backing.unlock(this.#lockReadOnly);
@@ -271,7 +291,7 @@ export class Surface {
     // The backing's shared buffer stays: the backing detaches it right before
     // the memory is unmapped, so no view ever reaches unmapped memory.
     this.#buffer = undefined;
-    release();
+    owner.release();
   }
 
   /** Same as {@link close}, for `using`. */
@@ -286,12 +306,12 @@ export class Surface {
   }
 
   #assertOpen(operation: string): void {
-    if (!this.#release) throw new ClosedError("surface", `Surface.${operation}`);
+    if (!this.#owner) throw new ClosedError("surface", `Surface.${operation}`);
   }
 }
 
 /** Internal: the backing of an open surface, for channels and pools. */
 export function backingOf(surface: Surface, operation: string): SurfaceBacking {
   if (surface.closed) throw new ClosedError("surface", operation);
-  return BACKING.get(surface)!;
+  return backingOfSurface(surface);
 }

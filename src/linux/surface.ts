@@ -23,7 +23,9 @@ import {
   check,
   closeQuietly,
   cString,
+  dupCloexec,
   fstatx,
+  fstatxNumbers,
   isLockedElsewhere,
   libc,
   procFdPath,
@@ -34,7 +36,7 @@ import {
 } from "./libc.ts";
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { waitReady } from "./poller.ts";
-import { LINUX } from "./structs.ts";
+import { LINUX, type StatxNumbers } from "./structs.ts";
 
 const MAP_FAILED = 0xffffffffffffffffn;
 const MEMFD_NAME = cString("surfaceport");
@@ -313,15 +315,22 @@ class SharedMapping {
   readonly pointer: Deno.PointerObject;
   readonly size: number;
   readonly id: number;
+  /** The device of the inode (the cache's key is the inode number alone). */
+  readonly devMajor: number;
+  readonly devMinor: number;
+  /** When the cache last handed this mapping out (its LRU order). */
+  lastUsed = 0;
   #references = 0;
   #cached = true;
   #unmapped = false;
   #buffer: ArrayBuffer | undefined;
 
-  constructor(pointer: Deno.PointerObject, size: number, id: number) {
+  constructor(pointer: Deno.PointerObject, size: number, stat: StatxNumbers) {
     this.pointer = pointer;
     this.size = size;
-    this.id = id;
+    this.id = stat.ino;
+    this.devMajor = stat.devMajor;
+    this.devMinor = stat.devMinor;
   }
 
   retain(): void {
@@ -355,23 +364,24 @@ class SharedMapping {
 /**
  * Identifies a received `fd`: a regular file of exactly the size the header
  * declares (so, once sealed, it can never be truncated under our mapping).
- * Returns its `(dev, ino)` key and inode. One `statx`.
+ * Returns its device and inode, in an object the next `statx` overwrites.
+ * One `statx`.
  */
-function identifyReceivedFd(fd: number, geometry: SurfaceGeometry): { key: string; id: number } {
-  const stat = fstatx(fd);
+function identifyReceivedFd(fd: number, geometry: SurfaceGeometry): StatxNumbers {
+  const stat = fstatxNumbers(fd);
   if ((stat.mode & LINUX.S_IFMT) !== LINUX.S_IFREG) {
     throw new ProtocolError(
       "NOT_SHARED_MEMORY",
       `received fd is not a regular file (mode 0o${stat.mode.toString(8)})`,
     );
   }
-  if (stat.size !== BigInt(geometry.allocSize)) {
+  if (stat.size !== geometry.allocSize) {
     throw new ProtocolError(
       "SIZE_MISMATCH",
       `received memfd has ${stat.size} bytes, header says ${geometry.allocSize}`,
     );
   }
-  return { key: `${stat.devMajor}:${stat.devMinor}:${stat.ino}`, id: Number(stat.ino) };
+  return stat;
 }
 
 /**
@@ -411,10 +421,21 @@ function checkSeals(fd: number): void {
  * used mappings beyond `capacity` are unmapped once no frame uses them.
  * Holding a mapping keeps the inode alive, so its number cannot be reused
  * for another file while it is cached.
+ *
+ * The map's key is the inode number (a number, no string per lookup); a hit
+ * counts only if the device matches too. Every memfd lives on the one
+ * internal shmem mount, so two cached inodes with one number on different
+ * devices (hugetlbfs memfds) are not expected; such a surface, or an inode
+ * number past 2^53, is mapped without being cached: correct, only slower.
+ *
+ * Least recently used is kept as a use counter per mapping, not as the
+ * map's insertion order: re-inserting on every hit made V8 shrink and grow
+ * the map's table per frame (measured: ~150 B of garbage per receive).
  */
 export class MappingCache {
   readonly #capacity: number;
-  readonly #entries = new Map<string, SharedMapping>();
+  readonly #entries = new Map<number, SharedMapping>();
+  #uses = 0;
 
   constructor(capacity: number) {
     this.#capacity = capacity;
@@ -431,23 +452,42 @@ export class MappingCache {
    * a mapping. On error the caller still owns `fd`.
    */
   import(fd: number, geometry: SurfaceGeometry): ReceivedSurface {
-    const { key, id } = identifyReceivedFd(fd, geometry);
+    const stat = identifyReceivedFd(fd, geometry);
+    const key = stat.ino;
     let mapping = this.#entries.get(key);
-    if (mapping) {
-      this.#entries.delete(key); // re-insert as most recently used
-    } else {
+    let cacheable = key !== Infinity;
+    if (mapping && (mapping.devMajor !== stat.devMajor || mapping.devMinor !== stat.devMinor)) {
+      mapping = undefined;
+      cacheable = false; // another file with this inode number is cached: leave it be
+    }
+    if (!mapping) {
+      const { allocSize } = geometry;
+      const identity = { ...stat }; // the shared statx result is overwritten by the next call
       checkSeals(fd);
       const mapFd = reopen(fd, LINUX.O_RDWR);
       try {
-        mapping = new SharedMapping(mapShared(mapFd, geometry.allocSize), geometry.allocSize, id);
+        mapping = new SharedMapping(mapShared(mapFd, allocSize), allocSize, identity);
       } finally {
         closeQuietly(mapFd);
       }
     }
     const surface = new ReceivedSurface(geometry, fd, mapping); // takes a reference first
+    if (!cacheable) {
+      mapping.evict(); // unmapped when this frame closes
+      return surface;
+    }
+    mapping.lastUsed = ++this.#uses;
+    if (this.#entries.get(key) === mapping) return surface;
     this.#entries.set(key, mapping);
     while (this.#entries.size > this.#capacity) {
-      const [oldestKey, oldest] = this.#entries.entries().next().value!;
+      let oldestKey = key;
+      let oldest = mapping;
+      for (const [k, m] of this.#entries) {
+        if (m.lastUsed < oldest.lastUsed) {
+          oldestKey = k;
+          oldest = m;
+        }
+      }
       this.#entries.delete(oldestKey);
       oldest.evict(); // unmapped now, or when its last frame closes
     }
@@ -461,33 +501,28 @@ export class MappingCache {
   }
 }
 
-interface HoldResources {
-  fd: number;
-  mapping: SharedMapping;
-}
-
-const holdFinalizer = new FinalizationRegistry<HoldResources>((r) => {
-  closeQuietly(r.fd);
-  r.mapping.release();
-});
-
 /**
  * A received surface: owns the locked descriptor that keeps the sender's
  * surface in use, and a reference to the shared mapping.
+ *
+ * It registers no finalizer of its own: the `Surface` the channel wraps it
+ * in does (one registration per frame, which calls {@link release}), so a
+ * frame dropped without `close()` still lets the surface go.
  */
 export class ReceivedSurface implements SurfaceBacking {
   readonly geometry: SurfaceGeometry;
   readonly id: number;
   readonly baseAddress: Deno.PointerObject;
-  #resources: HoldResources | undefined;
+  #fd: number;
+  #mapping: SharedMapping | undefined;
 
   constructor(geometry: SurfaceGeometry, holdFd: number, mapping: SharedMapping) {
     this.geometry = geometry;
     this.id = mapping.id;
     this.baseAddress = mapping.pointer;
     mapping.retain();
-    this.#resources = { fd: holdFd, mapping };
-    holdFinalizer.register(this, this.#resources, this);
+    this.#fd = holdFd;
+    this.#mapping = mapping;
   }
 
   lock(_readOnly: boolean): void {}
@@ -495,29 +530,37 @@ export class ReceivedSurface implements SurfaceBacking {
   unlock(_readOnly: boolean): void {}
 
   memory(): ArrayBuffer {
-    return this.#open().mapping.memory();
+    return this.#open().memory();
   }
 
   inUseElsewhere(): boolean {
     // The holder's own lock never conflicts with itself: this sees only the others.
-    return isLockedElsewhere(this.#open().fd);
+    this.#open();
+    return isLockedElsewhere(this.#fd);
   }
 
+  /**
+   * Forwarding: a duplicate of the held descriptor. It is the same locked
+   * description (the lock belongs to the description, not the number), so
+   * the surface stays in use until every process holding it lets go; no
+   * `open` of `/proc/self/fd` and no new lock.
+   */
   exportHandle(): number {
-    return exportLockedHandle(reopen(this.#open().fd, LINUX.O_RDWR));
+    this.#open();
+    return dupCloexec(this.#fd);
   }
 
   release(): void {
-    const r = this.#resources;
-    if (!r) return;
-    this.#resources = undefined;
-    holdFinalizer.unregister(this);
-    closeQuietly(r.fd);
-    r.mapping.release();
+    const mapping = this.#mapping;
+    if (!mapping) return;
+    this.#mapping = undefined;
+    closeQuietly(this.#fd);
+    this.#fd = -1;
+    mapping.release();
   }
 
-  #open(): HoldResources {
-    if (!this.#resources) throw new Error("internal: ReceivedSurface used after release");
-    return this.#resources;
+  #open(): SharedMapping {
+    if (!this.#mapping) throw new Error("internal: ReceivedSurface used after release");
+    return this.#mapping;
   }
 }
