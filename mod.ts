@@ -30,18 +30,28 @@
 import "./src/check_runtime.ts";
 
 export { Surface } from "./src/surface.ts";
-export type { LockOptions, SurfaceOptions } from "./src/surface.ts";
+export type { LockOptions, SurfaceOptions, UnsafeSurfaceHandle } from "./src/surface.ts";
 export { SurfacePool } from "./src/pool.ts";
 export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src/pool.ts";
+export { ACQUIRE_STALL_WARNING_MS } from "./src/pool.ts";
 export { Channel, connect, Frame, listen, Listener } from "./src/channel.ts";
 export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/channel.ts";
 export {
+  canonicalFormat,
   DEFAULT_MAX_SURFACE_BYTES,
   MAX_DIMENSION,
+  PIXEL_FORMAT_ALIASES,
   PIXEL_FORMATS,
   ROW_ALIGNMENT,
 } from "./src/geometry.ts";
-export type { PixelFormat, PlaneGeometry, SurfaceGeometry } from "./src/geometry.ts";
+export type {
+  PixelFormat,
+  PixelFormatAlias,
+  PlaneGeometry,
+  SurfaceGeometry,
+} from "./src/geometry.ts";
+export { defaultMatrix, rangeOf, toRGBA, YCBCR_MATRICES } from "./src/convert.ts";
+export type { ToRGBAOptions, YCbCrMatrix, YCbCrRange } from "./src/convert.ts";
 export type { Meta } from "./src/wire.ts";
 export {
   AbiMismatchError,

@@ -69,6 +69,13 @@ export const libSystem = {
   mach_port_extract_member: { parameters: ["u32", "u32", "u32"], result: "i32" },
   /** kern_return_t mach_port_get_refs(ipc_space_t task, mach_port_name_t name, mach_port_right_t right, mach_port_urefs_t *refs) */
   mach_port_get_refs: { parameters: ["u32", "u32", "u32", "buffer"], result: "i32" },
+  /** kern_return_t mach_port_type(ipc_space_t task, mach_port_name_t name, mach_port_type_t *ptype) */
+  mach_port_type: { parameters: ["u32", "u32", "buffer"], result: "i32" },
+  /**
+   * kern_return_t mach_vm_deallocate(vm_map_t target, mach_vm_address_t address, mach_vm_size_t size)
+   * — frees out-of-line memory a received message mapped into this task.
+   */
+  mach_vm_deallocate: { parameters: ["u32", "u64", "u64"], result: "i32" },
   /**
    * kern_return_t mach_port_request_notification(ipc_space_t task, mach_port_name_t name,
    *   mach_msg_id_t msgid, mach_port_mscount_t sync, mach_port_t notify,
@@ -158,6 +165,8 @@ export const ioSurface = {
   IOSurfaceGetBytesPerElement: { parameters: ["pointer"], result: "usize" },
   /** size_t IOSurfaceGetBytesPerRow(IOSurfaceRef buffer) */
   IOSurfaceGetBytesPerRow: { parameters: ["pointer"], result: "usize" },
+  /** size_t IOSurfaceAlignProperty(CFStringRef property, size_t value) — rounds `value` up as IOSurface requires */
+  IOSurfaceAlignProperty: { parameters: ["pointer", "usize"], result: "usize" },
   /** size_t IOSurfaceGetPlaneCount(IOSurfaceRef buffer) — 0 for a non-planar surface */
   IOSurfaceGetPlaneCount: { parameters: ["pointer"], result: "usize" },
   /** void *IOSurfaceGetBaseAddress(IOSurfaceRef buffer) */

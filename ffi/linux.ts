@@ -37,6 +37,8 @@ export const libcSymbols = {
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   /** int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) */
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  /** int fstatfs(int fd, struct statfs *buf) */
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
   /** int socket(int domain, int type, int protocol) */
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** int bind(int fd, const struct sockaddr *addr, socklen_t len) */

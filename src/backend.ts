@@ -10,7 +10,7 @@
  * | native calls and errors | `linux/libc.ts` (errno) | `darwin/mach.ts` (kern_return_t, MachPort) |
  * | surface memory | `linux/surface.ts` (memfd, OFD locks) | `darwin/surface.ts` (IOSurface, use count) |
  * | transport | `linux/channel.ts` (Unix socket) | `darwin/channel.ts` (bootstrap + mach_msg) |
- * | parked waits, one thread for all | `linux/poller.ts` (one `poll`) | `PortWaitSet` in `darwin/mach.ts` (one port set) |
+ * | parked waits, one thread for all | `linux/poller.ts` (one `poll`) | `darwin/poller.ts` (`PortWaitSet`, one port set) |
  * | release events for pools | `InotifyReleaseWatcher` in `linux/surface.ts` | none (the pool re-probes `IOSurfaceIsInUse`) |
  *
  * Nothing here is public API.
@@ -18,10 +18,21 @@
  * @module
  */
 
-import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
 import type { PeerCredentials } from "./errors.ts";
 import type { SurfaceGeometry } from "./geometry.ts";
 import type { WireHeader } from "./wire.ts";
+
+/**
+ * The native handle under a surface, for other native code (GStreamer, a
+ * video encoder, a GPU API) — see {@link Surface.unsafeHandle} for the
+ * ownership rules.
+ *
+ * - Linux: `{ kind: "memfd", fd }`, a descriptor of the sealed memfd.
+ * - macOS: `{ kind: "IOSurfaceRef", pointer }`, the `IOSurfaceRef`.
+ */
+export type UnsafeSurfaceHandle =
+  | { readonly kind: "memfd"; readonly fd: number }
+  | { readonly kind: "IOSurfaceRef"; readonly pointer: Deno.PointerObject };
 
 /**
  * One holder's reference to a surface's memory: a created surface (the
@@ -54,13 +65,17 @@ export interface SurfaceBacking {
    * `IOSurfaceCreateMachPort` on macOS. The caller owns it.
    */
   exportHandle(): number;
+  /** The native handle (borrowed, valid until release): see `Surface.unsafeHandle`. */
+  unsafeHandle(): UnsafeSurfaceHandle;
   /** Gives this holder's reference up. Idempotent. */
   release(): void;
   /**
    * macOS only (absent on Linux): a new CVPixelBuffer over this surface
-   * (`CVPixelBufferCreateWithIOSurface`) that keeps it in use until closed.
+   * (`CVPixelBufferCreateWithIOSurface`) that keeps it in use until closed —
+   * a `PixelBuffer`, typed opaquely here so that this contract names no
+   * platform type.
    */
-  pixelBuffer?(): PixelBuffer;
+  pixelBuffer?(): object;
 }
 
 /** A message a backend received, checked and imported. */
@@ -180,6 +195,11 @@ export interface Backend {
    * timer).
    */
   watchReleases?(): ReleaseWatcher | undefined;
+  /**
+   * macOS only (absent on Linux): the backing of `Surface.fromPixelBuffer`,
+   * the IOSurface behind a `PixelBuffer`, holding its own reference and use.
+   */
+  adoptPixelBuffer?(pixelBuffer: object): SurfaceBacking;
   /** Binds a listener under `name`. */
   listen(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits): BackendListener;
   /** Connects to the listener under `name`. */

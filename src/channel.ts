@@ -6,6 +6,7 @@
  * @module
  */
 
+import { customInspect } from "./inspect.ts";
 import type { BackendConnection, BackendListener, ConnectionLimits } from "./backend.ts";
 import {
   ClosedError,
@@ -163,7 +164,7 @@ function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => b
 /** Wraps a received message in a {@link Frame} (closing its surface if the metadata is bad). */
 function frameOf(received: ReceivedMessage): Frame {
   // The surface's one finalizer registration releases the backing if the frame is dropped.
-  const surface = new Surface(received.surface, received.surface);
+  const surface = new Surface(received.surface, received.surface, true, "received");
   try {
     const meta = decodeMeta(received.header.metaKind, received.meta);
     return new Frame(surface, meta, Number(received.header.sequence), received.header.timestamp);
@@ -203,6 +204,22 @@ export class Frame {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** What `console.log` and `Deno.inspect` show: sequence, age, metadata, the surface. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const state = {
+      sequence: this.sequence,
+      timestamp: this.timestamp,
+      ageMicros: clockNow() - this.timestamp,
+      meta: this.meta,
+      closed: this.surface.closed,
+      surface: this.surface,
+    };
+    return `Frame ${inspect(state, options)}`;
   }
 }
 
@@ -369,6 +386,16 @@ export class Channel {
   [Symbol.dispose](): void {
     this.close();
   }
+
+  /** What `console.log` and `Deno.inspect` show: the peer's credentials, frames sent, state. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const { pid, uid, gid } = this.#connection.peer;
+    const state = { peer: { pid, uid, gid }, sent: Number(this.#sequence), closed: this.#closed };
+    return `Channel ${inspect(state, options)}`;
+  }
 }
 
 /** A bound name that peers connect to. */
@@ -381,7 +408,10 @@ export class Listener {
     this.#listener = listener;
   }
 
-  /** The bound address: `@surfaceport/NAME` (abstract) or the socket path. */
+  /**
+   * The bound address: on Linux `@surfaceport/NAME` (the abstract socket) or
+   * the socket path; on macOS `surfaceport.NAME` (the bootstrap service name).
+   */
   get address(): string {
     return this.#listener.address;
   }
@@ -435,13 +465,27 @@ export class Listener {
   [Symbol.dispose](): void {
     this.close();
   }
+
+  /** What `console.log` and `Deno.inspect` show: the address, whether it is closed. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    return `Listener ${inspect({ address: this.address, closed: this.#closed }, options)}`;
+  }
 }
 
 /**
  * Binds `name` and returns a {@link Listener} (bound when this returns). On
  * Linux a name without `/` is the abstract socket `"\0surfaceport/" + name`;
  * a name with `/` is a filesystem socket path, created mode 0600 and removed
- * on close. On macOS the name is registered with the bootstrap server.
+ * on close. On macOS the name is checked in with the bootstrap server as
+ * `surfaceport.NAME` (at most 127 UTF-8 bytes). Bootstrap names are
+ * predictable: another process of the same user can claim a name first, and
+ * `allowPeer` (same uid by default), checked by both sides against the
+ * kernel's audit trailer, admits it — it tells you who a peer runs as, not
+ * that it is the program you meant. A name closed a moment ago may still be
+ * held by launchd; `listen` retries it briefly (up to 250 ms, blocking).
  */
 export function listen(name: string, options: ChannelOptions = {}): Listener {
   const limits = resolveLimits(options);

@@ -91,6 +91,7 @@ export type ProtocolErrorReason =
   | "BAD_MAGIC"
   | "BAD_VERSION"
   | "BAD_TYPE"
+  | "BAD_HEADER"
   | "BAD_GEOMETRY"
   | "TOO_LARGE"
   | "BAD_META"
@@ -100,7 +101,12 @@ export type ProtocolErrorReason =
   | "MESSAGE_TRUNCATED"
   | "NOT_SHARED_MEMORY"
   | "UNSEALED"
-  | "SIZE_MISMATCH";
+  | "WRITE_SEALED"
+  | "SIZE_MISMATCH"
+  | "BAD_ACCESS"
+  | "NO_PERMISSION"
+  | "HUGE_PAGES"
+  | "UNMAPPABLE";
 
 /**
  * A peer sent something that is not a valid surfaceport message. Every

@@ -19,6 +19,32 @@ export const PIXEL_FORMATS: readonly PixelFormat[] = [
   "y420",
 ];
 
+/**
+ * Common names accepted wherever a format is given, and what they stand for:
+ * `"NV12"` is `"420v"` (video range; say `"420f"` for full range), `"I420"`
+ * is `"y420"`, `"GRAY8"` is `"L008"`. A surface reports the canonical name.
+ */
+export const PIXEL_FORMAT_ALIASES = {
+  NV12: "420v",
+  I420: "y420",
+  GRAY8: "L008",
+} as const satisfies Record<string, PixelFormat>;
+
+/** A common name of a {@link PixelFormat}: see {@link PIXEL_FORMAT_ALIASES}. */
+export type PixelFormatAlias = keyof typeof PIXEL_FORMAT_ALIASES;
+
+/**
+ * The canonical {@link PixelFormat} of `format` (a format or an alias), or
+ * `undefined` if it names neither.
+ */
+export function canonicalFormat(format: unknown): PixelFormat | undefined {
+  if (isPixelFormat(format)) return format;
+  if (typeof format === "string" && Object.hasOwn(PIXEL_FORMAT_ALIASES, format)) {
+    return PIXEL_FORMAT_ALIASES[format as PixelFormatAlias];
+  }
+  return undefined;
+}
+
 /** Rows of every plane start on this many bytes (cache line and SIMD friendly). */
 export const ROW_ALIGNMENT = 64;
 
@@ -116,14 +142,18 @@ function checkDimension(name: string, value: unknown): number {
 export function computeGeometry(
   width: unknown,
   height: unknown,
-  format: unknown = "BGRA",
+  requestedFormat: unknown = "BGRA",
   maxBytes: number = DEFAULT_MAX_SURFACE_BYTES,
 ): SurfaceGeometry {
   const w = checkDimension("width", width);
   const h = checkDimension("height", height);
-  if (!isPixelFormat(format)) {
+  const format = canonicalFormat(requestedFormat);
+  if (format === undefined) {
     throw new TypeError(
-      `unknown pixel format ${JSON.stringify(format)}; use one of ${PIXEL_FORMATS.join(", ")}`,
+      `unknown pixel format ${JSON.stringify(requestedFormat)}; use one of ${
+        PIXEL_FORMATS.join(", ")
+      } ` +
+        `(or the aliases ${Object.keys(PIXEL_FORMAT_ALIASES).join(", ")})`,
     );
   }
   const info = FORMAT_INFO[format];

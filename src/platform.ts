@@ -8,6 +8,7 @@ import type { Backend } from "./backend.ts";
 import { UnsupportedError } from "./errors.ts";
 import { nowMicros as processClockMicros } from "./wire.ts";
 import { darwinBackend } from "./darwin/backend.ts";
+import { setTestBackend } from "./darwin/native.ts";
 import { linuxBackend } from "./linux/backend.ts";
 
 let selected: Backend | undefined;
@@ -33,6 +34,7 @@ export function backend(): Backend {
 /** Test hook: runs the library on `replacement` (e.g. the darwin backend over a fake). */
 export function setBackendForTesting(replacement: Backend | undefined): void {
   selected = replacement;
+  setTestBackend(replacement);
 }
 
 /**

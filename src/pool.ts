@@ -5,16 +5,18 @@
  * @module
  */
 
+import { customInspect } from "./inspect.ts";
 import type { ReleaseWatcher, SurfaceBacking } from "./backend.ts";
 import { ClosedError, PoolExhaustedError, throwIfAborted } from "./errors.ts";
 import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
   type PixelFormat,
+  type PixelFormatAlias,
   type SurfaceGeometry,
 } from "./geometry.ts";
 import { backend } from "./platform.ts";
-import { Surface } from "./surface.ts";
+import { openReceivedCount, Surface } from "./surface.ts";
 
 /** Options of {@link SurfacePool}. */
 export interface SurfacePoolOptions {
@@ -22,8 +24,8 @@ export interface SurfacePoolOptions {
   width: number;
   /** Height in pixels of every surface. */
   height: number;
-  /** Pixel format of every surface (default `"BGRA"`). */
-  format?: PixelFormat;
+  /** Pixel format of every surface (default `"BGRA"`; `"NV12"`, `"I420"`, `"GRAY8"` are aliases). */
+  format?: PixelFormat | PixelFormatAlias;
   /** The most surfaces the pool allocates (default 8). */
   maxSurfaces?: number;
   /** Refuse a geometry larger than this many bytes per surface (default 1 GiB). */
@@ -36,6 +38,12 @@ export interface AcquireOptions {
   timeout?: number;
   /** Give up when this signal aborts (the promise rejects with its reason). */
   signal?: AbortSignal;
+  /**
+   * Without a `timeout`: after this many milliseconds of waiting, warn once
+   * per pool (`console.warn`) who holds the surfaces, and keep waiting.
+   * Default {@link ACQUIRE_STALL_WARNING_MS}; `Infinity` never warns.
+   */
+  warnAfter?: number;
 }
 
 /** A snapshot of a pool's surfaces. */
@@ -53,6 +61,10 @@ export interface SurfacePoolStats {
 interface PoolEntry {
   backing: SurfaceBacking;
   lent: boolean;
+  /** When it was last lent (`performance.now()`), to say how long a holder has kept it. */
+  lentAt: number;
+  /** Surfaces lent from this entry are "pool" surfaces (for the dropped-surface warning). */
+  readonly origin: "pool";
   /** Hands the entry back to the pool: the owner of every surface lent from it (made once). */
   release(): void;
 }
@@ -70,6 +82,12 @@ const FIRST_RETRY_MS = 0.25;
 const MAX_RETRY_MS = 4;
 /** With release events, how long a parked acquire waits before asking the kernel anyway. */
 const WATCHED_RETRY_MS = 50;
+/**
+ * How long an `acquire()` without a timeout waits before it says, once per
+ * pool, who holds the surfaces. It keeps waiting: a slow consumer is
+ * allowed; a forgotten `close()` should not be silent.
+ */
+export const ACQUIRE_STALL_WARNING_MS = 5000;
 
 /**
  * Yields to the event loop for one turn — a message posted to ourselves,
@@ -127,6 +145,7 @@ export class SurfacePool {
   readonly #waiters = new Set<() => void>();
   /** Release events for this pool's surfaces: created at the first long wait; `null` if none. */
   #watcher: ReleaseWatcher | null | undefined;
+  #warnedStall = false;
 
   /** Creates an empty pool; surfaces are allocated on demand. Bad options throw `TypeError`/`RangeError`. */
   constructor(options: SurfacePoolOptions) {
@@ -161,6 +180,8 @@ export class SurfacePool {
       const entry: PoolEntry = {
         backing: backend().allocateSurface(this.geometry),
         lent: false,
+        lentAt: 0,
+        origin: "pool",
         release: () => this.#giveBack(entry),
       };
       this.#entries.push(entry);
@@ -177,12 +198,17 @@ export class SurfacePool {
    */
   async acquire(options: AcquireOptions = {}): Promise<Surface> {
     const { timeout, signal } = options;
+    const warnAfter = options.warnAfter ?? ACQUIRE_STALL_WARNING_MS;
+    if (typeof warnAfter !== "number" || !(warnAfter >= 0)) {
+      throw new RangeError(`acquire: warnAfter must be a non-negative number, got ${warnAfter}`);
+    }
     if (timeout !== undefined && (typeof timeout !== "number" || !(timeout >= 0))) {
       throw new RangeError(
         `acquire: timeout must be a non-negative number of milliseconds, got ${timeout}`,
       );
     }
-    const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
+    const started = performance.now();
+    const deadline = timeout === undefined ? Infinity : started + timeout;
     throwIfAborted(signal);
     const first = this.tryAcquire();
     if (first) return first;
@@ -197,11 +223,18 @@ export class SurfacePool {
         const now = performance.now();
         const remaining = deadline - now;
         if (remaining <= 0) {
-          const stats = this.stats;
           throw new PoolExhaustedError(
-            `acquire: all ${this.maxSurfaces} surfaces are in use (${stats.inUseHere} here, ` +
-              `${stats.inUseElsewhere} held by other processes) after ${timeout} ms; ` +
-              "close frames sooner, or raise maxSurfaces",
+            `acquire: no surface came back within ${timeout} ms: ${this.#describeHolders()}`,
+          );
+        }
+        if (
+          timeout === undefined && !this.#warnedStall && now - started >= warnAfter
+        ) {
+          this.#warnedStall = true;
+          console.warn(
+            `surfaceport: SurfacePool.acquire() has waited ${
+              Math.round(now - started)
+            } ms and keeps waiting (no timeout given): ${this.#describeHolders()}`,
           );
         }
         // Ask the kernel again on every turn of the event loop for a short while; then park
@@ -240,6 +273,69 @@ export class SurfacePool {
   }
 
   /**
+   * Who holds the surfaces, for `PoolExhaustedError` and the stall warning:
+   * surfaces handed out by this pool and not closed (this process's code),
+   * and surfaces closed here that the kernel reports in use, split into
+   * those a frame open in this process shows and those only other processes
+   * can hold.
+   */
+  #describeHolders(): string {
+    const now = performance.now();
+    let here = 0, oldest = 0, framesHere = 0, otherProcesses = 0;
+    const hereIds: number[] = [], elsewhereIds: number[] = [];
+    for (const entry of this.#entries) {
+      if (entry.lent) {
+        here++;
+        oldest = Math.max(oldest, now - entry.lentAt);
+        hereIds.push(entry.backing.id);
+      } else if (!this.#closed && entry.backing.inUseElsewhere()) {
+        if (openReceivedCount(entry.backing.id) > 0) framesHere++;
+        else otherProcesses++;
+        elsewhereIds.push(entry.backing.id);
+      }
+    }
+    const parts = [`all ${this.#entries.length} of maxSurfaces ${this.maxSurfaces} are in use`];
+    if (here > 0) {
+      parts.push(
+        `${here} handed out by acquire() in this process and not closed yet (oldest for ${
+          Math.round(oldest)
+        } ms; ids ${hereIds.join(", ")}): close() them, or declare them with \`using\``,
+      );
+    }
+    if (framesHere > 0) {
+      parts.push(
+        `${framesHere} held by frames received in this process and not closed: close those frames`,
+      );
+    }
+    if (otherProcesses > 0) {
+      parts.push(
+        `${otherProcesses} sent and still held by other processes (ids ${
+          elsewhereIds.join(", ")
+        }; the kernel counts their open frames): they must close frames sooner, ` +
+          "or raise maxSurfaces",
+      );
+    }
+    return parts.join("; ");
+  }
+
+  /** What `console.log` and `Deno.inspect` show: geometry, limits and who holds the surfaces. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const { format, width, height } = this.geometry;
+    const state: Record<string, unknown> = {
+      format,
+      size: `${width}x${height}`,
+      maxSurfaces: this.maxSurfaces,
+      closed: this.#closed,
+      ...this.stats,
+      ids: this.#entries.map((entry) => entry.backing.id),
+    };
+    return `SurfacePool ${inspect(state, options)}`;
+  }
+
+  /**
    * Releases every surface not handed out; those handed out are released
    * when their holders close them. Other processes keep their own references.
    * Idempotent.
@@ -265,13 +361,14 @@ export class SurfacePool {
 
   #lend(entry: PoolEntry): Surface {
     entry.lent = true;
+    entry.lentAt = performance.now();
     // Keep the entries in lending order: the one lent longest ago is probed
     // first, and with consumers that release in order it is the one most
     // likely to be free again (one F_OFD_GETLK instead of several).
     const entries = this.#entries;
     for (let i = entries.indexOf(entry); i < entries.length - 1; i++) entries[i] = entries[i + 1];
     entries[entries.length - 1] = entry;
-    return new Surface(entry.backing, entry);
+    return new Surface(entry.backing, entry, true, "pool");
   }
 
   #giveBack(entry: PoolEntry): void {

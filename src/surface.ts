@@ -5,19 +5,22 @@
  * @module
  */
 
-import type { SurfaceBacking } from "./backend.ts";
+import { customInspect } from "./inspect.ts";
+import type { SurfaceBacking, UnsafeSurfaceHandle } from "./backend.ts";
 import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
-import { surfaceBackingOfPixelBuffer } from "./darwin/surface.ts";
 import { ClosedError, LockStateError, UnsupportedError } from "./errors.ts";
 import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
   type PixelFormat,
+  type PixelFormatAlias,
   planeByteLength,
   type PlaneGeometry,
   type SurfaceGeometry,
 } from "./geometry.ts";
 import { backend } from "./platform.ts";
+
+export type { UnsafeSurfaceHandle };
 
 /** Options of {@link Surface.create}. */
 export interface SurfaceOptions {
@@ -25,8 +28,8 @@ export interface SurfaceOptions {
   width: number;
   /** Height in pixels (1 to 32768; even for 4:2:0 formats). */
   height: number;
-  /** Pixel format; `"BGRA"` if omitted. */
-  format?: PixelFormat;
+  /** Pixel format; `"BGRA"` if omitted. `"NV12"`, `"I420"` and `"GRAY8"` are accepted as aliases of `"420v"`, `"y420"` and `"L008"`. */
+  format?: PixelFormat | PixelFormatAlias;
   /** Refuse surfaces larger than this many bytes (default 1 GiB). */
   maxBytes?: number;
 }
@@ -38,17 +41,88 @@ export interface LockOptions {
 }
 
 /**
- * What a surface's `close()` or finaliser lets go of: the backing itself, or
- * the pool entry that hands it back to its pool. Called at most once per
- * surface (close() unregisters the finaliser). An object made once per
- * backing or pool entry, not a closure per surface.
+ * Where a surface came from, for the warning about surfaces dropped without
+ * `close()` and for a pool's account of who holds its surfaces.
+ * @ignore
  */
-export interface SurfaceOwner {
-  /** Gives this surface's hold up. */
-  release(): void;
+export type SurfaceOrigin = "created" | "pool" | "received";
+
+/**
+ * What a surface's `close()` or finaliser lets go of: the backing itself, or
+ * the pool entry that hands it back to its pool (which names its `backing`).
+ * Called at most once per surface (close() unregisters the finaliser). An
+ * object made once per backing or pool entry, not a closure per surface: it
+ * is also the finaliser's held value, so registering a surface allocates
+ * nothing but V8's own cell.
+ * @ignore
+ */
+export type SurfaceOwner = SurfaceBacking | { readonly backing: SurfaceBacking; release(): void };
+
+function ownedBacking(owner: SurfaceOwner): SurfaceBacking {
+  return "backing" in owner ? owner.backing : owner;
 }
 
-const finalizer = new FinalizationRegistry<SurfaceOwner>((owner) => owner.release());
+let warnedAboutDrop = false;
+
+/**
+ * Frames and pooled surfaces hold a use of the producer's surface until
+ * closed. One dropped without `close()` keeps the producer's pool short until
+ * V8 happens to collect it — a stall that is hard to trace back, so it is
+ * named once per process (as Electron does for unreleased shared textures).
+ */
+function dropped(owner: SurfaceOwner, origin: SurfaceOrigin): void {
+  const backing = ownedBacking(owner);
+  if (origin === "received") noteReceivedClosed(backing.id);
+  owner.release();
+  if (warnedAboutDrop) return;
+  warnedAboutDrop = true;
+  const { geometry, id } = backing;
+  const what = origin === "received"
+    ? "a received Frame"
+    : origin === "pool"
+    ? "a Surface from SurfacePool.acquire()"
+    : "a Surface";
+  console.warn(
+    `surfaceport: ${what} (${geometry.format} ${geometry.width}x${geometry.height}, id ${id}) ` +
+      "was garbage-collected without close(). Until then it kept the producer's surface in use, " +
+      "so its pool could not reuse it. Close every frame and pooled surface (or declare it with " +
+      "`using`). This warning is shown once.",
+  );
+}
+
+/** One registry per origin, so that the held value can be the owner itself. */
+const finalizers: Record<SurfaceOrigin, FinalizationRegistry<SurfaceOwner>> = {
+  created: new FinalizationRegistry((owner) => dropped(owner, "created")),
+  pool: new FinalizationRegistry((owner) => dropped(owner, "pool")),
+  received: new FinalizationRegistry((owner) => dropped(owner, "received")),
+};
+
+/**
+ * Surfaces received by this process and not yet closed, by id: lets a pool
+ * in this same process tell "held by a frame open here" from "held by
+ * another process". A count that drops to 0 stays in the map (deleting and
+ * re-adding an id per frame made V8 shrink and regrow the table); zeros are
+ * swept once the map grows past {@link OPEN_RECEIVED_SWEEP}.
+ */
+const openReceived = new Map<number, number>();
+const OPEN_RECEIVED_SWEEP = 256;
+
+function noteReceivedOpen(id: number): void {
+  if (openReceived.size >= OPEN_RECEIVED_SWEEP && !openReceived.has(id)) {
+    for (const [key, count] of openReceived) if (count === 0) openReceived.delete(key);
+  }
+  openReceived.set(id, (openReceived.get(id) ?? 0) + 1);
+}
+
+function noteReceivedClosed(id: number): void {
+  const count = openReceived.get(id);
+  if (count !== undefined && count > 0) openReceived.set(id, count - 1);
+}
+
+/** Internal: how many frames received by this process show surface `id` and are open. */
+export function openReceivedCount(id: number): number {
+  return openReceived.get(id) ?? 0;
+}
 
 /**
  * The views `bytes()` handed out, by the mapping's one buffer and plane
@@ -93,6 +167,8 @@ export class Surface {
   #lockDepth = 0;
   #lockReadOnly = false;
 
+  #origin: SurfaceOrigin;
+
   static {
     backingOfSurface = (surface) => surface.#backing;
   }
@@ -104,10 +180,17 @@ export class Surface {
    * surface, the only one for a received frame.
    * @ignore
    */
-  constructor(backing: SurfaceBacking, owner: SurfaceOwner, finalize = true) {
+  constructor(
+    backing: SurfaceBacking,
+    owner: SurfaceOwner,
+    finalize = true,
+    origin: SurfaceOrigin = "created",
+  ) {
     this.#backing = backing;
     this.#owner = owner;
-    if (finalize) finalizer.register(this, owner, this);
+    this.#origin = origin;
+    if (origin === "received") noteReceivedOpen(backing.id);
+    if (finalize) finalizers[origin].register(this, owner, this);
   }
 
   /**
@@ -134,13 +217,21 @@ export class Surface {
   /**
    * macOS only: a surface over the IOSurface behind `pixelBuffer` (made by
    * `PixelBuffer.create`, or by VideoToolbox, AVFoundation...), to send it
-   * over a channel. It takes its own reference to the IOSurface: closing
-   * either object leaves the other usable. Throws `TypeError` for a pixel
+   * over a channel. It takes its own reference to the IOSurface and one use
+   * of it (`IOSurfaceIncrementUseCount`), so closing either object leaves the
+   * other usable and a `CVPixelBufferPool` does not recycle the surface while
+   * this one is open. Throws `TypeError` for a pixel
    * buffer that is not IOSurface-backed or whose layout surfaceport cannot
    * describe.
    */
   static fromPixelBuffer(pixelBuffer: PixelBuffer): Surface {
-    const backing = surfaceBackingOfPixelBuffer(pixelBuffer);
+    const platform = backend();
+    if (!platform.adoptPixelBuffer) {
+      throw new UnsupportedError(
+        `Surface.fromPixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+      );
+    }
+    const backing = platform.adoptPixelBuffer(pixelBuffer);
     return new Surface(backing, backing);
   }
 
@@ -158,7 +249,7 @@ export class Surface {
         `Surface.pixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
       );
     }
-    return backing.pixelBuffer();
+    return backing.pixelBuffer() as PixelBuffer;
   }
 
   /** Width in pixels. */
@@ -204,6 +295,35 @@ export class Surface {
   /** True once {@link close} has run. */
   get closed(): boolean {
     return this.#owner === undefined;
+  }
+
+  /**
+   * **Unsafe**: the native handle under this surface, for other native code
+   * (a GStreamer `GstFdMemory`, an encoder, a GPU import). On Linux
+   * `{ kind: "memfd", fd }`, on macOS `{ kind: "IOSurfaceRef", pointer }`.
+   *
+   * Ownership rules:
+   * - **Borrowed.** The handle belongs to surfaceport. Never `close()` the
+   *   fd or `CFRelease` the pointer yourself: surfaceport would later close
+   *   or release a number or reference that now means something else.
+   * - **Valid until this surface is closed** ({@link close}, `using`, the
+   *   frame's `close()`, or the finaliser of a dropped surface). Do not keep
+   *   it past that; read it again from an open surface instead.
+   * - **An owned copy**: on Linux `dup()` / `fcntl(fd, F_DUPFD_CLOEXEC)`
+   *   (then close your copy yourself); on macOS `CFRetain` (then
+   *   `CFRelease` it). A copy keeps the memory alive, not the frame: for a
+   *   received surface a Linux `dup` shares the descriptor's lock, so the
+   *   sender's pool does not reuse the surface while your copy is open; a
+   *   `CFRetain` does not count as a use on macOS. To hold a frame, keep
+   *   the surface open.
+   * - The memory layout is {@link planes}; the memfd is sealed against
+   *   resizing (never `ftruncate` it) and may be `mmap`ed `MAP_SHARED`.
+   *
+   * Throws `ClosedError` once the surface is closed.
+   */
+  get unsafeHandle(): UnsafeSurfaceHandle {
+    this.#assertOpen("unsafeHandle");
+    return this.#backing.unsafeHandle();
   }
 
   /**
@@ -283,7 +403,8 @@ export class Surface {
     const owner = this.#owner;
     if (!owner) return;
     this.#owner = undefined;
-    finalizer.unregister(this);
+    finalizers[this.#origin].unregister(this);
+    if (this.#origin === "received") noteReceivedClosed(this.#backing.id);
     while (this.#lockDepth > 0) {
       this.#backing.unlock(this.#lockReadOnly);
       this.#lockDepth--;
@@ -297,6 +418,26 @@ export class Surface {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** What `console.log` and `Deno.inspect` show: format, size, id, where it came from, state. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const { format, width, height, allocSize } = this.#backing.geometry;
+    const state: Record<string, unknown> = {
+      format,
+      size: `${width}x${height}`,
+      id: this.#backing.id,
+      from: this.#origin === "created" ? "Surface.create" : this.#origin,
+      closed: this.closed,
+    };
+    if (!this.closed) {
+      state.inUse = this.#backing.inUseElsewhere();
+      state.allocSize = allocSize;
+    }
+    return `Surface ${inspect(state, options)}`;
   }
 
   #memory(): ArrayBuffer {

@@ -137,12 +137,17 @@ export function decodeHeader(
   }
   const type = view.getUint16(6, true);
   if (type !== MESSAGE_SURFACE) throw new ProtocolError("BAD_TYPE", `unknown message type ${type}`);
-  // A message of 8 or 9 bytes has no header-size field: never read past its end.
-  const headerSize = message.length >= 10 ? view.getUint16(8, true) : message.length;
-  if (message.length < HEADER_SIZE || headerSize !== HEADER_SIZE) {
+  if (message.length < HEADER_SIZE) {
     throw new ProtocolError(
       "SHORT_MESSAGE",
-      `header is ${Math.min(message.length, headerSize)} bytes, expected ${HEADER_SIZE}`,
+      `message of ${message.length} bytes is shorter than the ${HEADER_SIZE}-byte header`,
+    );
+  }
+  const headerSize = view.getUint16(8, true);
+  if (headerSize !== HEADER_SIZE) {
+    throw new ProtocolError(
+      "BAD_HEADER",
+      `headerSize field says ${headerSize}, version ${WIRE_VERSION} headers are ${HEADER_SIZE} bytes`,
     );
   }
   const flags = view.getUint16(10, true);

@@ -19,7 +19,16 @@ let binary: string | undefined;
 function cPeer(): string {
   if (binary) return binary;
   const source = new URL("./peers/c_peer.c", import.meta.url).pathname;
-  const out = `${Deno.makeTempDirSync({ prefix: "surfaceport-c-peer-" })}/c_peer`;
+  const dir = Deno.makeTempDirSync({ prefix: "surfaceport-c-peer-" });
+  // Removed when the test module unloads (deno test fires "unload" at the end of the run).
+  globalThis.addEventListener("unload", () => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // already gone
+    }
+  });
+  const out = `${dir}/c_peer`;
   const result = new Deno.Command("cc", {
     args: ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", out, source],
   }).outputSync();

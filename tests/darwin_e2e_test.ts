@@ -18,6 +18,7 @@ import {
   Surface,
   SurfacePool,
 } from "../mod.ts";
+import { Child, PEER_FLAGS, uniqueName } from "./helpers.ts";
 
 const macOS = Deno.build.os === "darwin";
 const why = macOS
@@ -25,31 +26,14 @@ const why = macOS
   : `macOS only — skipped on ${Deno.build.os}: needs IOSurface, mach ports and native/build/libsurfaceport_shim.dylib`;
 const peerScript = new URL("./darwin_peer.ts", import.meta.url).pathname;
 
-function uniqueName(prefix: string): string {
-  return `${prefix}-${Deno.pid}-${Math.random().toString(36).slice(2, 8)}`;
-}
-
-function spawnPeer(mode: string, name: string): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-ffi", "--allow-read", "--allow-env", peerScript, mode, name],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-}
-
-async function firstLine(child: Deno.ChildProcess): Promise<string> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  try {
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-    }
-  } finally {
-    reader.releaseLock();
-  }
-  return text.split("\n")[0];
+/**
+ * The peer process in `mode`, through the shared harness: its stdout and
+ * stderr are drained (Deno's resource sanitizer sees no open pipe), and
+ * disposing it kills it if it still runs (an exited child is not an error)
+ * and awaits it.
+ */
+function spawnDarwinPeer(mode: string, name: string): Child {
+  return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, peerScript, mode, name]);
 }
 
 async function until(condition: () => boolean, ms: number): Promise<boolean> {
@@ -75,18 +59,18 @@ Deno.test({
   async fn() {
     const name = uniqueName("e2e");
     using listener = listen(name);
-    const child = spawnPeer("consume", name);
+    await using child = spawnDarwinPeer("consume", name);
     using channel = await listener.accept({ timeout: 20000 });
-    assert.equal(channel.peer.pid, child.pid);
+    assert.equal(channel.peer.pid, child.process.pid);
     using surface = Surface.create({ width: 128, height: 64 });
     surface.bytes().fill(3);
     await channel.send(surface, { hello: "mac" });
-    const line = JSON.parse(await firstLine(child));
+    const line = JSON.parse(await child.line("{"));
     assert.equal(line.id, surface.id);
     assert.equal(line.sum, 3 * surface.bytes().length);
     assert.deepEqual(line.meta, { hello: "mac" });
     assert.equal(line.peerPid, Deno.pid);
-    assert.equal((await child.status).code, 0);
+    assert.equal((await child.exit()).code, 0);
     assert.ok(await until(() => !surface.inUse, 2000), "the child's use ended with its frame");
   },
 });
@@ -97,17 +81,17 @@ Deno.test({
   async fn() {
     const name = uniqueName("hold");
     using listener = listen(name);
-    const child = spawnPeer("hold", name);
+    await using child = spawnDarwinPeer("hold", name);
     using channel = await listener.accept({ timeout: 20000 });
     using pool = new SurfacePool({ width: 32, height: 32, maxSurfaces: 1 });
     const surface = pool.tryAcquire()!;
     const id = surface.id;
     await channel.send(surface);
     surface.close();
-    assert.equal(await firstLine(child), "held");
+    await child.line("held");
     assert.equal(pool.tryAcquire(), undefined, "held by the child");
-    child.kill("SIGKILL");
-    await child.status;
+    child.process.kill("SIGKILL"); // it holds the frame until killed (holdUntilKilled)
+    await child.process.status;
     await assert.rejects(channel.receive({ timeout: 5000 }), PeerClosedError);
     assert.ok(await until(() => pool.stats.inUseElsewhere === 0, 5000));
     using again = pool.tryAcquire()!;
@@ -122,9 +106,8 @@ Deno.test({
     const name = uniqueName("refuse");
     using listener = listen(name, { allowPeer: () => false });
     const pending = listener.accept({ timeout: 3000 }).catch((e) => e);
-    const child = spawnPeer("consume", name);
-    assert.equal((await child.status).code, 3);
-    await child.stdout.cancel();
+    await using child = spawnDarwinPeer("consume", name);
+    assert.equal((await child.exit()).code, 3);
     assert.ok((await pending) instanceof Error);
   },
 });
@@ -135,18 +118,17 @@ Deno.test({
   async fn() {
     const name = uniqueName("produce");
     using listener = listen(name);
-    const child = spawnPeer("produce", name);
+    await using child = spawnDarwinPeer("produce", name);
     const channel = await listener.accept({ timeout: 20000 });
     using frame = await channel.receive({ timeout: 10000 });
-    assert.deepEqual(frame.meta, { from: child.pid });
+    assert.deepEqual(frame.meta, { from: child.process.pid });
     assert.ok(frame.surface.bytes().every((b) => b === 0x42));
     using pixelBuffer = frame.surface.pixelBuffer();
     assert.equal(pixelBuffer.width, 64);
     pixelBuffer.lock({ readOnly: true });
     pixelBuffer.unlock({ readOnly: true });
     channel.close();
-    assert.equal((await child.status).code, 0);
-    await child.stdout.cancel();
+    assert.equal((await child.exit()).code, 0);
     using made = PixelBuffer.create({ width: 64, height: 32, format: "420v" });
     using surface = Surface.fromPixelBuffer(made);
     assert.equal(surface.planes.length, 2);

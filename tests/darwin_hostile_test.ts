@@ -113,7 +113,8 @@ function plainPort(task: FakeTask): number {
 
 type Descriptor =
   | { port: number; disposition: number }
-  | { ool: number };
+  /** Out-of-line memory; `copy` defaults to MACH_MSG_VIRTUAL_COPY; `volatile`: OOL_VOLATILE. */
+  | { ool: number; copy?: number; deallocate?: boolean; volatile?: boolean };
 
 interface Forged {
   id?: number;
@@ -140,8 +141,12 @@ function forge(w: World, destination: number, m: Forged): number {
     for (const d of descriptors) {
       if ("ool" in d) {
         view.setBigUint64(offset, 0x10000n, true);
-        view.setUint8(offset + 9, 1);
-        view.setUint8(offset + 11, D.MACH_MSG_OOL_DESCRIPTOR);
+        view.setUint8(offset + 8, d.deallocate ? 1 : 0);
+        view.setUint8(offset + 9, d.copy ?? D.MACH_MSG_VIRTUAL_COPY);
+        view.setUint8(
+          offset + 11,
+          d.volatile ? D.MACH_MSG_OOL_VOLATILE_DESCRIPTOR : D.MACH_MSG_OOL_DESCRIPTOR,
+        );
         view.setUint32(offset + 12, d.ool, true);
         offset += 16;
       } else {
@@ -249,6 +254,30 @@ const CHANNEL_CASES: ChannelCase[] = [
     reason: "NO_HANDLE",
   },
   {
+    // XNU copies PHYSICAL_COPY memory out with `deallocate` 0 whatever the sender set, and
+    // mach_msg_destroy frees a region only when it is set: the receiver must free it itself.
+    name: "a PHYSICAL_COPY out-of-line region (deallocate set by the sender) instead of a port",
+    attack: (w, inbox) =>
+      forge(w, inbox, {
+        descriptors: [{ ool: 1 << 24, copy: D.MACH_MSG_PHYSICAL_COPY, deallocate: true }],
+        payload: good,
+      }),
+    reason: "NO_HANDLE",
+  },
+  {
+    // A volatile region is copied out as a new region too; mach_msg_destroy never frees it.
+    name: "a port and a volatile out-of-line region",
+    attack: (w, inbox, right) =>
+      forge(w, inbox, {
+        descriptors: [{ port: right(), disposition: D.MACH_MSG_TYPE_MOVE_SEND }, {
+          ool: 1 << 24,
+          volatile: true,
+        }],
+        payload: good,
+      }),
+    reason: "EXTRA_HANDLES",
+  },
+  {
     name: "out-of-line memory and a port",
     attack: (w, inbox, right) =>
       forge(w, inbox, {
@@ -258,14 +287,16 @@ const CHANNEL_CASES: ChannelCase[] = [
     reason: "EXTRA_HANDLES",
   },
   {
-    name: "a port and 2 GiB of out-of-line memory the server cannot map (MACH_RCV_BODY_ERROR)",
-    attack: (w, inbox, right) =>
-      forge(w, inbox, {
+    name: "a port and out-of-line memory the server cannot map (MACH_RCV_BODY_ERROR)",
+    attack: (w, inbox, right) => {
+      w.kernel.vmSpaceLimit = 0x7fffffff; // the server's free address space, for this case
+      return forge(w, inbox, {
         descriptors: [{ port: right(), disposition: D.MACH_MSG_TYPE_MOVE_SEND }, {
           ool: 0x80000000,
         }],
         payload: good,
-      }),
+      });
+    },
     reason: "CONTROL_TRUNCATED",
   },
   {
@@ -484,6 +515,7 @@ Deno.test("darwin/hostile: every malformed message is a typed error, its rights 
   for (const c of CHANNEL_CASES) {
     c.attack(w, inbox, right, good);
     const error = await consumer.receive({ timeout: 1000 }).catch((e) => e);
+    w.kernel.vmSpaceLimit = Infinity;
     assert.ok(error instanceof ProtocolError, `${c.name}: expected ProtocolError, got ${error}`);
     assert.equal(error.reason, c.reason, `${c.name}: ${error.message}`);
     assert.equal(holdings(w.server), baseline, `${c.name}: the server's rights changed`);

@@ -11,6 +11,7 @@
  */
 
 import { connect, PeerClosedError, PeerRefusedError, Surface } from "../mod.ts";
+import { holdUntilKilled } from "./helpers.ts";
 
 const [mode, name] = Deno.args;
 
@@ -29,7 +30,7 @@ async function main(): Promise<number> {
       for (const byte of frame.surface.bytes()) sum += byte;
       if (mode === "hold") {
         console.log("held");
-        await new Promise(() => {}); // until SIGKILL
+        await holdUntilKilled(); // keeps the frame, and so the surface's use, until SIGKILL
       }
       console.log(JSON.stringify({
         id: frame.surface.id,

@@ -21,7 +21,7 @@ import {
   Surface,
   TimeoutError,
 } from "../mod.ts";
-import { portWaitSet } from "../src/darwin/mach.ts";
+import { portWaitSet } from "../src/darwin/poller.ts";
 import { BLOCKING_THREADS } from "./fakes/fake_darwin.ts";
 import { world } from "./fakes/world.ts";
 

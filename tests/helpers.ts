@@ -213,6 +213,17 @@ export class Child implements AsyncDisposable {
   }
 }
 
+/**
+ * Keeps a child process alive until it is killed. A never-settling promise
+ * alone keeps nothing alive in Deno (the process exits, or reports a
+ * top-level await that never resolved): a long timer does.
+ */
+export function holdUntilKilled(): Promise<never> {
+  return new Promise<never>(() => {
+    setInterval(() => {}, 1 << 30);
+  });
+}
+
 /** Deno permission flags the peer scripts need. */
 export const PEER_FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
 

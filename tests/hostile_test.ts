@@ -36,12 +36,16 @@ import {
   makeMemfd,
   makePipe,
   makeSocket,
+  MFD_HUGETLB,
+  O_PATH,
   openPath,
   RawPeer,
+  reopenAs,
   smallGeometry,
   surfaceMessage,
 } from "./hostile/raw.ts";
 import { RecordingServer } from "./hostile/server.ts";
+import { runShrinkRace } from "./hostile/shrink_race.ts";
 
 const linux = Deno.build.os === "linux";
 const GOOD_FRAME = "frame 64x32 BGRA";
@@ -121,6 +125,27 @@ interface AttackCase {
 
 const tempFile = await Deno.makeTempFile({ prefix: "surfaceport-hostile-" });
 await Deno.truncate(tempFile, SIZE);
+// A named tmpfs file; falls back to the temp dir where there is no /dev/shm (then it is not tmpfs).
+const shmFile = await Deno.makeTempFile({
+  dir: linux && (await Deno.stat("/dev/shm").catch(() => undefined))?.isDirectory
+    ? "/dev/shm"
+    : undefined,
+  prefix: "surfaceport-hostile-",
+});
+await Deno.truncate(shmFile, SIZE);
+
+/** A 2 MiB geometry: one huge page. */
+const HUGE = computeGeometry(512, 1024, "BGRA");
+/** Whether this kernel makes huge-page memfds (the case needs one, not a huge page pool). */
+const hugePagesWork = linux && (() => {
+  try {
+    closeAll(makeMemfd(HUGE.allocSize, { flags: LINUX.MFD_ALLOW_SEALING | MFD_HUGETLB }));
+    return true;
+  } catch {
+    console.warn("hostile_test.ts: this kernel makes no MFD_HUGETLB memfds: HUGE_PAGES untested");
+    return false;
+  }
+})();
 
 const CASES: AttackCase[] = [
   // --- descriptors that are not surface memory ---
@@ -154,6 +179,42 @@ const CASES: AttackCase[] = [
     expect: ["protocol:NOT_SHARED_MEMORY"],
   },
   {
+    name: "a /dev/shm file of the right size (tmpfs, but not a memfd: it can never be sealed)",
+    send: withFds(
+      () => [openPath(shmFile)],
+      (raw, fds) => raw.sendOrThrow(validMessage(), { fds }),
+    ),
+    expect: ["protocol:NOT_SHARED_MEMORY"],
+  },
+  {
+    name: "an O_PATH descriptor of a regular file of the right size",
+    send: withFds(
+      () => [openPath(tempFile, O_PATH)],
+      (raw, fds) => raw.sendOrThrow(validMessage(), { fds }),
+    ),
+    expect: ["protocol:NOT_SHARED_MEMORY"],
+  },
+  {
+    name: "an O_PATH descriptor of a sealed memfd (reopening it would grant what it does not)",
+    send: withFds(() => {
+      const memfd = makeMemfd(SIZE);
+      try {
+        return [reopenAs(memfd, O_PATH)];
+      } finally {
+        closeAll(memfd);
+      }
+    }, (raw, fds) => raw.sendOrThrow(validMessage(), { fds })),
+    expect: ["protocol:NOT_SHARED_MEMORY"],
+  },
+  {
+    name: "/proc/self/mem",
+    send: withFds(
+      () => [openPath("/proc/self/mem")],
+      (raw, fds) => raw.sendOrThrow(validMessage(), { fds }),
+    ),
+    expect: ["protocol:NOT_SHARED_MEMORY"],
+  },
+  {
     name: "a directory",
     send: withFds(
       () => [openPath("/tmp", LINUX.O_RDONLY)],
@@ -179,6 +240,14 @@ const CASES: AttackCase[] = [
     expect: ["protocol:UNSEALED"],
   },
   {
+    name: "a memfd created without MFD_ALLOW_SEALING (it can never be sealed)",
+    send: withFds(
+      () => [makeMemfd(SIZE, { flags: 0, seals: 0 })],
+      (raw, fds) => raw.sendOrThrow(validMessage(), { fds }),
+    ),
+    expect: ["protocol:UNSEALED"],
+  },
+  {
     name: "a write-sealed memfd",
     send: withFds(
       () => [
@@ -186,8 +255,76 @@ const CASES: AttackCase[] = [
       ],
       (raw, fds) => raw.sendOrThrow(validMessage(), { fds }),
     ),
-    expect: ["protocol:UNSEALED"],
+    expect: ["protocol:WRITE_SEALED"],
   },
+  {
+    name: "a memfd sealed with F_SEAL_FUTURE_WRITE (counts as write-sealed)",
+    send: withFds(
+      () => [
+        makeMemfd(SIZE, {
+          seals: LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW | LINUX.F_SEAL_FUTURE_WRITE,
+        }),
+      ],
+      (raw, fds) => raw.sendOrThrow(validMessage(), { fds }),
+    ),
+    expect: ["protocol:WRITE_SEALED"],
+  },
+  {
+    name: "an O_RDONLY descriptor of a sealed memfd (never widened to read-write)",
+    send: withFds(() => {
+      const memfd = makeMemfd(SIZE);
+      try {
+        return [reopenAs(memfd, LINUX.O_RDONLY)];
+      } finally {
+        closeAll(memfd);
+      }
+    }, (raw, fds) => raw.sendOrThrow(validMessage(), { fds })),
+    expect: ["protocol:BAD_ACCESS"],
+  },
+  {
+    name: "an O_WRONLY descriptor of a sealed memfd",
+    send: withFds(() => {
+      const memfd = makeMemfd(SIZE);
+      try {
+        return [reopenAs(memfd, 1 /* O_WRONLY */)];
+      } finally {
+        closeAll(memfd);
+      }
+    }, (raw, fds) => raw.sendOrThrow(validMessage(), { fds })),
+    expect: ["protocol:BAD_ACCESS"],
+  },
+  {
+    name: "a surface sent read-write, then again O_RDONLY (the cached inode is checked again)",
+    send: withFds(() => [makeMemfd(SIZE)], async (raw, [memfd]) => {
+      raw.sendOrThrow(validMessage(), { fds: [memfd] });
+      const readOnly = reopenAs(memfd, LINUX.O_RDONLY);
+      try {
+        await raw.sendWaiting(validMessage(), { fds: [readOnly] });
+      } finally {
+        closeAll(readOnly);
+      }
+    }),
+    expect: [GOOD_FRAME, "protocol:BAD_ACCESS"],
+  },
+  {
+    name: "a surface sent again with a header claiming another size (cached inode)",
+    send: withFds(() => [makeMemfd(SIZE)], async (raw, [memfd]) => {
+      raw.sendOrThrow(validMessage(), { fds: [memfd] });
+      await raw.sendWaiting(surfaceMessage(computeGeometry(64, 64, "BGRA")), { fds: [memfd] });
+    }),
+    expect: [GOOD_FRAME, "protocol:SIZE_MISMATCH"],
+  },
+  ...(hugePagesWork
+    ? [{
+      name: "a huge-page memfd (MFD_HUGETLB: mmap fails with ENOMEM when the pool is empty)",
+      send: withFds(() => [
+        makeMemfd(HUGE.allocSize, {
+          flags: LINUX.MFD_ALLOW_SEALING | MFD_HUGETLB,
+        }),
+      ], (raw, fds) => raw.sendOrThrow(surfaceMessage(HUGE), { fds })),
+      expect: ["protocol:HUGE_PAGES"],
+    }]
+    : []),
   {
     name: "a memfd one page smaller than the header says",
     send: withFds(sealed(SIZE - 4096), (raw, fds) => raw.sendOrThrow(validMessage(), { fds })),
@@ -458,6 +595,7 @@ Deno.test({
     assertFdBaseline(baseline, "after every attack");
     assert.equal(server.acceptError, undefined);
     await Deno.remove(tempFile);
+    await Deno.remove(shmFile);
   },
 });
 
@@ -714,8 +852,53 @@ Deno.test({
         assert.equal(await nobody.line(/^hung up /), "hung up PeerClosedError");
         assert.equal((await nobody.exit()).code, 0, nobody.stderr);
       }
+      {
+        // A memfd of mode 000: root could reopen it, a receiver of another uid cannot.
+        const name = uniqueName("uid-mode");
+        await using server = spawnNobody(["server", name, "0", "2"]);
+        await server.line("listening", 30000);
+        const raw = RawPeer.connect(name);
+        try {
+          const memfd = makeMemfd(SIZE, { mode: 0 });
+          try {
+            await raw.sendWaiting(validMessage(), { fds: [memfd] });
+          } finally {
+            closeAll(memfd);
+          }
+          await raw.sendValid();
+          assert.equal(await server.line(/^protocol:/), "protocol:NO_PERMISSION", server.stderr);
+          assert.equal(await server.line(/^frame /), GOOD_FRAME, server.stderr);
+          assert.equal(await server.line("done"), "done");
+        } finally {
+          raw.close();
+        }
+        assert.equal((await server.exit()).code, 0, server.stderr);
+      }
     } finally {
       await Deno.remove(sandbox.root, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name:
+    "hostile: a sender that shrinks its memfd as soon as the message leaves the queue, then seals it, never gets it mapped (3,000 tries)",
+  ignore: !linux,
+  async fn() {
+    // Before seals were read ahead of the size, this killed the receiver with SIGBUS within a
+    // few hundred tries (`deno task fuzz` races 20,000 times).
+    const tries = 3000;
+    const { counts, fdsBefore, fdsAfter } = await runShrinkRace(tries);
+    assert.equal(
+      counts["frame"],
+      undefined,
+      `a shrunk memfd was mapped: ${JSON.stringify(counts)}`,
+    );
+    assert.equal(
+      (counts["protocol:UNSEALED"] ?? 0) + (counts["protocol:SIZE_MISMATCH"] ?? 0),
+      tries,
+      JSON.stringify(counts),
+    );
+    assert.equal(fdsAfter, fdsBefore, "the receiver closed every descriptor");
   },
 });

@@ -3,6 +3,7 @@ import {
   cmsgSpace,
   decodeControl,
   decodeMsghdr,
+  decodeStatfsType,
   decodeStatx,
   decodeUcred,
   encodeFlock,
@@ -10,6 +11,7 @@ import {
   encodeRights,
   encodeSockaddrUn,
   LINUX,
+  STATFS_SIZE,
 } from "../src/linux/structs.ts";
 import { socketAddress } from "../src/linux/channel.ts";
 
@@ -96,7 +98,10 @@ Deno.test("linux structs: sockaddr_un, abstract and filesystem", () => {
   assert.throws(() => socketAddress("x".repeat(100)), RangeError);
 });
 
-Deno.test("linux structs: flock, ucred and statx layouts", () => {
+Deno.test("linux structs: flock, ucred, statx and statfs layouts", () => {
+  const statfs = new Uint8Array(STATFS_SIZE);
+  new DataView(statfs.buffer).setBigUint64(0, 0x958458f6n, true);
+  assert.equal(decodeStatfsType(new DataView(statfs.buffer)), LINUX.HUGETLBFS_MAGIC);
   const flock = new Uint8Array(32).fill(0xff);
   encodeFlock(new DataView(flock.buffer), LINUX.F_RDLCK);
   assert.equal(hex(flock), "00 00 00 00 " + "00 ".repeat(27) + "00");
@@ -107,6 +112,7 @@ Deno.test("linux structs: flock, ucred and statx layouts", () => {
   const statx = new Uint8Array(256);
   const v = new DataView(statx.buffer);
   v.setUint32(0, 0x7ff, true);
+  v.setUint32(16, 3, true);
   v.setUint16(28, 0o100777, true);
   v.setBigUint64(32, 1234n, true);
   v.setBigUint64(40, 4096n, true);
@@ -115,6 +121,7 @@ Deno.test("linux structs: flock, ucred and statx layouts", () => {
   assert.deepEqual(decodeStatx(v), {
     mask: 0x7ff,
     mode: 0o100777,
+    nlink: 3,
     ino: 1234n,
     size: 4096n,
     devMajor: 0,

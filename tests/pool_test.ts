@@ -133,7 +133,7 @@ Deno.test({
     const started = performance.now();
     await assert.rejects(pool.acquire({ timeout: 60 }), (e: unknown) => {
       assert.ok(e instanceof PoolExhaustedError);
-      assert.match(e.message, /2 here/);
+      assert.match(e.message, /2 handed out by acquire\(\) in this process/);
       return true;
     });
     assert.ok(performance.now() - started >= 55);

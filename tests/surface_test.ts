@@ -163,7 +163,8 @@ Deno.test("surface: bad arguments fail with TypeError/RangeError before any syst
     [{ width: 32768, height: 32768 }, RangeError], // 4 GiB, over the 1 GiB default
     [{ width: 1024, height: 1024, maxBytes: 1024 }, RangeError],
     [{ width: "10", height: 10 }, TypeError],
-    [{ width: 10, height: 10, format: "NV12" }, TypeError],
+    [{ width: 10, height: 10, format: "YUY2" }, TypeError],
+    [{ width: 10, height: 10, format: "nv12" }, TypeError], // aliases are case-sensitive, like the codes
     [{ width: 11, height: 10, format: "420v" }, RangeError],
     [{ width: 10, height: 11, format: "y420" }, RangeError],
     [null, TypeError],

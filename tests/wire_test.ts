@@ -96,7 +96,8 @@ Deno.test("wire: malformed headers are ProtocolErrors with a reason", () => {
     ["BAD_VERSION", (b, v) => (v.setUint16(4, 2, true), b)],
     ["BAD_TYPE", (b, v) => (v.setUint16(6, 9, true), b)],
     ["SHORT_MESSAGE", (b) => b.subarray(0, 100)],
-    ["SHORT_MESSAGE", (b, v) => (v.setUint16(8, 100, true), b)],
+    ["BAD_HEADER", (b, v) => (v.setUint16(8, 100, true), b)],
+    ["BAD_HEADER", (b, v) => (v.setUint16(8, 200, true), b)],
     ["BAD_META", (b, v) => (v.setUint16(10, 3, true), b)],
     ["BAD_META", (b, v) => (v.setUint16(10, 1, true), b)],
     ["BAD_GEOMETRY", (b, v) => (v.setUint32(12, 0x11111111, true), b)],
@@ -172,4 +173,17 @@ Deno.test("wire: HeaderDecoder reuses a checked geometry and still checks every 
   buffer.set(header());
   new DataView(buffer.buffer).setUint32(16, 63, true); // odd width for 4:2:0
   assert.throws(() => decoder.decode(HEADER_SIZE), ProtocolError);
+});
+
+Deno.test("wire: a wrong headerSize is reported as what the field says (was: 'header is 136 bytes, expected 136')", () => {
+  const bytes = header();
+  new DataView(bytes.buffer).setUint16(8, 200, true);
+  assert.throws(
+    () => decodeHeader(bytes, 1 << 30),
+    /headerSize field says 200, version 1 headers are 136 bytes/,
+  );
+  assert.throws(
+    () => decodeHeader(bytes.subarray(0, 60), 1 << 30),
+    /message of 60 bytes is shorter than the 136-byte header/,
+  );
 });

@@ -9,8 +9,9 @@
 import { loadFrameworks } from "../../ffi/darwin.ts";
 import type { Backend, BackendConnection } from "../backend.ts";
 import { connectMach, MachListener } from "./channel.ts";
+import type { PixelBuffer } from "./pixel_buffer.ts";
 import { type DarwinNative, loadRealDarwinNative, realDarwinNative } from "./native.ts";
-import { CreatedIOSurface } from "./surface.ts";
+import { CreatedIOSurface, surfaceBackingOfPixelBuffer } from "./surface.ts";
 
 /** The macOS backend over one task's native calls. */
 export class DarwinBackend implements Backend {
@@ -40,6 +41,9 @@ export class DarwinBackend implements Backend {
 
   allocateSurface: Backend["allocateSurface"] = (geometry) =>
     CreatedIOSurface.allocate(this.#resolve(), geometry);
+
+  adoptPixelBuffer: NonNullable<Backend["adoptPixelBuffer"]> = (pixelBuffer) =>
+    surfaceBackingOfPixelBuffer(pixelBuffer as PixelBuffer);
 
   listen: Backend["listen"] = (name, allowPeer, limits) =>
     new MachListener(this.#resolve(), name, allowPeer, limits);

@@ -48,18 +48,22 @@ import {
 } from "../wire.ts";
 import {
   allocateInbox,
+  baseReturn,
   checkIn,
+  destroyReceived,
+  drainAndDestroy,
   isBodyError,
   lookUp,
   machError,
   MachPort,
+  messageReturned,
   receiveFailure,
-  receiveOnPort,
+  reclaimReturnedMessage,
   sendWithRetry,
   serviceName,
   type WaitOwner,
-  wakeParked,
 } from "./mach.ts";
+import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
 import { ReceivedIOSurface } from "./surface.ts";
 import {
@@ -107,7 +111,11 @@ function isHandshake(buffer: Uint8Array, layout: ReceivedLayout, id: number): bo
     view.getUint16(MACH_MSG_HEADER_SIZE + 4, true) === WIRE_VERSION;
 }
 
-/** Sends a handshake message once, without waiting; returns the `mach_msg_return_t`. */
+/**
+ * Sends a handshake message once, without waiting; returns the
+ * `mach_msg_return_t` (without special bits when the kernel handed the
+ * message back, whose rights are released here).
+ */
 function sendHandshake(
   native: DarwinNative,
   id: number,
@@ -134,12 +142,10 @@ function sendHandshake(
     0,
     DARWIN.MACH_PORT_NULL,
   );
-  if (kr === DARWIN.MACH_SEND_TIMED_OUT) {
+  if (messageReturned(kr, buffer)) {
     // The message came back: the destination (one extra uref) and a send right to our inbox.
-    const view = new DataView(buffer.buffer);
-    const remote = view.getUint32(8, true), local = view.getUint32(12, true);
-    if (remote !== DARWIN.MACH_PORT_NULL) native.mach_port_deallocate(native.taskSelf, remote);
-    if (local !== DARWIN.MACH_PORT_NULL) native.mach_port_deallocate(native.taskSelf, local);
+    reclaimReturnedMessage(native, buffer);
+    return baseReturn(kr);
   }
   return kr;
 }
@@ -188,7 +194,12 @@ export class MachConnection implements BackendConnection, WaitOwner {
 
   leaveWait(): void {
     // Our receive right is destroyed only when no worker thread can be waiting on its name.
-    if (--this.#pendingWaits === 0 && this.#closed) this.#inbox.close();
+    if (--this.#pendingWaits === 0 && this.#closed) this.#destroyInbox();
+  }
+
+  /** Frees every queued frame (its surface use, its rights) now, then the inbox. */
+  #destroyInbox(): void {
+    drainAndDestroy(this.#native, this.#inbox, this.#receiveBuffer);
   }
 
   async send(
@@ -265,7 +276,7 @@ export class MachConnection implements BackendConnection, WaitOwner {
   /** Checks and imports a received message; `undefined` for one from a refused sender (dropped). */
   #import(buffer: Uint8Array): ReceivedMessage | undefined {
     const native = this.#native;
-    const destroy = () => native.mach_msg_destroy(buffer);
+    const destroy = () => destroyReceived(native, buffer);
     const layout = decodeReceived(buffer);
     if (!layout) {
       destroy();
@@ -349,7 +360,7 @@ export class MachConnection implements BackendConnection, WaitOwner {
     if (this.#closed) return;
     this.#closed = true;
     this.#peerPort.close(); // the peer's inbox loses its last sender: it sees PeerClosedError
-    if (this.#pendingWaits === 0) this.#inbox.close();
+    if (this.#pendingWaits === 0) this.#destroyInbox();
     // A parked receive leaves the port set now; leaveWait() then destroys the inbox.
     else wakeParked(this.#native, this.#inbox.name);
   }
@@ -389,7 +400,17 @@ export class MachListener implements BackendListener, WaitOwner {
   }
 
   leaveWait(): void {
-    if (--this.#pendingWaits === 0 && this.#closed) this.#port.close();
+    if (--this.#pendingWaits === 0 && this.#closed) this.#destroyPort();
+  }
+
+  /**
+   * Destroys every queued HELLO (dropping the client's reply right, so its
+   * connect fails at once), then the service's receive right. launchd drops
+   * the name when it handles the port's dead-name notification, a moment
+   * later: a new `listen` under the same name retries until then.
+   */
+  #destroyPort(): void {
+    drainAndDestroy(this.#native, this.#port, new Uint8Array(HANDSHAKE_BUFFER_SIZE));
   }
 
   async accept(signal?: AbortSignal): Promise<BackendConnection> {
@@ -407,7 +428,7 @@ export class MachListener implements BackendListener, WaitOwner {
       );
       if (kr === DARWIN.MACH_RCV_TOO_LARGE) continue; // not a HELLO; the kernel destroyed it
       if (isBodyError(kr)) {
-        this.#native.mach_msg_destroy(buffer); // not a HELLO either (a HELLO has no body)
+        destroyReceived(this.#native, buffer); // not a HELLO either (a HELLO has no body)
         continue;
       }
       if (kr !== DARWIN.KERN_SUCCESS) throw machError("mach_msg(accept)", kr);
@@ -422,12 +443,12 @@ export class MachListener implements BackendListener, WaitOwner {
     const layout = decodeReceived(buffer);
     const reply = layout ? replyRight(layout) : 0;
     if (!layout || !isHandshake(buffer, layout, MSG_ID_HELLO) || reply === 0) {
-      native.mach_msg_destroy(buffer);
+      destroyReceived(native, buffer);
       return undefined;
     }
     const peer = credentialsOfAuditToken(layout.trailer.audit);
     if (!this.#allowPeer(peer)) {
-      native.mach_msg_destroy(buffer); // drops the reply right: the client sees the refusal
+      destroyReceived(native, buffer); // drops the reply right: the client sees the refusal
       return undefined;
     }
     const peerPort = new MachPort(native, reply, "send");
@@ -452,7 +473,7 @@ export class MachListener implements BackendListener, WaitOwner {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#pendingWaits === 0) this.#port.close();
+    if (this.#pendingWaits === 0) this.#destroyPort();
     else wakeParked(this.#native, this.#port.name);
   }
 }
@@ -534,14 +555,14 @@ async function awaitWelcome(
   if (kr !== DARWIN.KERN_SUCCESS) throw receiveFailure(native, buffer, kr, "mach_msg(connect)");
   const layout = decodeReceived(buffer);
   if (layout && isNoSenders(layout)) {
-    native.mach_msg_destroy(buffer);
+    destroyReceived(native, buffer);
     throw new PeerClosedError(
       `connect(${JSON.stringify(name)}): the listener refused the connection or closed`,
     );
   }
   const reply = layout ? replyRight(layout) : 0;
   if (!layout || !isHandshake(buffer, layout, MSG_ID_WELCOME) || reply === 0) {
-    native.mach_msg_destroy(buffer);
+    destroyReceived(native, buffer);
     throw new ProtocolError("BAD_TYPE", `connect(${JSON.stringify(name)}): no valid WELCOME`);
   }
   const peerPort = new MachPort(native, reply, "send");

@@ -1,10 +1,10 @@
 /**
  * Mach helpers over the {@link DarwinNative} calls: return-code names and
  * typed failures, the {@link MachPort} right owner, bootstrap names, the
- * no-senders notification that tells a side its peer is gone, and the two
- * message loops every channel uses (send with `MACH_SEND_TIMEOUT` 0 and
- * back-off; receive with `MACH_RCV_TIMEOUT` 0 on this thread, then parked in
- * the process's one shared port-set wait, {@link PortWaitSet}).
+ * no-senders notification that tells a side its peer is gone, the send loop
+ * (`MACH_SEND_TIMEOUT` 0 and back-off, reclaiming a message the kernel hands
+ * back), and {@link destroyReceived}, which frees everything a received
+ * message brought. The receive loop and the shared wait are in `poller.ts`.
  *
  * @module
  */
@@ -15,10 +15,10 @@ import {
   DARWIN,
   decodeMachMsgHeader,
   decodeMachMsgPortDescriptor,
-  encodeMachMsgHeader,
   MACH_MSG_BODY_SIZE,
   MACH_MSG_HEADER_SIZE,
-  machMsghBits,
+  MACH_MSG_OTHER_DESCRIPTOR_SIZE,
+  MACH_MSG_PORT_DESCRIPTOR_SIZE,
   msghBitsLocal,
   msghBitsRemote,
   msghIsComplex,
@@ -64,11 +64,14 @@ const HINTS: Record<number, string> = {
   [DARWIN.BOOTSTRAP_UNKNOWN_SERVICE]:
     "nothing is listening under this name; start the listener first",
   [DARWIN.BOOTSTRAP_SERVICE_ACTIVE]:
-    "another listener already uses this name; pick another or close it",
+    "a listener of this process uses this name, or closed it so recently that launchd has not " +
+    "removed it yet; pick another name or close that listener",
   [DARWIN.BOOTSTRAP_NAME_IN_USE]:
     "another listener already uses this name; pick another or close it",
   [DARWIN.BOOTSTRAP_NOT_PRIVILEGED]:
-    "the bootstrap server refused (a sandbox, or another user's session)",
+    "another process registered this name (a live listener, or one that exited so recently that " +
+    "launchd has not removed it yet), or the bootstrap server refused this process " +
+    "(a sandbox, another user's session)",
   [DARWIN.KERN_RESOURCE_SHORTAGE]: "the kernel is out of port names or memory",
   [DARWIN.KERN_NO_SPACE]: "this task's port name space is full; close surfaces and frames",
   [DARWIN.MACH_SEND_INVALID_DEST]: "the peer is gone",
@@ -214,39 +217,111 @@ export function serviceName(name: string): string {
   return service;
 }
 
-/** A `name_t` (char[128], NUL-padded) for the bootstrap calls. */
+/** A `name_t` (char[128], NUL-padded, UTF-8) for the bootstrap calls. */
 export function encodeServiceName(service: string): Uint8Array {
   const bytes = new Uint8Array(DARWIN.BOOTSTRAP_MAX_NAME_LEN);
-  const { written } = encoder.encodeInto(service, bytes.subarray(0, bytes.length - 1));
-  if (written !== service.length) throw new RangeError("bootstrap name too long");
+  // `read` counts UTF-16 code units consumed, `written` UTF-8 bytes: all of it must fit.
+  const { read } = encoder.encodeInto(service, bytes.subarray(0, bytes.length - 1));
+  if (read !== service.length) throw new RangeError("bootstrap name too long");
   return bytes;
 }
 
-/** `bootstrap_check_in`: the receive right of service `service`. */
-export function checkIn(native: DarwinNative, service: string): MachPort {
-  const out = new Uint8Array(4);
-  const kr = native.bootstrap_check_in(native.bootstrapPort, encodeServiceName(service), out);
-  if (kr !== 0) throw machError(`bootstrap_check_in(${JSON.stringify(service)})`, kr);
-  return new MachPort(native, new DataView(out.buffer).getUint32(0, true), "receive");
+/**
+ * How long `listen` retries a name launchd still holds (ms). launchd removes
+ * a name checked in at run time only when it handles the dead-name
+ * notification of its port, a moment after the listener closed; until then
+ * `bootstrap_check_in` answers `BOOTSTRAP_SERVICE_ACTIVE` (to the same
+ * process) or `BOOTSTRAP_NOT_PRIVILEGED` (to another one).
+ */
+export const CHECK_IN_RETRY_MS = 250;
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** Blocks this thread for `ms` (listen() is synchronous; only its rare retry sleeps). */
+function sleepSync(ms: number): void {
+  Atomics.wait(sleeper, 0, 0, ms);
 }
 
-/** `bootstrap_look_up`: a send right to service `service`. */
+/**
+ * `bootstrap_check_in`: the receive right of service `service`. A name
+ * launchd has not yet released (`SERVICE_ACTIVE` / `NOT_PRIVILEGED`) is
+ * retried with a short back-off for up to `retryMs`.
+ */
+export function checkIn(
+  native: DarwinNative,
+  service: string,
+  retryMs: number = CHECK_IN_RETRY_MS,
+): MachPort {
+  const out = new Uint8Array(4);
+  const name = encodeServiceName(service);
+  const giveUp = performance.now() + retryMs;
+  for (let delay = 1;; delay = Math.min(delay * 2, 32)) {
+    const kr = native.bootstrap_check_in(native.bootstrapPort, name, out);
+    if (kr === DARWIN.BOOTSTRAP_SUCCESS) {
+      return new MachPort(native, new DataView(out.buffer).getUint32(0, true), "receive");
+    }
+    const held = kr === DARWIN.BOOTSTRAP_SERVICE_ACTIVE || kr === DARWIN.BOOTSTRAP_NOT_PRIVILEGED;
+    const remaining = giveUp - performance.now();
+    if (!held || remaining <= 0) {
+      throw machError(`bootstrap_check_in(${JSON.stringify(service)})`, kr);
+    }
+    sleepSync(Math.min(delay, remaining));
+  }
+}
+
+/**
+ * `bootstrap_look_up`: a send right to service `service`. A name whose
+ * listener is gone but which launchd has not removed yet comes back as a
+ * dead name; that is reported like an unknown service.
+ */
 export function lookUp(native: DarwinNative, service: string): MachPort {
   const out = new Uint8Array(4);
+  const call = `bootstrap_look_up(${JSON.stringify(service)})`;
   const kr = native.bootstrap_look_up(native.bootstrapPort, encodeServiceName(service), out);
-  if (kr !== 0) throw machError(`bootstrap_look_up(${JSON.stringify(service)})`, kr);
-  return new MachPort(native, new DataView(out.buffer).getUint32(0, true), "send");
+  if (kr !== 0) throw machError(call, kr);
+  const name = new DataView(out.buffer).getUint32(0, true);
+  if (name === DARWIN.MACH_PORT_NULL || name === DARWIN.MACH_PORT_DEAD) {
+    throw machError(call, DARWIN.BOOTSTRAP_UNKNOWN_SERVICE, "the listener under this name closed");
+  }
+  return new MachPort(native, name, "send");
 }
 
 // --- messages coming back -------------------------------------------------------
 
 /**
- * After a send failed with `MACH_SEND_TIMED_OUT`, the kernel has put the
+ * True if a failed send's message was handed back into `buffer`
+ * ("pseudo-receive"). XNU does that for every failure after the message was
+ * copied in — `MACH_SEND_TIMED_OUT`, `MACH_SEND_INTERRUPTED`,
+ * `MACH_SEND_NO_BUFFER`, `MACH_SEND_INVALID_OPTIONS`..., with special bits
+ * (`MACH_MSG_IPC_SPACE`...) ORed in, hence `kr & ~MACH_MSG_MASK` — and
+ * rewrites the header as a received one: the destination's disposition
+ * becomes `MACH_MSG_TYPE_PORT_SEND` / `PORT_SEND_ONCE`. A failure before
+ * copy-in leaves the buffer as written, and surfaceport never sends with
+ * those two as the destination's disposition (it uses COPY_SEND or
+ * MAKE_SEND), so the header tells the two cases apart for any code.
+ */
+export function messageReturned(kr: number, buffer: Uint8Array): boolean {
+  const base = baseReturn(kr);
+  if (base <= DARWIN.MACH_SEND_IN_PROGRESS || base >= DARWIN.MACH_RCV_IN_PROGRESS) return false;
+  const remote = buffer[0] & DARWIN.MACH_MSGH_BITS_REMOTE_MASK;
+  return remote === DARWIN.MACH_MSG_TYPE_PORT_SEND ||
+    remote === DARWIN.MACH_MSG_TYPE_PORT_SEND_ONCE;
+}
+
+/** `kr` without the special bits (`MACH_MSG_IPC_SPACE`...). */
+export function baseReturn(kr: number): number {
+  return (kr & ~DARWIN.MACH_MSG_MASK) >>> 0;
+}
+
+/**
+ * After a send failed and {@link messageReturned}, the kernel has put the
  * message back into `buffer` and its rights back into this task
  * ("pseudo-receive"): the destination as a send right with one extra user
  * reference, the reply right, and each descriptor's right, possibly under
- * new names. Releases the header's references and returns the names of the
- * returned descriptor rights, which the caller owns again.
+ * new names. Releases the header's references (the destination's extra
+ * one would otherwise keep the peer from ever seeing this side close) and
+ * returns the names of the returned descriptor rights, which the caller
+ * owns again.
  */
 export function reclaimReturnedMessage(native: DarwinNative, buffer: Uint8Array): number[] {
   const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
@@ -299,7 +374,9 @@ export interface WaitOwner {
  * queue is full the kernel hands the message back; `onReturned` gets the
  * returned descriptor names (see {@link reclaimReturnedMessage}) and the
  * send is retried with a short back-off until `deadline`, `signal` or close.
- * Returns the final `mach_msg_return_t` other than `MACH_SEND_TIMED_OUT`.
+ * Any other failure that hands the message back is reclaimed the same way
+ * before its code is returned. Returns the final `mach_msg_return_t` other
+ * than `MACH_SEND_TIMED_OUT`.
  */
 export async function sendWithRetry(
   native: DarwinNative,
@@ -324,8 +401,10 @@ export async function sendWithRetry(
       0,
       DARWIN.MACH_PORT_NULL,
     );
-    if (kr !== DARWIN.MACH_SEND_TIMED_OUT) return kr;
+    if (!messageReturned(kr, buffer)) return kr;
+    // Reclaim first, whatever the code: the rights are ours again under possibly new names.
     onReturned(reclaimReturnedMessage(native, buffer));
+    if (baseReturn(kr) !== DARWIN.MACH_SEND_TIMED_OUT) return kr;
     if (owner.closed) throw new ClosedError(owner.what, operation);
     throwIfAborted(signal);
     const remaining = deadline - performance.now();
@@ -334,436 +413,6 @@ export async function sendWithRetry(
     delay = Math.min(delay * 2, MAX_SEND_RETRY_MS);
     if (owner.closed) throw new ClosedError(owner.what, operation);
     throwIfAborted(signal);
-  }
-}
-
-/** How often a wait on a port this library does not own re-checks it (ms). */
-export const WAIT_SLICE_MS = 50;
-
-/**
- * The longest single shared wait (ms). Only a safety net: every change that
- * matters (a message on a member port, a nearer deadline, the last waiter
- * leaving) ends the wait at once.
- */
-export const MAX_PARK_MS = 1000;
-
-/**
- * The shared wait's `mach_msg` options: receive on the port set with
- * `MACH_RCV_LARGE | MACH_RCV_LARGE_IDENTITY` into a bare header. Every
- * message plus its trailer is larger than that, so none is ever dequeued:
- * the kernel leaves it queued and writes its size into `msgh_size` and the
- * member port it waits on into `msgh_local_port` (XNU copies both out when
- * `rcv_size` ≥ 16). The wait owns no right, ever.
- */
-export const PEEK_OPTIONS = (DARWIN.MACH_RCV_MSG | DARWIN.MACH_RCV_LARGE |
-  DARWIN.MACH_RCV_LARGE_IDENTITY | DARWIN.MACH_RCV_TIMEOUT) >>> 0;
-/** The peek buffer: one `mach_msg_header_t`. */
-const PEEK_SIZE = MACH_MSG_HEADER_SIZE;
-/** `msgh_id` of the empty message that interrupts the shared wait. */
-const INTERRUPT_ID = 0x53505249;
-
-/** One parked receive: woken when `port` has a message, closes, or `deadline` / `recheckAt` passes. */
-interface PortWaiter {
-  port: number;
-  deadline: number;
-  /** Settled `false` (look again) at this time, if it comes before the deadline. */
-  recheckAt: number;
-  /** Settles the wait: true (a message is waiting), false (look again), or an error. */
-  settle: (result: boolean | Error) => void;
-  timeoutError: () => TimeoutError;
-}
-
-/** One life of the shared wait: its port set, control port and peek buffer. */
-interface WaitRound {
-  set: number;
-  control: number;
-  /** A stale `mach_msg` of an earlier round may still write into its own buffer, never into this one. */
-  peek: Uint8Array;
-  waiting: boolean;
-  waitEnd: number;
-  interruptPending: boolean;
-}
-
-/**
- * Every parked receive of one task, waited for by one `mach_msg` on one
- * worker thread: the Mach form of the Linux channel's `Poller`.
- *
- * Deno runs nonblocking FFI calls on its blocking-thread pool, capped at 32
- * threads. A `mach_msg` per parked channel — even in 50 ms slices — let 32
- * idle channels occupy every thread: the channel that did have a frame,
- * `accept`, and Deno's own async file I/O queued behind slices of idle ones
- * (and each idle channel woke a thread 20 times a second). Now a parked
- * receive adds its inbox to a port set (`mach_port_insert_member`), and one
- * `mach_msg` peeks the whole set ({@link PEEK_OPTIONS}): when some member
- * has a message, the kernel names it and leaves the message queued; that
- * member is taken out of the set and its waiter settled; the owner then
- * receives it on the JS thread with timeout 0, with its own buffer, its own
- * size limit and its own right bookkeeping, exactly as on the fast path.
- *
- * The set wakes by itself for messages on members, including members added
- * while it waits. A nearer deadline interrupts it through a control port in
- * the set (an empty message sent with `MAKE_SEND`, so no send right is ever
- * held). The set and the control port exist only while some receive is
- * parked: when the last one leaves they are destroyed at once, which also
- * ends a pending wait (`MACH_RCV_PORT_DIED`), so a process whose channels
- * are all closed or idle-aborted can exit. A round's stale result is
- * ignored; its peek could at worst look at a reused name, and a peek
- * dequeues nothing.
- */
-export class PortWaitSet {
-  readonly #native: DarwinNative;
-  readonly #waiters = new Map<number, Set<PortWaiter>>();
-  readonly #interrupt = new Uint8Array(MACH_MSG_HEADER_SIZE);
-  readonly #drain = new Uint8Array(MACH_MSG_HEADER_SIZE + DARWIN.MAX_TRAILER_SIZE);
-  readonly #out = new Uint8Array(4);
-  #round: WaitRound | undefined;
-
-  constructor(native: DarwinNative) {
-    this.#native = native;
-  }
-
-  /** The live port set's name, or 0 when nothing is parked (for tests). */
-  get setName(): number {
-    return this.#round?.set ?? DARWIN.MACH_PORT_NULL;
-  }
-
-  /** Number of parked waits. */
-  get size(): number {
-    let n = 0;
-    for (const group of this.#waiters.values()) n += group.size;
-    return n;
-  }
-
-  /** Parks `waiter`; throws `MachError` if its port cannot join the set (not a receive right). */
-  add(waiter: PortWaiter): void {
-    const native = this.#native;
-    const round = this.#round ?? this.#start();
-    let group = this.#waiters.get(waiter.port);
-    if (!group) {
-      const kr = native.mach_port_insert_member(native.taskSelf, waiter.port, round.set);
-      if (kr !== DARWIN.KERN_SUCCESS && kr !== DARWIN.KERN_ALREADY_IN_SET) {
-        if (this.#waiters.size === 0) this.#stop();
-        throw machError("mach_port_insert_member", kr);
-      }
-      this.#waiters.set(waiter.port, group = new Set());
-    }
-    group.add(waiter);
-    if (round.waiting && Math.min(waiter.deadline, waiter.recheckAt) < round.waitEnd) {
-      this.#interruptWait(round);
-    }
-  }
-
-  /** Unparks `waiter` without settling it; true if it was parked. */
-  remove(waiter: PortWaiter): boolean {
-    const group = this.#waiters.get(waiter.port);
-    if (!group?.delete(waiter)) return false;
-    if (group.size === 0) {
-      this.#waiters.delete(waiter.port);
-      const round = this.#round;
-      if (round && this.#waiters.size > 0) {
-        // Out of the set, or the next peek would name it again for a message nobody waits for.
-        this.#native.mach_port_extract_member(this.#native.taskSelf, waiter.port, round.set);
-      }
-    }
-    if (this.#waiters.size === 0) this.#stop(); // destroying the set removes every member
-    return true;
-  }
-
-  /** Settles every wait parked on `port` with `result` (true: a message is waiting; false: look again). */
-  settlePort(port: number, result: boolean): void {
-    const group = this.#waiters.get(port);
-    if (!group) return;
-    for (const waiter of [...group]) {
-      this.remove(waiter);
-      waiter.settle(result);
-    }
-  }
-
-  #start(): WaitRound {
-    const native = this.#native;
-    const view = new DataView(this.#out.buffer);
-    checkKern(
-      "mach_port_allocate(MACH_PORT_RIGHT_PORT_SET)",
-      native.mach_port_allocate(native.taskSelf, DARWIN.MACH_PORT_RIGHT_PORT_SET, this.#out),
-    );
-    const set = view.getUint32(0, true);
-    let kr = native.mach_port_allocate(native.taskSelf, DARWIN.MACH_PORT_RIGHT_RECEIVE, this.#out);
-    const control = kr === DARWIN.KERN_SUCCESS ? view.getUint32(0, true) : DARWIN.MACH_PORT_NULL;
-    if (kr === DARWIN.KERN_SUCCESS) {
-      kr = native.mach_port_insert_member(native.taskSelf, control, set);
-    }
-    if (kr !== DARWIN.KERN_SUCCESS) {
-      if (control !== DARWIN.MACH_PORT_NULL) {
-        native.mach_port_mod_refs(native.taskSelf, control, DARWIN.MACH_PORT_RIGHT_RECEIVE, -1);
-      }
-      native.mach_port_mod_refs(native.taskSelf, set, DARWIN.MACH_PORT_RIGHT_PORT_SET, -1);
-      throw machError("mach_port_allocate / mach_port_insert_member (control port)", kr);
-    }
-    const round: WaitRound = {
-      set,
-      control,
-      peek: new Uint8Array(PEEK_SIZE),
-      waiting: false,
-      waitEnd: Infinity,
-      interruptPending: false,
-    };
-    this.#round = round;
-    void this.#run(round);
-    return round;
-  }
-
-  /** Destroys the round's ports (ending a pending wait on the set) once no receive is parked. */
-  #stop(): void {
-    const round = this.#round;
-    if (!round) return;
-    this.#round = undefined;
-    const native = this.#native;
-    // The control port's queued interrupts die with it; they carry no right.
-    native.mach_port_mod_refs(native.taskSelf, round.control, DARWIN.MACH_PORT_RIGHT_RECEIVE, -1);
-    native.mach_port_mod_refs(native.taskSelf, round.set, DARWIN.MACH_PORT_RIGHT_PORT_SET, -1);
-  }
-
-  async #run(round: WaitRound): Promise<void> {
-    const native = this.#native;
-    try {
-      for (;;) {
-        // Waits parked in this same turn of the event loop join this round without an interrupt.
-        await Promise.resolve();
-        if (this.#round !== round) return;
-        let until = Infinity;
-        for (const group of this.#waiters.values()) {
-          for (const w of group) until = Math.min(until, w.deadline, w.recheckAt);
-        }
-        const now = performance.now();
-        const timeout = Math.max(0, Math.min(MAX_PARK_MS, Math.ceil(until - now)));
-        let kr: number = DARWIN.MACH_RCV_TIMED_OUT;
-        if (timeout > 0) {
-          round.waiting = true;
-          round.waitEnd = now + timeout;
-          kr = await native.mach_msg_wait(
-            round.peek,
-            PEEK_OPTIONS,
-            0,
-            PEEK_SIZE,
-            round.set,
-            timeout,
-            DARWIN.MACH_PORT_NULL,
-          );
-          round.waiting = false;
-          round.waitEnd = Infinity;
-          if (this.#round !== round) return; // stopped meanwhile: this result means nothing
-        }
-        if (kr === DARWIN.MACH_RCV_TOO_LARGE || kr === DARWIN.KERN_SUCCESS) {
-          // KERN_SUCCESS cannot happen (no message fits a bare header); treat it as a wake-up.
-          const name = new DataView(round.peek.buffer).getUint32(12, true);
-          if (name === round.control) this.#drainControl(round);
-          else this.settlePort(name, true);
-        } else if (kr !== DARWIN.MACH_RCV_TIMED_OUT && kr !== DARWIN.MACH_RCV_INTERRUPTED) {
-          throw machError("mach_msg(port set)", kr);
-        }
-        this.#expire(performance.now());
-      }
-    } catch (error) {
-      if (this.#round !== round) return;
-      const waiters = [...this.#waiters.values()].flatMap((group) => [...group]);
-      this.#waiters.clear();
-      this.#stop();
-      for (const waiter of waiters) waiter.settle(error as Error);
-    }
-  }
-
-  /** Settles every wait whose deadline (TimeoutError) or re-check time (false) has come. */
-  #expire(now: number): void {
-    for (const group of [...this.#waiters.values()]) {
-      for (const waiter of [...group]) {
-        if (waiter.deadline <= now) {
-          this.remove(waiter);
-          waiter.settle(waiter.timeoutError());
-        } else if (waiter.recheckAt <= now) {
-          this.remove(waiter);
-          waiter.settle(false);
-        }
-      }
-    }
-  }
-
-  /** Ends the pending wait early (a nearer deadline): an empty message to the control port. */
-  #interruptWait(round: WaitRound): void {
-    if (round.interruptPending) return;
-    const native = this.#native;
-    encodeMachMsgHeader(new DataView(this.#interrupt.buffer), 0, {
-      bits: machMsghBits(DARWIN.MACH_MSG_TYPE_MAKE_SEND, 0),
-      size: MACH_MSG_HEADER_SIZE,
-      remotePort: round.control,
-      localPort: DARWIN.MACH_PORT_NULL,
-      voucherPort: DARWIN.MACH_PORT_NULL,
-      id: INTERRUPT_ID,
-    });
-    const kr = native.mach_msg(
-      this.#interrupt,
-      DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
-      MACH_MSG_HEADER_SIZE,
-      0,
-      DARWIN.MACH_PORT_NULL,
-      0,
-      DARWIN.MACH_PORT_NULL,
-    );
-    if (kr === DARWIN.MACH_SEND_TIMED_OUT) {
-      // Queue full of interrupts already; the message came back with the send right we made.
-      reclaimReturnedMessage(native, this.#interrupt);
-    }
-    // On any other failure the wait still ends by MAX_PARK_MS.
-    round.interruptPending = kr === DARWIN.KERN_SUCCESS || kr === DARWIN.MACH_SEND_TIMED_OUT;
-  }
-
-  /** Receives (on this thread, timeout 0) every interrupt queued on the control port. */
-  #drainControl(round: WaitRound): void {
-    const native = this.#native;
-    const buffer = this.#drain;
-    for (;;) {
-      const kr = native.mach_msg(
-        buffer,
-        RECEIVE_OPTIONS | DARWIN.MACH_RCV_TIMEOUT,
-        0,
-        buffer.length,
-        round.control,
-        0,
-        DARWIN.MACH_PORT_NULL,
-      );
-      if (kr === DARWIN.KERN_SUCCESS || isBodyError(kr)) native.mach_msg_destroy(buffer);
-      else if (kr !== DARWIN.MACH_RCV_TOO_LARGE) break;
-    }
-    round.interruptPending = false;
-  }
-}
-
-const waitSets = new WeakMap<DarwinNative, PortWaitSet>();
-
-/** The shared wait of `native`'s task (one per process on macOS; one per fake task in tests). */
-export function portWaitSet(native: DarwinNative): PortWaitSet {
-  let set = waitSets.get(native);
-  if (!set) waitSets.set(native, set = new PortWaitSet(native));
-  return set;
-}
-
-/** Settles every receive parked on `port` (its owner is closing): they look again and see it. */
-export function wakeParked(native: DarwinNative, port: number): void {
-  waitSets.get(native)?.settlePort(port, false);
-}
-
-/**
- * Parks a receive on `port` in the task's {@link PortWaitSet} until a
- * message is waiting (true), it is woken or its re-check time comes
- * (false), the deadline passes (TimeoutError) or the signal aborts (its
- * reason). After joining the set it looks at the port once more (a peek
- * with `MACH_RCV_LARGE`, timeout 0, which dequeues nothing), so a message
- * that arrived between the caller's last receive and the join is never
- * missed, whatever the kernel does for members added under a pending wait.
- */
-function park(
-  native: DarwinNative,
-  port: number,
-  deadline: number,
-  recheckAt: number,
-  signal: AbortSignal | undefined,
-  timeoutError: () => TimeoutError,
-): Promise<boolean> {
-  const set = portWaitSet(native);
-  return new Promise<boolean>((resolve, reject) => {
-    const onAbort = () => {
-      set.remove(waiter);
-      reject(signal!.reason);
-    };
-    const waiter: PortWaiter = {
-      port,
-      deadline,
-      recheckAt,
-      settle: (result) => {
-        signal?.removeEventListener("abort", onAbort);
-        if (result instanceof Error) reject(result);
-        else resolve(result);
-      },
-      timeoutError,
-    };
-    try {
-      set.add(waiter);
-    } catch (error) {
-      reject(error);
-      return;
-    }
-    signal?.addEventListener("abort", onAbort, { once: true });
-    const peek = new Uint8Array(PEEK_SIZE);
-    const kr = native.mach_msg(
-      peek,
-      DARWIN.MACH_RCV_MSG | DARWIN.MACH_RCV_LARGE | DARWIN.MACH_RCV_TIMEOUT,
-      0,
-      PEEK_SIZE,
-      port,
-      0,
-      DARWIN.MACH_PORT_NULL,
-    );
-    if (kr !== DARWIN.MACH_RCV_TIMED_OUT) set.settlePort(port, true); // waiting, or an error to see
-  });
-}
-
-/**
- * Receives one message on `port` into `buffer` (audit trailer requested).
- * A waiting message is taken on this thread (`MACH_RCV_TIMEOUT`, timeout 0,
- * after `spinMicros` of retries in low-latency mode): no thread hop.
- * Otherwise the receive parks in the task's shared port-set wait
- * ({@link PortWaitSet}: one worker thread for every parked receive) and
- * takes the message on this thread once the set names its port. The
- * deadline, the signal and the owner's close end a parked receive at once.
- * Returns the `mach_msg_return_t` of the receive (success,
- * `MACH_RCV_TOO_LARGE`, ...); a message that arrives after the owner was
- * closed is destroyed and `ClosedError` thrown.
- */
-export async function receiveOnPort(
-  native: DarwinNative,
-  buffer: Uint8Array,
-  port: number,
-  operation: string,
-  deadline: number,
-  signal: AbortSignal | undefined,
-  owner: WaitOwner,
-  spinMicros = 0,
-): Promise<number> {
-  const start = performance.now();
-  const option = RECEIVE_OPTIONS | DARWIN.MACH_RCV_TIMEOUT;
-  const tryNow = () =>
-    native.mach_msg(buffer, option, 0, buffer.length, port, 0, DARWIN.MACH_PORT_NULL);
-  let kr = tryNow();
-  if (kr === DARWIN.MACH_RCV_TIMED_OUT && spinMicros > 0) {
-    // Low-latency mode: retry on this thread before paying the hop to a worker thread.
-    const spinUntil = Math.min(start + spinMicros / 1000, deadline);
-    while (kr === DARWIN.MACH_RCV_TIMED_OUT && performance.now() < spinUntil) kr = tryNow();
-  }
-  const timeoutError = () => new TimeoutError(operation, Math.round(deadline - start));
-  for (;;) {
-    if (kr === DARWIN.KERN_SUCCESS) {
-      if (owner.closed) {
-        native.mach_msg_destroy(buffer);
-        throw new ClosedError(owner.what, operation);
-      }
-      return kr;
-    }
-    if (kr !== DARWIN.MACH_RCV_TIMED_OUT && kr !== DARWIN.MACH_RCV_INTERRUPTED) {
-      if (owner.closed) throw new ClosedError(owner.what, operation);
-      return kr;
-    }
-    if (owner.closed) throw new ClosedError(owner.what, operation);
-    throwIfAborted(signal);
-    const now = performance.now();
-    if (deadline - now <= 0) throw timeoutError();
-    const recheckAt = owner.recheckMs === undefined ? Infinity : now + owner.recheckMs;
-    owner.enterWait();
-    try {
-      await park(native, port, deadline, recheckAt, signal, timeoutError);
-    } finally {
-      owner.leaveWait();
-    }
-    if (owner.closed) throw new ClosedError(owner.what, operation);
-    kr = tryNow();
   }
 }
 
@@ -794,7 +443,7 @@ export function receiveFailure(
 ): ProtocolError | MachError {
   if (kr === DARWIN.MACH_RCV_TOO_LARGE) return tooLarge(buffer.length);
   if (isBodyError(kr)) {
-    native.mach_msg_destroy(buffer);
+    destroyReceived(native, buffer);
     return new ProtocolError(
       "CONTROL_TRUNCATED",
       `${call}: the kernel could not copy the message's descriptors out (${
@@ -811,4 +460,85 @@ export function tooLarge(bufferSize: number): ProtocolError {
     "MESSAGE_TRUNCATED",
     `message and trailer exceed the ${bufferSize}-byte receive buffer (the kernel destroyed it)`,
   );
+}
+
+/**
+ * Destroys a received message (or one whose body the kernel copied out in
+ * part): every right it carried, and every out-of-line region it mapped
+ * into this task. `mach_msg_destroy` alone is not enough against a hostile
+ * sender: XNU copies an out-of-line region out with `deallocate` set only
+ * when the sender asked for `MACH_MSG_VIRTUAL_COPY`, and copies
+ * `MACH_MSG_OOL_VOLATILE_DESCRIPTOR` memory out as a new region too, while
+ * libsyscall's `mach_msg_destroy` frees a region only when `deallocate` is
+ * set and never a volatile one. So this clears `deallocate` on every region
+ * (and nulls OOL and volatile descriptors), lets `mach_msg_destroy` release
+ * the rights (including those in out-of-line port arrays, which it reads),
+ * and then frees each region itself with `mach_vm_deallocate`, exactly once.
+ */
+export function destroyReceived(native: DarwinNative, buffer: Uint8Array): void {
+  const regions: [bigint, bigint][] = [];
+  if (buffer.length >= MACH_MSG_HEADER_SIZE + MACH_MSG_BODY_SIZE) {
+    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    const header = decodeMachMsgHeader(view, 0);
+    const end = Math.min(header.size, buffer.length);
+    if (msghIsComplex(header.bits)) {
+      const count = view.getUint32(MACH_MSG_HEADER_SIZE, true);
+      let at = MACH_MSG_HEADER_SIZE + MACH_MSG_BODY_SIZE;
+      for (let i = 0; i < count && at + MACH_MSG_PORT_DESCRIPTOR_SIZE <= end; i++) {
+        const type = view.getUint8(at + 11);
+        if (type === DARWIN.MACH_MSG_PORT_DESCRIPTOR) {
+          at += MACH_MSG_PORT_DESCRIPTOR_SIZE;
+          continue;
+        }
+        if (at + MACH_MSG_OTHER_DESCRIPTOR_SIZE > end) break;
+        // 64-bit out-of-line descriptors: address u64 @0, deallocate u8 @8, type u8 @11, size/count u32 @12.
+        const ports = type === DARWIN.MACH_MSG_OOL_PORTS_DESCRIPTOR;
+        if (
+          ports || type === DARWIN.MACH_MSG_OOL_DESCRIPTOR ||
+          type === DARWIN.MACH_MSG_OOL_VOLATILE_DESCRIPTOR
+        ) {
+          const address = view.getBigUint64(at, true);
+          const bytes = BigInt(view.getUint32(at + 12, true)) * (ports ? 4n : 1n);
+          if (address !== 0n && bytes > 0n) regions.push([address, bytes]);
+          view.setUint8(at + 8, 0);
+          if (!ports) {
+            view.setBigUint64(at, 0n, true);
+            view.setUint32(at + 12, 0, true);
+          }
+        }
+        at += MACH_MSG_OTHER_DESCRIPTOR_SIZE;
+      }
+    }
+  }
+  native.mach_msg_destroy(buffer);
+  for (const [address, bytes] of regions) {
+    native.mach_vm_deallocate(native.taskSelf, address, bytes);
+  }
+}
+
+/**
+ * Receives (timeout 0) and destroys every message queued on `port`, whose
+ * receive right this task holds, then destroys the right. Destroying a
+ * port with messages queued leaves their destruction to the kernel, which
+ * may defer it; draining first releases every right and region they carry
+ * (a client's reply right, a sender's surface use) before this returns.
+ */
+export function drainAndDestroy(native: DarwinNative, port: MachPort, buffer: Uint8Array): void {
+  const name = port.name;
+  if (name !== DARWIN.MACH_PORT_NULL) {
+    for (;;) {
+      const kr = native.mach_msg(
+        buffer,
+        RECEIVE_OPTIONS | DARWIN.MACH_RCV_TIMEOUT,
+        0,
+        buffer.length,
+        name,
+        0,
+        DARWIN.MACH_PORT_NULL,
+      );
+      if (kr === DARWIN.KERN_SUCCESS || isBodyError(kr)) destroyReceived(native, buffer);
+      else if (kr !== DARWIN.MACH_RCV_TOO_LARGE) break; // a too-large one was destroyed by the kernel
+    }
+  }
+  port.close();
 }

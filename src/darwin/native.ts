@@ -46,6 +46,13 @@ export interface IOSurfaceProperties {
   planes: readonly PlaneGeometry[];
 }
 
+/** The IOSurface properties whose values `IOSurfaceAlignProperty` rounds for surfaceport. */
+export type AlignedProperty =
+  | "kIOSurfaceBytesPerRow"
+  | "kIOSurfacePlaneBytesPerRow"
+  | "kIOSurfacePlaneOffset"
+  | "kIOSurfaceAllocSize";
+
 /**
  * One task's view of Mach, the bootstrap server, IOSurface, CoreVideo and
  * CoreFoundation. `task` arguments are `taskSelf`.
@@ -101,6 +108,10 @@ export interface DarwinNative {
   mach_port_extract_member(task: number, name: number, pset: number): number;
   /** `mach_port_get_refs(task, name, right, &refs)` */
   mach_port_get_refs(task: number, name: number, right: number, refs: Uint8Array): number;
+  /** `mach_port_type(task, name, &type)`: the `MACH_PORT_TYPE_*` bits of `name`, written as a u32. */
+  mach_port_type(task: number, name: number, type: Uint8Array): number;
+  /** `mach_vm_deallocate(task, address, size)`: frees a region (out-of-line memory received). */
+  mach_vm_deallocate(task: number, address: bigint, size: bigint): number;
   /** `mach_port_request_notification(task, name, msgid, sync, notify, notifyPoly, &previous)` */
   mach_port_request_notification(
     task: number,
@@ -118,6 +129,11 @@ export interface DarwinNative {
 
   /** Composite: builds the property dictionary and calls `IOSurfaceCreate` (+1), or null. */
   createIOSurface(properties: IOSurfaceProperties): Deno.PointerValue;
+  /**
+   * `IOSurfaceAlignProperty(key, value)`: `value` rounded up to the alignment
+   * IOSurface requires for the property named `key`.
+   */
+  IOSurfaceAlignProperty(key: AlignedProperty, value: number): number;
   /** `IOSurfaceCreateMachPort`: a new send right; one use of the surface while it lives. */
   IOSurfaceCreateMachPort(surface: Deno.PointerObject): number;
   /** `IOSurfaceLookupFromMachPort` (+1, or null); does not consume the right. */
@@ -187,6 +203,29 @@ export interface DarwinNative {
 /** The native interface behind a backend, if it is the macOS one (real or fake). */
 export function darwinNativeOf(backend: Backend): DarwinNative | undefined {
   return (backend as { darwinNative?: DarwinNative }).darwinNative;
+}
+
+/** The backend a test runs the library on (set through `setBackendForTesting`), if any. */
+let testBackend: Backend | undefined;
+
+/**
+ * Test hook, called by `src/platform.ts`'s `setBackendForTesting`: the
+ * macOS-only entry points (`PixelBuffer`, the port primitives) then use
+ * `backend`'s native calls, or none if it is not a macOS backend.
+ */
+export function setTestBackend(backend: Backend | undefined): void {
+  testBackend = backend;
+}
+
+/**
+ * The native calls of the running macOS backend, for the macOS-only public
+ * entry points: the test backend's if one is set, else the real frameworks
+ * on macOS, else `undefined`. (Found here rather than through
+ * `src/platform.ts`, which imports this backend: no import circle.)
+ */
+export function activeDarwinNative(): DarwinNative | undefined {
+  if (testBackend) return darwinNativeOf(testBackend);
+  return Deno.build.os === "darwin" ? realDarwinNative() : undefined;
 }
 
 // --- the real implementation ----------------------------------------------------
@@ -298,6 +337,8 @@ export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
     mach_port_extract_member: (task, name, pset) => sys.mach_port_extract_member(task, name, pset),
     mach_port_get_refs: (task, name, right, refs) =>
       sys.mach_port_get_refs(task, name, right, refs),
+    mach_port_type: (task, name, type) => sys.mach_port_type(task, name, type),
+    mach_vm_deallocate: (task, address, size) => sys.mach_vm_deallocate(task, address, size),
     mach_port_request_notification: (task, name, msgid, sync, notify, notifyPoly, previous) =>
       sys.mach_port_request_notification(task, name, msgid, sync, notify, notifyPoly, previous),
     bootstrap_check_in: (bp, name, sp) => sys.bootstrap_check_in(bp, name, sp),
@@ -334,6 +375,7 @@ export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
         scope.release();
       }
     },
+    IOSurfaceAlignProperty: (name, value) => n(io.IOSurfaceAlignProperty(key(name), BigInt(value))),
     IOSurfaceCreateMachPort: (s) => io.IOSurfaceCreateMachPort(s),
     IOSurfaceLookupFromMachPort: (port) => io.IOSurfaceLookupFromMachPort(port),
     IOSurfaceGetID: (s) => io.IOSurfaceGetID(s),

@@ -8,9 +8,8 @@
 
 import { ClosedError, LockStateError, UnsupportedError } from "../errors.ts";
 import { computeGeometry, fourccOf, type PixelFormat } from "../geometry.ts";
-import { backend } from "../platform.ts";
 import { machError } from "./mach.ts";
-import { type DarwinNative, darwinNativeOf } from "./native.ts";
+import { activeDarwinNative, type DarwinNative } from "./native.ts";
 import { DARWIN } from "./structs.ts";
 
 /** Options of {@link PixelBuffer.create}. */
@@ -45,7 +44,7 @@ const finalizer = new FinalizationRegistry<PixelBufferState>(releaseState);
 const STATE = new WeakMap<PixelBuffer, () => PixelBufferState | undefined>();
 
 function nativeFor(operation: string): DarwinNative {
-  const native = darwinNativeOf(backend());
+  const native = activeDarwinNative();
   if (!native) {
     throw new UnsupportedError(
       `${operation}: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,

@@ -10,17 +10,16 @@
  */
 
 import { type PeerCredentials, ProtocolError, throwIfAborted } from "../errors.ts";
-import { backend } from "../platform.ts";
 import { UnsupportedError } from "../errors.ts";
 import {
+  destroyReceived,
   machError,
   receiveFailure,
-  receiveOnPort,
   sendWithRetry,
-  WAIT_SLICE_MS,
   type WaitOwner,
 } from "./mach.ts";
-import { type DarwinNative, darwinNativeOf } from "./native.ts";
+import { receiveOnPort, WAIT_SLICE_MS } from "./poller.ts";
+import { activeDarwinNative, type DarwinNative } from "./native.ts";
 import {
   credentialsOfAuditToken,
   DARWIN,
@@ -66,7 +65,7 @@ export interface ReceivedPortRight {
 }
 
 function nativeFor(operation: string): DarwinNative {
-  const native = darwinNativeOf(backend());
+  const native = activeDarwinNative();
   if (!native) {
     throw new UnsupportedError(
       `${operation}: mach ports exist only on macOS (this is ${Deno.build.os})`,
@@ -94,10 +93,43 @@ function deadlineOf(operation: string, timeout: number | undefined): number {
 const NEVER_CLOSED: WaitOwner = {
   closed: false,
   what: "port",
-  recheckMs: WAIT_SLICE_MS, // the caller's port: it may destroy it under a parked wait
   enterWait() {},
   leaveWait() {},
 };
+
+/**
+ * `mach_port_type` of `name`, or undefined if it names nothing. Receiving on
+ * a name that is not a receive right (a send right, say) is not merely an
+ * error: XNU raises a guard exception (`kGUARD_EXC_RCV_INVALID_NAME`) on the
+ * task, so the right's type is checked before every receive.
+ */
+function portType(native: DarwinNative, name: number): number | undefined {
+  const out = new Uint8Array(4);
+  const kr = native.mach_port_type(native.taskSelf, name, out);
+  return kr === DARWIN.KERN_SUCCESS ? new DataView(out.buffer).getUint32(0, true) : undefined;
+}
+
+function holdsReceiveRight(native: DarwinNative, name: number): boolean {
+  return ((portType(native, name) ?? 0) & DARWIN.MACH_PORT_TYPE_RECEIVE) !== 0;
+}
+
+/**
+ * The wait owner of a receive on the caller's port: the caller may destroy
+ * it under a parked wait, which no port set reports, so the wait re-checks
+ * it every {@link WAIT_SLICE_MS}, and it counts as closed once this task no
+ * longer holds its receive right.
+ */
+function callerPort(native: DarwinNative, name: number): WaitOwner {
+  return {
+    get closed() {
+      return !holdsReceiveRight(native, name);
+    },
+    what: "port",
+    recheckMs: WAIT_SLICE_MS,
+    enterWait() {},
+    leaveWait() {},
+  };
+}
 
 /**
  * Sends the send right `right` to the port `destination` (a send right this
@@ -166,7 +198,9 @@ export async function sendPortRight(
  * Receives one message carrying exactly one send right on `port` (a receive
  * right this task holds), like the seed example's `recv_port`, waiting at
  * most `timeout` ms. Anything else that arrives is destroyed (its rights
- * released) and reported as `ProtocolError`.
+ * and out-of-line memory released) and reported as `ProtocolError`. Throws
+ * `TypeError` if `port` is not a receive right of this task, and
+ * `ClosedError` if the caller destroys it while the receive waits.
  */
 export async function receivePortRight(
   port: number,
@@ -176,6 +210,14 @@ export async function receivePortRight(
   checkName(operation, "port", port);
   const deadline = deadlineOf(operation, options.timeout);
   const native = nativeFor(operation);
+  const type = portType(native, port);
+  if (type === undefined || (type & DARWIN.MACH_PORT_TYPE_RECEIVE) === 0) {
+    throw new TypeError(
+      `${operation}: ${port} is not a receive right of this task (${
+        type === undefined ? "no such name" : `mach_port_type 0x${type.toString(16)}`
+      }); receiving on it would raise a guard exception`,
+    );
+  }
   const buffer = new Uint8Array(SURFACE_PAYLOAD_OFFSET + 1024 + DARWIN.MAX_TRAILER_SIZE);
   const kr = await receiveOnPort(
     native,
@@ -184,7 +226,7 @@ export async function receivePortRight(
     operation,
     deadline,
     options.signal,
-    NEVER_CLOSED,
+    callerPort(native, port),
   );
   if (kr !== DARWIN.KERN_SUCCESS) {
     throw receiveFailure(native, buffer, kr, `mach_msg(${operation})`);
@@ -200,7 +242,7 @@ export async function receivePortRight(
     ? "unexpected reply right"
     : undefined;
   if (problem || !layout) {
-    native.mach_msg_destroy(buffer);
+    destroyReceived(native, buffer);
     throw new ProtocolError(
       layout && layout.ports.length === 0 ? "NO_HANDLE" : "EXTRA_HANDLES",
       `${operation}: ${problem}`,

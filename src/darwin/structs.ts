@@ -35,6 +35,10 @@ export const DARWIN = {
   MACH_MSG_OOL_PORTS_DESCRIPTOR: 2,
   MACH_MSG_OOL_VOLATILE_DESCRIPTOR: 3,
   MACH_MSG_GUARDED_PORT_DESCRIPTOR: 4,
+  /** `mach_msg_copy_options_t`: the sender's memory is copied (received `deallocate` is 0). */
+  MACH_MSG_PHYSICAL_COPY: 0,
+  /** `mach_msg_copy_options_t`: copy-on-write (the only option XNU copies out with `deallocate` 1). */
+  MACH_MSG_VIRTUAL_COPY: 1,
   MACH_MSGH_BITS_COMPLEX: 0x80000000,
   MACH_MSGH_BITS_REMOTE_MASK: 0x1f,
   MACH_MSGH_BITS_LOCAL_MASK: 0x1f00,
@@ -67,6 +71,10 @@ export const DARWIN = {
   MACH_PORT_RIGHT_SEND_ONCE: 2,
   MACH_PORT_RIGHT_PORT_SET: 3,
   MACH_PORT_RIGHT_DEAD_NAME: 4,
+  /** `MACH_PORT_TYPE(MACH_PORT_RIGHT_SEND)` = 1 << (0 + 16) (`mach_port_type` bits) */
+  MACH_PORT_TYPE_SEND: 0x10000,
+  /** `MACH_PORT_TYPE(MACH_PORT_RIGHT_RECEIVE)` = 1 << (1 + 16) */
+  MACH_PORT_TYPE_RECEIVE: 0x20000,
   // mach/notify.h (MACH_NOTIFY_FIRST 0100 + n)
   MACH_NOTIFY_PORT_DELETED: 65,
   MACH_NOTIFY_PORT_DESTROYED: 69,
@@ -75,6 +83,7 @@ export const DARWIN = {
   MACH_NOTIFY_DEAD_NAME: 72,
   // mach/kern_return.h
   KERN_SUCCESS: 0,
+  KERN_INVALID_ADDRESS: 1,
   KERN_NO_SPACE: 3,
   KERN_INVALID_ARGUMENT: 4,
   KERN_FAILURE: 5,
@@ -89,6 +98,8 @@ export const DARWIN = {
   KERN_UREFS_OVERFLOW: 19,
   KERN_RIGHT_EXISTS: 21,
   // mach/message.h — mach_msg_return_t
+  /** The first `mach_msg_return_t` of a send (internal use only); sends fail with the values after it. */
+  MACH_SEND_IN_PROGRESS: 0x10000001,
   MACH_SEND_INVALID_DATA: 0x10000002,
   MACH_SEND_INVALID_DEST: 0x10000003,
   MACH_SEND_TIMED_OUT: 0x10000004,
@@ -99,6 +110,9 @@ export const DARWIN = {
   MACH_SEND_NO_BUFFER: 0x1000000d,
   MACH_SEND_TOO_LARGE: 0x1000000e,
   MACH_SEND_INVALID_HEADER: 0x10000010,
+  MACH_SEND_INVALID_OPTIONS: 0x10000013,
+  /** The first `mach_msg_return_t` of a receive (internal use only). */
+  MACH_RCV_IN_PROGRESS: 0x10004001,
   MACH_RCV_INVALID_NAME: 0x10004002,
   MACH_RCV_TIMED_OUT: 0x10004003,
   MACH_RCV_TOO_LARGE: 0x10004004,

@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { SurfaceBacking } from "../backend.ts";
+import type { SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { LockStateError, ProtocolError } from "../errors.ts";
 import {
@@ -139,11 +139,16 @@ function lockOptions(readOnly: boolean): number {
 interface SurfaceResources {
   native: DarwinNative;
   surface: Deno.PointerObject;
+  /** True if this holder also raised the surface's use count (given back on release). */
+  holdsUse: boolean;
 }
 
-const surfaceFinalizer = new FinalizationRegistry<SurfaceResources>((r) =>
-  r.native.CFRelease(r.surface)
-);
+function releaseResources(r: SurfaceResources): void {
+  if (r.holdsUse) r.native.IOSurfaceDecrementUseCount(r.surface);
+  r.native.CFRelease(r.surface);
+}
+
+const surfaceFinalizer = new FinalizationRegistry<SurfaceResources>(releaseResources);
 
 /**
  * What both kinds of IOSurface backing share: one retained `IOSurfaceRef`
@@ -160,19 +165,24 @@ abstract class IOSurfaceHolder implements SurfaceBacking {
     native: DarwinNative,
     surface: Deno.PointerObject,
     geometry: SurfaceGeometry,
+    holdsUse = false,
   ) {
     const base = native.IOSurfaceGetBaseAddress(surface);
     if (base === null) throw machError("IOSurfaceGetBaseAddress", DARWIN.kIOReturnError);
     this.geometry = geometry;
     this.id = native.IOSurfaceGetID(surface);
     this.baseAddress = base;
-    this.resources = { native, surface };
+    this.resources = { native, surface, holdsUse };
     surfaceFinalizer.register(this, this.resources, this);
   }
 
   /** The retained `IOSurfaceRef` (valid until release). */
   get surfaceRef(): Deno.PointerObject {
     return this.open().surface;
+  }
+
+  unsafeHandle(): UnsafeSurfaceHandle {
+    return { kind: "IOSurfaceRef", pointer: this.open().surface };
   }
 
   lock(readOnly: boolean): void {
@@ -221,7 +231,7 @@ abstract class IOSurfaceHolder implements SurfaceBacking {
     detachBuffer(this.#buffer);
     this.#buffer = undefined;
     this.releaseExtra();
-    r.native.CFRelease(r.surface);
+    releaseResources(r);
   }
 
   /** Releases what a subclass holds besides the surface reference. */
@@ -236,32 +246,59 @@ abstract class IOSurfaceHolder implements SurfaceBacking {
 /** An IOSurface this process created (or adopted from a CVPixelBuffer). */
 export class CreatedIOSurface extends IOSurfaceHolder {
   /**
-   * `IOSurfaceCreate` with exactly the geometry surfaceport computes on every
-   * platform (rows aligned to 64 bytes, planes in order, total rounded to
-   * 4096), and a check that IOSurface laid the memory out that way.
+   * `IOSurfaceCreate` for `requested` (the platform-neutral layout), with
+   * every value surfaceport computes itself aligned as `IOSurfaceRef.h`
+   * requires: row bytes, plane offsets, plane row bytes and the allocation
+   * size through `IOSurfaceAlignProperty` (planes moved apart where an
+   * aligned row grows one). IOSurface may still lay the memory out its own
+   * way; the surface's geometry is therefore read back from IOSurface, and
+   * that real layout is what views use and what the wire header carries.
    */
-  static allocate(native: DarwinNative, geometry: SurfaceGeometry): CreatedIOSurface {
+  static allocate(native: DarwinNative, requested: SurfaceGeometry): CreatedIOSurface {
+    const planar = requested.planes.length > 1;
+    let end = 0;
+    const planes = requested.planes.map((plane) => {
+      const bytesPerRow = native.IOSurfaceAlignProperty(
+        planar ? "kIOSurfacePlaneBytesPerRow" : "kIOSurfaceBytesPerRow",
+        plane.bytesPerRow,
+      );
+      const offset = planar ? native.IOSurfaceAlignProperty("kIOSurfacePlaneOffset", end) : 0;
+      end = offset + bytesPerRow * plane.height;
+      return { ...plane, bytesPerRow, offset };
+    });
+    const allocSize = native.IOSurfaceAlignProperty(
+      "kIOSurfaceAllocSize",
+      Math.max(end, requested.allocSize),
+    );
     const surface = native.createIOSurface({
-      width: geometry.width,
-      height: geometry.height,
-      pixelFormat: fourccOf(geometry.format),
-      allocSize: geometry.allocSize,
-      planes: geometry.planes,
+      width: requested.width,
+      height: requested.height,
+      pixelFormat: fourccOf(requested.format),
+      allocSize,
+      planes,
     });
     if (surface === null) {
       throw machError(
         "IOSurfaceCreate",
         DARWIN.kIOReturnError,
-        `IOSurface refused a ${geometry.width}x${geometry.height} ${geometry.format} surface`,
+        `IOSurface refused a ${requested.width}x${requested.height} ${requested.format} surface`,
       );
     }
     try {
-      const problem = layoutMismatch(readLayout(native, surface), geometry);
-      if (problem) {
+      const layout = readLayout(native, surface);
+      const geometry = geometryOfLayout(layout);
+      const problem = typeof geometry === "string"
+        ? geometry
+        : geometry.format !== requested.format || geometry.width !== requested.width ||
+            geometry.height !== requested.height
+        ? `${geometry.width}x${geometry.height} ${geometry.format}`
+        : undefined;
+      if (problem !== undefined || typeof geometry === "string") {
         throw machError(
           "IOSurfaceCreate",
           DARWIN.kIOReturnError,
-          `IOSurface laid the surface out differently: ${problem}`,
+          `IOSurface made a surface surfaceport cannot describe: ${problem}; expected ` +
+            `${requested.width}x${requested.height} ${requested.format}`,
         );
       }
       return new CreatedIOSurface(native, surface, geometry);
@@ -271,13 +308,18 @@ export class CreatedIOSurface extends IOSurfaceHolder {
     }
   }
 
-  /** Adopts `surface` (this takes over one reference to it) with `geometry`. */
+  /**
+   * Adopts `surface` (this takes over one reference to it) with `geometry`;
+   * with `holdsUse`, it also takes over one use (`IOSurfaceIncrementUseCount`
+   * done by the caller), given back on release.
+   */
   static adopt(
     native: DarwinNative,
     surface: Deno.PointerObject,
     geometry: SurfaceGeometry,
+    holdsUse = false,
   ): CreatedIOSurface {
-    return new CreatedIOSurface(native, surface, geometry);
+    return new CreatedIOSurface(native, surface, geometry, holdsUse);
   }
 }
 
@@ -332,7 +374,8 @@ export class ReceivedIOSurface extends IOSurfaceHolder {
 
 /**
  * The backing of `Surface.fromPixelBuffer`: the pixel buffer's IOSurface,
- * retained, with the geometry it reports. Throws `TypeError` for a pixel
+ * retained and with one use of its own (`IOSurfaceIncrementUseCount`, as
+ * `PixelBuffer.ofSurface` does), with the geometry it reports. Throws `TypeError` for a pixel
  * buffer that is not IOSurface-backed or has a layout surfaceport cannot
  * describe.
  */
@@ -344,10 +387,14 @@ export function surfaceBackingOfPixelBuffer(pixelBuffer: PixelBuffer): SurfaceBa
   }
   const geometry = geometryOfLayout(readLayout(native, surface));
   if (typeof geometry === "string") throw new TypeError(`Surface.fromPixelBuffer: ${geometry}`);
+  // A retain is not a use: once the app closes the pixel buffer, a CVPixelBufferPool elsewhere
+  // may recycle a surface nobody uses. The surface holds a use of its own until released.
   native.CFRetain(surface);
+  native.IOSurfaceIncrementUseCount(surface);
   try {
-    return CreatedIOSurface.adopt(native, surface, geometry);
+    return CreatedIOSurface.adopt(native, surface, geometry, true);
   } catch (error) {
+    native.IOSurfaceDecrementUseCount(surface);
     native.CFRelease(surface);
     throw error;
   }

@@ -141,7 +141,7 @@ export class SocketConnection implements BackendConnection {
     this.#fd = fd;
     this.peer = peer;
     this.#limits = limits;
-    this.#cache = new MappingCache(limits.mappingCacheSize);
+    this.#cache = new MappingCache(limits.mappingCacheSize, limits);
     const sendWake = newEventFd();
     let receiveWake: number;
     try {

@@ -9,11 +9,13 @@ import { type Libc, libc } from "../../ffi/linux.ts";
 import { SystemCallError } from "../errors.ts";
 import {
   decodeFlockType,
+  decodeStatfsType,
   decodeStatx,
   decodeStatxInto,
   encodeFlock,
   FLOCK_SIZE,
   LINUX,
+  STATFS_SIZE,
   type Statx,
   STATX_SIZE,
   type StatxNumbers,
@@ -215,13 +217,14 @@ function statxCall(fd: number): void {
       fd,
       emptyPath,
       LINUX.AT_EMPTY_PATH,
-      LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_INO | LINUX.STATX_SIZE,
+      LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_NLINK | LINUX.STATX_INO |
+        LINUX.STATX_SIZE,
       statxBuffer,
     ),
   );
 }
 
-/** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, inode, size and device of `fd`. */
+/** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, link count, inode, size and device of `fd`. */
 export function fstatx(fd: number): Statx {
   statxCall(fd);
   return decodeStatx(statxView);
@@ -236,4 +239,12 @@ const statxNumbers: StatxNumbers = { mode: 0, ino: 0, size: 0, devMajor: 0, devM
 export function fstatxNumbers(fd: number): StatxNumbers {
   statxCall(fd);
   return decodeStatxInto(statxView, statxNumbers);
+}
+
+const statfsBuffer = new Uint8Array(STATFS_SIZE);
+
+/** `fstatfs(fd)`'s `f_type`: the magic number of the filesystem `fd` lives on. */
+export function fstatfsType(fd: number): number {
+  check("fstatfs", libc().fstatfs(fd, statfsBuffer));
+  return decodeStatfsType(new DataView(statfsBuffer.buffer));
 }

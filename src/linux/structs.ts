@@ -36,6 +36,8 @@ export const LINUX = {
   MFD_CLOEXEC: 1,
   MFD_ALLOW_SEALING: 2,
   F_GETFD: 1,
+  F_GETFL: 3,
+  O_ACCMODE: 3,
   F_DUPFD_CLOEXEC: 1030,
   F_ADD_SEALS: 1033,
   F_GET_SEALS: 1034,
@@ -43,6 +45,7 @@ export const LINUX = {
   F_SEAL_SHRINK: 2,
   F_SEAL_GROW: 4,
   F_SEAL_WRITE: 8,
+  F_SEAL_FUTURE_WRITE: 0x10,
   F_OFD_GETLK: 36,
   F_OFD_SETLK: 37,
   F_RDLCK: 0,
@@ -55,10 +58,13 @@ export const LINUX = {
   AT_EMPTY_PATH: 0x1000,
   STATX_TYPE: 0x1,
   STATX_MODE: 0x2,
+  STATX_NLINK: 0x4,
   STATX_INO: 0x100,
   STATX_SIZE: 0x200,
   S_IFMT: 0o170000,
   S_IFREG: 0o100000,
+  TMPFS_MAGIC: 0x01021994,
+  HUGETLBFS_MAGIC: 0x958458f6,
   IN_NONBLOCK: 0o4000,
   IN_CLOEXEC: 0o2000000,
   IN_CLOSE_WRITE: 0x8,
@@ -310,6 +316,7 @@ export const STATX_SIZE = 256;
 export interface Statx {
   mask: number;
   mode: number;
+  nlink: number;
   ino: bigint;
   size: bigint;
   devMajor: number;
@@ -317,12 +324,13 @@ export interface Statx {
 }
 
 /**
- * Reads `struct statx`: mask@0 (u32), mode@28 (u16), ino@32 (u64),
+ * Reads `struct statx`: mask@0 (u32), nlink@16 (u32), mode@28 (u16), ino@32 (u64),
  * size@40 (u64), dev_major@136 (u32), dev_minor@140 (u32).
  */
 export function decodeStatx(view: DataView): Statx {
   return {
     mask: view.getUint32(0, true),
+    nlink: view.getUint32(16, true),
     mode: view.getUint16(28, true),
     ino: view.getBigUint64(32, true),
     size: view.getBigUint64(40, true),
@@ -357,6 +365,16 @@ export function decodeStatxInto(view: DataView, into: StatxNumbers): StatxNumber
   into.devMajor = view.getUint32(136, true);
   into.devMinor = view.getUint32(140, true);
   return into;
+}
+
+// --- struct statfs ---------------------------------------------------------
+
+/** `sizeof(struct statfs)` (x86_64 and aarch64 glibc). */
+export const STATFS_SIZE = 120;
+
+/** Reads `f_type` of `struct statfs` (a `long` at offset 0): the filesystem's magic number. */
+export function decodeStatfsType(view: DataView): number {
+  return Number(view.getBigUint64(0, true) & 0xffffffffn);
 }
 
 // --- struct pollfd { int fd; short events; short revents; } ----------------

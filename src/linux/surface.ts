@@ -16,8 +16,8 @@
  * @module
  */
 
-import type { ReleaseWatcher, SurfaceBacking } from "../backend.ts";
-import { ProtocolError, TimeoutError } from "../errors.ts";
+import type { ReleaseWatcher, SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
+import { TimeoutError } from "../errors.ts";
 import type { SurfaceGeometry } from "../geometry.ts";
 import {
   check,
@@ -29,14 +29,14 @@ import {
   isLockedElsewhere,
   libc,
   procFdPath,
-  readErrno,
   reopen,
   systemError,
   trySetOfdLock,
 } from "./libc.ts";
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { waitReady } from "./poller.ts";
-import { LINUX, type StatxNumbers } from "./structs.ts";
+import { LINUX } from "./structs.ts";
+import { checkKnownMemfd, mapVerifiedMemfd, type MemfdLimits, verifyMemfd } from "./verify.ts";
 
 const MAP_FAILED = 0xffffffffffffffffn;
 const MEMFD_NAME = cString("surfaceport");
@@ -203,6 +203,10 @@ export class MemfdSurface implements SurfaceBacking {
     return this.#resources?.fd ?? -1;
   }
 
+  unsafeHandle(): UnsafeSurfaceHandle {
+    return { kind: "memfd", fd: this.#open().fd };
+  }
+
   lock(_readOnly: boolean): void {
     // Shared mappings are coherent between CPUs; nothing to do but keep the API of IOSurfaceLock.
   }
@@ -325,12 +329,16 @@ class SharedMapping {
   #unmapped = false;
   #buffer: ArrayBuffer | undefined;
 
-  constructor(pointer: Deno.PointerObject, size: number, stat: StatxNumbers) {
+  constructor(
+    pointer: Deno.PointerObject,
+    size: number,
+    identity: { id: number; devMajor: number; devMinor: number },
+  ) {
     this.pointer = pointer;
     this.size = size;
-    this.id = stat.ino;
-    this.devMajor = stat.devMajor;
-    this.devMinor = stat.devMinor;
+    this.id = identity.id;
+    this.devMajor = identity.devMajor;
+    this.devMinor = identity.devMinor;
   }
 
   retain(): void {
@@ -362,60 +370,6 @@ class SharedMapping {
 }
 
 /**
- * Identifies a received `fd`: a regular file of exactly the size the header
- * declares (so, once sealed, it can never be truncated under our mapping).
- * Returns its device and inode, in an object the next `statx` overwrites.
- * One `statx`.
- */
-function identifyReceivedFd(fd: number, geometry: SurfaceGeometry): StatxNumbers {
-  const stat = fstatxNumbers(fd);
-  if ((stat.mode & LINUX.S_IFMT) !== LINUX.S_IFREG) {
-    throw new ProtocolError(
-      "NOT_SHARED_MEMORY",
-      `received fd is not a regular file (mode 0o${stat.mode.toString(8)})`,
-    );
-  }
-  if (stat.size !== geometry.allocSize) {
-    throw new ProtocolError(
-      "SIZE_MISMATCH",
-      `received memfd has ${stat.size} bytes, header says ${geometry.allocSize}`,
-    );
-  }
-  return stat;
-}
-
-/**
- * Checks that a received `fd` is surface memory this side can map: a memfd
- * (only memfds answer `F_GET_SEALS` with grow/shrink seals), sealed against
- * shrinking and growing (so the sender cannot truncate it under our mapping
- * and kill us with SIGBUS), and not write-sealed (we map it writable). Seals
- * can only ever be added, so an inode that passed once passes for good: the
- * cache checks only inodes it has not mapped yet.
- */
-function checkSeals(fd: number): void {
-  const seals = libc().fcntl(fd, LINUX.F_GET_SEALS, 0);
-  if (seals < 0) {
-    throw new ProtocolError(
-      "NOT_SHARED_MEMORY",
-      `received fd is not a memfd (F_GET_SEALS: errno ${readErrno()})`,
-    );
-  }
-  const required = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
-  if ((seals & required) !== required) {
-    throw new ProtocolError(
-      "UNSEALED",
-      `received memfd is not sealed against shrink and grow (seals 0x${seals.toString(16)})`,
-    );
-  }
-  if (seals & (LINUX.F_SEAL_WRITE | 0x10 /* F_SEAL_FUTURE_WRITE */)) {
-    throw new ProtocolError(
-      "UNSEALED",
-      "received memfd is write-sealed; surfaces are mapped writable",
-    );
-  }
-}
-
-/**
  * The receiver's mapping cache, keyed by the memfd's `(st_dev, st_ino)`: a
  * surface that comes back (from a pool) is not mapped again. Least recently
  * used mappings beyond `capacity` are unmapped once no frame uses them.
@@ -434,11 +388,13 @@ function checkSeals(fd: number): void {
  */
 export class MappingCache {
   readonly #capacity: number;
+  readonly #limits: MemfdLimits;
   readonly #entries = new Map<number, SharedMapping>();
   #uses = 0;
 
-  constructor(capacity: number) {
+  constructor(capacity: number, limits: MemfdLimits) {
     this.#capacity = capacity;
+    this.#limits = limits;
   }
 
   /** Number of cached mappings. */
@@ -450,9 +406,14 @@ export class MappingCache {
    * Validates the received `fd` for `geometry` and returns a backing that
    * owns it (as the hold that keeps the surface in use) plus a reference to
    * a mapping. On error the caller still owns `fd`.
+   *
+   * An inode not mapped yet gets every check of {@link verifyMemfd} (seals
+   * before size). A cached one passed them when it was mapped; its shrink
+   * and grow seals never go away, so the size in this `statx` is final and
+   * only it and the new descriptor's access mode are checked again.
    */
   import(fd: number, geometry: SurfaceGeometry): ReceivedSurface {
-    const stat = identifyReceivedFd(fd, geometry);
+    const stat = fstatxNumbers(fd);
     const key = stat.ino;
     let mapping = this.#entries.get(key);
     let cacheable = key !== Infinity;
@@ -460,16 +421,11 @@ export class MappingCache {
       mapping = undefined;
       cacheable = false; // another file with this inode number is cached: leave it be
     }
-    if (!mapping) {
-      const { allocSize } = geometry;
-      const identity = { ...stat }; // the shared statx result is overwritten by the next call
-      checkSeals(fd);
-      const mapFd = reopen(fd, LINUX.O_RDWR);
-      try {
-        mapping = new SharedMapping(mapShared(mapFd, allocSize), allocSize, identity);
-      } finally {
-        closeQuietly(mapFd);
-      }
+    if (mapping) {
+      checkKnownMemfd(fd, stat.size, geometry);
+    } else {
+      const verified = verifyMemfd(fd, geometry, this.#limits);
+      mapping = new SharedMapping(mapVerifiedMemfd(fd, verified.size), verified.size, verified);
     }
     const surface = new ReceivedSurface(geometry, fd, mapping); // takes a reference first
     if (!cacheable) {
@@ -548,6 +504,11 @@ export class ReceivedSurface implements SurfaceBacking {
   exportHandle(): number {
     this.#open();
     return dupCloexec(this.#fd);
+  }
+
+  unsafeHandle(): UnsafeSurfaceHandle {
+    this.#open();
+    return { kind: "memfd", fd: this.#fd };
   }
 
   release(): void {

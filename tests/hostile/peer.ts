@@ -13,12 +13,15 @@
  *   `got ok` (or `got PROBLEM`) for each frame sent back (checked against
  *   the pattern of its `meta.seed`) until the listener hangs up (prints
  *   `hung up ERROR`).
+ * - `server NAME ALLOW_UID COUNT`: listens (admitting uid ALLOW_UID), prints
+ *   `listening`, accepts one connection and receives COUNT messages,
+ *   printing `frame WxH FORMAT` or `protocol:REASON` for each, then `done`.
  * - `whoami`: prints `uid N`.
  *
  * @module
  */
 
-import { connect, Surface } from "../../mod.ts";
+import { connect, listen, ProtocolError, Surface } from "../../mod.ts";
 import { fillPattern, verifyPattern } from "../../examples/pattern.ts";
 import { RawPeer } from "./raw.ts";
 import { libc } from "../../ffi/linux.ts";
@@ -95,6 +98,24 @@ switch (mode) {
       console.log(`hung up ${(error as Error).name}`);
     }
     channel.close();
+    break;
+  }
+  case "server": {
+    const [allowUid, count] = rest;
+    using listener = listen(name, { allowPeer: (peer) => peer.uid === Number(allowUid) });
+    console.log("listening");
+    using channel = await listener.accept({ timeout: 20000 });
+    for (let i = 0; i < Number(count); i++) {
+      try {
+        using frame = await channel.receive({ timeout: 20000 });
+        const { width, height, format } = frame.surface;
+        console.log(`frame ${width}x${height} ${format}`);
+      } catch (error) {
+        if (!(error instanceof ProtocolError)) throw error;
+        console.log(`protocol:${error.reason}`);
+      }
+    }
+    console.log("done");
     break;
   }
   default:

@@ -33,9 +33,11 @@ const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -80,6 +82,11 @@ export function makeSocket(): number {
   );
 }
 
+/** A new description of the file `fd` refers to, opened through `/proc/self/fd` with `flags`. */
+export function reopenAs(fd: number, flags: number): number {
+  return openPath(`/proc/self/fd/${fd}`, flags);
+}
+
 /** Opens `path` read-write (e.g. `/dev/zero`). */
 export function openPath(path: string, flags: number = LINUX.O_RDWR): number {
   return checked(`open(${path})`, rawLibc().open(cString(path), flags | LINUX.O_CLOEXEC, 0));
@@ -91,14 +98,26 @@ export interface MemfdOptions {
   seals?: number;
   /** Bytes to fill with `fill` (default none). */
   fill?: number;
+  /** `memfd_create` flags besides `MFD_CLOEXEC` (default `MFD_ALLOW_SEALING`). */
+  flags?: number;
+  /** A file mode to set with `fchmod` (default: leave memfd_create's). */
+  mode?: number;
 }
+
+/** `memfd_create`'s flag for huge pages. */
+export const MFD_HUGETLB = 4;
+/** `open`'s flag for a path-only descriptor. */
+export const O_PATH = 0o10000000;
 
 /** A memfd of `size` bytes with the given seals (none when `seals` is 0). */
 export function makeMemfd(size: number, options: MemfdOptions = {}): number {
   const libc = rawLibc();
   const fd = checked(
     "memfd_create",
-    libc.memfd_create(cString("hostile"), LINUX.MFD_CLOEXEC | LINUX.MFD_ALLOW_SEALING),
+    libc.memfd_create(
+      cString("hostile"),
+      LINUX.MFD_CLOEXEC | (options.flags ?? LINUX.MFD_ALLOW_SEALING),
+    ),
   );
   try {
     checked("ftruncate", libc.ftruncate(fd, BigInt(size)));
@@ -117,6 +136,7 @@ export function makeMemfd(size: number, options: MemfdOptions = {}): number {
     }
     const seals = options.seals ?? (LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW | LINUX.F_SEAL_SEAL);
     if (seals) checked("F_ADD_SEALS", libc.fcntl(fd, LINUX.F_ADD_SEALS, seals));
+    if (options.mode !== undefined) checked("fchmod", libc.fchmod(fd, options.mode));
     return fd;
   } catch (error) {
     libc.close(fd);
@@ -243,6 +263,16 @@ export class RawPeer {
     } finally {
       closeAll(fd);
     }
+  }
+
+  /**
+   * Bytes this socket has sent that the peer has not read yet (`SIOCOUTQ`):
+   * 0 once the receiver's `recvmsg` took the last message off the queue.
+   */
+  unreadBytes(): number {
+    const value = new Int32Array(1);
+    checked("ioctl(SIOCOUTQ)", rawLibc().ioctl(this.fd, 0x5411n, new Uint8Array(value.buffer)));
+    return value[0];
   }
 
   /** Closes the socket. */

@@ -1,0 +1,304 @@
+/**
+ * The fake "kernel" shared by every fake task: ports, the bootstrap
+ * registry, surfaces, CF objects, no-senders notifications, leak checks.
+ *
+ * @module
+ */
+
+import type { IOSurfaceProperties } from "../../src/darwin/native.ts";
+import { type CFObject, D, FakePort, FakeSurface } from "./model.ts";
+import type { FakeTaskPorts } from "./task_ports.ts";
+import { FakeTask } from "./task_surfaces.ts";
+
+/** A name checked in with the fake launchd. */
+export interface Registration {
+  port: FakePort;
+  /** The task that checked it in. */
+  owner: FakeTaskPorts;
+  /** Set once the port died: when launchd drops the name (`performance.now()` ms). */
+  removeAt?: number;
+}
+
+/** The fake "kernel": ports, the bootstrap registry, surfaces and CF objects shared by every task. */
+export class FakeMachKernel {
+  readonly tasks: FakeTask[] = [];
+  readonly ports = new Set<FakePort>();
+  /**
+   * launchd's dynamically checked-in names. A name whose port died stays
+   * (`removeAt` set) until launchd would have handled the dead-name
+   * notification, {@link bootstrapRemovalDelayMs} later.
+   */
+  readonly registry = new Map<string, Registration>();
+  /** How long launchd takes to drop a dead listener's name (ms); tests may change it. */
+  bootstrapRemovalDelayMs = 20;
+  /**
+   * The most out-of-line memory a receive can map (bytes). Unlimited by
+   * default (64-bit XNU maps regions of 2 GiB and more); a test lowers it to
+   * make a receive fail with `MACH_RCV_BODY_ERROR | MACH_MSG_VM_SPACE`, as a
+   * task whose address space is full would.
+   */
+  vmSpaceLimit = Infinity;
+  /**
+   * The alignment `IOSurfaceCreate` imposes on row bytes and plane offsets,
+   * and that `IOSurfaceAlignProperty` rounds them to; tests may change it.
+   */
+  surfaceAlignment = 64;
+  readonly surfaces = new Set<FakeSurface>();
+  readonly objects = new Map<bigint, CFObject>();
+  /** Misuse the fake detected (each fails {@link assertNoLeaks}). */
+  readonly violations: string[] = [];
+  /** Every surface's memory, kept alive for the whole test so no view can outlive it. */
+  readonly #graveyard: Uint8Array[] = [];
+  #nextSurfaceId = 0x100;
+  #nextObject = 0x7f0000001000n;
+  #nextRegion = 0x600000000000n;
+
+  /** A fresh address for out-of-line memory copied out to a task. */
+  newRegionAddress(): bigint {
+    const address = this.#nextRegion;
+    this.#nextRegion += 0x100000n;
+    return address;
+  }
+
+  /** A new task (a simulated process) with its own name space and credentials. */
+  createTask(credentials: { pid?: number; uid?: number; gid?: number } = {}): FakeTask {
+    const task = new FakeTask(this, 0x203 + this.tasks.length * 0x100, {
+      pid: credentials.pid ?? 1000 + this.tasks.length,
+      uid: credentials.uid ?? 501,
+      gid: credentials.gid ?? 20,
+    });
+    this.tasks.push(task);
+    return task;
+  }
+
+  /** Simulates the process behind `task` exiting or being killed. */
+  kill(task: FakeTask): void {
+    task.kill();
+  }
+
+  /** Number of messages queued on live ports (for tests). */
+  queuedMessages(): number {
+    let n = 0;
+    for (const port of this.ports) if (!port.dead) n += port.queue.length;
+    return n;
+  }
+
+  /**
+   * Throws listing every right, CF reference and use count still held by a
+   * live task, every live registration, and every recorded misuse.
+   */
+  assertNoLeaks(): void {
+    const problems = [...this.violations];
+    for (const task of this.tasks) {
+      if (!task.alive) continue;
+      for (const [name, e] of task.names) {
+        problems.push(
+          `task ${task.pid}: name 0x${name.toString(16)} (port #${e.port.id}) still holds ` +
+            `send ${e.send}, send-once ${e.sendOnce}, receive ${e.receive}, dead ${e.dead}`,
+        );
+      }
+      for (const [name, set] of task.portSets) {
+        problems.push(
+          `task ${task.pid}: port set 0x${name.toString(16)} (#${set.id}, ${set.members.size} ` +
+            `members) was never destroyed`,
+        );
+      }
+      for (const [address, size] of task.regions) {
+        problems.push(
+          `task ${task.pid}: out-of-line region 0x${address.toString(16)} (${size} bytes) ` +
+            `was never deallocated`,
+        );
+      }
+      for (const [value, object] of this.objects) {
+        if (object.task === task) {
+          problems.push(
+            `task ${task.pid}: ${object.kind} 0x${value.toString(16)} has ${object.refs} refs`,
+          );
+        }
+      }
+      for (const surface of this.surfaces) {
+        const uses = surface.useCounts.get(task) ?? 0;
+        if (uses !== 0) problems.push(`task ${task.pid}: surface ${surface.id} use count ${uses}`);
+      }
+    }
+    for (const [name, { port }] of this.registry) {
+      if (!port.dead) problems.push(`bootstrap name ${name} is still checked in`);
+    }
+    for (const surface of this.surfaces) {
+      if (surface.livePorts > 0) {
+        problems.push(`surface ${surface.id} still has ${surface.livePorts} live ports`);
+      }
+    }
+    if (problems.length > 0) {
+      throw new Error(
+        `fake darwin: ${problems.length} leak(s) or misuse(s):\n  ${problems.join("\n  ")}`,
+      );
+    }
+  }
+
+  // --- internals used by FakeTask --------------------------------------------
+
+  newPort(receiver: FakeTaskPorts | "kernel"): FakePort {
+    const port = new FakePort(receiver);
+    this.ports.add(port);
+    return port;
+  }
+
+  /**
+   * A new surface laid out as `IOSurfaceCreate` would: every row-byte count
+   * and plane offset rounded up to {@link surfaceAlignment} (planes moved
+   * apart if need be), the allocation rounded up to 16 KiB pages.
+   */
+  newSurface(properties: IOSurfaceProperties): FakeSurface {
+    const align = (value: number, to: number) => Math.ceil(value / to) * to;
+    const a = this.surfaceAlignment;
+    const planar = properties.planes.length > 1;
+    let end = 0;
+    const planes = properties.planes.map((plane) => {
+      const bytesPerRow = align(plane.bytesPerRow, a);
+      const offset = planar ? align(Math.max(plane.offset, end), a) : 0;
+      end = offset + bytesPerRow * plane.height;
+      return { ...plane, bytesPerRow, offset };
+    });
+    const surface = new FakeSurface(
+      this.#nextSurfaceId++,
+      properties.width,
+      properties.height,
+      properties.pixelFormat,
+      align(Math.max(properties.allocSize, end), 16384),
+      planar ? planes : [],
+      planar ? 0 : planes[0].bytesPerElement,
+      planar ? 0 : planes[0].bytesPerRow,
+    );
+    this.#graveyard.push(surface.bytes);
+    this.surfaces.add(surface);
+    return surface;
+  }
+
+  newObject(object: CFObject): Deno.PointerObject {
+    const value = this.#nextObject;
+    this.#nextObject += 0x40n;
+    this.objects.set(value, object);
+    return Deno.UnsafePointer.create(value)!;
+  }
+
+  /** True if anything (a task, a queued message, the registry) holds a send right to `port`. */
+  hasSenders(port: FakePort): boolean {
+    for (const task of this.tasks) {
+      if (!task.alive) continue;
+      const name = task.nameOf.get(port);
+      if (name !== undefined && (task.names.get(name)?.send ?? 0) > 0) return true;
+    }
+    for (const p of this.ports) {
+      if (p.dead) continue;
+      for (const m of p.queue) {
+        const carried = [m.dest, m.reply, ...m.ports];
+        if (carried.some((c) => c?.port === port && c.type === "send")) return true;
+      }
+    }
+    for (const { port: registered } of this.registry.values()) {
+      if (registered === port && !registered.dead) return true;
+    }
+    return false;
+  }
+
+  /** Every port something holds a send right to, in one pass (what {@link hasSenders} asks per port). */
+  #portsWithSenders(): Set<FakePort> {
+    const result = new Set<FakePort>();
+    for (const task of this.tasks) {
+      if (!task.alive) continue;
+      for (const entry of task.names.values()) if (entry.send > 0) result.add(entry.port);
+    }
+    for (const p of this.ports) {
+      if (p.dead) continue;
+      for (const m of p.queue) {
+        for (const c of [m.dest, m.reply, ...m.ports]) if (c?.type === "send") result.add(c.port);
+      }
+    }
+    for (const { port } of this.registry.values()) if (!port.dead) result.add(port);
+    return result;
+  }
+
+  destroyPort(port: FakePort): void {
+    if (port.dead) return;
+    port.dead = true;
+    port.receiver = null;
+    port.queue = []; // their rights go with them (the sweep sees it)
+    port.noSenders = undefined;
+    for (const set of port.sets) set.members.delete(port); // a dead port leaves its sets
+    port.sets.clear();
+    if (port.surface) port.surface.livePorts--;
+    for (const task of this.tasks) {
+      const name = task.nameOf.get(port);
+      if (name === undefined) continue;
+      const e = task.names.get(name)!;
+      if (e.receive) e.exReceive = true;
+      e.receive = false;
+      e.dead += e.send + e.sendOnce;
+      e.send = 0;
+      e.sendOnce = 0;
+      task.cleanup(name);
+    }
+    for (const registration of this.registry.values()) {
+      // launchd learns of it later, from the dead-name notification.
+      if (registration.port === port) {
+        registration.removeAt = performance.now() + this.bootstrapRemovalDelayMs;
+      }
+    }
+    port.wake();
+  }
+
+  /** Re-evaluates no-senders notifications and kernel-held IOSurface ports until nothing changes. */
+  sweep(): void {
+    for (let changed = true; changed;) {
+      changed = false;
+      // Computed once per pass: a change made in this pass is seen by the next one.
+      const senders = this.#portsWithSenders();
+      for (const port of this.ports) {
+        if (port.dead) {
+          this.ports.delete(port);
+          continue;
+        }
+        if (senders.has(port)) continue;
+        if (port.receiver === "kernel") {
+          this.destroyPort(port);
+          changed = true;
+        } else if (port.noSenders && port.mscount >= port.noSenders.sync) {
+          const notify = port.noSenders.notify;
+          port.noSenders = undefined;
+          if (!notify.dead) {
+            const inline = new Uint8Array(12); // NDR record (8) + not_count (4)
+            notify.queue.push({
+              id: D.MACH_NOTIFY_NO_SENDERS,
+              size: 36,
+              complex: false,
+              dest: { port: notify, type: "send-once" },
+              reply: undefined,
+              ports: [],
+              descriptors: [],
+              descriptorCount: 0,
+              inline,
+              sender: undefined,
+            });
+            notify.wake();
+          }
+          changed = true;
+        }
+      }
+    }
+  }
+
+  /** The live or not-yet-removed registration of `service` (drops one launchd has removed). */
+  registration(service: string): Registration | undefined {
+    const registration = this.registry.get(service);
+    if (registration?.removeAt !== undefined && registration.removeAt <= performance.now()) {
+      this.registry.delete(service);
+      return undefined;
+    }
+    return registration;
+  }
+
+  violation(message: string): void {
+    this.violations.push(message);
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The fake kernel's data model (ports, port sets, queued messages, name
+ * entries, surfaces, CF objects) and constants, shared by the files of the
+ * test double (see `fake_darwin.ts`).
+ *
+ * @module
+ */
+
+import type { IOSurfaceProperties } from "../../src/darwin/native.ts";
+import { DARWIN } from "../../src/darwin/structs.ts";
+import type { FakeTaskPorts as FakeTask } from "./task_ports.ts";
+
+export const D = DARWIN;
+export const MACH_SEND_INVALID_TYPE = 0x1000000f;
+export const BOOTSTRAP_PORT = 0x707;
+export const QUEUE_LIMIT = 5;
+export const TRAILER_SIZES = [8, 12, 20, 52, 60];
+/** `sizeof(mach_msg_ool_descriptor_t)` and every other non-port descriptor on 64-bit. */
+export const OTHER_DESCRIPTOR_SIZE = 16;
+
+export type RightType = "send" | "send-once" | "receive";
+
+export class FakePort {
+  static #next = 1;
+  readonly id = FakePort.#next++;
+  /** The task holding the receive right; "kernel" for IOSurface ports; null once dead. */
+  receiver: FakeTask | "kernel" | null;
+  dead = false;
+  queue: KMsg[] = [];
+  mscount = 0;
+  seqno = 0;
+  noSenders: { sync: number; notify: FakePort } | undefined;
+  surface: FakeSurface | undefined;
+  readonly waiters = new Set<() => void>();
+  /** The port sets this receive right is a member of. */
+  readonly sets = new Set<FakePortSet>();
+  constructor(receiver: FakeTask | "kernel") {
+    this.receiver = receiver;
+  }
+  wake(): void {
+    for (const w of [...this.waiters]) w();
+    for (const set of [...this.sets]) set.wake();
+  }
+}
+
+/** A port set: receive rights of one task, received from (or peeked at) as one. */
+export class FakePortSet {
+  static #next = 1;
+  readonly id = FakePortSet.#next++;
+  /** Members in insertion order (a set receive takes the first member with a message). */
+  readonly members = new Set<FakePort>();
+  readonly waiters = new Set<() => void>();
+  dead = false;
+  wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+}
+
+/** Deno's blocking-thread pool: nonblocking FFI calls beyond this many queue (FIFO). */
+export const BLOCKING_THREADS = 32;
+
+export interface CarriedRight {
+  port: FakePort;
+  type: RightType;
+}
+
+export interface KMsg {
+  id: number;
+  size: number;
+  complex: boolean;
+  dest: CarriedRight;
+  reply: CarriedRight | undefined;
+  /** The right of each descriptor (undefined for a null port or out-of-line memory). */
+  ports: (CarriedRight | undefined)[];
+  /** Each descriptor's type; for out-of-line memory its byte count and the sender's copy option. */
+  descriptors: { type: number; size: number; copy: number }[];
+  descriptorCount: number;
+  /** Bytes from the end of the descriptors to `size`. */
+  inline: Uint8Array;
+  sender: FakeTask | undefined;
+}
+
+export interface Entry {
+  port: FakePort;
+  send: number;
+  sendOnce: number;
+  receive: boolean;
+  dead: number;
+  /** True once this entry held the receive right (XNU's `MACH_PORT_TYPE_EX_RECEIVE`). */
+  exReceive?: boolean;
+}
+
+export class FakeSurface {
+  readonly bytes: Uint8Array;
+  livePorts = 0;
+  readonly useCounts = new Map<FakeTask, number>();
+  constructor(
+    readonly id: number,
+    readonly width: number,
+    readonly height: number,
+    readonly pixelFormat: number,
+    readonly allocSize: number,
+    /** Empty for a non-planar surface. */
+    readonly planeInfo: IOSurfaceProperties["planes"],
+    readonly bytesPerElement: number,
+    readonly bytesPerRow: number,
+  ) {
+    this.bytes = new Uint8Array(allocSize);
+  }
+}
+
+export type CFObject =
+  | { kind: "surface"; task: FakeTask; surface: FakeSurface; refs: number; locks: number[] }
+  | {
+    kind: "pixelBuffer";
+    task: FakeTask;
+    surfaceObject: bigint;
+    /** The surface whose use count this pixel buffer raised (CoreVideo holds one per buffer). */
+    used: FakeSurface;
+    refs: number;
+    locks: bigint[];
+  };
+
+export function cString(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? bytes : bytes.subarray(0, end));
+}

@@ -1,0 +1,281 @@
+/**
+ * A fake task's IOSurface, CoreFoundation and CoreVideo calls: surfaces in
+ * real memory, use counts, CF reference counts, pixel buffers.
+ *
+ * @module
+ */
+
+import type { DarwinNative, IOSurfaceProperties } from "../../src/darwin/native.ts";
+import { computeGeometry, formatOfFourcc } from "../../src/geometry.ts";
+import { type CFObject, D, type FakeSurface } from "./model.ts";
+import { FakeTaskMessages } from "./task_messages.ts";
+
+/** One simulated task (process): a `DarwinNative` over the shared `FakeMachKernel`. */
+export class FakeTask extends FakeTaskMessages implements DarwinNative {
+  #object(call: string, pointer: Deno.PointerValue, kind: CFObject["kind"]): CFObject | undefined {
+    const value = pointer === null ? 0n : Deno.UnsafePointer.value(pointer);
+    const object = this.kernel.objects.get(value);
+    if (!object || object.kind !== kind || object.task !== this) {
+      if (this.alive) {
+        this.kernel.violation(
+          `task ${this.pid}: ${call}(0x${value.toString(16)}): not a live ${kind} of this task`,
+        );
+      }
+      return undefined;
+    }
+    return object;
+  }
+
+  #surface(call: string, pointer: Deno.PointerObject): FakeSurface {
+    const object = this.#object(call, pointer, "surface");
+    if (!object || object.kind !== "surface") {
+      throw new Error(`fake: ${call} on a bad IOSurfaceRef`);
+    }
+    return object.surface;
+  }
+
+  /** This task's (single, refcounted) IOSurfaceRef for `surface`, +1. */
+  #surfaceRef(surface: FakeSurface): Deno.PointerObject {
+    for (const [value, object] of this.kernel.objects) {
+      if (object.kind === "surface" && object.task === this && object.surface === surface) {
+        object.refs++;
+        return Deno.UnsafePointer.create(value)!;
+      }
+    }
+    return this.kernel.newObject({ kind: "surface", task: this, surface, refs: 1, locks: [] });
+  }
+
+  createIOSurface(properties: IOSurfaceProperties): Deno.PointerValue {
+    if (properties.allocSize <= 0 || properties.planes.length === 0) return null;
+    return this.#surfaceRef(this.kernel.newSurface(properties));
+  }
+
+  IOSurfaceAlignProperty(key: string, value: number): number {
+    const a = key === "kIOSurfaceAllocSize" ? 16384 : this.kernel.surfaceAlignment;
+    return Math.ceil(value / a) * a;
+  }
+
+  IOSurfaceCreateMachPort(pointer: Deno.PointerObject): number {
+    const surface = this.#surface("IOSurfaceCreateMachPort", pointer);
+    const port = this.kernel.newPort("kernel");
+    port.surface = surface;
+    surface.livePorts++;
+    return this.insert({ port, type: "send" });
+  }
+
+  IOSurfaceLookupFromMachPort(name: number): Deno.PointerValue {
+    const e = this.names.get(name);
+    if (!e || e.send === 0 || !e.port.surface) return null;
+    return this.#surfaceRef(e.port.surface);
+  }
+
+  IOSurfaceGetID(pointer: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetID", pointer).id;
+  }
+
+  IOSurfaceIsInUse(pointer: Deno.PointerObject): boolean {
+    const surface = this.#surface("IOSurfaceIsInUse", pointer);
+    if (surface.livePorts > 0) return true;
+    for (const [task, count] of surface.useCounts) if (task.alive && count > 0) return true;
+    return false;
+  }
+
+  IOSurfaceIncrementUseCount(pointer: Deno.PointerObject): void {
+    const surface = this.#surface("IOSurfaceIncrementUseCount", pointer);
+    surface.useCounts.set(this, (surface.useCounts.get(this) ?? 0) + 1);
+  }
+
+  IOSurfaceDecrementUseCount(pointer: Deno.PointerObject): void {
+    if (!this.alive) return;
+    const surface = this.#surface("IOSurfaceDecrementUseCount", pointer);
+    const count = surface.useCounts.get(this) ?? 0;
+    if (count === 0) {
+      this.kernel.violation(`task ${this.pid}: IOSurfaceDecrementUseCount below zero`);
+      return;
+    }
+    surface.useCounts.set(this, count - 1);
+  }
+
+  IOSurfaceLock(pointer: Deno.PointerObject, options: number): number {
+    const object = this.#object("IOSurfaceLock", pointer, "surface");
+    if (!object) return D.kIOReturnBadArgument;
+    (object.locks as number[]).push(options);
+    return D.kIOReturnSuccess;
+  }
+
+  IOSurfaceUnlock(pointer: Deno.PointerObject, options: number): number {
+    const object = this.#object("IOSurfaceUnlock", pointer, "surface");
+    if (!object) return D.kIOReturnBadArgument;
+    const locks = object.locks as number[];
+    if (locks.length === 0 || locks[locks.length - 1] !== options) return D.kIOReturnError;
+    locks.pop();
+    return D.kIOReturnSuccess;
+  }
+
+  IOSurfaceGetAllocSize(p: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetAllocSize", p).allocSize;
+  }
+  IOSurfaceGetWidth(p: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetWidth", p).width;
+  }
+  IOSurfaceGetHeight(p: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetHeight", p).height;
+  }
+  IOSurfaceGetBytesPerElement(p: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetBytesPerElement", p).bytesPerElement;
+  }
+  IOSurfaceGetBytesPerRow(p: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetBytesPerRow", p).bytesPerRow;
+  }
+  IOSurfaceGetPlaneCount(p: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetPlaneCount", p).planeInfo.length;
+  }
+  IOSurfaceGetPixelFormat(p: Deno.PointerObject): number {
+    return this.#surface("IOSurfaceGetPixelFormat", p).pixelFormat;
+  }
+  IOSurfaceGetBaseAddress(p: Deno.PointerObject): Deno.PointerValue {
+    return Deno.UnsafePointer.of(this.#surface("IOSurfaceGetBaseAddress", p).bytes);
+  }
+  IOSurfaceGetBaseAddressOfPlane(p: Deno.PointerObject, plane: number): Deno.PointerValue {
+    const surface = this.#surface("IOSurfaceGetBaseAddressOfPlane", p);
+    const info = surface.planeInfo[plane];
+    if (!info) return null;
+    return Deno.UnsafePointer.offset(Deno.UnsafePointer.of(surface.bytes)!, info.offset);
+  }
+  IOSurfaceGetWidthOfPlane(p: Deno.PointerObject, plane: number): number {
+    return this.#surface("IOSurfaceGetWidthOfPlane", p).planeInfo[plane]?.width ?? 0;
+  }
+  IOSurfaceGetHeightOfPlane(p: Deno.PointerObject, plane: number): number {
+    return this.#surface("IOSurfaceGetHeightOfPlane", p).planeInfo[plane]?.height ?? 0;
+  }
+  IOSurfaceGetBytesPerElementOfPlane(p: Deno.PointerObject, plane: number): number {
+    return this.#surface("IOSurfaceGetBytesPerElementOfPlane", p).planeInfo[plane]
+      ?.bytesPerElement ?? 0;
+  }
+  IOSurfaceGetBytesPerRowOfPlane(p: Deno.PointerObject, plane: number): number {
+    return this.#surface("IOSurfaceGetBytesPerRowOfPlane", p).planeInfo[plane]?.bytesPerRow ?? 0;
+  }
+
+  // --- CoreFoundation / CoreVideo ---------------------------------------------------
+
+  #anyObject(call: string, pointer: Deno.PointerObject): CFObject | undefined {
+    const value = Deno.UnsafePointer.value(pointer);
+    const object = this.kernel.objects.get(value);
+    if (!object || object.task !== this) {
+      if (this.alive) {
+        this.kernel.violation(
+          `task ${this.pid}: ${call}(0x${value.toString(16)}): no such object (released twice?)`,
+        );
+      }
+      return undefined;
+    }
+    return object;
+  }
+
+  CFRetain(pointer: Deno.PointerObject): void {
+    const object = this.#anyObject("CFRetain", pointer);
+    if (object) object.refs++;
+  }
+
+  CFRelease(pointer: Deno.PointerObject): void {
+    const object = this.#anyObject("CFRelease", pointer);
+    if (!object) return;
+    if (--object.refs > 0) return;
+    this.kernel.objects.delete(Deno.UnsafePointer.value(pointer));
+    if (object.kind === "pixelBuffer") {
+      const uses = object.used.useCounts.get(this) ?? 0;
+      if (uses > 0) object.used.useCounts.set(this, uses - 1); // CoreVideo's own use ends
+      this.CFRelease(Deno.UnsafePointer.create(object.surfaceObject)!);
+    }
+  }
+
+  /**
+   * A pixel buffer over `surfaceRef` (taking over one reference to it). Like
+   * CoreVideo's, it holds one use of the surface for as long as it lives:
+   * that is how a `CVPixelBufferPool` knows a buffer it handed out is still
+   * used somewhere.
+   */
+  #pixelBufferOver(surfaceRef: Deno.PointerObject, out: Uint8Array): number {
+    const used = this.#surface("CVPixelBuffer", surfaceRef);
+    used.useCounts.set(this, (used.useCounts.get(this) ?? 0) + 1);
+    const pointer = this.kernel.newObject({
+      kind: "pixelBuffer",
+      task: this,
+      used,
+      surfaceObject: Deno.UnsafePointer.value(surfaceRef),
+      refs: 1,
+      locks: [],
+    });
+    new DataView(out.buffer, out.byteOffset).setBigUint64(
+      0,
+      Deno.UnsafePointer.value(pointer),
+      true,
+    );
+    return D.kCVReturnSuccess;
+  }
+
+  CVPixelBufferCreateWithIOSurface(surface: Deno.PointerObject, out: Uint8Array): number {
+    if (!this.#object("CVPixelBufferCreateWithIOSurface", surface, "surface")) return -6661;
+    this.CFRetain(surface); // the pixel buffer retains its surface
+    return this.#pixelBufferOver(surface, out);
+  }
+
+  createPixelBuffer(width: number, height: number, pixelFormat: number, out: Uint8Array): number {
+    const format = formatOfFourcc(pixelFormat);
+    if (!format) return -6680;
+    const geometry = computeGeometry(width, height, format);
+    const surface = this.createIOSurface({
+      width,
+      height,
+      pixelFormat,
+      allocSize: geometry.allocSize,
+      planes: geometry.planes,
+    })!;
+    return this.#pixelBufferOver(surface, out); // the surface's only reference is the buffer's
+  }
+
+  #pixelBuffer(call: string, pointer: Deno.PointerObject) {
+    const object = this.#object(call, pointer, "pixelBuffer");
+    if (!object || object.kind !== "pixelBuffer") {
+      throw new Error(`fake: ${call} on a bad CVPixelBufferRef`);
+    }
+    return object;
+  }
+
+  CVPixelBufferGetIOSurface(pointer: Deno.PointerObject): Deno.PointerValue {
+    return Deno.UnsafePointer.create(
+      this.#pixelBuffer("CVPixelBufferGetIOSurface", pointer).surfaceObject,
+    );
+  }
+
+  #pixelBufferSurface(call: string, pointer: Deno.PointerObject): FakeSurface {
+    const object = this.kernel.objects.get(this.#pixelBuffer(call, pointer).surfaceObject);
+    if (!object || object.kind !== "surface") throw new Error(`fake: ${call}: surface is gone`);
+    return object.surface;
+  }
+
+  CVPixelBufferGetWidth(pointer: Deno.PointerObject): number {
+    return this.#pixelBufferSurface("CVPixelBufferGetWidth", pointer).width;
+  }
+  CVPixelBufferGetHeight(pointer: Deno.PointerObject): number {
+    return this.#pixelBufferSurface("CVPixelBufferGetHeight", pointer).height;
+  }
+  CVPixelBufferGetPixelFormatType(pointer: Deno.PointerObject): number {
+    return this.#pixelBufferSurface("CVPixelBufferGetPixelFormatType", pointer).pixelFormat;
+  }
+
+  CVPixelBufferLockBaseAddress(pointer: Deno.PointerObject, flags: bigint): number {
+    if (typeof flags !== "bigint") {
+      this.kernel.violation("CVPixelBufferLockBaseAddress: lock flags must be a u64 (bigint)");
+    }
+    this.#pixelBuffer("CVPixelBufferLockBaseAddress", pointer).locks.push(flags);
+    return D.kCVReturnSuccess;
+  }
+
+  CVPixelBufferUnlockBaseAddress(pointer: Deno.PointerObject, flags: bigint): number {
+    const locks = this.#pixelBuffer("CVPixelBufferUnlockBaseAddress", pointer).locks;
+    if (locks.length === 0 || locks[locks.length - 1] !== flags) return -6660;
+    locks.pop();
+    return D.kCVReturnSuccess;
+  }
+}
