@@ -12,6 +12,7 @@ import {
   ClosedError,
   PeerClosedError,
   type PeerCredentials,
+  SystemCallError,
   throwIfAborted,
   TimeoutError,
 } from "./errors.ts";
@@ -72,7 +73,11 @@ export interface WaitOptions {
 
 /** Options of {@link Channel.send}. */
 export interface SendOptions extends WaitOptions {
-  /** The frame's timestamp in microseconds since the Unix epoch (default: `nowMicros()`). */
+  /**
+   * The frame's timestamp in microseconds since the Unix epoch (default:
+   * `nowMicros()`, `CLOCK_REALTIME` on Linux), e.g. a capture time; within
+   * ±(2^53−1), fractions truncated.
+   */
   timestamp?: number;
 }
 
@@ -178,9 +183,12 @@ function frameOf(received: ReceivedMessage): Frame {
 export class Frame {
   /** The received surface: the very memory the sender wrote, not a copy. */
   readonly surface: Surface;
-  /** The metadata as sent: a `Uint8Array`, a parsed JSON value, or `undefined`. */
+  /** The metadata as sent: a `Uint8Array` (an empty one too), a parsed JSON value, or `undefined`. */
   readonly meta: unknown;
-  /** The sender's sequence number on this channel (0, 1, 2, ...). */
+  /**
+   * The sender's sequence number on this channel (0, 1, 2, ...): numbered at
+   * `send()`, so a gap means the sender's send failed (timed out, aborted).
+   */
   readonly sequence: number;
   /**
    * When the sender sent it, in microseconds since the Unix epoch (unless it
@@ -269,8 +277,13 @@ export class Channel {
       checkTimeout("send", options.timeout);
       throwIfAborted(options.signal);
       const timestamp = options.timestamp ?? clockNow();
-      if (!Number.isFinite(timestamp)) {
-        throw new RangeError(`send: timestamp must be a finite number, got ${timestamp}`);
+      if (typeof timestamp !== "number") {
+        throw new TypeError(`send: timestamp must be a number, got ${typeof timestamp}`);
+      }
+      if (!(Math.abs(Math.trunc(timestamp)) <= Number.MAX_SAFE_INTEGER)) {
+        throw new RangeError(
+          `send: timestamp ${timestamp} is not a finite number within ±(2^53-1)`,
+        );
       }
       const encoded = encodeMeta(meta);
       if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
@@ -283,7 +296,7 @@ export class Channel {
         backing.geometry,
         encoded.kind,
         encoded.bytes.length,
-        this.#sequence++,
+        this.#sequence++, // taken now: a send that then fails leaves a gap (docs/protocol.md)
         timestamp,
       );
       // The handle is taken now, so the surface may be closed while the send waits its turn.
@@ -419,7 +432,9 @@ export class Listener {
   /**
    * Waits for the next peer that passes the `allowPeer` check (refused ones
    * are disconnected and skipped). Rejects with `ClosedError` once the
-   * listener is closed.
+   * listener is closed. When this process is out of descriptors, hangs up on
+   * the waiting client and rejects with `SystemCallError` (`EMFILE` or
+   * `ENFILE`); the listener stays usable (see `docs/errors.md`).
    */
   async accept(options: WaitOptions = {}): Promise<Channel> {
     if (this.#closed) throw new ClosedError("listener", "accept");
@@ -442,13 +457,22 @@ export class Listener {
     }
   }
 
-  /** Yields each accepted channel until the listener is closed. */
+  /**
+   * Yields each accepted channel until the listener is closed. A client
+   * refused because this process is out of descriptors (`accept()` rejects
+   * with `SystemCallError` `EMFILE` / `ENFILE`) is skipped: the iteration
+   * keeps serving, pausing 10 ms after each such refusal.
+   */
   async *[Symbol.asyncIterator](): AsyncGenerator<Channel, void, undefined> {
     for (;;) {
       try {
         yield await this.accept();
       } catch (error) {
         if (error instanceof ClosedError && this.#closed) return;
+        if (error instanceof SystemCallError && (error.errno === 24 || error.errno === 23)) {
+          await new Promise((resolve) => setTimeout(resolve, 10)); // EMFILE, ENFILE: try again
+          continue;
+        }
         throw error;
       }
     }

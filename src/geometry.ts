@@ -79,7 +79,7 @@ export interface SurfaceGeometry {
   readonly height: number;
   /** The pixel format. */
   readonly format: PixelFormat;
-  /** The planes, in memory order. */
+  /** The planes, in index order (Y, Cb, Cr); their offsets may be in any order. */
   readonly planes: readonly PlaneGeometry[];
   /** Total bytes of memory backing the surface (all planes, rounded up). */
   readonly allocSize: number;
@@ -183,9 +183,12 @@ export function computeGeometry(
 
 /**
  * Checks a geometry that came from elsewhere (a peer's header): each plane has
- * the element size its format implies, rows hold their elements, and every
- * plane lies inside `allocSize`. Returns a description of the first problem,
- * or `undefined` if it is sound.
+ * the element size its format implies, rows hold their elements, every plane
+ * (`bytesPerRow × height` bytes from its offset, the last row's padding
+ * included) lies inside `allocSize`, and no two planes overlap. Planes are in
+ * index order (Y, Cb, Cr); their offsets may be in any order. `allocSize` may
+ * exceed what the planes need and need not be a multiple of 4096. Returns a
+ * description of the first problem, or `undefined` if it is sound.
  */
 export function validateGeometry(geometry: SurfaceGeometry): string | undefined {
   const { width, height, format, planes, allocSize } = geometry;
@@ -216,6 +219,17 @@ export function validateGeometry(geometry: SurfaceGeometry): string | undefined 
       p.offset + p.bytesPerRow * p.height > allocSize
     ) {
       return `plane ${i} (offset ${p.offset}, ${p.bytesPerRow}x${p.height}) overruns allocSize ${allocSize}`;
+    }
+    for (let j = 0; j < i; j++) {
+      const q = planes[j];
+      if (
+        p.offset < q.offset + q.bytesPerRow * q.height &&
+        q.offset < p.offset + p.bytesPerRow * p.height
+      ) {
+        return `plane ${i} (bytes ${p.offset}-${
+          p.offset + p.bytesPerRow * p.height - 1
+        }) overlaps plane ${j}`;
+      }
     }
   }
   return undefined;

@@ -267,7 +267,7 @@ export class Surface {
     return this.#backing.geometry.format;
   }
 
-  /** The planes' layouts, in memory order (one for BGRA, two for NV12, three for I420). */
+  /** The planes' layouts in index order: Y, then CbCr (NV12) or Cb and Cr (I420); one for BGRA. */
   get planes(): readonly PlaneGeometry[] {
     return this.#backing.geometry.planes;
   }

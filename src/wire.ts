@@ -30,6 +30,8 @@ export const MAX_PLANES = 3;
 const PLANES_OFFSET = 64;
 /** Bytes per plane record. */
 const PLANE_RECORD_SIZE = 24;
+/** The largest sequence number and timestamp magnitude on the wire: `Number.MAX_SAFE_INTEGER`. */
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /** The default and largest metadata size a channel accepts: 64 KiB. */
 export const DEFAULT_MAX_META_BYTES = 65536;
 
@@ -50,9 +52,9 @@ export interface WireHeader {
   metaKind: number;
   /** Length of the metadata that follows the header. */
   metaLength: number;
-  /** The sender's per-channel sequence number, starting at 0. */
+  /** The sender's per-channel sequence number, starting at 0; at most 2^53-1. */
   sequence: bigint;
-  /** The sender's timestamp, microseconds since the Unix epoch. */
+  /** The sender's timestamp, microseconds since the Unix epoch (CLOCK_REALTIME); |t| ≤ 2^53-1. */
   timestamp: number;
 }
 
@@ -174,8 +176,22 @@ export function decodeHeader(
       `message is ${message.length} bytes, header says ${HEADER_SIZE + metaLength}`,
     );
   }
-  if ((metaKind === META_NONE) !== (metaLength === 0)) {
+  // Kind 1 may be empty (an empty Uint8Array round-trips); kind 2 may not (no JSON text is empty).
+  if (
+    (metaKind === META_NONE && metaLength !== 0) || (metaKind === META_JSON && metaLength === 0)
+  ) {
     throw new ProtocolError("BAD_META", `metadata kind ${metaKind} with length ${metaLength}`);
+  }
+  if (view.getBigUint64(56, true) !== 0n) {
+    throw new ProtocolError("BAD_HEADER", "the reserved field (bytes 56-63) is not zero");
+  }
+  const sequence = view.getBigUint64(32, true);
+  if (sequence > MAX_SAFE) {
+    throw new ProtocolError("BAD_HEADER", `sequence ${sequence} is over 2^53-1`);
+  }
+  const timestamp = view.getBigInt64(40, true);
+  if (timestamp > MAX_SAFE || timestamp < -MAX_SAFE) {
+    throw new ProtocolError("BAD_HEADER", `timestamp ${timestamp} is outside ±(2^53-1)`);
   }
   const allocSize = view.getBigUint64(48, true);
   if (allocSize > BigInt(maxBytes)) {
@@ -211,17 +227,26 @@ export function decodeHeader(
   };
   const problem = validateGeometry(geometry);
   if (problem) throw new ProtocolError("BAD_GEOMETRY", problem);
+  for (let at = PLANES_OFFSET + planeCount * PLANE_RECORD_SIZE; at < HEADER_SIZE; at += 8) {
+    if (view.getBigUint64(at, true) !== 0n) {
+      throw new ProtocolError(
+        "BAD_HEADER",
+        `plane records past planeCount ${planeCount} are not all zero (byte ${at})`,
+      );
+    }
+  }
   return {
     type,
     geometry,
     metaKind,
     metaLength,
-    sequence: view.getBigUint64(32, true),
-    timestamp: Number(view.getBigInt64(40, true)),
+    sequence,
+    timestamp: Number(timestamp),
   };
 }
 
 const TWO_32 = 0x1_0000_0000;
+const MAX_SAFE_NUMBER = Number.MAX_SAFE_INTEGER;
 
 /** Writes the i64 `value` (an integer, |value| < 2^53) at `offset` without a BigInt. */
 function setInt64(view: DataView, offset: number, value: number): void {
@@ -274,9 +299,11 @@ const GEOMETRY_WORDS = [0, 1, 3, 4, 5, 6, ...Array.from({ length: 22 }, (_, i) =
  * path: when the geometry part of a header (every byte but the flags,
  * metadata length, sequence and timestamp) equals that of the last header
  * that passed {@link decodeHeader}, its checked, frozen geometry is reused
- * and only the per-message fields are read and checked; otherwise the header
- * goes through {@link decodeHeader} in full. Either way the same messages are
- * accepted and refused.
+ * and only the per-message fields are read and checked, in decodeHeader's
+ * order and with its reasons (keep the two in step: the fuzz harness
+ * compares them input by input); otherwise the header goes through
+ * {@link decodeHeader} in full. Either way the same messages are accepted
+ * and refused.
  */
 export class HeaderDecoder {
   readonly #buffer: Uint8Array;
@@ -319,8 +346,27 @@ export class HeaderDecoder {
           `message is ${length} bytes, header says ${HEADER_SIZE + metaLength}`,
         );
       }
-      if ((metaKind === META_NONE) !== (metaLength === 0)) {
+      // Kind 1 may be empty (an empty Uint8Array round-trips); kind 2 may not (no JSON text is empty).
+      if (
+        (metaKind === META_NONE && metaLength !== 0) ||
+        (metaKind === META_JSON && metaLength === 0)
+      ) {
         throw new ProtocolError("BAD_META", `metadata kind ${metaKind} with length ${metaLength}`);
+      }
+      // (The reserved field is among the compared bytes: zero, as decodeHeader checked.)
+      if (view.getUint32(36, true) >= 0x200000) {
+        throw new ProtocolError(
+          "BAD_HEADER",
+          `sequence ${view.getBigUint64(32, true)} is over 2^53-1`,
+        );
+      }
+      const timestampHigh = view.getInt32(44, true);
+      const timestamp = timestampHigh * TWO_32 + view.getUint32(40, true);
+      if (timestampHigh < -0x200000 || timestampHigh >= 0x200000 || timestamp < -MAX_SAFE_NUMBER) {
+        throw new ProtocolError(
+          "BAD_HEADER",
+          `timestamp ${view.getBigInt64(40, true)} is outside ±(2^53-1)`,
+        );
       }
       return {
         type: MESSAGE_SURFACE,
@@ -328,7 +374,7 @@ export class HeaderDecoder {
         metaKind,
         metaLength,
         sequence: view.getBigUint64(32, true),
-        timestamp: view.getInt32(44, true) * TWO_32 + view.getUint32(40, true),
+        timestamp,
       };
     }
     const header = decodeHeader(
@@ -356,20 +402,22 @@ export class HeaderDecoder {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM keeps a leading U+FEFF in the text, so JSON.parse refuses it as RFC 8259 says a sender must not add one.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Metadata a sender may attach: raw bytes, or any JSON-serialisable value. */
 export type Meta = Uint8Array | unknown;
 
 const NO_META = { kind: META_NONE, bytes: new Uint8Array(0) } as const;
 
-/** Encodes `meta` for the wire: `undefined` → none, `Uint8Array` → bytes, anything else → JSON. */
+/**
+ * Encodes `meta` for the wire: `undefined` → none, `Uint8Array` → bytes
+ * (an empty one too: it arrives as an empty `Uint8Array`), anything else →
+ * JSON.
+ */
 export function encodeMeta(meta: Meta): { kind: number; bytes: Uint8Array } {
   if (meta === undefined) return NO_META;
-  if (meta instanceof Uint8Array) {
-    if (meta.length === 0) return { kind: META_NONE, bytes: meta };
-    return { kind: META_BYTES, bytes: meta };
-  }
+  if (meta instanceof Uint8Array) return { kind: META_BYTES, bytes: meta };
   const json = JSON.stringify(meta);
   if (json === undefined) {
     throw new TypeError(`metadata must be a Uint8Array or JSON-serialisable, got ${typeof meta}`);

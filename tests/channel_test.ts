@@ -491,3 +491,37 @@ Deno.test("channel: a TimeoutError names the caller's timeout, not the backend's
   });
   channel.close();
 });
+
+Deno.test({
+  name:
+    "channel: metadata arrives as sent (an empty Uint8Array too), timestamps are the sender's, numbering is at send()",
+  ignore: !linux,
+  async fn() {
+    using p = await pair();
+    using surface = Surface.create({ width: 4, height: 4 });
+    const sent: unknown[] = [new Uint8Array(0), new Uint8Array([1]), null, 0, "", [], undefined];
+    for (const meta of sent) await p.client.send(surface, meta, { timestamp: -5 });
+    for (let i = 0; i < sent.length; i++) {
+      using frame = await p.server.receive({ timeout: 5000 });
+      assert.deepEqual(frame.meta, sent[i], `metadata ${i}`);
+      if (sent[i] instanceof Uint8Array) assert.ok(frame.meta instanceof Uint8Array);
+      assert.equal(frame.timestamp, -5);
+      assert.equal(frame.sequence, i);
+    }
+    // Argument mistakes about the timestamp are thrown before a number is taken.
+    await assert.rejects(p.client.send(surface, undefined, { timestamp: 2 ** 53 }), RangeError);
+    await assert.rejects(p.client.send(surface, undefined, { timestamp: NaN }), RangeError);
+    await assert.rejects(
+      p.client.send(surface, undefined, { timestamp: "1" as unknown as number }),
+      TypeError,
+    );
+    // A send aborted before it starts takes no number (a send that times out in a full queue
+    // does, and leaves a gap: tests/backpressure_test.ts).
+    const aborted = new AbortController();
+    aborted.abort(new Error("stop"));
+    await assert.rejects(p.client.send(surface, undefined, { signal: aborted.signal }));
+    await p.client.send(surface);
+    using next = await p.server.receive({ timeout: 5000 });
+    assert.equal(next.sequence, sent.length, "no number taken");
+  },
+});

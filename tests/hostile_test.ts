@@ -15,7 +15,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, Surface } from "../mod.ts";
+import { connect, PeerClosedError, Surface } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
 import { libc } from "../ffi/linux.ts";
 import { computeGeometry } from "../src/geometry.ts";
@@ -900,5 +900,36 @@ Deno.test({
       JSON.stringify(counts),
     );
     assert.equal(fdsAfter, fdsBefore, "the receiver closed every descriptor");
+  },
+});
+
+Deno.test({
+  name:
+    "hostile: a listener out of descriptors refuses the waiting client (PeerClosedError), says EMFILE, and serves once descriptors are free",
+  ignore: !linux,
+  async fn() {
+    const name = uniqueName("emfile");
+    await using listener = spawnPeer("../hostile/peer.ts", ["fd-starved", name]);
+    await listener.line(/^full \d+$/, 30000);
+    {
+      // The connect completes in the kernel's backlog; the listener then hangs up on it.
+      using refused = await connect(name, { timeout: 5000 });
+      await assert.rejects(refused.receive({ timeout: 10000 }), PeerClosedError);
+    }
+    // (`refused eventfd EMFILE` lines may come first: with no free descriptor it cannot even wait.)
+    assert.equal(
+      await listener.line(/^refused accept4/),
+      "refused accept4 EMFILE",
+      listener.stderr,
+    );
+    await listener.send("free");
+    await listener.line("freed");
+    {
+      using client = await connect(name, { timeout: 5000 });
+      using surface = Surface.create({ width: 64, height: 32 });
+      await client.send(surface, undefined, { timeout: 5000 });
+      assert.equal(await listener.line(/^frame /), "frame ok", listener.stderr);
+    }
+    assert.equal((await listener.exit()).code, 0, listener.stderr);
   },
 });

@@ -26,7 +26,7 @@ function header(meta: Uint8Array = new Uint8Array(0), kind = META_NONE): Uint8Ar
     geometry,
     kind,
     meta.length,
-    0x0102030405060708n,
+    0x001f030405060708n,
     1_700_000_000_123_456,
   );
   message.set(meta, HEADER_SIZE);
@@ -49,7 +49,7 @@ Deno.test("wire: golden bytes of a 64x32 420v header", () => {
       "20 00 00 00", // height 32
       "02 00 00 00", // 2 planes
       "00 00 00 00", // metadata length 0
-      "08 07 06 05 04 03 02 01", // sequence
+      "08 07 06 05 04 03 1f 00", // sequence (at most 2^53-1)
       "40 22 20 18 24 0a 06 00", // timestamp 1700000000123456 µs
       "00 10 00 00 00 00 00 00", // alloc size 4096
       "00 00 00 00 00 00 00 00", // reserved
@@ -68,7 +68,7 @@ Deno.test("wire: golden bytes of a 64x32 420v header", () => {
 Deno.test("wire: header round trip", () => {
   const decoded = decodeHeader(header(), 1 << 30);
   assert.deepEqual(decoded.geometry, computeGeometry(64, 32, "420v"));
-  assert.equal(decoded.sequence, 0x0102030405060708n);
+  assert.equal(decoded.sequence, 0x001f030405060708n);
   assert.equal(decoded.timestamp, 1_700_000_000_123_456);
   assert.equal(decoded.metaKind, META_NONE);
 });
@@ -80,6 +80,15 @@ Deno.test("wire: metadata encodings", () => {
   assert.equal(json.kind, META_JSON);
   assert.deepEqual(decodeMeta(json.kind, json.bytes), { pts: 1, tags: ["a"] });
   assert.equal(decodeMeta(META_JSON, encodeMeta(null).bytes), null);
+  // An empty Uint8Array is bytes of length 0 (kind 1), and comes back as one, not as undefined.
+  assert.deepEqual(encodeMeta(new Uint8Array(0)), { kind: META_BYTES, bytes: new Uint8Array(0) });
+  assert.deepEqual(decodeMeta(META_BYTES, new Uint8Array(0)), new Uint8Array(0));
+  // A byte-order mark is not JSON (RFC 8259 §8.1): refused, not skipped.
+  assert.throws(
+    () => decodeMeta(META_JSON, new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d])),
+    ProtocolError,
+  );
+  assert.deepEqual(decodeMeta(META_JSON, new TextEncoder().encode("{}")), {});
   assert.throws(() => encodeMeta(() => 1), TypeError);
   assert.throws(() => encodeMeta(10n), TypeError);
   assert.throws(() => decodeMeta(META_JSON, new Uint8Array([0xff])), ProtocolError);
@@ -99,7 +108,15 @@ Deno.test("wire: malformed headers are ProtocolErrors with a reason", () => {
     ["BAD_HEADER", (b, v) => (v.setUint16(8, 100, true), b)],
     ["BAD_HEADER", (b, v) => (v.setUint16(8, 200, true), b)],
     ["BAD_META", (b, v) => (v.setUint16(10, 3, true), b)],
-    ["BAD_META", (b, v) => (v.setUint16(10, 1, true), b)],
+    ["BAD_META", (b, v) => (v.setUint16(10, 2, true), b)], // JSON of length 0
+    ["BAD_HEADER", (b, v) => (v.setBigUint64(56, 1n, true), b)], // reserved
+    ["BAD_HEADER", (b, v) => (v.setUint32(132, 1, true), b)], // plane record 2 of a 2-plane format
+    ["BAD_HEADER", (b, v) => (v.setBigUint64(32, 1n << 53n, true), b)], // sequence 2^53
+    ["BAD_HEADER", (b, v) => (v.setBigUint64(32, (1n << 64n) - 1n, true), b)], // sequence 2^64-1
+    ["BAD_HEADER", (b, v) => (v.setBigInt64(40, 1n << 53n, true), b)], // timestamp 2^53
+    ["BAD_HEADER", (b, v) => (v.setBigInt64(40, -(1n << 53n), true), b)],
+    ["BAD_GEOMETRY", (b, v) => (v.setBigUint64(88, 0n, true), b)], // chroma over luma
+    ["BAD_GEOMETRY", (b, v) => (v.setBigUint64(88, 2047n, true), b)], // one byte of overlap
     ["BAD_GEOMETRY", (b, v) => (v.setUint32(12, 0x11111111, true), b)],
     ["BAD_GEOMETRY", (b, v) => (v.setUint32(24, 0, true), b)],
     ["BAD_GEOMETRY", (b, v) => (v.setUint32(24, 4, true), b)],
@@ -186,4 +203,27 @@ Deno.test("wire: a wrong headerSize is reported as what the field says (was: 'he
     () => decodeHeader(bytes.subarray(0, 60), 1 << 30),
     /message of 60 bytes is shorter than the 136-byte header/,
   );
+});
+
+Deno.test("wire: the edges of the rules are accepted (sequence 2^53-1, negative timestamps, empty bytes, planes in any memory order, slack allocSize)", () => {
+  const bytes = header(new Uint8Array(0), META_BYTES);
+  const v = new DataView(bytes.buffer);
+  v.setBigUint64(32, (1n << 53n) - 1n, true);
+  v.setBigInt64(40, -(1n << 53n) + 1n, true);
+  const decoded = decodeHeader(bytes, 1 << 30);
+  assert.equal(Number(decoded.sequence), Number.MAX_SAFE_INTEGER);
+  assert.equal(decoded.timestamp, -Number.MAX_SAFE_INTEGER);
+  assert.equal(decoded.metaKind, META_BYTES);
+  assert.equal(decoded.metaLength, 0);
+  // CbCr first, Y after it; allocSize 100 bytes more than the planes need and not a page multiple.
+  v.setBigUint64(64, 1024n, true); // Y at 1024 (64 x 32 rows of 64)
+  v.setBigUint64(88, 0n, true); // CbCr at 0 (16 rows of 64)
+  v.setBigUint64(48, 1024n + 2048n + 100n, true);
+  const moved = decodeHeader(bytes, 1 << 30).geometry;
+  assert.equal(moved.planes[0].offset, 1024);
+  assert.equal(moved.planes[1].offset, 0);
+  assert.equal(moved.allocSize, 3172);
+  // The last row counts in full: a last row without its padding is past allocSize.
+  v.setBigUint64(48, 1024n + 2048n - 1n, true);
+  assert.throws(() => decodeHeader(bytes, 1 << 30), /overruns allocSize/);
 });

@@ -24,11 +24,21 @@ import {
   type PeerCredentials,
   PeerRefusedError,
   ProtocolError,
+  SystemCallError,
   throwIfAborted,
   TimeoutError,
 } from "../errors.ts";
 import { HEADER_SIZE, HeaderDecoder } from "../wire.ts";
-import { check, closeQuietly, cString, ERRNO, libc, readErrno, systemError } from "./libc.ts";
+import {
+  check,
+  closeQuietly,
+  cString,
+  ERRNO,
+  errnoName,
+  libc,
+  readErrno,
+  systemError,
+} from "./libc.ts";
 import { newEventFd, waitReady, wake } from "./poller.ts";
 import { MappingCache, refillSpareDescriptions } from "./surface.ts";
 import {
@@ -396,12 +406,15 @@ export class SocketConnection implements BackendConnection {
 interface ListenerResources {
   fd: number;
   wakeFd: number;
+  /** A reserve descriptor, given up to accept (and refuse) a client when the table is full. */
+  spare: number;
   path?: string;
 }
 
 const listenerFinalizer = new FinalizationRegistry<ListenerResources>((r) => {
   closeQuietly(r.fd);
   closeQuietly(r.wakeFd);
+  closeQuietly(r.spare);
   if (r.path) libc().unlink(cString(r.path));
 });
 
@@ -445,7 +458,7 @@ export class SocketListener implements BackendListener {
       throw error;
     }
     this.address = address.path ?? `@${ABSTRACT_PREFIX}${name}`;
-    this.#resources = { fd, wakeFd, path: address.path };
+    this.#resources = { fd, wakeFd, spare: openSpare(), path: address.path };
     this.#allowPeer = allowPeer;
     this.#limits = limits;
     listenerFinalizer.register(this, this.#resources, this);
@@ -463,6 +476,9 @@ export class SocketListener implements BackendListener {
           if (errno === ERRNO.EAGAIN) await this.#wait(signal);
           continue;
         }
+        if (errno === ERRNO.EMFILE || errno === ERRNO.ENFILE) {
+          throw this.#refuseOne("accept4", errno);
+        }
         throw systemError("accept4", errno);
       }
       let peer: PeerCredentials;
@@ -475,9 +491,30 @@ export class SocketListener implements BackendListener {
         return new SocketConnection(fd, peer, this.#limits);
       } catch (error) {
         closeQuietly(fd);
+        if (
+          error instanceof SystemCallError &&
+          (error.errno === ERRNO.EMFILE || error.errno === ERRNO.ENFILE)
+        ) {
+          throw refusal(error.call, error.errno); // the client was accepted and is now refused
+        }
         throw error;
       }
     }
+  }
+
+  /**
+   * Out of descriptors with a client waiting: without a free number it
+   * cannot even be accepted, and would stay queued (and wake every poll).
+   * The spare descriptor makes room to accept it and hang up on it at once
+   * (it sees `PeerClosedError`); then the spare is taken back.
+   */
+  #refuseOne(call: string, errno: number): SystemCallError {
+    if (this.#resources.spare >= 0) {
+      closeQuietly(this.#resources.spare);
+      closeQuietly(libc().accept4(this.#resources.fd, null, null, LINUX.SOCK_CLOEXEC));
+      this.#resources.spare = openSpare();
+    }
+    return refusal(call, errno);
   }
 
   async #wait(signal?: AbortSignal): Promise<void> {
@@ -509,7 +546,30 @@ export class SocketListener implements BackendListener {
   #closeFds(): void {
     closeQuietly(this.#resources.fd);
     closeQuietly(this.#resources.wakeFd);
+    closeQuietly(this.#resources.spare);
+    this.#resources.spare = -1;
   }
+}
+
+const DEV_NULL = cString("/dev/null");
+
+/** A descriptor held in reserve (of `/dev/null`), or -1 if none could be opened. */
+function openSpare(): number {
+  return libc().open(DEV_NULL, LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0);
+}
+
+/** The error `accept()` rejects with when it had to refuse a client for lack of descriptors. */
+function refusal(call: string, errno: number): SystemCallError {
+  return new SystemCallError(
+    call,
+    errno,
+    errnoName(errno),
+    `${
+      errno === ERRNO.EMFILE ? "this process" : "the system"
+    } is out of descriptors, so a connecting client was refused (it sees PeerClosedError); ` +
+      "the listener keeps serving: close frames, surfaces or channels (or raise `ulimit -n`) and " +
+      "accept again",
+  );
 }
 
 /** `connect` on a nonblocking socket: 0, or the errno. */

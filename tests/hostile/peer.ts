@@ -16,6 +16,10 @@
  * - `server NAME ALLOW_UID COUNT`: listens (admitting uid ALLOW_UID), prints
  *   `listening`, accepts one connection and receives COUNT messages,
  *   printing `frame WxH FORMAT` or `protocol:REASON` for each, then `done`.
+ * - `fd-starved NAME`: listens, then opens `/dev/null` until the descriptor
+ *   table is full and prints `full FDS`; accepts in a loop, printing
+ *   `refused CALL ERRNAME` for each failure (backing off 10 ms), or `frame ok` when an accepted
+ *   client's frame was read. Stdin `free` closes the filler (`freed FDS`).
  * - `whoami`: prints `uid N`.
  *
  * @module
@@ -116,6 +120,38 @@ switch (mode) {
       }
     }
     console.log("done");
+    break;
+  }
+  case "fd-starved": {
+    using listener = listen(name);
+    const filler: number[] = [];
+    const devNull = new TextEncoder().encode("/dev/null\0");
+    for (;;) {
+      const fd = libc().open(devNull, 0o2000000, /* O_RDONLY | O_CLOEXEC */ 0);
+      if (fd < 0) break;
+      filler.push(fd);
+    }
+    console.log(`full ${filler.length}`);
+    stdinLines((line) => {
+      if (line !== "free") return;
+      for (const fd of filler.splice(0)) libc().close(fd);
+      console.log("freed");
+      return true;
+    });
+    for (let served = 0; served < 1;) {
+      try {
+        using channel = await listener.accept({ timeout: 20000 });
+        using _frame = await channel.receive({ timeout: 20000 });
+        console.log("frame ok");
+        served++;
+      } catch (error) {
+        // Out of descriptors: accept4 refused a client, or the wait found no eventfd. Back off.
+        const e = error as { call?: string; errnoName?: string };
+        if (!e.errnoName) throw error;
+        console.log(`refused ${e.call} ${e.errnoName}`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
     break;
   }
   default:

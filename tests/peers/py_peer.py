@@ -3,15 +3,22 @@
     py_peer.py recv NAME COUNT          receive COUNT frames, verify the pattern
     py_peer.py produce NAME W H COUNT   send COUNT BGRA frames of its own memfd,
                                         waiting for a reply frame after each
+    py_peer.py check NAME COUNT         listen as NAME, accept one client, and judge
+                                        COUNT messages by every receiver rule of
+                                        docs/protocol.md, in its order: prints "ok"
+                                        or the ProtocolError reason for each
 
 The pattern is examples/pattern.ts's; the seed travels as 4 bytes of metadata
 (kind 1). Prints "ok ..." / "bad ..." per frame and "done". Standard library
 only (Python 3.9+ on Linux).
 """
+import ctypes
 import fcntl
+import json
 import mmap
 import os
 import socket
+import stat
 import struct
 import sys
 
@@ -65,8 +72,173 @@ def locked_description(fd: int) -> int:
     return held
 
 
+# --- the receiver rules (docs/protocol.md, "Receiving"), in their order ------------------------
+
+MAX_META = 65536
+MAX_SURFACE = 1 << 30
+MAX_SAFE = (1 << 53) - 1
+# fourcc -> [(bytes per element, horizontal and vertical subsampling)] per plane
+FORMATS = {
+    0x42475241: [(4, 1, 1)], 0x52474241: [(4, 1, 1)], 0x4C303038: [(1, 1, 1)],
+    0x34323076: [(1, 1, 1), (2, 2, 2)], 0x34323066: [(1, 1, 1), (2, 2, 2)],
+    0x79343230: [(1, 1, 1), (1, 2, 2), (1, 2, 2)],
+}
+F_SEAL_FUTURE_WRITE = 0x10
+HUGETLBFS_MAGIC = 0x958458F6
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Reject(Exception):
+    pass
+
+
+def check_header(message: bytes):
+    if len(message) < 8:
+        raise Reject("SHORT_MESSAGE")
+    if message[:4] != MAGIC:
+        raise Reject("BAD_MAGIC")
+    version, kind = struct.unpack_from("<HH", message, 4)
+    if version != 1:
+        raise Reject("BAD_VERSION")
+    if kind != 1:
+        raise Reject("BAD_TYPE")
+    if len(message) < HEADER_SIZE:
+        raise Reject("SHORT_MESSAGE")
+    header_size, flags, fourcc, width, height, plane_count, meta_length = struct.unpack_from(
+        "<HHIIIII", message, 8)
+    if header_size != HEADER_SIZE:
+        raise Reject("BAD_HEADER")
+    meta_kind = flags & 3
+    if flags & ~3 or meta_kind == 3:
+        raise Reject("BAD_META")
+    if fourcc not in FORMATS:
+        raise Reject("BAD_GEOMETRY")
+    if not 1 <= plane_count <= 3:
+        raise Reject("BAD_GEOMETRY")
+    if meta_length > MAX_META:
+        raise Reject("TOO_LARGE")
+    if len(message) != HEADER_SIZE + meta_length:
+        raise Reject("SHORT_MESSAGE")
+    if (meta_kind == 0 and meta_length != 0) or (meta_kind == 2 and meta_length == 0):
+        raise Reject("BAD_META")
+    sequence, timestamp, alloc_size, reserved = struct.unpack_from("<QqQQ", message, 32)
+    if reserved != 0:
+        raise Reject("BAD_HEADER")
+    if sequence > MAX_SAFE or abs(timestamp) > MAX_SAFE:
+        raise Reject("BAD_HEADER")
+    if alloc_size > MAX_SURFACE:
+        raise Reject("TOO_LARGE")
+    planes = [struct.unpack_from("<QIIII", message, 64 + 24 * i) for i in range(plane_count)]
+    if any(offset > alloc_size for offset, *_ in planes):
+        raise Reject("BAD_GEOMETRY")
+    shapes = FORMATS[fourcc]
+    if alloc_size == 0 or not (1 <= width <= 32768 and 1 <= height <= 32768):
+        raise Reject("BAD_GEOMETRY")
+    if len(planes) != len(shapes) or (len(shapes) > 1 and (width % 2 or height % 2)):
+        raise Reject("BAD_GEOMETRY")
+    extents = []
+    for (offset, bpr, pw, ph, bpe), (want_bpe, sx, sy) in zip(planes, shapes):
+        if (pw, ph, bpe) != (width // sx, height // sy, want_bpe) or bpr < pw * bpe:
+            raise Reject("BAD_GEOMETRY")
+        end = offset + bpr * ph  # the last row's padding counts
+        if end > alloc_size or any(offset < e and s < end for s, e in extents):
+            raise Reject("BAD_GEOMETRY")
+        extents.append((offset, end))
+    if any(message[64 + 24 * plane_count:HEADER_SIZE]):
+        raise Reject("BAD_HEADER")
+    return meta_kind, alloc_size, message[HEADER_SIZE:]
+
+
+def check_descriptor(fd: int, alloc_size: int) -> None:
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)  # 1. seals: before the size
+    except OSError:
+        raise Reject("NOT_SHARED_MEMORY")
+    size_seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+    if seals & size_seals != size_seals:
+        st = os.fstat(fd)
+        raise Reject("NOT_SHARED_MEMORY" if not stat.S_ISREG(st.st_mode) or st.st_nlink > 0 else "UNSEALED")
+    if seals & (fcntl.F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+        raise Reject("WRITE_SEALED")
+    st = os.fstat(fd)  # 2. size, final now
+    if not stat.S_ISREG(st.st_mode):
+        raise Reject("NOT_SHARED_MEMORY")
+    if st.st_size != alloc_size:
+        raise Reject("SIZE_MISMATCH")
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDWR:  # 3. access mode
+        raise Reject("BAD_ACCESS")
+    statfs = ctypes.create_string_buffer(120)  # 4. not hugetlbfs
+    if _libc.fstatfs(fd, statfs) != 0:
+        raise OSError(ctypes.get_errno(), "fstatfs")
+    if struct.unpack_from("<q", statfs.raw)[0] & 0xFFFFFFFF == HUGETLBFS_MAGIC:
+        raise Reject("HUGE_PAGES")
+    try:  # 5. a description of our own to map
+        mapping_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    except PermissionError:
+        raise Reject("NO_PERMISSION")
+    try:
+        mmap.mmap(mapping_fd, alloc_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE).close()
+    except OSError:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        raise Reject("WRITE_SEALED" if seals & (fcntl.F_SEAL_WRITE | F_SEAL_FUTURE_WRITE) else "UNMAPPABLE")
+    finally:
+        os.close(mapping_fd)
+
+
+def check_meta(kind: int, meta: bytes) -> None:
+    if kind != 2:
+        return
+    def refuse_constant(name):
+        raise ValueError(name)  # NaN and Infinity are not JSON
+    try:
+        json.loads(meta.decode("utf-8"), parse_constant=refuse_constant)  # a BOM stays and is refused
+    except ValueError:
+        raise Reject("BAD_META")
+
+
+def judge(sock: socket.socket) -> str:
+    cmsg_space = socket.CMSG_SPACE(8 * 4)
+    message, ancdata, msg_flags, _ = sock.recvmsg(HEADER_SIZE + MAX_META + 1, cmsg_space, socket.MSG_CMSG_CLOEXEC)
+    fds = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack(f"<{len(data) // 4}i", data[:len(data) - len(data) % 4]))
+    try:
+        if msg_flags & socket.MSG_CTRUNC:
+            raise Reject("CONTROL_TRUNCATED")
+        if msg_flags & socket.MSG_TRUNC:
+            raise Reject("MESSAGE_TRUNCATED")
+        meta_kind, alloc_size, meta = check_header(message)
+        if not fds:
+            raise Reject("NO_HANDLE")
+        if len(fds) > 1:
+            raise Reject("EXTRA_HANDLES")
+        check_descriptor(fds[0], alloc_size)
+        check_meta(meta_kind, meta)
+        return "ok"
+    except Reject as reject:
+        return str(reject)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def check(name: str, count: int) -> int:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.bind(b"\0surfaceport/" + name.encode())
+    server.listen(1)
+    print("listening", flush=True)
+    sock, _ = server.accept()
+    for _ in range(count):
+        print(judge(sock), flush=True)
+    print("done", flush=True)
+    return 0
+
+
 def main() -> int:
     mode, name = sys.argv[1], sys.argv[2]
+    if mode == "check":
+        return check(name, int(sys.argv[3]))
     sock = connect(name)
     print("connected", flush=True)
     if mode == "recv":
