@@ -36,6 +36,13 @@ export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src
 export { ACQUIRE_STALL_WARNING_MS } from "./src/pool.ts";
 export { Channel, connect, Frame, listen, Listener } from "./src/channel.ts";
 export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/channel.ts";
+export { publish, Publisher } from "./src/publish.ts";
+export type { PublishOptions, SubscriberInfo } from "./src/publish.ts";
+export { subscribe, Subscription } from "./src/subscribe.ts";
+export type { SubscribeOptions, SubscriptionStats } from "./src/subscribe.ts";
+export type { DeliveryPolicy } from "./src/pubsub_wire.ts";
+export { list } from "./src/registry.ts";
+export type { EndpointInfo } from "./src/registry.ts";
 export {
   canonicalFormat,
   DEFAULT_MAX_SURFACE_BYTES,
@@ -94,3 +101,34 @@ export type {
   SendPortRightOptions,
 } from "./src/darwin/ports.ts";
 export { prepareNative } from "./src/darwin/backend.ts";
+
+// --- GStreamer (Linux) --------------------------------------------------------
+
+/**
+ * Linux only: bridges to GStreamer's `unixfdsink` / `unixfdsrc` (GStreamer
+ * 1.24+), zero-copy where the layout allows. See docs/gstreamer.md.
+ */
+export { GstSourceBridge } from "./src/gst/from_gst.ts";
+export type {
+  FromGstOptions,
+  FromGstStats,
+  GstFrameMeta,
+  SurfaceSink,
+} from "./src/gst/from_gst.ts";
+export { GstSinkBridge } from "./src/gst/to_gst.ts";
+export type { SurfaceFrame, ToGstOptions, ToGstStats } from "./src/gst/to_gst.ts";
+export { GstProtocolError } from "./src/gst/protocol.ts";
+export type {
+  GstMemoryRecord,
+  GstNewBuffer,
+  GstProtocolErrorReason,
+  GstSerializedMeta,
+  GstVideoMetaRecord,
+} from "./src/gst/protocol.ts";
+export type { GstVideoCaps } from "./src/gst/caps.ts";
+/**
+ * Linux only: adopt a memfd made outside surfaceport (e.g. by another
+ * library's allocator) as a {@link Surface}, after the checks a received
+ * surface gets.
+ */
+export { adoptMemfd, ForeignMemfdAdopter } from "./src/gst/adopt.ts";

@@ -1,7 +1,9 @@
 /**
  * The demo's consumer: connects to the producer's channel, verifies every
  * frame pixel for pixel, measures handoff latency (send timestamp to
- * receipt), and writes the last frame it received as a PNG.
+ * receipt), and writes the last frame it received as a PNG (it keeps the
+ * previous frame open until the next one arrives, so the last one is still
+ * there to convert at the end).
  *
  * Usage: deno run --allow-ffi --allow-write examples/consumer.ts NAME PNG_PATH
  *
@@ -9,15 +11,15 @@
  */
 
 import { encode } from "fast-png";
-import { connect, nowMicros } from "../mod.ts";
-import { countWrongPixels, toRgba } from "./frames.ts";
+import { connect, type Frame, nowMicros, toRGBA } from "../mod.ts";
+import { countWrongPixels } from "./frames.ts";
 
 const [name, pngPath] = Deno.args;
 const channel = await connect(name, { timeout: 10000 });
 
 const latencies: number[] = [];
 let frames = 0, wrongFrames = 0;
-let last: Uint8Array | undefined, lastSize = [0, 0];
+let last: Frame | undefined;
 const started = performance.now();
 
 for await (const frame of channel) {
@@ -30,11 +32,8 @@ for await (const frame of channel) {
   latencies.push(latency);
   frames++;
   if (countWrongPixels(frame.surface, meta.t!) !== 0) wrongFrames++;
-  if (meta.t! % 30 === 0) {
-    last = toRgba(frame.surface);
-    lastSize = [frame.surface.width, frame.surface.height];
-  }
-  frame.close();
+  last?.close();
+  last = frame;
 }
 const seconds = (performance.now() - started) / 1000;
 latencies.sort((a, b) => a - b);
@@ -43,10 +42,9 @@ const at = (q: number) =>
 if (last) {
   await Deno.mkdir(new URL(".", `file://${Deno.realPathSync(".")}/${pngPath}`), { recursive: true })
     .catch(() => {});
-  await Deno.writeFile(
-    pngPath,
-    encode({ width: lastSize[0], height: lastSize[1], data: last, channels: 4 }),
-  );
+  const { width, height } = last.surface;
+  await Deno.writeFile(pngPath, encode({ width, height, data: toRGBA(last), channels: 4 }));
+  last.close();
 }
 console.log(
   "summary " +
@@ -57,6 +55,7 @@ console.log(
       latencyP50Micros: at(0.5),
       latencyP99Micros: at(0.99),
       png: last ? pngPath : null,
+      pngFrame: last ? (last.meta as { t: number }).t : null,
     }),
 );
 channel.close();

@@ -16,6 +16,19 @@
 import { listen, Surface, SurfacePool } from "../mod.ts";
 import { paint } from "./frames.ts";
 
+// Say which permission is missing before anything fails deep inside a call.
+const missing = (["ffi", "run", "read", "write"] as const).filter((name) =>
+  Deno.permissions.querySync({ name }).state !== "granted"
+);
+if (missing.length) {
+  console.error(
+    `the demo needs ${missing.map((name) => `--allow-${name}`).join(" ")} ` +
+      "(it calls libc through FFI, spawns a consumer process and writes a PNG): " +
+      "run it with deno task demo",
+  );
+  Deno.exit(1);
+}
+
 function option(name: string, fallback: number): number {
   const i = Deno.args.indexOf(`--${name}`);
   return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
@@ -50,6 +63,7 @@ try {
   using pool = new SurfacePool({ width, height, format: "BGRA", maxSurfaces: 8 });
   const ids = new Set<number>();
   const encoder = new TextEncoder();
+  const terminal = Deno.stdout.isTerminal();
   const started = performance.now();
   let t = 0, lastProgress = 0;
   while (performance.now() - started < seconds * 1000) {
@@ -63,14 +77,14 @@ try {
     await channel.send(surface, { t });
     t++;
     const now = performance.now();
-    if (now - lastProgress > 250) {
+    // On a terminal a line that rewrites itself four times a second; in a pipe or a log file
+    // (no carriage returns there) one plain line a second.
+    if (now - lastProgress > (terminal ? 250 : 1000)) {
       lastProgress = now;
       const rate = Math.round(t / ((now - started) / 1000));
-      await Deno.stdout.write(
-        encoder.encode(
-          `\rstreaming ${width}x${height} BGRA: ${t} frames, ${rate} fps, pool ${pool.stats.allocated} surfaces   `,
-        ),
-      );
+      const progress =
+        `streaming ${width}x${height} BGRA: ${t} frames, ${rate} fps, pool ${pool.stats.allocated} surfaces`;
+      await Deno.stdout.write(encoder.encode(terminal ? `\r${progress}   ` : `${progress}\n`));
     }
   }
   using end = Surface.create({ width: 2, height: 2 });
@@ -79,7 +93,7 @@ try {
   const line = output.split("\n").find((l) => l.startsWith("summary "));
   if (!line) throw new Error(`the consumer printed no summary:\n${output}`);
   const summary = JSON.parse(line.slice(8));
-  console.log(`\n
+  console.log(`${terminal ? "\n" : ""}
 sent            ${t} frames of ${width}x${height} BGRA in ${seconds} s (${
     fps > 0 ? `paced at ${fps} fps` : "unpaced"
   })
@@ -87,7 +101,9 @@ received        ${summary.frames} frames, ${summary.wrongFrames} with wrong pixe
 throughput      ${summary.framesPerSecond} frames/s at the consumer
 handoff latency p50 ${summary.latencyP50Micros} µs, p99 ${summary.latencyP99Micros} µs (send to receipt)
 pool            ${ids.size} distinct surfaces for ${t} frames (maxSurfaces 8)
-last frame      ${summary.png ? Deno.realPathSync(summary.png) : "(none)"}`);
+last frame      ${
+    summary.png ? `${Deno.realPathSync(summary.png)} (frame ${summary.pngFrame})` : "(none)"
+  }`);
   if (summary.wrongFrames !== 0 || summary.frames !== t) Deno.exitCode = 1;
 } finally {
   try {

@@ -42,20 +42,3 @@ export function countWrongPixels(surface: Surface, t: number): number {
   }
   return wrong;
 }
-
-/** Copies a BGRA surface into tightly packed RGBA bytes (for a PNG encoder). */
-export function toRgba(surface: Surface): Uint8Array {
-  const src = surface.bytes();
-  const stride = surface.planes[0].bytesPerRow;
-  const out = new Uint8Array(surface.width * surface.height * 4);
-  for (let y = 0; y < surface.height; y++) {
-    for (let x = 0; x < surface.width; x++) {
-      const s = y * stride + x * 4, d = (y * surface.width + x) * 4;
-      out[d] = src[s + 2];
-      out[d + 1] = src[s + 1];
-      out[d + 2] = src[s];
-      out[d + 3] = src[s + 3];
-    }
-  }
-  return out;
-}

@@ -22,7 +22,7 @@
  * @module
  */
 
-import { LibraryLoadError, UnsupportedError } from "../src/errors.ts";
+import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/errors.ts";
 
 /** libSystem: Mach ports and messages, the bootstrap server, credentials. */
 export const libSystem = {
@@ -315,7 +315,13 @@ function open<S extends Deno.ForeignLibraryInterface>(
   try {
     return Deno.dlopen(path, symbols);
   } catch (cause) {
-    throw new LibraryLoadError(`could not open ${String(path)} (${hint})`, { cause });
+    throw new LibraryLoadError(
+      isPermissionError(cause)
+        ? `could not open ${String(path)}: the --allow-ffi permission is missing ` +
+          "(surfaceport calls the system frameworks through Deno.dlopen; run with deno run --allow-ffi ...)"
+        : `could not open ${String(path)}: ${(cause as Error)?.message ?? cause} (${hint})`,
+      { cause },
+    );
   }
 }
 

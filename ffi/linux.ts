@@ -11,7 +11,7 @@
  * @module
  */
 
-import { LibraryLoadError, UnsupportedError } from "../src/errors.ts";
+import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/errors.ts";
 
 /** libc, as surfaceport calls it. */
 export const libcSymbols = {
@@ -108,7 +108,11 @@ export function libc(): Libc {
     loaded = Deno.dlopen("libc.so.6", libcSymbols);
   } catch (cause) {
     throw new LibraryLoadError(
-      "could not open libc.so.6 (surfaceport needs glibc; run with --allow-ffi)",
+      isPermissionError(cause)
+        ? "could not open libc.so.6: the --allow-ffi permission is missing " +
+          "(surfaceport calls libc through Deno.dlopen; run with deno run --allow-ffi ...)"
+        : `could not open libc.so.6: ${(cause as Error)?.message ?? cause} ` +
+          "(surfaceport needs glibc: musl systems such as Alpine are not supported)",
       { cause },
     );
   }

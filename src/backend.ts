@@ -135,6 +135,19 @@ export interface BackendConnection {
    * what {@link receive} would.
    */
   tryReceive?(): ReceivedMessage | undefined;
+  /**
+   * Sends a control message (publish/subscribe: SUBSCRIBE, CREDIT; see
+   * `src/pubsub_wire.ts`) that carries no handle. Waits for room like
+   * {@link send}.
+   */
+  sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void>;
+  /**
+   * Receives the next message as a control message: its bytes (a copy), not
+   * yet decoded. A message that carries a handle is a `ProtocolError` (its
+   * handles released). Used only on a publisher's side, which receives
+   * nothing else.
+   */
+  receiveControl(deadline: number, signal?: AbortSignal): Promise<Uint8Array>;
   /** Closes the endpoint and wakes pending calls. Idempotent. */
   close(): void;
 }
@@ -202,6 +215,27 @@ export interface Backend {
   adoptPixelBuffer?(pixelBuffer: object): SurfaceBacking;
   /** Binds a listener under `name`. */
   listen(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits): BackendListener;
+  /**
+   * A second handle to the same surface as `handle` (from
+   * {@link SurfaceBacking.exportHandle}) that by itself keeps it in use: a
+   * new OFD-locked description on Linux, one more reference to the send
+   * right on macOS. The caller owns both.
+   */
+  duplicateHandle(handle: number): number;
+  /** Releases a handle from {@link SurfaceBacking.exportHandle} that will not be sent. */
+  releaseHandle(handle: number): void;
+  /**
+   * True if `error` (from {@link connect}) means that nothing is bound under
+   * the name yet: `ECONNREFUSED`/`ENOENT` on Linux, an unknown bootstrap
+   * service on macOS. `connect` with a timeout retries those.
+   */
+  nameAbsent(error: unknown): boolean;
+  /**
+   * For the registry behind `list()`: whether each endpoint is still live —
+   * its process exists and something listens under its name. Never
+   * connects (a probe connection would show up as a peer).
+   */
+  endpointsLive(endpoints: readonly { name: string; pid: number }[]): boolean[];
   /** Connects to the listener under `name`. */
   connect(
     name: string,

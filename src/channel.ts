@@ -7,7 +7,13 @@
  */
 
 import { customInspect } from "./inspect.ts";
-import type { BackendConnection, BackendListener, ConnectionLimits } from "./backend.ts";
+import type {
+  BackendConnection,
+  BackendListener,
+  ConnectionLimits,
+  PeerPredicate,
+  ReceivedMessage,
+} from "./backend.ts";
 import {
   ClosedError,
   PeerClosedError,
@@ -18,8 +24,8 @@ import {
 } from "./errors.ts";
 import { DEFAULT_MAX_SURFACE_BYTES } from "./geometry.ts";
 import { backend, nowMicros as clockNow } from "./platform.ts";
+import { register, type Registration } from "./registry.ts";
 import { backingOf, Surface } from "./surface.ts";
-import type { ReceivedMessage } from "./backend.ts";
 import {
   decodeMeta,
   DEFAULT_MAX_META_BYTES,
@@ -57,7 +63,13 @@ export interface ChannelOptions {
 
 /** Options of {@link connect}. */
 export interface ConnectOptions extends ChannelOptions {
-  /** Give up after this many milliseconds. */
+  /**
+   * Wait up to this many milliseconds for the listener: until the name
+   * appears (nothing bound under it yet — `ECONNREFUSED`/`ENOENT` on Linux,
+   * an unknown bootstrap service on macOS — is retried with a back-off of
+   * 5 ms doubling to 100 ms) and for the connection itself. Without a
+   * timeout, `connect` fails at once when nothing listens.
+   */
   timeout?: number;
   /** Give up when this signal aborts (the promise rejects with its reason). */
   signal?: AbortSignal;
@@ -120,13 +132,15 @@ function checkTimeout(operation: string, timeout: number | undefined): void {
   }
 }
 
-function deadlineOf(operation: string, timeout: number | undefined): number {
+/** Internal: turns a `timeout` option into a deadline on the `performance.now()` clock. */
+export function deadlineOf(operation: string, timeout: number | undefined): number {
   if (timeout === undefined) return Infinity;
   checkTimeout(operation, timeout);
   return performance.now() + timeout;
 }
 
-function resolveLimits(options: ChannelOptions): ConnectionLimits {
+/** Internal: checks the size and latency options and fills in their defaults. */
+export function resolveLimits(options: ChannelOptions): ConnectionLimits {
   const maxMetaBytes = options.maxMetaBytes ?? DEFAULT_MAX_META_BYTES;
   if (
     !Number.isInteger(maxMetaBytes) || maxMetaBytes < 0 || maxMetaBytes > DEFAULT_MAX_META_BYTES
@@ -148,7 +162,8 @@ function resolveLimits(options: ChannelOptions): ConnectionLimits {
   return { maxSurfaceBytes, maxMetaBytes, mappingCacheSize, spinMicros };
 }
 
-function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => boolean {
+/** Internal: the `allowPeer` check (default: same effective uid); a throwing predicate refuses. */
+export function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => boolean {
   if (options.allowPeer !== undefined) {
     if (typeof options.allowPeer !== "function") {
       throw new TypeError("allowPeer must be a function");
@@ -166,28 +181,21 @@ function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredentials) => b
   return (peer) => peer.uid === uid;
 }
 
-/** Wraps a received message in a {@link Frame} (closing its surface if the metadata is bad). */
-function frameOf(received: ReceivedMessage): Frame {
-  // The surface's one finalizer registration releases the backing if the frame is dropped.
-  const surface = new Surface(received.surface, received.surface, true, "received");
-  try {
-    const meta = decodeMeta(received.header.metaKind, received.meta);
-    return new Frame(surface, meta, Number(received.header.sequence), received.header.timestamp);
-  } catch (error) {
-    surface.close();
-    throw error;
-  }
-}
-
-/** A surface received from a peer, with what was sent along with it. */
-export class Frame {
+/**
+ * A surface received from a peer, with what was sent along with it. `M` is
+ * the metadata's type as the application knows it (not checked: it is
+ * whatever the sender sent).
+ */
+export class Frame<M = unknown> {
   /** The received surface: the very memory the sender wrote, not a copy. */
   readonly surface: Surface;
   /** The metadata as sent: a `Uint8Array` (an empty one too), a parsed JSON value, or `undefined`. */
-  readonly meta: unknown;
+  readonly meta: M | undefined;
   /**
-   * The sender's sequence number on this channel (0, 1, 2, ...): numbered at
-   * `send()`, so a gap means the sender's send failed (timed out, aborted).
+   * The sender's sequence number: on a channel 0, 1, 2, ..., numbered at
+   * `send()`, so a gap means the sender's send failed (timed out, aborted);
+   * from a publisher its own frame counter, the same for every subscriber,
+   * so a gap also shows frames this subscriber missed.
    */
   readonly sequence: number;
   /**
@@ -197,7 +205,7 @@ export class Frame {
   readonly timestamp: number;
 
   /** @ignore */
-  constructor(surface: Surface, meta: unknown, sequence: number, timestamp: number) {
+  constructor(surface: Surface, meta: M | undefined, sequence: number, timestamp: number) {
     this.surface = surface;
     this.meta = meta;
     this.sequence = sequence;
@@ -231,11 +239,31 @@ export class Frame {
   }
 }
 
+/** Internal: the {@link Frame} for a received message; the frame owns its surface. */
+export function frameOf<M>(received: ReceivedMessage): Frame<M> {
+  // The surface's one finalizer registration (held value: the backing itself) releases the
+  // backing if the frame is dropped: no closure, no second registration.
+  const surface = new Surface(received.surface, received.surface, true, "received");
+  try {
+    const meta = decodeMeta(received.header.metaKind, received.meta) as M | undefined;
+    return new Frame<M>(
+      surface,
+      meta,
+      Number(received.header.sequence),
+      received.header.timestamp,
+    );
+  } catch (error) {
+    surface.close();
+    throw error;
+  }
+}
+
 /**
  * A connection to one peer, both directions. Sending does not consume the
  * caller's surface; the peer gets its own reference to the same memory.
+ * `M` types the metadata both ways.
  */
-export class Channel {
+export class Channel<M = unknown> {
   #connection: BackendConnection;
   #closed = false;
   #sequence = 0;
@@ -270,7 +298,7 @@ export class Channel {
    * by `timeout` / `signal`. The caller's surface stays open and usable.
    * Sends on one channel are delivered in call order.
    */
-  send(surface: Surface, meta?: Meta, options: SendOptions = NO_OPTIONS): Promise<void> {
+  send(surface: Surface, meta?: M, options: SendOptions = NO_OPTIONS): Promise<void> {
     try {
       if (this.#closed) throw new ClosedError("channel", "send");
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
@@ -285,7 +313,7 @@ export class Channel {
           `send: timestamp ${timestamp} is not a finite number within ±(2^53-1)`,
         );
       }
-      const encoded = encodeMeta(meta);
+      const encoded = encodeMeta(meta as Meta);
       if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
         throw new RangeError(
           `send: metadata is ${encoded.bytes.length} bytes, the limit is ${DEFAULT_MAX_META_BYTES}`,
@@ -338,7 +366,7 @@ export class Channel {
    * is gone, `ClosedError` when this channel is closed, or `ProtocolError`
    * for a bad message (its handles already closed; the channel stays usable).
    */
-  receive(options: WaitOptions = NO_OPTIONS): Promise<Frame> {
+  receive(options: WaitOptions = NO_OPTIONS): Promise<Frame<M>> {
     try {
       if (this.#closed) throw new ClosedError("channel", "receive");
       checkTimeout("receive", options.timeout);
@@ -347,7 +375,7 @@ export class Channel {
       if (this.#receivesPending === 0 && connection.tryReceive) {
         // Nothing queued: a message already waiting is taken now, with no promise layers.
         const received = connection.tryReceive();
-        if (received) return Promise.resolve(frameOf(received));
+        if (received) return Promise.resolve(frameOf<M>(received));
       }
       const deadline = deadlineOf("receive", options.timeout);
       this.#receivesPending++;
@@ -361,7 +389,7 @@ export class Channel {
           // Back to idle: the tail never keeps the last Frame reachable.
           if (--this.#receivesPending === 0) this.#receiveTail = IDLE;
         }
-        return frameOf(received);
+        return frameOf<M>(received);
       };
       const result = this.#receivesPending === 1 ? run() : this.#receiveTail.then(run, run);
       this.#receiveTail = result;
@@ -375,7 +403,7 @@ export class Channel {
    * Yields frames until the peer closes the channel (or this side does).
    * A `ProtocolError` ends the iteration by throwing.
    */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Frame, void, undefined> {
+  async *[Symbol.asyncIterator](): AsyncGenerator<Frame<M>, void, undefined> {
     for (;;) {
       try {
         yield await this.receive();
@@ -414,11 +442,13 @@ export class Channel {
 /** A bound name that peers connect to. */
 export class Listener {
   #listener: BackendListener;
+  #registration: Registration | undefined;
   #closed = false;
 
   /** @ignore */
-  constructor(listener: BackendListener) {
+  constructor(listener: BackendListener, registration?: Registration) {
     this.#listener = listener;
+    this.#registration = registration;
   }
 
   /**
@@ -436,10 +466,10 @@ export class Listener {
    * the waiting client and rejects with `SystemCallError` (`EMFILE` or
    * `ENFILE`); the listener stays usable (see `docs/errors.md`).
    */
-  async accept(options: WaitOptions = {}): Promise<Channel> {
+  async accept<M = unknown>(options: WaitOptions = {}): Promise<Channel<M>> {
     if (this.#closed) throw new ClosedError("listener", "accept");
     if (options.timeout === undefined) {
-      return new Channel(await this.#listener.accept(options.signal));
+      return new Channel<M>(await this.#listener.accept(options.signal));
     }
     const deadline = deadlineOf("accept", options.timeout);
     const controller = new AbortController();
@@ -450,7 +480,7 @@ export class Listener {
     const onAbort = () => controller.abort(options.signal!.reason);
     options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      return new Channel(await this.#listener.accept(controller.signal));
+      return new Channel<M>(await this.#listener.accept(controller.signal));
     } finally {
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
@@ -482,6 +512,7 @@ export class Listener {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#registration?.remove(); // first: a registry entry never outlives the bound name
     this.#listener.close();
   }
 
@@ -510,25 +541,86 @@ export class Listener {
  * kernel's audit trailer, admits it — it tells you who a peer runs as, not
  * that it is the program you meant. A name closed a moment ago may still be
  * held by launchd; `listen` retries it briefly (up to 250 ms, blocking).
+ * The listener is entered in this user's registry, so `list()` shows it
+ * (only when the process may read and write the registry directory; see
+ * `list`).
  */
 export function listen(name: string, options: ChannelOptions = {}): Listener {
   const limits = resolveLimits(options);
-  return new Listener(backend().listen(name, resolvePeerCheck(options), limits));
+  const listener = backend().listen(name, resolvePeerCheck(options), limits);
+  return new Listener(listener, register("channel", name, listener.address));
+}
+
+/**
+ * Internal: connects through the backend. With a `timeout`, a name that
+ * nothing listens under yet is retried (5 ms back-off doubling to 100 ms)
+ * until the deadline; without one, the first failure is final.
+ */
+export async function connectBackend(
+  name: string,
+  allowPeer: PeerPredicate,
+  limits: ConnectionLimits,
+  timeout: number | undefined,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<BackendConnection> {
+  for (let backoff = 5;; backoff = Math.min(backoff * 2, 100)) {
+    try {
+      return await withCallersTimeout(
+        backend().connect(name, allowPeer, limits, deadline, signal),
+        "connect",
+        timeout,
+      );
+    } catch (error) {
+      if (timeout === undefined || !backend().nameAbsent(error)) throw error;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) {
+        const timedOut = new TimeoutError("connect", timeout);
+        timedOut.cause = error;
+        timedOut.message += ` (nothing listened under ${JSON.stringify(name)}: ${
+          (error as Error).message
+        })`;
+        throw timedOut;
+      }
+      await abortableSleep(Math.min(backoff, remaining), signal);
+    }
+  }
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason when it aborts. */
+export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /**
  * Connects to the listener bound under `name`, checking its credentials
  * like the listener checks ours (default: same uid).
+ *
+ * Start order: with `timeout`, `connect` waits for the name to appear — a
+ * consumer may start before its producer — and gives up with
+ * `TimeoutError` after `timeout` ms. Without `timeout` it fails at once
+ * (`SystemCallError` `ECONNREFUSED`/`ENOENT` on Linux, `MachError`
+ * `BOOTSTRAP_UNKNOWN_SERVICE` on macOS) when nothing listens.
  */
-export async function connect(name: string, options: ConnectOptions = {}): Promise<Channel> {
+export async function connect<M = unknown>(
+  name: string,
+  options: ConnectOptions = {},
+): Promise<Channel<M>> {
   const limits = resolveLimits(options);
   const deadline = deadlineOf("connect", options.timeout);
   const allowPeer = resolvePeerCheck(options);
-  return new Channel(
-    await withCallersTimeout(
-      backend().connect(name, allowPeer, limits, deadline, options.signal),
-      "connect",
-      options.timeout,
-    ),
+  return new Channel<M>(
+    await connectBackend(name, allowPeer, limits, options.timeout, deadline, options.signal),
   );
 }

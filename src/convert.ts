@@ -43,7 +43,7 @@ export interface ToRGBAOptions {
    * converts every frame): at least `width * height * 4` bytes of the
    * output size. The result is a view of its first `width * height * 4` bytes.
    */
-  into?: Uint8Array;
+  into?: Uint8Array<ArrayBuffer>;
   /**
    * Output width in pixels (default: the surface's). With `height`, scales
    * by taking the nearest source pixel — for previews and thumbnails.
@@ -147,7 +147,7 @@ function checkSize(name: string, value: number | undefined, fallback: number): n
 export function toRGBA(
   source: Surface | { readonly surface: Surface },
   options: ToRGBAOptions = {},
-): Uint8Array {
+): Uint8Array<ArrayBuffer> {
   const surface = source instanceof Surface ? source : source?.surface;
   if (!(surface instanceof Surface)) {
     throw new TypeError("toRGBA: expected a Surface or a Frame");
@@ -156,7 +156,7 @@ export function toRGBA(
   const width = checkSize("width", options.width, sw);
   const height = checkSize("height", options.height, sh);
   const length = width * height * 4;
-  let out: Uint8Array;
+  let out: Uint8Array<ArrayBuffer>;
   if (options.into !== undefined) {
     if (!(options.into instanceof Uint8Array) || options.into.length < length) {
       throw new RangeError(

@@ -106,7 +106,8 @@ export type ProtocolErrorReason =
   | "BAD_ACCESS"
   | "NO_PERMISSION"
   | "HUGE_PAGES"
-  | "UNMAPPABLE";
+  | "UNMAPPABLE"
+  | "BAD_CONTROL";
 
 /**
  * A peer sent something that is not a valid surfaceport message. Every
@@ -228,4 +229,9 @@ export class LibraryLoadError extends SurfaceportError {
 /** Throws `signal.reason` if the signal is already aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
+}
+
+/** True for the error Deno throws when a permission (here: `--allow-ffi`) was not granted. */
+export function isPermissionError(error: unknown): boolean {
+  return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
 }

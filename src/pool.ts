@@ -1,6 +1,8 @@
 /**
  * {@link SurfacePool}: recycles surfaces of one geometry, and never hands out
- * one that another process still uses.
+ * one that another process still uses — as long as that process keeps to
+ * the protocol: a consumer that drops its lock but keeps its mapping can
+ * read and write later frames (see the threat model in `docs/protocol.md`).
  *
  * @module
  */
@@ -122,7 +124,9 @@ class EventLoopTurn {
  * sent to another process is reused only once that process has closed its
  * frame, exited or been killed — decided by the kernel (`IOSurfaceIsInUse`
  * on macOS, an OFD-lock probe on Linux), never by bookkeeping that a crash
- * could leave stale.
+ * could leave stale. A consumer that cheats on purpose (drops its lock but
+ * keeps its mapping) defeats this; give a consumer you cannot trust a pool
+ * of its own (see the threat model in `docs/protocol.md`).
  *
  * @example
  * ```ts
@@ -135,7 +139,11 @@ class EventLoopTurn {
  * ```
  */
 export class SurfacePool {
-  /** The layout every surface of this pool has. */
+  /**
+   * The layout the pool asks for. A backend may lay a surface out more
+   * generously (on macOS IOSurface may widen rows and move planes): a
+   * surface's own `planes` and `geometry` are what its views use.
+   */
   readonly geometry: SurfaceGeometry;
   /** The most surfaces this pool allocates. */
   readonly maxSurfaces: number;

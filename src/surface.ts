@@ -129,7 +129,7 @@ export function openReceivedCount(id: number): number {
  * index, reused while the plane's offset and length match. Emptied with the
  * buffer: a detached buffer's views have length 0 and never match again.
  */
-const planeViews = new WeakMap<ArrayBuffer, Uint8Array[]>();
+const planeViews = new WeakMap<ArrayBuffer, Uint8Array<ArrayBuffer>[]>();
 
 /** Reads a surface's backing, for the library's own modules (see {@link backingOf}). */
 let backingOfSurface: (surface: Surface) => SurfaceBacking;
@@ -342,7 +342,7 @@ export class Surface {
    * be padded past `width * bytesPerElement`). Detached when the memory is
    * unmapped; see the class documentation for views kept past {@link close}.
    */
-  bytes(plane = 0): Uint8Array {
+  bytes(plane = 0): Uint8Array<ArrayBuffer> {
     this.#assertOpen("bytes");
     const planes = this.#backing.geometry.planes;
     if (!Number.isInteger(plane) || plane < 0 || plane >= planes.length) {

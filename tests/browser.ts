@@ -52,6 +52,8 @@ export class Browser implements AsyncDisposable {
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
+        "--disable-crash-reporter",
+        "--disable-breakpad",
         "--force-device-scale-factor=1",
         "--window-size=1100,600",
         `--user-data-dir=${profile}`,

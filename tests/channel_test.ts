@@ -481,6 +481,8 @@ Deno.test("channel: a TimeoutError names the caller's timeout, not the backend's
     peer: { pid: 1, uid: 0, gid: 0 },
     send: () => Promise.reject(new TimeoutError("send", 12)),
     receive: () => Promise.reject(new TimeoutError("receive", 3)),
+    sendControl: () => Promise.reject(new TimeoutError("send", 12)),
+    receiveControl: () => Promise.reject(new TimeoutError("receive", 3)),
     close() {},
   };
   const channel = new Channel(slicing);

@@ -114,7 +114,9 @@ function plainPort(task: FakeTask): number {
 type Descriptor =
   | { port: number; disposition: number }
   /** Out-of-line memory; `copy` defaults to MACH_MSG_VIRTUAL_COPY; `volatile`: OOL_VOLATILE. */
-  | { ool: number; copy?: number; deallocate?: boolean; volatile?: boolean };
+  | { ool: number; copy?: number; deallocate?: boolean; volatile?: boolean }
+  /** An out-of-line array of these port names (MOVE_SEND), sent with `copy`. */
+  | { oolPorts: number[]; copy: number };
 
 interface Forged {
   id?: number;
@@ -133,13 +135,23 @@ function forge(w: World, destination: number, m: Forged): number {
   const bytes = new Uint8Array(1 << 17);
   const view = new DataView(bytes.buffer);
   const descriptors = m.descriptors ?? [];
+  const arrays: Uint32Array[] = []; // out-of-line port arrays, alive until the send returns
   const complex = m.complex ?? descriptors.length > 0;
   let offset = 24;
   if (complex) {
     view.setUint32(24, descriptors.length, true);
     offset = 28;
     for (const d of descriptors) {
-      if ("ool" in d) {
+      if ("oolPorts" in d) {
+        const names = new Uint32Array(d.oolPorts);
+        arrays.push(names);
+        view.setBigUint64(offset, Deno.UnsafePointer.value(Deno.UnsafePointer.of(names)), true);
+        view.setUint8(offset + 9, d.copy);
+        view.setUint8(offset + 10, D.MACH_MSG_TYPE_MOVE_SEND);
+        view.setUint8(offset + 11, D.MACH_MSG_OOL_PORTS_DESCRIPTOR);
+        view.setUint32(offset + 12, names.length, true);
+        offset += 16;
+      } else if ("ool" in d) {
         view.setBigUint64(offset, 0x10000n, true);
         view.setUint8(offset + 8, d.deallocate ? 1 : 0);
         view.setUint8(offset + 9, d.copy ?? D.MACH_MSG_VIRTUAL_COPY);
@@ -169,7 +181,9 @@ function forge(w: World, destination: number, m: Forged): number {
     voucherPort: 0,
     id: m.id ?? MSG_ID_SURFACE,
   });
-  return w.attacker.mach_msg(bytes, D.MACH_SEND_MSG | D.MACH_SEND_TIMEOUT, size, 0, 0, 0, 0);
+  const kr = w.attacker.mach_msg(bytes, D.MACH_SEND_MSG | D.MACH_SEND_TIMEOUT, size, 0, 0, 0, 0);
+  if (arrays.length > 0) arrays.length = 0; // kept alive until the kernel read them
+  return kr;
 }
 
 /** A wire header for `geometry` (and `metaLength` bytes of `metaKind` metadata). */
@@ -260,6 +274,17 @@ const CHANNEL_CASES: ChannelCase[] = [
     attack: (w, inbox) =>
       forge(w, inbox, {
         descriptors: [{ ool: 1 << 24, copy: D.MACH_MSG_PHYSICAL_COPY, deallocate: true }],
+        payload: good,
+      }),
+    reason: "NO_HANDLE",
+  },
+  {
+    // The rights in an out-of-line port array are destroyed by mach_msg_destroy (which reads the
+    // array); the array itself, copied out without `deallocate`, must be freed by the receiver.
+    name: "an out-of-line array of two surface rights (PHYSICAL_COPY) instead of a port",
+    attack: (w, inbox, right) =>
+      forge(w, inbox, {
+        descriptors: [{ oolPorts: [right(), right()], copy: D.MACH_MSG_PHYSICAL_COPY }],
         payload: good,
       }),
     reason: "NO_HANDLE",

@@ -18,6 +18,7 @@ import {
   Surface,
   SurfacePool,
 } from "../mod.ts";
+import { messageReturned } from "../src/darwin/mach.ts";
 import { receiveOnPort } from "../src/darwin/poller.ts";
 import {
   DARWIN,
@@ -86,9 +87,10 @@ Deno.test("review 3: a name is listened on again at once after close, in this ta
   w.kernel.bootstrapRemovalDelayMs = 30; // launchd handles the dead-name notification later
   const first = listen("again");
   first.close();
-  // launchd still holds the name: a look-up meanwhile is an unknown service, not a dead right.
+  // launchd still holds the name: a look-up meanwhile is an unknown service, not a dead right
+  // (without a timeout: with one, connect would wait for the name to come back).
   await assert.rejects(
-    w.as(w.B, () => connect("again", { timeout: 500 })),
+    w.as(w.B, () => connect("again")),
     (e) => e instanceof MachError && e.kernReturnName === "BOOTSTRAP_UNKNOWN_SERVICE",
   );
   const second = listen("again"); // SERVICE_ACTIVE meanwhile: retried
@@ -260,4 +262,24 @@ Deno.test("review 10: receivePortRight refuses a name that is not a receive righ
   await assert.rejects(pending, ClosedError);
   surface.close();
   w.kernel.assertNoLeaks();
+});
+
+Deno.test("review 6: only a message the kernel rewrote as received counts as handed back", () => {
+  const buffer = new Uint8Array(24);
+  const withRemote = (disposition: number) => {
+    buffer[0] = disposition;
+    return buffer;
+  };
+  const copySend = withRemote(D.MACH_MSG_TYPE_COPY_SEND); // as surfaceport writes it
+  // A failure before copy-in leaves the caller's message as written: nothing to reclaim.
+  assert.equal(messageReturned(D.MACH_SEND_INVALID_RIGHT, copySend), false);
+  assert.equal(messageReturned(D.MACH_SEND_TIMED_OUT, copySend), false);
+  const returned = withRemote(D.MACH_MSG_TYPE_PORT_SEND); // as a pseudo-receive rewrites it
+  assert.equal(messageReturned(D.MACH_SEND_TIMED_OUT, returned), true);
+  assert.equal(
+    messageReturned((D.MACH_SEND_NO_BUFFER | D.MACH_MSG_IPC_SPACE) >>> 0, returned),
+    true,
+  );
+  assert.equal(messageReturned(D.KERN_SUCCESS, returned), false);
+  assert.equal(messageReturned(D.MACH_RCV_TIMED_OUT, returned), false, "a receive code");
 });

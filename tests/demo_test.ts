@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { decode } from "fast-png";
+import { pixel } from "../examples/frames.ts";
 
 Deno.test({
   name:
@@ -36,8 +38,38 @@ Deno.test({
     const received = Number(/received\s+(\d+) frames/.exec(out)![1]);
     assert.ok(sent > 10 && received === sent, out);
     assert.match(out, /pool\s+\d+ distinct surfaces/);
-    const png = /last frame\s+(\S+\.png)/.exec(out)![1];
-    const bytes = Deno.readFileSync(png);
-    assert.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    // stdout is a pipe here: plain progress lines, no carriage returns.
+    assert.ok(!out.includes("\r"), "no \\r progress when stdout is not a terminal");
+    assert.match(out, /^streaming 320x240 BGRA: \d+ frames/m);
+    // The PNG is the last frame sent, pixel for pixel, and says which it is.
+    const [, png, frame] = /last frame\s+(\S+\.png) \(frame (\d+)\)/.exec(out)!;
+    assert.equal(Number(frame), sent - 1);
+    const image = decode(Deno.readFileSync(png));
+    assert.equal(image.width, 320);
+    let wrong = 0;
+    for (let y = 0; y < 240; y++) {
+      for (let x = 0; x < 320; x++) {
+        const bgra = pixel(x, y, sent - 1), o = (y * 320 + x) * 4;
+        const rgba = [(bgra >> 16) & 0xff, (bgra >> 8) & 0xff, bgra & 0xff, bgra >>> 24];
+        if (rgba.some((v, c) => image.data[o + c] !== v)) wrong++;
+      }
+    }
+    assert.equal(wrong, 0, "the PNG shows the last frame");
+  },
+});
+
+Deno.test({
+  name: "demo: without --allow-ffi it says which permissions are missing",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const root = new URL("..", import.meta.url).pathname;
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-write", "--allow-run", "examples/demo.ts"],
+      cwd: root,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 1);
+    assert.match(new TextDecoder().decode(stderr), /^the demo needs --allow-ffi \(/);
   },
 });

@@ -217,3 +217,20 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "without --allow-ffi the first call says the permission is missing",
+  ignore: !linux,
+  async fn() {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", new URL("./peers/no_ffi.ts", import.meta.url).pathname],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.notEqual(code, 0);
+    assert.match(
+      new TextDecoder().decode(stderr),
+      /LibraryLoadError: could not open libc\.so\.6: the --allow-ffi permission is missing/,
+    );
+  },
+});

@@ -8,7 +8,10 @@
 
 import { loadFrameworks } from "../../ffi/darwin.ts";
 import type { Backend, BackendConnection } from "../backend.ts";
+import { MachError } from "../errors.ts";
 import { connectMach, MachListener } from "./channel.ts";
+import { lookUp, machError, serviceName } from "./mach.ts";
+import { DARWIN } from "./structs.ts";
 import type { PixelBuffer } from "./pixel_buffer.ts";
 import { type DarwinNative, loadRealDarwinNative, realDarwinNative } from "./native.ts";
 import { CreatedIOSurface, surfaceBackingOfPixelBuffer } from "./surface.ts";
@@ -47,6 +50,40 @@ export class DarwinBackend implements Backend {
 
   listen: Backend["listen"] = (name, allowPeer, limits) =>
     new MachListener(this.#resolve(), name, allowPeer, limits);
+
+  duplicateHandle(handle: number): number {
+    // One more user reference to the same send right: MOVE_SEND of one leaves the other.
+    const native = this.#resolve();
+    const kr = native.mach_port_mod_refs(native.taskSelf, handle, DARWIN.MACH_PORT_RIGHT_SEND, 1);
+    if (kr !== DARWIN.KERN_SUCCESS) {
+      throw machError("mach_port_mod_refs(SEND, +1)", kr);
+    }
+    return handle;
+  }
+
+  releaseHandle(handle: number): void {
+    const native = this.#resolve();
+    native.mach_port_deallocate(native.taskSelf, handle);
+  }
+
+  nameAbsent(error: unknown): boolean {
+    return error instanceof MachError &&
+      (error.kernReturn === DARWIN.BOOTSTRAP_UNKNOWN_SERVICE ||
+        error.kernReturn === DARWIN.MACH_SEND_INVALID_DEST);
+  }
+
+  endpointsLive(endpoints: readonly { name: string; pid: number }[]): boolean[] {
+    // A bootstrap name dies with the receive right of the task that checked it in.
+    const native = this.#resolve();
+    return endpoints.map(({ name }) => {
+      try {
+        lookUp(native, serviceName(name)).close();
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  }
 
   async connect(
     ...[name, allowPeer, limits, deadline, signal]: Parameters<Backend["connect"]>

@@ -72,9 +72,12 @@ import {
   DARWIN,
   decodeReceived,
   encodeHandshake,
+  encodeMachMsgHeader,
   encodePortMessage,
   HANDSHAKE_MESSAGE_SIZE,
   MACH_MSG_HEADER_SIZE,
+  machMsghBits,
+  MSG_ID_CONTROL,
   MSG_ID_HELLO,
   MSG_ID_SURFACE,
   MSG_ID_WELCOME,
@@ -246,6 +249,80 @@ export class MachConnection implements BackendConnection, WaitOwner {
       throw machError("mach_msg(send)", kr);
     } finally {
       right.close(); // no-op once moved
+    }
+  }
+
+  async sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void> {
+    if (this.#closed) throw new ClosedError("channel", "send");
+    throwIfAborted(signal);
+    const buffer = new Uint8Array(align4(MACH_MSG_HEADER_SIZE + message.length));
+    const kr = await sendWithRetry(
+      this.#native,
+      buffer,
+      () => {
+        encodeMachMsgHeader(new DataView(buffer.buffer), 0, {
+          bits: machMsghBits(DARWIN.MACH_MSG_TYPE_COPY_SEND, 0),
+          size: buffer.length,
+          remotePort: this.#peerPort.name,
+          localPort: DARWIN.MACH_PORT_NULL,
+          voucherPort: DARWIN.MACH_PORT_NULL,
+          id: MSG_ID_CONTROL,
+        });
+        buffer.set(message, MACH_MSG_HEADER_SIZE);
+        return buffer.length;
+      },
+      () => {}, // no descriptors come back
+      "send",
+      deadline,
+      signal,
+      this,
+    );
+    if (kr === DARWIN.KERN_SUCCESS) return;
+    if (kr === DARWIN.MACH_SEND_INVALID_DEST) {
+      if (this.#closed) throw new ClosedError("channel", "send");
+      throw new PeerClosedError("the peer is gone (MACH_SEND_INVALID_DEST)");
+    }
+    throw machError("mach_msg(send)", kr);
+  }
+
+  async receiveControl(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {
+    for (;;) {
+      if (this.#closed) throw new ClosedError("channel", "receive");
+      if (this.#peerGone) throw new PeerClosedError();
+      throwIfAborted(signal);
+      const buffer = this.#receiveBuffer;
+      const kr = await receiveOnPort(
+        this.#native,
+        buffer,
+        this.#inbox.name,
+        "receive",
+        deadline,
+        signal,
+        this,
+        0,
+      );
+      if (kr !== DARWIN.KERN_SUCCESS) {
+        throw receiveFailure(this.#native, buffer, kr, "mach_msg(receive)");
+      }
+      const layout = decodeReceived(buffer);
+      if (layout && isNoSenders(layout)) {
+        this.#native.mach_msg_destroy(buffer);
+        this.#peerGone = true;
+        throw new PeerClosedError();
+      }
+      if (layout && !this.#allowPeer(credentialsOfAuditToken(layout.trailer.audit))) {
+        this.#native.mach_msg_destroy(buffer); // from someone allowPeer refuses: dropped
+        continue;
+      }
+      // Whatever it is, it carries no right we keep: the bytes are copied out first.
+      const valid = layout !== undefined && layout.header.id === MSG_ID_CONTROL &&
+        !msghIsComplex(layout.header.bits) && layout.header.remotePort === 0;
+      const bytes = valid ? buffer.slice(MACH_MSG_HEADER_SIZE, layout.header.size) : undefined;
+      this.#native.mach_msg_destroy(buffer);
+      if (!bytes) {
+        throw new ProtocolError("BAD_TYPE", "expected a control message from the subscriber");
+      }
+      return bytes;
     }
   }
 

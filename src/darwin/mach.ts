@@ -516,6 +516,9 @@ export function destroyReceived(native: DarwinNative, buffer: Uint8Array): void 
   }
 }
 
+/** The most messages {@link drainAndDestroy} receives before destroying the port anyway. */
+export const MAX_DRAINED_MESSAGES = 64;
+
 /**
  * Receives (timeout 0) and destroys every message queued on `port`, whose
  * receive right this task holds, then destroys the right. Destroying a
@@ -526,7 +529,9 @@ export function destroyReceived(native: DarwinNative, buffer: Uint8Array): void 
 export function drainAndDestroy(native: DarwinNative, port: MachPort, buffer: Uint8Array): void {
   const name = port.name;
   if (name !== DARWIN.MACH_PORT_NULL) {
-    for (;;) {
+    // Bounded: a peer that still holds a send right could refill the queue as fast as we drain
+    // it; whatever is left dies with the port.
+    for (let i = 0; i < MAX_DRAINED_MESSAGES; i++) {
       const kr = native.mach_msg(
         buffer,
         RECEIVE_OPTIONS | DARWIN.MACH_RCV_TIMEOUT,

@@ -107,6 +107,7 @@ export const DARWIN = {
   MACH_SEND_MSG_TOO_SMALL: 0x10000008,
   MACH_SEND_INVALID_REPLY: 0x10000009,
   MACH_SEND_INVALID_RIGHT: 0x1000000a,
+  MACH_SEND_INVALID_MEMORY: 0x1000000c,
   MACH_SEND_NO_BUFFER: 0x1000000d,
   MACH_SEND_TOO_LARGE: 0x1000000e,
   MACH_SEND_INVALID_HEADER: 0x10000010,
@@ -378,6 +379,8 @@ export const MSG_ID_WELCOME = 0x53505202;
 export const MSG_ID_SURFACE = 0x53505203;
 /** `msgh_id` of a message sent with {@link encodePortRightMessage} (the public primitive). */
 export const MSG_ID_PORT_RIGHT = 0x53505204;
+/** `msgh_id` of a publish/subscribe control message (not complex, the 16 bytes inline). */
+export const MSG_ID_CONTROL = 0x53505205;
 
 /** Bytes of the handshake payload: magic `SPRT` u32, protocol version u16, reserved u16. */
 export const HANDSHAKE_PAYLOAD_SIZE = 8;

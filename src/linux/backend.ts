@@ -5,9 +5,16 @@
  */
 
 import type { Backend } from "../backend.ts";
-import { connectSocket, SocketListener } from "./channel.ts";
-import { libc } from "./libc.ts";
-import { InotifyReleaseWatcher, MemfdSurface, refillSpareDescriptions } from "./surface.ts";
+import { SystemCallError } from "../errors.ts";
+import { ABSTRACT_PREFIX, connectSocket, SocketListener } from "./channel.ts";
+import { closeQuietly, cString, ERRNO, libc, readErrno, reopen, systemError } from "./libc.ts";
+import { LINUX } from "./structs.ts";
+import {
+  exportLockedHandle,
+  InotifyReleaseWatcher,
+  MemfdSurface,
+  refillSpareDescriptions,
+} from "./surface.ts";
 
 /** `struct timespec { i64 tv_sec; i64 tv_nsec; }`, read as 32-bit words (no BigInt per call). */
 const timespec = new Int32Array(4);
@@ -20,6 +27,64 @@ function realtimeMicros(): number {
   return seconds * 1e6 + Math.floor(timespec[2] / 1000); // tv_nsec < 1e9 fits the low word
 }
 
+/** `__SO_ACCEPTCON` in the Flags column of `/proc/net/unix`: the socket listens. */
+const SO_ACCEPTCON = 0x10000;
+
+/** Reads a whole (small, `/proc`) file through libc: no Deno read permission is involved. */
+function readProcFile(path: string): string {
+  const fd = libc().open(cString(path), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0);
+  if (fd < 0) throw systemError(`open(${path})`);
+  try {
+    const chunks: Uint8Array[] = [];
+    const chunk = new Uint8Array(65536);
+    for (;;) {
+      const n = Number(libc().read(fd, chunk, BigInt(chunk.length)));
+      if (n < 0) {
+        if (readErrno() === ERRNO.EINTR) continue;
+        throw systemError(`read(${path})`);
+      }
+      if (n === 0) break;
+      chunks.push(chunk.slice(0, n));
+    }
+    const all = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+    let at = 0;
+    for (const c of chunks) {
+      all.set(c, at);
+      at += c.length;
+    }
+    return new TextDecoder().decode(all);
+  } finally {
+    closeQuietly(fd);
+  }
+}
+
+/**
+ * The addresses that listening Unix sockets are bound to in this network
+ * namespace, from `/proc/net/unix` (abstract ones with their leading NUL
+ * shown as `@`).
+ */
+function listeningAddresses(): Set<string> {
+  const found = new Set<string>();
+  const lines = readProcFile("/proc/net/unix").split("\n");
+  for (let i = 1; i < lines.length; i++) {
+    // Num RefCount Protocol Flags Type St Inode Path
+    const fields = lines[i].trim().split(/\s+/);
+    if (fields.length < 8) continue;
+    if ((parseInt(fields[3], 16) & SO_ACCEPTCON) === 0) continue;
+    found.add(fields.slice(7).join(" "));
+  }
+  return found;
+}
+
+/** True if process `pid` exists (its `/proc` directory opens). */
+function processExists(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  const fd = libc().open(cString(`/proc/${pid}`), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  closeQuietly(fd);
+  return true;
+}
+
 /** memfd + SCM_RIGHTS, all through libc with `Deno.dlopen`. */
 export const linuxBackend: Backend = {
   currentUid: () => libc().geteuid(),
@@ -30,4 +95,17 @@ export const linuxBackend: Backend = {
   listen: (name, allowPeer, limits) => new SocketListener(name, allowPeer, limits),
   connect: (name, allowPeer, limits, deadline, signal) =>
     connectSocket(name, allowPeer, limits, deadline, signal),
+  // Its own open file description with its own lock: the receiver's hold is independent of ours.
+  duplicateHandle: (handle) => exportLockedHandle(reopen(handle)),
+  releaseHandle: (handle) => closeQuietly(handle),
+  nameAbsent: (error) =>
+    error instanceof SystemCallError &&
+    (error.errno === ERRNO.ECONNREFUSED || error.errno === ERRNO.ENOENT),
+  endpointsLive(endpoints) {
+    const listening = listeningAddresses();
+    return endpoints.map(({ name, pid }) =>
+      processExists(pid) &&
+      listening.has(name.includes("/") ? name : `@${ABSTRACT_PREFIX}${name}`)
+    );
+  },
 };

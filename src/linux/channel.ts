@@ -43,6 +43,7 @@ import { newEventFd, waitReady, wake } from "./poller.ts";
 import { MappingCache, refillSpareDescriptions } from "./surface.ts";
 import {
   cmsgSpace,
+  decodeControl,
   decodePollRevents,
   decodeUcred,
   encodeIovec,
@@ -50,6 +51,7 @@ import {
   encodePollfd,
   encodeRights,
   encodeSockaddrUn,
+  IOVEC_LEN_OFFSET,
   IOVEC_SIZE,
   LINUX,
   MSGHDR_CONTROLLEN_OFFSET,
@@ -146,12 +148,16 @@ export class SocketConnection implements BackendConnection {
   readonly #receiveBuffer: Uint8Array;
   readonly #headerDecoder: HeaderDecoder;
   readonly #pollOne = new Uint8Array(POLLFD_SIZE);
+  // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
+  readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #controlIov = new Uint8Array(IOVEC_SIZE);
 
   constructor(fd: number, peer: PeerCredentials, limits: ConnectionLimits) {
     this.#fd = fd;
     this.peer = peer;
     this.#limits = limits;
-    this.#cache = new MappingCache(limits.mappingCacheSize, limits);
+    // Channel senders send OFD-locked descriptions: forwarding dup()s them.
+    this.#cache = new MappingCache(limits.mappingCacheSize, limits, true);
     const sendWake = newEventFd();
     let receiveWake: number;
     try {
@@ -178,6 +184,15 @@ export class SocketConnection implements BackendConnection {
       iovLength: 1,
       control: addressOf(this.#sendControl),
       controlLength: this.#sendControl.length,
+      flags: 0,
+    });
+    encodeMsghdr(new DataView(this.#controlMsghdr.buffer), {
+      name: 0n,
+      nameLength: 0,
+      iov: addressOf(this.#controlIov),
+      iovLength: 1,
+      control: 0n,
+      controlLength: 0,
       flags: 0,
     });
     const receiveIov = this.#receiveIov;
@@ -258,6 +273,76 @@ export class SocketConnection implements BackendConnection {
   tryReceive(): ReceivedMessage | undefined {
     this.#assertOpen("receive");
     return this.#tryReceive();
+  }
+
+  async sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void> {
+    this.#assertOpen("send");
+    throwIfAborted(signal);
+    encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+    for (;;) {
+      const sent = libc().sendmsg(
+        this.#fd,
+        this.#controlMsghdr,
+        LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL,
+      );
+      if (sent >= 0) return;
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
+      if (errno !== ERRNO.EAGAIN && errno !== ERRNO.ENOBUFS) throw systemError("sendmsg", errno);
+      await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
+      this.#assertOpen("send");
+      encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+    }
+  }
+
+  async receiveControl(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {
+    for (;;) {
+      this.#assertOpen("receive");
+      throwIfAborted(signal);
+      const message = this.#tryReceiveControl();
+      if (message) return message;
+      await this.#wait(LINUX.POLLIN, this.#receiveWake, "receive", deadline, signal);
+    }
+  }
+
+  /** One `recvmsg(MSG_DONTWAIT)` of a control message: its bytes, `undefined`, or a typed error. */
+  #tryReceiveControl(): Uint8Array | undefined {
+    const msghdr = new DataView(this.#receiveMsghdr.buffer);
+    msghdr.setBigUint64(MSGHDR_CONTROLLEN_OFFSET, BigInt(this.#receiveControl.length), true);
+    msghdr.setInt32(MSGHDR_FLAGS_OFFSET, 0, true);
+    new DataView(this.#receiveIov.buffer).setBigUint64(
+      IOVEC_LEN_OFFSET,
+      BigInt(this.#receiveBuffer.length),
+      true,
+    );
+    let length: number;
+    for (;;) {
+      length = Number(
+        libc().recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
+      );
+      if (length >= 0) break;
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EAGAIN) return undefined;
+      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
+      throw systemError("recvmsg", errno);
+    }
+    const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
+    const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
+    // A control message carries no descriptor: any that came along is closed here.
+    for (const fd of control.fds) closeQuietly(fd);
+    if (length === 0 && control.fds.length === 0 && this.#peerHungUp()) {
+      throw new PeerClosedError();
+    }
+    const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
+    if (control.fds.length > 0 || control.malformed || flags & LINUX.MSG_CTRUNC) {
+      throw new ProtocolError("EXTRA_HANDLES", "a control message carries descriptors");
+    }
+    if (flags & LINUX.MSG_TRUNC) {
+      throw new ProtocolError("MESSAGE_TRUNCATED", "control message is too large");
+    }
+    return this.#receiveBuffer.slice(0, length);
   }
 
   async receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {

@@ -125,7 +125,7 @@ export function refillSpareDescriptions(): void {
  * process and keeps the surface in use while anyone holds it. Closes it on
  * failure.
  */
-function exportLockedHandle(handle: number): number {
+export function exportLockedHandle(handle: number): number {
   try {
     if (!trySetOfdLock(handle, LINUX.F_RDLCK)) {
       throw systemError("fcntl(F_OFD_SETLK)", 11 /* EAGAIN: someone holds a write lock */);
@@ -392,9 +392,19 @@ export class MappingCache {
   readonly #entries = new Map<number, SharedMapping>();
   #uses = 0;
 
-  constructor(capacity: number, limits: MemfdLimits) {
+  readonly #forwardByDup: boolean;
+
+  /**
+   * `forwardByDup`: the descriptors this cache imports are OFD-locked
+   * descriptions from a surfaceport sender (a channel's), so forwarding one
+   * may send a duplicate of it (see {@link ReceivedSurface.exportHandle}).
+   * False for descriptors adopted from elsewhere (e.g. GStreamer's), which
+   * hold no lock: forwarding those opens a new, locked description.
+   */
+  constructor(capacity: number, limits: MemfdLimits, forwardByDup = false) {
     this.#capacity = capacity;
     this.#limits = limits;
+    this.#forwardByDup = forwardByDup;
   }
 
   /** Number of cached mappings. */
@@ -427,7 +437,8 @@ export class MappingCache {
       const verified = verifyMemfd(fd, geometry, this.#limits);
       mapping = new SharedMapping(mapVerifiedMemfd(fd, verified.size), verified.size, verified);
     }
-    const surface = new ReceivedSurface(geometry, fd, mapping); // takes a reference first
+    // Takes a reference first.
+    const surface = new ReceivedSurface(geometry, fd, mapping, this.#forwardByDup);
     if (!cacheable) {
       mapping.evict(); // unmapped when this frame closes
       return surface;
@@ -471,14 +482,21 @@ export class ReceivedSurface implements SurfaceBacking {
   readonly baseAddress: Deno.PointerObject;
   #fd: number;
   #mapping: SharedMapping | undefined;
+  readonly #forwardByDup: boolean;
 
-  constructor(geometry: SurfaceGeometry, holdFd: number, mapping: SharedMapping) {
+  constructor(
+    geometry: SurfaceGeometry,
+    holdFd: number,
+    mapping: SharedMapping,
+    forwardByDup: boolean,
+  ) {
     this.geometry = geometry;
     this.id = mapping.id;
     this.baseAddress = mapping.pointer;
     mapping.retain();
     this.#fd = holdFd;
     this.#mapping = mapping;
+    this.#forwardByDup = forwardByDup;
   }
 
   lock(_readOnly: boolean): void {}
@@ -496,14 +514,18 @@ export class ReceivedSurface implements SurfaceBacking {
   }
 
   /**
-   * Forwarding: a duplicate of the held descriptor. It is the same locked
-   * description (the lock belongs to the description, not the number), so
-   * the surface stays in use until every process holding it lets go; no
-   * `open` of `/proc/self/fd` and no new lock.
+   * Forwarding. A surface received over a channel is held through the
+   * sender's locked description: the handle is a duplicate of it (the lock
+   * belongs to the description, not the number), so the surface stays in
+   * use until every process holding it lets go — no `open` of
+   * `/proc/self/fd` and no new lock. (This holder's `inUse` then no longer
+   * sees the next hop: they share one description.) A descriptor adopted
+   * from elsewhere holds no lock: it gets a new, locked description.
    */
   exportHandle(): number {
     this.#open();
-    return dupCloexec(this.#fd);
+    if (this.#forwardByDup) return dupCloexec(this.#fd);
+    return exportLockedHandle(reopen(this.#fd, LINUX.O_RDWR));
   }
 
   unsafeHandle(): UnsafeSurfaceHandle {

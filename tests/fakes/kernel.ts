@@ -192,7 +192,12 @@ export class FakeMachKernel {
     for (const p of this.ports) {
       if (p.dead) continue;
       for (const m of p.queue) {
-        const carried = [m.dest, m.reply, ...m.ports];
+        const carried = [
+          m.dest,
+          m.reply,
+          ...m.ports,
+          ...m.descriptors.flatMap((d) => d.rights ?? []),
+        ];
         if (carried.some((c) => c?.port === port && c.type === "send")) return true;
       }
     }
@@ -212,7 +217,13 @@ export class FakeMachKernel {
     for (const p of this.ports) {
       if (p.dead) continue;
       for (const m of p.queue) {
-        for (const c of [m.dest, m.reply, ...m.ports]) if (c?.type === "send") result.add(c.port);
+        const carried = [
+          m.dest,
+          m.reply,
+          ...m.ports,
+          ...m.descriptors.flatMap((d) => d.rights ?? []),
+        ];
+        for (const c of carried) if (c?.type === "send") result.add(c.port);
       }
     }
     for (const { port } of this.registry.values()) if (!port.dead) result.add(port);

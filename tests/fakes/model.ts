@@ -72,8 +72,16 @@ export interface KMsg {
   reply: CarriedRight | undefined;
   /** The right of each descriptor (undefined for a null port or out-of-line memory). */
   ports: (CarriedRight | undefined)[];
-  /** Each descriptor's type; for out-of-line memory its byte count and the sender's copy option. */
-  descriptors: { type: number; size: number; copy: number }[];
+  /**
+   * Each descriptor's type; for out-of-line memory its byte count and the
+   * sender's copy option; for an out-of-line port array, its rights.
+   */
+  descriptors: {
+    type: number;
+    size: number;
+    copy: number;
+    rights?: (CarriedRight | undefined)[];
+  }[];
   descriptorCount: number;
   /** Bytes from the end of the descriptors to `size`. */
   inline: Uint8Array;

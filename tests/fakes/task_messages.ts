@@ -40,6 +40,7 @@ export class FakeTaskMessages extends FakeTaskPorts {
       return D.KERN_INVALID_ADDRESS;
     }
     this.regions.delete(address);
+    this.portArrays.delete(address);
     return D.KERN_SUCCESS;
   }
 
@@ -203,6 +204,9 @@ export class FakeTaskMessages extends FakeTaskPorts {
       type: number;
       size: number;
       copy?: number;
+      /** An out-of-line port array: the sender's names and the rights copied in. */
+      names?: number[];
+      rights?: (CarriedRight | undefined)[];
     }[] = [];
     let offset = 24;
     if (complex) {
@@ -218,6 +222,42 @@ export class FakeTaskMessages extends FakeTaskPorts {
           const size = view.getUint32(offset + 12, true);
           const copy = view.getUint8(offset + 9);
           descriptors.push({ name: 0, disposition: 0, right: undefined, type, size, copy });
+          offset += OTHER_DESCRIPTOR_SIZE;
+          continue;
+        }
+        if (type === D.MACH_MSG_OOL_PORTS_DESCRIPTOR) {
+          // An array of port names in the sender's memory (read for real: the fake's tasks share
+          // one address space), each copied in with the descriptor's disposition.
+          if (offset + OTHER_DESCRIPTOR_SIZE > sendSize) return D.MACH_SEND_MSG_TOO_SMALL;
+          const address = view.getBigUint64(offset, true);
+          const copy = view.getUint8(offset + 9);
+          const disposition = view.getUint8(offset + 10);
+          const count = view.getUint32(offset + 12, true);
+          const pointer = Deno.UnsafePointer.create(address);
+          if (count > 0 && pointer === null) return D.MACH_SEND_INVALID_MEMORY;
+          const names = count === 0
+            ? []
+            : [...new Uint32Array(new Deno.UnsafePointerView(pointer!).getArrayBuffer(count * 4))];
+          const rights: (CarriedRight | undefined)[] = [];
+          for (const name of names) {
+            if (name === D.MACH_PORT_NULL) {
+              rights.push(undefined);
+              continue;
+            }
+            const r = this.#copyin(name, disposition);
+            if (typeof r === "number" || r.type === "receive") return D.MACH_SEND_INVALID_RIGHT;
+            rights.push(r);
+          }
+          descriptors.push({
+            name: 0,
+            disposition,
+            right: undefined,
+            type,
+            size: count * 4,
+            copy,
+            names,
+            rights,
+          });
           offset += OTHER_DESCRIPTOR_SIZE;
           continue;
         }
@@ -238,13 +278,25 @@ export class FakeTaskMessages extends FakeTaskPorts {
     this.#applyCopyin(remoteName, remoteType);
     if (reply) this.#applyCopyin(localName, localType);
     for (const d of descriptors) if (d.right) this.#applyCopyin(d.name, d.disposition);
-    for (const name of [remoteName, localName, ...descriptors.map((d) => d.name)]) {
+    for (const d of descriptors) {
+      d.names?.forEach((name, i) => d.rights![i] && this.#applyCopyin(name, d.disposition));
+    }
+    for (
+      const name of [
+        remoteName,
+        localName,
+        ...descriptors.flatMap((d) => [d.name, ...d.names ?? []]),
+      ]
+    ) {
       this.cleanup(name);
     }
     const port = dest.port;
     const forced = this.nextSendFailure;
     this.nextSendFailure = undefined;
     if (forced !== undefined || port.queue.length >= QUEUE_LIMIT) {
+      if (descriptors.some((d) => d.rights)) {
+        throw new Error("fake: a handed-back message with out-of-line ports is not modelled");
+      }
       // ipc_kmsg_send failed after copy-in (MACH_SEND_TIMEOUT with 0 and a full queue, or a
       // forced failure): the kernel hands the message and its rights back, its code with any
       // special bits ORed in.
@@ -280,7 +332,12 @@ export class FakeTaskMessages extends FakeTaskPorts {
       dest,
       reply,
       ports: descriptors.map((d) => d.right),
-      descriptors: descriptors.map(({ type, size, copy }) => ({ type, size, copy: copy ?? 0 })),
+      descriptors: descriptors.map(({ type, size, copy, rights }) => ({
+        type,
+        size,
+        copy: copy ?? 0,
+        rights,
+      })),
       descriptorCount: descriptors.length,
       inline: msg.slice(offset, sendSize),
       sender: this,
@@ -365,16 +422,25 @@ export class FakeTaskMessages extends FakeTaskPorts {
           // free; as XNU's ipc_kmsg_copyout_ool_descriptor does, `deallocate` is set only when
           // the sender asked for MACH_MSG_VIRTUAL_COPY. One larger than this task's free address
           // space is dropped: MACH_RCV_BODY_ERROR | MACH_MSG_VM_SPACE.
+          // An out-of-line port array is copied out the same way: a new region holding this
+          // task's names for the rights (a right that cannot be copied out is dropped).
           const mappable = described.size <= this.kernel.vmSpaceLimit;
           bodyError ||= !mappable;
           const address = mappable && described.size > 0 ? this.kernel.newRegionAddress() : 0n;
           if (address !== 0n) this.regions.set(address, described.size);
+          const rights = described.rights;
+          if (rights && address !== 0n) {
+            const names = rights.map((r) => (r ? this.insert(r) : 0));
+            const types = rights.map((r) => (r ? typeOf(r) : 0));
+            this.portArrays.set(address, { names, types });
+          }
           view.setBigUint64(offset, address, true);
           view.setUint8(offset + 8, described.copy === D.MACH_MSG_VIRTUAL_COPY ? 1 : 0);
           view.setUint8(offset + 9, described.copy);
-          view.setUint8(offset + 10, 0);
+          view.setUint8(offset + 10, rights?.find((r) => r) ? typeOf(rights.find((r) => r)!) : 0);
           view.setUint8(offset + 11, described.type);
-          view.setUint32(offset + 12, mappable ? described.size : 0, true);
+          const units = rights ? (mappable ? rights.length : 0) : (mappable ? described.size : 0);
+          view.setUint32(offset + 12, units, true);
           offset += OTHER_DESCRIPTOR_SIZE;
           continue;
         }
@@ -440,6 +506,18 @@ export class FakeTaskMessages extends FakeTaskPorts {
           const bytes = view.getUint32(at + 12, true);
           if (type === D.MACH_MSG_OOL_DESCRIPTOR && view.getUint8(at + 8) !== 0 && bytes > 0) {
             this.mach_vm_deallocate(this.taskSelf, address, BigInt(bytes));
+          }
+          at += OTHER_DESCRIPTOR_SIZE;
+        } else if (type === D.MACH_MSG_OOL_PORTS_DESCRIPTOR && at + OTHER_DESCRIPTOR_SIZE <= size) {
+          // libsyscall reads the array in this task's memory and destroys each right, then frees
+          // the array only if `deallocate` is set.
+          const address = view.getBigUint64(at, true);
+          const count = view.getUint32(at + 12, true);
+          const array = this.portArrays.get(address);
+          if (array) array.names.forEach((name, i) => drop(name, array.types[i]));
+          if (array) this.portArrays.set(address, { names: [], types: [] }); // destroyed once
+          if (view.getUint8(at + 8) !== 0 && count > 0) {
+            this.mach_vm_deallocate(this.taskSelf, address, BigInt(count * 4));
           }
           at += OTHER_DESCRIPTOR_SIZE;
         } else break;

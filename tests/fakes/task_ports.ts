@@ -28,6 +28,8 @@ export class FakeTaskPorts {
   readonly nameOf = new Map<FakePort, number>();
   /** Out-of-line memory received and not yet deallocated: address → bytes. */
   readonly regions = new Map<bigint, number>();
+  /** The names and received types an out-of-line port array region holds (libsyscall reads them). */
+  readonly portArrays = new Map<bigint, { names: number[]; types: number[] }>();
   /** Port sets by name (names come from the same counter as ports). */
   readonly portSets = new Map<number, FakePortSet>();
   /** `mach_msg_wait` calls running on this process's blocking-thread pool now. */
@@ -107,6 +109,7 @@ export class FakeTaskPorts {
     }
     for (const surface of kernel.surfaces) surface.useCounts.delete(this);
     this.regions.clear();
+    this.portArrays.clear();
     for (const name of [...this.portSets.keys()]) this.destroySet(name);
     this.alive = false;
     kernel.sweep();

@@ -29,6 +29,7 @@
  */
 
 import { ProtocolError } from "../../src/errors.ts";
+import { GST_TARGETS } from "./gst_targets.ts";
 import { computeGeometry, PIXEL_FORMATS, validateGeometry } from "../../src/geometry.ts";
 import {
   CMSGHDR_SIZE,
@@ -678,6 +679,8 @@ export const TARGETS: readonly FuzzTarget[] = [
     run: (input) =>
       fixedLayout(input, MACH_MSG_AUDIT_TRAILER_SIZE, (v) => decodeMachMsgAuditTrailer(v, 0)),
   },
+  // GStreamer's unixfd protocol, as the bridge reads it (see gst_targets.ts for the contracts).
+  ...GST_TARGETS,
 ];
 
 // --- the driver -------------------------------------------------------------------

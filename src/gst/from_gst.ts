@@ -1,0 +1,367 @@
+/**
+ * Linux only: the from-gst bridge. Connects to a GStreamer `unixfdsink`,
+ * adopts each buffer's memfd as a surface (no copy: surfaceport's wire
+ * carries any plane layout, so GStreamer's own strides and offsets go
+ * through as they are) and hands it to a publisher.
+ *
+ * In-use tracking survives the bridge: the bridge holds each GStreamer
+ * buffer — it does not send RELEASE_BUFFER — until no surfaceport holder
+ * has it any more, which the kernel reports (the OFD locks on the
+ * descriptions the publisher sent, probed with `F_OFD_GETLK`, prompted by
+ * inotify `IN_CLOSE` events on the memfd). A subscriber that is killed lets
+ * go like one that closes its frame. At most `maxOutstanding` buffers are
+ * held: beyond that, new buffers are given back to GStreamer at once and
+ * counted as dropped, so a consumer that hoards frames cannot make
+ * GStreamer's buffer pool grow without bound.
+ *
+ * @module
+ */
+
+import type { PeerPredicate } from "../backend.ts";
+import {
+  PeerClosedError,
+  type PeerCredentials,
+  TimeoutError,
+  UnsupportedError,
+} from "../errors.ts";
+import { check, closeQuietly, fstatx, libc, procFdPath } from "../linux/libc.ts";
+import { newEventFd, waitReady, wake } from "../linux/poller.ts";
+import { LINUX } from "../linux/structs.ts";
+import { backend } from "../platform.ts";
+import type { Surface } from "../surface.ts";
+import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
+import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
+import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
+import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
+
+/** Where the from-gst bridge hands its surfaces: a `Publisher`, a `Channel`, or anything with `send`. */
+export interface SurfaceSink<M = unknown> {
+  /** Hands `surface` on; resolves once it was handed over (the caller's surface stays open). */
+  send(surface: Surface, meta?: M): Promise<void>;
+}
+
+/** The metadata the from-gst bridge sends with each frame (GStreamer's buffer fields). */
+export interface GstFrameMeta {
+  /** Presentation time in ns on the GStreamer host's `CLOCK_MONOTONIC`, or null. */
+  pts: number | null;
+  /** Duration in ns, or null. */
+  duration: number | null;
+  /** GStreamer's buffer offset (for video, the frame number), or null. */
+  offset: number | null;
+}
+
+/** Options of {@link GstSourceBridge.connect}. */
+export interface FromGstOptions {
+  /** Which unixfdsink processes to trust; default: the same uid as this process. */
+  allowPeer?: (peer: PeerCredentials) => boolean;
+  /** How long to wait for the sink to appear, in ms (default: fail at once). */
+  timeout?: number;
+  /** Most GStreamer buffers held for surfaceport consumers at once (default 8). */
+  maxOutstanding?: number;
+  /** Aborts connecting and {@link GstSourceBridge.run}. */
+  signal?: AbortSignal;
+}
+
+/** Counters of a from-gst bridge, for `watch`-style display. */
+export interface FromGstStats {
+  /** Buffers received from GStreamer. */
+  received: number;
+  /** Buffers handed to the sink (each without a copy). */
+  forwarded: number;
+  /** Pixel copies made (the from-gst path never copies: always 0). */
+  copies: number;
+  /** Buffers given back at once because `maxOutstanding` were held. */
+  dropped: number;
+  /** Buffers given back to GStreamer (RELEASE_BUFFER sent). */
+  released: number;
+  /** Buffers held right now. */
+  outstanding: number;
+}
+
+const NONE = CLOCK_TIME_NONE;
+
+function nsOrNull(value: bigint): number | null {
+  return value === NONE ? null : Number(value);
+}
+
+interface Held {
+  id: bigint;
+  surface: Surface;
+}
+
+/** Re-probe held buffers at least this often even without an inotify event (events are hints). */
+const REPROBE_MS = 200;
+
+/**
+ * A connection to one `unixfdsink`, turning its buffers into surfaces.
+ * Create with {@link GstSourceBridge.connect}, then {@link run}.
+ */
+export class GstSourceBridge {
+  readonly #connection: UnixFdConnection;
+  readonly #adopter = new ForeignMemfdAdopter(32);
+  readonly #maxOutstanding: number;
+  readonly #held = new Map<bigint, Held>();
+  readonly #signal: AbortSignal | undefined;
+  readonly #releaseMessage = new Uint8Array(16);
+  #inotify = -1;
+  #releaseLoopRunning = false;
+  #wakeFd = -1;
+  #kick: (() => void) | undefined;
+  #caps: GstVideoCaps | undefined;
+  #capsError: Error | undefined;
+  #closed = false;
+  #stats: FromGstStats = {
+    received: 0,
+    forwarded: 0,
+    copies: 0,
+    dropped: 0,
+    released: 0,
+    outstanding: 0,
+  };
+
+  private constructor(connection: UnixFdConnection, options: FromGstOptions) {
+    this.#connection = connection;
+    this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
+    this.#signal = options.signal;
+    this.#inotify = check(
+      "inotify_init1",
+      libc().inotify_init1(LINUX.IN_NONBLOCK | LINUX.IN_CLOEXEC),
+    );
+    try {
+      this.#wakeFd = newEventFd();
+    } catch (error) {
+      closeQuietly(this.#inotify);
+      throw error;
+    }
+  }
+
+  /**
+   * Connects to the `unixfdsink` at `socket` (`@name` for an abstract
+   * socket, else a path) and checks its credentials (same uid by default).
+   */
+  static async connect(socket: string, options: FromGstOptions = {}): Promise<GstSourceBridge> {
+    const uid = backend().currentUid();
+    const allowPeer: PeerPredicate = options.allowPeer ?? ((peer) => peer.uid === uid);
+    const deadline = options.timeout === undefined ? 0 : performance.now() + options.timeout;
+    const connection = await connectUnixFd(socket, allowPeer, deadline, options.signal);
+    return new GstSourceBridge(connection, options);
+  }
+
+  /** The sink's credentials. */
+  get peer(): PeerCredentials {
+    return this.#connection.peer;
+  }
+
+  /** The current caps, parsed (undefined before the first CAPS message). */
+  get caps(): GstVideoCaps | undefined {
+    return this.#caps;
+  }
+
+  /** A snapshot of the counters. */
+  get stats(): FromGstStats {
+    return { ...this.#stats, outstanding: this.#held.size };
+  }
+
+  /**
+   * Receives buffers and hands each to `sink` until GStreamer sends EOS
+   * (resolves), the sink disconnects or misbehaves (rejects with
+   * `PeerClosedError` / `GstProtocolError`), or {@link close}. Every held
+   * buffer is given back to GStreamer when its holders let go, also while
+   * the bridge waits.
+   */
+  async run<M = GstFrameMeta>(
+    sink: SurfaceSink<M>,
+    toMeta: (buffer: GstNewBuffer) => M = defaultMeta as (buffer: GstNewBuffer) => M,
+  ): Promise<void> {
+    const releases = this.#releaseLoop();
+    try {
+      for (;;) {
+        let message;
+        try {
+          message = await this.#connection.receive(Infinity, this.#signal);
+        } catch (error) {
+          if (this.#closed) return;
+          throw error;
+        }
+        if (message.type === "eos") return;
+        if (message.type === "caps") {
+          // A client that connects before negotiation gets "NULL"; unusable caps only matter
+          // once a buffer comes under them.
+          this.#caps = undefined;
+          this.#capsError = undefined;
+          try {
+            this.#caps = parseVideoCaps(message.caps);
+          } catch (error) {
+            this.#capsError = error as Error;
+          }
+          continue;
+        }
+        if (message.type !== "new-buffer") continue;
+        this.#stats.received++;
+        const surface = this.#adoptBuffer(message.buffer, message.fds);
+        if (!surface) continue;
+        try {
+          await sink.send(surface, toMeta(message.buffer));
+          this.#stats.forwarded++;
+        } catch (error) {
+          surface.close();
+          await this.#release(message.buffer.id);
+          throw error;
+        }
+        this.#held.set(message.buffer.id, { id: message.buffer.id, surface });
+        this.#kick?.();
+        this.#kick = undefined;
+        await this.#probe();
+      }
+    } finally {
+      this.close();
+      await releases;
+    }
+  }
+
+  /** Adopts a buffer's memfd as a surface, or gives the buffer back (returns undefined). Owns `fds`. */
+  #adoptBuffer(buffer: GstNewBuffer, fds: number[]): Surface | undefined {
+    let adopted = false;
+    try {
+      if (!this.#caps) {
+        throw this.#capsError ?? new GstProtocolError("BAD_CAPS", "NEW_BUFFER before any CAPS");
+      }
+      if (buffer.memoryType !== "memfd" || buffer.memories.length !== 1) {
+        throw new UnsupportedError(
+          `from-gst: a buffer of ${buffer.memories.length} ${buffer.memoryType} memories; ` +
+            "the bridge takes one memfd memory per buffer (GStreamer's default shm allocator)",
+        );
+      }
+      if (this.#held.size >= this.#maxOutstanding || this.#held.has(buffer.id)) {
+        this.#stats.dropped++;
+        this.#sendRelease(buffer.id);
+        return undefined;
+      }
+      const fd = fds[0];
+      sealForSharing(fd); // first: with shrink and grow sealed, the size read next is final
+      const fileSize = Number(fstatx(fd).size);
+      const memory = buffer.memories[0];
+      const geometry = geometryOfGstBuffer(
+        this.#caps,
+        buffer.videoMeta,
+        memory.offset,
+        memory.size,
+        fileSize,
+      );
+      // Best effort (e.g. the watch limit): without it, the REPROBE_MS re-probes still release.
+      libc().inotify_add_watch(
+        this.#inotify,
+        procFdPath(fd),
+        LINUX.IN_CLOSE_WRITE | LINUX.IN_CLOSE_NOWRITE,
+      );
+      const surface = this.#adopter.adopt(fd, geometry);
+      adopted = true;
+      return surface;
+    } finally {
+      if (!adopted) { for (const fd of fds) closeQuietly(fd); }
+    }
+  }
+
+  /** Gives back every held buffer no surfaceport holder uses any more. */
+  async #probe(): Promise<void> {
+    for (const held of this.#held.values()) {
+      if (held.surface.inUse) continue;
+      this.#held.delete(held.id);
+      held.surface.close();
+      await this.#release(held.id);
+    }
+  }
+
+  #sendRelease(id: bigint): void {
+    this.#release(id).catch(() => {});
+  }
+
+  async #release(id: bigint): Promise<void> {
+    if (this.#connection.closed) return;
+    try {
+      await this.#connection.send(encodeRelease(id, this.#releaseMessage).slice());
+      this.#stats.released++;
+    } catch (error) {
+      if (!(error instanceof PeerClosedError) && !this.#closed) throw error;
+    }
+  }
+
+  async #releaseLoop(): Promise<void> {
+    const scratch = new Uint8Array(4096);
+    this.#releaseLoopRunning = true;
+    try {
+      while (!this.#closed) {
+        if (this.#held.size === 0) {
+          // Nothing to give back: sleep until run() holds a buffer or close().
+          await new Promise<void>((resolve) => this.#kick = resolve);
+          continue;
+        }
+        try {
+          await waitReady(
+            this.#inotify,
+            LINUX.POLLIN,
+            this.#wakeFd,
+            "release",
+            performance.now() + REPROBE_MS,
+            undefined,
+          );
+        } catch (error) {
+          if (!(error instanceof TimeoutError)) throw error;
+        }
+        while (libc().read(this.#inotify, scratch, BigInt(scratch.length)) > 0) {
+          // drain: which memfd it was does not matter, every held one is probed
+        }
+        if (this.#closed) break;
+        try {
+          await this.#probe();
+        } catch {
+          // the connection failed: run() sees it on its next receive
+        }
+      }
+    } finally {
+      this.#releaseLoopRunning = false;
+      this.#closeWatchFds(); // only here once the loop ran: no poll still watches them
+    }
+  }
+
+  #closeWatchFds(): void {
+    closeQuietly(this.#inotify);
+    closeQuietly(this.#wakeFd);
+    this.#inotify = -1;
+    this.#wakeFd = -1;
+  }
+
+  /**
+   * Disconnects from GStreamer (which then drops its references to every
+   * buffer it sent us) and closes the surfaces the bridge still holds;
+   * consumers keep theirs. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#connection.close();
+    for (const held of this.#held.values()) held.surface.close();
+    this.#held.clear();
+    this.#adopter.close();
+    if (this.#releaseLoopRunning) {
+      // Its poll sees the wake at once; the loop then closes the fds.
+      wake(this.#wakeFd);
+      this.#kick?.();
+    } else {
+      this.#closeWatchFds();
+    }
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+function defaultMeta(buffer: GstNewBuffer): GstFrameMeta {
+  return {
+    pts: nsOrNull(buffer.pts),
+    duration: nsOrNull(buffer.duration),
+    offset: nsOrNull(buffer.offset),
+  };
+}

@@ -1,0 +1,492 @@
+/**
+ * Linux only: the `SOCK_STREAM` Unix socket that GStreamer's `unixfdsink` /
+ * `unixfdsrc` speak over, as a client (the from-gst bridge connects to a
+ * sink) and as a server (the to-gst bridge serves sources). Nonblocking
+ * calls on the JS thread; waits park in the shared poller like channels do.
+ *
+ * Reads ask for exactly the bytes the {@link UnixFdFramer} wants, so a read
+ * never crosses into the next message and every descriptor arrives with
+ * the message it belongs to. Every received descriptor is either handed out
+ * in a decoded NEW_BUFFER or closed here, on every path.
+ *
+ * @module
+ */
+
+import type { PeerPredicate } from "../backend.ts";
+import {
+  ClosedError,
+  PeerClosedError,
+  type PeerCredentials,
+  PeerRefusedError,
+  throwIfAborted,
+  TimeoutError,
+} from "../errors.ts";
+import {
+  check,
+  closeQuietly,
+  cString,
+  ERRNO,
+  libc,
+  readErrno,
+  systemError,
+} from "../linux/libc.ts";
+import { newEventFd, waitReady, wake } from "../linux/poller.ts";
+import {
+  cmsgSpace,
+  decodeControl,
+  decodeUcred,
+  encodeIovec,
+  encodeMsghdr,
+  encodeRights,
+  encodeSockaddrUn,
+  IOVEC_SIZE,
+  LINUX,
+  MSGHDR_CONTROLLEN_OFFSET,
+  MSGHDR_FLAGS_OFFSET,
+  MSGHDR_SIZE,
+  UCRED_SIZE,
+} from "../linux/structs.ts";
+import {
+  decodeClientMessage,
+  decodeSinkMessage,
+  DEFAULT_MAX_PAYLOAD,
+  type GstMessage,
+  GstProtocolError,
+  UnixFdFramer,
+} from "./protocol.ts";
+
+const SOCK_STREAM = 1;
+/** Room for the descriptors of one buffer: a NEW_BUFFER has at most 255 memories. */
+const MAX_FDS = 255;
+const encoder = new TextEncoder();
+
+/**
+ * A GStreamer unixfd socket address: `@name` is the abstract name `name`
+ * (GStreamer's `socket-type=abstract socket-path=name`), anything else a
+ * filesystem path (`socket-path=PATH`, the default socket type).
+ */
+export function unixFdAddress(
+  address: string,
+): { bytes: Uint8Array; length: number; path?: string; display: string } {
+  if (typeof address !== "string" || address.length === 0 || address === "@") {
+    throw new TypeError(
+      `a unixfd socket address must be a path or @name, got ${JSON.stringify(address)}`,
+    );
+  }
+  if (address.includes("\0")) throw new TypeError("a unixfd socket address must not contain NUL");
+  if (address.startsWith("@")) {
+    return { ...encodeSockaddrUn(encoder.encode(address.slice(1)), true), display: address };
+  }
+  return { ...encodeSockaddrUn(encoder.encode(address), false), path: address, display: address };
+}
+
+function addressOf(bytes: Uint8Array): bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
+}
+
+function peerCredentials(fd: number): PeerCredentials {
+  const value = new Uint8Array(UCRED_SIZE);
+  const length = new Uint8Array(4);
+  new DataView(length.buffer).setUint32(0, UCRED_SIZE, true);
+  check(
+    "getsockopt(SO_PEERCRED)",
+    libc().getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, value, length),
+  );
+  return decodeUcred(new DataView(value.buffer));
+}
+
+const connectionFinalizer = new FinalizationRegistry<number[]>((fds) => {
+  for (const fd of fds) closeQuietly(fd);
+});
+
+/** Which side of the protocol this end speaks. */
+export type UnixFdRole = "client" | "server";
+
+/** One end of a unixfd connection. */
+export class UnixFdConnection {
+  /** The peer's credentials (`SO_PEERCRED`). */
+  readonly peer: PeerCredentials;
+  /** `"client"`: we talk to a unixfdsink; `"server"`: a unixfdsrc talks to us. */
+  readonly role: UnixFdRole;
+  readonly #fd: number;
+  readonly #wakeFd: number;
+  readonly #framer: UnixFdFramer;
+  #closed = false;
+  #pendingWaits = 0;
+  #sending: Promise<void> = Promise.resolve();
+
+  readonly #msghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #iov = new Uint8Array(IOVEC_SIZE);
+  readonly #control = new Uint8Array(cmsgSpace(4 * MAX_FDS));
+  readonly #buffer = new Uint8Array(64 * 1024);
+  readonly #sendMsghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #sendIov = new Uint8Array(IOVEC_SIZE);
+  readonly #sendControl = new Uint8Array(cmsgSpace(4 * MAX_FDS));
+
+  /** Wraps a connected socket `fd` (owned from now on). */
+  constructor(
+    fd: number,
+    peer: PeerCredentials,
+    role: UnixFdRole,
+    maxPayload = DEFAULT_MAX_PAYLOAD,
+  ) {
+    this.#fd = fd;
+    this.peer = peer;
+    this.role = role;
+    this.#framer = new UnixFdFramer(maxPayload);
+    this.#wakeFd = newEventFd();
+    connectionFinalizer.register(this, [fd, this.#wakeFd], this);
+  }
+
+  /** True once {@link close} has run. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Receives the next message, waiting until `deadline` (ms,
+   * `performance.now()` clock) or `signal`. Throws `PeerClosedError` at the
+   * end of the stream and {@link GstProtocolError} for a malformed message
+   * (its descriptors closed; the connection is then unusable: close it).
+   */
+  async receive(deadline = Infinity, signal?: AbortSignal): Promise<GstMessage> {
+    for (;;) {
+      if (this.#closed) throw new ClosedError("unixfd connection", "receive");
+      throwIfAborted(signal);
+      const message = this.#tryReceive();
+      if (message) return message;
+      await this.#wait(LINUX.POLLIN, "receive", deadline, signal);
+    }
+  }
+
+  #tryReceive(): GstMessage | undefined {
+    for (;;) {
+      const want = Math.min(this.#framer.want(), this.#buffer.length);
+      const msghdr = new DataView(this.#msghdr.buffer);
+      encodeIovec(new DataView(this.#iov.buffer), 0, addressOf(this.#buffer), want);
+      encodeMsghdr(msghdr, {
+        name: 0n,
+        nameLength: 0,
+        iov: addressOf(this.#iov),
+        iovLength: 1,
+        control: addressOf(this.#control),
+        controlLength: this.#control.length,
+        flags: 0,
+      });
+      const n = Number(
+        libc().recvmsg(this.#fd, this.#msghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
+      );
+      if (n < 0) {
+        const errno = readErrno();
+        if (errno === ERRNO.EINTR) continue;
+        if (errno === ERRNO.EAGAIN) return undefined;
+        if (errno === ERRNO.ECONNRESET) throw this.#fail(new PeerClosedError());
+        throw this.#fail(systemError("recvmsg", errno));
+      }
+      const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
+      const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
+      const control = decodeControl(new DataView(this.#control.buffer), controlLength);
+      let framed;
+      try {
+        framed = this.#framer.feed(this.#buffer.subarray(0, n), control.fds);
+      } catch (error) {
+        throw this.#fail(error as Error);
+      }
+      if (flags & LINUX.MSG_CTRUNC || control.malformed) {
+        throw this.#fail(
+          new GstProtocolError(
+            "UNEXPECTED_FDS",
+            "control data truncated (more than 255 descriptors?)",
+          ),
+        );
+      }
+      if (n === 0 && control.fds.length === 0) {
+        throw this.#fail(
+          new PeerClosedError(
+            this.#framer.atBoundary
+              ? "the GStreamer side closed the connection"
+              : "the GStreamer side closed the connection in the middle of a message",
+          ),
+        );
+      }
+      if (!framed) continue;
+      try {
+        return this.role === "client"
+          ? decodeSinkMessage(framed.command, framed.payload, framed.fds)
+          : decodeClientMessage(framed.command, framed.payload, framed.fds);
+      } catch (error) {
+        for (const fd of framed.fds) closeQuietly(fd);
+        throw this.#fail(error as Error);
+      }
+    }
+  }
+
+  /** Closes every descriptor the framer still holds and passes `error` on. */
+  #fail(error: Error): Error {
+    for (const fd of this.#framer.takeFds()) closeQuietly(fd);
+    return error;
+  }
+
+  /**
+   * Sends `bytes` (one whole message) with `fds` attached to its first
+   * byte, waiting for room until `deadline`. The descriptors stay the
+   * caller's. Sends are serialized, so concurrent calls never interleave.
+   */
+  send(bytes: Uint8Array, fds: readonly number[] = [], deadline = Infinity): Promise<void> {
+    const previous = this.#sending;
+    const next = previous.then(
+      () => this.#send(bytes, fds, deadline),
+      () => this.#send(bytes, fds, deadline),
+    );
+    this.#sending = next.catch(() => {});
+    return next;
+  }
+
+  async #send(bytes: Uint8Array, fds: readonly number[], deadline: number): Promise<void> {
+    let sent = 0;
+    let withFds = fds.length > 0;
+    while (sent < bytes.length) {
+      if (this.#closed) throw new ClosedError("unixfd connection", "send");
+      const rest = bytes.subarray(sent);
+      encodeIovec(new DataView(this.#sendIov.buffer), 0, addressOf(rest), rest.length);
+      const controlLength = withFds ? encodeRights(new DataView(this.#sendControl.buffer), fds) : 0;
+      encodeMsghdr(new DataView(this.#sendMsghdr.buffer), {
+        name: 0n,
+        nameLength: 0,
+        iov: addressOf(this.#sendIov),
+        iovLength: 1,
+        control: withFds ? addressOf(this.#sendControl) : 0n,
+        controlLength,
+        flags: 0,
+      });
+      const n = Number(
+        libc().sendmsg(this.#fd, this.#sendMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL),
+      );
+      if (n >= 0) {
+        sent += n;
+        withFds = false; // the descriptors went with the first byte
+        continue;
+      }
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) {
+        await this.#wait(LINUX.POLLOUT, "send", deadline, undefined);
+        continue;
+      }
+      if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) {
+        throw new PeerClosedError("the GStreamer side closed the connection");
+      }
+      throw systemError("sendmsg", errno);
+    }
+  }
+
+  async #wait(events: number, operation: string, deadline: number, signal?: AbortSignal) {
+    this.#pendingWaits++;
+    try {
+      await waitReady(this.#fd, events, this.#wakeFd, operation, deadline, signal);
+    } finally {
+      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    }
+  }
+
+  /** Closes the connection and wakes pending calls. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    connectionFinalizer.unregister(this);
+    for (const fd of this.#framer.takeFds()) closeQuietly(fd);
+    wake(this.#wakeFd);
+    libc().shutdown(this.#fd, LINUX.SHUT_RDWR);
+    if (this.#pendingWaits === 0) this.#closeFds();
+  }
+
+  #closeFds(): void {
+    closeQuietly(this.#fd);
+    closeQuietly(this.#wakeFd);
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Connects to a `unixfdsink` at `address` and checks its credentials with
+ * `allowPeer`. Retries while nothing listens yet (ENOENT / ECONNREFUSED)
+ * until `deadline`, so a bridge may start before its pipeline.
+ */
+export async function connectUnixFd(
+  address: string,
+  allowPeer: PeerPredicate,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<UnixFdConnection> {
+  const target = unixFdAddress(address);
+  for (let backoff = 5;; backoff = Math.min(backoff * 2, 100)) {
+    throwIfAborted(signal);
+    const fd = check(
+      "socket",
+      libc().socket(LINUX.AF_UNIX, SOCK_STREAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0),
+    );
+    let errno = 0;
+    while (libc().connect(fd, target.bytes, target.length) !== 0) {
+      errno = readErrno();
+      if (errno !== ERRNO.EINTR) break;
+      errno = 0;
+    }
+    if (errno === 0) {
+      try {
+        const peer = peerCredentials(fd);
+        if (!allowPeer(peer)) {
+          throw new PeerRefusedError(
+            peer,
+            `connect(${target.display}): the unixfdsink runs as uid ${peer.uid} (pid ${peer.pid}), ` +
+              "which allowPeer refused",
+          );
+        }
+        return new UnixFdConnection(fd, peer, "client");
+      } catch (error) {
+        closeQuietly(fd);
+        throw error;
+      }
+    }
+    closeQuietly(fd);
+    const retry = errno === ERRNO.ENOENT || errno === ERRNO.ECONNREFUSED || errno === ERRNO.EAGAIN;
+    if (!retry) throw systemError(`connect(${target.display})`, errno);
+    if (performance.now() + backoff > deadline) {
+      if (deadline === Infinity || deadline <= performance.now()) {
+        throw systemError(`connect(${target.display})`, errno);
+      }
+      throw new TimeoutError(`connect(${target.display})`, Math.round(backoff));
+    }
+    await new Promise((resolve) => setTimeout(resolve, backoff));
+  }
+}
+
+const listenerFinalizer = new FinalizationRegistry<{ fd: number; wakeFd: number; path?: string }>(
+  (r) => {
+    closeQuietly(r.fd);
+    closeQuietly(r.wakeFd);
+    if (r.path) libc().unlink(cString(r.path));
+  },
+);
+
+/** A listening unixfd socket for `unixfdsrc` clients, admitting them by `SO_PEERCRED`. */
+export class UnixFdServer {
+  /** The address as given (`@name` or a path). */
+  readonly address: string;
+  readonly #r: { fd: number; wakeFd: number; path?: string };
+  readonly #allowPeer: PeerPredicate;
+  #closed = false;
+  #pendingWaits = 0;
+
+  /** Binds and listens on `address`; a path socket is created with mode 0600 and removed on close. */
+  constructor(address: string, allowPeer: PeerPredicate) {
+    const target = unixFdAddress(address);
+    const lib = libc();
+    const fd = check(
+      "socket",
+      lib.socket(LINUX.AF_UNIX, SOCK_STREAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0),
+    );
+    let bound = false;
+    let wakeFd = -1;
+    try {
+      if (lib.bind(fd, target.bytes, target.length) < 0) {
+        const errno = readErrno();
+        if (errno === ERRNO.EADDRINUSE && target.path && isStale(target)) {
+          lib.unlink(cString(target.path));
+          check(`bind(${target.display})`, lib.bind(fd, target.bytes, target.length));
+        } else {
+          throw systemError(`bind(${target.display})`, errno);
+        }
+      }
+      bound = true;
+      if (target.path) check("chmod", lib.chmod(cString(target.path), 0o600));
+      check("listen", lib.listen(fd, 64));
+      wakeFd = newEventFd();
+    } catch (error) {
+      closeQuietly(fd);
+      if (bound && target.path) lib.unlink(cString(target.path));
+      throw error;
+    }
+    this.address = address;
+    this.#r = { fd, wakeFd, path: target.path };
+    this.#allowPeer = allowPeer;
+    listenerFinalizer.register(this, this.#r, this);
+  }
+
+  /** Accepts the next admitted client (refused ones are disconnected and skipped). */
+  async accept(signal?: AbortSignal): Promise<UnixFdConnection> {
+    for (;;) {
+      if (this.#closed) throw new ClosedError("unixfd server", "accept");
+      throwIfAborted(signal);
+      const fd = libc().accept4(this.#r.fd, null, null, LINUX.SOCK_CLOEXEC | LINUX.SOCK_NONBLOCK);
+      if (fd < 0) {
+        const errno = readErrno();
+        if (errno === ERRNO.EAGAIN) {
+          await this.#wait(signal);
+          continue;
+        }
+        if (errno === ERRNO.EINTR || errno === 103 /* ECONNABORTED */) continue;
+        throw systemError("accept4", errno);
+      }
+      try {
+        const peer = peerCredentials(fd);
+        if (!this.#allowPeer(peer)) {
+          closeQuietly(fd);
+          continue;
+        }
+        return new UnixFdConnection(fd, peer, "server");
+      } catch (error) {
+        closeQuietly(fd);
+        throw error;
+      }
+    }
+  }
+
+  async #wait(signal?: AbortSignal): Promise<void> {
+    this.#pendingWaits++;
+    try {
+      await waitReady(this.#r.fd, LINUX.POLLIN, this.#r.wakeFd, "accept", Infinity, signal);
+    } finally {
+      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    }
+  }
+
+  /** Stops listening (removing a path socket) and wakes a pending accept. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    listenerFinalizer.unregister(this);
+    if (this.#r.path) libc().unlink(cString(this.#r.path));
+    wake(this.#r.wakeFd);
+    libc().shutdown(this.#r.fd, LINUX.SHUT_RDWR);
+    if (this.#pendingWaits === 0) this.#closeFds();
+  }
+
+  #closeFds(): void {
+    closeQuietly(this.#r.fd);
+    closeQuietly(this.#r.wakeFd);
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+function isStale(target: { bytes: Uint8Array; length: number }): boolean {
+  const probe = libc().socket(
+    LINUX.AF_UNIX,
+    SOCK_STREAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC,
+    0,
+  );
+  if (probe < 0) return false;
+  try {
+    return libc().connect(probe, target.bytes, target.length) !== 0 &&
+      readErrno() === ERRNO.ECONNREFUSED;
+  } finally {
+    closeQuietly(probe);
+  }
+}

@@ -1,0 +1,375 @@
+/**
+ * Linux only: the to-gst bridge. Serves surfaceport frames on a unixfd
+ * socket, as `unixfdsink` would, so that `unixfdsrc socket-path=…` reads
+ * them.
+ *
+ * GStreamer 1.26 drops a serialized GstVideoMeta (fixed in 1.27.2), so a
+ * `unixfdsrc` assumes its default layout: rows rounded up to 4 bytes, planes
+ * back to back. A frame already laid out so (surfaceport's 64-byte rows
+ * coincide for BGRA/RGBA widths that are multiples of 16, NV12/I420/GRAY8
+ * widths that are multiples of 64 or 128 with no gap between planes) goes
+ * out as the very memfd, no copy. Any other frame is copied once into a
+ * memfd in GStreamer's layout, and counted in {@link ToGstStats.copies}.
+ *
+ * In-use tracking survives the bridge: each client gets its own OFD-locked
+ * description of the memfd (so the producer's pool sees the frame in use as
+ * long as GStreamer maps it, even if the bridge dies), and the bridge holds
+ * the surfaceport frame until every client sent RELEASE_BUFFER for it or
+ * disconnected. At most `maxOutstanding` frames are held; beyond that, new
+ * frames are dropped (closed at once) and counted.
+ *
+ * @module
+ */
+
+import type { PeerPredicate } from "../backend.ts";
+import type { PeerCredentials } from "../errors.ts";
+import { alignUp, type SurfaceGeometry } from "../geometry.ts";
+import { closeQuietly, libc } from "../linux/libc.ts";
+import { backend } from "../platform.ts";
+import { backingOf, Surface } from "../surface.ts";
+import { capsOf, defaultGstLayout, matchesDefaultLayout } from "./caps.ts";
+import { encodeCaps, encodeEos, encodeNewBuffer } from "./protocol.ts";
+import { type UnixFdConnection, UnixFdServer } from "./socket.ts";
+
+/** A received frame as the to-gst bridge needs it (`Frame` from a channel or a subscription). */
+export interface SurfaceFrame {
+  /** The frame's surface. */
+  readonly surface: Surface;
+  /** Closes the frame. */
+  close(): void;
+}
+
+/** Options of {@link GstSinkBridge.listen}. */
+export interface ToGstOptions {
+  /** Which unixfdsrc processes may connect; default: the same uid as this process. */
+  allowPeer?: (peer: PeerCredentials) => boolean;
+  /** Most frames held for GStreamer at once (default 8). */
+  maxOutstanding?: number;
+  /** Framerate to announce in the caps (default 0/1: variable). */
+  fps?: number;
+  /** Aborts {@link GstSinkBridge.run}. */
+  signal?: AbortSignal;
+}
+
+/** Counters of a to-gst bridge, for `watch`-style display. */
+export interface ToGstStats {
+  /** Frames taken from surfaceport. */
+  received: number;
+  /** Frames sent to GStreamer as the producer's own memory (no copy). */
+  zeroCopy: number;
+  /** Frames copied into GStreamer's layout first. */
+  copies: number;
+  /** Frames dropped: no client connected, or `maxOutstanding` held. */
+  dropped: number;
+  /** Frames every client gave back (RELEASE_BUFFER or disconnect). */
+  released: number;
+  /** Frames held right now. */
+  outstanding: number;
+  /** Connected unixfdsrc clients. */
+  clients: number;
+}
+
+interface Outstanding {
+  /** What to close once every client let go: the frame, or the copy's surface. */
+  close: () => void;
+  pending: Set<UnixFdConnection>;
+}
+
+interface CopySurface {
+  surface: Surface;
+  geometry: SurfaceGeometry;
+  busy: boolean;
+}
+
+const monotonic = new BigInt64Array(2);
+const monotonicBytes = new Uint8Array(monotonic.buffer);
+
+/** `CLOCK_MONOTONIC` in ns: unixfdsrc expects timestamps on that clock. */
+function monotonicNanos(): bigint {
+  libc().clock_gettime(1, /* CLOCK_MONOTONIC */ monotonicBytes);
+  return monotonic[0] * 1_000_000_000n + monotonic[1];
+}
+
+/** GStreamer's default layout as a surfaceport geometry, for the copy path's memfds. */
+function gstGeometry(source: SurfaceGeometry): SurfaceGeometry {
+  const layout = defaultGstLayout(source.format, source.width, source.height);
+  return {
+    width: source.width,
+    height: source.height,
+    format: source.format,
+    planes: layout.planes,
+    allocSize: alignUp(layout.size, 4096),
+  };
+}
+
+/**
+ * A unixfd server handing surfaceport frames to `unixfdsrc` clients.
+ * Create with {@link GstSinkBridge.listen}, then {@link run} over frames.
+ */
+export class GstSinkBridge {
+  readonly #server: UnixFdServer;
+  readonly #clients = new Set<UnixFdConnection>();
+  readonly #outstanding = new Map<bigint, Outstanding>();
+  readonly #copies: CopySurface[] = [];
+  readonly #maxOutstanding: number;
+  readonly #fps: number | undefined;
+  readonly #signal: AbortSignal | undefined;
+  readonly #message = new Uint8Array(256);
+  #caps: string | undefined;
+  #nextId = 1n;
+  #closed = false;
+  #accepting: Promise<void>;
+  #stats: ToGstStats = {
+    received: 0,
+    zeroCopy: 0,
+    copies: 0,
+    dropped: 0,
+    released: 0,
+    outstanding: 0,
+    clients: 0,
+  };
+
+  private constructor(server: UnixFdServer, options: ToGstOptions) {
+    this.#server = server;
+    this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
+    this.#fps = options.fps;
+    this.#signal = options.signal;
+    this.#accepting = this.#acceptLoop();
+  }
+
+  /**
+   * Listens on `socket` (`@name`: abstract, as `unixfdsrc
+   * socket-type=abstract socket-path=name`; else a path, created 0600 and
+   * removed on close) for `unixfdsrc` clients, admitting only the same uid
+   * by default.
+   */
+  static listen(socket: string, options: ToGstOptions = {}): GstSinkBridge {
+    const uid = backend().currentUid();
+    const allowPeer: PeerPredicate = options.allowPeer ?? ((peer) => peer.uid === uid);
+    return new GstSinkBridge(new UnixFdServer(socket, allowPeer), options);
+  }
+
+  /** The socket address served. */
+  get address(): string {
+    return this.#server.address;
+  }
+
+  /** A snapshot of the counters. */
+  get stats(): ToGstStats {
+    return { ...this.#stats, outstanding: this.#outstanding.size, clients: this.#clients.size };
+  }
+
+  /** Resolves once at least one client is connected (or rejects at `timeout` ms). */
+  async waitForClient(timeout = 10_000): Promise<void> {
+    const deadline = performance.now() + timeout;
+    while (this.#clients.size === 0) {
+      if (this.#closed) throw new Error("GstSinkBridge closed while waiting for a client");
+      if (performance.now() > deadline) {
+        throw new Error(`no unixfdsrc connected to ${this.address} within ${timeout} ms`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  /**
+   * Serves every frame of `frames` (a `Subscription`, a `Channel`, or any
+   * async iterable of frames) to the connected clients; sends EOS when it
+   * ends. Frames with no client connected are dropped.
+   */
+  async run(frames: AsyncIterable<SurfaceFrame>): Promise<void> {
+    for await (const frame of frames) {
+      if (this.#closed || this.#signal?.aborted) {
+        frame.close();
+        break;
+      }
+      await this.send(frame);
+    }
+    await this.endOfStream();
+  }
+
+  /** Serves one frame; takes ownership of it (closed when every client gave it back). */
+  async send(frame: SurfaceFrame): Promise<void> {
+    this.#stats.received++;
+    if (
+      this.#closed || this.#clients.size === 0 || this.#outstanding.size >= this.#maxOutstanding
+    ) {
+      this.#stats.dropped++;
+      frame.close();
+      return;
+    }
+    let surface: Surface;
+    let close: () => void;
+    try {
+      const geometry = frame.surface.geometry;
+      const caps = capsOf(geometry.format, geometry.width, geometry.height, this.#fps);
+      if (caps !== this.#caps) {
+        this.#caps = caps;
+        await this.#broadcast(encodeCaps(caps), []);
+      }
+      if (matchesDefaultLayout(geometry)) {
+        surface = frame.surface;
+        close = () => frame.close();
+        this.#stats.zeroCopy++;
+      } else {
+        const copy = this.#copyOf(frame.surface);
+        frame.close();
+        surface = copy.surface;
+        close = () => {
+          copy.busy = false;
+        };
+        this.#stats.copies++;
+      }
+    } catch (error) {
+      frame.close();
+      throw error;
+    }
+    const id = this.#nextId++;
+    const layout = defaultGstLayout(surface.format, surface.width, surface.height);
+    const message = encodeNewBuffer({
+      id,
+      pts: monotonicNanos(),
+      memories: [{ size: layout.size, offset: 0 }],
+    }, this.#message);
+    const entry: Outstanding = { close, pending: new Set() };
+    this.#outstanding.set(id, entry);
+    const backing = backingOf(surface, "GstSinkBridge.send");
+    for (const client of [...this.#clients]) {
+      // One locked description per client: GStreamer's mapping keeps the frame in use.
+      const handle = backing.exportHandle();
+      entry.pending.add(client);
+      try {
+        await client.send(message, [handle]);
+      } catch {
+        this.#dropClient(client);
+      } finally {
+        closeQuietly(handle);
+      }
+    }
+    this.#settle(id, entry);
+  }
+
+  /** Sends EOS to every client. */
+  async endOfStream(): Promise<void> {
+    await this.#broadcast(encodeEos(), []);
+  }
+
+  /** A copy of `source` in GStreamer's default layout, in a memfd the bridge reuses. */
+  #copyOf(source: Surface): CopySurface {
+    const target = gstGeometry(source.geometry);
+    let copy = this.#copies.find((c) =>
+      !c.busy && c.geometry.allocSize === target.allocSize && c.geometry.format === target.format &&
+      c.geometry.width === target.width && c.geometry.height === target.height && !c.surface.inUse
+    );
+    if (!copy) {
+      // Never more memfds than frames that can be outstanding, plus one being filled.
+      for (
+        let i = this.#copies.length - 1;
+        i >= 0 && this.#copies.length > this.#maxOutstanding;
+        i--
+      ) {
+        const c = this.#copies[i];
+        if (!c.busy && !c.surface.inUse) {
+          c.surface.close();
+          this.#copies.splice(i, 1);
+        }
+      }
+      const backing = backend().allocateSurface(target);
+      copy = {
+        surface: new Surface(backing, backing, false),
+        geometry: target,
+        busy: false,
+      };
+      this.#copies.push(copy);
+    }
+    copy.busy = true;
+    for (let p = 0; p < target.planes.length; p++) {
+      const from = source.bytes(p);
+      const to = copy.surface.bytes(p);
+      const s = source.planes[p];
+      const d = target.planes[p];
+      const row = d.width * d.bytesPerElement;
+      for (let y = 0; y < d.height; y++) {
+        to.set(from.subarray(y * s.bytesPerRow, y * s.bytesPerRow + row), y * d.bytesPerRow);
+      }
+    }
+    return copy;
+  }
+
+  async #broadcast(message: Uint8Array, fds: number[]): Promise<void> {
+    for (const client of [...this.#clients]) {
+      try {
+        await client.send(message, fds);
+      } catch {
+        this.#dropClient(client);
+      }
+    }
+  }
+
+  #settle(id: bigint, entry: Outstanding): void {
+    if (entry.pending.size > 0 || !this.#outstanding.has(id)) return;
+    this.#outstanding.delete(id);
+    this.#stats.released++;
+    entry.close();
+  }
+
+  #dropClient(client: UnixFdConnection): void {
+    if (!this.#clients.delete(client)) return;
+    client.close();
+    for (const [id, entry] of this.#outstanding) {
+      if (entry.pending.delete(client)) this.#settle(id, entry);
+    }
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (!this.#closed) {
+      let client: UnixFdConnection;
+      try {
+        client = await this.#server.accept(this.#signal);
+      } catch {
+        return; // closed or aborted
+      }
+      this.#clients.add(client);
+      if (this.#caps) {
+        client.send(encodeCaps(this.#caps)).catch(() => this.#dropClient(client));
+      }
+      this.#clientLoop(client);
+    }
+  }
+
+  async #clientLoop(client: UnixFdConnection): Promise<void> {
+    try {
+      for (;;) {
+        const message = await client.receive();
+        if (message.type !== "release-buffer") continue;
+        const entry = this.#outstanding.get(message.id);
+        // An id this client does not hold is a protocol error, as in unixfdsink: drop it.
+        if (!entry || !entry.pending.delete(client)) break;
+        this.#settle(message.id, entry);
+      }
+    } catch {
+      // disconnected or misbehaved
+    }
+    this.#dropClient(client);
+  }
+
+  /**
+   * Stops serving: disconnects every client (GStreamer then drops its
+   * buffers) and closes every held frame. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    for (const client of [...this.#clients]) this.#dropClient(client);
+    for (const entry of this.#outstanding.values()) entry.close();
+    this.#outstanding.clear();
+    for (const copy of this.#copies) copy.surface.close();
+    this.#copies.length = 0;
+    this.#accepting.catch(() => {});
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

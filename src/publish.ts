@@ -1,0 +1,532 @@
+/**
+ * One producer, many consumers: {@link publish} binds a name that any number
+ * of subscribers (`subscribe()` in `src/subscribe.ts`, or a C / Python peer
+ * speaking `docs/protocol.md`) connect to. Platform-neutral: it runs on the
+ * backend's connections and listeners, like `Channel` and `Listener`.
+ *
+ * Flow control is by credit (the "Publish / subscribe" section of
+ * `docs/protocol.md`): a subscriber's SUBSCRIBE names its policy and depth,
+ * and the publisher keeps at most `depth` frames in flight to it; each
+ * CREDIT returns some. When a subscriber has no credit, a "latest" one gets
+ * only the newest frame, held here (an older held frame is released and
+ * counted in `dropped`), and a "queue" one makes `send` wait. Every frame
+ * held for a subscriber holds its own capability, so the surface counts as
+ * in use until it is sent and released, or dropped.
+ *
+ * @module
+ */
+
+import type { BackendConnection, BackendListener } from "./backend.ts";
+import {
+  type ChannelOptions,
+  deadlineOf,
+  resolveLimits,
+  resolvePeerCheck,
+  type SendOptions,
+} from "./channel.ts";
+import {
+  ClosedError,
+  PeerClosedError,
+  type PeerCredentials,
+  throwIfAborted,
+  TimeoutError,
+} from "./errors.ts";
+import { backend, nowMicros as clockNow } from "./platform.ts";
+import { decodeControlMessage, type DeliveryPolicy, MESSAGE_SUBSCRIBE } from "./pubsub_wire.ts";
+import { register, type Registration } from "./registry.ts";
+import { backingOf, Surface } from "./surface.ts";
+import {
+  DEFAULT_MAX_META_BYTES,
+  encodeHeader,
+  encodeMeta,
+  HEADER_SIZE,
+  type Meta,
+} from "./wire.ts";
+
+/** Options of {@link publish}: those of `listen()`, plus what a publisher keeps. */
+export interface PublishOptions extends ChannelOptions {
+  /**
+   * Keep the most recent frame (one capability, so its surface stays in
+   * use until the next frame) and hand it to each new subscriber at once.
+   * Default true.
+   */
+  keepLast?: boolean;
+}
+
+/** What a publisher knows about one of its subscribers (a snapshot). */
+export interface SubscriberInfo {
+  /** The subscriber's process id, as the kernel reported it. */
+  pid: number;
+  /** Its effective user id. */
+  uid: number;
+  /** Its effective group id. */
+  gid: number;
+  /** Its delivery policy (`"latest"` until its SUBSCRIBE arrives, and for a plain peer). */
+  policy: DeliveryPolicy;
+  /** How many frames it allows in flight (0 for a plain peer: bounded by the socket only). */
+  depth: number;
+  /** Frames handed to it that it has not returned a credit for yet. */
+  queued: number;
+  /** Frames dropped for it: replaced by a newer one ("latest"), or withdrawn after `send` timed out. */
+  dropped: number;
+  /** Frames handed to it. */
+  sent: number;
+  /** Frames held by the publisher for it, not handed over yet. */
+  waiting: number;
+  /**
+   * `"subscribed"` after its SUBSCRIBE; `"pending"` before (for up to
+   * 500 ms); `"plain"` for a peer that sent none in time — it gets every
+   * frame while its socket has room, like "latest" without credits.
+   */
+  state: "pending" | "subscribed" | "plain";
+}
+
+/** How long a new subscriber has to send SUBSCRIBE before it counts as a plain peer (ms). */
+export const SUBSCRIBE_GRACE_MS = 500;
+
+/** A frame on its way to one subscriber: the shared message bytes and its own capability. */
+interface Outgoing {
+  message: Uint8Array;
+  /** Owned here until sent (the backend then owns it) or released. */
+  handle: number;
+  /** The `send()` waiting for it (queue policy only). */
+  batch?: SendBatch;
+}
+
+/** One `send()` waiting for its frame to reach every "queue" subscriber. */
+class SendBatch {
+  remaining = 0;
+  readonly promise: Promise<void>;
+  readonly deadline: number;
+  readonly signal: AbortSignal | undefined;
+  #resolve!: () => void;
+  #reject!: (error: unknown) => void;
+  #settled = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #onAbort: (() => void) | undefined;
+  /** Frames still held in some subscriber's queue, withdrawn if this batch fails. */
+  readonly items: { subscriber: SubscriberState; item: Outgoing }[] = [];
+
+  constructor(deadline: number, timeout: number | undefined, signal: AbortSignal | undefined) {
+    this.deadline = deadline;
+    this.signal = signal;
+    this.promise = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    if (timeout !== undefined) {
+      this.#timer = setTimeout(
+        () => this.fail(new TimeoutError("send", timeout)),
+        Math.max(0, deadline - performance.now()),
+      );
+    }
+    if (signal) {
+      this.#onAbort = () => this.fail(signal.reason);
+      signal.addEventListener("abort", this.#onAbort, { once: true });
+    }
+  }
+
+  add(subscriber: SubscriberState, item: Outgoing): void {
+    this.remaining++;
+    this.items.push({ subscriber, item });
+  }
+
+  /** One subscriber has it (or is gone). */
+  done(): void {
+    if (--this.remaining === 0) this.#settle();
+  }
+
+  /** Withdraws the frame from every queue that still holds it and rejects `send`. */
+  fail(error: unknown): void {
+    if (this.#settled) return;
+    for (const { subscriber, item } of this.items) {
+      const at = subscriber.queue.indexOf(item);
+      if (at < 0) continue;
+      subscriber.queue.splice(at, 1);
+      subscriber.dropped++;
+      backend().releaseHandle(item.handle);
+    }
+    this.#settle(error);
+  }
+
+  #settle(error?: unknown): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    clearTimeout(this.#timer);
+    if (this.#onAbort) this.signal!.removeEventListener("abort", this.#onAbort);
+    this.items.length = 0;
+    if (error === undefined) this.#resolve();
+    else this.#reject(error);
+  }
+}
+
+/** The publisher's state for one connected subscriber. */
+class SubscriberState {
+  readonly connection: BackendConnection;
+  state: SubscriberInfo["state"] = "pending";
+  policy: DeliveryPolicy = "latest";
+  depth = 1;
+  inFlight = 0;
+  sent = 0;
+  dropped = 0;
+  /** The newest frame not handed over yet ("latest", pending and plain subscribers). */
+  pending: Outgoing | undefined;
+  /** Frames not handed over yet, in order ("queue" subscribers). */
+  readonly queue: Outgoing[] = [];
+  sending = false;
+  closed = false;
+  graceTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(connection: BackendConnection) {
+    this.connection = connection;
+  }
+
+  get peer(): PeerCredentials {
+    return this.connection.peer;
+  }
+
+  /** May a frame go out now? */
+  get hasCredit(): boolean {
+    return this.state === "plain" || (this.state === "subscribed" && this.inFlight < this.depth);
+  }
+
+  info(): SubscriberInfo {
+    const { pid, uid, gid } = this.connection.peer;
+    return {
+      pid,
+      uid,
+      gid,
+      policy: this.policy,
+      depth: this.state === "plain" ? 0 : this.depth,
+      queued: this.inFlight,
+      dropped: this.dropped,
+      sent: this.sent,
+      waiting: this.queue.length + (this.pending ? 1 : 0),
+      state: this.state,
+    };
+  }
+}
+
+/**
+ * A bound name that hands each frame to every current subscriber. Create
+ * one with {@link publish}. While open it keeps the process running (it
+ * waits for subscribers, like a server): close it when done.
+ */
+export class Publisher<M = unknown> {
+  /** The name it was bound under. */
+  readonly name: string;
+  /** The bound address: `@surfaceport/NAME` (abstract), a socket path, or the bootstrap name. */
+  readonly address: string;
+  readonly #listener: BackendListener;
+  readonly #registration: Registration | undefined;
+  readonly #subscribers = new Set<SubscriberState>();
+  readonly #keepLast: boolean;
+  #last: Outgoing | undefined;
+  #sequence = 0n;
+  #closed = false;
+
+  /** @ignore */
+  constructor(
+    name: string,
+    listener: BackendListener,
+    registration: Registration | undefined,
+    keepLast: boolean,
+  ) {
+    this.name = name;
+    this.address = listener.address;
+    this.#listener = listener;
+    this.#registration = registration;
+    this.#keepLast = keepLast;
+    this.#acceptLoop();
+  }
+
+  /** True once {@link close} has run. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The current subscribers (a snapshot). */
+  get subscribers(): SubscriberInfo[] {
+    return [...this.#subscribers].map((s) => s.info());
+  }
+
+  /**
+   * Hands `surface` to every current subscriber, each with its own
+   * capability, so a pool sees the surface in use until every one of them
+   * let go (or died). The caller's surface stays open.
+   *
+   * Resolves once the frame is handed to every "queue" subscriber, and
+   * handed to or held for every "latest" one (a held frame goes out when
+   * that subscriber returns a credit, unless a newer frame replaces it):
+   * "latest" subscribers never make it wait. `timeout` / `signal` bound
+   * the wait for "queue" subscribers; on expiry the frame is withdrawn from
+   * those that have not got it and the promise rejects (`TimeoutError`, or
+   * the signal's reason). A subscriber that goes away meanwhile counts as
+   * served. Every subscriber sees the same `sequence` for a frame.
+   */
+  send(surface: Surface, meta?: M, options: SendOptions = {}): Promise<void> {
+    try {
+      if (this.#closed) throw new ClosedError("publisher", "send");
+      if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
+      const deadline = deadlineOf("send", options.timeout);
+      throwIfAborted(options.signal);
+      const timestamp = options.timestamp ?? clockNow();
+      if (typeof timestamp !== "number" || !(Math.abs(Math.trunc(timestamp)) <= 2 ** 53 - 1)) {
+        throw new RangeError(`send: timestamp ${timestamp} is not a number within ±(2^53-1)`);
+      }
+      const encoded = encodeMeta(meta as Meta);
+      if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
+        throw new RangeError(
+          `send: metadata is ${encoded.bytes.length} bytes, the limit is ${DEFAULT_MAX_META_BYTES}`,
+        );
+      }
+      const backing = backingOf(surface, "send");
+      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
+      encodeHeader(
+        new DataView(message.buffer),
+        backing.geometry,
+        encoded.kind,
+        encoded.bytes.length,
+        this.#sequence++,
+        timestamp,
+      );
+      message.set(encoded.bytes, HEADER_SIZE);
+      const b = backend();
+      if (this.#keepLast) {
+        const handle = backing.exportHandle();
+        if (this.#last) b.releaseHandle(this.#last.handle);
+        this.#last = { message, handle };
+      }
+      let batch: SendBatch | undefined;
+      for (const subscriber of this.#subscribers) {
+        if (subscriber.closed) continue;
+        const item: Outgoing = { message, handle: backing.exportHandle() };
+        if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
+          batch ??= new SendBatch(deadline, options.timeout, options.signal);
+          item.batch = batch;
+          batch.add(subscriber, item);
+          subscriber.queue.push(item);
+        } else {
+          this.#hold(subscriber, item);
+        }
+        this.#pump(subscriber);
+      }
+      if (!batch || batch.remaining === 0) return Promise.resolve();
+      return batch.promise;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Holds `item` as the subscriber's newest frame, releasing (dropping) an older one. */
+  #hold(subscriber: SubscriberState, item: Outgoing): void {
+    if (subscriber.pending) {
+      backend().releaseHandle(subscriber.pending.handle);
+      subscriber.dropped++;
+    }
+    subscriber.pending = item;
+  }
+
+  async #acceptLoop(): Promise<void> {
+    for (let backoff = 10; !this.#closed;) {
+      let connection: BackendConnection;
+      try {
+        connection = await this.#listener.accept();
+        backoff = 10;
+      } catch {
+        if (this.#closed) return;
+        // e.g. EMFILE: try again a little later rather than spin or stop serving.
+        await new Promise((resolve) => setTimeout(resolve, backoff));
+        backoff = Math.min(backoff * 2, 1000);
+        continue;
+      }
+      if (this.#closed) {
+        connection.close();
+        return;
+      }
+      this.#admit(connection);
+    }
+  }
+
+  #admit(connection: BackendConnection): void {
+    const subscriber = new SubscriberState(connection);
+    this.#subscribers.add(subscriber);
+    if (this.#last) {
+      try {
+        const handle = backend().duplicateHandle(this.#last.handle);
+        subscriber.pending = { message: this.#last.message, handle };
+      } catch {
+        // out of descriptors: this subscriber starts with the next frame
+      }
+    }
+    subscriber.graceTimer = setTimeout(() => {
+      if (subscriber.state !== "pending") return;
+      subscriber.state = "plain";
+      this.#pump(subscriber);
+    }, SUBSCRIBE_GRACE_MS);
+    this.#registration?.update(this.#subscribers.size);
+    this.#controlLoop(subscriber);
+  }
+
+  /** Reads SUBSCRIBE and CREDIT messages until the subscriber goes away or misbehaves. */
+  async #controlLoop(subscriber: SubscriberState): Promise<void> {
+    try {
+      for (;;) {
+        const message = decodeControlMessage(
+          await subscriber.connection.receiveControl(Infinity),
+        );
+        if (subscriber.closed) return;
+        if (message.type === MESSAGE_SUBSCRIBE) {
+          if (subscriber.state === "subscribed") throw new Error("a second SUBSCRIBE");
+          clearTimeout(subscriber.graceTimer);
+          subscriber.policy = message.policy;
+          subscriber.depth = message.depth;
+          subscriber.inFlight = 0; // what a plain peer got so far counts as done
+          subscriber.state = "subscribed";
+          if (message.policy === "queue" && subscriber.pending) {
+            subscriber.queue.push(subscriber.pending);
+            subscriber.pending = undefined;
+          }
+        } else {
+          if (subscriber.state !== "subscribed") throw new Error("CREDIT before SUBSCRIBE");
+          subscriber.inFlight = Math.max(0, subscriber.inFlight - message.count);
+        }
+        this.#pump(subscriber);
+      }
+    } catch {
+      // Gone (PeerClosedError), closed here, or a protocol violation: disconnect it.
+      this.#drop(subscriber);
+    }
+  }
+
+  /** Sends what the subscriber has credit for; one pump per subscriber at a time, never rejects. */
+  async #pump(subscriber: SubscriberState): Promise<void> {
+    if (subscriber.sending) return;
+    subscriber.sending = true;
+    try {
+      while (!subscriber.closed && subscriber.hasCredit) {
+        let item: Outgoing | undefined;
+        if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
+          item = subscriber.queue.shift();
+        } else {
+          item = subscriber.pending;
+          subscriber.pending = undefined;
+        }
+        if (!item) return;
+        subscriber.inFlight++; // before the wait: a credit may arrive while the kernel is full
+        const batch = item.batch;
+        try {
+          await subscriber.connection.send(
+            item.message,
+            item.handle,
+            batch?.deadline ?? Infinity,
+            batch?.signal,
+          );
+        } catch (error) {
+          subscriber.inFlight--;
+          if (error instanceof PeerClosedError || error instanceof ClosedError) {
+            batch?.done();
+            this.#drop(subscriber);
+            return;
+          }
+          if (batch) {
+            // This send() timed out or was aborted; the backend released the handle.
+            subscriber.dropped++;
+            batch.fail(error);
+            continue;
+          }
+          this.#drop(subscriber); // anything else: this subscriber cannot be served
+          return;
+        }
+        subscriber.sent++;
+        batch?.done();
+      }
+    } catch {
+      this.#drop(subscriber);
+    } finally {
+      subscriber.sending = false;
+    }
+  }
+
+  /** Disconnects a subscriber and releases everything held for it. Idempotent. */
+  #drop(subscriber: SubscriberState): void {
+    if (subscriber.closed) return;
+    subscriber.closed = true;
+    clearTimeout(subscriber.graceTimer);
+    this.#subscribers.delete(subscriber);
+    subscriber.connection.close();
+    const b = backend();
+    if (subscriber.pending) b.releaseHandle(subscriber.pending.handle);
+    subscriber.pending = undefined;
+    for (const item of subscriber.queue.splice(0)) {
+      b.releaseHandle(item.handle);
+      item.batch?.done(); // a subscriber that is gone does not hold up send()
+    }
+    if (!this.#closed) this.#registration?.update(this.#subscribers.size);
+  }
+
+  /**
+   * Stops publishing: unbinds the name, disconnects every subscriber (they
+   * see the publisher close) and releases every frame held for them; a
+   * pending `send` for "queue" subscribers resolves. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#registration?.remove(); // first: a registry entry never outlives the bound name
+    this.#listener.close();
+    for (const subscriber of [...this.#subscribers]) this.#drop(subscriber);
+    if (this.#last) backend().releaseHandle(this.#last.handle);
+    this.#last = undefined;
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Shows the name and the subscribers in `console.log`. */
+  [Symbol.for("Deno.customInspect")](): string {
+    return `Publisher(${JSON.stringify(this.name)}, ${
+      this.#closed ? "closed" : `${this.#subscribers.size} subscribers`
+    })`;
+  }
+}
+
+/**
+ * Binds `name` for publishing and returns a {@link Publisher} (bound when
+ * this returns). Any number of subscribers may connect, admitted by
+ * `allowPeer` exactly like `listen()` (default: same uid); names follow
+ * `listen()` (abstract socket or path on Linux, bootstrap name on macOS).
+ * The publisher is entered in this user's registry so that `list()` shows
+ * it with its subscriber count.
+ *
+ * @example
+ * ```ts
+ * import { publish, SurfacePool } from "@surfaceport/surfaceport";
+ *
+ * using publisher = publish("camera");
+ * using pool = new SurfacePool({ width: 1280, height: 720, maxSurfaces: 6 });
+ * for (let pts = 0; pts < 3; pts++) {
+ *   using surface = await pool.acquire({ timeout: 1000 });
+ *   surface.bytes().fill(pts);
+ *   await publisher.send(surface, { pts }); // never waits for "latest" subscribers
+ * }
+ * ```
+ */
+export function publish<M = unknown>(name: string, options: PublishOptions = {}): Publisher<M> {
+  const limits = resolveLimits(options);
+  if (options.keepLast !== undefined && typeof options.keepLast !== "boolean") {
+    throw new TypeError("keepLast must be a boolean");
+  }
+  const listener = backend().listen(name, resolvePeerCheck(options), limits);
+  let registration: Registration | undefined;
+  try {
+    registration = register("publisher", name, listener.address, 0);
+    return new Publisher<M>(name, listener, registration, options.keepLast ?? true);
+  } catch (error) {
+    registration?.remove();
+    listener.close();
+    throw error;
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * The two control messages of publish/subscribe, sent by a subscriber to
+ * its publisher on the same connection that carries the frames (see the
+ * "Publish / subscribe" section of `docs/protocol.md`, the normative text).
+ *
+ * Both are 16 bytes, little-endian, and carry no handle:
+ *
+ * | offset | size | SUBSCRIBE (type 2)           | CREDIT (type 3)         |
+ * |---|---|---|---|
+ * | 0 | 4 | magic `SPRT` | magic `SPRT` |
+ * | 4 | 2 | version 1 | version 1 |
+ * | 6 | 2 | type 2 | type 3 |
+ * | 8 | 2 | size 16 | size 16 |
+ * | 10 | 2 | policy: 1 latest, 2 queue | 0 |
+ * | 12 | 4 | depth, 1 to 64 | frames done, 1 to 64 |
+ *
+ * @module
+ */
+
+import { ProtocolError } from "./errors.ts";
+import { WIRE_MAGIC, WIRE_VERSION } from "./wire.ts";
+
+/** Message type of SUBSCRIBE: the subscriber's policy and depth (first message, once). */
+export const MESSAGE_SUBSCRIBE = 2;
+/** Message type of CREDIT: the subscriber is done with this many frames. */
+export const MESSAGE_CREDIT = 3;
+/** Size of either control message. */
+export const CONTROL_SIZE = 16;
+/** The largest depth (and credit count) a publisher accepts. */
+export const MAX_DEPTH = 64;
+/** Policy code of "latest" on the wire. */
+export const POLICY_LATEST = 1;
+/** Policy code of "queue" on the wire. */
+export const POLICY_QUEUE = 2;
+
+/** What a subscriber asks for. */
+export type DeliveryPolicy = "latest" | "queue";
+
+/** A decoded control message. */
+export type ControlMessage =
+  | { type: typeof MESSAGE_SUBSCRIBE; policy: DeliveryPolicy; depth: number }
+  | { type: typeof MESSAGE_CREDIT; count: number };
+
+function encode(type: number, field: number, value: number): Uint8Array {
+  const bytes = new Uint8Array(CONTROL_SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, WIRE_MAGIC, true);
+  view.setUint16(4, WIRE_VERSION, true);
+  view.setUint16(6, type, true);
+  view.setUint16(8, CONTROL_SIZE, true);
+  view.setUint16(10, field, true);
+  view.setUint32(12, value, true);
+  return bytes;
+}
+
+/** Encodes SUBSCRIBE with `policy` and `depth` (1 to {@link MAX_DEPTH}). */
+export function encodeSubscribe(policy: DeliveryPolicy, depth: number): Uint8Array {
+  return encode(MESSAGE_SUBSCRIBE, policy === "queue" ? POLICY_QUEUE : POLICY_LATEST, depth);
+}
+
+/** Encodes CREDIT for `count` frames (1 to {@link MAX_DEPTH}). */
+export function encodeCredit(count: number): Uint8Array {
+  return encode(MESSAGE_CREDIT, 0, count);
+}
+
+/** Decodes and checks a control message; throws {@link ProtocolError} for anything else. */
+export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
+  if (bytes.length < 8) {
+    throw new ProtocolError("SHORT_MESSAGE", `control message of ${bytes.length} bytes`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint32(0, true) !== WIRE_MAGIC) {
+    throw new ProtocolError("BAD_MAGIC", `control message does not start with "SPRT"`);
+  }
+  const version = view.getUint16(4, true);
+  if (version !== WIRE_VERSION) {
+    throw new ProtocolError("BAD_VERSION", `protocol version ${version}, this side speaks 1`);
+  }
+  const type = view.getUint16(6, true);
+  if (type !== MESSAGE_SUBSCRIBE && type !== MESSAGE_CREDIT) {
+    throw new ProtocolError("BAD_TYPE", `a subscriber sent message type ${type}`);
+  }
+  if (bytes.length !== CONTROL_SIZE || view.getUint16(8, true) !== CONTROL_SIZE) {
+    throw new ProtocolError(
+      "SHORT_MESSAGE",
+      `control message is ${bytes.length} bytes, expected ${CONTROL_SIZE}`,
+    );
+  }
+  const field = view.getUint16(10, true);
+  const value = view.getUint32(12, true);
+  if (value < 1 || value > MAX_DEPTH) {
+    throw new ProtocolError(
+      "BAD_CONTROL",
+      `${type === MESSAGE_SUBSCRIBE ? "depth" : "credit"} ${value} is not 1 to ${MAX_DEPTH}`,
+    );
+  }
+  if (type === MESSAGE_CREDIT) {
+    if (field !== 0) throw new ProtocolError("BAD_CONTROL", `CREDIT with reserved field ${field}`);
+    return { type, count: value };
+  }
+  if (field !== POLICY_LATEST && field !== POLICY_QUEUE) {
+    throw new ProtocolError("BAD_CONTROL", `unknown delivery policy ${field}`);
+  }
+  return { type, policy: field === POLICY_QUEUE ? "queue" : "latest", depth: value };
+}

@@ -1,0 +1,349 @@
+/**
+ * The consumer side of publish/subscribe: {@link subscribe} connects to a
+ * publisher, announces its policy and depth (SUBSCRIBE), and returns one
+ * credit per frame when the application asks for the next one (CREDIT), so
+ * that a "latest" subscriber that stops reading gets the newest frame when
+ * it reads again. See the "Publish / subscribe" section of
+ * `docs/protocol.md`.
+ *
+ * @module
+ */
+
+import type { BackendConnection, ConnectionLimits, PeerPredicate } from "./backend.ts";
+import {
+  abortableSleep,
+  type ChannelOptions,
+  connectBackend,
+  deadlineOf,
+  type Frame,
+  frameOf,
+  resolveLimits,
+  resolvePeerCheck,
+  type WaitOptions,
+} from "./channel.ts";
+import {
+  ClosedError,
+  PeerClosedError,
+  type PeerCredentials,
+  ProtocolError,
+  throwIfAborted,
+  TimeoutError,
+} from "./errors.ts";
+import { backend } from "./platform.ts";
+import {
+  CONTROL_SIZE,
+  type DeliveryPolicy,
+  encodeCredit,
+  encodeSubscribe,
+  MAX_DEPTH,
+} from "./pubsub_wire.ts";
+
+/** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
+export interface SubscribeOptions extends ChannelOptions {
+  /**
+   * `"latest"` (default): at most `depth` frames wait unconsumed; while
+   * this subscriber does not read, the publisher keeps only the newest
+   * frame for it (older ones are released and dropped) and is never slowed
+   * down. `"queue"`: every frame, in order; the publisher's `send` waits
+   * while this subscriber has `depth` frames it has not asked past.
+   */
+  policy?: DeliveryPolicy;
+  /** Frames in flight to this subscriber, 1 to 64 (default 1). */
+  depth?: number;
+  /**
+   * How long to wait for the publisher to appear, in ms (retrying while
+   * nothing is bound under the name). Without it, `subscribe` fails at once
+   * when no publisher is there.
+   */
+  timeout?: number;
+  /** Gives up when this signal aborts (the promise rejects with its reason). */
+  signal?: AbortSignal;
+  /**
+   * Survive publisher restarts: when the publisher goes away, `receive()`
+   * waits for the name to come back (bounded by its own `timeout`),
+   * subscribes again and continues. Frames published in between are
+   * missed; `frame.sequence` restarts with the new publisher's numbering,
+   * and `stats.reconnects` counts the restarts. Default false: `receive()`
+   * rejects with `PeerClosedError` and iteration ends.
+   */
+  reconnect?: boolean;
+}
+
+/** What a {@link Subscription} counted. */
+export interface SubscriptionStats {
+  /** Frames received. */
+  received: number;
+  /** Frames missed, as gaps in `frame.sequence` (per publisher: gaps across a restart are not counted). */
+  dropped: number;
+  /** Times it reconnected to a restarted publisher. */
+  reconnects: number;
+}
+
+/** A subscription to a publisher. Create one with {@link subscribe}. */
+export class Subscription<M = unknown> {
+  /** The publisher's name. */
+  readonly name: string;
+  readonly #policy: DeliveryPolicy;
+  readonly #depth: number;
+  readonly #reconnect: boolean;
+  readonly #allowPeer: PeerPredicate;
+  readonly #limits: ConnectionLimits;
+  readonly #closing = new AbortController();
+  readonly #credit = new Uint8Array(CONTROL_SIZE);
+  #connection: BackendConnection | undefined;
+  /** Frames received since the last CREDIT: returned when the application asks for the next one. */
+  #unacknowledged = 0;
+  #lastSequence = -1;
+  #received = 0;
+  #dropped = 0;
+  #reconnects = 0;
+  #closed = false;
+  #receiveTail: Promise<unknown> = Promise.resolve();
+
+  /** @ignore */
+  constructor(
+    name: string,
+    connection: BackendConnection,
+    policy: DeliveryPolicy,
+    depth: number,
+    reconnect: boolean,
+    allowPeer: PeerPredicate,
+    limits: ConnectionLimits,
+  ) {
+    this.name = name;
+    this.#connection = connection;
+    this.#policy = policy;
+    this.#depth = depth;
+    this.#reconnect = reconnect;
+    this.#allowPeer = allowPeer;
+    this.#limits = limits;
+  }
+
+  /** The current publisher's credentials; `undefined` while reconnecting. */
+  get publisher(): PeerCredentials | undefined {
+    return this.#connection?.peer;
+  }
+
+  /** Counters since {@link subscribe} (a snapshot). */
+  get stats(): SubscriptionStats {
+    return { received: this.#received, dropped: this.#dropped, reconnects: this.#reconnects };
+  }
+
+  /** True once {@link close} has run. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Receives the next frame: first returns the credits for the frames
+   * received before (so the publisher may send again), then waits. With
+   * "latest", a subscriber that did not read for a while gets the newest
+   * frame. Rejects with `TimeoutError`, the signal's reason, `ClosedError`,
+   * `ProtocolError` for a bad message (the subscription stays usable), or
+   * `PeerClosedError` when the publisher is gone (unless `reconnect`).
+   * Close each frame when done: the publisher's pool reuses its surface
+   * only after every subscriber let go.
+   */
+  receive(options: WaitOptions = {}): Promise<Frame<M>> {
+    try {
+      if (this.#closed) throw new ClosedError("subscription", "receive");
+      const deadline = deadlineOf("receive", options.timeout);
+      throwIfAborted(options.signal);
+      const run = () => this.#receive(deadline, options);
+      const result = this.#receiveTail.then(run, run);
+      this.#receiveTail = result.then(ignore, ignore);
+      return result;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #receive(deadline: number, options: WaitOptions): Promise<Frame<M>> {
+    for (;;) {
+      if (this.#closed) throw new ClosedError("subscription", "receive");
+      const connection = this.#connection ?? await this.#resubscribe(deadline, options);
+      try {
+        while (this.#unacknowledged > 0) {
+          const count = Math.min(this.#unacknowledged, MAX_DEPTH);
+          this.#credit.set(encodeCredit(count));
+          await connection.sendControl(this.#credit, deadline, options.signal);
+          this.#unacknowledged -= count;
+        }
+        let received;
+        try {
+          received = await connection.receive(deadline, options.signal);
+        } catch (error) {
+          if (error instanceof ProtocolError) this.#unacknowledged++; // it used a credit too
+          throw error;
+        }
+        this.#unacknowledged++;
+        const frame = frameOf<M>(received);
+        this.#received++;
+        if (this.#lastSequence >= 0 && frame.sequence > this.#lastSequence + 1) {
+          this.#dropped += frame.sequence - this.#lastSequence - 1;
+        }
+        this.#lastSequence = frame.sequence;
+        return frame;
+      } catch (error) {
+        if (error instanceof TimeoutError && options.timeout !== undefined) {
+          throw new TimeoutError("receive", options.timeout);
+        }
+        if (error instanceof PeerClosedError && this.#reconnect && !this.#closed) {
+          this.#connection = undefined;
+          connection.close();
+          continue;
+        }
+        if (error instanceof ClosedError && this.#closed) {
+          throw new ClosedError("subscription", "receive");
+        }
+        throw error;
+      }
+    }
+  }
+
+  /** Waits for the publisher's name to come back, until `deadline`, and subscribes again. */
+  async #resubscribe(deadline: number, options: WaitOptions): Promise<BackendConnection> {
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, this.#closing.signal])
+      : this.#closing.signal;
+    for (let backoff = 10;; backoff = Math.min(backoff * 2, 250)) {
+      if (this.#closed) throw new ClosedError("subscription", "receive");
+      throwIfAborted(options.signal);
+      let connection: BackendConnection | undefined;
+      try {
+        connection = await backend().connect(
+          this.name,
+          this.#allowPeer,
+          this.#limits,
+          deadline,
+          signal,
+        );
+        await connection.sendControl(encodeSubscribe(this.#policy, this.#depth), deadline, signal);
+        if (this.#closed) throw new ClosedError("subscription", "receive");
+        this.#connection = connection;
+        this.#reconnects++;
+        this.#unacknowledged = 0;
+        this.#lastSequence = -1; // a new publisher numbers its frames anew
+        return connection;
+      } catch (error) {
+        connection?.close();
+        if (this.#closed) throw new ClosedError("subscription", "receive");
+        if (!backend().nameAbsent(error) && !(error instanceof PeerClosedError)) throw error;
+      }
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) throw new TimeoutError("receive", options.timeout ?? 0);
+      try {
+        await abortableSleep(Math.min(backoff, remaining), signal);
+      } catch (error) {
+        if (this.#closed) throw new ClosedError("subscription", "receive");
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Yields frames until the subscription is closed, or the publisher goes
+   * away (without `reconnect`). A `ProtocolError` ends the iteration by
+   * throwing.
+   */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Frame<M>, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.receive();
+      } catch (error) {
+        if (error instanceof PeerClosedError || (error instanceof ClosedError && this.#closed)) {
+          return;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /** Disconnects; a pending `receive` rejects with `ClosedError`. Frames already received stay valid. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closing.abort(new ClosedError("subscription", "receive"));
+    this.#connection?.close();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Shows the name, policy and counters in `console.log`. */
+  [Symbol.for("Deno.customInspect")](): string {
+    const state = this.#closed ? "closed" : this.#connection ? "connected" : "reconnecting";
+    return `Subscription(${
+      JSON.stringify(this.name)
+    }, ${this.#policy}/${this.#depth}, ${state}, received ${this.#received}, dropped ${this.#dropped}, reconnects ${this.#reconnects})`;
+  }
+}
+
+/** Settles a queue tail without holding on to the value it settled with. */
+function ignore(): void {}
+
+/**
+ * Subscribes to the publisher bound under `name` (see `publish()`),
+ * checking its credentials with `allowPeer` (default: same uid). The first
+ * frame is the publisher's most recent one, if it kept it.
+ *
+ * Start order: with `timeout`, waits for the publisher to appear (retrying
+ * while nothing is bound under the name) and rejects with `TimeoutError`
+ * after `timeout` ms; without it, fails at once when there is no
+ * publisher, as `connect()` does.
+ *
+ * @example
+ * ```ts
+ * import { subscribe } from "@surfaceport/surfaceport";
+ *
+ * using subscription = await subscribe("camera", { policy: "latest", timeout: 5000 });
+ * for await (const frame of subscription) {
+ *   console.log(frame.sequence, frame.meta); // gaps: frames this slow consumer skipped
+ *   frame.close();
+ * }
+ * ```
+ */
+export async function subscribe<M = unknown>(
+  name: string,
+  options: SubscribeOptions = {},
+): Promise<Subscription<M>> {
+  const policy = options.policy ?? "latest";
+  if (policy !== "latest" && policy !== "queue") {
+    throw new TypeError(`subscribe: policy must be "latest" or "queue", got ${String(policy)}`);
+  }
+  const depth = options.depth ?? 1;
+  if (!Number.isInteger(depth) || depth < 1 || depth > MAX_DEPTH) {
+    throw new RangeError(`subscribe: depth must be an integer from 1 to ${MAX_DEPTH}`);
+  }
+  if (options.reconnect !== undefined && typeof options.reconnect !== "boolean") {
+    throw new TypeError("subscribe: reconnect must be a boolean");
+  }
+  const limits = resolveLimits(options);
+  const deadline = deadlineOf("subscribe", options.timeout);
+  const allowPeer = resolvePeerCheck(options);
+  const connection = await connectBackend(
+    name,
+    allowPeer,
+    limits,
+    options.timeout,
+    deadline,
+    options.signal,
+  );
+  try {
+    await connection.sendControl(encodeSubscribe(policy, depth), deadline, options.signal);
+  } catch (error) {
+    connection.close();
+    throw error;
+  }
+  return new Subscription<M>(
+    name,
+    connection,
+    policy,
+    depth,
+    options.reconnect ?? false,
+    allowPeer,
+    limits,
+  );
+}

@@ -1,0 +1,87 @@
+/**
+ * Real GStreamer 1.26 for the bridge tests: the Debian trixie chroot built
+ * (once, cached) by `scripts/gst-chroot.sh`, and `gst-launch-1.0` run in it
+ * with chroot(8), always killed and awaited.
+ *
+ * @module
+ */
+
+import { Child } from "./helpers.ts";
+
+const SCRIPT = new URL("../scripts/gst-chroot.sh", import.meta.url).pathname;
+
+/** Where the chroot is, or why the GStreamer tests cannot run here. */
+export type GstChroot = { root: string; reason?: undefined } | { root?: undefined; reason: string };
+
+async function findChroot(): Promise<GstChroot> {
+  if (Deno.build.os !== "linux") return { reason: "GStreamer bridge tests run on Linux only" };
+  try {
+    // Cached: returns at once once built. .ci/run builds it before the tests.
+    const out = await new Deno.Command(SCRIPT, { stdout: "piped", stderr: "piped" }).output();
+    const text = new TextDecoder();
+    if (!out.success) {
+      return {
+        reason: `scripts/gst-chroot.sh failed: ${
+          text.decode(out.stderr).trim().split("\n").at(-1)
+        }`,
+      };
+    }
+    return { root: text.decode(out.stdout).trim().split("\n").at(-1)! };
+  } catch (error) {
+    return { reason: `could not run scripts/gst-chroot.sh: ${(error as Error).message}` };
+  }
+}
+
+/** The chroot, found once per test process; prints why GStreamer tests skip when it is missing. */
+export const GST: GstChroot = await findChroot();
+if (GST.reason) console.log(`GStreamer tests skipped: ${GST.reason}`);
+
+/** Runs `gst-launch-1.0 -q ARGS` in the chroot (a {@link Child}: dispose to kill and await it). */
+export function gstLaunch(args: string[]): Child {
+  if (!GST.root) throw new Error(`no GStreamer chroot: ${GST.reason}`);
+  return new Child("chroot", [GST.root, "gst-launch-1.0", "-q", ...args], {
+    PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
+    GST_DEBUG: "1",
+    HOME: "/root",
+  });
+}
+
+/**
+ * Bind-mounts the host's `dir` over the same path in the chroot (so path
+ * sockets and files are shared) for the duration of `fn`, unmounting after.
+ */
+export async function withBindMount<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  if (!GST.root) throw new Error(`no GStreamer chroot: ${GST.reason}`);
+  const target = `${GST.root}${dir}`;
+  await Deno.mkdir(target, { recursive: true });
+  const mount = await new Deno.Command("mount", { args: ["--bind", dir, target], stderr: "piped" })
+    .output();
+  if (!mount.success) {
+    throw new Error(`mount --bind ${dir}: ${new TextDecoder().decode(mount.stderr)}`);
+  }
+  try {
+    return await fn();
+  } finally {
+    await new Deno.Command("umount", { args: ["-l", target] }).output();
+  }
+}
+
+/** A host path whose file the chroot's gst-launch writes under its `/tmp` (no mount needed). */
+export function chrootTmp(name: string): { inside: string; outside: string } {
+  return { inside: `/tmp/${name}`, outside: `${GST.root}/tmp/${name}` };
+}
+
+/** Waits for `promise` at most `ms`, else rejects naming `what`. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
