@@ -151,18 +151,26 @@ const fdNames: Uint8Array[] = [];
  */
 export function reopen(fd: number, flags: number = LINUX.O_RDWR): number {
   const lib = libc();
-  if (procFdDir === -1) {
-    const dir = lib.open(
-      cString("/proc/self/fd"),
-      LINUX.O_PATH | LINUX.O_DIRECTORY | LINUX.O_CLOEXEC,
-      0,
-    );
-    procFdDir = dir >= 0 ? dir : -2;
-  }
+  if (procFdDir === -1) openProcFdDirectory();
   const result = procFdDir >= 0
     ? lib.openat(procFdDir, fdNames[fd] ??= cString(String(fd)), flags | LINUX.O_CLOEXEC, 0)
     : lib.open(procFdPath(fd), flags | LINUX.O_CLOEXEC, 0);
   return check("open(/proc/self/fd)", result);
+}
+
+/**
+ * Opens the `/proc/self/fd` directory that {@link reopen} keeps for the life
+ * of the process, if it is not open yet (tests open it before taking a
+ * descriptor baseline).
+ */
+export function openProcFdDirectory(): void {
+  if (procFdDir !== -1) return;
+  const dir = libc().open(
+    cString("/proc/self/fd"),
+    LINUX.O_PATH | LINUX.O_DIRECTORY | LINUX.O_CLOEXEC,
+    0,
+  );
+  procFdDir = dir >= 0 ? dir : -2;
 }
 
 /**

@@ -43,6 +43,11 @@ class Poller {
   #fds = new Uint8Array(8 * POLLFD_SIZE);
   #fdsView = new DataView(this.#fds.buffer);
 
+  /** Makes the control eventfd now if it does not exist yet (it lives as long as the process). */
+  openControlFd(): void {
+    if (this.#controlFd < 0) this.#controlFd = newEventFd();
+  }
+
   add(waiter: Waiter): void {
     this.#waiters.add(waiter);
     if (this.#polling) wake(this.#controlFd);
@@ -56,7 +61,7 @@ class Poller {
   async #run(): Promise<void> {
     this.#running = true;
     try {
-      if (this.#controlFd < 0) this.#controlFd = newEventFd();
+      this.openControlFd();
       for (;;) {
         // Waits added in this same turn of the event loop join this round without a wake-up.
         await Promise.resolve();
@@ -120,6 +125,15 @@ class Poller {
 }
 
 const poller = new Poller();
+
+/**
+ * Opens the shared poll's control eventfd, which the first parked wait would
+ * open and which then stays for the life of the process (tests open it
+ * before taking a descriptor baseline).
+ */
+export function openPollerControlFd(): void {
+  poller.openControlFd();
+}
 
 /**
  * Waits (parked in the shared {@link Poller}) until `fd` is ready for
