@@ -496,3 +496,11 @@ if (jsonPath) {
   await Deno.writeTextFile(jsonPath, JSON.stringify(results, null, 2) + "\n");
   console.log(`json: ${jsonPath}`);
 }
+
+// Publishing one frame to 1, 2 and 4 subscribers (bench/publish.ts), its keys in the same JSON.
+const { runPublishBenchPinned } = await import("./publish.ts");
+const publishing = await runPublishBenchPinned({ quick, pin: !args.includes("--no-pin") });
+if (jsonPath) {
+  const merged = { ...JSON.parse(await Deno.readTextFile(jsonPath)), ...publishing };
+  await Deno.writeTextFile(jsonPath, JSON.stringify(merged, null, 2) + "\n");
+}

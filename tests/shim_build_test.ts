@@ -9,7 +9,13 @@
  */
 
 import assert from "node:assert/strict";
-import { PREBUILT_SHIM_SHA256, PREBUILT_SHIM_URL, verifyPrebuiltShim } from "../ffi/darwin.ts";
+import {
+  PREBUILT_SHIM_SHA256,
+  PREBUILT_SHIM_URL,
+  prebuiltShimPath,
+  type ShimDownload,
+  verifyPrebuiltShim,
+} from "../ffi/darwin.ts";
 import { LibraryLoadError } from "../src/errors.ts";
 import { checkAdhocSignature, fatSlices, minimumOs, sha256Hex } from "../tools/macho.ts";
 
@@ -50,6 +56,48 @@ Deno.test("prebuilt shim: the loader's SHA-256 check accepts the shipped file an
     await assert.rejects(
       () => verifyPrebuiltShim(`${dir}/missing.dylib`, "test"),
       LibraryLoadError,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prebuilt shim: from a remote package it is fetched through plug, verified, fetched again once if stale", async () => {
+  assert.equal(await prebuiltShimPath(), prebuilt); // a checkout: the file itself
+  const dir = await Deno.makeTempDir({ prefix: "surfaceport-plug-" });
+  try {
+    const good = `${dir}/good.dylib`, bad = `${dir}/bad.dylib`;
+    await Deno.copyFile(prebuilt, good);
+    const damaged = await Deno.readFile(prebuilt);
+    damaged[100] ^= 1;
+    await Deno.writeFile(bad, damaged);
+    const remote = new URL(
+      "https://jsr.io/@surfaceport/surfaceport/0.1.0/native/prebuilt/libsurfaceport_shim.dylib",
+    );
+    const calls: string[] = [];
+    const fake = (answers: string[]): () => Promise<ShimDownload> => () =>
+      Promise.resolve(({ name, url, cache }) => {
+        calls.push(`${name} ${url} ${cache}`);
+        const answer = answers.shift();
+        return answer === undefined
+          ? Promise.reject(new Error("offline"))
+          : Promise.resolve(answer);
+      });
+
+    assert.equal(await prebuiltShimPath(remote, fake([good])), good);
+    assert.deepEqual(calls.splice(0), [
+      "surfaceport_shim https://jsr.io/@surfaceport/surfaceport/0.1.0/native/prebuilt/ use",
+    ]);
+    // A damaged cache entry is fetched again, then used only if it verifies.
+    assert.equal(await prebuiltShimPath(remote, fake([bad, good])), good);
+    assert.deepEqual(calls.splice(0).map((c) => c.split(" ")[2]), ["use", "reload"]);
+    await assert.rejects(
+      () => prebuiltShimPath(remote, fake([bad, bad])),
+      (e: unknown) => e instanceof LibraryLoadError && /refusing to load it/.test(e.message),
+    );
+    await assert.rejects(
+      () => prebuiltShimPath(remote, fake([])),
+      (e: unknown) => e instanceof LibraryLoadError && /could not fetch/.test(e.message),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
