@@ -419,30 +419,19 @@ export async function verifyPrebuiltShim(path: string, source: string): Promise<
   }
 }
 
-type PlugDownload = (options: {
+/** `@denosaurs/plug`'s `download`: fetches `lib{name}.dylib` under `url` into its cache, returns the path. */
+export type ShimDownload = (options: {
   name: string;
   url: URL;
   cache?: "use" | "reload";
 }) => Promise<string>;
 
-/**
- * The shipped shim as a local file: the package's own file in a checkout;
- * for a remote package (JSR), a copy fetched from the package's URL and
- * cached by `@denosaurs/plug` (fetched again once if the cached copy does
- * not verify).
- */
-async function prebuiltShimPath(): Promise<string> {
-  if (PREBUILT_SHIM_URL.protocol === "file:") {
-    const path = decodeURIComponent(PREBUILT_SHIM_URL.pathname);
-    await verifyPrebuiltShim(path, "this package");
-    return path;
-  }
+async function importPlugDownload(): Promise<ShimDownload> {
   // Built from a variable so that no tool (deno check, deno test on Linux)
   // ever resolves or downloads it: only this line, on macOS, reaches it.
   const specifier = ["jsr:@denosaurs", "plug@^1"].join("/");
-  let download: PlugDownload;
   try {
-    ({ download } = await import(specifier) as { download: PlugDownload });
+    return (await import(specifier) as { download: ShimDownload }).download;
   } catch (cause) {
     throw new LibraryLoadError(
       `no local surfaceport shim (set ${SHIM_PATH_ENV} or run \`make -C native\`), ` +
@@ -450,24 +439,40 @@ async function prebuiltShimPath(): Promise<string> {
       { cause },
     );
   }
-  const url = new URL("./", PREBUILT_SHIM_URL);
+}
+
+/**
+ * The shipped shim at `url` as a verified local file: the package's own
+ * file in a checkout (`file:`); for a remote package (JSR), a copy fetched
+ * from the package's URL and cached by `@denosaurs/plug` (`getDownload`,
+ * a parameter for tests), fetched once more if the cached copy does not
+ * verify. Throws `LibraryLoadError` if no verified copy can be had.
+ */
+export async function prebuiltShimPath(
+  url: URL = PREBUILT_SHIM_URL,
+  getDownload: () => Promise<ShimDownload> = importPlugDownload,
+): Promise<string> {
+  if (url.protocol === "file:") {
+    const path = decodeURIComponent(url.pathname);
+    await verifyPrebuiltShim(path, "this package");
+    return path;
+  }
+  const download = await getDownload();
+  const name = url.pathname.split("/").pop()!.replace(/^lib/, "").replace(/\.dylib$/, "");
   const fetchShim = async (cache: "use" | "reload") => {
     try {
-      return await download({ name: "surfaceport_shim", url, cache });
+      return await download({ name, url: new URL("./", url), cache });
     } catch (cause) {
-      throw new LibraryLoadError(
-        `could not fetch the shipped surfaceport shim ${PREBUILT_SHIM_URL}`,
-        { cause },
-      );
+      throw new LibraryLoadError(`could not fetch the shipped surfaceport shim ${url}`, { cause });
     }
   };
   const cached = await fetchShim("use");
   try {
-    await verifyPrebuiltShim(cached, String(PREBUILT_SHIM_URL));
+    await verifyPrebuiltShim(cached, String(url));
     return cached;
   } catch {
     const fresh = await fetchShim("reload"); // a stale or damaged cache entry
-    await verifyPrebuiltShim(fresh, String(PREBUILT_SHIM_URL));
+    await verifyPrebuiltShim(fresh, String(url));
     return fresh;
   }
 }

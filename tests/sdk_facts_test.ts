@@ -59,6 +59,10 @@ Deno.test("sdk facts: the comparison reports every kind of difference", () => {
     /MACH_NEW_THING = 1: not in the facts/,
   );
   has(
+    one({ codec: { ...now.codec, kCVPixelFormatType_32BGRA: 0x52474241 } }),
+    /codec kCVPixelFormatType_32BGRA = 1380401729, the SDK says 1111970369/,
+  );
+  has(
     one({ codec: { ...now.codec, "sizeof(mach_msg_ool_descriptor_t)": 12 } }),
     /codec sizeof\(mach_msg_ool_descriptor_t\)/,
   );

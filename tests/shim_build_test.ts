@@ -9,7 +9,14 @@
  */
 
 import assert from "node:assert/strict";
-import { PREBUILT_SHIM_SHA256, PREBUILT_SHIM_URL, verifyPrebuiltShim } from "../ffi/darwin.ts";
+import { PREBUILT_SHIM_SOURCES_SHA256 } from "../ffi/darwin_prebuilt.ts";
+import {
+  PREBUILT_SHIM_SHA256,
+  PREBUILT_SHIM_URL,
+  prebuiltShimPath,
+  type ShimDownload,
+  verifyPrebuiltShim,
+} from "../ffi/darwin.ts";
 import { LibraryLoadError } from "../src/errors.ts";
 import { checkAdhocSignature, fatSlices, minimumOs, sha256Hex } from "../tools/macho.ts";
 
@@ -21,6 +28,20 @@ if (!sdk) console.log("shim build: cross-build test skipped: MACOS_SDK is not se
 Deno.test("prebuilt shim: the committed dylib's SHA-256 is the one ffi/darwin_prebuilt.ts holds", async () => {
   assert.equal(prebuilt, `${root}native/prebuilt/libsurfaceport_shim.dylib`);
   assert.equal(await sha256Hex(await Deno.readFile(prebuilt)), PREBUILT_SHIM_SHA256);
+});
+
+Deno.test("prebuilt shim: it was built from the committed native/shim.m, Makefile and stub script", async () => {
+  const sources = await Promise.all(
+    ["shim.m", "Makefile", "libsystem-stubs.sh"].map((f) => Deno.readFile(`${root}native/${f}`)),
+  );
+  const all = new Uint8Array(sources.reduce((n, s) => n + s.length, 0));
+  sources.reduce((at, s) => (all.set(s, at), at + s.length), 0);
+  assert.equal(
+    await sha256Hex(all),
+    PREBUILT_SHIM_SOURCES_SHA256,
+    "the shim's sources changed since native/prebuilt was built: run " +
+      "`make -C native prebuilt MACOS_SDK=…` (docs/macos.md) and commit native/prebuilt and ffi/darwin_prebuilt.ts",
+  );
 });
 
 Deno.test("prebuilt shim: universal arm64 + x86_64, minos 11.0, arm64 validly ad-hoc signed", async () => {
@@ -50,6 +71,48 @@ Deno.test("prebuilt shim: the loader's SHA-256 check accepts the shipped file an
     await assert.rejects(
       () => verifyPrebuiltShim(`${dir}/missing.dylib`, "test"),
       LibraryLoadError,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prebuilt shim: from a remote package it is fetched through plug, verified, fetched again once if stale", async () => {
+  assert.equal(await prebuiltShimPath(), prebuilt); // a checkout: the file itself
+  const dir = await Deno.makeTempDir({ prefix: "surfaceport-plug-" });
+  try {
+    const good = `${dir}/good.dylib`, bad = `${dir}/bad.dylib`;
+    await Deno.copyFile(prebuilt, good);
+    const damaged = await Deno.readFile(prebuilt);
+    damaged[100] ^= 1;
+    await Deno.writeFile(bad, damaged);
+    const remote = new URL(
+      "https://jsr.io/@surfaceport/surfaceport/0.1.0/native/prebuilt/libsurfaceport_shim.dylib",
+    );
+    const calls: string[] = [];
+    const fake = (answers: string[]): () => Promise<ShimDownload> => () =>
+      Promise.resolve(({ name, url, cache }) => {
+        calls.push(`${name} ${url} ${cache}`);
+        const answer = answers.shift();
+        return answer === undefined
+          ? Promise.reject(new Error("offline"))
+          : Promise.resolve(answer);
+      });
+
+    assert.equal(await prebuiltShimPath(remote, fake([good])), good);
+    assert.deepEqual(calls.splice(0), [
+      "surfaceport_shim https://jsr.io/@surfaceport/surfaceport/0.1.0/native/prebuilt/ use",
+    ]);
+    // A damaged cache entry is fetched again, then used only if it verifies.
+    assert.equal(await prebuiltShimPath(remote, fake([bad, good])), good);
+    assert.deepEqual(calls.splice(0).map((c) => c.split(" ")[2]), ["use", "reload"]);
+    await assert.rejects(
+      () => prebuiltShimPath(remote, fake([bad, bad])),
+      (e: unknown) => e instanceof LibraryLoadError && /refusing to load it/.test(e.message),
+    );
+    await assert.rejects(
+      () => prebuiltShimPath(remote, fake([])),
+      (e: unknown) => e instanceof LibraryLoadError && /could not fetch/.test(e.message),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -35,6 +35,7 @@ import {
   MACH_MSG_TRAILER_SIZE,
 } from "../src/darwin/structs.ts";
 import { coreFoundation, coreVideo, ioSurface, libSystem } from "../ffi/darwin.ts";
+import { fourccOf, PIXEL_FORMATS, type PixelFormat } from "../src/geometry.ts";
 import { sectionBytes } from "./macho.ts";
 
 /** The architectures facts are extracted for. */
@@ -44,6 +45,22 @@ export type Architecture = typeof ARCHITECTURES[number];
 
 /** The committed facts file, relative to the repository root. */
 export const FACTS_PATH = "native/sdk-facts.json";
+
+/** The CoreVideo constant of each pixel format surfaceport writes. */
+const CORE_VIDEO_FORMATS: Readonly<Record<PixelFormat, string>> = {
+  BGRA: "kCVPixelFormatType_32BGRA",
+  RGBA: "kCVPixelFormatType_32RGBA",
+  L008: "kCVPixelFormatType_OneComponent8",
+  "420v": "kCVPixelFormatType_420YpCbCr8BiPlanarVideoRange",
+  "420f": "kCVPixelFormatType_420YpCbCr8BiPlanarFullRange",
+  y420: "kCVPixelFormatType_420YpCbCr8Planar",
+};
+
+function pixelFormatFacts(): Record<string, number> {
+  return Object.fromEntries(
+    PIXEL_FORMATS.map((format) => [CORE_VIDEO_FORMATS[format], fourccOf(format)]),
+  );
+}
 
 /**
  * Sizes and offsets the darwin codecs write with that `EXPECTED_ABI` does
@@ -65,6 +82,8 @@ export const CODEC_FACTS: Readonly<Record<string, number>> = {
   "offsetof(mach_msg_audit_trailer_t, msgh_trailer_size)": 4,
   "offsetof(mach_msg_audit_trailer_t, msgh_audit)": AUDIT_TRAILER_TOKEN_OFFSET,
   "sizeof(security_token_t)": 8,
+  // The pixel formats IOSurfaceCreate and the wire header are given (src/geometry.ts).
+  ...pixelFormatFacts(),
 };
 
 /**
