@@ -7,6 +7,7 @@
  */
 
 import type { Command } from "./command.ts";
+import { fromGst, toGst } from "./gst.ts";
 import { list } from "./list.ts";
 import { preview } from "./preview.ts";
 import { snapshot } from "./snapshot.ts";
@@ -20,4 +21,6 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   snapshot,
   preview,
   testcard,
+  "from-gst": fromGst,
+  "to-gst": toGst,
 };
