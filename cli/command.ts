@@ -30,6 +30,26 @@ export interface Command {
   run(args: string[], io: CommandIO): Promise<number>;
 }
 
+/**
+ * A command whose module is imported only when it runs (so `surfaceport
+ * list` never loads, say, GStreamer bindings): its one-line summary, and a
+ * loader.
+ */
+export interface LazyCommand {
+  /** One line for the command list of `surfaceport help`. */
+  summary: string;
+  /** Imports the command's module and returns the command. */
+  load(): Promise<Command>;
+}
+
+/**
+ * A {@link LazyCommand}: `lazy("summary", () => import("./x.ts").then((m) => m.x))`,
+ * one line in `COMMANDS`.
+ */
+export function lazy(summary: string, load: () => Promise<Command>): LazyCommand {
+  return { summary, load };
+}
+
 /** Bad command-line arguments: the dispatcher prints the message and the command's usage. */
 export class UsageError extends Error {
   /** Creates the error with what was wrong. */

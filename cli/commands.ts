@@ -1,26 +1,38 @@
 /**
  * The subcommands of the `surfaceport` command line, by name. To add one,
- * write a module exporting a `Command` and add one line to `COMMANDS` (plus
- * its import): e.g. `"from-gst": fromGst,`.
+ * write a module exporting a `Command` and add one line to `COMMANDS`:
+ *
+ * ```ts
+ * "from-gst": lazy("publish frames from a GStreamer pipeline", () => import("../gst/cli.ts").then((m) => m.fromGst)),
+ * ```
+ *
+ * (`lazy` imports the module only when that command runs).
  *
  * @module
  */
 
-import type { Command } from "./command.ts";
-import { fromGst, toGst } from "./gst.ts";
+import { type Command, lazy, type LazyCommand } from "./command.ts";
 import { list } from "./list.ts";
-import { preview } from "./preview.ts";
 import { snapshot } from "./snapshot.ts";
 import { testcard } from "./testcard.ts";
 import { watch } from "./watch.ts";
 
 /** Every subcommand, in the order `surfaceport help` lists them. */
-export const COMMANDS: Readonly<Record<string, Command>> = {
+export const COMMANDS: Readonly<Record<string, Command | LazyCommand>> = {
   list,
   watch,
   snapshot,
-  preview,
+  preview: lazy(
+    "a live view of a stream in the browser (serves 127.0.0.1)",
+    () => import("./preview.ts").then((m) => m.preview),
+  ),
   testcard,
-  "from-gst": fromGst,
-  "to-gst": toGst,
+  "from-gst": lazy(
+    "publish a GStreamer unixfdsink's frames as NAME (zero-copy)",
+    () => import("./gst.ts").then((m) => m.fromGst),
+  ),
+  "to-gst": lazy(
+    "serve NAME's frames to GStreamer unixfdsrc clients on SOCKET",
+    () => import("./gst.ts").then((m) => m.toGst),
+  ),
 };

@@ -13,11 +13,12 @@
  * @module
  */
 
-import { type CommandIO, UsageError } from "./command.ts";
+import type { Command, CommandIO, LazyCommand } from "./command.ts";
+import { UsageError } from "./command.ts";
 import { COMMANDS } from "./commands.ts";
 
-export type { Command, CommandIO } from "./command.ts";
-export { UsageError } from "./command.ts";
+export type { Command, CommandIO, LazyCommand } from "./command.ts";
+export { lazy, UsageError } from "./command.ts";
 export { COMMANDS } from "./commands.ts";
 
 function helpText(): string {
@@ -34,6 +35,10 @@ function helpText(): string {
     "surfaceport help COMMAND shows a command's options.",
     "",
   ].join("\n");
+}
+
+function resolve(entry: Command | LazyCommand): Promise<Command> {
+  return "load" in entry ? entry.load() : Promise.resolve(entry);
 }
 
 /** Writes to the real standard output and error; aborts `signal` on Ctrl-C / SIGTERM. */
@@ -67,16 +72,20 @@ export async function main(args: string[], io?: CommandIO): Promise<number> {
   const out = io ?? owned!;
   const [name, ...rest] = args;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
-    const about = rest[0] !== undefined ? COMMANDS[rest[0]] : undefined;
+    const entry = rest[0] !== undefined && Object.hasOwn(COMMANDS, rest[0])
+      ? COMMANDS[rest[0]]
+      : undefined;
+    const about = entry ? await resolve(entry) : undefined;
     if (about) await out.out(`${about.usage}\n`);
     else await out.out(helpText());
     return 0;
   }
-  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
-  if (!command) {
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!entry) {
     await out.err(`surfaceport: unknown command ${JSON.stringify(name)}\n\n${helpText()}`);
     return 2;
   }
+  const command = await resolve(entry);
   if (rest.includes("--help") || rest.includes("-h")) {
     await out.out(`${command.usage}\n`);
     return 0;

@@ -1,53 +1,30 @@
 /**
- * How the command line finds and opens streams. Until publish/subscribe
- * exists this speaks plain channels: a stream is a listener, and `list`
- * shows the surfaceport sockets Linux reports in `/proc/net/unix`.
+ * How the command line finds and opens streams: `list()` for the live
+ * endpoints; a publisher is subscribed to (newest frame first), a plain
+ * listener (`listen()`, e.g. a producer that accepts consumers) connected to
+ * as a channel.
  *
  * @module
  */
 
 import {
-  type Channel,
   connect,
+  type EndpointInfo,
   type Frame,
-  listen,
+  list,
   PeerClosedError,
   type PeerCredentials,
+  publish,
+  subscribe,
   type Surface,
 } from "../mod.ts";
 
 /** A live endpoint, as `list` shows it. */
-export interface Endpoint {
-  /** The name to watch, snapshot or preview. */
-  name: string;
-  /** "channel" (a listener) or "publisher". */
-  kind: "channel" | "publisher";
-  /** The owning process, when known. */
-  pid: number | undefined;
-  /** Current subscribers (publishers only). */
-  subscribers?: number;
-  /** The socket address. */
-  address: string;
-}
+export type Endpoint = EndpointInfo;
 
-/** The endpoints of this user on this machine. */
-export async function listEndpoints(): Promise<Endpoint[]> {
-  if (Deno.build.os !== "linux") return [];
-  const text = await Deno.readTextFile("/proc/net/unix");
-  const names = new Set<string>();
-  for (const line of text.split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    // Listening sockets: state 01 (unconnected) with the listening flag 00010000.
-    const path = fields[7];
-    if (!path?.startsWith("@surfaceport/") || fields[3] !== "00010000") continue;
-    names.add(path.slice("@surfaceport/".length));
-  }
-  return [...names].sort().map((name) => ({
-    name,
-    kind: "channel",
-    pid: undefined,
-    address: `@surfaceport/${name}`,
-  }));
+/** The live endpoints of this user on this machine, sorted by name. */
+export function listEndpoints(): Promise<Endpoint[]> {
+  return list();
 }
 
 /** Options of {@link openStream}. */
@@ -62,7 +39,9 @@ export interface OpenOptions {
 export interface Stream {
   /** The name it was opened with. */
   readonly name: string;
-  /** The producer's credentials. */
+  /** How it is received: a subscription to a publisher, or a channel to a listener. */
+  readonly kind: "subscription" | "channel";
+  /** The producer's credentials (`undefined` while a subscription reconnects). */
   readonly producer: PeerCredentials | undefined;
   /** Frames the transport dropped for this consumer (newest-frame policy). */
   readonly dropped: number;
@@ -72,15 +51,38 @@ export interface Stream {
   close(): void;
 }
 
-/** Opens the stream `name`. */
+/**
+ * Opens the stream `name`: subscribes (policy "latest", depth 1) unless
+ * `list()` shows `name` as a plain listener, which is connected to as a
+ * channel instead. Waits up to `timeout` for the name to appear.
+ */
 export async function openStream(name: string, options: OpenOptions = {}): Promise<Stream> {
-  const channel: Channel = await connect(name, options);
+  const endpoints = await list().catch(() => [] as Endpoint[]);
+  const listener = endpoints.some((e) => e.name === name && e.kind === "channel") &&
+    !endpoints.some((e) => e.name === name && e.kind === "publisher");
+  if (listener) {
+    const channel = await connect(name, options);
+    return {
+      name,
+      kind: "channel",
+      producer: channel.peer,
+      dropped: 0,
+      receive: (o) => channel.receive(o),
+      close: () => channel.close(),
+    };
+  }
+  const subscription = await subscribe(name, { policy: "latest", depth: 1, ...options });
   return {
     name,
-    producer: channel.peer,
-    dropped: 0,
-    receive: (o) => channel.receive(o),
-    close: () => channel.close(),
+    kind: "subscription",
+    get producer() {
+      return subscription.publisher;
+    },
+    get dropped() {
+      return subscription.stats.dropped;
+    },
+    receive: (o) => subscription.receive(o),
+    close: () => subscription.close(),
   };
 }
 
@@ -89,43 +91,25 @@ export function isEndOfStream(error: unknown): boolean {
   return error instanceof PeerClosedError;
 }
 
-/** A producer that hands each frame to every current consumer. */
+/** A producer that hands each frame to every current subscriber. */
 export interface Producer extends Disposable {
-  /** Sends `surface` to every consumer; a consumer that went away is dropped, not an error. */
+  /** Sends `surface` to every subscriber (a subscriber that went away is not an error). */
   send(surface: Surface, meta?: unknown): Promise<void>;
-  /** How many consumers are connected. */
+  /** How many subscribers are connected. */
   readonly consumers: number;
   /** Stops producing. Idempotent. */
   close(): void;
 }
 
-/** Starts producing under `name`. */
+/** Publishes under `name`. */
 export function openProducer(name: string): Producer {
-  const listener = listen(name);
-  const channels = new Set<Channel>();
-  (async () => {
-    for await (const channel of listener) channels.add(channel);
-  })().catch(() => {});
-  const close = () => {
-    listener.close();
-    for (const channel of channels) channel.close();
-    channels.clear();
-  };
+  const publisher = publish(name);
   return {
-    async send(surface, meta) {
-      await Promise.all([...channels].map(async (channel) => {
-        try {
-          await channel.send(surface, meta as never, { timeout: 1000 });
-        } catch {
-          channel.close();
-          channels.delete(channel);
-        }
-      }));
-    },
+    send: (surface, meta) => publisher.send(surface, meta as never),
     get consumers() {
-      return channels.size;
+      return publisher.subscribers.length;
     },
-    close,
-    [Symbol.dispose]: close,
+    close: () => publisher.close(),
+    [Symbol.dispose]: () => publisher.close(),
   };
 }

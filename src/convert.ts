@@ -121,6 +121,17 @@ function clampByte(fixed: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
+let lastIndices: { width: number; source: number; indices: Int32Array } | undefined;
+
+/** Nearest source column for each of `width` output columns over `source` columns (cached). */
+function sourceIndices(width: number, source: number): Int32Array {
+  if (lastIndices?.width === width && lastIndices.source === source) return lastIndices.indices;
+  const indices = new Int32Array(width);
+  for (let x = 0; x < width; x++) indices[x] = Math.floor(((2 * x + 1) * source) / (2 * width));
+  lastIndices = { width, source, indices };
+  return indices;
+}
+
 function checkSize(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < 1 || value > 32768) {
@@ -170,19 +181,19 @@ export function toRGBA(
   const format = surface.format;
   const planes = surface.planes;
   const scaled = width !== sw || height !== sh;
-  // Source column of output column x (nearest, sampling pixel centres).
-  const sourceX = (x: number) => scaled ? Math.floor(((2 * x + 1) * sw) / (2 * width)) : x;
+  // Source column of each output column (nearest, sampling pixel centres); identity unscaled.
+  const xs = sourceIndices(width, sw);
   const sourceY = (y: number) => scaled ? Math.floor(((2 * y + 1) * sh) / (2 * height)) : y;
 
   if (format === "BGRA" || format === "RGBA" || format === "L008") {
     const src = surface.bytes(0);
     const stride = planes[0].bytesPerRow;
-    const swap = format === "BGRA";
+    const [r, b] = format === "BGRA" ? [2, 0] : [0, 2];
     for (let y = 0, d = 0; y < height; y++) {
       const row = sourceY(y) * stride;
       if (format === "L008") {
         for (let x = 0; x < width; x++, d += 4) {
-          const v = src[row + sourceX(x)];
+          const v = src[row + xs[x]];
           out[d] = v;
           out[d + 1] = v;
           out[d + 2] = v;
@@ -190,10 +201,10 @@ export function toRGBA(
         }
       } else {
         for (let x = 0; x < width; x++, d += 4) {
-          const s = row + sourceX(x) * 4;
-          out[d] = src[swap ? s + 2 : s];
+          const s = row + xs[x] * 4;
+          out[d] = src[s + r];
           out[d + 1] = src[s + 1];
-          out[d + 2] = src[swap ? s : s + 2];
+          out[d + 2] = src[s + b];
           out[d + 3] = src[s + 3];
         }
       }
@@ -205,35 +216,49 @@ export function toRGBA(
   if (!Object.hasOwn(YCBCR_MATRICES, matrix)) {
     throw new RangeError(`toRGBA: unknown matrix ${JSON.stringify(matrix)}; use bt601 or bt709`);
   }
-  const t = tablesFor(matrix, rangeOf(format)!);
+  const { y: ty, rFromCr, gFromCb, gFromCr, bFromCb } = tablesFor(matrix, rangeOf(format)!);
   const luma = surface.bytes(0);
   const lumaStride = planes[0].bytesPerRow;
+  // Chroma as (plane, first byte, step per chroma sample) for Cb and Cr: NV12 interleaves them.
   const interleaved = format !== "y420";
   const cb = surface.bytes(1);
   const cr = interleaved ? cb : surface.bytes(2);
   const cbStride = planes[1].bytesPerRow;
   const crStride = interleaved ? cbStride : planes[2].bytesPerRow;
+  const step = interleaved ? 2 : 1;
+  const crOffset = interleaved ? 1 : 0;
   for (let y = 0, d = 0; y < height; y++) {
     const sy = sourceY(y);
     const lumaRow = sy * lumaStride;
     const cbRow = (sy >> 1) * cbStride;
-    const crRow = (sy >> 1) * crStride;
-    for (let x = 0; x < width; x++, d += 4) {
-      const sx = sourceX(x);
-      const cx = sx >> 1;
-      let u, v;
-      if (interleaved) {
-        u = cb[cbRow + cx * 2];
-        v = cb[cbRow + cx * 2 + 1];
-      } else {
-        u = cb[cbRow + cx];
-        v = cr[crRow + cx];
+    const crRow = (sy >> 1) * crStride + crOffset;
+    if (!scaled) {
+      // Two pixels share one chroma sample (4:2:0 widths are even).
+      for (let x = 0; x < width; x += 2, d += 8) {
+        const c = (x >> 1) * step;
+        const u = cb[cbRow + c], v = cr[crRow + c];
+        const rc = rFromCr[v], gc = gFromCb[u] + gFromCr[v], bc = bFromCb[u];
+        const y0 = ty[luma[lumaRow + x]], y1 = ty[luma[lumaRow + x + 1]];
+        out[d] = clampByte(y0 + rc);
+        out[d + 1] = clampByte(y0 + gc);
+        out[d + 2] = clampByte(y0 + bc);
+        out[d + 3] = 255;
+        out[d + 4] = clampByte(y1 + rc);
+        out[d + 5] = clampByte(y1 + gc);
+        out[d + 6] = clampByte(y1 + bc);
+        out[d + 7] = 255;
       }
-      const yy = t.y[luma[lumaRow + sx]];
-      out[d] = clampByte(yy + t.rFromCr[v]);
-      out[d + 1] = clampByte(yy + t.gFromCb[u] + t.gFromCr[v]);
-      out[d + 2] = clampByte(yy + t.bFromCb[u]);
-      out[d + 3] = 255;
+    } else {
+      for (let x = 0; x < width; x++, d += 4) {
+        const sx = xs[x];
+        const c = (sx >> 1) * step;
+        const u = cb[cbRow + c], v = cr[crRow + c];
+        const yy = ty[luma[lumaRow + sx]];
+        out[d] = clampByte(yy + rFromCr[v]);
+        out[d + 1] = clampByte(yy + gFromCb[u] + gFromCr[v]);
+        out[d + 2] = clampByte(yy + bFromCb[u]);
+        out[d + 3] = 255;
+      }
     }
   }
   return out;

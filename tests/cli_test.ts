@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { decode } from "fast-png";
-import { type PixelFormat, Surface } from "../mod.ts";
+import { listen, type PixelFormat, Surface } from "../mod.ts";
 import { CARD_BARS } from "../cli/testcard.ts";
 import { openProducer } from "../cli/source.ts";
 import { Browser, findChromium } from "./browser.ts";
@@ -61,15 +61,26 @@ Deno.test({
   ignore: !linux,
   async fn() {
     const name = uniqueName("cli-list");
-    await using _card = await testcard(name, "--width", "64", "--height", "32");
-    // Until list() exists, Linux's /proc/net/unix is the source, which Deno guards with -A.
-    const { code, stdout, stderr } = await runCli(["list"], 30000, ["run", "--allow-all"]);
+    await using card = await testcard(name, "--width", "64", "--height", "32");
+    const pid = card.process.pid;
+    const { code, stdout, stderr } = await runCli(["list"]);
     assert.equal(code, 0, stderr);
     const line = stdout.split("\n").find((l) => l.startsWith(`${name} `));
     assert.ok(line, `no line for ${name} in:\n${stdout}`);
-    const json = await runCli(["list", "--json"], 30000, ["run", "--allow-all"]);
+    assert.match(line, new RegExp(`^${name} +publisher +pid=${pid} subscribers=0$`));
+    // A plain listener is listed as a channel.
+    const channelName = uniqueName("cli-list-channel");
+    using _listener = listen(channelName);
+    const json = await runCli(["list", "--json"]);
     const entries = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
-    assert.ok(entries.some((e) => e.name === name && e.address.includes(name)), json.stdout);
+    assert.ok(
+      entries.some((e) => e.name === name && e.kind === "publisher" && e.pid === pid),
+      json.stdout,
+    );
+    assert.ok(
+      entries.some((e) => e.name === channelName && e.kind === "channel" && e.pid === Deno.pid),
+      json.stdout,
+    );
   },
 });
 
@@ -283,7 +294,8 @@ const chromium = linux ? findChromium() : { reason: "not Linux" };
 if (linux && !chromium.path) console.warn(`cli preview test skipped: ${chromium.reason}`);
 
 Deno.test({
-  name: "cli preview: headless Chromium shows the test card's colours and a moving frame counter",
+  name:
+    "cli preview: headless Chromium shows the test card's colours, a moving frame counter, and switches streams",
   ignore: !chromium.path,
   async fn() {
     const name = uniqueName("cli-preview");
@@ -354,5 +366,106 @@ Deno.test({
     const black = bottom.filter((p) => p.every((v) => v < 25)).length;
     assert.ok(white >= 30 && white <= 50, `box width ${white}`);
     assert.ok(white + black >= 310, `bottom row is black and white: ${white} + ${black}`);
+
+    // The page lists the names `list` shows and switches to another stream.
+    const other = uniqueName("cli-preview-other");
+    await using _other = await testcard(
+      other,
+      "--format",
+      "I420",
+      "--width",
+      "160",
+      "--height",
+      "120",
+    );
+    const text = (id: string) => browser.evaluate(`document.getElementById("${id}").textContent`);
+    const until = async (what: string, condition: () => Promise<boolean>) => {
+      const limit = performance.now() + 20000;
+      while (!(await condition())) {
+        if (performance.now() > limit) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    await until("the other name in the picker", async () =>
+      (await browser.evaluate(
+        `[...document.getElementById("names").options].map((o) => o.value).join("\\n")`,
+      ) as string).split("\n").includes(other));
+    await browser.evaluate(`(() => {
+      const select = document.getElementById("names");
+      select.value = ${JSON.stringify(other)};
+      select.dispatchEvent(new Event("change"));
+    })()`);
+    await until(
+      "the other stream's frames",
+      async () => await text("format") === "y420 160x120" && Number(await text("shown")) >= 3,
+    );
+    const switched = decode(await browser.screenshot());
+    const at = (x: number, y: number) => {
+      const o = (y * switched.width + x) * switched.channels;
+      return [switched.data[o], switched.data[o + 1], switched.data[o + 2]];
+    };
+    for (let bar = 0; bar < 8; bar++) {
+      const actual = at(bar * 20 + 10, 30);
+      assert.ok(
+        actual.every((v, c) => Math.abs(v - CARD_BARS[bar][c]) <= 12),
+        `after switching, bar ${bar}: screenshot ${actual}, card ${CARD_BARS[bar]}`,
+      );
+    }
+    assert.equal(
+      await browser.evaluate(`new URLSearchParams(location.search).get("name")`),
+      other,
+    );
+
+    // Ctrl-C ends the server cleanly with the page still connected.
+    server.process.kill("SIGINT");
+    assert.equal((await server.exit()).code, 0, server.stderr);
+  },
+});
+
+function hasScript(): boolean {
+  try {
+    return new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "cli watch: on a terminal the block is redrawn in place (util-linux script as the terminal)",
+  ignore: !linux || !hasScript(),
+  async fn() {
+    const name = uniqueName("cli-tty");
+    await using _card = await testcard(name, "--width", "64", "--height", "32", "--fps", "60");
+    const command = [
+      Deno.execPath(),
+      ...CLI_FLAGS,
+      CLI,
+      "watch",
+      name,
+      "--interval",
+      "100",
+      "--frames",
+      "40",
+    ]
+      .map((word) => `'${word}'`).join(" ");
+    const child = new Deno.Command("script", {
+      args: ["-qec", command, "/dev/null"],
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
+    const { code, stdout } = await child.output();
+    clearTimeout(timer);
+    // Escape sequences shown as "ESC" so the patterns need no control characters.
+    const out = new TextDecoder().decode(stdout).replaceAll("\x1b", "ESC");
+    assert.equal(code, 0, out);
+    assert.match(out, /ESC\[7A/, "moves the cursor up over the previous block");
+    assert.match(out, /ESC\[2K {2}format {4}BGRA 64x32/);
+    assert.match(out, /ESC\[2K {2}latency {3}p50 [\d.]+ ms {3}p99 [\d.]+ ms/);
+    assert.match(out, /stopped after 40 frames/);
+    assert.doesNotMatch(out, /^watching /m, "no plain-lines header on a terminal");
   },
 });
