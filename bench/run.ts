@@ -338,6 +338,14 @@ if (jsonPath) {
   console.log(`json: ${jsonPath}`);
 }
 
+// Publishing one frame to 1, 2 and 4 subscribers (bench/publish.ts), its keys in the same JSON.
+const { runPublishBenchPinned } = await import("./publish.ts");
+const publishing = await runPublishBenchPinned({ quick, pin: !args.includes("--no-pin") });
+if (jsonPath) {
+  const merged = { ...JSON.parse(await Deno.readTextFile(jsonPath)), ...publishing };
+  await Deno.writeTextFile(jsonPath, JSON.stringify(merged, null, 2) + "\n");
+}
+
 // The GStreamer bridge (bench/gst.ts), in its own process; it says why when it cannot run.
 if (!args.includes("--no-gst")) {
   const gst = new URL("gst.ts", import.meta.url).pathname;

@@ -11,10 +11,13 @@
  *
  * Where the shim comes from, in order: the path in `SURFACEPORT_SHIM_PATH`;
  * the locally built `native/build/libsurfaceport_shim.dylib` (`make -C native`,
- * when surfaceport runs from a file: checkout); otherwise, for JSR users, a
- * prebuilt universal dylib downloaded and cached by `@denosaurs/plug`. That
- * import is dynamic, built from a variable, and reached only on macOS when
- * nothing local exists: Linux, the tests and `deno check` never load it.
+ * when surfaceport runs from a file: checkout); otherwise the universal dylib
+ * shipped inside the package (`native/prebuilt/`), loaded from the package's
+ * own URL — through `@denosaurs/plug`, which copies it into its cache, when
+ * the package came from JSR — and opened only if its SHA-256 is
+ * {@link PREBUILT_SHIM_SHA256}. The plug import is dynamic, built from a
+ * variable, and reached only on macOS when the package is not a local
+ * checkout: Linux, the tests and `deno check` never load it.
  *
  * `IOSurfaceLookup` (global IOSurfaceID lookup) is deliberately not declared:
  * surfaces travel only as mach ports.
@@ -23,6 +26,9 @@
  */
 
 import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/errors.ts";
+import { PREBUILT_SHIM_SHA256 } from "./darwin_prebuilt.ts";
+
+export { PREBUILT_SHIM_SHA256 };
 
 /** libSystem: Mach ports and messages, the bootstrap server, credentials. */
 export const libSystem = {
@@ -285,9 +291,11 @@ export interface DarwinLibraries {
 export const SHIM_PATH_ENV = "SURFACEPORT_SHIM_PATH";
 /** The shim's file name as `make -C native` writes it into `native/build/`. */
 export const SHIM_FILE_NAME = "libsurfaceport_shim.dylib";
-/** Where JSR users' prebuilt shim is downloaded from (a GitHub release asset, by plug). */
-export const SHIM_RELEASE_URL =
-  "https://github.com/surfaceport/surfaceport/releases/download/v0.1.0/";
+/** The universal shim shipped inside the package, next to this file's package root. */
+export const PREBUILT_SHIM_URL: URL = new URL(
+  `../native/prebuilt/${SHIM_FILE_NAME}`,
+  import.meta.url,
+);
 
 const LIBSYSTEM_PATH = "/usr/lib/libSystem.B.dylib";
 const framework = (name: string) =>
@@ -382,39 +390,101 @@ export function loadShimLocal(): Shim | undefined {
   return undefined;
 }
 
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /**
- * Opens the shim: a local one if there is one, otherwise the prebuilt one
- * from the release, downloaded and cached by `@denosaurs/plug` (JSR users).
+ * Checks that the file at `path` is the shipped shim (its SHA-256 is
+ * {@link PREBUILT_SHIM_SHA256}); throws `LibraryLoadError` naming both hashes
+ * if not.
+ */
+export async function verifyPrebuiltShim(path: string, source: string): Promise<void> {
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (cause) {
+    throw new LibraryLoadError(`could not read the surfaceport shim ${path} (from ${source})`, {
+      cause,
+    });
+  }
+  const actual = await sha256Hex(bytes);
+  if (actual !== PREBUILT_SHIM_SHA256) {
+    throw new LibraryLoadError(
+      `the surfaceport shim ${path} (from ${source}) has SHA-256 ${actual}, ` +
+        `not the shipped ${PREBUILT_SHIM_SHA256}: refusing to load it. Delete it so it is ` +
+        `fetched again, or build one with \`make -C native\` and set ${SHIM_PATH_ENV}`,
+    );
+  }
+}
+
+/** `@denosaurs/plug`'s `download`: fetches `lib{name}.dylib` under `url` into its cache, returns the path. */
+export type ShimDownload = (options: {
+  name: string;
+  url: URL;
+  cache?: "use" | "reload";
+}) => Promise<string>;
+
+async function importPlugDownload(): Promise<ShimDownload> {
+  // Built from a variable so that no tool (deno check, deno test on Linux)
+  // ever resolves or downloads it: only this line, on macOS, reaches it.
+  const specifier = ["jsr:@denosaurs", "plug@^1"].join("/");
+  try {
+    return (await import(specifier) as { download: ShimDownload }).download;
+  } catch (cause) {
+    throw new LibraryLoadError(
+      `no local surfaceport shim (set ${SHIM_PATH_ENV} or run \`make -C native\`), ` +
+        `and ${specifier} could not be imported to fetch the shipped one`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * The shipped shim at `url` as a verified local file: the package's own
+ * file in a checkout (`file:`); for a remote package (JSR), a copy fetched
+ * from the package's URL and cached by `@denosaurs/plug` (`getDownload`,
+ * a parameter for tests), fetched once more if the cached copy does not
+ * verify. Throws `LibraryLoadError` if no verified copy can be had.
+ */
+export async function prebuiltShimPath(
+  url: URL = PREBUILT_SHIM_URL,
+  getDownload: () => Promise<ShimDownload> = importPlugDownload,
+): Promise<string> {
+  if (url.protocol === "file:") {
+    const path = decodeURIComponent(url.pathname);
+    await verifyPrebuiltShim(path, "this package");
+    return path;
+  }
+  const download = await getDownload();
+  const name = url.pathname.split("/").pop()!.replace(/^lib/, "").replace(/\.dylib$/, "");
+  const fetchShim = async (cache: "use" | "reload") => {
+    try {
+      return await download({ name, url: new URL("./", url), cache });
+    } catch (cause) {
+      throw new LibraryLoadError(`could not fetch the shipped surfaceport shim ${url}`, { cause });
+    }
+  };
+  const cached = await fetchShim("use");
+  try {
+    await verifyPrebuiltShim(cached, String(url));
+    return cached;
+  } catch {
+    const fresh = await fetchShim("reload"); // a stale or damaged cache entry
+    await verifyPrebuiltShim(fresh, String(url));
+    return fresh;
+  }
+}
+
+/**
+ * Opens the shim: a local one if there is one, otherwise the one shipped
+ * in the package, after checking its SHA-256.
  */
 export async function loadShim(): Promise<Shim> {
   const local = loadShimLocal();
   if (local) return local;
-  // Built from a variable so that no tool (deno check, deno test on Linux)
-  // ever resolves or downloads it: only this line, on macOS, reaches it.
-  const specifier = ["jsr:@denosaurs", "plug@^1"].join("/");
-  let plug: {
-    dlopen: (
-      options: { name: string; url: string },
-      symbols: typeof shim,
-    ) => Promise<Deno.DynamicLibrary<typeof shim>>;
-  };
-  try {
-    plug = await import(specifier);
-  } catch (cause) {
-    throw new LibraryLoadError(
-      `no local surfaceport shim (set ${SHIM_PATH_ENV} or run \`make -C native\`), ` +
-        `and ${specifier} could not be imported to download the prebuilt one`,
-      { cause },
-    );
-  }
-  try {
-    loadedShim = (await plug.dlopen({ name: "surfaceport_shim", url: SHIM_RELEASE_URL }, shim))
-      .symbols;
-  } catch (cause) {
-    throw new LibraryLoadError(
-      `could not download or open the prebuilt surfaceport shim from ${SHIM_RELEASE_URL}`,
-      { cause },
-    );
-  }
+  const path = await prebuiltShimPath();
+  loadedShim = open(path, shim, "the shipped surfaceport shim").symbols;
   return loadedShim;
 }

@@ -8,6 +8,7 @@
 
 import { customInspect } from "./inspect.ts";
 import type {
+  Backend,
   BackendConnection,
   BackendListener,
   ConnectionLimits,
@@ -512,6 +513,7 @@ export function listen(name: string, options: ChannelOptions = {}): Listener {
  * until the deadline; without one, the first failure is final.
  */
 export async function connectBackend(
+  over: Backend,
   name: string,
   allowPeer: PeerPredicate,
   limits: ConnectionLimits,
@@ -522,12 +524,12 @@ export async function connectBackend(
   for (let backoff = 5;; backoff = Math.min(backoff * 2, 100)) {
     try {
       return await withCallersTimeout(
-        backend().connect(name, allowPeer, limits, deadline, signal),
+        over.connect(name, allowPeer, limits, deadline, signal),
         "connect",
         timeout,
       );
     } catch (error) {
-      if (timeout === undefined || !backend().nameAbsent(error)) throw error;
+      if (timeout === undefined || !over.nameAbsent(error)) throw error;
       const remaining = deadline - performance.now();
       if (remaining <= 0) {
         const timedOut = new TimeoutError("connect", timeout);
@@ -576,6 +578,14 @@ export async function connect<M = unknown>(
   const deadline = deadlineOf("connect", options.timeout);
   const allowPeer = resolvePeerCheck(options);
   return new Channel<M>(
-    await connectBackend(name, allowPeer, limits, options.timeout, deadline, options.signal),
+    await connectBackend(
+      backend(),
+      name,
+      allowPeer,
+      limits,
+      options.timeout,
+      deadline,
+      options.signal,
+    ),
   );
 }

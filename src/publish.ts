@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { BackendConnection, BackendListener } from "./backend.ts";
+import type { Backend, BackendConnection, BackendListener } from "./backend.ts";
 import {
   type ChannelOptions,
   deadlineOf,
@@ -107,7 +107,15 @@ class SendBatch {
   /** Frames still held in some subscriber's queue, withdrawn if this batch fails. */
   readonly items: { subscriber: SubscriberState; item: Outgoing }[] = [];
 
-  constructor(deadline: number, timeout: number | undefined, signal: AbortSignal | undefined) {
+  readonly #backend: Backend;
+
+  constructor(
+    over: Backend,
+    deadline: number,
+    timeout: number | undefined,
+    signal: AbortSignal | undefined,
+  ) {
+    this.#backend = over;
     this.deadline = deadline;
     this.signal = signal;
     this.promise = new Promise((resolve, reject) => {
@@ -144,7 +152,7 @@ class SendBatch {
       if (at < 0) continue;
       subscriber.queue.splice(at, 1);
       subscriber.dropped++;
-      backend().releaseHandle(item.handle);
+      this.#backend.releaseHandle(item.handle);
     }
     this.#settle(error);
   }
@@ -217,6 +225,7 @@ export class Publisher<M = unknown> {
   readonly name: string;
   /** The bound address: `@surfaceport/NAME` (abstract), a socket path, or the bootstrap name. */
   readonly address: string;
+  readonly #backend: Backend;
   readonly #listener: BackendListener;
   readonly #registration: Registration | undefined;
   readonly #subscribers = new Set<SubscriberState>();
@@ -227,6 +236,7 @@ export class Publisher<M = unknown> {
 
   /** @ignore */
   constructor(
+    over: Backend,
     name: string,
     listener: BackendListener,
     registration: Registration | undefined,
@@ -234,6 +244,7 @@ export class Publisher<M = unknown> {
   ) {
     this.name = name;
     this.address = listener.address;
+    this.#backend = over;
     this.#listener = listener;
     this.#registration = registration;
     this.#keepLast = keepLast;
@@ -291,7 +302,7 @@ export class Publisher<M = unknown> {
         timestamp,
       );
       message.set(encoded.bytes, HEADER_SIZE);
-      const b = backend();
+      const b = this.#backend;
       if (this.#keepLast) {
         const handle = backing.exportHandle();
         if (this.#last) b.releaseHandle(this.#last.handle);
@@ -302,7 +313,7 @@ export class Publisher<M = unknown> {
         if (subscriber.closed) continue;
         const item: Outgoing = { message, handle: backing.exportHandle() };
         if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
-          batch ??= new SendBatch(deadline, options.timeout, options.signal);
+          batch ??= new SendBatch(b, deadline, options.timeout, options.signal);
           item.batch = batch;
           batch.add(subscriber, item);
           subscriber.queue.push(item);
@@ -321,7 +332,7 @@ export class Publisher<M = unknown> {
   /** Holds `item` as the subscriber's newest frame, releasing (dropping) an older one. */
   #hold(subscriber: SubscriberState, item: Outgoing): void {
     if (subscriber.pending) {
-      backend().releaseHandle(subscriber.pending.handle);
+      this.#backend.releaseHandle(subscriber.pending.handle);
       subscriber.dropped++;
     }
     subscriber.pending = item;
@@ -353,7 +364,7 @@ export class Publisher<M = unknown> {
     this.#subscribers.add(subscriber);
     if (this.#last) {
       try {
-        const handle = backend().duplicateHandle(this.#last.handle);
+        const handle = this.#backend.duplicateHandle(this.#last.handle);
         subscriber.pending = { message: this.#last.message, handle };
       } catch {
         // out of descriptors: this subscriber starts with the next frame
@@ -455,7 +466,7 @@ export class Publisher<M = unknown> {
     clearTimeout(subscriber.graceTimer);
     this.#subscribers.delete(subscriber);
     subscriber.connection.close();
-    const b = backend();
+    const b = this.#backend;
     if (subscriber.pending) b.releaseHandle(subscriber.pending.handle);
     subscriber.pending = undefined;
     for (const item of subscriber.queue.splice(0)) {
@@ -476,7 +487,7 @@ export class Publisher<M = unknown> {
     this.#registration?.remove(); // first: a registry entry never outlives the bound name
     this.#listener.close();
     for (const subscriber of [...this.#subscribers]) this.#drop(subscriber);
-    if (this.#last) backend().releaseHandle(this.#last.handle);
+    if (this.#last) this.#backend.releaseHandle(this.#last.handle);
     this.#last = undefined;
   }
 
@@ -519,11 +530,12 @@ export function publish<M = unknown>(name: string, options: PublishOptions = {})
   if (options.keepLast !== undefined && typeof options.keepLast !== "boolean") {
     throw new TypeError("keepLast must be a boolean");
   }
-  const listener = backend().listen(name, resolvePeerCheck(options), limits);
+  const over = backend();
+  const listener = over.listen(name, resolvePeerCheck(options), limits);
   let registration: Registration | undefined;
   try {
     registration = register("publisher", name, listener.address, 0);
-    return new Publisher<M>(name, listener, registration, options.keepLast ?? true);
+    return new Publisher<M>(over, name, listener, registration, options.keepLast ?? true);
   } catch (error) {
     registration?.remove();
     listener.close();

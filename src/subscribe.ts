@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { BackendConnection, ConnectionLimits, PeerPredicate } from "./backend.ts";
+import type { Backend, BackendConnection, ConnectionLimits, PeerPredicate } from "./backend.ts";
 import {
   abortableSleep,
   type ChannelOptions,
@@ -83,6 +83,7 @@ export interface SubscriptionStats {
 export class Subscription<M = unknown> {
   /** The publisher's name. */
   readonly name: string;
+  readonly #backend: Backend;
   readonly #policy: DeliveryPolicy;
   readonly #depth: number;
   readonly #reconnect: boolean;
@@ -102,6 +103,7 @@ export class Subscription<M = unknown> {
 
   /** @ignore */
   constructor(
+    over: Backend,
     name: string,
     connection: BackendConnection,
     policy: DeliveryPolicy,
@@ -111,6 +113,7 @@ export class Subscription<M = unknown> {
     limits: ConnectionLimits,
   ) {
     this.name = name;
+    this.#backend = over;
     this.#connection = connection;
     this.#policy = policy;
     this.#depth = depth;
@@ -211,7 +214,7 @@ export class Subscription<M = unknown> {
       throwIfAborted(options.signal);
       let connection: BackendConnection | undefined;
       try {
-        connection = await backend().connect(
+        connection = await this.#backend.connect(
           this.name,
           this.#allowPeer,
           this.#limits,
@@ -228,7 +231,7 @@ export class Subscription<M = unknown> {
       } catch (error) {
         connection?.close();
         if (this.#closed) throw new ClosedError("subscription", "receive");
-        if (!backend().nameAbsent(error) && !(error instanceof PeerClosedError)) throw error;
+        if (!this.#backend.nameAbsent(error) && !(error instanceof PeerClosedError)) throw error;
       }
       const remaining = deadline - performance.now();
       if (remaining <= 0) throw new TimeoutError("receive", options.timeout ?? 0);
@@ -323,7 +326,9 @@ export async function subscribe<M = unknown>(
   const limits = resolveLimits(options);
   const deadline = deadlineOf("subscribe", options.timeout);
   const allowPeer = resolvePeerCheck(options);
+  const over = backend();
   const connection = await connectBackend(
+    over,
     name,
     allowPeer,
     limits,
@@ -338,6 +343,7 @@ export async function subscribe<M = unknown>(
     throw error;
   }
   return new Subscription<M>(
+    over,
     name,
     connection,
     policy,

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type Channel, listen, type PixelFormat, Surface } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
 import { Child, uniqueName } from "./helpers.ts";
+import { foreignSubscriberScenario } from "./pubsub_foreign.ts";
 
 const linux = Deno.build.os === "linux";
 
@@ -120,5 +121,15 @@ Deno.test({
       assert.equal(ids.size, 1, "one memfd, reused");
       await peer.line("done");
     });
+  },
+});
+
+Deno.test({
+  name: "C peer: subscribes to a publisher (SUBSCRIBE latest / queue, CREDIT after each frame)",
+  ignore,
+  async fn() {
+    await foreignSubscriberScenario((name, args) =>
+      new Child(cPeer(), ["subscribe", name, ...args])
+    );
   },
 });

@@ -342,8 +342,21 @@ Deno.test({
       await browser.evaluate(`document.getElementById("format").textContent`),
       "420v 320x180",
     );
-    const fps = Number(await browser.evaluate(`document.getElementById("fps").textContent`));
-    assert.ok(fps >= 0, "frames/s shown");
+    // The stream's numbers, as measured by the preview (a consumer) on every frame it received.
+    const field = (id: string) =>
+      browser.evaluate(`document.getElementById("${id}").textContent`) as Promise<string>;
+    const limit = performance.now() + 20000;
+    while (!(Number(await field("fps")) > 5)) {
+      assert.ok(performance.now() < limit, `frames/s never above 5: ${await field("fps")}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.match(await field("latency"), /^p50 \d+\.\d\d ms {2}p99 \d+\.\d\d ms$/);
+    assert.match(await field("drops"), /^\d+$/);
+    assert.match(await field("producer"), /^pid \d+$/);
+    assert.match(await field("meta"), /^\{"frame":\d+\}$/);
+    // testcard's pool has 4 surfaces; the consumer sees some of them come round.
+    const pool = /^(\d+) surfaces seen/.exec(await field("pool"));
+    assert.ok(pool && Number(pool[1]) >= 1 && Number(pool[1]) <= 4, await field("pool"));
     // The canvas sits at the page's top left, unscaled: bar i spans x = 40i .. 40i + 39.
     const channels = screenshot.channels;
     const pixelAt = (x: number, y: number) => {

@@ -868,6 +868,8 @@ Deno.test({
           await raw.sendValid();
           assert.equal(await server.line(/^protocol:/), "protocol:NO_PERMISSION", server.stderr);
           assert.equal(await server.line(/^frame /), GOOD_FRAME, server.stderr);
+          const [before, after] = (await server.line(/^fds /)).split(" ").slice(1);
+          assert.equal(after, before, "the receiver closed every descriptor");
           assert.equal(await server.line("done"), "done");
         } finally {
           raw.close();

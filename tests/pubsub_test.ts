@@ -377,3 +377,62 @@ Deno.test({
     (await channel.receive({ timeout: 5000 })).close();
   },
 });
+
+Deno.test({
+  name: "pubsub: a subscriber that breaks the control protocol is disconnected; others go on",
+  ignore,
+  async fn() {
+    const { backend } = await import("../src/platform.ts");
+    const { encodeCredit, encodeSubscribe } = await import("../src/pubsub_wire.ts");
+    const name = uniqueName("pshostile");
+    using publisher = publish(name);
+    using good = await subscribe(name, { timeout: 5000 });
+    const limits = {
+      maxSurfaceBytes: 1 << 30,
+      maxMetaBytes: 65536,
+      mappingCacheSize: 0,
+      spinMicros: 0,
+    };
+    const depthZero = encodeSubscribe("latest", 1);
+    new DataView(depthZero.buffer).setUint32(12, 0, true);
+    const unknownPolicy = encodeSubscribe("latest", 1);
+    new DataView(unknownPolicy.buffer).setUint16(10, 9, true);
+    const wrongType = encodeSubscribe("latest", 1);
+    new DataView(wrongType.buffer).setUint16(6, 1, true);
+    const cases: [string, Uint8Array[]][] = [
+      ["depth 0", [depthZero]],
+      ["unknown policy", [unknownPolicy]],
+      ["a surface type with no fd", [wrongType]],
+      ["CREDIT before SUBSCRIBE", [encodeCredit(1)]],
+      ["a second SUBSCRIBE", [encodeSubscribe("queue", 1), encodeSubscribe("queue", 1)]],
+      ["a short message", [new Uint8Array([0x53, 0x50, 0x52, 0x54])]],
+    ];
+    using surface = frameSurface();
+    for (const [what, messages] of cases) {
+      const connection = await backend().connect(
+        name,
+        () => true,
+        limits,
+        performance.now() + 5000,
+      );
+      try {
+        for (const message of messages) {
+          await connection.sendControl(message, performance.now() + 5000);
+        }
+        // The publisher hangs up on it: its receive ends (maybe after the last frame).
+        await assert.rejects(
+          (async () => {
+            for (;;) (await connection.receive(performance.now() + 5000)).surface.release();
+          })(),
+          (e: unknown) => e instanceof Error && e.name !== "TimeoutError",
+          what,
+        );
+      } finally {
+        connection.close();
+      }
+      await waitUntil(() => publisher.subscribers.length === 1, 5000, `${what}: dropped`);
+      await publisher.send(surface, { fill: 0 });
+      (await good.receive({ timeout: 5000 })).close();
+    }
+  },
+});

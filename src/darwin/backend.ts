@@ -10,7 +10,8 @@ import { loadFrameworks } from "../../ffi/darwin.ts";
 import type { Backend, BackendConnection } from "../backend.ts";
 import { MachError } from "../errors.ts";
 import { connectMach, MachListener } from "./channel.ts";
-import { lookUp, machError, serviceName } from "./mach.ts";
+import { lookUp, serviceName } from "./bootstrap.ts";
+import { machError } from "./mach.ts";
 import { DARWIN } from "./structs.ts";
 import type { PixelBuffer } from "./pixel_buffer.ts";
 import { type DarwinNative, loadRealDarwinNative, realDarwinNative } from "./native.ts";
@@ -38,7 +39,7 @@ export class DarwinBackend implements Backend {
   }
 
   currentUid(): number {
-    // Only libSystem: connect() resolves the default peer check before it may download the shim.
+    // Only libSystem: connect() resolves the default peer check before it may fetch the shim.
     return this.#injected ? this.#injected.geteuid() : loadFrameworks().libSystem.geteuid();
   }
 
@@ -88,7 +89,7 @@ export class DarwinBackend implements Backend {
   async connect(
     ...[name, allowPeer, limits, deadline, signal]: Parameters<Backend["connect"]>
   ): Promise<BackendConnection> {
-    // connect() is async anyway: it may download the prebuilt shim (JSR users).
+    // connect() is async anyway: it may load (and hash) the shim shipped in the package.
     const native = await this.#resolveAsync();
     return connectMach(native, name, allowPeer, limits, deadline, signal);
   }
@@ -106,9 +107,11 @@ export function createDarwinBackend(native: DarwinNative): DarwinBackend {
  * On macOS, loads the native libraries now (libSystem, CoreFoundation,
  * IOSurface, CoreVideo and the surfaceport shim, whose ABI report must match)
  * instead of on first use. If no shim is found locally
- * (`SURFACEPORT_SHIM_PATH`, or `native/build/` in a checkout), the prebuilt
- * one is downloaded and cached through `@denosaurs/plug`, so JSR users call
- * this once before the synchronous APIs (`Surface.create`, `listen`).
+ * (`SURFACEPORT_SHIM_PATH`, or `native/build/` in a checkout), the universal
+ * shim shipped inside the package is loaded after checking its SHA-256 (from
+ * a JSR package, through `@denosaurs/plug`'s cache): nothing is built, and
+ * nothing is fetched from outside the package. Call this once before the
+ * synchronous APIs (`Surface.create`, `listen`).
  * Resolves at once on other platforms.
  */
 export async function prepareNative(): Promise<void> {

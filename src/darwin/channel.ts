@@ -49,20 +49,18 @@ import {
 import {
   allocateInbox,
   baseReturn,
-  checkIn,
   destroyReceived,
   drainAndDestroy,
   isBodyError,
-  lookUp,
   machError,
   MachPort,
   messageReturned,
   receiveFailure,
   reclaimReturnedMessage,
   sendWithRetry,
-  serviceName,
   type WaitOwner,
 } from "./mach.ts";
+import { checkIn, lookUp, serviceName } from "./bootstrap.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
 import { ReceivedIOSurface } from "./surface.ts";
@@ -306,19 +304,19 @@ export class MachConnection implements BackendConnection, WaitOwner {
       }
       const layout = decodeReceived(buffer);
       if (layout && isNoSenders(layout)) {
-        this.#native.mach_msg_destroy(buffer);
+        destroyReceived(this.#native, buffer);
         this.#peerGone = true;
         throw new PeerClosedError();
       }
       if (layout && !this.#allowPeer(credentialsOfAuditToken(layout.trailer.audit))) {
-        this.#native.mach_msg_destroy(buffer); // from someone allowPeer refuses: dropped
+        destroyReceived(this.#native, buffer); // from someone allowPeer refuses: dropped
         continue;
       }
       // Whatever it is, it carries no right we keep: the bytes are copied out first.
       const valid = layout !== undefined && layout.header.id === MSG_ID_CONTROL &&
         !msghIsComplex(layout.header.bits) && layout.header.remotePort === 0;
       const bytes = valid ? buffer.slice(MACH_MSG_HEADER_SIZE, layout.header.size) : undefined;
-      this.#native.mach_msg_destroy(buffer);
+      destroyReceived(this.#native, buffer);
       if (!bytes) {
         throw new ProtocolError("BAD_TYPE", "expected a control message from the subscriber");
       }

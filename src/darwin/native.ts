@@ -446,7 +446,8 @@ function finishLoading(shim: Shim): DarwinNative {
  * then the shim from `SURFACEPORT_SHIM_PATH` or `native/build/`, whose ABI
  * report must match the TypeScript's tables (else `AbiMismatchError`). With
  * no local shim this throws `LibraryLoadError`: call `prepareNative()` first
- * to download the prebuilt one.
+ * to load the one shipped in the package (its SHA-256 is checked, which is
+ * async).
  */
 export function realDarwinNative(): DarwinNative {
   if (real) return real;
@@ -454,13 +455,13 @@ export function realDarwinNative(): DarwinNative {
   if (!shim) {
     throw new LibraryLoadError(
       "the surfaceport macOS shim is not available locally: build it with `make -C native`, " +
-        `point ${SHIM_PATH_ENV} at it, or \`await prepareNative()\` once to download the prebuilt one`,
+        `point ${SHIM_PATH_ENV} at it, or \`await prepareNative()\` once to load the one shipped in the package`,
     );
   }
   return finishLoading(shim);
 }
 
-/** Like {@link realDarwinNative}, but may download the prebuilt shim (see `ffi/darwin.ts`). */
+/** Like {@link realDarwinNative}, but may load the shim shipped in the package (see `ffi/darwin.ts`). */
 export async function loadRealDarwinNative(): Promise<DarwinNative> {
   if (real) return real;
   return finishLoading(await loadShim());

@@ -15,7 +15,8 @@
  *   `hung up ERROR`).
  * - `server NAME ALLOW_UID COUNT`: listens (admitting uid ALLOW_UID), prints
  *   `listening`, accepts one connection and receives COUNT messages,
- *   printing `frame WxH FORMAT` or `protocol:REASON` for each, then `done`.
+ *   printing `frame WxH FORMAT` or `protocol:REASON` for each, then
+ *   `fds BEFORE AFTER` (its descriptor count) and `done`.
  * - `fd-starved NAME`: listens, then opens `/dev/null` until the descriptor
  *   table is full and prints `full FDS`; accepts in a loop, printing
  *   `refused CALL ERRNAME` for each failure (backing off 10 ms), or `frame ok` when an accepted
@@ -31,6 +32,13 @@ import { RawPeer } from "./raw.ts";
 import { libc } from "../../ffi/linux.ts";
 
 const [mode, name, ...rest] = Deno.args;
+
+/** How many descriptors this process has open (fcntl(F_GETFD) on each number). */
+function countFds(): number {
+  let count = 0;
+  for (let fd = 0; fd < 4096; fd++) if (libc().fcntl(fd, 1, /* F_GETFD */ 0) >= 0) count++;
+  return count;
+}
 
 async function stdinLines(onLine: (line: string) => boolean | void): Promise<void> {
   const decoder = new TextDecoder();
@@ -109,6 +117,10 @@ switch (mode) {
     using listener = listen(name, { allowPeer: (peer) => peer.uid === Number(allowUid) });
     console.log("listening");
     using channel = await listener.accept({ timeout: 20000 });
+    // Deno opens descriptors of its own shortly after start: count only after them.
+    const age = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, Math.max(800 - age, 50)));
+    const fdsBefore = countFds();
     for (let i = 0; i < Number(count); i++) {
       try {
         using frame = await channel.receive({ timeout: 20000 });
@@ -119,6 +131,7 @@ switch (mode) {
         console.log(`protocol:${error.reason}`);
       }
     }
+    console.log(`fds ${fdsBefore} ${countFds()}`);
     console.log("done");
     break;
   }

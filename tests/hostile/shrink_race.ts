@@ -23,7 +23,7 @@
  */
 
 import { listen, ProtocolError } from "../../mod.ts";
-import { Child, openFds, PEER_FLAGS, settleRuntimeFds, uniqueName } from "../helpers.ts";
+import { Child, openFds, PEER_FLAGS, settleRuntimeFds, sleep, uniqueName } from "../helpers.ts";
 import { LINUX } from "../../src/linux/structs.ts";
 import { closeAll, makeMemfd, rawLibc, RawPeer, smallGeometry, surfaceMessage } from "./raw.ts";
 
@@ -82,6 +82,7 @@ async function receive(name: string, tries: number): Promise<void> {
   console.log("listening");
   using channel = await listener.accept({ timeout: 20000 });
   await settleRuntimeFds();
+  await sleep(50); // the poller closes its eventfd a few microtasks after the accept's wait ended
   const fdsBefore = openFds().length;
   const counts: RaceCounts = {};
   for (let i = 0; i < tries; i++) {

@@ -3,6 +3,10 @@
  * that the protocol is enough to interoperate without the library.
  *
  *   c_peer recv NAME COUNT          receive COUNT frames, verify the pattern
+ *   c_peer subscribe NAME POLICY COUNT
+ *                                   subscribe to the publisher NAME (SUBSCRIBE,
+ *                                   POLICY latest|queue, depth 1), then like recv,
+ *                                   returning a CREDIT after each frame
  *   c_peer echo NAME COUNT          receive, verify, write seed+1, send back
  *   c_peer produce NAME W H COUNT   send COUNT BGRA frames of our own memfd,
  *                                   waiting for a reply frame after each
@@ -69,6 +73,18 @@ struct frame {
   uint32_t plane_count;
   uint64_t alloc_size;
 };
+
+/* A publish/subscribe control message (docs/protocol.md): SUBSCRIBE (2) or CREDIT (3). */
+static void send_control(int s, uint16_t type, uint16_t field, uint32_t value) {
+  uint8_t message[16];
+  memcpy(message, "SPRT", 4);
+  wr16(message + 4, 1);
+  wr16(message + 6, type);
+  wr16(message + 8, 16);
+  wr16(message + 10, field);
+  wr32(message + 12, value);
+  if (send(s, message, sizeof message, MSG_NOSIGNAL) != (ssize_t)sizeof message) die("send");
+}
 
 /* Receives one message; returns 0 at the end of the stream. */
 static int receive_frame(int s, struct frame *f) {
@@ -418,8 +434,10 @@ int main(int argc, char **argv) {
   int s = connect_to(argv[2]);
   printf("connected\n");
   static struct frame f;
-  if (!strcmp(mode, "recv") || !strcmp(mode, "echo")) {
-    long count = atol(argv[3]);
+  int subscribed = !strcmp(mode, "subscribe") && argc >= 5;
+  if (subscribed) send_control(s, 2, !strcmp(argv[3], "queue") ? 2 : 1, 1); /* SUBSCRIBE, depth 1 */
+  if (!strcmp(mode, "recv") || !strcmp(mode, "echo") || subscribed) {
+    long count = atol(argv[subscribed ? 4 : 3]);
     for (long k = 0; k < count; k++) {
       if (!receive_frame(s, &f)) { printf("eof\n"); return 1; }
       uint32_t seed = f.meta_length == 4 ? rd32(f.meta) : 0;
@@ -435,6 +453,7 @@ int main(int argc, char **argv) {
       }
       munmap(base, f.alloc_size);
       close(f.fd);
+      if (subscribed) send_control(s, 3, 0, 1); /* CREDIT 1: done with it, send the next */
     }
   } else if (!strcmp(mode, "produce") && argc >= 6) {
     uint32_t w = (uint32_t)atol(argv[3]), h = (uint32_t)atol(argv[4]);

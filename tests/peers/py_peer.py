@@ -1,6 +1,10 @@
 """A foreign surfaceport peer in Python, written only from docs/protocol.md.
 
     py_peer.py recv NAME COUNT          receive COUNT frames, verify the pattern
+    py_peer.py subscribe NAME POLICY COUNT
+                                        subscribe to the publisher NAME (SUBSCRIBE with
+                                        POLICY latest|queue, depth 1), then like recv,
+                                        returning a CREDIT after each frame
     py_peer.py produce NAME W H COUNT   send COUNT BGRA frames of its own memfd,
                                         waiting for a reply frame after each
     py_peer.py check NAME COUNT         listen as NAME, accept one client, and judge
@@ -241,8 +245,13 @@ def main() -> int:
         return check(name, int(sys.argv[3]))
     sock = connect(name)
     print("connected", flush=True)
-    if mode == "recv":
-        for _ in range(int(sys.argv[3])):
+    count = int(sys.argv[3]) if mode == "recv" else 0
+    if mode == "subscribe":
+        policy = {"latest": 1, "queue": 2}[sys.argv[3]]
+        count = int(sys.argv[4])
+        sock.send(MAGIC + struct.pack("<HHHHI", 1, 2, 16, policy, 1))  # SUBSCRIBE, depth 1
+    if mode in ("recv", "subscribe"):
+        for _ in range(count):
             header, fd = receive(sock)
             if header is None:
                 print("eof", flush=True)
@@ -260,6 +269,8 @@ def main() -> int:
             os.close(fd)  # the frame is done: our hold on the sender's surface ends
             fourcc = struct.pack(">I", header["fourcc"]).decode()
             print(f"{'ok' if good else 'bad'} {header['sequence']} {header['width']}x{header['height']} {fourcc}", flush=True)
+            if mode == "subscribe":
+                sock.send(MAGIC + struct.pack("<HHHHI", 1, 3, 16, 0, 1))  # CREDIT 1: send the next
     elif mode == "produce":
         width, height, count = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
         bpr = (width * 4 + 63) // 64 * 64
