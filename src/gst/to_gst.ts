@@ -286,7 +286,7 @@ export class GstSinkBridge {
       }
       const backing = backend().allocateSurface(target);
       copy = {
-        surface: new Surface(backing, () => backing.release(), false),
+        surface: new Surface(backing, backing, false),
         geometry: target,
         busy: false,
       };
