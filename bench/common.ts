@@ -6,6 +6,8 @@
  * @module
  */
 
+import v8 from "node:v8";
+
 /** The frame sizes every latency benchmark runs, as [width, height] (BGRA, 4 bytes a pixel). */
 export const SIZES: readonly (readonly [number, number])[] = [
   [640, 480],
@@ -24,6 +26,17 @@ export function percentile(samples: readonly number[], p: number): number {
   const sorted = [...samples].sort((a, b) => a - b);
   const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[rank];
+}
+
+/**
+ * Bytes V8 has allocated in this process since it started: cumulative, not
+ * reset by garbage collection (`total_allocated_bytes`, which the node:v8
+ * typings lack). Updated per allocation buffer, so read it over thousands of
+ * operations, not one.
+ */
+export function allocatedBytes(): number {
+  return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
+    .total_allocated_bytes;
 }
 
 /** Rejects with a message naming `what` if `promise` takes longer than `ms`. */

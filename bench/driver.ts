@@ -1,7 +1,9 @@
 /**
  * The Deno side of `deno task bench`: one process (pinned by `bench/run.ts`
- * when the run pins) that measures surfaceport and the copy baseline against
- * peers it spawns (`bench/peer.ts`), and prints one JSON line of results.
+ * when the run pins) that measures one round of surfaceport and the copy
+ * baseline against peers it spawns (`bench/peer.ts`), and prints one JSON
+ * line of results. `bench/run.ts` starts one per round, between the rounds
+ * of the C floors.
  *
  * `deno run ... bench/driver.ts '{"peerCpu":1,"quick":false}'`
  *
@@ -9,7 +11,7 @@
  */
 
 import { listen, Surface, SurfacePool } from "../mod.ts";
-import { Child, percentile, sizeKey, SIZES } from "./common.ts";
+import { allocatedBytes, Child, percentile, sizeKey, SIZES } from "./common.ts";
 
 interface DriverConfig {
   /** The core to pin peers to, or null for none. */
@@ -50,6 +52,13 @@ function channelName(tag: string): string {
   return `bench-${Deno.pid}-${tag}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
+/** One session of round trips: latency samples, and the bytes each side allocated per round trip. */
+interface RoundtripSession {
+  samples: Float64Array;
+  allocatedDriver: number;
+  allocatedPeer: number | null;
+}
+
 /** Round trips of one surface: send, the peer touches the last byte and sends it back. */
 async function roundtrip(
   width: number,
@@ -57,29 +66,37 @@ async function roundtrip(
   spinMicros: number,
   iterations: number,
   warmup: number,
-): Promise<number[]> {
+): Promise<RoundtripSession> {
   const name = channelName("rt");
   const listener = listen(name, { spinMicros });
-  const peer = spawnPeer(["echo", name, String(spinMicros)]);
+  const peer = spawnPeer(["echo", name, String(spinMicros), String(warmup)]);
   const surface = Surface.create({ width, height });
   try {
     const channel = await listener.accept({ timeout: WAIT_MS });
+    let samples: Float64Array, allocatedDriver: number;
     try {
       await peer.readLine(WAIT_MS);
       surface.bytes().fill(0x80);
-      const samples: number[] = [];
+      // Preallocated, so the measuring loop allocates nothing of its own.
+      samples = new Float64Array(iterations);
+      const options = { timeout: WAIT_MS };
+      let allocatedAtStart = 0;
       for (let i = -warmup; i < iterations; i++) {
+        if (i === 0) allocatedAtStart = allocatedBytes();
         const t0 = performance.now();
-        await channel.send(surface, undefined, { timeout: WAIT_MS });
-        const frame = await channel.receive({ timeout: WAIT_MS });
+        await channel.send(surface, undefined, options);
+        const frame = await channel.receive(options);
         frame.close();
         const t1 = performance.now();
-        if (i >= 0) samples.push((t1 - t0) * 1000);
+        if (i >= 0) samples[i] = (t1 - t0) * 1000;
       }
-      return samples;
+      allocatedDriver = (allocatedBytes() - allocatedAtStart) / iterations;
     } finally {
       channel.close();
     }
+    // The peer reports its own allocation once it sees the hang-up.
+    const report = JSON.parse(await peer.readLine(WAIT_MS));
+    return { samples, allocatedDriver, allocatedPeer: report.allocated_per_frame };
   } finally {
     surface.close();
     listener.close();
@@ -169,47 +186,42 @@ async function pipelined(spinMicros: number, milliseconds: number): Promise<numb
   }
 }
 
-// Each measurement runs in ROUNDS separate sessions, interleaved with the others, and its samples
-// are pooled: a burst of noise from the rest of the machine then hits every series alike.
-const ROUNDS = config.quick ? 1 : 3;
+// One round of every measurement; bench/run.ts runs several rounds, interleaved with the C
+// floors, so that a burst of noise from the rest of the machine hits every series alike.
 const iterations = config.quick ? 200 : 2000;
 const warmup = config.quick ? 20 : 200;
 const MODES = [["default", 0], ["lowLatency", config.spinMicros]] as const;
-const rt: Record<string, Record<string, number[]>> = { default: {}, lowLatency: {} };
-const copySamples: Record<string, number[]> = {};
-const pipe: Record<string, number[]> = { default: [], lowLatency: [] };
-for (let round = 0; round < ROUNDS; round++) {
-  for (const [mode, spin] of MODES) {
-    for (const [width, height] of SIZES) {
-      const samples = await roundtrip(width, height, spin, iterations, warmup);
-      (rt[mode][sizeKey(width, height)] ??= []).push(...samples);
-    }
-    pipe[mode].push(await pipelined(spin, config.quick ? 300 : 1500));
-  }
-  for (const [width, height] of SIZES) {
-    const frames = Math.round((config.quick ? 2e8 : 1.5e9) / (width * height * 4));
-    const samples = await copyFrames(width, height, Math.max(5, Math.min(frames, 200)));
-    (copySamples[sizeKey(width, height)] ??= []).push(...samples);
-  }
-}
-const summary = (samples: number[]) => ({
-  p50: percentile(samples, 50),
-  p99: percentile(samples, 99),
-  mean: samples.reduce((a, b) => a + b, 0) / samples.length,
-});
+const summary = (samples: ArrayLike<number>) => {
+  const list = Array.from(samples);
+  return {
+    p50: percentile(list, 50),
+    p99: percentile(list, 99),
+    mean: list.reduce((a, b) => a + b, 0) / list.length,
+  };
+};
 const result = {
   spinMicros: config.spinMicros,
-  rounds: ROUNDS,
-  roundtrip: Object.fromEntries(
-    MODES.map(([mode]) => [
-      mode,
-      Object.fromEntries(Object.entries(rt[mode]).map(([k, v]) => [k, summary(v)])),
-    ]),
-  ),
-  copy: Object.fromEntries(Object.entries(copySamples).map(([k, v]) => [k, summary(v)])),
-  // The median of the rounds' rates.
-  pipelined: Object.fromEntries(
-    MODES.map(([mode]) => [mode, pipe[mode].sort((a, b) => a - b)[pipe[mode].length >> 1]]),
-  ),
+  roundtrip: {} as Record<string, Record<string, ReturnType<typeof summary>>>,
+  allocated: {} as Record<string, Record<string, { driver: number; peer: number | null }>>,
+  copy: {} as Record<string, ReturnType<typeof summary>>,
+  pipelined: {} as Record<string, number>,
 };
+for (const [mode, spin] of MODES) {
+  result.roundtrip[mode] = {};
+  result.allocated[mode] = {};
+  for (const [width, height] of SIZES) {
+    const session = await roundtrip(width, height, spin, iterations, warmup);
+    result.roundtrip[mode][sizeKey(width, height)] = summary(session.samples);
+    result.allocated[mode][sizeKey(width, height)] = {
+      driver: session.allocatedDriver,
+      peer: session.allocatedPeer,
+    };
+  }
+  result.pipelined[mode] = await pipelined(spin, config.quick ? 300 : 1500);
+}
+for (const [width, height] of SIZES) {
+  const frames = Math.round((config.quick ? 2e8 : 1.5e9) / (width * height * 4));
+  const samples = await copyFrames(width, height, Math.max(5, Math.min(frames, 200)));
+  result.copy[sizeKey(width, height)] = summary(samples);
+}
 console.log(JSON.stringify(result));

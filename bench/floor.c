@@ -6,8 +6,8 @@
  *
  * Two processes (fork) joined by socketpair(AF_UNIX, SOCK_SEQPACKET).
  * Every message is a 136-byte header (the size of surfaceport's wire header)
- * plus, where stated, one fd in SCM_RIGHTS. All I/O is blocking: a process
- * that waits sleeps in the kernel, nothing spins.
+ * plus, where stated, one fd in SCM_RIGHTS. All I/O is blocking (a process
+ * that waits sleeps in the kernel) except in the -spin modes below.
  *
  *   floor roundtrip W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]
  *     The parent creates one memfd of W*H*4 bytes (MFD_CLOEXEC |
@@ -42,6 +42,14 @@
  *     and closes the received one; the parent re-checks with F_OFD_GETLK
  *     that a surface is free before sending it again. The release note
  *     stays as the wake-up. This is the floor for the library's protocol.
+ *
+ *   floor roundtrip-spin ... / floor pipelined-tracked-spin ...
+ *     The same programs, spinning instead of sleeping: every recvmsg is
+ *     MSG_DONTWAIT, retried at once on EAGAIN, on both sides. This is the
+ *     floor for surfaceport's low-latency mode (`spinMicros`), which spins
+ *     the same way: a blocking floor pays the wake-up of an idle vCPU (tens
+ *     of microseconds on these VMs) that a spinning receiver never pays, so
+ *     comparing a spinning library with it flatters the library.
  *
  * PARENT_CPU / CHILD_CPU (-1: leave unpinned) pin each process to one core
  * with sched_setaffinity.
@@ -121,6 +129,9 @@ static void send_msg(int sock, const void *data, size_t length, int fd) {
   }
 }
 
+/* spin mode: recvmsg(MSG_DONTWAIT) retried on EAGAIN instead of sleeping in the kernel. */
+static int spin = 0;
+
 /* recvmsg into buf; returns the received fd or -1; exits on EOF. */
 static int recv_msg(int sock, void *buf, size_t length, ssize_t *received) {
   struct iovec iov = {buf, length};
@@ -135,9 +146,10 @@ static int recv_msg(int sock, void *buf, size_t length, ssize_t *received) {
   msg.msg_controllen = sizeof control.buf;
   ssize_t n;
   for (;;) {
-    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (spin ? MSG_DONTWAIT : 0));
     if (n >= 0) break;
     if (errno == ECONNRESET) exit(0); /* peer gone: the run is over */
+    if (spin && errno == EAGAIN) continue;
     if (errno != EINTR) die("recvmsg");
   }
   if (n == 0) exit(0); /* peer closed */
@@ -343,19 +355,28 @@ int main(int argc, char **argv) {
     fprintf(stderr,
             "usage: floor roundtrip W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]\n"
             "       floor pipelined W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n"
-            "       floor pipelined-tracked W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n");
+            "       floor pipelined-tracked W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n"
+            "       floor roundtrip-spin | pipelined-tracked-spin (same arguments)\n");
     return 2;
   }
   size_t size = (size_t)atol(argv[2]) * (size_t)atol(argv[3]) * 4;
   int parent_cpu = argc > 7 ? atoi(argv[6]) : -1;
   int child_cpu = argc > 7 ? atoi(argv[7]) : -1;
   signal(SIGPIPE, SIG_IGN);
-  if (strcmp(argv[1], "roundtrip") == 0) {
+  const char *mode = argv[1];
+  if (strcmp(mode, "roundtrip-spin") == 0) {
+    spin = 1;
+    mode = "roundtrip";
+  } else if (strcmp(mode, "pipelined-tracked-spin") == 0) {
+    spin = 1;
+    mode = "pipelined-tracked";
+  }
+  if (strcmp(mode, "roundtrip") == 0) {
     roundtrip(size, atol(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
-  } else if (strcmp(argv[1], "pipelined-tracked") == 0) {
+  } else if (strcmp(mode, "pipelined-tracked") == 0) {
     tracked = 1;
     pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
-  } else if (strcmp(argv[1], "pipelined") == 0) {
+  } else if (strcmp(mode, "pipelined") == 0) {
     pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
   } else {
     fprintf(stderr, "unknown mode %s\n", argv[1]);

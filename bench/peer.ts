@@ -2,10 +2,12 @@
  * The far side of every Deno benchmark, spawned by `bench/driver.ts` as its
  * own process (pinned with `taskset` when the run pins):
  *
- * - `peer.ts echo NAME SPIN`: connects to the surfaceport channel `NAME`
- *   (with `spinMicros: SPIN`) and, for each frame, writes the surface's last
- *   byte and sends the same surface back on the same channel, then closes
- *   its frame.
+ * - `peer.ts echo NAME SPIN WARMUP`: connects to the surfaceport channel
+ *   `NAME` (with `spinMicros: SPIN`) and, for each frame, writes the
+ *   surface's last byte and sends the same surface back on the same channel,
+ *   then closes its frame. When the driver hangs up it prints
+ *   `{"allocated_per_frame":B}`: the bytes V8 allocated in this process per
+ *   frame after the first WARMUP frames.
  * - `peer.ts sink NAME SPIN`: the consumer of the pipelined run: for each
  *   frame, writes the last byte and closes the frame (which lets the
  *   producer's pool reuse the surface).
@@ -21,15 +23,18 @@
  */
 
 import { connect, PeerClosedError } from "../mod.ts";
+import { allocatedBytes } from "./common.ts";
 
-const [mode, target, arg] = Deno.args;
+const [mode, target, arg, arg2] = Deno.args;
 
-async function echo(name: string, spinMicros: number): Promise<void> {
+async function echo(name: string, spinMicros: number, warmup: number): Promise<void> {
   const channel = await connect(name, { timeout: 10_000, spinMicros });
   console.log("ready");
+  let frames = 0, allocatedAtWarmup = 0;
   try {
     for (;;) {
       const frame = await channel.receive();
+      if (frames++ === warmup) allocatedAtWarmup = allocatedBytes();
       const bytes = frame.surface.bytes();
       bytes[bytes.length - 1]++;
       await channel.send(frame.surface, undefined, { timeout: 10_000 });
@@ -40,6 +45,10 @@ async function echo(name: string, spinMicros: number): Promise<void> {
   } finally {
     channel.close();
   }
+  const measured = frames - warmup - 1;
+  console.log(JSON.stringify({
+    allocated_per_frame: measured > 0 ? (allocatedBytes() - allocatedAtWarmup) / measured : null,
+  }));
 }
 
 async function sink(name: string, spinMicros: number): Promise<void> {
@@ -86,7 +95,7 @@ async function copy(path: string, frameBytes: number): Promise<void> {
 
 switch (mode) {
   case "echo":
-    await echo(target, Number(arg));
+    await echo(target, Number(arg), Number(arg2 ?? 0));
     break;
   case "sink":
     await sink(target, Number(arg));

@@ -80,11 +80,15 @@ export interface SurfaceBacking {
 
 /** A message a backend received, checked and imported. */
 export interface ReceivedMessage {
-  /** The decoded header. */
+  /** The decoded header (its `geometry` may be shared with earlier messages and is frozen). */
   header: WireHeader;
-  /** The metadata bytes (a copy). */
+  /** The metadata bytes (a copy; one shared empty array when there are none). */
   meta: Uint8Array;
-  /** The received surface, owned by the caller. */
+  /**
+   * The received surface, owned by the caller. It may register no finalizer
+   * of its own (Linux): wrap it in a `Surface` at once (whose finalizer
+   * releases it) or release it.
+   */
   surface: SurfaceBacking;
 }
 
@@ -114,8 +118,23 @@ export interface BackendConnection {
    * `deadline` (ms, `performance.now()` clock; `Infinity` for none) or `signal`.
    */
   send(message: Uint8Array, handle: number, deadline: number, signal?: AbortSignal): Promise<void>;
+  /**
+   * Optional synchronous fast path of {@link send}: sends `message` with
+   * `handle` now if the transport has room and returns true (the handle is
+   * then consumed); returns false, having sent nothing, if it would have to
+   * wait (the caller still owns the handle); throws, having released the
+   * handle, on failure. `message` is read only during the call, so the
+   * caller may reuse its buffer afterwards.
+   */
+  trySend?(message: Uint8Array, handle: number): boolean;
   /** Receives the next message, waiting until `deadline` or `signal`. */
   receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage>;
+  /**
+   * Optional synchronous fast path of {@link receive}: the next message if
+   * one is waiting, `undefined` if none is (nothing waited for), or throws
+   * what {@link receive} would.
+   */
+  tryReceive?(): ReceivedMessage | undefined;
   /**
    * Sends a control message (publish/subscribe: SUBSCRIBE, CREDIT; see
    * `src/pubsub_wire.ts`) that carries no handle. Waits for room like
@@ -181,6 +200,12 @@ export interface Backend {
    * processes by ~0.1 ms.
    */
   clockMicros?(): number;
+  /**
+   * Optional: the process is about to wait (a pool found no free surface):
+   * the moment for deferred work that would otherwise cost a later send
+   * (Linux: reopening the spare descriptions sends used).
+   */
+  beforeWait?(): void;
   /** Allocates a new surface of `geometry`. */
   allocateSurface(geometry: SurfaceGeometry): SurfaceBacking;
   /**

@@ -30,9 +30,9 @@ import { backingOf, Surface } from "./surface.ts";
 import {
   decodeMeta,
   DEFAULT_MAX_META_BYTES,
-  encodeHeader,
   encodeMeta,
   HEADER_SIZE,
+  HeaderEncoder,
   type Meta,
 } from "./wire.ts";
 
@@ -109,17 +109,34 @@ function withCallersTimeout<T>(
   });
 }
 
-/** Settles a queue tail without holding on to the value it settled with. */
-function ignore(): void {}
+/** What a send that completed at once returns: one settled promise for all of them. */
+const SENT: Promise<void> = Promise.resolve();
 
-/** Internal: turns a `timeout` option into a deadline on the `performance.now()` clock. */
-export function deadlineOf(operation: string, timeout: number | undefined): number {
-  if (timeout === undefined) return Infinity;
-  if (typeof timeout !== "number" || !(timeout >= 0)) {
+/** A queue tail with nothing pending. */
+const IDLE: Promise<unknown> = Promise.resolve();
+
+/** Options when none are given: one frozen object, not a fresh `{}` per call. */
+const NO_OPTIONS: SendOptions = Object.freeze({});
+
+/** The caller's timeout in place of a backend's (see {@link withCallersTimeout}). */
+function callersTimeout(error: unknown, operation: string, timeout: number | undefined): unknown {
+  return timeout !== undefined && error instanceof TimeoutError
+    ? new TimeoutError(operation, timeout)
+    : error;
+}
+
+function checkTimeout(operation: string, timeout: number | undefined): void {
+  if (timeout !== undefined && (typeof timeout !== "number" || !(timeout >= 0))) {
     throw new RangeError(
       `${operation}: timeout must be a non-negative number of milliseconds, got ${timeout}`,
     );
   }
+}
+
+/** Internal: turns a `timeout` option into a deadline on the `performance.now()` clock. */
+export function deadlineOf(operation: string, timeout: number | undefined): number {
+  if (timeout === undefined) return Infinity;
+  checkTimeout(operation, timeout);
   return performance.now() + timeout;
 }
 
@@ -225,12 +242,9 @@ export class Frame<M = unknown> {
 
 /** Internal: the {@link Frame} for a received message; the frame owns its surface. */
 export function frameOf<M>(received: ReceivedMessage): Frame<M> {
-  const surface = new Surface(
-    received.surface,
-    () => received.surface.release(),
-    true,
-    "received",
-  );
+  // The surface's one finalizer registration (held value: the backing itself) releases the
+  // backing if the frame is dropped: no closure, no second registration.
+  const surface = new Surface(received.surface, received.surface, true, "received");
   try {
     const meta = decodeMeta(received.header.metaKind, received.meta) as M | undefined;
     return new Frame<M>(
@@ -253,9 +267,15 @@ export function frameOf<M>(received: ReceivedMessage): Frame<M> {
 export class Channel<M = unknown> {
   #connection: BackendConnection;
   #closed = false;
-  #sequence = 0n;
-  #sendTail: Promise<unknown> = Promise.resolve();
-  #receiveTail: Promise<unknown> = Promise.resolve();
+  #sequence = 0;
+  readonly #headers = new HeaderEncoder();
+  // Sends and receives on one channel complete in call order. While none is pending, a call
+  // is tried synchronously (the common case: the kernel has room, or a message is waiting);
+  // otherwise it queues behind the last pending one.
+  #sendsPending = 0;
+  #sendTail: Promise<unknown> = IDLE;
+  #receivesPending = 0;
+  #receiveTail: Promise<unknown> = IDLE;
 
   /** @ignore */
   constructor(connection: BackendConnection) {
@@ -279,11 +299,11 @@ export class Channel<M = unknown> {
    * by `timeout` / `signal`. The caller's surface stays open and usable.
    * Sends on one channel are delivered in call order.
    */
-  send(surface: Surface, meta?: M, options: SendOptions = {}): Promise<void> {
+  send(surface: Surface, meta?: M, options: SendOptions = NO_OPTIONS): Promise<void> {
     try {
       if (this.#closed) throw new ClosedError("channel", "send");
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
-      const deadline = deadlineOf("send", options.timeout);
+      checkTimeout("send", options.timeout);
       throwIfAborted(options.signal);
       const timestamp = options.timestamp ?? clockNow();
       if (typeof timestamp !== "number") {
@@ -301,26 +321,39 @@ export class Channel<M = unknown> {
         );
       }
       const backing = backingOf(surface, "send");
-      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
-      encodeHeader(
-        new DataView(message.buffer),
+      const header = this.#headers.encode(
         backing.geometry,
         encoded.kind,
         encoded.bytes.length,
         this.#sequence++, // taken now: a send that then fails leaves a gap (docs/protocol.md)
         timestamp,
       );
-      message.set(encoded.bytes, HEADER_SIZE);
       // The handle is taken now, so the surface may be closed while the send waits its turn.
+      // From here on nothing throws before the backend owns the handle (trySend releases it
+      // if it throws; send releases it on every path).
       const handle = backing.exportHandle();
-      const run = () =>
-        withCallersTimeout(
-          this.#connection.send(message, handle, deadline, options.signal),
-          "send",
-          options.timeout,
-        );
-      const result = this.#sendTail.then(run, run);
-      this.#sendTail = result.then(ignore, ignore);
+      const connection = this.#connection;
+      if (encoded.bytes.length === 0 && this.#sendsPending === 0 && connection.trySend) {
+        // Nothing queued: send the reused header at once (it is read only during the call).
+        if (connection.trySend(header, handle)) return SENT;
+      }
+      // Queued or waiting for room: the message needs a buffer of its own.
+      const deadline = deadlineOf("send", options.timeout);
+      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
+      message.set(header);
+      message.set(encoded.bytes, HEADER_SIZE);
+      this.#sendsPending++;
+      const run = async () => {
+        try {
+          await connection.send(message, handle, deadline, options.signal);
+        } catch (error) {
+          throw callersTimeout(error, "send", options.timeout);
+        } finally {
+          if (--this.#sendsPending === 0) this.#sendTail = IDLE;
+        }
+      };
+      const result = this.#sendsPending === 1 ? run() : this.#sendTail.then(run, run);
+      this.#sendTail = result;
       return result;
     } catch (error) {
       return Promise.reject(error);
@@ -334,21 +367,33 @@ export class Channel<M = unknown> {
    * is gone, `ClosedError` when this channel is closed, or `ProtocolError`
    * for a bad message (its handles already closed; the channel stays usable).
    */
-  receive(options: WaitOptions = {}): Promise<Frame<M>> {
+  receive(options: WaitOptions = NO_OPTIONS): Promise<Frame<M>> {
     try {
       if (this.#closed) throw new ClosedError("channel", "receive");
-      const deadline = deadlineOf("receive", options.timeout);
+      checkTimeout("receive", options.timeout);
       throwIfAborted(options.signal);
+      const connection = this.#connection;
+      if (this.#receivesPending === 0 && connection.tryReceive) {
+        // Nothing queued: a message already waiting is taken now, with no promise layers.
+        const received = connection.tryReceive();
+        if (received) return Promise.resolve(frameOf<M>(received));
+      }
+      const deadline = deadlineOf("receive", options.timeout);
+      this.#receivesPending++;
       const run = async () => {
-        const received = await withCallersTimeout(
-          this.#connection.receive(deadline, options.signal),
-          "receive",
-          options.timeout,
-        );
+        let received: ReceivedMessage;
+        try {
+          received = await connection.receive(deadline, options.signal);
+        } catch (error) {
+          throw callersTimeout(error, "receive", options.timeout);
+        } finally {
+          // Back to idle: the tail never keeps the last Frame reachable.
+          if (--this.#receivesPending === 0) this.#receiveTail = IDLE;
+        }
         return frameOf<M>(received);
       };
-      const result = this.#receiveTail.then(run, run);
-      this.#receiveTail = result.then(ignore, ignore); // never keeps the last Frame reachable
+      const result = this.#receivesPending === 1 ? run() : this.#receiveTail.then(run, run);
+      this.#receiveTail = result;
       return result;
     } catch (error) {
       return Promise.reject(error);

@@ -65,6 +65,10 @@ interface PoolEntry {
   lent: boolean;
   /** When it was last lent (`performance.now()`), to say how long a holder has kept it. */
   lentAt: number;
+  /** Surfaces lent from this entry are "pool" surfaces (for the dropped-surface warning). */
+  readonly origin: "pool";
+  /** Hands the entry back to the pool: the owner of every surface lent from it (made once). */
+  release(): void;
 }
 
 /**
@@ -181,7 +185,13 @@ export class SurfacePool {
       if (!entry.lent && !entry.backing.inUseElsewhere()) return this.#lend(entry);
     }
     if (this.#entries.length < this.maxSurfaces) {
-      const entry = { backing: backend().allocateSurface(this.geometry), lent: false, lentAt: 0 };
+      const entry: PoolEntry = {
+        backing: backend().allocateSurface(this.geometry),
+        lent: false,
+        lentAt: 0,
+        origin: "pool",
+        release: () => this.#giveBack(entry),
+      };
       this.#entries.push(entry);
       this.#watcher?.watch(entry.backing);
       return this.#lend(entry);
@@ -210,6 +220,9 @@ export class SurfacePool {
     throwIfAborted(signal);
     const first = this.tryAcquire();
     if (first) return first;
+    // About to wait: the moment for deferred work (reopening spare descriptions on Linux), so
+    // that a pure producer's next sends find it done.
+    backend().beforeWait?.();
     let delay = FIRST_RETRY_MS;
     const quickUntil = performance.now() + QUICK_PROBE_MS;
     const turn = new EventLoopTurn();
@@ -360,12 +373,10 @@ export class SurfacePool {
     // Keep the entries in lending order: the one lent longest ago is probed
     // first, and with consumers that release in order it is the one most
     // likely to be free again (one F_OFD_GETLK instead of several).
-    const index = this.#entries.indexOf(entry);
-    if (index !== this.#entries.length - 1) {
-      this.#entries.splice(index, 1);
-      this.#entries.push(entry);
-    }
-    return new Surface(entry.backing, () => this.#giveBack(entry), true, "pool");
+    const entries = this.#entries;
+    for (let i = entries.indexOf(entry); i < entries.length - 1; i++) entries[i] = entries[i + 1];
+    entries[entries.length - 1] = entry;
+    return new Surface(entry.backing, entry, true, "pool");
   }
 
   #giveBack(entry: PoolEntry): void {

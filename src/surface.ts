@@ -41,23 +41,25 @@ export interface LockOptions {
 }
 
 /**
- * What a surface's finaliser or `close()` does: give the backing up, or hand
- * it back to its pool. Runs at most once.
- */
-type ReleaseAction = () => void;
-
-/**
  * Where a surface came from, for the warning about surfaces dropped without
  * `close()` and for a pool's account of who holds its surfaces.
  * @ignore
  */
 export type SurfaceOrigin = "created" | "pool" | "received";
 
-/** What the finaliser of a dropped surface needs: never the Surface itself. */
-interface Dropped {
-  release: ReleaseAction;
-  origin: SurfaceOrigin;
-  backing: SurfaceBacking;
+/**
+ * What a surface's `close()` or finaliser lets go of: the backing itself, or
+ * the pool entry that hands it back to its pool (which names its `backing`).
+ * Called at most once per surface (close() unregisters the finaliser). An
+ * object made once per backing or pool entry, not a closure per surface: it
+ * is also the finaliser's held value, so registering a surface allocates
+ * nothing but V8's own cell.
+ * @ignore
+ */
+export type SurfaceOwner = SurfaceBacking | { readonly backing: SurfaceBacking; release(): void };
+
+function ownedBacking(owner: SurfaceOwner): SurfaceBacking {
+  return "backing" in owner ? owner.backing : owner;
 }
 
 let warnedAboutDrop = false;
@@ -68,14 +70,16 @@ let warnedAboutDrop = false;
  * V8 happens to collect it — a stall that is hard to trace back, so it is
  * named once per process (as Electron does for unreleased shared textures).
  */
-const finalizer = new FinalizationRegistry<Dropped>((dropped) => {
-  dropped.release();
+function dropped(owner: SurfaceOwner, origin: SurfaceOrigin): void {
+  const backing = ownedBacking(owner);
+  if (origin === "received") noteReceivedClosed(backing.id);
+  owner.release();
   if (warnedAboutDrop) return;
   warnedAboutDrop = true;
-  const { geometry, id } = dropped.backing;
-  const what = dropped.origin === "received"
+  const { geometry, id } = backing;
+  const what = origin === "received"
     ? "a received Frame"
-    : dropped.origin === "pool"
+    : origin === "pool"
     ? "a Surface from SurfacePool.acquire()"
     : "a Surface";
   console.warn(
@@ -84,22 +88,51 @@ const finalizer = new FinalizationRegistry<Dropped>((dropped) => {
       "so its pool could not reuse it. Close every frame and pooled surface (or declare it with " +
       "`using`). This warning is shown once.",
   );
-});
+}
+
+/** One registry per origin, so that the held value can be the owner itself. */
+const finalizers: Record<SurfaceOrigin, FinalizationRegistry<SurfaceOwner>> = {
+  created: new FinalizationRegistry((owner) => dropped(owner, "created")),
+  pool: new FinalizationRegistry((owner) => dropped(owner, "pool")),
+  received: new FinalizationRegistry((owner) => dropped(owner, "received")),
+};
 
 /**
  * Surfaces received by this process and not yet closed, by id: lets a pool
  * in this same process tell "held by a frame open here" from "held by
- * another process".
+ * another process". A count that drops to 0 stays in the map (deleting and
+ * re-adding an id per frame made V8 shrink and regrow the table); zeros are
+ * swept once the map grows past {@link OPEN_RECEIVED_SWEEP}.
  */
 const openReceived = new Map<number, number>();
+const OPEN_RECEIVED_SWEEP = 256;
+
+function noteReceivedOpen(id: number): void {
+  if (openReceived.size >= OPEN_RECEIVED_SWEEP && !openReceived.has(id)) {
+    for (const [key, count] of openReceived) if (count === 0) openReceived.delete(key);
+  }
+  openReceived.set(id, (openReceived.get(id) ?? 0) + 1);
+}
+
+function noteReceivedClosed(id: number): void {
+  const count = openReceived.get(id);
+  if (count !== undefined && count > 0) openReceived.set(id, count - 1);
+}
 
 /** Internal: how many frames received by this process show surface `id` and are open. */
 export function openReceivedCount(id: number): number {
   return openReceived.get(id) ?? 0;
 }
 
-/** Each surface's backing, for the library's own modules (see {@link backingOf}). */
-const BACKING = new WeakMap<Surface, SurfaceBacking>();
+/**
+ * The views `bytes()` handed out, by the mapping's one buffer and plane
+ * index, reused while the plane's offset and length match. Emptied with the
+ * buffer: a detached buffer's views have length 0 and never match again.
+ */
+const planeViews = new WeakMap<ArrayBuffer, Uint8Array<ArrayBuffer>[]>();
+
+/** Reads a surface's backing, for the library's own modules (see {@link backingOf}). */
+let backingOfSurface: (surface: Surface) => SurfaceBacking;
 
 /**
  * A pixel buffer in memory that can be handed to another process without
@@ -129,41 +162,35 @@ const BACKING = new WeakMap<Surface, SurfaceBacking>();
  */
 export class Surface {
   #backing: SurfaceBacking;
-  #release: ReleaseAction | undefined;
+  #owner: SurfaceOwner | undefined;
   #buffer: ArrayBuffer | undefined;
   #lockDepth = 0;
   #lockReadOnly = false;
 
   #origin: SurfaceOrigin;
 
+  static {
+    backingOfSurface = (surface) => surface.#backing;
+  }
+
   /**
    * Internal: surfaces come from {@link Surface.create}, a pool or a channel.
+   * `owner.release()` runs once: at `close()`, or (with `finalize`) when the
+   * surface is garbage-collected unclosed — one finalizer registration per
+   * surface, the only one for a received frame.
    * @ignore
    */
   constructor(
     backing: SurfaceBacking,
-    release: ReleaseAction,
+    owner: SurfaceOwner,
     finalize = true,
     origin: SurfaceOrigin = "created",
   ) {
     this.#backing = backing;
+    this.#owner = owner;
     this.#origin = origin;
-    BACKING.set(this, backing);
-    let done = false;
-    const id = backing.id;
-    if (origin === "received") openReceived.set(id, (openReceived.get(id) ?? 0) + 1);
-    // Runs at most once whichever of close() and the finaliser comes first.
-    this.#release = () => {
-      if (done) return;
-      done = true;
-      if (origin === "received") {
-        const left = (openReceived.get(id) ?? 1) - 1;
-        if (left > 0) openReceived.set(id, left);
-        else openReceived.delete(id);
-      }
-      release();
-    };
-    if (finalize) finalizer.register(this, { release: this.#release, origin, backing }, this);
+    if (origin === "received") noteReceivedOpen(backing.id);
+    if (finalize) finalizers[origin].register(this, owner, this);
   }
 
   /**
@@ -184,7 +211,7 @@ export class Surface {
     const backing = backend().allocateSurface(geometry);
     // The backing finalizes itself, and its views keep it alive: no finalizer
     // on this surface, which would release the memory under a live view.
-    return new Surface(backing, () => backing.release(), false);
+    return new Surface(backing, backing, false);
   }
 
   /**
@@ -205,7 +232,7 @@ export class Surface {
       );
     }
     const backing = platform.adoptPixelBuffer(pixelBuffer);
-    return new Surface(backing, () => backing.release());
+    return new Surface(backing, backing);
   }
 
   /**
@@ -267,7 +294,7 @@ export class Surface {
 
   /** True once {@link close} has run. */
   get closed(): boolean {
-    return this.#release === undefined;
+    return this.#owner === undefined;
   }
 
   /**
@@ -322,7 +349,15 @@ export class Surface {
       throw new RangeError(`plane must be an integer from 0 to ${planes.length - 1}, got ${plane}`);
     }
     const geometry = planes[plane];
-    return new Uint8Array(this.#memory(), geometry.offset, planeByteLength(geometry));
+    const memory = this.#memory();
+    const length = planeByteLength(geometry);
+    // Every surface over one mapping shares its buffer, and so its views: a frame that comes
+    // back gets the view it had last time instead of a new one per call.
+    let views = planeViews.get(memory);
+    if (!views) planeViews.set(memory, views = []);
+    const view = views[plane];
+    if (view && view.byteOffset === geometry.offset && view.length === length) return view;
+    return views[plane] = new Uint8Array(memory, geometry.offset, length);
   }
 
   /**
@@ -365,10 +400,11 @@ export class Surface {
    * (see the class documentation). Idempotent.
    */
   close(): void {
-    const release = this.#release;
-    if (!release) return;
-    this.#release = undefined;
-    finalizer.unregister(this);
+    const owner = this.#owner;
+    if (!owner) return;
+    this.#owner = undefined;
+    finalizers[this.#origin].unregister(this);
+    if (this.#origin === "received") noteReceivedClosed(this.#backing.id);
     while (this.#lockDepth > 0) {
       this.#backing.unlock(this.#lockReadOnly);
       this.#lockDepth--;
@@ -376,7 +412,7 @@ export class Surface {
     // The backing's shared buffer stays: the backing detaches it right before
     // the memory is unmapped, so no view ever reaches unmapped memory.
     this.#buffer = undefined;
-    release();
+    owner.release();
   }
 
   /** Same as {@link close}, for `using`. */
@@ -411,12 +447,12 @@ export class Surface {
   }
 
   #assertOpen(operation: string): void {
-    if (!this.#release) throw new ClosedError("surface", `Surface.${operation}`);
+    if (!this.#owner) throw new ClosedError("surface", `Surface.${operation}`);
   }
 }
 
 /** Internal: the backing of an open surface, for channels and pools. */
 export function backingOf(surface: Surface, operation: string): SurfaceBacking {
   if (surface.closed) throw new ClosedError("surface", operation);
-  return BACKING.get(surface)!;
+  return backingOfSurface(surface);
 }

@@ -245,6 +245,162 @@ export function decodeHeader(
   };
 }
 
+const TWO_32 = 0x1_0000_0000;
+const MAX_SAFE_NUMBER = Number.MAX_SAFE_INTEGER;
+
+/** Writes the i64 `value` (an integer, |value| < 2^53) at `offset` without a BigInt. */
+function setInt64(view: DataView, offset: number, value: number): void {
+  const high = Math.floor(value / TWO_32);
+  view.setUint32(offset, value - high * TWO_32, true);
+  view.setInt32(offset + 4, high, true);
+}
+
+/**
+ * Writes a channel's headers into one reusable buffer, for the send hot path:
+ * the geometry part (format, size, planes) is rewritten only when the
+ * surface's geometry object changes (a pool's surfaces share one), the rest
+ * per message, with no DataView, BigInt or buffer allocated per send.
+ */
+export class HeaderEncoder {
+  /** The header of the last {@link encode}: valid until the next call. */
+  readonly header: Uint8Array = new Uint8Array(HEADER_SIZE);
+  readonly #view = new DataView(this.header.buffer);
+  #geometry: SurfaceGeometry | undefined;
+
+  /**
+   * Encodes a surface header into {@link header} and returns it. `sequence`
+   * and `timestamp` are integers below 2^53 in magnitude.
+   */
+  encode(
+    geometry: SurfaceGeometry,
+    metaKind: number,
+    metaLength: number,
+    sequence: number,
+    timestamp: number,
+  ): Uint8Array {
+    const view = this.#view;
+    if (geometry !== this.#geometry) {
+      encodeHeader(view, geometry, metaKind, metaLength, 0n, 0);
+      this.#geometry = geometry;
+    }
+    view.setUint16(10, metaKind & 3, true);
+    view.setUint32(28, metaLength, true);
+    setInt64(view, 32, sequence);
+    setInt64(view, 40, Math.trunc(timestamp));
+    return this.header;
+  }
+}
+
+/** Words of a header the {@link HeaderDecoder} compares with the last one: all but flags, metadata length, sequence and timestamp. */
+const GEOMETRY_WORDS = [0, 1, 3, 4, 5, 6, ...Array.from({ length: 22 }, (_, i) => 12 + i)];
+
+/**
+ * Decodes the headers arriving in one receive buffer, for the receive hot
+ * path: when the geometry part of a header (every byte but the flags,
+ * metadata length, sequence and timestamp) equals that of the last header
+ * that passed {@link decodeHeader}, its checked, frozen geometry is reused
+ * and only the per-message fields are read and checked, in decodeHeader's
+ * order and with its reasons (keep the two in step: the fuzz harness
+ * compares them input by input); otherwise the header goes through
+ * {@link decodeHeader} in full. Either way the same messages are accepted
+ * and refused.
+ */
+export class HeaderDecoder {
+  readonly #buffer: Uint8Array;
+  readonly #view: DataView;
+  readonly #words: Uint32Array;
+  readonly #maxBytes: number;
+  readonly #maxMetaBytes: number;
+  readonly #last = new Uint32Array(HEADER_SIZE / 4);
+  #geometry: SurfaceGeometry | undefined;
+
+  /** `buffer`: the receive buffer (8-byte aligned, at least {@link HEADER_SIZE} bytes). */
+  constructor(buffer: Uint8Array, maxBytes: number, maxMetaBytes: number) {
+    this.#buffer = buffer;
+    this.#view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    this.#words = new Uint32Array(buffer.buffer, buffer.byteOffset, HEADER_SIZE / 4);
+    this.#maxBytes = maxBytes;
+    this.#maxMetaBytes = maxMetaBytes;
+  }
+
+  /** Decodes and checks the message of `length` bytes at the start of the buffer. */
+  decode(length: number): WireHeader {
+    const geometry = this.#geometry;
+    if (geometry !== undefined && length >= HEADER_SIZE && this.#sameGeometry()) {
+      const view = this.#view;
+      const flags = view.getUint16(10, true);
+      const metaKind = flags & 3;
+      if (flags & ~3 || metaKind === 3) {
+        throw new ProtocolError("BAD_META", `unknown flags 0x${flags.toString(16)}`);
+      }
+      const metaLength = view.getUint32(28, true);
+      if (metaLength > this.#maxMetaBytes) {
+        throw new ProtocolError(
+          "TOO_LARGE",
+          `metadata of ${metaLength} bytes exceeds ${this.#maxMetaBytes}`,
+        );
+      }
+      if (length !== HEADER_SIZE + metaLength) {
+        throw new ProtocolError(
+          "SHORT_MESSAGE",
+          `message is ${length} bytes, header says ${HEADER_SIZE + metaLength}`,
+        );
+      }
+      // Kind 1 may be empty (an empty Uint8Array round-trips); kind 2 may not (no JSON text is empty).
+      if (
+        (metaKind === META_NONE && metaLength !== 0) ||
+        (metaKind === META_JSON && metaLength === 0)
+      ) {
+        throw new ProtocolError("BAD_META", `metadata kind ${metaKind} with length ${metaLength}`);
+      }
+      // (The reserved field is among the compared bytes: zero, as decodeHeader checked.)
+      if (view.getUint32(36, true) >= 0x200000) {
+        throw new ProtocolError(
+          "BAD_HEADER",
+          `sequence ${view.getBigUint64(32, true)} is over 2^53-1`,
+        );
+      }
+      const timestampHigh = view.getInt32(44, true);
+      const timestamp = timestampHigh * TWO_32 + view.getUint32(40, true);
+      if (timestampHigh < -0x200000 || timestampHigh >= 0x200000 || timestamp < -MAX_SAFE_NUMBER) {
+        throw new ProtocolError(
+          "BAD_HEADER",
+          `timestamp ${view.getBigInt64(40, true)} is outside ±(2^53-1)`,
+        );
+      }
+      return {
+        type: MESSAGE_SURFACE,
+        geometry,
+        metaKind,
+        metaLength,
+        sequence: view.getBigUint64(32, true),
+        timestamp,
+      };
+    }
+    const header = decodeHeader(
+      this.#buffer.subarray(0, length),
+      this.#maxBytes,
+      this.#maxMetaBytes,
+    );
+    for (const plane of header.geometry.planes) Object.freeze(plane);
+    Object.freeze(header.geometry.planes);
+    Object.freeze(header.geometry);
+    this.#last.set(this.#words);
+    this.#geometry = header.geometry;
+    return header;
+  }
+
+  #sameGeometry(): boolean {
+    const words = this.#words, last = this.#last;
+    if ((words[2] & 0xffff) !== (last[2] & 0xffff)) return false; // header size; not the flags
+    for (let k = 0; k < GEOMETRY_WORDS.length; k++) {
+      const i = GEOMETRY_WORDS[k];
+      if (words[i] !== last[i]) return false;
+    }
+    return true;
+  }
+}
+
 const encoder = new TextEncoder();
 // ignoreBOM keeps a leading U+FEFF in the text, so JSON.parse refuses it as RFC 8259 says a sender must not add one.
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });

@@ -7,6 +7,8 @@
 
 import { libc } from "../ffi/linux.ts";
 import { type Channel, type ChannelOptions, connect, listen, type Listener } from "../mod.ts";
+import { openProcFdDirectory } from "../src/linux/libc.ts";
+import { openPollerControlFd } from "../src/linux/poller.ts";
 
 /** Highest descriptor number the counters look at. */
 const FD_SCAN_LIMIT = 65536;
@@ -39,12 +41,26 @@ export function fdTargets(baseline: number[] = []): string[] {
 }
 
 /**
+ * Opens the two descriptors surfaceport keeps for the life of the process
+ * once used — the `/proc/self/fd` directory that reopening goes through, and
+ * the shared poll's control eventfd — so that a descriptor baseline taken
+ * afterwards does not count them as leaks.
+ */
+export function openLibraryProcessFds(): void {
+  if (Deno.build.os !== "linux") return;
+  openProcFdDirectory();
+  openPollerControlFd();
+}
+
+/**
  * Waits until Deno has opened the descriptors it opens by itself shortly
- * after start, so that fd-count baselines are stable.
+ * after start, and opens surfaceport's process-lifetime ones
+ * ({@link openLibraryProcessFds}), so that fd-count baselines are stable.
  */
 export async function settleRuntimeFds(): Promise<void> {
   const age = performance.now();
   if (age < 800) await sleep(800 - age);
+  openLibraryProcessFds();
 }
 
 /** Resolves after `ms` milliseconds. */

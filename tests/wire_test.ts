@@ -7,6 +7,8 @@ import {
   encodeHeader,
   encodeMeta,
   HEADER_SIZE,
+  HeaderDecoder,
+  HeaderEncoder,
   META_BYTES,
   META_JSON,
   META_NONE,
@@ -139,6 +141,55 @@ Deno.test("wire: malformed headers are ProtocolErrors with a reason", () => {
       return true;
     });
   }
+});
+
+Deno.test("wire: HeaderEncoder writes what encodeHeader writes, reusing one buffer", () => {
+  const geometry = computeGeometry(64, 32, "420v");
+  const other = computeGeometry(640, 480, "BGRA");
+  const encoder = new HeaderEncoder();
+  for (
+    const [g, kind, length, sequence, timestamp] of [
+      [geometry, META_NONE, 0, 0, 1_700_000_000_123_456],
+      [geometry, META_JSON, 17, 2 ** 40 + 3, -5],
+      [other, META_BYTES, 3, 7, 0],
+      [geometry, META_NONE, 0, 8, 2 ** 52],
+    ] as const
+  ) {
+    const expected = new Uint8Array(HEADER_SIZE);
+    encodeHeader(new DataView(expected.buffer), g, kind, length, BigInt(sequence), timestamp);
+    const encoded = encoder.encode(g, kind, length, sequence, timestamp);
+    assert.equal(encoded, encoder.header, "the same buffer every time");
+    assert.equal(hex(encoded), hex(expected));
+  }
+});
+
+Deno.test("wire: HeaderDecoder reuses a checked geometry and still checks every message", () => {
+  const buffer = new Uint8Array(HEADER_SIZE + 64 + 1);
+  const decoder = new HeaderDecoder(buffer, 1 << 30, 64);
+  buffer.set(header());
+  const first = decoder.decode(HEADER_SIZE);
+  assert.ok(Object.isFrozen(first.geometry) && Object.isFrozen(first.geometry.planes[0]));
+  const meta = new TextEncoder().encode('{"a":1}');
+  buffer.set(header(meta, META_JSON));
+  const second = decoder.decode(HEADER_SIZE + meta.length);
+  assert.equal(second.geometry, first.geometry, "same geometry bytes: the same checked object");
+  assert.deepEqual(
+    { ...second, geometry: undefined },
+    {
+      ...decodeHeader(buffer.subarray(0, HEADER_SIZE + meta.length), 1 << 30, 64),
+      geometry: undefined,
+    },
+  );
+  // Per-message fields are checked on the fast path too.
+  assert.throws(() => decoder.decode(HEADER_SIZE + meta.length - 1), ProtocolError);
+  new DataView(buffer.buffer).setUint32(28, 65, true);
+  assert.throws(() => decoder.decode(HEADER_SIZE + 65), ProtocolError);
+  new DataView(buffer.buffer).setUint16(10, 3, true);
+  assert.throws(() => decoder.decode(HEADER_SIZE + meta.length), ProtocolError);
+  // A changed geometry goes through the full decoder.
+  buffer.set(header());
+  new DataView(buffer.buffer).setUint32(16, 63, true); // odd width for 4:2:0
+  assert.throws(() => decoder.decode(HEADER_SIZE), ProtocolError);
 });
 
 Deno.test("wire: a wrong headerSize is reported as what the field says (was: 'header is 136 bytes, expected 136')", () => {

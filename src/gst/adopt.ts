@@ -61,7 +61,7 @@ export class ForeignMemfdAdopter {
     if (problem) throw new ProtocolError("BAD_GEOMETRY", problem);
     sealForSharing(fd);
     const backing = this.#cache.import(fd, geometry);
-    return new Surface(backing, () => backing.release());
+    return new Surface(backing, backing);
   }
 
   /** Unmaps cached memfds (those still used by open surfaces go when they close). Idempotent. */

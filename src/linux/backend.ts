@@ -9,15 +9,22 @@ import { SystemCallError } from "../errors.ts";
 import { ABSTRACT_PREFIX, connectSocket, SocketListener } from "./channel.ts";
 import { closeQuietly, cString, ERRNO, libc, readErrno, reopen, systemError } from "./libc.ts";
 import { LINUX } from "./structs.ts";
-import { exportLockedHandle, InotifyReleaseWatcher, MemfdSurface } from "./surface.ts";
+import {
+  exportLockedHandle,
+  InotifyReleaseWatcher,
+  MemfdSurface,
+  refillSpareDescriptions,
+} from "./surface.ts";
 
-const timespec = new BigInt64Array(2);
+/** `struct timespec { i64 tv_sec; i64 tv_nsec; }`, read as 32-bit words (no BigInt per call). */
+const timespec = new Int32Array(4);
 const timespecBytes = new Uint8Array(timespec.buffer);
 
 /** `clock_gettime(CLOCK_REALTIME)` in microseconds: one clock for every process on the machine. */
 function realtimeMicros(): number {
   libc().clock_gettime(0, /* CLOCK_REALTIME */ timespecBytes);
-  return Number(timespec[0]) * 1e6 + Math.floor(Number(timespec[1]) / 1000);
+  const seconds = timespec[1] * 0x1_0000_0000 + (timespec[0] >>> 0);
+  return seconds * 1e6 + Math.floor(timespec[2] / 1000); // tv_nsec < 1e9 fits the low word
 }
 
 /** `__SO_ACCEPTCON` in the Flags column of `/proc/net/unix`: the socket listens. */
@@ -82,6 +89,7 @@ function processExists(pid: number): boolean {
 export const linuxBackend: Backend = {
   currentUid: () => libc().geteuid(),
   clockMicros: realtimeMicros,
+  beforeWait: refillSpareDescriptions,
   allocateSurface: (geometry) => MemfdSurface.allocate(geometry),
   watchReleases: () => InotifyReleaseWatcher.create(),
   listen: (name, allowPeer, limits) => new SocketListener(name, allowPeer, limits),

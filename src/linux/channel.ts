@@ -28,7 +28,7 @@ import {
   throwIfAborted,
   TimeoutError,
 } from "../errors.ts";
-import { decodeHeader, HEADER_SIZE } from "../wire.ts";
+import { HEADER_SIZE, HeaderDecoder } from "../wire.ts";
 import {
   check,
   closeQuietly,
@@ -58,6 +58,7 @@ import {
   MSGHDR_FLAGS_OFFSET,
   MSGHDR_SIZE,
   POLLFD_SIZE,
+  scanControlRights,
   UCRED_SIZE,
 } from "./structs.ts";
 
@@ -66,6 +67,16 @@ export const ABSTRACT_PREFIX = "surfaceport/";
 
 /** How many descriptors a receive makes room for: more than one is a protocol error, but we must see them to close them. */
 const MAX_RECEIVED_FDS = 8;
+
+/**
+ * How many failed `recvmsg` attempts a spinning receive makes between two
+ * looks at the clock (each attempt ~1 µs): the spin ends at most that much
+ * late, and no clock read is paid per attempt.
+ */
+const SPIN_CLOCK_EVERY = 8;
+
+/** The one metadata buffer of every message without metadata (it is never written). */
+const NO_META = new Uint8Array(0);
 
 const encoder = new TextEncoder();
 
@@ -117,14 +128,25 @@ export class SocketConnection implements BackendConnection {
   #closed = false;
   #pendingWaits = 0;
 
-  // Preallocated message structures: built once, only lengths change per call.
+  // Message structures built once per connection, with their addresses: per call only the
+  // lengths, the flags and the fd change, written through typed-array views (no DataView,
+  // no BigInt, no pointer object per call).
   readonly #sendMsghdr = new Uint8Array(MSGHDR_SIZE);
   readonly #sendIov = new Uint8Array(IOVEC_SIZE);
+  readonly #sendIovWords = new Uint32Array(this.#sendIov.buffer);
   readonly #sendControl = new Uint8Array(cmsgSpace(4));
+  readonly #sendControlWords = new Int32Array(this.#sendControl.buffer);
+  /** The last message buffer sent and its address: a channel reuses one buffer for its headers. */
+  #sentBuffer: Uint8Array | undefined;
   readonly #receiveMsghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #receiveMsghdrWords = new Int32Array(this.#receiveMsghdr.buffer);
+  /** The receive iovec: referenced by address from the msghdr, so it must stay reachable. */
   readonly #receiveIov = new Uint8Array(IOVEC_SIZE);
   readonly #receiveControl = new Uint8Array(cmsgSpace(4 * MAX_RECEIVED_FDS));
+  readonly #receiveControlView = new DataView(this.#receiveControl.buffer);
+  readonly #receivedFds: number[] = [];
   readonly #receiveBuffer: Uint8Array;
+  readonly #headerDecoder: HeaderDecoder;
   readonly #pollOne = new Uint8Array(POLLFD_SIZE);
   // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
   readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
@@ -134,7 +156,8 @@ export class SocketConnection implements BackendConnection {
     this.#fd = fd;
     this.peer = peer;
     this.#limits = limits;
-    this.#cache = new MappingCache(limits.mappingCacheSize, limits);
+    // Channel senders send OFD-locked descriptions: forwarding dup()s them.
+    this.#cache = new MappingCache(limits.mappingCacheSize, limits, true);
     const sendWake = newEventFd();
     let receiveWake: number;
     try {
@@ -147,6 +170,11 @@ export class SocketConnection implements BackendConnection {
     this.#receiveWake = receiveWake;
     // One byte more than the largest valid message, so an oversized one shows as MSG_TRUNC.
     this.#receiveBuffer = new Uint8Array(HEADER_SIZE + limits.maxMetaBytes + 1);
+    this.#headerDecoder = new HeaderDecoder(
+      this.#receiveBuffer,
+      limits.maxSurfaceBytes,
+      limits.maxMetaBytes,
+    );
 
     encodeRights(new DataView(this.#sendControl.buffer), [-1]);
     encodeMsghdr(new DataView(this.#sendMsghdr.buffer), {
@@ -167,8 +195,9 @@ export class SocketConnection implements BackendConnection {
       controlLength: 0,
       flags: 0,
     });
+    const receiveIov = this.#receiveIov;
     encodeIovec(
-      new DataView(this.#receiveIov.buffer),
+      new DataView(receiveIov.buffer),
       0,
       addressOf(this.#receiveBuffer),
       this.#receiveBuffer.length,
@@ -176,7 +205,7 @@ export class SocketConnection implements BackendConnection {
     encodeMsghdr(new DataView(this.#receiveMsghdr.buffer), {
       name: 0n,
       nameLength: 0,
-      iov: addressOf(this.#receiveIov),
+      iov: addressOf(receiveIov),
       iovLength: 1,
       control: addressOf(this.#receiveControl),
       controlLength: this.#receiveControl.length,
@@ -208,17 +237,30 @@ export class SocketConnection implements BackendConnection {
     }
   }
 
+  trySend(message: Uint8Array, handle: number): boolean {
+    try {
+      this.#assertOpen("send");
+      if (!this.#trySend(message, handle)) return false;
+    } catch (error) {
+      closeQuietly(handle);
+      throw error;
+    }
+    closeQuietly(handle); // the queued message holds its own reference
+    return true;
+  }
+
   /** One `sendmsg(MSG_DONTWAIT)`; false if the socket buffer is full. */
   #trySend(message: Uint8Array, handle: number): boolean {
-    new DataView(this.#sendControl.buffer).setInt32(16, handle, true);
-    const iov = new DataView(this.#sendIov.buffer);
-    encodeIovec(iov, 0, addressOf(message), message.length);
+    this.#sendControlWords[4] = handle; // CMSG_DATA, offset 16
+    const words = this.#sendIovWords;
+    if (message !== this.#sentBuffer) {
+      encodeIovec(new DataView(this.#sendIov.buffer), 0, addressOf(message), message.length);
+      this.#sentBuffer = message;
+    }
+    words[2] = message.length; // iov_len, low word (the high word stays 0)
+    const lib = libc();
     for (;;) {
-      const sent = libc().sendmsg(
-        this.#fd,
-        this.#sendMsghdr,
-        LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL,
-      );
+      const sent = lib.sendmsg(this.#fd, this.#sendMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL);
       if (sent >= 0) return true;
       const errno = readErrno();
       if (errno === ERRNO.EINTR) continue;
@@ -226,6 +268,11 @@ export class SocketConnection implements BackendConnection {
       if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
       throw systemError("sendmsg", errno);
     }
+  }
+
+  tryReceive(): ReceivedMessage | undefined {
+    this.#assertOpen("receive");
+    return this.#tryReceive();
   }
 
   async sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void> {
@@ -311,12 +358,15 @@ export class SocketConnection implements BackendConnection {
     // About to wait: the time to reopen the descriptions that sends used (not while sending).
     refillSpareDescriptions();
     if (this.#limits.spinMicros > 0) {
-      // Low-latency mode: retry on this thread before paying the hop to a worker thread.
+      // Low-latency mode: retry on this thread before paying the hop to a worker thread. The
+      // clock is read every SPIN_CLOCK_EVERY attempts, not on each.
       const spinUntil = Math.min(performance.now() + this.#limits.spinMicros / 1000, deadline);
-      while (performance.now() < spinUntil) {
-        message = this.#tryReceive();
-        if (message) return message;
-      }
+      do {
+        for (let i = 0; i < SPIN_CLOCK_EVERY; i++) {
+          message = this.#tryReceive();
+          if (message) return message;
+        }
+      } while (performance.now() < spinUntil);
     }
     for (;;) {
       await this.#wait(LINUX.POLLIN, this.#receiveWake, "receive", deadline, signal);
@@ -329,18 +379,16 @@ export class SocketConnection implements BackendConnection {
 
   /** One `recvmsg(MSG_DONTWAIT)`: a checked message, `undefined` if none is waiting, or a typed error. */
   #tryReceive(): ReceivedMessage | undefined {
-    const msghdr = new DataView(this.#receiveMsghdr.buffer);
-    msghdr.setBigUint64(MSGHDR_CONTROLLEN_OFFSET, BigInt(this.#receiveControl.length), true);
-    msghdr.setInt32(MSGHDR_FLAGS_OFFSET, 0, true);
-    new DataView(this.#receiveIov.buffer).setBigUint64(
-      IOVEC_LEN_OFFSET,
-      BigInt(this.#receiveBuffer.length),
-      true,
-    );
+    const msghdr = this.#receiveMsghdrWords;
+    // The kernel rewrites msg_controllen and msg_flags: reset them (the high word of
+    // msg_controllen stays 0: the buffer is far smaller than 4 GiB).
+    msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
+    msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
+    const lib = libc();
     let length: number;
     for (;;) {
       length = Number(
-        libc().recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
+        lib.recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
       );
       if (length >= 0) break;
       const errno = readErrno();
@@ -349,13 +397,14 @@ export class SocketConnection implements BackendConnection {
       if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
       throw systemError("recvmsg", errno);
     }
-    const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
-    const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
-    const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
+    const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
+    const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
+    const fds = this.#receivedFds;
+    const malformed = scanControlRights(this.#receiveControlView, controlLength, fds);
     // Every received fd is closed on every path, except the one a returned surface owns.
     let adopted = false;
     try {
-      if (length === 0 && control.fds.length === 0 && this.#peerHungUp()) {
+      if (length === 0 && fds.length === 0 && this.#peerHungUp()) {
         throw new PeerClosedError();
       }
       if (flags & LINUX.MSG_CTRUNC) {
@@ -364,7 +413,7 @@ export class SocketConnection implements BackendConnection {
           `control data was truncated (more than ${MAX_RECEIVED_FDS} fds?)`,
         );
       }
-      if (control.malformed) {
+      if (malformed) {
         throw new ProtocolError("CONTROL_TRUNCATED", "malformed control message");
       }
       if (flags & LINUX.MSG_TRUNC) {
@@ -373,23 +422,25 @@ export class SocketConnection implements BackendConnection {
           `message is larger than ${this.#receiveBuffer.length - 1} bytes`,
         );
       }
-      const bytes = this.#receiveBuffer.subarray(0, length);
-      const header = decodeHeader(bytes, this.#limits.maxSurfaceBytes, this.#limits.maxMetaBytes);
-      if (control.fds.length === 0) {
+      const header = this.#headerDecoder.decode(length);
+      if (fds.length === 0) {
         throw new ProtocolError("NO_HANDLE", "surface message carries no fd");
       }
-      if (control.fds.length > 1) {
+      if (fds.length > 1) {
         throw new ProtocolError(
           "EXTRA_HANDLES",
-          `surface message carries ${control.fds.length} fds, expected 1`,
+          `surface message carries ${fds.length} fds, expected 1`,
         );
       }
-      const surface = this.#cache.import(control.fds[0], header.geometry);
+      const surface = this.#cache.import(fds[0], header.geometry);
       adopted = true; // the surface owns the fd now
-      return { header, meta: bytes.slice(HEADER_SIZE), surface };
+      const meta = header.metaLength === 0
+        ? NO_META
+        : this.#receiveBuffer.slice(HEADER_SIZE, HEADER_SIZE + header.metaLength);
+      return { header, meta, surface };
     } finally {
       if (!adopted) {
-        for (const fd of control.fds) closeQuietly(fd);
+        for (const fd of fds) closeQuietly(fd);
       }
     }
   }

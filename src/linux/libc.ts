@@ -11,12 +11,14 @@ import {
   decodeFlockType,
   decodeStatfsType,
   decodeStatx,
+  decodeStatxInto,
   encodeFlock,
   FLOCK_SIZE,
   LINUX,
   STATFS_SIZE,
   type Statx,
   STATX_SIZE,
+  type StatxNumbers,
 } from "./structs.ts";
 
 export { libc };
@@ -133,16 +135,56 @@ export function closeQuietly(fd: number): void {
 }
 
 /**
+ * `/proc/self/fd`, opened once (`O_PATH`) for the life of the process:
+ * `openat` relative to it skips the path walk through `/proc/self` on every
+ * {@link reopen} (measured: 0.4-0.6 µs of ~2 µs). -1 until first use; -2 if
+ * it could not be opened (then the full path is used).
+ */
+let procFdDir = -1;
+
+/** `"N"` as C strings, by descriptor number: the name of a number never changes. */
+const fdNames: Uint8Array[] = [];
+
+/**
  * Opens a second, independent open-file-description of `fd` through
  * `/proc/self/fd`. Locks taken on it belong to it alone.
  */
 export function reopen(fd: number, flags: number = LINUX.O_RDWR): number {
-  return check("open(/proc/self/fd)", libc().open(procFdPath(fd), flags | LINUX.O_CLOEXEC, 0));
+  const lib = libc();
+  if (procFdDir === -1) openProcFdDirectory();
+  const result = procFdDir >= 0
+    ? lib.openat(procFdDir, fdNames[fd] ??= cString(String(fd)), flags | LINUX.O_CLOEXEC, 0)
+    : lib.open(procFdPath(fd), flags | LINUX.O_CLOEXEC, 0);
+  return check("open(/proc/self/fd)", result);
+}
+
+/**
+ * Opens the `/proc/self/fd` directory that {@link reopen} keeps for the life
+ * of the process, if it is not open yet (tests open it before taking a
+ * descriptor baseline).
+ */
+export function openProcFdDirectory(): void {
+  if (procFdDir !== -1) return;
+  const dir = libc().open(
+    cString("/proc/self/fd"),
+    LINUX.O_PATH | LINUX.O_DIRECTORY | LINUX.O_CLOEXEC,
+    0,
+  );
+  procFdDir = dir >= 0 ? dir : -2;
+}
+
+/**
+ * A new descriptor number for the same open-file-description as `fd`
+ * (`fcntl(F_DUPFD_CLOEXEC)`): it shares the description's OFD locks.
+ */
+export function dupCloexec(fd: number): number {
+  return check("fcntl(F_DUPFD_CLOEXEC)", libc().fcntl(fd, LINUX.F_DUPFD_CLOEXEC, 0));
 }
 
 /** `/proc/self/fd/N` as C strings, by descriptor number: the path of a number never changes. */
 const procFdPaths: Uint8Array[] = [];
 
+/** `/proc/self/fd/N` as a C string (cached). */
 export function procFdPath(fd: number): Uint8Array {
   return procFdPaths[fd] ??= cString(`/proc/self/fd/${fd}`);
 }
@@ -176,8 +218,7 @@ const statxBuffer = new Uint8Array(STATX_SIZE);
 const statxView = new DataView(statxBuffer.buffer);
 const emptyPath = new Uint8Array(1);
 
-/** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, link count, inode, size and device of `fd`. */
-export function fstatx(fd: number): Statx {
+function statxCall(fd: number): void {
   check(
     "statx",
     libc().statx(
@@ -189,7 +230,23 @@ export function fstatx(fd: number): Statx {
       statxBuffer,
     ),
   );
+}
+
+/** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, link count, inode, size and device of `fd`. */
+export function fstatx(fd: number): Statx {
+  statxCall(fd);
   return decodeStatx(statxView);
+}
+
+const statxNumbers: StatxNumbers = { mode: 0, ino: 0, size: 0, devMajor: 0, devMinor: 0 };
+
+/**
+ * {@link fstatx} for the receive hot path: the same call, read as numbers
+ * into one object that is overwritten by the next call (read it at once).
+ */
+export function fstatxNumbers(fd: number): StatxNumbers {
+  statxCall(fd);
+  return decodeStatxInto(statxView, statxNumbers);
 }
 
 const statfsBuffer = new Uint8Array(STATFS_SIZE);

@@ -7,7 +7,7 @@
  */
 
 import { throwIfAborted, TimeoutError } from "../errors.ts";
-import { check, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
+import { check, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { decodePollRevents, encodePollfd, LINUX, POLLFD_SIZE } from "./structs.ts";
 
 /** One parked wait: `fd` ready for `events`, or `wakeFd` readable, until `deadline`. */
@@ -31,13 +31,22 @@ interface Waiter {
  * own async file I/O — would queue behind polls that may never return.
  * So waits register here, and one `poll` over all of them runs at a time.
  * A wait added while that poll runs interrupts it through a control
- * eventfd, which exists only while some wait is parked.
+ * eventfd, made at the first parked wait and kept for the life of the
+ * process (one descriptor, instead of an `eventfd` + `close` per park).
  */
 class Poller {
   readonly #waiters = new Set<Waiter>();
   #controlFd = -1;
   #running = false;
   #polling = false;
+  /** The pollfd array, reused while the number of waits fits. */
+  #fds = new Uint8Array(8 * POLLFD_SIZE);
+  #fdsView = new DataView(this.#fds.buffer);
+
+  /** Makes the control eventfd now if it does not exist yet (it lives as long as the process). */
+  openControlFd(): void {
+    if (this.#controlFd < 0) this.#controlFd = newEventFd();
+  }
 
   add(waiter: Waiter): void {
     this.#waiters.add(waiter);
@@ -52,15 +61,19 @@ class Poller {
   async #run(): Promise<void> {
     this.#running = true;
     try {
-      this.#controlFd = newEventFd();
+      this.openControlFd();
       for (;;) {
         // Waits added in this same turn of the event loop join this round without a wake-up.
         await Promise.resolve();
         if (this.#waiters.size === 0) break;
         const waiters = [...this.#waiters];
         const count = 1 + 2 * waiters.length;
-        const fds = new Uint8Array(count * POLLFD_SIZE);
-        const view = new DataView(fds.buffer);
+        if (this.#fds.length < count * POLLFD_SIZE) {
+          this.#fds = new Uint8Array(2 * count * POLLFD_SIZE);
+          this.#fdsView = new DataView(this.#fds.buffer);
+        }
+        const fds = this.#fds;
+        const view = this.#fdsView;
         encodePollfd(view, 0, this.#controlFd, LINUX.POLLIN);
         let deadline = Infinity;
         waiters.forEach((w, i) => {
@@ -105,8 +118,6 @@ class Poller {
       for (const waiter of this.#waiters) waiter.settle(error as Error);
       this.#waiters.clear();
     } finally {
-      closeQuietly(this.#controlFd);
-      this.#controlFd = -1;
       this.#polling = false;
       this.#running = false;
     }
@@ -114,6 +125,15 @@ class Poller {
 }
 
 const poller = new Poller();
+
+/**
+ * Opens the shared poll's control eventfd, which the first parked wait would
+ * open and which then stays for the life of the process (tests open it
+ * before taking a descriptor baseline).
+ */
+export function openPollerControlFd(): void {
+  poller.openControlFd();
+}
 
 /**
  * Waits (parked in the shared {@link Poller}) until `fd` is ready for

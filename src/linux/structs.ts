@@ -31,11 +31,14 @@ export const LINUX = {
   O_RDONLY: 0,
   O_RDWR: 2,
   O_CLOEXEC: 0o2000000,
+  O_DIRECTORY: 0o200000,
+  O_PATH: 0o10000000,
   MFD_CLOEXEC: 1,
   MFD_ALLOW_SEALING: 2,
   F_GETFD: 1,
   F_GETFL: 3,
   O_ACCMODE: 3,
+  F_DUPFD_CLOEXEC: 1030,
   F_ADD_SEALS: 1033,
   F_GET_SEALS: 1034,
   F_SEAL_SEAL: 1,
@@ -208,6 +211,33 @@ export function decodeControl(view: DataView, length: number): DecodedControl {
   return { fds, others, malformed };
 }
 
+/**
+ * {@link decodeControl} for the receive hot path: collects the `SCM_RIGHTS`
+ * descriptors into `fds` (emptied first, reused between calls) and returns
+ * true if the control data is malformed. Same walk, same rules; allocates
+ * nothing once `fds` has grown.
+ */
+export function scanControlRights(view: DataView, length: number, fds: number[]): boolean {
+  fds.length = 0;
+  let offset = 0;
+  const end = Math.min(length, view.byteLength);
+  while (offset + CMSGHDR_SIZE <= end) {
+    // cmsg_len is a size_t: a high word makes it larger than any buffer (malformed).
+    const cmsgLength = view.getUint32(offset + 4, true) !== 0
+      ? Infinity
+      : view.getUint32(offset, true);
+    const level = view.getInt32(offset + 8, true);
+    const type = view.getInt32(offset + 12, true);
+    if (cmsgLength < CMSGHDR_SIZE || offset + cmsgLength > end) return true;
+    if (level === 1 && type === 1) {
+      const count = Math.floor((cmsgLength - CMSGHDR_SIZE) / 4);
+      for (let i = 0; i < count; i++) fds.push(view.getInt32(offset + CMSGHDR_SIZE + 4 * i, true));
+    }
+    offset += cmsgAlign(cmsgLength);
+  }
+  return false;
+}
+
 // --- struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; } -----
 
 /** `sizeof(struct sockaddr_un)` */
@@ -307,6 +337,34 @@ export function decodeStatx(view: DataView): Statx {
     devMajor: view.getUint32(136, true),
     devMinor: view.getUint32(140, true),
   };
+}
+
+/**
+ * The fields of `struct statx` the receive path reads, as plain numbers (no
+ * BigInt allocation per frame). A 64-bit value past 2^53 reads as
+ * `Infinity`: larger than any size or inode a caller compares it with.
+ */
+export interface StatxNumbers {
+  mode: number;
+  ino: number;
+  size: number;
+  devMajor: number;
+  devMinor: number;
+}
+
+function u64Number(view: DataView, offset: number): number {
+  const high = view.getUint32(offset + 4, true);
+  return high >= 0x200000 ? Infinity : high * 0x1_0000_0000 + view.getUint32(offset, true);
+}
+
+/** Reads the same fields as {@link decodeStatx} into `into`, allocating nothing. */
+export function decodeStatxInto(view: DataView, into: StatxNumbers): StatxNumbers {
+  into.mode = view.getUint16(28, true);
+  into.ino = u64Number(view, 32);
+  into.size = u64Number(view, 40);
+  into.devMajor = view.getUint32(136, true);
+  into.devMinor = view.getUint32(140, true);
+  return into;
 }
 
 // --- struct statfs ---------------------------------------------------------

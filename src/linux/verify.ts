@@ -40,7 +40,7 @@ import {
   reopen,
   systemError,
 } from "./libc.ts";
-import { LINUX, type Statx } from "./structs.ts";
+import { LINUX } from "./structs.ts";
 
 const MAP_FAILED = 0xffffffffffffffffn;
 const SIZE_SEALS = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
@@ -133,7 +133,7 @@ export function verifyMemfd(
       `received fd is not a regular file (mode 0o${stat.mode.toString(8)})`,
     );
   }
-  checkSize(stat, geometry);
+  checkSize(Number(stat.size), geometry);
   // 3. Access mode.
   checkAccessMode(fd);
   // 4. Filesystem: shmem, not hugetlbfs.
@@ -157,21 +157,25 @@ export function verifyMemfd(
 /**
  * The checks for a new descriptor of an inode that {@link verifyMemfd}
  * already passed (e.g. one in a mapping cache): its seals can only have
- * grown, so `stat` (this descriptor's `statx`, taken before or after — the
- * size cannot change any more) gives the final size; what is left to check
+ * grown, so `size` (from this descriptor's `statx`, taken before or after —
+ * the size cannot change any more) is final; what is left to check
  * is that size against this message's `geometry.allocSize`, and this
  * descriptor's access mode. Two cheap checks, no syscall but one `fcntl`.
  */
-export function checkKnownMemfd(fd: number, stat: Statx, geometry: SurfaceGeometry): void {
-  checkSize(stat, geometry);
+export function checkKnownMemfd(fd: number, size: number, geometry: SurfaceGeometry): void {
+  checkSize(size, geometry);
   checkAccessMode(fd);
 }
 
-function checkSize(stat: Statx, geometry: SurfaceGeometry): void {
-  if (stat.size !== BigInt(geometry.allocSize)) {
+/**
+ * `size` as a number (no BigInt per frame): a size past 2^53 reads as a
+ * number past `Number.MAX_SAFE_INTEGER`, never equal to a valid `allocSize`.
+ */
+function checkSize(size: number, geometry: SurfaceGeometry): void {
+  if (size !== geometry.allocSize) {
     throw new ProtocolError(
       "SIZE_MISMATCH",
-      `received memfd has ${stat.size} bytes, the header's allocSize is ${geometry.allocSize}`,
+      `received memfd has ${size} bytes, the header's allocSize is ${geometry.allocSize}`,
     );
   }
 }

@@ -41,6 +41,7 @@ import {
   encodeMsghdr,
   encodeRights,
   MSGHDR_SIZE,
+  scanControlRights,
   STATX_SIZE,
 } from "../../src/linux/structs.ts";
 import {
@@ -64,6 +65,7 @@ import {
   encodeHeader,
   encodeMeta,
   HEADER_SIZE,
+  HeaderDecoder,
   META_BYTES,
   META_JSON,
   META_NONE,
@@ -364,7 +366,48 @@ function runHeader(input: Uint8Array, rng: Xorshift): string {
     // The metadata decoder must then also hold to its contract on the accepted bytes.
     protocolOnly(() => decodeMeta(header!.metaKind, input.subarray(HEADER_SIZE)));
   }
+  compareHeaderDecoder(input, maxBytes, maxMeta, outcome, header);
   return outcome;
+}
+
+/**
+ * The receive path's cached decoder must accept and refuse exactly what
+ * decodeHeader does, with the same fields. It is primed first with the
+ * input's own geometry bytes under valid per-message fields, so that the
+ * input itself takes its fast path (geometry reused, per-message fields
+ * checked) whenever that priming header is valid.
+ */
+function compareHeaderDecoder(
+  input: Uint8Array,
+  maxBytes: number,
+  maxMeta: number,
+  outcome: string,
+  header: ReturnType<typeof decodeHeader> | undefined,
+): void {
+  const buffer = new Uint8Array(HEADER_SIZE + maxMeta + 1);
+  if (input.length > buffer.length) return; // a channel sees MSG_TRUNC first
+  const decoder = new HeaderDecoder(buffer, maxBytes, maxMeta);
+  if (input.length >= HEADER_SIZE) {
+    buffer.set(input.subarray(0, HEADER_SIZE));
+    const view = new DataView(buffer.buffer);
+    view.setUint16(10, 0, true); // flags: no metadata
+    view.setUint32(28, 0, true); // metadata length
+    protocolOnly(() => decoder.decode(HEADER_SIZE));
+  }
+  buffer.fill(0);
+  buffer.set(input);
+  let cached: ReturnType<typeof decodeHeader> | undefined;
+  const cachedOutcome = protocolOnly(() => {
+    cached = decoder.decode(input.length);
+  });
+  if (cachedOutcome !== outcome) {
+    fail(`HeaderDecoder: ${cachedOutcome}, decodeHeader: ${outcome}`);
+  }
+  if (header) {
+    const plain = JSON.stringify({ ...header, sequence: String(header.sequence) });
+    const fast = JSON.stringify({ ...cached!, sequence: String(cached!.sequence) });
+    if (plain !== fast) fail(`HeaderDecoder decoded ${fast}, decodeHeader ${plain}`);
+  }
 }
 
 // metadata ----------------------------------------------------------------------
@@ -446,6 +489,14 @@ function runControl(input: Uint8Array, rng: Xorshift): string {
   }
   if (!decoded.fds.every(Number.isInteger)) fail("decodeControl returned a non-integer fd");
   if (typeof decoded.malformed !== "boolean") fail("malformed is not a boolean");
+  // The receive path's allocation-free walk must find the same.
+  const fds = [-1, -1, -1];
+  const malformed = scanControlRights(view, length, fds);
+  if (malformed !== decoded.malformed || fds.join() !== decoded.fds.join()) {
+    fail(
+      `scanControlRights: ${malformed} [${fds}], decodeControl: ${decoded.malformed} [${decoded.fds}]`,
+    );
+  }
   return decoded.malformed ? "malformed" : `fds:${Math.min(decoded.fds.length, 9)}`;
 }
 
