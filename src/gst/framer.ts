@@ -5,12 +5,7 @@
  * @module
  */
 
-import {
-  COMMAND_HEADER_SIZE,
-  decodeCommandHeader,
-  DEFAULT_MAX_PAYLOAD,
-  type GstProtocolError,
-} from "./protocol.ts";
+import { COMMAND_HEADER_SIZE, decodeCommandHeader, DEFAULT_MAX_PAYLOAD } from "./protocol.ts";
 
 /**
  * A framing state machine for the byte stream: it says how many bytes it
@@ -45,7 +40,7 @@ export class UnixFdFramer {
    * Takes `bytes` (at most {@link want} of them) and the descriptors that
    * arrived with them. Returns a complete `{command, payload, fds}` once a
    * message is whole (the payload is valid until the next call), else
-   * `undefined`. Throws {@link GstProtocolError} on an oversized payload.
+   * `undefined`. Throws `GstProtocolError` on an oversized payload.
    */
   feed(
     bytes: Uint8Array,
