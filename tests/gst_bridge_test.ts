@@ -94,6 +94,7 @@ Deno.test("gst bridge: from-gst adopts GStreamer's memfd without a copy and hold
     assert.deepEqual(release, { type: "release-buffer", id: 77n });
     await sink.send(encodeEos());
     await within(running, 5000, "run to end at EOS");
+    assert.match(Deno.inspect(bridge), /^GstSourceBridge .*caps: "BGRA 64x4"/s);
     assert.deepEqual(bridge.stats, {
       received: 1,
       forwarded: 1,

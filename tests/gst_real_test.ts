@@ -124,6 +124,41 @@ for (
   });
 }
 
+Deno.test({
+  name: "gst real: a unixfdsink on a path socket (/tmp bind-mounted into the chroot) → from-gst",
+  ignore,
+  async fn() {
+    const socket = `/tmp/${uniqueName("gstpath")}.sock`;
+    await withBindMount("/tmp", async () => {
+      await using gst = gstLaunch([
+        "videotestsrc",
+        "num-buffers=3",
+        "!",
+        "video/x-raw,format=NV12,width=320,height=240",
+        "!",
+        "unixfdsink",
+        `socket-path=${socket}`,
+        "wait-for-connection=true",
+      ]);
+      using channels = await pair();
+      const bridge = await GstSourceBridge.connect(socket, { timeout: 10_000 });
+      try {
+        const running = bridge.run(channels.client);
+        for (let i = 0; i < 3; i++) {
+          using frame = await channels.server.receive({ timeout: 10_000 });
+          assert.equal(frame.surface.format, "420v");
+          const white = rgbAt(frame.surface, 20, 80, bridge.caps?.colorimetry);
+          assert.ok(white.every((c) => c >= 243), `white bar: ${white}`);
+        }
+        await within(running, 10_000, "from-gst to end at EOS");
+        assert.equal((await gst.exit(10_000)).code, 0, gst.stderr);
+      } finally {
+        bridge.close();
+      }
+    });
+  },
+});
+
 /** Fills `surface` with four quadrants of `colors` (RGB) in its format; returns the RGB per pixel. */
 function paint(surface: Surface, colors: number[][]): (x: number, y: number) => number[] {
   const { width, height } = surface;

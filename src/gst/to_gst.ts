@@ -22,6 +22,7 @@
  */
 
 import type { PeerPredicate } from "../backend.ts";
+import { customInspect } from "../inspect.ts";
 import type { PeerCredentials } from "../errors.ts";
 import { alignUp, type SurfaceGeometry } from "../geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
@@ -383,5 +384,18 @@ export class GstSinkBridge {
   /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Shows the address, the caps served and the counters in `console.log`. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    return `GstSinkBridge ${
+      inspect(
+        { address: this.address, caps: this.#caps, closed: this.#closed, ...this.stats },
+        options,
+      )
+    }`;
   }
 }
