@@ -331,7 +331,7 @@ Deno.test({
     using subscription = await subscribe(name, { timeout: 5000 });
     (await subscription.receive({ timeout: 5000 })).close();
     let seen: number | undefined;
-    for (let i = 0; i < 100 && seen !== 1; i++) {
+    for (let i = 0; i < 250 && seen !== 1; i++) {
       seen = (await list()).find((e) => e.name === name)?.subscribers;
       if (seen !== 1) await sleep(20);
     }
