@@ -43,6 +43,7 @@ import { newEventFd, waitReady, wake } from "./poller.ts";
 import { MappingCache, refillSpareDescriptions } from "./surface.ts";
 import {
   cmsgSpace,
+  type ControlRights,
   decodeControl,
   decodePollRevents,
   decodeUcred,
@@ -145,7 +146,10 @@ export class SocketConnection implements BackendConnection {
   readonly #receiveIov = new Uint8Array(IOVEC_SIZE);
   readonly #receiveControl = new Uint8Array(cmsgSpace(4 * MAX_RECEIVED_FDS));
   readonly #receiveControlView = new DataView(this.#receiveControl.buffer);
-  readonly #receivedFds: number[] = [];
+  readonly #received: ControlRights = {
+    fds: new Int32Array(this.#receiveControl.length / 4),
+    count: 0,
+  };
   readonly #receiveBuffer: Uint8Array;
   readonly #headerDecoder: HeaderDecoder;
   readonly #pollOne = new Uint8Array(POLLFD_SIZE);
@@ -395,12 +399,13 @@ export class SocketConnection implements BackendConnection {
     }
     const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
     const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
-    const fds = this.#receivedFds;
-    const malformed = scanControlRights(this.#receiveControlView, controlLength, fds);
+    const received = this.#received;
+    const malformed = scanControlRights(this.#receiveControlView, controlLength, received);
+    const { fds } = received;
     // Every received fd is closed on every path, except the one a returned surface owns.
     let adopted = false;
     try {
-      if (length === 0 && fds.length === 0 && this.#peerHungUp()) {
+      if (length === 0 && received.count === 0 && this.#peerHungUp()) {
         throw new PeerClosedError();
       }
       if (flags & LINUX.MSG_CTRUNC) {
@@ -419,13 +424,13 @@ export class SocketConnection implements BackendConnection {
         );
       }
       const header = this.#headerDecoder.decode(length);
-      if (fds.length === 0) {
+      if (received.count === 0) {
         throw new ProtocolError("NO_HANDLE", "surface message carries no fd");
       }
-      if (fds.length > 1) {
+      if (received.count > 1) {
         throw new ProtocolError(
           "EXTRA_HANDLES",
-          `surface message carries ${fds.length} fds, expected 1`,
+          `surface message carries ${received.count} fds, expected 1`,
         );
       }
       const surface = this.#cache.import(fds[0], header.geometry);
@@ -436,7 +441,7 @@ export class SocketConnection implements BackendConnection {
       return { header, meta, surface };
     } finally {
       if (!adopted) {
-        for (const fd of fds) closeQuietly(fd);
+        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);
       }
     }
   }

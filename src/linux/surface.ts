@@ -109,6 +109,7 @@ class SpareDescription {
  * its description itself and reports the error.
  */
 export function refillSpareDescriptions(): void {
+  if (pendingRefills.size === 0) return; // (no iterator object when there is nothing to do)
   for (const spare of pendingRefills) {
     pendingRefills.delete(spare);
     try {
