@@ -2,7 +2,7 @@
  * `deno task bench`: surfaceport's handoff against copying and against the C
  * floor, in one run on one machine (see `docs/benchmarks.md`).
  *
- *   deno task bench [--json PATH] [--svg PATH] [--quick] [--no-pin]
+ *   deno task bench [--json PATH] [--svg PATH] [--quick] [--no-pin] [--no-gst]
  *
  * - C floors (`bench/floor.c`, built with `cc -O2` into a temporary
  *   directory; reported as skipped without `cc`): blocking and spinning
@@ -503,4 +503,12 @@ const publishing = await runPublishBenchPinned({ quick, pin: !args.includes("--n
 if (jsonPath) {
   const merged = { ...JSON.parse(await Deno.readTextFile(jsonPath)), ...publishing };
   await Deno.writeTextFile(jsonPath, JSON.stringify(merged, null, 2) + "\n");
+}
+
+// The GStreamer bridge (bench/gst.ts), in its own process; it says why when it cannot run.
+if (!args.includes("--no-gst")) {
+  const gst = new URL("gst.ts", import.meta.url).pathname;
+  console.log("");
+  const flags = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-run", "--allow-env"];
+  await new Deno.Command(Deno.execPath(), { args: ["run", ...flags, gst] }).spawn().status;
 }

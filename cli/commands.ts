@@ -27,4 +27,12 @@ export const COMMANDS: Readonly<Record<string, Command | LazyCommand>> = {
     () => import("./preview.ts").then((m) => m.preview),
   ),
   testcard,
+  "from-gst": lazy(
+    "publish a GStreamer unixfdsink's frames as NAME (zero-copy)",
+    () => import("./gst.ts").then((m) => m.fromGst),
+  ),
+  "to-gst": lazy(
+    "serve NAME's frames to GStreamer unixfdsrc clients on SOCKET",
+    () => import("./gst.ts").then((m) => m.toGst),
+  ),
 };

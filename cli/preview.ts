@@ -32,6 +32,28 @@ export function previewSize(width: number, height: number, maxWidth: number): [n
   return [maxWidth, Math.max(1, Math.round((height * maxWidth) / width))];
 }
 
+/**
+ * The page shows private frames, and any web page the user visits can open
+ * a WebSocket to 127.0.0.1 (WebSockets are not bound by the same-origin
+ * policy) or rebind a domain name of its own to 127.0.0.1. So only requests
+ * addressed to this server by its loopback name are served, and a WebSocket
+ * only from a page of this server (its `Origin`).
+ */
+export function refuseForeign(request: Request, url: URL, port: number): Response | undefined {
+  const host = request.headers.get("host") ?? "";
+  const own = [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`];
+  if (!own.includes(host)) {
+    return new Response(`refused: Host ${JSON.stringify(host)} is not this preview server`, {
+      status: 403,
+    });
+  }
+  const origin = request.headers.get("origin");
+  if (url.pathname === "/ws" && origin !== `http://${host}`) {
+    return new Response(`refused: a WebSocket from ${origin ?? "no origin"}`, { status: 403 });
+  }
+  return undefined;
+}
+
 /** Streams `name` to one page over `socket` until either side goes. */
 function session(socket: WebSocket, name: string, options: PreviewOptions, io: CommandIO): void {
   const done = new AbortController();
@@ -151,6 +173,8 @@ export const preview: Command = {
       onListen: (address) => listening.resolve(address.port),
     }, async (request) => {
       const url = new URL(request.url);
+      const refusal = refuseForeign(request, url, await listening.promise);
+      if (refusal) return refusal;
       if (url.pathname === "/") {
         if (!url.searchParams.has("name") && initial) {
           return Response.redirect(new URL(`/?name=${encodeURIComponent(initial)}`, url), 302);

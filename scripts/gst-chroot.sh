@@ -4,6 +4,7 @@
 #
 #   scripts/gst-chroot.sh          build if missing, print the chroot path
 #   scripts/gst-chroot.sh --path   print where the chroot is (or would be)
+#   scripts/gst-chroot.sh --force  build even if a build failed within the last hour
 #
 # The cache lives outside the repository so every clone and worktree shares it:
 # $SURFACEPORT_GST_CHROOT, else /var/cache/surfaceport-gst/trixie. A finished
@@ -22,14 +23,23 @@ if [ "${1:-}" = "--path" ]; then
   exit 0
 fi
 
+FAILED="$ROOT.failed"
+
 fail() {
   echo "gst-chroot: $*" >&2
+  # Remember the failure for an hour, so test runs do not each retry a slow, doomed build.
+  if [ -d "$(dirname "$ROOT")" ] && [ -w "$(dirname "$ROOT")" ]; then echo "$*" >"$FAILED"; fi
   exit 1
 }
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$VERSION" ]; then
   echo "$ROOT"
   exit 0
+fi
+
+if [ "${1:-}" != "--force" ] && [ -f "$FAILED" ] && [ -n "$(find "$FAILED" -mmin -60 2>/dev/null)" ]; then
+  echo "gst-chroot: a build failed less than an hour ago ($(cat "$FAILED")); --force to retry" >&2
+  exit 1
 fi
 
 [ "$(id -u)" = 0 ] || fail "needs root (debootstrap and chroot); run as root or skip the GStreamer tests"
@@ -78,10 +88,10 @@ if [ -d "$ROOT" ]; then
 fi
 
 echo "gst-chroot: debootstrap trixie from $mirror into $ROOT" >&2
-debootstrap --variant=minbase trixie "$ROOT" "$mirror" >&2 ||
+timeout 900 debootstrap --variant=minbase trixie "$ROOT" "$mirror" >&2 ||
   fail "debootstrap trixie from $mirror failed (no network to the mirror?)"
 
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive HOME=/root "$@"; }
+in_root() { timeout 600 chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive HOME=/root "$@"; }
 
 in_root apt-get update -q >&2 || fail "apt-get update inside the chroot failed"
 in_root apt-get install -y -q --no-install-recommends gstreamer1.0-tools gstreamer1.0-plugins-base >&2 ||
@@ -118,5 +128,6 @@ in_root gst-inspect-1.0 unixfdsrc >/dev/null 2>&1 || fail "gst-inspect-1.0 canno
 in_root gst-inspect-1.0 pngenc >/dev/null 2>&1 || fail "gst-inspect-1.0 cannot load pngenc"
 
 echo "$VERSION" >"$STAMP"
+rm -f "$FAILED"
 echo "gst-chroot: ready: $(in_root gst-launch-1.0 --version | head -n1)" >&2
 echo "$ROOT"

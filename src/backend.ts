@@ -148,6 +148,12 @@ export interface BackendConnection {
    * nothing else.
    */
   receiveControl(deadline: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * {@link receiveControl} without waiting: the next control message if one
+   * is queued now, else `undefined`. Throws like it (`PeerClosedError` once
+   * the peer is gone).
+   */
+  tryReceiveControl(): Uint8Array | undefined;
   /** Closes the endpoint and wakes pending calls. Idempotent. */
   close(): void;
 }

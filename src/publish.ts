@@ -81,6 +81,9 @@ export interface SubscriberInfo {
   state: "pending" | "subscribed" | "plain";
 }
 
+/** A publisher that sent nothing for this long watches every subscriber for hang-ups (ms). */
+export const IDLE_MS = 100;
+
 /** How long a new subscriber has to send SUBSCRIBE before it counts as a plain peer (ms). */
 export const SUBSCRIBE_GRACE_MS = 500;
 
@@ -182,6 +185,8 @@ class SubscriberState {
   /** Frames not handed over yet, in order ("queue" subscribers). */
   readonly queue: Outgoing[] = [];
   sending = false;
+  /** A `receiveControl` is parked for this subscriber. */
+  waiting = false;
   closed = false;
   graceTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -233,6 +238,10 @@ export class Publisher<M = unknown> {
   #last: Outgoing | undefined;
   #sequence = 0n;
   #closed = false;
+  /** No frame was sent for {@link IDLE_MS}: every subscriber gets a parked wait (hang-ups). */
+  #idle = true;
+  #lastSend = 0;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** @ignore */
   constructor(
@@ -308,9 +317,11 @@ export class Publisher<M = unknown> {
         if (this.#last) b.releaseHandle(this.#last.handle);
         this.#last = { message, handle };
       }
+      this.#busy();
       let batch: SendBatch | undefined;
       for (const subscriber of this.#subscribers) {
-        if (subscriber.closed) continue;
+        // Credits that came back since the last frame, read now without waiting.
+        if (!this.#drainControl(subscriber)) continue;
         const item: Outgoing = { message, handle: backing.exportHandle() };
         if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
           batch ??= new SendBatch(b, deadline, options.timeout, options.signal);
@@ -321,6 +332,7 @@ export class Publisher<M = unknown> {
           this.#hold(subscriber, item);
         }
         this.#pump(subscriber);
+        this.#waitIfNeeded(subscriber);
       }
       if (!batch || batch.remaining === 0) return Promise.resolve();
       return batch.promise;
@@ -371,44 +383,104 @@ export class Publisher<M = unknown> {
       }
     }
     subscriber.graceTimer = setTimeout(() => {
-      if (subscriber.state !== "pending") return;
-      subscriber.state = "plain";
+      if (subscriber.state !== "pending" || !this.#drainControl(subscriber)) return;
+      if (subscriber.state === "pending") subscriber.state = "plain";
       this.#pump(subscriber);
     }, SUBSCRIBE_GRACE_MS);
     this.#registration?.update(this.#subscribers.size);
-    this.#controlLoop(subscriber);
+    this.#waitIfNeeded(subscriber);
   }
 
-  /** Reads SUBSCRIBE and CREDIT messages until the subscriber goes away or misbehaves. */
-  async #controlLoop(subscriber: SubscriberState): Promise<void> {
+  /** Applies one control message; throws on a protocol violation. */
+  #handleControl(subscriber: SubscriberState, bytes: Uint8Array): void {
+    const message = decodeControlMessage(bytes);
+    if (message.type === MESSAGE_SUBSCRIBE) {
+      if (subscriber.state === "subscribed") throw new Error("a second SUBSCRIBE");
+      clearTimeout(subscriber.graceTimer);
+      subscriber.policy = message.policy;
+      subscriber.depth = message.depth;
+      subscriber.inFlight = 0; // what a plain peer got so far counts as done
+      subscriber.state = "subscribed";
+      if (message.policy === "queue" && subscriber.pending) {
+        subscriber.queue.push(subscriber.pending);
+        subscriber.pending = undefined;
+      }
+    } else {
+      if (subscriber.state !== "subscribed") throw new Error("CREDIT before SUBSCRIBE");
+      subscriber.inFlight = Math.max(0, subscriber.inFlight - message.count);
+    }
+  }
+
+  /**
+   * Applies every control message queued now, without waiting. False if the
+   * subscriber is gone or misbehaved (then it is dropped).
+   */
+  #drainControl(subscriber: SubscriberState): boolean {
+    if (subscriber.closed) return false;
     try {
       for (;;) {
-        const message = decodeControlMessage(
-          await subscriber.connection.receiveControl(Infinity),
-        );
+        const bytes = subscriber.connection.tryReceiveControl();
+        if (!bytes) return true;
+        this.#handleControl(subscriber, bytes);
+      }
+    } catch {
+      this.#drop(subscriber); // gone (PeerClosedError), or a protocol violation
+      return false;
+    }
+  }
+
+  /**
+   * Whether a subscriber needs a parked wait for its control messages: while
+   * something waits for its credit or SUBSCRIBE, and while the publisher is
+   * idle (to see hang-ups). A subscriber that keeps up has its credits read
+   * by the next `send` instead: no wake-up of a worker thread per frame.
+   */
+  #needsWait(subscriber: SubscriberState): boolean {
+    return !subscriber.closed &&
+      (this.#idle || subscriber.state === "pending" || subscriber.pending !== undefined ||
+        subscriber.queue.length > 0);
+  }
+
+  #waitIfNeeded(subscriber: SubscriberState): void {
+    if (!subscriber.waiting && this.#needsWait(subscriber)) this.#waitControl(subscriber);
+  }
+
+  /** Parks for control messages while {@link #needsWait}; never rejects. */
+  async #waitControl(subscriber: SubscriberState): Promise<void> {
+    subscriber.waiting = true;
+    try {
+      while (this.#needsWait(subscriber)) {
+        const bytes = await subscriber.connection.receiveControl(Infinity);
         if (subscriber.closed) return;
-        if (message.type === MESSAGE_SUBSCRIBE) {
-          if (subscriber.state === "subscribed") throw new Error("a second SUBSCRIBE");
-          clearTimeout(subscriber.graceTimer);
-          subscriber.policy = message.policy;
-          subscriber.depth = message.depth;
-          subscriber.inFlight = 0; // what a plain peer got so far counts as done
-          subscriber.state = "subscribed";
-          if (message.policy === "queue" && subscriber.pending) {
-            subscriber.queue.push(subscriber.pending);
-            subscriber.pending = undefined;
-          }
-        } else {
-          if (subscriber.state !== "subscribed") throw new Error("CREDIT before SUBSCRIBE");
-          subscriber.inFlight = Math.max(0, subscriber.inFlight - message.count);
-        }
+        this.#handleControl(subscriber, bytes);
+        if (!this.#drainControl(subscriber)) return;
         this.#pump(subscriber);
       }
     } catch {
-      // Gone (PeerClosedError), closed here, or a protocol violation: disconnect it.
-      this.#drop(subscriber);
+      this.#drop(subscriber); // gone (PeerClosedError), closed here, or a protocol violation
+    } finally {
+      subscriber.waiting = false;
     }
   }
+
+  /** A frame is being sent: not idle; after {@link IDLE_MS} without one, idle again. */
+  #busy(): void {
+    this.#lastSend = performance.now();
+    this.#idle = false;
+    this.#idleTimer ??= setTimeout(this.#checkIdle, IDLE_MS);
+  }
+
+  readonly #checkIdle = (): void => {
+    this.#idleTimer = undefined;
+    if (this.#closed) return;
+    const quiet = performance.now() - this.#lastSend;
+    if (quiet < IDLE_MS) {
+      this.#idleTimer = setTimeout(this.#checkIdle, IDLE_MS - quiet);
+      return;
+    }
+    this.#idle = true;
+    for (const subscriber of this.#subscribers) this.#waitIfNeeded(subscriber);
+  };
 
   /** Sends what the subscriber has credit for; one pump per subscriber at a time, never rejects. */
   async #pump(subscriber: SubscriberState): Promise<void> {
@@ -456,6 +528,7 @@ export class Publisher<M = unknown> {
       this.#drop(subscriber);
     } finally {
       subscriber.sending = false;
+      this.#waitIfNeeded(subscriber); // e.g. out of credit with a frame held
     }
   }
 
@@ -484,6 +557,7 @@ export class Publisher<M = unknown> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#idleTimer);
     this.#registration?.remove(); // first: a registry entry never outlives the bound name
     this.#listener.close();
     for (const subscriber of [...this.#subscribers]) this.#drop(subscriber);

@@ -43,14 +43,17 @@ export type ControlMessage =
 
 function encode(type: number, field: number, value: number): Uint8Array {
   const bytes = new Uint8Array(CONTROL_SIZE);
-  const view = new DataView(bytes.buffer);
+  write(new DataView(bytes.buffer), type, field, value);
+  return bytes;
+}
+
+function write(view: DataView, type: number, field: number, value: number): void {
   view.setUint32(0, WIRE_MAGIC, true);
   view.setUint16(4, WIRE_VERSION, true);
   view.setUint16(6, type, true);
   view.setUint16(8, CONTROL_SIZE, true);
   view.setUint16(10, field, true);
   view.setUint32(12, value, true);
-  return bytes;
 }
 
 /** Encodes SUBSCRIBE with `policy` and `depth` (1 to {@link MAX_DEPTH}). */
@@ -61,6 +64,11 @@ export function encodeSubscribe(policy: DeliveryPolicy, depth: number): Uint8Arr
 /** Encodes CREDIT for `count` frames (1 to {@link MAX_DEPTH}). */
 export function encodeCredit(count: number): Uint8Array {
   return encode(MESSAGE_CREDIT, 0, count);
+}
+
+/** Writes CREDIT for `count` frames into the 16 bytes `view` shows, allocating nothing. */
+export function writeCredit(view: DataView, count: number): void {
+  write(view, MESSAGE_CREDIT, 0, count);
 }
 
 /** Decodes and checks a control message; throws {@link ProtocolError} for anything else. */

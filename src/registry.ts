@@ -73,15 +73,22 @@ function usableDirectory(create: boolean): string | undefined {
   const { path, uid } = directory();
   if (!granted("read", path) || (create && !granted("write", path))) return undefined;
   try {
+    let created = false;
     if (create) {
       try {
         Deno.mkdirSync(path, { mode: 0o700 });
+        created = true;
       } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) return undefined;
       }
     }
     const info = Deno.lstatSync(path);
-    if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o077) !== 0) return undefined;
+    if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o077) !== 0) {
+      // Made just now for a uid this process does not run as (a test double's backend):
+      // never leave a directory that would lock that user out of their registry.
+      if (created) Deno.removeSync(path);
+      return undefined;
+    }
     return path;
   } catch {
     return undefined;

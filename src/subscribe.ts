@@ -33,9 +33,9 @@ import { backend } from "./platform.ts";
 import {
   CONTROL_SIZE,
   type DeliveryPolicy,
-  encodeCredit,
   encodeSubscribe,
   MAX_DEPTH,
+  writeCredit,
 } from "./pubsub_wire.ts";
 
 /** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
@@ -91,6 +91,7 @@ export class Subscription<M = unknown> {
   readonly #limits: ConnectionLimits;
   readonly #closing = new AbortController();
   readonly #credit = new Uint8Array(CONTROL_SIZE);
+  readonly #creditView = new DataView(this.#credit.buffer);
   #connection: BackendConnection | undefined;
   /** Frames received since the last CREDIT: returned when the application asks for the next one. */
   #unacknowledged = 0;
@@ -168,7 +169,7 @@ export class Subscription<M = unknown> {
       try {
         while (this.#unacknowledged > 0) {
           const count = Math.min(this.#unacknowledged, MAX_DEPTH);
-          this.#credit.set(encodeCredit(count));
+          writeCredit(this.#creditView, count);
           await connection.sendControl(this.#credit, deadline, options.signal);
           this.#unacknowledged -= count;
         }

@@ -180,16 +180,34 @@ export class Browser implements AsyncDisposable {
     return this.#stderr;
   }
 
-  /** Closes the connection, kills Chromium, awaits it and removes its profile. */
+  /**
+   * Closes the connection and Chromium — SIGTERM first, so it takes its
+   * helper processes down and stops writing its profile; SIGKILL after 5 s —
+   * awaits it and removes its profile.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
     this.#socket?.close();
-    try {
-      this.#process.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
+    const signal = (name: Deno.Signal) => {
+      try {
+        this.#process.kill(name);
+      } catch {
+        // already exited
+      }
+    };
+    signal("SIGTERM");
+    const timer = setTimeout(() => signal("SIGKILL"), 5000);
     await this.#process.status;
+    clearTimeout(timer);
     await (this.#reader ?? this.#process.stderr).cancel().catch(() => {});
-    await Deno.remove(this.#profile, { recursive: true }).catch(() => {});
+    for (let attempt = 0; attempt < 20; attempt++) {
+      try {
+        await Deno.remove(this.#profile, { recursive: true });
+        return;
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return;
+        await new Promise((resolve) => setTimeout(resolve, 100)); // a helper still writing
+      }
+    }
+    console.warn(`could not remove Chromium's profile ${this.#profile}`);
   }
 }

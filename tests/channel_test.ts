@@ -483,6 +483,7 @@ Deno.test("channel: a TimeoutError names the caller's timeout, not the backend's
     receive: () => Promise.reject(new TimeoutError("receive", 3)),
     sendControl: () => Promise.reject(new TimeoutError("send", 12)),
     receiveControl: () => Promise.reject(new TimeoutError("receive", 3)),
+    tryReceiveControl: () => undefined,
     close() {},
   };
   const channel = new Channel(slicing);

@@ -482,3 +482,51 @@ Deno.test({
     assert.doesNotMatch(out, /^watching /m, "no plain-lines header on a terminal");
   },
 });
+
+Deno.test({
+  name: "cli preview: refuses foreign Hosts (DNS rebinding) and WebSockets from other origins",
+  ignore: !linux,
+  async fn() {
+    await using server = new Child(Deno.execPath(), [
+      ...CLI_FLAGS,
+      CLI,
+      "preview",
+      "--port",
+      "0",
+    ]);
+    const port = Number(/127\.0\.0\.1:(\d+)/.exec(await server.line(/^preview: http/))![1]);
+    const base = `http://127.0.0.1:${port}`;
+    const ok = await fetch(`${base}/`);
+    assert.equal(ok.status, 200);
+    assert.match(await ok.text(), /surfaceport preview/);
+    const list = await fetch(`${base}/api/list`);
+    assert.ok(Array.isArray(await list.json()));
+    // fetch() sets Host from the URL: a raw request carries the rebound name.
+    const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+    await connection.write(
+      new TextEncoder().encode(
+        `GET /api/list HTTP/1.1\r\nHost: evil.example:${port}\r\nConnection: close\r\n\r\n`,
+      ),
+    );
+    let response = "";
+    for await (const chunk of connection.readable) response += new TextDecoder().decode(chunk);
+    assert.match(response, /^HTTP\/1\.1 403 /);
+    const upgrade = { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13" };
+    const key = { "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" };
+    const foreign = await fetch(`${base}/ws?name=x`, {
+      headers: { ...upgrade, ...key, origin: "http://evil.example" },
+    });
+    assert.equal(foreign.status, 403);
+    assert.match(await foreign.text(), /refused: a WebSocket from http:\/\/evil\.example/);
+    // A WebSocket from the server's own page origin is accepted.
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/ws?name=${uniqueName("nothing")}`);
+    const opened = await new Promise<boolean>((resolve) => {
+      socket.onopen = () => resolve(true);
+      socket.onerror = () => resolve(false);
+    });
+    socket.close();
+    assert.equal(opened, false, "Deno's WebSocket sends no Origin: refused like a foreign one");
+    server.process.kill("SIGINT");
+    assert.equal((await server.exit()).code, 0, server.stderr);
+  },
+});

@@ -288,3 +288,20 @@ Deno.test("darwin/fake: list() shows publishers and listeners from the registry,
   }
   await assertNoLeaksSettled(w);
 });
+
+Deno.test("registry: a fake task's uid never gets a registry directory from this process", () => {
+  using w = world();
+  const path = `/tmp/surfaceport-${w.a.geteuid()}`;
+  const exists = () => {
+    try {
+      Deno.lstatSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (exists() || libc().geteuid() === w.a.geteuid()) return; // nothing this test can show here
+  const listener = listen("registry-probe");
+  listener.close();
+  assert.equal(exists(), false, `${path} was left behind for a uid this process is not`);
+});

@@ -10,21 +10,18 @@ import { Child, uniqueName } from "./helpers.ts";
 const root = new URL("..", import.meta.url).pathname;
 const readme = Deno.readTextFileSync(`${root}README.md`);
 
-/** The ```ts blocks of the README's "## Use" section. */
+/** Every ```ts block of the README (the Use and publish/subscribe snippets). */
 function useSnippets(): string[] {
-  const start = readme.indexOf("\n## Use\n");
-  assert.ok(start >= 0, "README has a ## Use section");
-  const end = readme.indexOf("\n## ", start + 1);
-  const section = readme.slice(start, end < 0 ? undefined : end);
-  return [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
+  assert.ok(readme.includes("\n## Use\n"), "README has a ## Use section");
+  return [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
 }
 
 /** `// examples/NAME.ts — run: COMMAND` on a snippet's first line. */
 const HEADER = /^\/\/ (examples\/[\w-]+\.ts) — run: (deno run [^\n]+)\n/;
 
-Deno.test("README: every Use snippet is an examples/ file, verbatim, with its run command", () => {
+Deno.test("README: every snippet is an examples/ file, verbatim, with its run command", () => {
   const snippets = useSnippets();
-  assert.ok(snippets.length >= 2, "the Use section has snippets");
+  assert.ok(snippets.length >= 4, "the README has its Use and publish/subscribe snippets");
   for (const snippet of snippets) {
     const header = HEADER.exec(snippet);
     assert.ok(header, `snippet without an '// examples/X.ts — run: ...' line:\n${snippet}`);
@@ -72,5 +69,39 @@ Deno.test({
     const status = await producer.exit();
     assert.equal(status.code, 0, producer.stderr);
     assert.doesNotMatch(producer.stderr, /Uncaught|PeerClosedError/);
+  },
+});
+
+Deno.test({
+  name: "examples: the publish/subscribe snippets run as written; subscribers come and go",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const name = uniqueName("usepub");
+    const inRoot = (args: string[]) =>
+      args.map((a) => a.startsWith("examples/") ? `${root}${a}` : a);
+    const subscriber = () =>
+      new Child(Deno.execPath(), inRoot(runCommand("examples/use_subscriber.ts", name)));
+    // The subscriber first: subscribe() waits up to 5 s for the name.
+    await using first = subscriber();
+    await using publisher = new Child(
+      Deno.execPath(),
+      inRoot(runCommand("examples/use_publisher.ts", name)),
+    );
+    const line = /^(\d+) \{ pts: (\d+) \}$/;
+    for (let i = 0; i < 3; i++) {
+      const [, sequence, pts] = line.exec(await first.line(line))!;
+      assert.equal(sequence, pts, "the publisher's counter is the frame's sequence");
+    }
+    first.process.kill("SIGKILL");
+    await using second = subscriber();
+    await second.line(line);
+    const alive = await Promise.race([
+      publisher.process.status.then(() => false),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 200)),
+    ]);
+    assert.ok(alive, `the publisher died when a subscriber went away:\n${publisher.stderr}`);
+    publisher.process.kill("SIGTERM");
+    await second.line("the publisher went away");
+    assert.equal((await second.exit()).code, 0, second.stderr);
   },
 });

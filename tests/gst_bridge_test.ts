@@ -94,6 +94,7 @@ Deno.test("gst bridge: from-gst adopts GStreamer's memfd without a copy and hold
     assert.deepEqual(release, { type: "release-buffer", id: 77n });
     await sink.send(encodeEos());
     await within(running, 5000, "run to end at EOS");
+    assert.match(Deno.inspect(bridge), /^GstSourceBridge .*caps: "BGRA 64x4"/s);
     assert.deepEqual(bridge.stats, {
       received: 1,
       forwarded: 1,
@@ -352,4 +353,54 @@ Deno.test("gst bridge: to-gst copies a frame whose rows are not GStreamer's, onc
     client.close();
     bridge.close();
   }
+});
+
+Deno.test("gst bridge: to-gst serves several clients; a frame is held until each released it; a misbehaving client is dropped alone", async () => {
+  await settleRuntimeFds();
+  const baseline = openFds();
+  const name = uniqueName("fakesrc");
+  const bridge = GstSinkBridge.listen(`@${name}`);
+  const channels = await pair();
+  const a = await connectUnixFd(`@${name}`, () => true, performance.now() + 2000);
+  const b = await connectUnixFd(`@${name}`, () => true, performance.now() + 2000);
+  const rogue = await connectUnixFd(`@${name}`, () => true, performance.now() + 2000);
+  try {
+    await waitUntil(() => bridge.stats.clients === 3, 2000, "three clients");
+    // A client that sends a buffer (only sinks do) is disconnected; the others stay.
+    await rogue.send(encodeNewBuffer({ id: 1n, memories: [] }));
+    await waitUntil(() => bridge.stats.clients === 2, 2000, "the rogue client to be dropped");
+    const running = bridge.run(channels.server);
+    using surface = Surface.create({ width: 64, height: 4, format: "BGRA" });
+    await channels.client.send(surface);
+    const ids: bigint[] = [];
+    for (const client of [a, b]) {
+      assert.equal((await client.receive(performance.now() + 5000)).type, "caps");
+      const m = await client.receive(performance.now() + 5000);
+      assert.equal(m.type, "new-buffer");
+      if (m.type !== "new-buffer") return;
+      for (const fd of m.fds) libc().close(fd);
+      ids.push(m.buffer.id);
+    }
+    assert.equal(ids[0], ids[1], "one id per buffer, as unixfdsink does");
+    await a.send(encodeRelease(ids[0]));
+    await sleep(100);
+    assert.equal(bridge.stats.outstanding, 1, "b still holds it");
+    assert.ok(surface.inUse);
+    await b.send(encodeRelease(ids[1]));
+    await waitUntil(() => !surface.inUse, 2000, "the surface to be free");
+    assert.equal(bridge.stats.released, 1);
+    channels.client.close();
+    await within(running, 5000, "to-gst to end");
+    // EOS went to both clients.
+    assert.equal((await a.receive(performance.now() + 2000)).type, "eos");
+    assert.equal((await b.receive(performance.now() + 2000)).type, "eos");
+  } finally {
+    a.close();
+    b.close();
+    rogue.close();
+    bridge.close();
+    channels[Symbol.dispose]();
+  }
+  await sleep(50);
+  assert.deepEqual(fdTargets(baseline), [], "descriptors leaked");
 });

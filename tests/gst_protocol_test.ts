@@ -11,8 +11,8 @@ import {
   encodeNewBuffer,
   encodeRelease,
   GstProtocolError,
-  UnixFdFramer,
 } from "../src/gst/protocol.ts";
+import { UnixFdFramer } from "../src/gst/framer.ts";
 import {
   capsOf,
   defaultGstLayout,

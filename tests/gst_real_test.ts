@@ -6,12 +6,12 @@
 
 import assert from "node:assert/strict";
 import { decode } from "fast-png";
-import { type Frame, PeerClosedError, Surface } from "../mod.ts";
+import { type Frame, PeerClosedError, publish, subscribe, Surface } from "../mod.ts";
 import { GstSourceBridge } from "../src/gst/from_gst.ts";
 import { GstSinkBridge } from "../src/gst/to_gst.ts";
 import type { PixelFormat } from "../src/geometry.ts";
 import { connect } from "../mod.ts";
-import { pair, sleep, spawnPeer, uniqueName, waitUntil } from "./helpers.ts";
+import { Child, pair, PEER_FLAGS, sleep, spawnPeer, uniqueName, waitUntil } from "./helpers.ts";
 import { chrootTmp, GST, gstLaunch, withBindMount, within } from "./gst_helpers.ts";
 
 const ignore = GST.root === undefined;
@@ -78,13 +78,15 @@ for (
         "socket-type=abstract",
         "wait-for-connection=true",
       ]);
-      using channels = await pair();
+      const name = uniqueName("gstpub");
+      using publisher = publish(name);
+      using subscription = await subscribe(name, { timeout: 5000, policy: "queue", depth: 8 });
       const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
       try {
-        const running = bridge.run(channels.client);
+        const running = bridge.run(publisher);
         const seen: string[] = [];
         for (let i = 0; i < frames; i++) {
-          using frame = await channels.server.receive({ timeout: 10_000 });
+          using frame = await subscription.receive({ timeout: 10_000 });
           const surface = frame.surface;
           assert.equal(surface.format, format === "BGRA" ? "BGRA" : "420v");
           assert.deepEqual([surface.width, surface.height], [width, height]);
@@ -121,6 +123,41 @@ for (
     },
   });
 }
+
+Deno.test({
+  name: "gst real: a unixfdsink on a path socket (/tmp bind-mounted into the chroot) → from-gst",
+  ignore,
+  async fn() {
+    const socket = `/tmp/${uniqueName("gstpath")}.sock`;
+    await withBindMount("/tmp", async () => {
+      await using gst = gstLaunch([
+        "videotestsrc",
+        "num-buffers=3",
+        "!",
+        "video/x-raw,format=NV12,width=320,height=240",
+        "!",
+        "unixfdsink",
+        `socket-path=${socket}`,
+        "wait-for-connection=true",
+      ]);
+      using channels = await pair();
+      const bridge = await GstSourceBridge.connect(socket, { timeout: 10_000 });
+      try {
+        const running = bridge.run(channels.client);
+        for (let i = 0; i < 3; i++) {
+          using frame = await channels.server.receive({ timeout: 10_000 });
+          assert.equal(frame.surface.format, "420v");
+          const white = rgbAt(frame.surface, 20, 80, bridge.caps?.colorimetry);
+          assert.ok(white.every((c) => c >= 243), `white bar: ${white}`);
+        }
+        await within(running, 10_000, "from-gst to end at EOS");
+        assert.equal((await gst.exit(10_000)).code, 0, gst.stderr);
+      } finally {
+        bridge.close();
+      }
+    });
+  },
+});
 
 /** Fills `surface` with four quadrants of `colors` (RGB) in its format; returns the RGB per pixel. */
 function paint(surface: Surface, colors: number[][]): (x: number, y: number) => number[] {
@@ -211,13 +248,15 @@ for (
             `location=${png.inside}`,
           ]);
           await bridge.waitForClient(10_000);
-          using channels = await pair();
-          const running = bridge.run(channels.server);
+          const name = uniqueName("gstpub");
+          using publisher = publish(name);
+          using subscription = await subscribe(name, { timeout: 5000, policy: "queue", depth: 4 });
+          const running = bridge.run(subscription);
           using surface = Surface.create({ width, height, format });
           const expected = paint(surface, format === "L008" ? GRAYS : COLORS);
-          await channels.client.send(surface);
+          await publisher.send(surface);
           assert.equal((await gst.exit(15_000)).code, 0, gst.stderr);
-          channels.client.close();
+          publisher.close(); // the subscription ends, and with it run()
           await within(running, 5000, "to-gst to end");
           const stats = bridge.stats;
           assert.equal(stats.received, 1);
@@ -380,3 +419,110 @@ Deno.test({
 });
 
 export type { Frame };
+
+const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
+
+/** `deno run cli/main.ts ARGS` as a child (killed and awaited on dispose). */
+function cli(args: string[]): Child {
+  return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, CLI, ...args]);
+}
+
+Deno.test({
+  name:
+    "gst real: `surfaceport from-gst @SOCKET NAME` → a subscriber sees GStreamer's frames, no copy",
+  ignore,
+  async fn() {
+    const socket = uniqueName("gstcli");
+    const name = uniqueName("gstcli-pub");
+    const frames = 20;
+    await using gst = gstLaunch([
+      "videotestsrc",
+      `num-buffers=${frames}`,
+      "is-live=true",
+      "!",
+      "video/x-raw,format=BGRA,width=322,height=240,framerate=30/1",
+      "!",
+      "unixfdsink",
+      `socket-path=${socket}`,
+      "socket-type=abstract",
+      "wait-for-connection=true",
+    ]);
+    await using bridge = cli([
+      "from-gst",
+      `@${socket}`,
+      name,
+      "--interval",
+      "200",
+      "--timeout",
+      "10000",
+    ]);
+    using subscription = await subscribe(name, { timeout: 20_000 });
+    using frame = await subscription.receive({ timeout: 10_000 });
+    assert.equal(frame.surface.planes[0].bytesPerRow, 322 * 4, "GStreamer's rows, as they are");
+    const o = Math.floor(240 / 3) * 322 * 4 + Math.floor(0.5 * 322 / 7) * 4;
+    assert.deepEqual(
+      [...frame.surface.bytes(0).subarray(o, o + 3)],
+      [255, 255, 255],
+      "the white bar",
+    );
+    frame.close();
+    const line = await bridge.line(/copies 0 .*/, 10_000);
+    assert.match(line, /^from-gst @\S+ → \S+: BGRA 322x240 /);
+    await bridge.line("end of stream", 20_000);
+    assert.equal((await bridge.exit(5000)).code, 0, bridge.stderr);
+    assert.equal((await gst.exit(5000)).code, 0, gst.stderr);
+  },
+});
+
+Deno.test({
+  name:
+    "gst real: `surfaceport to-gst NAME @SOCKET` → unixfdsrc ! pngenc gets the publisher's frame exactly",
+  ignore,
+  async fn() {
+    const socket = uniqueName("gstcli");
+    const name = uniqueName("gstcli-sub");
+    const png = chrootTmp(`${socket}.png`);
+    using publisher = publish(name);
+    await using bridge = cli(["to-gst", name, `@${socket}`, "--interval", "200"]);
+    await bridge.line("serving", 20_000);
+    try {
+      await using gst = gstLaunch([
+        "unixfdsrc",
+        `socket-path=${socket}`,
+        "socket-type=abstract",
+        "num-buffers=1",
+        "!",
+        "videoconvert",
+        "!",
+        "video/x-raw,format=RGBA",
+        "!",
+        "pngenc",
+        "!",
+        "filesink",
+        `location=${png.inside}`,
+      ]);
+      using surface = Surface.create({ width: 320, height: 240, format: "BGRA" });
+      const expected = paint(surface, COLORS);
+      // Send until GStreamer has its frame (the bridge drops frames while no client is connected).
+      const deadline = performance.now() + 15_000;
+      let status: Deno.CommandStatus | undefined;
+      gst.process.status.then((s) => status = s);
+      while (!status && performance.now() < deadline) {
+        await publisher.send(surface);
+        await sleep(50);
+      }
+      assert.equal(status?.code, 0, gst.stderr);
+      const image = decode(await Deno.readFile(png.outside));
+      for (const [x, y] of [[10, 10], [300, 10], [10, 230], [300, 230]]) {
+        const at = (y * 320 + x) * 4;
+        assert.deepEqual([...image.data.subarray(at, at + 3)], expected(x, y), `(${x},${y})`);
+      }
+      assert.match(await bridge.line(/zero-copy [1-9]/, 10_000), /copies 0/);
+    } finally {
+      await Deno.remove(png.outside).catch(() => {});
+    }
+    publisher.close();
+    await bridge.line("end of stream", 10_000);
+    assert.equal((await bridge.exit(5000)).code, 0, bridge.stderr);
+  },
+});

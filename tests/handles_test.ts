@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { libc } from "../ffi/linux.ts";
 import { PoolExhaustedError, Surface, SurfacePool } from "../mod.ts";
-import { Child, pair, PEER_FLAGS, spawnPeer, uniqueName } from "./helpers.ts";
+import { Child, pair, PEER_FLAGS, spawnPeer, uniqueName, waitUntil } from "./helpers.ts";
 import { listen } from "../mod.ts";
 
 const linux = Deno.build.os === "linux";
@@ -181,7 +181,8 @@ Deno.test({
     console.warn = (...args: unknown[]) => void warnings.push(args.join(" "));
     try {
       const waiting = pool.acquire({ warnAfter: 100 });
-      await new Promise((resolve) => setTimeout(resolve, 400));
+      await waitUntil(() => warnings.length > 0, 10000, "the stall warning");
+      await new Promise((resolve) => setTimeout(resolve, 300)); // still waiting: no second one
       assert.equal(warnings.length, 1, warnings.join("\n"));
       assert.match(warnings[0], /acquire\(\) has waited \d+ ms and keeps waiting/);
       assert.match(warnings[0], /1 handed out by acquire\(\) in this process and not closed yet/);

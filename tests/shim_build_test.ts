@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { PREBUILT_SHIM_SOURCES_SHA256 } from "../ffi/darwin_prebuilt.ts";
 import {
   PREBUILT_SHIM_SHA256,
   PREBUILT_SHIM_URL,
@@ -27,6 +28,20 @@ if (!sdk) console.log("shim build: cross-build test skipped: MACOS_SDK is not se
 Deno.test("prebuilt shim: the committed dylib's SHA-256 is the one ffi/darwin_prebuilt.ts holds", async () => {
   assert.equal(prebuilt, `${root}native/prebuilt/libsurfaceport_shim.dylib`);
   assert.equal(await sha256Hex(await Deno.readFile(prebuilt)), PREBUILT_SHIM_SHA256);
+});
+
+Deno.test("prebuilt shim: it was built from the committed native/shim.m, Makefile and stub script", async () => {
+  const sources = await Promise.all(
+    ["shim.m", "Makefile", "libsystem-stubs.sh"].map((f) => Deno.readFile(`${root}native/${f}`)),
+  );
+  const all = new Uint8Array(sources.reduce((n, s) => n + s.length, 0));
+  sources.reduce((at, s) => (all.set(s, at), at + s.length), 0);
+  assert.equal(
+    await sha256Hex(all),
+    PREBUILT_SHIM_SOURCES_SHA256,
+    "the shim's sources changed since native/prebuilt was built: run " +
+      "`make -C native prebuilt MACOS_SDK=…` (docs/macos.md) and commit native/prebuilt and ffi/darwin_prebuilt.ts",
+  );
 });
 
 Deno.test("prebuilt shim: universal arm64 + x86_64, minos 11.0, arm64 validly ad-hoc signed", async () => {

@@ -81,6 +81,7 @@ import {
   MSG_ID_WELCOME,
   msghBitsRemote,
   msghIsComplex,
+  RECEIVE_OPTIONS,
   receiveBufferSize,
   type ReceivedLayout,
   SURFACE_PAYLOAD_OFFSET,
@@ -288,10 +289,9 @@ export class MachConnection implements BackendConnection, WaitOwner {
       if (this.#closed) throw new ClosedError("channel", "receive");
       if (this.#peerGone) throw new PeerClosedError();
       throwIfAborted(signal);
-      const buffer = this.#receiveBuffer;
       const kr = await receiveOnPort(
         this.#native,
-        buffer,
+        this.#receiveBuffer,
         this.#inbox.name,
         "receive",
         deadline,
@@ -299,29 +299,56 @@ export class MachConnection implements BackendConnection, WaitOwner {
         this,
         0,
       );
-      if (kr !== DARWIN.KERN_SUCCESS) {
-        throw receiveFailure(this.#native, buffer, kr, "mach_msg(receive)");
-      }
-      const layout = decodeReceived(buffer);
-      if (layout && isNoSenders(layout)) {
-        destroyReceived(this.#native, buffer);
-        this.#peerGone = true;
-        throw new PeerClosedError();
-      }
-      if (layout && !this.#allowPeer(credentialsOfAuditToken(layout.trailer.audit))) {
-        destroyReceived(this.#native, buffer); // from someone allowPeer refuses: dropped
-        continue;
-      }
-      // Whatever it is, it carries no right we keep: the bytes are copied out first.
-      const valid = layout !== undefined && layout.header.id === MSG_ID_CONTROL &&
-        !msghIsComplex(layout.header.bits) && layout.header.remotePort === 0;
-      const bytes = valid ? buffer.slice(MACH_MSG_HEADER_SIZE, layout.header.size) : undefined;
-      destroyReceived(this.#native, buffer);
-      if (!bytes) {
-        throw new ProtocolError("BAD_TYPE", "expected a control message from the subscriber");
-      }
-      return bytes;
+      const bytes = this.#importControl(kr);
+      if (bytes) return bytes;
     }
+  }
+
+  tryReceiveControl(): Uint8Array | undefined {
+    for (;;) {
+      if (this.#closed) throw new ClosedError("channel", "receive");
+      if (this.#peerGone) throw new PeerClosedError();
+      const buffer = this.#receiveBuffer;
+      const kr = this.#native.mach_msg(
+        buffer,
+        RECEIVE_OPTIONS | DARWIN.MACH_RCV_TIMEOUT,
+        0,
+        buffer.length,
+        this.#inbox.name,
+        0,
+        DARWIN.MACH_PORT_NULL,
+      );
+      if (kr === DARWIN.MACH_RCV_TIMED_OUT || kr === DARWIN.MACH_RCV_INTERRUPTED) return undefined;
+      const bytes = this.#importControl(kr);
+      if (bytes) return bytes;
+    }
+  }
+
+  /** The control message just received into the buffer; `undefined` if its sender was refused. */
+  #importControl(kr: number): Uint8Array | undefined {
+    const buffer = this.#receiveBuffer;
+    if (kr !== DARWIN.KERN_SUCCESS) {
+      throw receiveFailure(this.#native, buffer, kr, "mach_msg(receive)");
+    }
+    const layout = decodeReceived(buffer);
+    if (layout && isNoSenders(layout)) {
+      destroyReceived(this.#native, buffer);
+      this.#peerGone = true;
+      throw new PeerClosedError();
+    }
+    if (layout && !this.#allowPeer(credentialsOfAuditToken(layout.trailer.audit))) {
+      destroyReceived(this.#native, buffer); // from someone allowPeer refuses: dropped
+      return undefined;
+    }
+    // Whatever it is, it carries no right we keep: the bytes are copied out first.
+    const valid = layout !== undefined && layout.header.id === MSG_ID_CONTROL &&
+      !msghIsComplex(layout.header.bits) && layout.header.remotePort === 0;
+    const bytes = valid ? buffer.slice(MACH_MSG_HEADER_SIZE, layout.header.size) : undefined;
+    destroyReceived(this.#native, buffer);
+    if (!bytes) {
+      throw new ProtocolError("BAD_TYPE", "expected a control message from the subscriber");
+    }
+    return bytes;
   }
 
   async receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {

@@ -18,6 +18,7 @@
  */
 
 import type { PeerPredicate } from "../backend.ts";
+import { customInspect } from "../inspect.ts";
 import {
   PeerClosedError,
   type PeerCredentials,
@@ -355,6 +356,19 @@ export class GstSourceBridge {
   /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Shows the sink, the caps and the counters in `console.log`. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    const caps = this.#caps
+      ? `${this.#caps.format} ${this.#caps.width}x${this.#caps.height}`
+      : "no caps";
+    return `GstSourceBridge ${
+      inspect({ peer: this.peer, caps, closed: this.#closed, ...this.stats }, options)
+    }`;
   }
 }
 

@@ -52,8 +52,8 @@ import {
   DEFAULT_MAX_PAYLOAD,
   type GstMessage,
   GstProtocolError,
-  UnixFdFramer,
 } from "./protocol.ts";
+import { UnixFdFramer } from "./framer.ts";
 
 const SOCK_STREAM = 1;
 /** Room for the descriptors of one buffer: a NEW_BUFFER has at most 255 memories. */

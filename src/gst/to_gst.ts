@@ -22,6 +22,7 @@
  */
 
 import type { PeerPredicate } from "../backend.ts";
+import { customInspect } from "../inspect.ts";
 import type { PeerCredentials } from "../errors.ts";
 import { alignUp, type SurfaceGeometry } from "../geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
@@ -35,6 +36,8 @@ import { type UnixFdConnection, UnixFdServer } from "./socket.ts";
 export interface SurfaceFrame {
   /** The frame's surface. */
   readonly surface: Surface;
+  /** When the producer sent it (µs since the Unix epoch), if known: passed to `onReleased`. */
+  readonly timestamp?: number;
   /** Closes the frame. */
   close(): void;
 }
@@ -49,6 +52,12 @@ export interface ToGstOptions {
   fps?: number;
   /** Aborts {@link GstSinkBridge.run}. */
   signal?: AbortSignal;
+  /**
+   * Called when every client gave a frame back (RELEASE_BUFFER or
+   * disconnect), with the frame's `timestamp`: `nowMicros() - timestamp` is
+   * how long the frame took from its producer through GStreamer and back.
+   */
+  onReleased?: (timestamp: number | undefined) => void;
 }
 
 /** Counters of a to-gst bridge, for `watch`-style display. */
@@ -72,6 +81,7 @@ export interface ToGstStats {
 interface Outstanding {
   /** What to close once every client let go: the frame, or the copy's surface. */
   close: () => void;
+  timestamp: number | undefined;
   pending: Set<UnixFdConnection>;
 }
 
@@ -114,6 +124,7 @@ export class GstSinkBridge {
   readonly #maxOutstanding: number;
   readonly #fps: number | undefined;
   readonly #signal: AbortSignal | undefined;
+  readonly #onReleased: ((timestamp: number | undefined) => void) | undefined;
   readonly #message = new Uint8Array(256);
   #caps: string | undefined;
   #nextId = 1n;
@@ -134,6 +145,7 @@ export class GstSinkBridge {
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
     this.#fps = options.fps;
     this.#signal = options.signal;
+    this.#onReleased = options.onReleased;
     this.#accepting = this.#acceptLoop();
   }
 
@@ -230,7 +242,7 @@ export class GstSinkBridge {
       pts: monotonicNanos(),
       memories: [{ size: layout.size, offset: 0 }],
     }, this.#message);
-    const entry: Outstanding = { close, pending: new Set() };
+    const entry: Outstanding = { close, timestamp: frame.timestamp, pending: new Set() };
     this.#outstanding.set(id, entry);
     const backing = backingOf(surface, "GstSinkBridge.send");
     for (const client of [...this.#clients]) {
@@ -310,6 +322,7 @@ export class GstSinkBridge {
     this.#outstanding.delete(id);
     this.#stats.released++;
     entry.close();
+    this.#onReleased?.(entry.timestamp);
   }
 
   #dropClient(client: UnixFdConnection): void {
@@ -371,5 +384,18 @@ export class GstSinkBridge {
   /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Shows the address, the caps served and the counters in `console.log`. */
+  [customInspect](
+    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
+    options: Deno.InspectOptions,
+  ): string {
+    return `GstSinkBridge ${
+      inspect(
+        { address: this.address, caps: this.#caps, closed: this.#closed, ...this.stats },
+        options,
+      )
+    }`;
   }
 }

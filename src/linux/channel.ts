@@ -311,6 +311,11 @@ export class SocketConnection implements BackendConnection {
     }
   }
 
+  tryReceiveControl(): Uint8Array | undefined {
+    this.#assertOpen("receive");
+    return this.#tryReceiveControl();
+  }
+
   /** One `recvmsg(MSG_DONTWAIT)` of a control message: its bytes, `undefined`, or a typed error. */
   #tryReceiveControl(): Uint8Array | undefined {
     const msghdr = new DataView(this.#receiveMsghdr.buffer);

@@ -29,8 +29,8 @@ import {
   encodeNewBuffer,
   encodeRelease,
   GstProtocolError,
-  UnixFdFramer,
 } from "../../src/gst/protocol.ts";
+import { UnixFdFramer } from "../../src/gst/framer.ts";
 import type { Field, FuzzTarget, Xorshift } from "./fuzz.ts";
 
 class Finding extends Error {}

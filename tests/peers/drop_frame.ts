@@ -20,7 +20,7 @@ for (let i = 0; i < 2; i++) {
   await server.receive({ timeout: 5000 }); // dropped without close()
 }
 const gc = (globalThis as { gc?: () => void }).gc!;
-for (let i = 0; i < 20 && pool.stats.inUseElsewhere > 0; i++) {
+for (let i = 0; i < 200 && pool.stats.inUseElsewhere > 0; i++) {
   gc();
   await new Promise((resolve) => setTimeout(resolve, 20));
 }
