@@ -49,10 +49,16 @@ export const libcSymbols = {
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
   /** int connect(int fd, const struct sockaddr *addr, socklen_t len) — on nonblocking sockets */
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  /** ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) */
-  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  /** ssize_t recvmsg(int fd, struct msghdr *msg, int flags) */
-  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /**
+   * ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) — the
+   * result read as its low 32 bits (`i32`): every message surfaceport sends
+   * or receives is far below 2^31 bytes, and -1 stays -1 (x86_64 and aarch64
+   * return it in one 64-bit register). An `isize` result costs a BigInt
+   * (~40 bytes of garbage) per call, and a spinning receive makes thousands.
+   */
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  /** ssize_t recvmsg(int fd, struct msghdr *msg, int flags) — read as `i32`, as `sendmsg` */
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   /** int getsockopt(int fd, int level, int name, void *value, socklen_t *len) */
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   /** int setsockopt(int fd, int level, int name, const void *value, socklen_t len) */

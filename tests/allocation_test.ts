@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import v8 from "node:v8";
 import { Surface, SurfacePool } from "../mod.ts";
-import { pair } from "./helpers.ts";
+import { pair, uniqueName } from "./helpers.ts";
 
 function allocatedBytes(): number {
   // Cumulative since start, not reset by collections (absent from the node:v8 typings).
@@ -78,4 +78,40 @@ Deno.test(`allocation: a pooled handoff allocates < ${LIMIT_PER_HANDOFF} B (acqu
     perHandoff < LIMIT_PER_HANDOFF,
     `${perHandoff.toFixed(0)} B allocated per handoff, limit ${LIMIT_PER_HANDOFF}`,
   );
+});
+
+Deno.test({
+  name:
+    "allocation: a receive attempt that finds nothing (what spinning repeats) allocates ~nothing",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const { linuxBackend } = await import("../src/linux/backend.ts");
+    const limits = {
+      maxSurfaceBytes: 1 << 30,
+      maxMetaBytes: 65536,
+      mappingCacheSize: 8,
+      spinMicros: 200,
+    };
+    const name = uniqueName("alloc-spin");
+    const listener = linuxBackend.listen(name, () => true, limits);
+    const accepted = listener.accept();
+    const client = await linuxBackend.connect(name, () => true, limits, performance.now() + 5000);
+    const server = await accepted;
+    try {
+      const attempts = 200_000;
+      for (let i = 0; i < attempts / 4; i++) server.tryReceive!();
+      const before = allocatedBytes();
+      for (let i = 0; i < attempts; i++) {
+        if (server.tryReceive!() !== undefined) throw new Error("nothing was sent");
+      }
+      const perAttempt = (allocatedBytes() - before) / attempts;
+      console.log(`  ${perAttempt.toFixed(1)} B per empty receive attempt`);
+      // Before: ~200 B (two DataViews and BigInts per attempt), then 41 B (an isize FFI result).
+      assert(perAttempt < 20, `${perAttempt.toFixed(1)} B allocated per attempt, limit 20`);
+    } finally {
+      client.close();
+      server.close();
+      listener.close();
+    }
+  },
 });

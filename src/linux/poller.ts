@@ -39,6 +39,8 @@ class Poller {
   #controlFd = -1;
   #running = false;
   #polling = false;
+  /** The waiters of the current round (reused; emptied after each round). */
+  readonly #round: (Waiter | undefined)[] = [];
   /** The pollfd array, reused while the number of waits fits. */
   #fds = new Uint8Array(8 * POLLFD_SIZE);
   #fdsView = new DataView(this.#fds.buffer);
@@ -66,8 +68,11 @@ class Poller {
         // Waits added in this same turn of the event loop join this round without a wake-up.
         await Promise.resolve();
         if (this.#waiters.size === 0) break;
-        const waiters = [...this.#waiters];
-        const count = 1 + 2 * waiters.length;
+        // This round's waiters, in a reused array (cleared below: it must not keep them alive).
+        const waiters = this.#round;
+        let n = 0;
+        for (const w of this.#waiters) waiters[n++] = w;
+        const count = 1 + 2 * n;
         if (this.#fds.length < count * POLLFD_SIZE) {
           this.#fds = new Uint8Array(2 * count * POLLFD_SIZE);
           this.#fdsView = new DataView(this.#fds.buffer);
@@ -76,43 +81,46 @@ class Poller {
         const view = this.#fdsView;
         encodePollfd(view, 0, this.#controlFd, LINUX.POLLIN);
         let deadline = Infinity;
-        waiters.forEach((w, i) => {
+        for (let i = 0; i < n; i++) {
+          const w = waiters[i]!;
           encodePollfd(view, 1 + 2 * i, w.fd, w.events);
           encodePollfd(view, 2 + 2 * i, w.wakeFd, LINUX.POLLIN);
           deadline = Math.min(deadline, w.deadline);
-        });
+        }
         const timeout = deadline === Infinity
           ? -1
           : Math.max(0, Math.min(Math.ceil(deadline - performance.now()), 0x7fffffff));
         this.#polling = true;
-        const ready = await libc().poll_wait(fds, BigInt(count), timeout);
+        const nfds = nfdsValues[count] ??= BigInt(count);
+        const ready = await libc().poll_wait(fds, nfds, timeout);
         this.#polling = false;
         if (ready < 0) {
+          waiters.fill(undefined, 0, n);
           // errno belongs to the worker thread: ask again here to tell EINTR from a real failure.
-          if (libc().poll(fds, BigInt(count), 0) < 0 && readErrno() !== ERRNO.EINTR) {
+          if (libc().poll(fds, nfds, 0) < 0 && readErrno() !== ERRNO.EINTR) {
             throw systemError("poll");
           }
           continue;
         }
         if (decodePollRevents(view, 0) & LINUX.POLLIN) drain(this.#controlFd);
         const now = performance.now();
-        const woken = new Set<number>();
-        waiters.forEach((w, i) => {
-          if (!this.#waiters.has(w)) return; // aborted meanwhile
+        for (let i = 0; i < n; i++) {
+          const w = waiters[i]!;
+          waiters[i] = undefined;
+          if (!this.#waiters.has(w)) continue; // aborted meanwhile
           let result: boolean | Error | undefined;
           if (decodePollRevents(view, 2 + 2 * i) & LINUX.POLLIN) {
-            woken.add(w.wakeFd);
+            drain(w.wakeFd); // (a second waiter on the same wake fd drains nothing: harmless)
             result = false;
           } else if (decodePollRevents(view, 1 + 2 * i) !== 0) {
             result = true;
           } else if (w.deadline <= now) {
             result = w.timeoutError();
           }
-          if (result === undefined) return;
+          if (result === undefined) continue;
           this.#waiters.delete(w);
           w.settle(result);
-        });
-        for (const fd of woken) drain(fd);
+        }
       }
     } catch (error) {
       for (const waiter of this.#waiters) waiter.settle(error as Error);
@@ -123,6 +131,9 @@ class Poller {
     }
   }
 }
+
+/** `nfds_t` arguments as BigInts, made once per count (not one per poll). */
+const nfdsValues: bigint[] = [];
 
 const poller = new Poller();
 

@@ -211,14 +211,21 @@ export function decodeControl(view: DataView, length: number): DecodedControl {
   return { fds, others, malformed };
 }
 
+/** Descriptors found by {@link scanControlRights}: the first `count` of `fds`. */
+export interface ControlRights {
+  /** Room for every descriptor a control buffer can hold: its byte length / 4. */
+  readonly fds: Int32Array;
+  count: number;
+}
+
 /**
  * {@link decodeControl} for the receive hot path: collects the `SCM_RIGHTS`
- * descriptors into `fds` (emptied first, reused between calls) and returns
- * true if the control data is malformed. Same walk, same rules; allocates
- * nothing once `fds` has grown.
+ * descriptors into `into` (reused between calls; `into.fds` must have room
+ * for `view.byteLength / 4`) and returns true if the control data is
+ * malformed. Same walk, same rules; allocates nothing.
  */
-export function scanControlRights(view: DataView, length: number, fds: number[]): boolean {
-  fds.length = 0;
+export function scanControlRights(view: DataView, length: number, into: ControlRights): boolean {
+  into.count = 0;
   let offset = 0;
   const end = Math.min(length, view.byteLength);
   while (offset + CMSGHDR_SIZE <= end) {
@@ -231,7 +238,9 @@ export function scanControlRights(view: DataView, length: number, fds: number[])
     if (cmsgLength < CMSGHDR_SIZE || offset + cmsgLength > end) return true;
     if (level === 1 && type === 1) {
       const count = Math.floor((cmsgLength - CMSGHDR_SIZE) / 4);
-      for (let i = 0; i < count; i++) fds.push(view.getInt32(offset + CMSGHDR_SIZE + 4 * i, true));
+      for (let i = 0; i < count; i++) {
+        into.fds[into.count++] = view.getInt32(offset + CMSGHDR_SIZE + 4 * i, true);
+      }
     }
     offset += cmsgAlign(cmsgLength);
   }

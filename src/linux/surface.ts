@@ -60,8 +60,14 @@ function unmap(pointer: Deno.PointerObject, size: number): void {
   libc().munmap(pointer, BigInt(size));
 }
 
-/** Spare descriptions used since the thread last waited: reopened by {@link refillSpareDescriptions}. */
-const pendingRefills = new Set<SpareDescription>();
+/**
+ * Spare descriptions used since the thread last waited: reopened by
+ * {@link refillSpareDescriptions}. The first `pendingCount` entries; an
+ * array with a count, not a Set, whose add and delete per send made V8
+ * regrow and shrink its table (garbage on every send).
+ */
+const pendingRefills: (SpareDescription | undefined)[] = [];
+let pendingCount = 0;
 
 /**
  * At most one pre-opened, never-locked description of a memfd, so that
@@ -75,6 +81,8 @@ class SpareDescription {
   readonly #source: number;
   #spare = -1;
   #closed = false;
+  /** In {@link pendingRefills}. */
+  pending = false;
 
   /** `source`: an open description of the memfd, owned by the caller and outliving this. */
   constructor(source: number) {
@@ -86,7 +94,10 @@ class SpareDescription {
     let handle = this.#spare;
     this.#spare = -1;
     if (handle < 0) handle = reopen(this.#source, LINUX.O_RDWR);
-    pendingRefills.add(this);
+    if (!this.pending) {
+      this.pending = true;
+      pendingRefills[pendingCount++] = this;
+    }
     return handle;
   }
 
@@ -95,8 +106,7 @@ class SpareDescription {
   }
 
   close(): void {
-    this.#closed = true;
-    pendingRefills.delete(this);
+    this.#closed = true; // (left in pendingRefills until the next refill, which skips it)
     closeQuietly(this.#spare);
     this.#spare = -1;
   }
@@ -109,8 +119,12 @@ class SpareDescription {
  * its description itself and reports the error.
  */
 export function refillSpareDescriptions(): void {
-  for (const spare of pendingRefills) {
-    pendingRefills.delete(spare);
+  const count = pendingCount;
+  pendingCount = 0;
+  for (let i = 0; i < count; i++) {
+    const spare = pendingRefills[i]!;
+    pendingRefills[i] = undefined;
+    spare.pending = false;
     try {
       spare.refill();
     } catch {

@@ -490,8 +490,9 @@ function runControl(input: Uint8Array, rng: Xorshift): string {
   if (!decoded.fds.every(Number.isInteger)) fail("decodeControl returned a non-integer fd");
   if (typeof decoded.malformed !== "boolean") fail("malformed is not a boolean");
   // The receive path's allocation-free walk must find the same.
-  const fds = [-1, -1, -1];
-  const malformed = scanControlRights(view, length, fds);
+  const into = { fds: new Int32Array(Math.floor(input.length / 4)).fill(-1), count: 3 };
+  const malformed = scanControlRights(view, length, into);
+  const fds = [...into.fds.subarray(0, into.count)];
   if (malformed !== decoded.malformed || fds.join() !== decoded.fds.join()) {
     fail(
       `scanControlRights: ${malformed} [${fds}], decodeControl: ${decoded.malformed} [${decoded.fds}]`,

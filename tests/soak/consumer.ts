@@ -3,14 +3,16 @@
  * command line, checks that every frame's first 8 bytes hold its sequence
  * number (the producer stamps them; a pool that handed out a surface still
  * held here would overwrite them), closes it, and every SAMPLE_EVERY frames
- * prints `sample FRAMES FDS RSS` (its own descriptor count and resident
- * set). Prints `done FRAMES CORRUPT` when the producer hangs up.
+ * prints `sample FRAMES FDS RSS HEAP LIVE` (its own descriptor count,
+ * resident set size, V8 heap size and live heap: see `Sample` in
+ * tests/soak/soak.ts). Prints `done FRAMES CORRUPT` when the producer hangs up.
  *
  * @module
  */
 
 import { connect } from "../../mod.ts";
 import { fdCount, settleRuntimeFds } from "../helpers.ts";
+import { liveHeapBytes } from "./soak.ts";
 
 const [name, sampleEvery] = Deno.args;
 const every = Number(sampleEvery);
@@ -28,7 +30,11 @@ for await (const frame of channel) {
   }
   frame.close();
   frames++;
-  if (frames % every === 0) console.log(`sample ${frames} ${fdCount()} ${Deno.memoryUsage().rss}`);
+  if (frames % every === 0) {
+    const live = liveHeapBytes();
+    const { rss, heapTotal } = Deno.memoryUsage();
+    console.log(`sample ${frames} ${fdCount()} ${rss} ${heapTotal} ${live}`);
+  }
 }
 console.log(`done ${frames} ${corrupt}`);
 channel.close();
