@@ -80,6 +80,8 @@ export const libcSymbols = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t read(int fd, void *buf, size_t n) */
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t pread(int fd, void *buf, size_t n, off_t offset) — reads without moving the shared file offset */
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** int chmod(const char *path, mode_t mode) */
   chmod: { parameters: ["buffer", "u32"], result: "i32" },
   /** int unlink(const char *path) */

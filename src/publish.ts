@@ -331,7 +331,8 @@ export class Publisher<M = unknown> {
         } else {
           this.#hold(subscriber, item);
         }
-        this.#pump(subscriber);
+        // No call (and no promise) for a subscriber that cannot take it now.
+        if (!subscriber.sending && subscriber.hasCredit) this.#pump(subscriber);
         this.#waitIfNeeded(subscriber);
       }
       if (!batch || batch.remaining === 0) return Promise.resolve();

@@ -183,6 +183,29 @@ Deno.test("gst bridge: a hostile unixfdsink gets typed errors and leaks no descr
       await sendBuffer(sink, 1n, fd, FRAME_BYTES, 4000);
       libc().close(fd);
     }, (e) => e instanceof GstProtocolError && e.reason === "BAD_META"],
+    ["planes outside the memories of a multi-memory buffer", async (sink) => {
+      const a = gstMemfd(), b = gstMemfd();
+      await sink.send(encodeCaps(CAPS));
+      await sink.send(
+        encodeNewBuffer({ id: 1n, memories: [{ size: 10, offset: 0 }, { size: 10, offset: 0 }] }),
+        [a, b],
+      );
+      libc().close(a);
+      libc().close(b);
+    }, (e) => e instanceof GstProtocolError && e.reason === "BAD_META"],
+    ["a memory read past the memfd's end", async (sink) => {
+      const a = gstMemfd(4096), b = gstMemfd(4096);
+      await sink.send(encodeCaps(CAPS));
+      await sink.send(
+        encodeNewBuffer({
+          id: 1n,
+          memories: [{ size: FRAME_BYTES, offset: 4000 }, { size: 10, offset: 0 }],
+        }),
+        [a, b],
+      );
+      libc().close(a);
+      libc().close(b);
+    }, (e) => e instanceof GstProtocolError && e.reason === "BAD_META"],
     ["a buffer before any caps", async (sink) => {
       const fd = gstMemfd();
       await sendBuffer(sink, 1n, fd);
@@ -403,4 +426,47 @@ Deno.test("gst bridge: to-gst serves several clients; a frame is held until each
   }
   await sleep(50);
   assert.deepEqual(fdTargets(baseline), [], "descriptors leaked");
+});
+
+Deno.test("gst bridge: from-gst copies a buffer whose planes lie in several memories, gives it back at once, counts the copy", async () => {
+  const { sink, bridge, server } = await fakeSink();
+  using channels = await pair();
+  const y = gstMemfd(4096, SEAL_SHRINK, 0x11);
+  const uv = gstMemfd(4096, SEAL_SHRINK, 0x80);
+  const notMemfd = libc().socket(1, 1, 0);
+  try {
+    const running = bridge.run(channels.client);
+    await sink.send(encodeCaps("video/x-raw, format=(string)NV12, width=(int)64, height=(int)4"));
+    // GStreamer's default NV12 layout: Y rows of 64 bytes, then CbCr at 256, here in a second memory.
+    await sink.send(
+      encodeNewBuffer({ id: 5n, memories: [{ size: 256, offset: 0 }, { size: 128, offset: 0 }] }),
+      [y, uv],
+    );
+    const release = await sink.receive(performance.now() + 5000);
+    assert.deepEqual(
+      release,
+      { type: "release-buffer", id: 5n },
+      "given back before anyone closed a frame",
+    );
+    using frame = await channels.server.receive({ timeout: 5000 });
+    assert.equal(frame.surface.format, "420v");
+    assert.ok(frame.surface.bytes(0).subarray(0, 256).every((b) => b === 0x11));
+    assert.ok(frame.surface.bytes(1).subarray(0, 128).every((b) => b === 0x80));
+    assert.equal(bridge.stats.copies, 1);
+    // A memory that is not a memfd is refused (a FIFO or a slow file could block the read).
+    await sink.send(
+      encodeNewBuffer({ id: 6n, memories: [{ size: 256, offset: 0 }, { size: 128, offset: 0 }] }),
+      [y, notMemfd],
+    );
+    const error = await within(running.then(() => undefined, (e) => e), 5000, "run to fail");
+    assert.ok(
+      error instanceof ProtocolError && error.reason === "NOT_SHARED_MEMORY",
+      String(error),
+    );
+  } finally {
+    bridge.close();
+    sink.close();
+    server.close();
+    for (const fd of [y, uv, notMemfd]) libc().close(fd);
+  }
 });

@@ -331,7 +331,7 @@ Deno.test({
     using subscription = await subscribe(name, { timeout: 5000 });
     (await subscription.receive({ timeout: 5000 })).close();
     let seen: number | undefined;
-    for (let i = 0; i < 100 && seen !== 1; i++) {
+    for (let i = 0; i < 250 && seen !== 1; i++) {
       seen = (await list()).find((e) => e.name === name)?.subscribers;
       if (seen !== 1) await sleep(20);
     }
@@ -434,5 +434,34 @@ Deno.test({
       await publisher.send(surface, { fill: 0 });
       (await good.receive({ timeout: 5000 })).close();
     }
+  },
+});
+
+Deno.test({
+  name: "pubsub: a frame the publisher holds for a subscriber stays in use until a newer one " +
+    "replaces it",
+  ignore,
+  async fn() {
+    const name = uniqueName("psheld");
+    using publisher = publish(name, { keepLast: false });
+    using subscription = await subscribe(name, { timeout: 5000 });
+    await waitUntil(() => publisher.subscribers[0]?.state === "subscribed", 5000, "SUBSCRIBE");
+    using pool = new SurfacePool({ width: 64, height: 16, maxSurfaces: 3 });
+    const sendOne = async () => {
+      using surface = await pool.acquire({ timeout: 1000 });
+      await publisher.send(surface);
+      return surface.id;
+    };
+    const inFlight = await sendOne(); // the subscriber's one credit: in its socket now
+    const held = await sendOne(); // no credit left: held by the publisher
+    assert.equal(publisher.subscribers[0].waiting, 1);
+    // Neither may be reused: the third surface is a new one.
+    const third = await sendOne(); // replaces (releases) the held one
+    assert.notEqual(third, inFlight);
+    assert.notEqual(third, held);
+    assert.equal(publisher.subscribers[0].dropped, 1);
+    using again = await pool.acquire({ timeout: 1000 });
+    assert.equal(again.id, held);
+    subscription.close();
   },
 });

@@ -2,7 +2,8 @@
  * Linux only: the from-gst bridge. Connects to a GStreamer `unixfdsink`,
  * adopts each buffer's memfd as a surface (no copy: surfaceport's wire
  * carries any plane layout, so GStreamer's own strides and offsets go
- * through as they are) and hands it to a publisher.
+ * through as they are) and hands it to a publisher. A buffer whose planes
+ * lie in several memories is copied once into a pooled surface instead.
  *
  * In-use tracking survives the bridge: the bridge holds each GStreamer
  * buffer — it does not send RELEASE_BUFFER — until no surfaceport holder
@@ -22,6 +23,8 @@ import { customInspect } from "../inspect.ts";
 import {
   PeerClosedError,
   type PeerCredentials,
+  PoolExhaustedError,
+  ProtocolError,
   TimeoutError,
   UnsupportedError,
 } from "../errors.ts";
@@ -31,7 +34,13 @@ import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface.ts";
 import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
-import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
+import {
+  defaultGstLayout,
+  geometryOfGstBuffer,
+  type GstVideoCaps,
+  parseVideoCaps,
+} from "./caps.ts";
+import { SurfacePool } from "../pool.ts";
 import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
 
@@ -69,7 +78,7 @@ export interface FromGstStats {
   received: number;
   /** Buffers handed to the sink (each without a copy). */
   forwarded: number;
-  /** Pixel copies made (the from-gst path never copies: always 0). */
+  /** Buffers copied (only buffers whose planes lie in several memories: one surface cannot adopt them). */
   copies: number;
   /** Buffers given back at once because `maxOutstanding` were held. */
   dropped: number;
@@ -108,6 +117,9 @@ export class GstSourceBridge {
   #releaseLoopRunning = false;
   #wakeFd = -1;
   #kick: (() => void) | undefined;
+  #copyPool: SurfacePool | undefined;
+  #copyPoolKey = "";
+  #scratch = new Uint8Array(0);
   #caps: GstVideoCaps | undefined;
   #capsError: Error | undefined;
   #closed = false;
@@ -199,6 +211,18 @@ export class GstSourceBridge {
         }
         if (message.type !== "new-buffer") continue;
         this.#stats.received++;
+        if (message.buffer.memories.length > 1) {
+          // Planes spread over several memories: one surface cannot adopt them. Copy.
+          const copy = await this.#copyBuffer(message.buffer, message.fds);
+          if (!copy) continue;
+          try {
+            await sink.send(copy, toMeta(message.buffer));
+            this.#stats.forwarded++;
+          } finally {
+            copy.close(); // back to the copy pool, which reuses it only once subscribers let go
+          }
+          continue;
+        }
         const surface = this.#adoptBuffer(message.buffer, message.fds);
         if (!surface) continue;
         try {
@@ -227,10 +251,10 @@ export class GstSourceBridge {
       if (!this.#caps) {
         throw this.#capsError ?? new GstProtocolError("BAD_CAPS", "NEW_BUFFER before any CAPS");
       }
-      if (buffer.memoryType !== "memfd" || buffer.memories.length !== 1) {
+      if (buffer.memoryType !== "memfd" || buffer.memories.length === 0) {
         throw new UnsupportedError(
           `from-gst: a buffer of ${buffer.memories.length} ${buffer.memoryType} memories; ` +
-            "the bridge takes one memfd memory per buffer (GStreamer's default shm allocator)",
+            "the bridge takes fd memory (GStreamer's shm allocator), not DMABuf",
         );
       }
       if (this.#held.size >= this.#maxOutstanding || this.#held.has(buffer.id)) {
@@ -261,6 +285,111 @@ export class GstSourceBridge {
     } finally {
       if (!adopted) { for (const fd of fds) closeQuietly(fd); }
     }
+  }
+
+  /**
+   * Copies a buffer of several memories into a surface of surfaceport's own
+   * layout (from a pool the bridge keeps), closes the descriptors and gives
+   * the buffer back to GStreamer at once. Reads with `pread`, so a memory
+   * that shrinks meanwhile gives a short read (an error), never `SIGBUS`.
+   * Returns undefined (the frame dropped) when every pooled surface is still
+   * held by subscribers.
+   */
+  async #copyBuffer(buffer: GstNewBuffer, fds: number[]): Promise<Surface | undefined> {
+    let surface: Surface | undefined;
+    try {
+      const caps = this.#caps;
+      if (!caps) {
+        throw this.#capsError ?? new GstProtocolError("BAD_CAPS", "NEW_BUFFER before any CAPS");
+      }
+      if (buffer.memoryType !== "memfd") {
+        throw new UnsupportedError("from-gst: DMABuf memory is not supported; use system memory");
+      }
+      const pool = this.#copyPoolFor(caps);
+      try {
+        surface = await pool.acquire({ timeout: 100 });
+      } catch (error) {
+        if (!(error instanceof PoolExhaustedError)) throw error;
+        this.#stats.dropped++;
+        return undefined;
+      }
+      const layout = defaultGstLayout(caps.format, caps.width, caps.height).planes;
+      const meta = buffer.videoMeta;
+      for (let p = 0; p < layout.length; p++) {
+        const plane = layout[p];
+        const stride = meta ? meta.strides[p] : plane.bytesPerRow;
+        const start = meta ? meta.offsets[p] : plane.offset;
+        const row = plane.width * plane.bytesPerElement;
+        if (!(stride >= row)) {
+          throw new GstProtocolError(
+            "BAD_META",
+            `plane ${p}: stride ${stride} is shorter than a row`,
+          );
+        }
+        const length = stride * (plane.height - 1) + row;
+        this.#readPlane(buffer, fds, start, length);
+        const to = surface.bytes(p);
+        const toStride = surface.planes[p].bytesPerRow;
+        for (let y = 0; y < plane.height; y++) {
+          to.set(this.#scratch.subarray(y * stride, y * stride + row), y * toStride);
+        }
+      }
+      this.#stats.copies++;
+      const copied = surface;
+      surface = undefined;
+      return copied;
+    } finally {
+      surface?.close();
+      for (const fd of fds) closeQuietly(fd);
+      this.#sendRelease(buffer.id);
+    }
+  }
+
+  /** Reads `length` bytes at `start` of the buffer (memories in order) into the scratch buffer. */
+  #readPlane(buffer: GstNewBuffer, fds: number[], start: number, length: number): void {
+    if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
+    let base = 0;
+    for (let i = 0; i < buffer.memories.length; i++) {
+      const memory = buffer.memories[i];
+      if (start >= base && start + length <= base + memory.size) {
+        // Only memfds answer F_GET_SEALS: shared memory, which a read never blocks on (a
+        // FIFO or a file on a hung filesystem could stall the whole event loop).
+        if (libc().fcntl(fds[i], LINUX.F_GET_SEALS, 0) < 0) {
+          throw new ProtocolError("NOT_SHARED_MEMORY", `memory ${i} is not a memfd`);
+        }
+        const got = Number(
+          libc().pread(fds[i], this.#scratch, BigInt(length), BigInt(memory.offset + start - base)),
+        );
+        if (got !== length) {
+          throw new GstProtocolError(
+            "BAD_META",
+            `memory ${i}: read ${got} of ${length} bytes at ${memory.offset + start - base}`,
+          );
+        }
+        return;
+      }
+      base += memory.size;
+    }
+    throw new GstProtocolError(
+      "BAD_META",
+      `a plane (bytes ${start}-${
+        start + length
+      }) is not inside one of the buffer's ${buffer.memories.length} memories`,
+    );
+  }
+
+  #copyPoolFor(caps: GstVideoCaps): SurfacePool {
+    const key = `${caps.format} ${caps.width}x${caps.height}`;
+    if (this.#copyPool && this.#copyPoolKey === key) return this.#copyPool;
+    this.#copyPool?.close();
+    this.#copyPoolKey = key;
+    this.#copyPool = new SurfacePool({
+      width: caps.width,
+      height: caps.height,
+      format: caps.format,
+      maxSurfaces: this.#maxOutstanding + 1,
+    });
+    return this.#copyPool;
   }
 
   /** Gives back every held buffer no surfaceport holder uses any more. */
@@ -344,6 +473,7 @@ export class GstSourceBridge {
     for (const held of this.#held.values()) held.surface.close();
     this.#held.clear();
     this.#adopter.close();
+    this.#copyPool?.close();
     if (this.#releaseLoopRunning) {
       // Its poll sees the wake at once; the loop then closes the fds.
       wake(this.#wakeFd);
