@@ -129,6 +129,11 @@ export function cString(text: string): Uint8Array {
   return bytes;
 }
 
+/** The address of `bytes` as a pointer value, for a field of a C struct built in JS. */
+export function addressOf(bytes: Uint8Array): bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
+}
+
 /** Closes `fd`, ignoring errors: for cleanup paths where the descriptor is being given up anyway. */
 export function closeQuietly(fd: number): void {
   if (fd >= 0) libc().close(fd);
