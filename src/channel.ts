@@ -28,6 +28,14 @@ import {
   type Meta,
 } from "./wire.ts";
 
+/** A message of its own: a copy of `header` followed by `meta`. */
+function withMeta(header: Uint8Array, meta: Uint8Array): Uint8Array {
+  const message = new Uint8Array(HEADER_SIZE + meta.length);
+  message.set(header);
+  message.set(meta, HEADER_SIZE);
+  return message;
+}
+
 /** What a send that completed at once returns: one settled promise for all of them. */
 const SENT: Promise<void> = Promise.resolve();
 
@@ -111,15 +119,16 @@ export class Channel<M = unknown> {
       // if it throws; send releases it on every path).
       const handle = backing.exportHandle();
       const connection = this.#connection;
-      if (encoded.bytes.length === 0 && this.#sendsPending === 0 && connection.trySend) {
-        // Nothing queued: send the reused header at once (it is read only during the call).
-        if (connection.trySend(header, handle)) return SENT;
+      let message: Uint8Array | undefined;
+      if (this.#sendsPending === 0 && connection.trySend) {
+        // Nothing queued: send at once. Without metadata the reused header is the whole
+        // message (trySend reads it only during the call).
+        if (encoded.bytes.length > 0) message = withMeta(header, encoded.bytes);
+        if (connection.trySend(message ?? header, handle)) return SENT;
       }
       // Queued or waiting for room: the message needs a buffer of its own.
       const deadline = deadlineOf("send", options.timeout);
-      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
-      message.set(header);
-      message.set(encoded.bytes, HEADER_SIZE);
+      message ??= withMeta(header, encoded.bytes);
       this.#sendsPending++;
       const run = async () => {
         try {
