@@ -42,24 +42,26 @@ import {
 } from "./mach.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
-import { ReceivedIOSurface } from "./surface.ts";
+import { ReceivedIOSurface } from "./received.ts";
 import {
   align4,
-  credentialsOfAuditToken,
-  DARWIN,
   decodeReceived,
-  encodeMachMsgHeader,
   encodePortMessage,
-  MACH_MSG_HEADER_SIZE,
-  machMsghBits,
   MSG_ID_CONTROL,
   MSG_ID_SURFACE,
-  msghBitsRemote,
-  msghIsComplex,
-  RECEIVE_OPTIONS,
   receiveBufferSize,
   type ReceivedLayout,
   SURFACE_PAYLOAD_OFFSET,
+} from "./messages.ts";
+import {
+  credentialsOfAuditToken,
+  DARWIN,
+  encodeMachMsgHeader,
+  MACH_MSG_HEADER_SIZE,
+  machMsghBits,
+  msghBitsRemote,
+  msghIsComplex,
+  RECEIVE_OPTIONS,
 } from "./structs.ts";
 
 /** True if `layout` is the kernel's no-senders notification (audit token of the kernel: pid 0). */

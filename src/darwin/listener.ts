@@ -49,17 +49,19 @@ import { isNoSenders, MachConnection } from "./channel.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
 import {
-  credentialsOfAuditToken,
-  DARWIN,
   decodeReceived,
   encodeHandshake,
   HANDSHAKE_MESSAGE_SIZE,
-  MACH_MSG_HEADER_SIZE,
   MSG_ID_HELLO,
   MSG_ID_WELCOME,
+  type ReceivedLayout,
+} from "./messages.ts";
+import {
+  credentialsOfAuditToken,
+  DARWIN,
+  MACH_MSG_HEADER_SIZE,
   msghBitsRemote,
   msghIsComplex,
-  type ReceivedLayout,
 } from "./structs.ts";
 
 /** Room for a handshake message, its trailer, and slack (larger ones are destroyed by the kernel). */

@@ -23,7 +23,8 @@ import {
 import { HEADER_SIZE, HeaderDecoder } from "../wire.ts";
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { newEventFd, waitReady, wake } from "./poller.ts";
-import { MappingCache, refillSpareDescriptions } from "./surface.ts";
+import { MappingCache } from "./received.ts";
+import { refillSpareDescriptions } from "./surface.ts";
 import {
   cmsgSpace,
   type ControlRights,
