@@ -23,7 +23,7 @@ import {
   resolveLimits,
   resolvePeerCheck,
   type SendOptions,
-} from "./channel.ts";
+} from "./options.ts";
 import {
   ClosedError,
   PeerClosedError,
