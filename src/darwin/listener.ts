@@ -42,6 +42,7 @@ import {
   messageReturned,
   receiveFailure,
   reclaimReturnedMessage,
+  sendWithoutWaiting,
   type WaitOwner,
 } from "./mach.ts";
 import { checkIn, lookUp, serviceName } from "./bootstrap.ts";
@@ -106,15 +107,7 @@ function sendHandshake(
     WIRE_MAGIC,
     WIRE_VERSION,
   );
-  const kr = native.mach_msg(
-    buffer,
-    DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
-    HANDSHAKE_MESSAGE_SIZE,
-    0,
-    DARWIN.MACH_PORT_NULL,
-    0,
-    DARWIN.MACH_PORT_NULL,
-  );
+  const kr = sendWithoutWaiting(native, buffer, HANDSHAKE_MESSAGE_SIZE);
   if (messageReturned(kr, buffer)) {
     // The message came back: the destination (one extra uref) and a send right to our inbox.
     reclaimReturnedMessage(native, buffer);

@@ -279,18 +279,8 @@ export class SocketConnection implements BackendConnection {
       BigInt(this.#receiveBuffer.length),
       true,
     );
-    let length: number;
-    for (;;) {
-      length = Number(
-        libc().recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
-      );
-      if (length >= 0) break;
-      const errno = readErrno();
-      if (errno === ERRNO.EINTR) continue;
-      if (errno === ERRNO.EAGAIN) return undefined;
-      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      throw systemError("recvmsg", errno);
-    }
+    const length = this.#recvmsg();
+    if (length < 0) return undefined;
     const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
     const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
     // A control message carries no descriptor: any that came along is closed here.
@@ -351,19 +341,8 @@ export class SocketConnection implements BackendConnection {
     // msg_controllen stays 0: the buffer is far smaller than 4 GiB).
     msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
     msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
-    const lib = libc();
-    let length: number;
-    for (;;) {
-      length = Number(
-        lib.recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
-      );
-      if (length >= 0) break;
-      const errno = readErrno();
-      if (errno === ERRNO.EINTR) continue;
-      if (errno === ERRNO.EAGAIN) return undefined;
-      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      throw systemError("recvmsg", errno);
-    }
+    const length = this.#recvmsg();
+    if (length < 0) return undefined;
     const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
     const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
     const received = this.#received;
@@ -410,6 +389,26 @@ export class SocketConnection implements BackendConnection {
       if (!adopted) {
         for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);
       }
+    }
+  }
+
+  /**
+   * One `recvmsg(MSG_DONTWAIT)` into the receive buffers (retried on EINTR):
+   * the length, or -1 if nothing is waiting; a hang-up (`ECONNRESET`) or
+   * another failure throws.
+   */
+  #recvmsg(): number {
+    const lib = libc();
+    for (;;) {
+      const length = Number(
+        lib.recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
+      );
+      if (length >= 0) return length;
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EAGAIN) return -1;
+      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
+      throw systemError("recvmsg", errno);
     }
   }
 

@@ -30,27 +30,18 @@ import {
   procFdPath,
   reopen,
   systemError,
+  tryMapShared,
   trySetOfdLock,
 } from "./libc.ts";
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { waitReady } from "./poller.ts";
 import { LINUX } from "./structs.ts";
 
-const MAP_FAILED = 0xffffffffffffffffn;
 const MEMFD_NAME = cString("surfaceport");
 
 function mapShared(fd: number, size: number): Deno.PointerObject {
-  const pointer = libc().mmap(
-    null,
-    BigInt(size),
-    LINUX.PROT_READ | LINUX.PROT_WRITE,
-    LINUX.MAP_SHARED,
-    fd,
-    0n,
-  );
-  if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
-    throw systemError("mmap");
-  }
+  const pointer = tryMapShared(fd, size);
+  if (pointer === null) throw systemError("mmap");
   return pointer;
 }
 
