@@ -53,14 +53,28 @@ export function openLibraryProcessFds(): void {
 }
 
 /**
- * Waits until Deno has opened the descriptors it opens by itself shortly
- * after start, and opens surfaceport's process-lifetime ones
- * ({@link openLibraryProcessFds}), so that fd-count baselines are stable.
+ * Makes Deno open now the descriptors it otherwise opens by itself about
+ * 0.5 s after start (later on a loaded machine), opens surfaceport's
+ * process-lifetime ones ({@link openLibraryProcessFds}), and waits until the
+ * process is 800 ms old, so that fd-count baselines are stable.
  */
 export async function settleRuntimeFds(): Promise<void> {
+  openRuntimeSignalFds();
   const age = performance.now();
   if (age < 800) await sleep(800 - age);
   openLibraryProcessFds();
+}
+
+/**
+ * Deno's late descriptors are its signal driver's socket pair, made once, at
+ * the first signal listener of the process (its own comes ~0.5 s after start,
+ * or later under load). Adding and removing a listener makes them now.
+ * SIGURG is ignored by default, so a listener for it changes no behaviour.
+ */
+function openRuntimeSignalFds(): void {
+  const ignore = () => {};
+  Deno.addSignalListener("SIGURG", ignore);
+  Deno.removeSignalListener("SIGURG", ignore);
 }
 
 /** Resolves after `ms` milliseconds. */
