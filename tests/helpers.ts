@@ -107,6 +107,34 @@ export async function waitUntil(condition: () => boolean, ms: number, what: stri
   }
 }
 
+/** An abort signal that fires when a count stops growing; disposing stops watching. */
+export interface StallWatchdog extends Disposable {
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Aborts its signal (with an Error naming `what`) when `progress()` has not
+ * grown for `ms`: bounds a long, CPU-bound operation by its stalls rather
+ * than by a total that a loaded machine stretches.
+ */
+export function stallWatchdog(progress: () => number, ms: number, what: string): StallWatchdog {
+  const controller = new AbortController();
+  let last = progress();
+  let since = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const current = progress();
+    if (current !== last) {
+      last = current;
+      since = now;
+    } else if (now - since > ms) {
+      clearInterval(timer);
+      controller.abort(new Error(`${what}: no progress in ${ms} ms (stuck at ${current})`));
+    }
+  }, Math.min(ms, 100));
+  return { signal: controller.signal, [Symbol.dispose]: () => clearInterval(timer) };
+}
+
 /** A child process with line-oriented stdout. */
 export class Child implements AsyncDisposable {
   readonly process: Deno.ChildProcess;
