@@ -263,6 +263,42 @@ export function holdUntilKilled(): Promise<never> {
 /** Deno permission flags the peer scripts need. */
 export const PEER_FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
 
+/** What a finished `deno run` printed, and how it exited. */
+export interface ScriptOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `deno run FLAGS SCRIPT ARGS` from the repository root (`script` is
+ * relative to it) and waits for it to exit; SIGKILLed after `ms`.
+ */
+export async function runRepoScript(
+  flags: string[],
+  script: string,
+  args: string[] = [],
+  ms = 60000,
+): Promise<ScriptOutput> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, script, ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+  try {
+    const { code, stdout, stderr } = await child.output();
+    const text = new TextDecoder();
+    return { code, stdout: text.decode(stdout), stderr: text.decode(stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The permission flags the examples run with. */
+export const EXAMPLE_FLAGS = [...PEER_FLAGS, "--allow-run"];
+
 /** Spawns `deno run` on a script under tests/peers/ with `args`. */
 export function spawnPeer(script: string, args: string[]): Child {
   const path = new URL(`./peers/${script}`, import.meta.url).pathname;
