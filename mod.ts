@@ -34,10 +34,13 @@ export type { LockOptions, SurfaceOptions, UnsafeSurfaceHandle } from "./src/sur
 export { SurfacePool } from "./src/pool.ts";
 export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src/pool.ts";
 export { ACQUIRE_STALL_WARNING_MS } from "./src/pool.ts";
-export { Channel, connect, Frame, listen, Listener } from "./src/channel.ts";
-export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/channel.ts";
+export { Channel } from "./src/channel.ts";
+export { Frame } from "./src/frame.ts";
+export { connect, listen, Listener } from "./src/listener.ts";
+export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/options.ts";
 export { publish, Publisher } from "./src/publish.ts";
-export type { PublishOptions, SubscriberInfo } from "./src/publish.ts";
+export type { PublishOptions } from "./src/publish.ts";
+export type { SubscriberInfo } from "./src/subscriber_state.ts";
 export { subscribe, Subscription } from "./src/subscribe.ts";
 export type { SubscribeOptions, SubscriptionStats } from "./src/subscribe.ts";
 export type { DeliveryPolicy } from "./src/pubsub_wire.ts";

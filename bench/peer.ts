@@ -2,12 +2,12 @@
  * The far side of every Deno benchmark, spawned by `bench/driver.ts` as its
  * own process (pinned with `taskset` when the run pins):
  *
- * - `peer.ts echo NAME SPIN WARMUP`: connects to the surfaceport channel
+ * - `peer.ts echo NAME SPIN SKIP`: connects to the surfaceport channel
  *   `NAME` (with `spinMicros: SPIN`) and, for each frame, writes the
  *   surface's last byte and sends the same surface back on the same channel,
  *   then closes its frame. When the driver hangs up it prints
  *   `{"allocated_per_frame":B}`: the bytes V8 allocated in this process per
- *   frame after the first WARMUP frames.
+ *   frame after the first SKIP frames.
  * - `peer.ts sink NAME SPIN`: the consumer of the pipelined run: for each
  *   frame, writes the last byte and closes the frame (which lets the
  *   producer's pool reuse the surface).

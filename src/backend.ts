@@ -8,10 +8,14 @@
  * |---|---|---|
  * | struct codecs | `linux/structs.ts` (msghdr, cmsghdr, flock, statx) | `darwin/structs.ts` (mach_msg_header_t, port descriptor, trailer) |
  * | native calls and errors | `linux/libc.ts` (errno) | `darwin/mach.ts` (kern_return_t, MachPort) |
- * | surface memory | `linux/surface.ts` (memfd, OFD locks) | `darwin/surface.ts` (IOSurface, use count) |
- * | transport | `linux/channel.ts` (Unix socket) | `darwin/channel.ts` (bootstrap + mach_msg) |
+ * | surface memory, created | `linux/surface.ts` (memfd, OFD locks) | `darwin/surface.ts` (IOSurface, use count) |
+ * | surface memory, received | `linux/received.ts` (locked fd, mapping cache) | `darwin/received.ts` (looked-up IOSurface, the send right) |
+ * | checks of received memory | `linux/verify.ts` (seals, size, mode, filesystem) | `darwin/verify.ts` (IOSurface layout vs geometry) |
+ * | transport: one connection | `linux/channel.ts` (`SOCK_SEQPACKET`, `SCM_RIGHTS`) | `darwin/channel.ts` (inboxes, `mach_msg`) |
+ * | transport: listen, accept, connect | `linux/listener.ts` (socket names, `SO_PEERCRED`) | `darwin/listener.ts` (bootstrap, HELLO / WELCOME) |
  * | parked waits, one thread for all | `linux/poller.ts` (one `poll`) | `darwin/poller.ts` (`PortWaitSet`, one port set) |
  * | release events for pools | `InotifyReleaseWatcher` in `linux/surface.ts` | none (the pool re-probes `IOSurfaceIsInUse`) |
+ * | platform only | — | `darwin/messages.ts` (surfaceport's mach messages), `darwin/abi.ts` (the shim's ABI self-check), `darwin/native.ts`, `darwin/bootstrap.ts`, `darwin/ports.ts`, `darwin/pixel_buffer.ts` |
  *
  * Nothing here is public API.
  *

@@ -23,17 +23,17 @@ import {
   resolveLimits,
   resolvePeerCheck,
   type SendOptions,
-} from "./channel.ts";
-import {
-  ClosedError,
-  PeerClosedError,
-  type PeerCredentials,
-  throwIfAborted,
-  TimeoutError,
-} from "./errors.ts";
+} from "./options.ts";
+import { ClosedError, PeerClosedError, throwIfAborted } from "./errors.ts";
 import { backend, nowMicros as clockNow } from "./platform.ts";
-import { decodeControlMessage, type DeliveryPolicy, MESSAGE_SUBSCRIBE } from "./pubsub_wire.ts";
+import { decodeControlMessage, MESSAGE_SUBSCRIBE } from "./pubsub_wire.ts";
 import { register, type Registration } from "./registry.ts";
+import {
+  type Outgoing,
+  SendBatch,
+  type SubscriberInfo,
+  SubscriberState,
+} from "./subscriber_state.ts";
 import { backingOf, Surface } from "./surface.ts";
 import {
   DEFAULT_MAX_META_BYTES,
@@ -53,173 +53,11 @@ export interface PublishOptions extends ChannelOptions {
   keepLast?: boolean;
 }
 
-/** What a publisher knows about one of its subscribers (a snapshot). */
-export interface SubscriberInfo {
-  /** The subscriber's process id, as the kernel reported it. */
-  pid: number;
-  /** Its effective user id. */
-  uid: number;
-  /** Its effective group id. */
-  gid: number;
-  /** Its delivery policy (`"latest"` until its SUBSCRIBE arrives, and for a plain peer). */
-  policy: DeliveryPolicy;
-  /** How many frames it allows in flight (0 for a plain peer: bounded by the socket only). */
-  depth: number;
-  /** Frames handed to it that it has not returned a credit for yet. */
-  queued: number;
-  /** Frames dropped for it: replaced by a newer one ("latest"), or withdrawn after `send` timed out. */
-  dropped: number;
-  /** Frames handed to it. */
-  sent: number;
-  /** Frames held by the publisher for it, not handed over yet. */
-  waiting: number;
-  /**
-   * `"subscribed"` after its SUBSCRIBE; `"pending"` before (for up to
-   * 500 ms); `"plain"` for a peer that sent none in time — it gets every
-   * frame while its socket has room, like "latest" without credits.
-   */
-  state: "pending" | "subscribed" | "plain";
-}
-
 /** A publisher that sent nothing for this long watches every subscriber for hang-ups (ms). */
 export const IDLE_MS = 100;
 
 /** How long a new subscriber has to send SUBSCRIBE before it counts as a plain peer (ms). */
 export const SUBSCRIBE_GRACE_MS = 500;
-
-/** A frame on its way to one subscriber: the shared message bytes and its own capability. */
-interface Outgoing {
-  message: Uint8Array;
-  /** Owned here until sent (the backend then owns it) or released. */
-  handle: number;
-  /** The `send()` waiting for it (queue policy only). */
-  batch?: SendBatch;
-}
-
-/** One `send()` waiting for its frame to reach every "queue" subscriber. */
-class SendBatch {
-  remaining = 0;
-  readonly promise: Promise<void>;
-  readonly deadline: number;
-  readonly signal: AbortSignal | undefined;
-  #resolve!: () => void;
-  #reject!: (error: unknown) => void;
-  #settled = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #onAbort: (() => void) | undefined;
-  /** Frames still held in some subscriber's queue, withdrawn if this batch fails. */
-  readonly items: { subscriber: SubscriberState; item: Outgoing }[] = [];
-
-  readonly #backend: Backend;
-
-  constructor(
-    over: Backend,
-    deadline: number,
-    timeout: number | undefined,
-    signal: AbortSignal | undefined,
-  ) {
-    this.#backend = over;
-    this.deadline = deadline;
-    this.signal = signal;
-    this.promise = new Promise((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-    if (timeout !== undefined) {
-      this.#timer = setTimeout(
-        () => this.fail(new TimeoutError("send", timeout)),
-        Math.max(0, deadline - performance.now()),
-      );
-    }
-    if (signal) {
-      this.#onAbort = () => this.fail(signal.reason);
-      signal.addEventListener("abort", this.#onAbort, { once: true });
-    }
-  }
-
-  add(subscriber: SubscriberState, item: Outgoing): void {
-    this.remaining++;
-    this.items.push({ subscriber, item });
-  }
-
-  /** One subscriber has it (or is gone). */
-  done(): void {
-    if (--this.remaining === 0) this.#settle();
-  }
-
-  /** Withdraws the frame from every queue that still holds it and rejects `send`. */
-  fail(error: unknown): void {
-    if (this.#settled) return;
-    for (const { subscriber, item } of this.items) {
-      const at = subscriber.queue.indexOf(item);
-      if (at < 0) continue;
-      subscriber.queue.splice(at, 1);
-      subscriber.dropped++;
-      this.#backend.releaseHandle(item.handle);
-    }
-    this.#settle(error);
-  }
-
-  #settle(error?: unknown): void {
-    if (this.#settled) return;
-    this.#settled = true;
-    clearTimeout(this.#timer);
-    if (this.#onAbort) this.signal!.removeEventListener("abort", this.#onAbort);
-    this.items.length = 0;
-    if (error === undefined) this.#resolve();
-    else this.#reject(error);
-  }
-}
-
-/** The publisher's state for one connected subscriber. */
-class SubscriberState {
-  readonly connection: BackendConnection;
-  state: SubscriberInfo["state"] = "pending";
-  policy: DeliveryPolicy = "latest";
-  depth = 1;
-  inFlight = 0;
-  sent = 0;
-  dropped = 0;
-  /** The newest frame not handed over yet ("latest", pending and plain subscribers). */
-  pending: Outgoing | undefined;
-  /** Frames not handed over yet, in order ("queue" subscribers). */
-  readonly queue: Outgoing[] = [];
-  sending = false;
-  /** A `receiveControl` is parked for this subscriber. */
-  waiting = false;
-  closed = false;
-  graceTimer: ReturnType<typeof setTimeout> | undefined;
-
-  constructor(connection: BackendConnection) {
-    this.connection = connection;
-  }
-
-  get peer(): PeerCredentials {
-    return this.connection.peer;
-  }
-
-  /** May a frame go out now? */
-  get hasCredit(): boolean {
-    return this.state === "plain" || (this.state === "subscribed" && this.inFlight < this.depth);
-  }
-
-  info(): SubscriberInfo {
-    const { pid, uid, gid } = this.connection.peer;
-    return {
-      pid,
-      uid,
-      gid,
-      policy: this.policy,
-      depth: this.state === "plain" ? 0 : this.depth,
-      queued: this.inFlight,
-      dropped: this.dropped,
-      sent: this.sent,
-      waiting: this.queue.length + (this.pending ? 1 : 0),
-      state: this.state,
-    };
-  }
-}
-
 /**
  * A bound name that hands each frame to every current subscriber. Create
  * one with {@link publish}. While open it keeps the process running (it

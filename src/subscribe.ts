@@ -15,12 +15,11 @@ import {
   type ChannelOptions,
   connectBackend,
   deadlineOf,
-  type Frame,
-  frameOf,
   resolveLimits,
   resolvePeerCheck,
   type WaitOptions,
-} from "./channel.ts";
+} from "./options.ts";
+import { type Frame, frameOf, framesUntilClosed } from "./frame.ts";
 import {
   ClosedError,
   PeerClosedError,
@@ -250,17 +249,8 @@ export class Subscription<M = unknown> {
    * away (without `reconnect`). A `ProtocolError` ends the iteration by
    * throwing.
    */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Frame<M>, void, undefined> {
-    for (;;) {
-      try {
-        yield await this.receive();
-      } catch (error) {
-        if (error instanceof PeerClosedError || (error instanceof ClosedError && this.#closed)) {
-          return;
-        }
-        throw error;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<Frame<M>, void, undefined> {
+    return framesUntilClosed(() => this.receive(), () => this.#closed);
   }
 
   /** Disconnects; a pending `receive` rejects with `ClosedError`. Frames already received stay valid. Idempotent. */

@@ -30,13 +30,8 @@ import {
   UnsupportedError,
 } from "../mod.ts";
 import { createDarwinBackend } from "../src/darwin/backend.ts";
-import {
-  DARWIN,
-  encodeMachMsgHeader,
-  encodePortMessage,
-  machMsghBits,
-  MSG_ID_SURFACE,
-} from "../src/darwin/structs.ts";
+import { encodePortMessage, MSG_ID_SURFACE } from "../src/darwin/messages.ts";
+import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
 import { computeGeometry } from "../src/geometry.ts";
 import { setBackendForTesting } from "../src/platform.ts";
 import { backingOf } from "../src/surface.ts";

@@ -29,14 +29,8 @@ import {
 } from "../mod.ts";
 import type { Backend } from "../src/backend.ts";
 import { createDarwinBackend } from "../src/darwin/backend.ts";
-import {
-  DARWIN,
-  encodeHandshake,
-  encodeMachMsgHeader,
-  machMsghBits,
-  MSG_ID_HELLO,
-  MSG_ID_SURFACE,
-} from "../src/darwin/structs.ts";
+import { encodeHandshake, MSG_ID_HELLO, MSG_ID_SURFACE } from "../src/darwin/messages.ts";
+import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
 import { computeGeometry, type SurfaceGeometry } from "../src/geometry.ts";
 import { setBackendForTesting } from "../src/platform.ts";
 import { backingOf } from "../src/surface.ts";

@@ -8,24 +8,31 @@ import assert from "node:assert/strict";
 import { AbiMismatchError } from "../mod.ts";
 import {
   ABI_REPORT_VERSION,
-  align4,
   assertAbiReport,
   compareAbiReport,
+  EXPECTED_ABI,
+} from "../src/darwin/abi.ts";
+import {
+  align4,
+  decodeReceived,
+  encodeHandshake,
+  encodePortMessage,
+  HANDSHAKE_MESSAGE_SIZE,
+  MSG_ID_HELLO,
+  receiveBufferSize,
+  SURFACE_PAYLOAD_OFFSET,
+} from "../src/darwin/messages.ts";
+import {
   credentialsOfAuditToken,
   DARWIN,
   decodeMachMsgAuditTrailer,
   decodeMachMsgBody,
   decodeMachMsgHeader,
   decodeMachMsgPortDescriptor,
-  decodeReceived,
-  encodeHandshake,
   encodeMachMsgAuditTrailer,
   encodeMachMsgBody,
   encodeMachMsgHeader,
   encodeMachMsgPortDescriptor,
-  encodePortMessage,
-  EXPECTED_ABI,
-  HANDSHAKE_MESSAGE_SIZE,
   MACH_MSG_AUDIT_TRAILER_SIZE,
   MACH_MSG_BODY_SIZE,
   MACH_MSG_HEADER_SIZE,
@@ -33,13 +40,10 @@ import {
   machMsghBits,
   machRcvTrailerElements,
   machRcvTrailerType,
-  MSG_ID_HELLO,
   msghBitsLocal,
   msghBitsRemote,
   msghIsComplex,
   RECEIVE_OPTIONS,
-  receiveBufferSize,
-  SURFACE_PAYLOAD_OFFSET,
 } from "../src/darwin/structs.ts";
 import { kernReturnName } from "../src/darwin/mach.ts";
 import { HEADER_SIZE, WIRE_MAGIC } from "../src/wire.ts";

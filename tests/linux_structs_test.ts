@@ -13,7 +13,7 @@ import {
   LINUX,
   STATFS_SIZE,
 } from "../src/linux/structs.ts";
-import { socketAddress } from "../src/linux/channel.ts";
+import { socketAddress } from "../src/linux/listener.ts";
 
 function hex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");

@@ -23,10 +23,10 @@
  * @module
  */
 
+import { EXPECTED_ABI } from "../src/darwin/abi.ts";
 import {
   AUDIT_TRAILER_TOKEN_OFFSET,
   DARWIN,
-  EXPECTED_ABI,
   MACH_MSG_AUDIT_TRAILER_SIZE,
   MACH_MSG_BODY_SIZE,
   MACH_MSG_HEADER_SIZE,

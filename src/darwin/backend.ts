@@ -9,7 +9,7 @@
 import { loadFrameworks } from "../../ffi/darwin.ts";
 import type { Backend, BackendConnection } from "../backend.ts";
 import { MachError } from "../errors.ts";
-import { connectMach, MachListener } from "./channel.ts";
+import { connectMach, MachListener } from "./listener.ts";
 import { lookUp, serviceName } from "./bootstrap.ts";
 import { machError } from "./mach.ts";
 import { DARWIN } from "./structs.ts";

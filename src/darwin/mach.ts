@@ -278,6 +278,23 @@ export interface WaitOwner {
 }
 
 /**
+ * One `mach_msg` send of the first `size` bytes of `buffer` that never waits
+ * (`MACH_SEND_TIMEOUT`, timeout 0): the `mach_msg_return_t`. A message the
+ * kernel hands back is the caller's to reclaim (see {@link messageReturned}).
+ */
+export function sendWithoutWaiting(native: DarwinNative, buffer: Uint8Array, size: number): number {
+  return native.mach_msg(
+    buffer,
+    DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
+    size,
+    0,
+    DARWIN.MACH_PORT_NULL,
+    0,
+    DARWIN.MACH_PORT_NULL,
+  );
+}
+
+/**
  * Sends the message that `encode` writes into `buffer` with
  * `MACH_SEND_TIMEOUT` 0 (never blocking a thread). While the destination's
  * queue is full the kernel hands the message back; `onReturned` gets the
@@ -301,15 +318,7 @@ export async function sendWithRetry(
   let delay = FIRST_SEND_RETRY_MS;
   for (;;) {
     const size = encode();
-    const kr = native.mach_msg(
-      buffer,
-      DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
-      size,
-      0,
-      DARWIN.MACH_PORT_NULL,
-      0,
-      DARWIN.MACH_PORT_NULL,
-    );
+    const kr = sendWithoutWaiting(native, buffer, size);
     if (!messageReturned(kr, buffer)) return kr;
     // Reclaim first, whatever the code: the rights are ours again under possibly new names.
     onReturned(reclaimReturnedMessage(native, buffer));

@@ -27,7 +27,8 @@ import {
 import { LibraryLoadError } from "../errors.ts";
 import type { Backend } from "../backend.ts";
 import type { PlaneGeometry } from "../geometry.ts";
-import { assertAbiReport, DARWIN } from "./structs.ts";
+import { assertAbiReport } from "./abi.ts";
+import { DARWIN } from "./structs.ts";
 
 /** What {@link DarwinNative.createIOSurface} asks IOSurface for. */
 export interface IOSurfaceProperties {

@@ -16,6 +16,7 @@ import {
   machError,
   messageReturned,
   reclaimReturnedMessage,
+  sendWithoutWaiting,
   type WaitOwner,
 } from "./mach.ts";
 import {
@@ -291,15 +292,7 @@ export class PortWaitSet {
       voucherPort: DARWIN.MACH_PORT_NULL,
       id: INTERRUPT_ID,
     });
-    const kr = native.mach_msg(
-      this.#interrupt,
-      DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
-      MACH_MSG_HEADER_SIZE,
-      0,
-      DARWIN.MACH_PORT_NULL,
-      0,
-      DARWIN.MACH_PORT_NULL,
-    );
+    const kr = sendWithoutWaiting(native, this.#interrupt, MACH_MSG_HEADER_SIZE);
     if (messageReturned(kr, this.#interrupt)) {
       // E.g. the queue is full of interrupts already: the message came back with the send right we made.
       reclaimReturnedMessage(native, this.#interrupt);

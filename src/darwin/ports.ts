@@ -21,14 +21,12 @@ import {
 import { receiveOnPort, WAIT_SLICE_MS } from "./poller.ts";
 import { activeDarwinNative, type DarwinNative } from "./native.ts";
 import {
-  credentialsOfAuditToken,
-  DARWIN,
   decodeReceived,
   encodePortMessage,
   MSG_ID_PORT_RIGHT,
-  msghBitsRemote,
   SURFACE_PAYLOAD_OFFSET,
-} from "./structs.ts";
+} from "./messages.ts";
+import { credentialsOfAuditToken, DARWIN, msghBitsRemote } from "./structs.ts";
 
 /** Options of {@link sendPortRight}. */
 export interface SendPortRightOptions {

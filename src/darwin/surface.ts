@@ -14,123 +14,22 @@
  * tied to the frame (documented behaviour), not to whether a bare
  * looked-up `IOSurfaceRef` counts. There is no mapping cache: IOSurface keeps
  * one mapping per surface per process itself, and a retained-but-unused ref
- * is a use count question we do not want to depend on.
+ * is a use count question we do not want to depend on. The received side is
+ * `ReceivedIOSurface` in `received.ts`; the checks of an IOSurface made
+ * elsewhere are in `verify.ts`.
  *
  * @module
  */
 
 import type { SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
-import { LockStateError, ProtocolError } from "../errors.ts";
-import {
-  formatOfFourcc,
-  fourccOf,
-  type PlaneGeometry,
-  type SurfaceGeometry,
-  validateGeometry,
-} from "../geometry.ts";
-import { machError, type MachPort } from "./mach.ts";
+import { LockStateError } from "../errors.ts";
+import { fourccOf, type SurfaceGeometry } from "../geometry.ts";
+import { machError } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
 import { PixelBuffer, pixelBufferInternals } from "./pixel_buffer.ts";
 import { DARWIN } from "./structs.ts";
-
-/** The layout an IOSurface reports about itself. */
-export interface IOSurfaceLayout {
-  /** `IOSurfaceGetWidth` */
-  width: number;
-  /** `IOSurfaceGetHeight` */
-  height: number;
-  /** `IOSurfaceGetPixelFormat` */
-  pixelFormat: number;
-  /** `IOSurfaceGetAllocSize` */
-  allocSize: number;
-  /** One entry per plane (one for a non-planar surface); offsets from the base address. */
-  planes: PlaneGeometry[];
-}
-
-/** Reads the layout of `surface` through the IOSurface getters. */
-export function readLayout(native: DarwinNative, surface: Deno.PointerObject): IOSurfaceLayout {
-  const base = native.IOSurfaceGetBaseAddress(surface);
-  const baseValue = base === null ? 0n : Deno.UnsafePointer.value(base);
-  const planeCount = native.IOSurfaceGetPlaneCount(surface);
-  const planes: PlaneGeometry[] = [];
-  if (planeCount === 0) {
-    planes.push({
-      width: native.IOSurfaceGetWidth(surface),
-      height: native.IOSurfaceGetHeight(surface),
-      bytesPerElement: native.IOSurfaceGetBytesPerElement(surface),
-      bytesPerRow: native.IOSurfaceGetBytesPerRow(surface),
-      offset: 0,
-    });
-  } else {
-    for (let i = 0; i < planeCount; i++) {
-      const address = native.IOSurfaceGetBaseAddressOfPlane(surface, i);
-      planes.push({
-        width: native.IOSurfaceGetWidthOfPlane(surface, i),
-        height: native.IOSurfaceGetHeightOfPlane(surface, i),
-        bytesPerElement: native.IOSurfaceGetBytesPerElementOfPlane(surface, i),
-        bytesPerRow: native.IOSurfaceGetBytesPerRowOfPlane(surface, i),
-        offset: address === null ? -1 : Number(Deno.UnsafePointer.value(address) - baseValue),
-      });
-    }
-  }
-  return {
-    width: native.IOSurfaceGetWidth(surface),
-    height: native.IOSurfaceGetHeight(surface),
-    pixelFormat: native.IOSurfaceGetPixelFormat(surface),
-    allocSize: native.IOSurfaceGetAllocSize(surface),
-    planes,
-  };
-}
-
-/**
- * Describes how `layout` differs from `geometry` (the memory must be at
- * least `geometry.allocSize` bytes and every plane exactly where `geometry`
- * says), or `undefined` if views made from `geometry` are safe and right.
- */
-export function layoutMismatch(
-  layout: IOSurfaceLayout,
-  geometry: SurfaceGeometry,
-): string | undefined {
-  if (layout.pixelFormat !== fourccOf(geometry.format)) {
-    return `pixel format 0x${layout.pixelFormat.toString(16)}, expected ${geometry.format}`;
-  }
-  if (layout.width !== geometry.width || layout.height !== geometry.height) {
-    return `${layout.width}x${layout.height}, expected ${geometry.width}x${geometry.height}`;
-  }
-  if (layout.allocSize < geometry.allocSize) {
-    return `${layout.allocSize} bytes, expected at least ${geometry.allocSize}`;
-  }
-  if (layout.planes.length !== geometry.planes.length) {
-    return `${layout.planes.length} planes, expected ${geometry.planes.length}`;
-  }
-  for (let i = 0; i < layout.planes.length; i++) {
-    const a = layout.planes[i], e = geometry.planes[i];
-    if (
-      a.offset !== e.offset || a.bytesPerRow !== e.bytesPerRow || a.width !== e.width ||
-      a.height !== e.height || a.bytesPerElement !== e.bytesPerElement
-    ) {
-      return `plane ${i} is ${JSON.stringify(a)}, expected ${JSON.stringify(e)}`;
-    }
-  }
-  return undefined;
-}
-
-/** The geometry of an IOSurface made elsewhere (e.g. by CoreVideo), or a description of why it has none. */
-export function geometryOfLayout(layout: IOSurfaceLayout): SurfaceGeometry | string {
-  const format = formatOfFourcc(layout.pixelFormat);
-  if (!format) {
-    return `pixel format 0x${layout.pixelFormat.toString(16)} is not one surfaceport supports`;
-  }
-  const geometry: SurfaceGeometry = {
-    width: layout.width,
-    height: layout.height,
-    format,
-    planes: layout.planes,
-    allocSize: layout.allocSize,
-  };
-  return validateGeometry(geometry) ?? geometry;
-}
+import { geometryOfLayout, readLayout } from "./verify.ts";
 
 function lockOptions(readOnly: boolean): number {
   return readOnly ? DARWIN.kIOSurfaceLockReadOnly : 0;
@@ -154,7 +53,7 @@ const surfaceFinalizer = new FinalizationRegistry<SurfaceResources>(releaseResou
  * What both kinds of IOSurface backing share: one retained `IOSurfaceRef`
  * (released with `CFRelease`), locking, use queries and port export.
  */
-abstract class IOSurfaceHolder implements SurfaceBacking {
+export abstract class IOSurfaceHolder implements SurfaceBacking {
   readonly geometry: SurfaceGeometry;
   readonly id: number;
   readonly baseAddress: Deno.PointerObject;
@@ -320,55 +219,6 @@ export class CreatedIOSurface extends IOSurfaceHolder {
     holdsUse = false,
   ): CreatedIOSurface {
     return new CreatedIOSurface(native, surface, geometry, holdsUse);
-  }
-}
-
-/**
- * A received surface: the looked-up `IOSurfaceRef` and the send right that
- * came with it. The right is what keeps the sender's surface in use; it is
- * deallocated when the frame closes.
- */
-export class ReceivedIOSurface extends IOSurfaceHolder {
-  #port: MachPort;
-
-  private constructor(
-    native: DarwinNative,
-    surface: Deno.PointerObject,
-    geometry: SurfaceGeometry,
-    port: MachPort,
-  ) {
-    super(native, surface, geometry);
-    this.#port = port;
-  }
-
-  /**
-   * Looks up the surface behind `port` and checks it against the header's
-   * `geometry`. Takes ownership of `port` on success; on error the caller
-   * still owns it.
-   */
-  static import(
-    native: DarwinNative,
-    port: MachPort,
-    geometry: SurfaceGeometry,
-  ): ReceivedIOSurface {
-    const surface = native.IOSurfaceLookupFromMachPort(port.name);
-    if (surface === null) {
-      throw new ProtocolError("NOT_SHARED_MEMORY", "the received port is not an IOSurface port");
-    }
-    try {
-      const problem = layoutMismatch(readLayout(native, surface), geometry);
-      if (problem) {
-        throw new ProtocolError("SIZE_MISMATCH", `the received IOSurface is ${problem}`);
-      }
-      return new ReceivedIOSurface(native, surface, geometry, port);
-    } catch (error) {
-      native.CFRelease(surface);
-      throw error;
-    }
-  }
-
-  protected override releaseExtra(): void {
-    this.#port.close();
   }
 }
 

@@ -17,7 +17,7 @@ import { ProtocolError } from "../errors.ts";
 import { DEFAULT_MAX_SURFACE_BYTES, type SurfaceGeometry, validateGeometry } from "../geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
 import { LINUX } from "../linux/structs.ts";
-import { MappingCache } from "../linux/surface.ts";
+import { MappingCache } from "../linux/received.ts";
 import { Surface } from "../surface.ts";
 
 /**

@@ -22,6 +22,7 @@ import {
   TimeoutError,
 } from "../errors.ts";
 import {
+  addressOf,
   check,
   closeQuietly,
   cString,
@@ -30,11 +31,11 @@ import {
   readErrno,
   systemError,
 } from "../linux/libc.ts";
+import { connectErrno, listeningSocket, peerCredentials } from "../linux/listener.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import {
   cmsgSpace,
   decodeControl,
-  decodeUcred,
   encodeIovec,
   encodeMsghdr,
   encodeRights,
@@ -44,7 +45,6 @@ import {
   MSGHDR_CONTROLLEN_OFFSET,
   MSGHDR_FLAGS_OFFSET,
   MSGHDR_SIZE,
-  UCRED_SIZE,
 } from "../linux/structs.ts";
 import {
   decodeClientMessage,
@@ -78,21 +78,6 @@ export function unixFdAddress(
     return { ...encodeSockaddrUn(encoder.encode(address.slice(1)), true), display: address };
   }
   return { ...encodeSockaddrUn(encoder.encode(address), false), path: address, display: address };
-}
-
-function addressOf(bytes: Uint8Array): bigint {
-  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
-}
-
-function peerCredentials(fd: number): PeerCredentials {
-  const value = new Uint8Array(UCRED_SIZE);
-  const length = new Uint8Array(4);
-  new DataView(length.buffer).setUint32(0, UCRED_SIZE, true);
-  check(
-    "getsockopt(SO_PEERCRED)",
-    libc().getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, value, length),
-  );
-  return decodeUcred(new DataView(value.buffer));
 }
 
 const connectionFinalizer = new FinalizationRegistry<number[]>((fds) => {
@@ -329,12 +314,7 @@ export async function connectUnixFd(
       "socket",
       libc().socket(LINUX.AF_UNIX, SOCK_STREAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0),
     );
-    let errno = 0;
-    while (libc().connect(fd, target.bytes, target.length) !== 0) {
-      errno = readErrno();
-      if (errno !== ERRNO.EINTR) break;
-      errno = 0;
-    }
+    const errno = connectErrno(fd, target);
     if (errno === 0) {
       try {
         const peer = peerCredentials(fd);
@@ -384,32 +364,7 @@ export class UnixFdServer {
   /** Binds and listens on `address`; a path socket is created with mode 0600 and removed on close. */
   constructor(address: string, allowPeer: PeerPredicate) {
     const target = unixFdAddress(address);
-    const lib = libc();
-    const fd = check(
-      "socket",
-      lib.socket(LINUX.AF_UNIX, SOCK_STREAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0),
-    );
-    let bound = false;
-    let wakeFd = -1;
-    try {
-      if (lib.bind(fd, target.bytes, target.length) < 0) {
-        const errno = readErrno();
-        if (errno === ERRNO.EADDRINUSE && target.path && isStale(target)) {
-          lib.unlink(cString(target.path));
-          check(`bind(${target.display})`, lib.bind(fd, target.bytes, target.length));
-        } else {
-          throw systemError(`bind(${target.display})`, errno);
-        }
-      }
-      bound = true;
-      if (target.path) check("chmod", lib.chmod(cString(target.path), 0o600));
-      check("listen", lib.listen(fd, 64));
-      wakeFd = newEventFd();
-    } catch (error) {
-      closeQuietly(fd);
-      if (bound && target.path) lib.unlink(cString(target.path));
-      throw error;
-    }
+    const { fd, wakeFd } = listeningSocket(SOCK_STREAM, target, 64, `bind(${target.display})`);
     this.address = address;
     this.#r = { fd, wakeFd, path: target.path };
     this.#allowPeer = allowPeer;
@@ -473,20 +428,5 @@ export class UnixFdServer {
   /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
-  }
-}
-
-function isStale(target: { bytes: Uint8Array; length: number }): boolean {
-  const probe = libc().socket(
-    LINUX.AF_UNIX,
-    SOCK_STREAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC,
-    0,
-  );
-  if (probe < 0) return false;
-  try {
-    return libc().connect(probe, target.bytes, target.length) !== 0 &&
-      readErrno() === ERRNO.ECONNREFUSED;
-  } finally {
-    closeQuietly(probe);
   }
 }

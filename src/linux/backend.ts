@@ -6,7 +6,7 @@
 
 import type { Backend } from "../backend.ts";
 import { SystemCallError } from "../errors.ts";
-import { ABSTRACT_PREFIX, connectSocket, SocketListener } from "./channel.ts";
+import { ABSTRACT_PREFIX, connectSocket, SocketListener } from "./listener.ts";
 import { closeQuietly, cString, ERRNO, libc, readErrno, reopen, systemError } from "./libc.ts";
 import { LINUX } from "./structs.ts";
 import {

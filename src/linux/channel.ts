@@ -1,7 +1,8 @@
 /**
- * The Linux transport: `SOCK_SEQPACKET` Unix sockets (message boundaries and
- * hang-up detection from the kernel), one fd per surface message in
- * `SCM_RIGHTS`, peers admitted by `SO_PEERCRED`.
+ * The Linux transport, one connection: a connected `SOCK_SEQPACKET` Unix
+ * socket (message boundaries and hang-up detection from the kernel), one fd
+ * per surface message in `SCM_RIGHTS`. How connections come to be (listen,
+ * accept, connect, `SO_PEERCRED`) is in `listener.ts`.
  *
  * Every socket call is made with `MSG_DONTWAIT` on the JS thread first; only
  * when the kernel has nothing for us do we park on a nonblocking `poll` (one
@@ -11,47 +12,28 @@
  * @module
  */
 
-import type {
-  BackendConnection,
-  BackendListener,
-  ConnectionLimits,
-  PeerPredicate,
-  ReceivedMessage,
-} from "../backend.ts";
+import type { BackendConnection, ConnectionLimits, ReceivedMessage } from "../backend.ts";
 import {
   ClosedError,
   PeerClosedError,
   type PeerCredentials,
-  PeerRefusedError,
   ProtocolError,
-  SystemCallError,
   throwIfAborted,
-  TimeoutError,
 } from "../errors.ts";
 import { HEADER_SIZE, HeaderDecoder } from "../wire.ts";
-import {
-  check,
-  closeQuietly,
-  cString,
-  ERRNO,
-  errnoName,
-  libc,
-  readErrno,
-  systemError,
-} from "./libc.ts";
+import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { newEventFd, waitReady, wake } from "./poller.ts";
-import { MappingCache, refillSpareDescriptions } from "./surface.ts";
+import { MappingCache } from "./received.ts";
+import { refillSpareDescriptions } from "./surface.ts";
 import {
   cmsgSpace,
   type ControlRights,
   decodeControl,
   decodePollRevents,
-  decodeUcred,
   encodeIovec,
   encodeMsghdr,
   encodePollfd,
   encodeRights,
-  encodeSockaddrUn,
   IOVEC_LEN_OFFSET,
   IOVEC_SIZE,
   LINUX,
@@ -60,11 +42,7 @@ import {
   MSGHDR_SIZE,
   POLLFD_SIZE,
   scanControlRights,
-  UCRED_SIZE,
 } from "./structs.ts";
-
-/** The prefix of abstract socket names: `"\0surfaceport/" + name`. */
-export const ABSTRACT_PREFIX = "surfaceport/";
 
 /** How many descriptors a receive makes room for: more than one is a protocol error, but we must see them to close them. */
 const MAX_RECEIVED_FDS = 8;
@@ -79,35 +57,6 @@ const SPIN_CLOCK_EVERY = 16;
 
 /** The one metadata buffer of every message without metadata (it is never written). */
 const NO_META = new Uint8Array(0);
-
-const encoder = new TextEncoder();
-
-/** Resolves a channel name to a socket address (see `docs/protocol.md`). */
-export function socketAddress(name: string): { bytes: Uint8Array; length: number; path?: string } {
-  if (typeof name !== "string" || name.length === 0) {
-    throw new TypeError(`a channel name must be a non-empty string, got ${JSON.stringify(name)}`);
-  }
-  if (name.includes("\0")) throw new TypeError("a channel name must not contain NUL characters");
-  if (name.includes("/")) {
-    return { ...encodeSockaddrUn(encoder.encode(name), false), path: name };
-  }
-  return encodeSockaddrUn(encoder.encode(ABSTRACT_PREFIX + name), true);
-}
-
-function addressOf(bytes: Uint8Array): bigint {
-  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
-}
-
-function peerCredentials(fd: number): PeerCredentials {
-  const value = new Uint8Array(UCRED_SIZE);
-  const length = new Uint8Array(4);
-  new DataView(length.buffer).setUint32(0, UCRED_SIZE, true);
-  check(
-    "getsockopt(SO_PEERCRED)",
-    libc().getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, value, length),
-  );
-  return decodeUcred(new DataView(value.buffer));
-}
 
 interface ConnectionResources {
   fds: number[];
@@ -129,6 +78,8 @@ export class SocketConnection implements BackendConnection {
   readonly #cache: MappingCache;
   #closed = false;
   #pendingWaits = 0;
+  /** The last tryReceive() found nothing, and receive() has not run since. */
+  #foundEmpty = false;
 
   // Message structures built once per connection, with their addresses: per call only the
   // lengths, the flags and the fd change, written through typed-array views (no DataView,
@@ -277,7 +228,9 @@ export class SocketConnection implements BackendConnection {
 
   tryReceive(): ReceivedMessage | undefined {
     this.#assertOpen("receive");
-    return this.#tryReceive();
+    const message = this.#tryReceive();
+    this.#foundEmpty = message === undefined;
+    return message;
   }
 
   async sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void> {
@@ -326,18 +279,8 @@ export class SocketConnection implements BackendConnection {
       BigInt(this.#receiveBuffer.length),
       true,
     );
-    let length: number;
-    for (;;) {
-      length = Number(
-        libc().recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
-      );
-      if (length >= 0) break;
-      const errno = readErrno();
-      if (errno === ERRNO.EINTR) continue;
-      if (errno === ERRNO.EAGAIN) return undefined;
-      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      throw systemError("recvmsg", errno);
-    }
+    const length = this.#recvmsg();
+    if (length < 0) return undefined;
     const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
     const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
     // A control message carries no descriptor: any that came along is closed here.
@@ -358,7 +301,10 @@ export class SocketConnection implements BackendConnection {
   async receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
     this.#assertOpen("receive");
     throwIfAborted(signal);
-    let message = this.#tryReceive();
+    // A tryReceive() that just found nothing (the channel's fast path) need not be repeated:
+    // one recvmsg less per receive that waits. What arrives meanwhile, the spin or poll sees.
+    let message = this.#foundEmpty ? undefined : this.#tryReceive();
+    this.#foundEmpty = false;
     if (message) return message;
     // About to wait: the time to reopen the descriptions that sends used (not while sending).
     refillSpareDescriptions();
@@ -395,19 +341,8 @@ export class SocketConnection implements BackendConnection {
     // msg_controllen stays 0: the buffer is far smaller than 4 GiB).
     msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
     msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
-    const lib = libc();
-    let length: number;
-    for (;;) {
-      length = Number(
-        lib.recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
-      );
-      if (length >= 0) break;
-      const errno = readErrno();
-      if (errno === ERRNO.EINTR) continue;
-      if (errno === ERRNO.EAGAIN) return undefined;
-      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      throw systemError("recvmsg", errno);
-    }
+    const length = this.#recvmsg();
+    if (length < 0) return undefined;
     const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
     const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
     const received = this.#received;
@@ -457,6 +392,26 @@ export class SocketConnection implements BackendConnection {
     }
   }
 
+  /**
+   * One `recvmsg(MSG_DONTWAIT)` into the receive buffers (retried on EINTR):
+   * the length, or -1 if nothing is waiting; a hang-up (`ECONNRESET`) or
+   * another failure throws.
+   */
+  #recvmsg(): number {
+    const lib = libc();
+    for (;;) {
+      const length = Number(
+        lib.recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
+      );
+      if (length >= 0) return length;
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EAGAIN) return -1;
+      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
+      throw systemError("recvmsg", errno);
+    }
+  }
+
   /** A zero-length read is either an empty message or the end: POLLHUP tells which. */
   #peerHungUp(): boolean {
     const view = new DataView(this.#pollOne.buffer);
@@ -502,246 +457,5 @@ export class SocketConnection implements BackendConnection {
 
   #assertOpen(operation: string): void {
     if (this.#closed) throw new ClosedError("channel", operation);
-  }
-}
-
-interface ListenerResources {
-  fd: number;
-  wakeFd: number;
-  /** A reserve descriptor, given up to accept (and refuse) a client when the table is full. */
-  spare: number;
-  path?: string;
-}
-
-const listenerFinalizer = new FinalizationRegistry<ListenerResources>((r) => {
-  closeQuietly(r.fd);
-  closeQuietly(r.wakeFd);
-  closeQuietly(r.spare);
-  if (r.path) libc().unlink(cString(r.path));
-});
-
-/** A listening `SOCK_SEQPACKET` socket that admits peers by `SO_PEERCRED`. */
-export class SocketListener implements BackendListener {
-  readonly address: string;
-  readonly #resources: ListenerResources;
-  readonly #allowPeer: PeerPredicate;
-  readonly #limits: ConnectionLimits;
-  #closed = false;
-  #pendingWaits = 0;
-
-  constructor(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits) {
-    const address = socketAddress(name);
-    const lib = libc();
-    const fd = check(
-      "socket",
-      lib.socket(LINUX.AF_UNIX, LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0),
-    );
-    let wakeFd = -1;
-    let bound = false;
-    try {
-      if (lib.bind(fd, address.bytes, address.length) < 0) {
-        const errno = readErrno();
-        // A filesystem socket left by a listener that died: replace it if nobody answers on it.
-        if (errno === ERRNO.EADDRINUSE && address.path && isStaleSocket(address)) {
-          lib.unlink(cString(address.path));
-          check("bind", lib.bind(fd, address.bytes, address.length));
-        } else {
-          throw systemError("bind", errno);
-        }
-      }
-      bound = true;
-      if (address.path) check("chmod", lib.chmod(cString(address.path), 0o600));
-      check("listen", lib.listen(fd, 4096));
-      wakeFd = newEventFd();
-    } catch (error) {
-      closeQuietly(fd);
-      // Our own socket file must not outlive a listener that never came to be.
-      if (bound && address.path) lib.unlink(cString(address.path));
-      throw error;
-    }
-    this.address = address.path ?? `@${ABSTRACT_PREFIX}${name}`;
-    this.#resources = { fd, wakeFd, spare: openSpare(), path: address.path };
-    this.#allowPeer = allowPeer;
-    this.#limits = limits;
-    listenerFinalizer.register(this, this.#resources, this);
-  }
-
-  async accept(signal?: AbortSignal): Promise<BackendConnection> {
-    const lib = libc();
-    for (;;) {
-      if (this.#closed) throw new ClosedError("listener", "accept");
-      throwIfAborted(signal);
-      const fd = lib.accept4(this.#resources.fd, null, null, LINUX.SOCK_CLOEXEC);
-      if (fd < 0) {
-        const errno = readErrno();
-        if (errno === ERRNO.EAGAIN || errno === ERRNO.EINTR || errno === 103 /* ECONNABORTED */) {
-          if (errno === ERRNO.EAGAIN) await this.#wait(signal);
-          continue;
-        }
-        if (errno === ERRNO.EMFILE || errno === ERRNO.ENFILE) {
-          throw this.#refuseOne("accept4", errno);
-        }
-        throw systemError("accept4", errno);
-      }
-      let peer: PeerCredentials;
-      try {
-        peer = peerCredentials(fd);
-        if (!this.#allowPeer(peer)) {
-          closeQuietly(fd); // refused: skip to the next peer
-          continue;
-        }
-        return new SocketConnection(fd, peer, this.#limits);
-      } catch (error) {
-        closeQuietly(fd);
-        if (
-          error instanceof SystemCallError &&
-          (error.errno === ERRNO.EMFILE || error.errno === ERRNO.ENFILE)
-        ) {
-          throw refusal(error.call, error.errno); // the client was accepted and is now refused
-        }
-        throw error;
-      }
-    }
-  }
-
-  /**
-   * Out of descriptors with a client waiting: without a free number it
-   * cannot even be accepted, and would stay queued (and wake every poll).
-   * The spare descriptor makes room to accept it and hang up on it at once
-   * (it sees `PeerClosedError`); then the spare is taken back.
-   */
-  #refuseOne(call: string, errno: number): SystemCallError {
-    if (this.#resources.spare >= 0) {
-      closeQuietly(this.#resources.spare);
-      closeQuietly(libc().accept4(this.#resources.fd, null, null, LINUX.SOCK_CLOEXEC));
-      this.#resources.spare = openSpare();
-    }
-    return refusal(call, errno);
-  }
-
-  async #wait(signal?: AbortSignal): Promise<void> {
-    this.#pendingWaits++;
-    try {
-      await waitReady(
-        this.#resources.fd,
-        LINUX.POLLIN,
-        this.#resources.wakeFd,
-        "accept",
-        Infinity,
-        signal,
-      );
-    } finally {
-      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
-    }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    listenerFinalizer.unregister(this);
-    if (this.#resources.path) libc().unlink(cString(this.#resources.path));
-    wake(this.#resources.wakeFd);
-    libc().shutdown(this.#resources.fd, LINUX.SHUT_RDWR);
-    if (this.#pendingWaits === 0) this.#closeFds();
-  }
-
-  #closeFds(): void {
-    closeQuietly(this.#resources.fd);
-    closeQuietly(this.#resources.wakeFd);
-    closeQuietly(this.#resources.spare);
-    this.#resources.spare = -1;
-  }
-}
-
-const DEV_NULL = cString("/dev/null");
-
-/** A descriptor held in reserve (of `/dev/null`), or -1 if none could be opened. */
-function openSpare(): number {
-  return libc().open(DEV_NULL, LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0);
-}
-
-/** The error `accept()` rejects with when it had to refuse a client for lack of descriptors. */
-function refusal(call: string, errno: number): SystemCallError {
-  return new SystemCallError(
-    call,
-    errno,
-    errnoName(errno),
-    `${
-      errno === ERRNO.EMFILE ? "this process" : "the system"
-    } is out of descriptors, so a connecting client was refused (it sees PeerClosedError); ` +
-      "the listener keeps serving: close frames, surfaces or channels (or raise `ulimit -n`) and " +
-      "accept again",
-  );
-}
-
-/** `connect` on a nonblocking socket: 0, or the errno. */
-function connectErrno(fd: number, address: { bytes: Uint8Array; length: number }): number {
-  for (;;) {
-    if (libc().connect(fd, address.bytes, address.length) === 0) return 0;
-    const errno = readErrno();
-    if (errno !== ERRNO.EINTR) return errno;
-  }
-}
-
-/** True if nothing accepts connections on the filesystem socket at `address`. */
-function isStaleSocket(address: { bytes: Uint8Array; length: number }): boolean {
-  const probe = libc().socket(
-    LINUX.AF_UNIX,
-    LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC,
-    0,
-  );
-  if (probe < 0) return false;
-  try {
-    return connectErrno(probe, address) === ERRNO.ECONNREFUSED;
-  } finally {
-    closeQuietly(probe);
-  }
-}
-
-/**
- * Connects to the listener under `name`, checks its credentials with
- * `allowPeer`, and returns the connection. A Unix-socket connect completes at
- * once or fails with EAGAIN while the listener's backlog is full; then it is
- * retried with a short back-off until `deadline`.
- */
-export async function connectSocket(
-  name: string,
-  allowPeer: PeerPredicate,
-  limits: ConnectionLimits,
-  deadline: number,
-  signal?: AbortSignal,
-): Promise<BackendConnection> {
-  const address = socketAddress(name);
-  throwIfAborted(signal);
-  const fd = check(
-    "socket",
-    libc().socket(
-      LINUX.AF_UNIX,
-      LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC,
-      0,
-    ),
-  );
-  try {
-    for (let backoff = 1;; backoff = Math.min(backoff * 2, 50)) {
-      const errno = connectErrno(fd, address);
-      if (errno === 0) break;
-      if (errno !== ERRNO.EAGAIN) throw systemError(`connect(${JSON.stringify(name)})`, errno);
-      if (performance.now() + backoff > deadline) throw new TimeoutError("connect", backoff);
-      await new Promise((resolve) => setTimeout(resolve, backoff));
-      throwIfAborted(signal);
-    }
-    const peer = peerCredentials(fd);
-    if (!allowPeer(peer)) {
-      throw new PeerRefusedError(
-        peer,
-        `connect(${
-          JSON.stringify(name)
-        }): the listener runs as uid ${peer.uid} (pid ${peer.pid}), which allowPeer refused`,
-      );
-    }
-    return new SocketConnection(fd, peer, limits);
-  } catch (error) {
-    closeQuietly(fd);
-    throw error;
   }
 }

@@ -129,6 +129,30 @@ export function cString(text: string): Uint8Array {
   return bytes;
 }
 
+/** The address of `bytes` as a pointer value, for a field of a C struct built in JS. */
+export function addressOf(bytes: Uint8Array): bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
+}
+
+/** What `mmap` returns on failure: `(void *)-1`. */
+const MAP_FAILED = 0xffffffffffffffffn;
+
+/**
+ * `mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)`: the
+ * mapping, or `null` if it failed (errno says why).
+ */
+export function tryMapShared(fd: number, size: number): Deno.PointerObject | null {
+  const pointer = libc().mmap(
+    null,
+    BigInt(size),
+    LINUX.PROT_READ | LINUX.PROT_WRITE,
+    LINUX.MAP_SHARED,
+    fd,
+    0n,
+  );
+  return pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED ? null : pointer;
+}
+
 /** Closes `fd`, ignoring errors: for cleanup paths where the descriptor is being given up anyway. */
 export function closeQuietly(fd: number): void {
   if (fd >= 0) libc().close(fd);

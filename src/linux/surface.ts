@@ -11,7 +11,8 @@
  *
  * Receivers map through yet another, unlocked description, because a mapping
  * made through a locked description keeps the lock until `munmap` — which,
- * with a mapping cache, would be forever.
+ * with a mapping cache, would be forever. Those received surfaces and their
+ * mapping cache are in `received.ts`.
  *
  * @module
  */
@@ -23,40 +24,29 @@ import {
   check,
   closeQuietly,
   cString,
-  dupCloexec,
   fstatx,
-  fstatxNumbers,
   isLockedElsewhere,
   libc,
   procFdPath,
   reopen,
   systemError,
+  tryMapShared,
   trySetOfdLock,
 } from "./libc.ts";
 import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
 import { waitReady } from "./poller.ts";
 import { LINUX } from "./structs.ts";
-import { checkKnownMemfd, mapVerifiedMemfd, type MemfdLimits, verifyMemfd } from "./verify.ts";
 
-const MAP_FAILED = 0xffffffffffffffffn;
 const MEMFD_NAME = cString("surfaceport");
 
 function mapShared(fd: number, size: number): Deno.PointerObject {
-  const pointer = libc().mmap(
-    null,
-    BigInt(size),
-    LINUX.PROT_READ | LINUX.PROT_WRITE,
-    LINUX.MAP_SHARED,
-    fd,
-    0n,
-  );
-  if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
-    throw systemError("mmap");
-  }
+  const pointer = tryMapShared(fd, size);
+  if (pointer === null) throw systemError("mmap");
   return pointer;
 }
 
-function unmap(pointer: Deno.PointerObject, size: number): void {
+/** Unmaps `size` bytes at `pointer` (a mapping made here or by `mapVerifiedMemfd`). */
+export function unmap(pointer: Deno.PointerObject, size: number): void {
   libc().munmap(pointer, BigInt(size));
 }
 
@@ -323,241 +313,5 @@ export class InotifyReleaseWatcher implements ReleaseWatcher {
     inotifyFinalizer.unregister(this);
     // A pending wait still has the fd in the shared poll: it closes it when it ends.
     if (this.#waits === 0) closeQuietly(this.#fd);
-  }
-}
-
-// --- the receiving side -----------------------------------------------------
-
-/** One mapping of a received memfd, shared by every frame of it and kept for reuse by the cache. */
-class SharedMapping {
-  readonly pointer: Deno.PointerObject;
-  readonly size: number;
-  readonly id: number;
-  /** The device of the inode (the cache's key is the inode number alone). */
-  readonly devMajor: number;
-  readonly devMinor: number;
-  /** When the cache last handed this mapping out (its LRU order). */
-  lastUsed = 0;
-  #references = 0;
-  #cached = true;
-  #unmapped = false;
-  #buffer: ArrayBuffer | undefined;
-
-  constructor(
-    pointer: Deno.PointerObject,
-    size: number,
-    identity: { id: number; devMajor: number; devMinor: number },
-  ) {
-    this.pointer = pointer;
-    this.size = size;
-    this.id = identity.id;
-    this.devMajor = identity.devMajor;
-    this.devMinor = identity.devMinor;
-  }
-
-  retain(): void {
-    this.#references++;
-  }
-
-  release(): void {
-    this.#references--;
-    this.#unmapIfUnused();
-  }
-
-  evict(): void {
-    this.#cached = false;
-    this.#unmapIfUnused();
-  }
-
-  /** The one buffer over this mapping (see `sharedBuffer`). */
-  memory(): ArrayBuffer {
-    return this.#buffer ??= sharedBuffer(this.pointer, this.size, this);
-  }
-
-  #unmapIfUnused(): void {
-    if (this.#cached || this.#references > 0 || this.#unmapped) return;
-    this.#unmapped = true;
-    detachBuffer(this.#buffer);
-    this.#buffer = undefined;
-    unmap(this.pointer, this.size);
-  }
-}
-
-/**
- * The receiver's mapping cache, keyed by the memfd's `(st_dev, st_ino)`: a
- * surface that comes back (from a pool) is not mapped again. Least recently
- * used mappings beyond `capacity` are unmapped once no frame uses them.
- * Holding a mapping keeps the inode alive, so its number cannot be reused
- * for another file while it is cached.
- *
- * The map's key is the inode number (a number, no string per lookup); a hit
- * counts only if the device matches too. Every memfd lives on the one
- * internal shmem mount, so two cached inodes with one number on different
- * devices (hugetlbfs memfds) are not expected; such a surface, or an inode
- * number past 2^53, is mapped without being cached: correct, only slower.
- *
- * Least recently used is kept as a use counter per mapping, not as the
- * map's insertion order: re-inserting on every hit made V8 shrink and grow
- * the map's table per frame (measured: ~150 B of garbage per receive).
- */
-export class MappingCache {
-  readonly #capacity: number;
-  readonly #limits: MemfdLimits;
-  readonly #entries = new Map<number, SharedMapping>();
-  #uses = 0;
-
-  readonly #forwardByDup: boolean;
-
-  /**
-   * `forwardByDup`: the descriptors this cache imports are OFD-locked
-   * descriptions from a surfaceport sender (a channel's), so forwarding one
-   * may send a duplicate of it (see {@link ReceivedSurface.exportHandle}).
-   * False for descriptors adopted from elsewhere (e.g. GStreamer's), which
-   * hold no lock: forwarding those opens a new, locked description.
-   */
-  constructor(capacity: number, limits: MemfdLimits, forwardByDup = false) {
-    this.#capacity = capacity;
-    this.#limits = limits;
-    this.#forwardByDup = forwardByDup;
-  }
-
-  /** Number of cached mappings. */
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  /**
-   * Validates the received `fd` for `geometry` and returns a backing that
-   * owns it (as the hold that keeps the surface in use) plus a reference to
-   * a mapping. On error the caller still owns `fd`.
-   *
-   * An inode not mapped yet gets every check of {@link verifyMemfd} (seals
-   * before size). A cached one passed them when it was mapped; its shrink
-   * and grow seals never go away, so the size in this `statx` is final and
-   * only it and the new descriptor's access mode are checked again.
-   */
-  import(fd: number, geometry: SurfaceGeometry): ReceivedSurface {
-    const stat = fstatxNumbers(fd);
-    const key = stat.ino;
-    let mapping = this.#entries.get(key);
-    let cacheable = key !== Infinity;
-    if (mapping && (mapping.devMajor !== stat.devMajor || mapping.devMinor !== stat.devMinor)) {
-      mapping = undefined;
-      cacheable = false; // another file with this inode number is cached: leave it be
-    }
-    if (mapping) {
-      checkKnownMemfd(fd, stat.size, geometry);
-    } else {
-      const verified = verifyMemfd(fd, geometry, this.#limits);
-      mapping = new SharedMapping(mapVerifiedMemfd(fd, verified.size), verified.size, verified);
-    }
-    // Takes a reference first.
-    const surface = new ReceivedSurface(geometry, fd, mapping, this.#forwardByDup);
-    if (!cacheable) {
-      mapping.evict(); // unmapped when this frame closes
-      return surface;
-    }
-    mapping.lastUsed = ++this.#uses;
-    if (this.#entries.get(key) === mapping) return surface;
-    this.#entries.set(key, mapping);
-    while (this.#entries.size > this.#capacity) {
-      let oldestKey = key;
-      let oldest = mapping;
-      for (const [k, m] of this.#entries) {
-        if (m.lastUsed < oldest.lastUsed) {
-          oldestKey = k;
-          oldest = m;
-        }
-      }
-      this.#entries.delete(oldestKey);
-      oldest.evict(); // unmapped now, or when its last frame closes
-    }
-    return surface;
-  }
-
-  /** Drops every cached mapping; those still used by open frames go when the frames close. */
-  close(): void {
-    for (const mapping of this.#entries.values()) mapping.evict();
-    this.#entries.clear();
-  }
-}
-
-/**
- * A received surface: owns the locked descriptor that keeps the sender's
- * surface in use, and a reference to the shared mapping.
- *
- * It registers no finalizer of its own: the `Surface` the channel wraps it
- * in does (one registration per frame, which calls {@link release}), so a
- * frame dropped without `close()` still lets the surface go.
- */
-export class ReceivedSurface implements SurfaceBacking {
-  readonly geometry: SurfaceGeometry;
-  readonly id: number;
-  readonly baseAddress: Deno.PointerObject;
-  #fd: number;
-  #mapping: SharedMapping | undefined;
-  readonly #forwardByDup: boolean;
-
-  constructor(
-    geometry: SurfaceGeometry,
-    holdFd: number,
-    mapping: SharedMapping,
-    forwardByDup: boolean,
-  ) {
-    this.geometry = geometry;
-    this.id = mapping.id;
-    this.baseAddress = mapping.pointer;
-    mapping.retain();
-    this.#fd = holdFd;
-    this.#mapping = mapping;
-    this.#forwardByDup = forwardByDup;
-  }
-
-  lock(_readOnly: boolean): void {}
-
-  unlock(_readOnly: boolean): void {}
-
-  memory(): ArrayBuffer {
-    return this.#open().memory();
-  }
-
-  inUseElsewhere(): boolean {
-    // The holder's own lock never conflicts with itself: this sees only the others.
-    this.#open();
-    return isLockedElsewhere(this.#fd);
-  }
-
-  /**
-   * Forwarding. A surface received over a channel is held through the
-   * sender's locked description: the handle is a duplicate of it (the lock
-   * belongs to the description, not the number), so the surface stays in
-   * use until every process holding it lets go — no `open` of
-   * `/proc/self/fd` and no new lock. (This holder's `inUse` then no longer
-   * sees the next hop: they share one description.) A descriptor adopted
-   * from elsewhere holds no lock: it gets a new, locked description.
-   */
-  exportHandle(): number {
-    this.#open();
-    if (this.#forwardByDup) return dupCloexec(this.#fd);
-    return exportLockedHandle(reopen(this.#fd, LINUX.O_RDWR));
-  }
-
-  unsafeHandle(): UnsafeSurfaceHandle {
-    this.#open();
-    return { kind: "memfd", fd: this.#fd };
-  }
-
-  release(): void {
-    const mapping = this.#mapping;
-    if (!mapping) return;
-    this.#mapping = undefined;
-    closeQuietly(this.#fd);
-    this.#fd = -1;
-    mapping.release();
-  }
-
-  #open(): SharedMapping {
-    if (!this.#mapping) throw new Error("internal: ReceivedSurface used after release");
-    return this.#mapping;
   }
 }

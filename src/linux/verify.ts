@@ -39,10 +39,10 @@ import {
   readErrno,
   reopen,
   systemError,
+  tryMapShared,
 } from "./libc.ts";
 import { LINUX } from "./structs.ts";
 
-const MAP_FAILED = 0xffffffffffffffffn;
 const SIZE_SEALS = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
 const WRITE_SEALS = LINUX.F_SEAL_WRITE | LINUX.F_SEAL_FUTURE_WRITE;
 
@@ -220,15 +220,8 @@ export function mapVerifiedMemfd(fd: number, size: number): Deno.PointerObject {
     throw error;
   }
   try {
-    const pointer = libc().mmap(
-      null,
-      BigInt(size),
-      LINUX.PROT_READ | LINUX.PROT_WRITE,
-      LINUX.MAP_SHARED,
-      mapFd,
-      0n,
-    );
-    if (pointer !== null && Deno.UnsafePointer.value(pointer) !== MAP_FAILED) return pointer;
+    const pointer = tryMapShared(mapFd, size);
+    if (pointer !== null) return pointer;
     const errno = readErrno();
     if (isLocalShortage(errno)) throw systemError("mmap", errno);
     const seals = libc().fcntl(fd, LINUX.F_GET_SEALS, 0);

@@ -45,19 +45,21 @@ import {
   STATX_SIZE,
 } from "../../src/linux/structs.ts";
 import {
+  decodeReceived,
+  encodeHandshake,
+  encodePortMessage,
+  MSG_ID_HELLO,
+  MSG_ID_SURFACE,
+} from "../../src/darwin/messages.ts";
+import {
   DARWIN,
   decodeMachMsgAuditTrailer,
   decodeMachMsgHeader,
   decodeMachMsgPortDescriptor,
-  decodeReceived,
-  encodeHandshake,
   encodeMachMsgAuditTrailer,
-  encodePortMessage,
   MACH_MSG_AUDIT_TRAILER_SIZE,
   MACH_MSG_HEADER_SIZE,
   MACH_MSG_PORT_DESCRIPTOR_SIZE,
-  MSG_ID_HELLO,
-  MSG_ID_SURFACE,
 } from "../../src/darwin/structs.ts";
 import {
   decodeHeader,

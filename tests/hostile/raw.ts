@@ -12,7 +12,7 @@
  */
 
 import { computeGeometry, type PixelFormat, type SurfaceGeometry } from "../../src/geometry.ts";
-import { socketAddress } from "../../src/linux/channel.ts";
+import { socketAddress } from "../../src/linux/listener.ts";
 import {
   cmsgLen,
   cmsgSpace,

@@ -16,7 +16,7 @@
  *   more than {@link RSS_TOLERANCE_BYTES} — 24 bytes per handoff over
  *   1,000,000 handoffs, so even a small per-frame leak fails. RSS itself may
  *   grow by what V8 adds to its heap: under a high allocation rate V8 grows
- *   its young generation (to 3 x 16 MiB semi-spaces) and old-space limits,
+ *   its young generation and old-space limits,
  *   which is sizing, not a leak — the live heap shows which it is. Without
  *   `--expose-gc` (no live samples) RSS itself is judged.
  *
