@@ -34,12 +34,16 @@ async function fillQueue(producer: Channel, surface: Surface) {
   throw new Error("the queue never filled");
 }
 
-/** Counts event-loop ticks (a 5 ms interval) while `work` runs. */
+/** Counts event-loop ticks (a 5 ms interval) while `work` runs; `onTick` sees each count. */
 async function ticksDuring<T>(
   work: Promise<T>,
+  onTick?: (tick: number) => void,
 ): Promise<{ ticks: number; result: PromiseSettledResult<T> }> {
   let ticks = 0;
-  const timer = setInterval(() => ticks++, 5);
+  const timer = setInterval(() => {
+    ticks++;
+    onTick?.(ticks);
+  }, 5);
   try {
     const [result] = await Promise.allSettled([work]);
     return { ticks, result };
@@ -119,16 +123,27 @@ Deno.test({
       using surface = Surface.create({ width: 64, height: 32 });
       await fillQueue(producer, surface);
 
+      // The abort comes from the event loop's fifth tick while the send waits: the send cannot
+      // end before it (it has no timeout), and the loop can reach it only if the wait leaves the
+      // loop free — counted in ticks, not against the clock, which a loaded machine stretches.
       const controller = new AbortController();
       const reason = new Error("the camera was unplugged");
-      setTimeout(() => controller.abort(reason), 100);
-      const started = performance.now();
-      const { ticks, result } = await ticksDuring(
-        producer.send(surface, undefined, { signal: controller.signal }),
+      let settledBeforeAbort = false;
+      const sending = producer.send(surface, undefined, { signal: controller.signal });
+      sending.then(
+        () => settledBeforeAbort ||= !controller.signal.aborted,
+        () => settledBeforeAbort ||= !controller.signal.aborted,
       );
+      let abortedAt = Infinity;
+      const { ticks, result } = await ticksDuring(sending, (tick) => {
+        if (tick !== 5) return;
+        abortedAt = performance.now();
+        controller.abort(reason);
+      });
+      assert.equal(settledBeforeAbort, false, "the send ended before the abort");
       assert.equal(result.status, "rejected");
       assert.equal((result as PromiseRejectedResult).reason, reason);
-      assert.ok(performance.now() - started < 2000);
+      assert.ok(performance.now() - abortedAt < 2000, "the abort ended the send promptly");
       assert.ok(ticks >= 5, `ticks ${ticks}`);
       assert.equal(surface.closed, false);
 

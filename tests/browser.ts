@@ -41,7 +41,12 @@ export class Browser implements AsyncDisposable {
   /** Launches Chromium on `url` and connects to its page (bounded by `ms`). */
   static async open(executable: string, url: string, ms = 30000): Promise<Browser> {
     const profile = Deno.makeTempDirSync({ prefix: "surfaceport-chromium-" });
+    // Chromium makes its singleton-socket directory (org.chromium.Chromium.*) in TMPDIR and
+    // leaves it behind when killed: inside the profile, it goes with the profile.
+    const tmp = `${profile}/tmp`;
+    Deno.mkdirSync(tmp);
     const process = new Deno.Command(executable, {
+      env: { TMPDIR: tmp },
       args: [
         "--headless",
         "--no-sandbox",

@@ -1,38 +1,22 @@
 import assert from "node:assert/strict";
 import { decode } from "fast-png";
 import { pixel } from "../examples/frames.ts";
+import { EXAMPLE_FLAGS, runRepoScript } from "./helpers.ts";
 
 Deno.test({
   name:
     "demo: streams from a pool to a consumer process that verifies every frame and writes a PNG",
   ignore: Deno.build.os !== "linux",
   async fn() {
-    const root = new URL("..", import.meta.url).pathname;
-    const demo = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-ffi",
-        "--allow-read",
-        "--allow-write",
-        "--allow-run",
-        "--allow-env",
-        "examples/demo.ts",
-        "--seconds",
-        "1",
-        "--width",
-        "320",
-        "--height",
-        "240",
-      ],
-      cwd: root,
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const timer = setTimeout(() => demo.kill("SIGKILL"), 60000);
-    const { code, stdout, stderr } = await demo.output();
-    clearTimeout(timer);
-    const out = new TextDecoder().decode(stdout);
-    assert.equal(code, 0, `${out}\n${new TextDecoder().decode(stderr)}`);
+    const { code, stdout: out, stderr } = await runRepoScript(EXAMPLE_FLAGS, "examples/demo.ts", [
+      "--seconds",
+      "1",
+      "--width",
+      "320",
+      "--height",
+      "240",
+    ]);
+    assert.equal(code, 0, `${out}\n${stderr}`);
     assert.match(out, /received\s+(\d+) frames, 0 with wrong pixels/);
     const sent = Number(/sent\s+(\d+) frames/.exec(out)![1]);
     const received = Number(/received\s+(\d+) frames/.exec(out)![1]);
@@ -62,14 +46,11 @@ Deno.test({
   name: "demo: without --allow-ffi it says which permissions are missing",
   ignore: Deno.build.os !== "linux",
   async fn() {
-    const root = new URL("..", import.meta.url).pathname;
-    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-read", "--allow-write", "--allow-run", "examples/demo.ts"],
-      cwd: root,
-      stdout: "null",
-      stderr: "piped",
-    }).output();
+    const { code, stderr } = await runRepoScript(
+      ["--allow-read", "--allow-write", "--allow-run"],
+      "examples/demo.ts",
+    );
     assert.equal(code, 1);
-    assert.match(new TextDecoder().decode(stderr), /^the demo needs --allow-ffi \(/);
+    assert.match(stderr, /^the demo needs --allow-ffi \(/);
   },
 });

@@ -1,31 +1,16 @@
 import assert from "node:assert/strict";
+import { EXAMPLE_FLAGS, runRepoScript } from "./helpers.ts";
 
 Deno.test({
   name: "example fanout: one camera, a fast and a deliberately slow consumer, neither stalls it",
   ignore: Deno.build.os !== "linux",
   async fn() {
-    const root = new URL("..", import.meta.url).pathname;
-    const example = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-ffi",
-        "--allow-read",
-        "--allow-write",
-        "--allow-run",
-        "--allow-env",
-        "examples/fanout.ts",
-        "--seconds",
-        "1",
-      ],
-      cwd: root,
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const timer = setTimeout(() => example.kill("SIGKILL"), 60000);
-    const { code, stdout, stderr } = await example.output();
-    clearTimeout(timer);
-    const out = new TextDecoder().decode(stdout);
-    assert.equal(code, 0, `${out}\n${new TextDecoder().decode(stderr)}`);
+    const { code, stdout: out, stderr } = await runRepoScript(
+      EXAMPLE_FLAGS,
+      "examples/fanout.ts",
+      ["--seconds", "1"],
+    );
+    assert.equal(code, 0, `${out}\n${stderr}`);
     const camera = /camera: (\d+) frames at 60 fps/.exec(out);
     assert.ok(camera, out);
     const sent = Number(camera[1]);

@@ -53,14 +53,28 @@ export function openLibraryProcessFds(): void {
 }
 
 /**
- * Waits until Deno has opened the descriptors it opens by itself shortly
- * after start, and opens surfaceport's process-lifetime ones
- * ({@link openLibraryProcessFds}), so that fd-count baselines are stable.
+ * Makes Deno open now the descriptors it otherwise opens by itself about
+ * 0.5 s after start (later on a loaded machine), opens surfaceport's
+ * process-lifetime ones ({@link openLibraryProcessFds}), and waits until the
+ * process is 800 ms old, so that fd-count baselines are stable.
  */
 export async function settleRuntimeFds(): Promise<void> {
+  openRuntimeSignalFds();
   const age = performance.now();
   if (age < 800) await sleep(800 - age);
   openLibraryProcessFds();
+}
+
+/**
+ * Deno's late descriptors are its signal driver's socket pair, made once, at
+ * the first signal listener of the process (its own comes ~0.5 s after start,
+ * or later under load). Adding and removing a listener makes them now.
+ * SIGURG is ignored by default, so a listener for it changes no behaviour.
+ */
+function openRuntimeSignalFds(): void {
+  const ignore = () => {};
+  Deno.addSignalListener("SIGURG", ignore);
+  Deno.removeSignalListener("SIGURG", ignore);
 }
 
 /** Resolves after `ms` milliseconds. */
@@ -91,6 +105,34 @@ export async function waitUntil(condition: () => boolean, ms: number, what: stri
     if (performance.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/** An abort signal that fires when a count stops growing; disposing stops watching. */
+export interface StallWatchdog extends Disposable {
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Aborts its signal (with an Error naming `what`) when `progress()` has not
+ * grown for `ms`: bounds a long, CPU-bound operation by its stalls rather
+ * than by a total that a loaded machine stretches.
+ */
+export function stallWatchdog(progress: () => number, ms: number, what: string): StallWatchdog {
+  const controller = new AbortController();
+  let last = progress();
+  let since = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const current = progress();
+    if (current !== last) {
+      last = current;
+      since = now;
+    } else if (now - since > ms) {
+      clearInterval(timer);
+      controller.abort(new Error(`${what}: no progress in ${ms} ms (stuck at ${current})`));
+    }
+  }, Math.min(ms, 100));
+  return { signal: controller.signal, [Symbol.dispose]: () => clearInterval(timer) };
 }
 
 /** A child process with line-oriented stdout. */
@@ -220,6 +262,42 @@ export function holdUntilKilled(): Promise<never> {
 
 /** Deno permission flags the peer scripts need. */
 export const PEER_FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
+
+/** What a finished `deno run` printed, and how it exited. */
+export interface ScriptOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `deno run FLAGS SCRIPT ARGS` from the repository root (`script` is
+ * relative to it) and waits for it to exit; SIGKILLed after `ms`.
+ */
+export async function runRepoScript(
+  flags: string[],
+  script: string,
+  args: string[] = [],
+  ms = 60000,
+): Promise<ScriptOutput> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, script, ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+  try {
+    const { code, stdout, stderr } = await child.output();
+    const text = new TextDecoder();
+    return { code, stdout: text.decode(stdout), stderr: text.decode(stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The permission flags the examples run with. */
+export const EXAMPLE_FLAGS = [...PEER_FLAGS, "--allow-run"];
 
 /** Spawns `deno run` on a script under tests/peers/ with `args`. */
 export function spawnPeer(script: string, args: string[]): Child {

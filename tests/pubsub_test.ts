@@ -9,6 +9,7 @@ import {
   list,
   PoolExhaustedError,
   publish,
+  type Publisher,
   subscribe,
   Surface,
   SurfacePool,
@@ -25,6 +26,34 @@ function peer(...args: string[]): Child {
 }
 
 /** Fills the whole surface with `fill` and publishes it with `{ fill }`. */
+/**
+ * Runs `body` with a publisher and one `stall` peer subscribed to it in
+ * `mode`, which blocks after its first frame until `flag` exists; the flag
+ * is removed afterwards whatever happens.
+ */
+async function withStalledSubscriber(
+  prefix: string,
+  mode: "latest" | "queue",
+  body: (publisher: Publisher, stalled: Child, flag: string) => Promise<void>,
+): Promise<void> {
+  const name = uniqueName(prefix);
+  const flag = await Deno.makeTempFile({ prefix: "surfaceport-flag-" });
+  await Deno.remove(flag);
+  try {
+    using publisher = publish(name);
+    await using stalled = peer("stall", name, mode, flag);
+    await stalled.line("subscribed");
+    await waitUntil(
+      () => publisher.subscribers[0]?.state === "subscribed",
+      10000,
+      "the subscriber",
+    );
+    await body(publisher, stalled, flag);
+  } finally {
+    await Deno.remove(flag).catch(() => {});
+  }
+}
+
 function frameSurface(width = 64, height = 16): Surface {
   return Surface.create({ width, height });
 }
@@ -72,18 +101,7 @@ Deno.test({
     "pubsub: a stalled 'latest' subscriber never slows the publisher, then gets the newest frame",
   ignore,
   async fn() {
-    const name = uniqueName("psl");
-    const flag = await Deno.makeTempFile({ prefix: "surfaceport-flag-" });
-    await Deno.remove(flag);
-    try {
-      using publisher = publish(name);
-      await using stalled = peer("stall", name, "latest", flag);
-      await stalled.line("subscribed");
-      await waitUntil(
-        () => publisher.subscribers[0]?.state === "subscribed",
-        10000,
-        "the subscriber",
-      );
+    await withStalledSubscriber("psl", "latest", async (publisher, stalled, flag) => {
       using surface = frameSurface();
       surface.bytes().fill(0);
       await publisher.send(surface, { fill: 0 });
@@ -103,9 +121,7 @@ Deno.test({
       // The newest frame, not the one after the frame it read last.
       assert.equal(await stalled.line(/^after/), `after ${frames} ${last} true`);
       assert.equal((await stalled.exit()).code, 0, stalled.stderr);
-    } finally {
-      await Deno.remove(flag).catch(() => {});
-    }
+    });
   },
 });
 
@@ -113,18 +129,7 @@ Deno.test({
   name: "pubsub: a stalled 'queue' subscriber back-pressures the publisher, and loses nothing",
   ignore,
   async fn() {
-    const name = uniqueName("psq");
-    const flag = await Deno.makeTempFile({ prefix: "surfaceport-flag-" });
-    await Deno.remove(flag);
-    try {
-      using publisher = publish(name);
-      await using stalled = peer("stall", name, "queue", flag);
-      await stalled.line("subscribed");
-      await waitUntil(
-        () => publisher.subscribers[0]?.state === "subscribed",
-        10000,
-        "the subscriber",
-      );
+    await withStalledSubscriber("psq", "queue", async (publisher, stalled, flag) => {
       using surface = frameSurface();
       surface.bytes().fill(7);
       await publisher.send(surface, { fill: 7 });
@@ -148,9 +153,7 @@ Deno.test({
       // Sequence 1 was withdrawn by the timed-out send: the subscriber sees the gap.
       assert.equal(await stalled.line(/^after/), "after 2 9 true");
       assert.equal((await stalled.exit()).code, 0, stalled.stderr);
-    } finally {
-      await Deno.remove(flag).catch(() => {});
-    }
+    });
   },
 });
 
