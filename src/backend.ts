@@ -24,7 +24,6 @@
 
 import type { PeerCredentials } from "./errors.ts";
 import type { SurfaceGeometry } from "./geometry.ts";
-import type { WireHeader } from "./wire.ts";
 
 /**
  * The native handle under a surface, for other native code (GStreamer, a
@@ -82,10 +81,20 @@ export interface SurfaceBacking {
   pixelBuffer?(): object;
 }
 
-/** A message a backend received, checked and imported. */
+/**
+ * A message a backend received, checked and imported. A connection may
+ * return one record it rewrites on every receive (Linux does: no garbage per
+ * frame): take its fields before the next `receive`/`tryReceive` on that
+ * connection — the channel and subscription receive one at a time and wrap
+ * it in a `Frame` at once.
+ */
 export interface ReceivedMessage {
-  /** The decoded header (its `geometry` may be shared with earlier messages and is frozen). */
-  header: WireHeader;
+  /** How to read {@link meta}: the header's metadata kind. */
+  metaKind: number;
+  /** The sender's sequence number (at most 2^53-1). */
+  sequence: number;
+  /** The sender's timestamp, microseconds since the Unix epoch. */
+  timestamp: number;
   /** The metadata bytes (a copy; one shared empty array when there are none). */
   meta: Uint8Array;
   /**

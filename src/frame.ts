@@ -76,13 +76,8 @@ export function frameOf<M>(received: ReceivedMessage): Frame<M> {
   // backing if the frame is dropped: no closure, no second registration.
   const surface = new Surface(received.surface, received.surface, true, "received");
   try {
-    const meta = decodeMeta(received.header.metaKind, received.meta) as M | undefined;
-    return new Frame<M>(
-      surface,
-      meta,
-      Number(received.header.sequence),
-      received.header.timestamp,
-    );
+    const meta = decodeMeta(received.metaKind, received.meta) as M | undefined;
+    return new Frame<M>(surface, meta, received.sequence, received.timestamp);
   } catch (error) {
     surface.close();
     throw error;

@@ -52,8 +52,8 @@ export interface WireHeader {
   metaKind: number;
   /** Length of the metadata that follows the header. */
   metaLength: number;
-  /** The sender's per-channel sequence number, starting at 0; at most 2^53-1. */
-  sequence: bigint;
+  /** The sender's per-channel sequence number, starting at 0; at most 2^53-1 (a number: no BigInt per message). */
+  sequence: number;
   /** The sender's timestamp, microseconds since the Unix epoch (CLOCK_REALTIME); |t| ≤ 2^53-1. */
   timestamp: number;
 }
@@ -240,7 +240,7 @@ export function decodeHeader(
     geometry,
     metaKind,
     metaLength,
-    sequence,
+    sequence: Number(sequence),
     timestamp: Number(timestamp),
   };
 }
@@ -313,6 +313,15 @@ export class HeaderDecoder {
   readonly #maxMetaBytes: number;
   readonly #last = new Uint32Array(HEADER_SIZE / 4);
   #geometry: SurfaceGeometry | undefined;
+  /** What the fast path returns: valid until the next {@link decode}. */
+  readonly #header: WireHeader = {
+    type: MESSAGE_SURFACE,
+    geometry: undefined as unknown as SurfaceGeometry,
+    metaKind: 0,
+    metaLength: 0,
+    sequence: 0,
+    timestamp: 0.5, // a double from the start: later timestamps are stored in place
+  };
 
   /** `buffer`: the receive buffer (8-byte aligned, at least {@link HEADER_SIZE} bytes). */
   constructor(buffer: Uint8Array, maxBytes: number, maxMetaBytes: number) {
@@ -323,7 +332,11 @@ export class HeaderDecoder {
     this.#maxMetaBytes = maxMetaBytes;
   }
 
-  /** Decodes and checks the message of `length` bytes at the start of the buffer. */
+  /**
+   * Decodes and checks the message of `length` bytes at the start of the
+   * buffer. The result may be a record this decoder rewrites on the next
+   * call: read what you need from it before decoding again.
+   */
   decode(length: number): WireHeader {
     const geometry = this.#geometry;
     if (geometry !== undefined && length >= HEADER_SIZE && this.#sameGeometry()) {
@@ -368,14 +381,14 @@ export class HeaderDecoder {
           `timestamp ${view.getBigInt64(40, true)} is outside ±(2^53-1)`,
         );
       }
-      return {
-        type: MESSAGE_SURFACE,
-        geometry,
-        metaKind,
-        metaLength,
-        sequence: view.getBigUint64(32, true),
-        timestamp,
-      };
+      // One record per decoder, rewritten in place: no object, BigInt or number box per message.
+      const header = this.#header;
+      header.geometry = geometry;
+      header.metaKind = metaKind;
+      header.metaLength = metaLength;
+      header.sequence = view.getUint32(36, true) * TWO_32 + view.getUint32(32, true);
+      header.timestamp = timestamp;
+      return header;
     }
     const header = decodeHeader(
       this.#buffer.subarray(0, length),

@@ -363,7 +363,9 @@ export class MachConnection implements BackendConnection, WaitOwner {
     }
     const port = new MachPort(native, portName, "send");
     try {
-      return { header, meta, surface: ReceivedIOSurface.import(native, port, header.geometry) };
+      const surface = ReceivedIOSurface.import(native, port, header.geometry);
+      const { metaKind, sequence, timestamp } = header;
+      return { metaKind, sequence, timestamp, meta, surface };
     } catch (error) {
       port.close();
       throw error;

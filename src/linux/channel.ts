@@ -103,6 +103,18 @@ export class SocketConnection implements BackendConnection {
   };
   readonly #receiveBuffer: Uint8Array;
   readonly #headerDecoder: HeaderDecoder;
+  /**
+   * What every receive returns, rewritten in place (no object or number box
+   * per message): its taker reads it before receiving again, as the
+   * {@link ReceivedMessage} contract says.
+   */
+  readonly #message: ReceivedMessage = {
+    metaKind: 0,
+    sequence: 0,
+    timestamp: 0.5, // a double from the start: later timestamps are stored in place
+    meta: NO_META,
+    surface: undefined as unknown as ReceivedMessage["surface"],
+  };
   readonly #pollOne = new Uint8Array(POLLFD_SIZE);
   // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
   readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
@@ -384,7 +396,14 @@ export class SocketConnection implements BackendConnection {
       const meta = header.metaLength === 0
         ? NO_META
         : this.#receiveBuffer.slice(HEADER_SIZE, HEADER_SIZE + header.metaLength);
-      return { header, meta, surface };
+      // The decoder reuses its header record: only its scalars leave this call.
+      const message = this.#message;
+      message.metaKind = header.metaKind;
+      message.sequence = header.sequence;
+      message.timestamp = header.timestamp;
+      message.meta = meta;
+      message.surface = surface;
+      return message;
     } finally {
       if (!adopted) {
         for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);

@@ -25,6 +25,8 @@ class SharedMapping {
   /** The device of the inode (the cache's key is the inode number alone). */
   readonly devMajor: number;
   readonly devMinor: number;
+  /** Whether frames of it forward by duplicating their descriptor (see {@link MappingCache}). */
+  readonly forwardByDup: boolean;
   /** When the cache last handed this mapping out (its LRU order). */
   lastUsed = 0;
   #references = 0;
@@ -36,12 +38,14 @@ class SharedMapping {
     pointer: Deno.PointerObject,
     size: number,
     identity: { id: number; devMajor: number; devMinor: number },
+    forwardByDup: boolean,
   ) {
     this.pointer = pointer;
     this.size = size;
     this.id = identity.id;
     this.devMajor = identity.devMajor;
     this.devMinor = identity.devMinor;
+    this.forwardByDup = forwardByDup;
   }
 
   retain(): void {
@@ -138,10 +142,11 @@ export class MappingCache {
       checkKnownMemfd(fd, stat.size, geometry);
     } else {
       const verified = verifyMemfd(fd, geometry, this.#limits);
-      mapping = new SharedMapping(mapVerifiedMemfd(fd, verified.size), verified.size, verified);
+      const pointer = mapVerifiedMemfd(fd, verified.size);
+      mapping = new SharedMapping(pointer, verified.size, verified, this.#forwardByDup);
     }
     // Takes a reference first.
-    const surface = new ReceivedSurface(geometry, fd, mapping, this.#forwardByDup);
+    const surface = new ReceivedSurface(geometry, fd, mapping);
     if (!cacheable) {
       mapping.evict(); // unmapped when this frame closes
       return surface;
@@ -181,25 +186,25 @@ export class MappingCache {
  */
 export class ReceivedSurface implements SurfaceBacking {
   readonly geometry: SurfaceGeometry;
-  readonly id: number;
-  readonly baseAddress: Deno.PointerObject;
+  // Three fields, one object per frame: the id, address and forwarding mode are the mapping's.
+  /** The hold descriptor; -1 once released. */
   #fd: number;
-  #mapping: SharedMapping | undefined;
-  readonly #forwardByDup: boolean;
+  /** Kept after release too (for `id`): its reference is dropped once, in {@link release}. */
+  readonly #mapping: SharedMapping;
 
-  constructor(
-    geometry: SurfaceGeometry,
-    holdFd: number,
-    mapping: SharedMapping,
-    forwardByDup: boolean,
-  ) {
+  constructor(geometry: SurfaceGeometry, holdFd: number, mapping: SharedMapping) {
     this.geometry = geometry;
-    this.id = mapping.id;
-    this.baseAddress = mapping.pointer;
     mapping.retain();
     this.#fd = holdFd;
     this.#mapping = mapping;
-    this.#forwardByDup = forwardByDup;
+  }
+
+  get id(): number {
+    return this.#mapping.id;
+  }
+
+  get baseAddress(): Deno.PointerObject {
+    return this.#mapping.pointer;
   }
 
   lock(_readOnly: boolean): void {}
@@ -227,7 +232,7 @@ export class ReceivedSurface implements SurfaceBacking {
    */
   exportHandle(): number {
     this.#open();
-    if (this.#forwardByDup) return dupCloexec(this.#fd);
+    if (this.#mapping.forwardByDup) return dupCloexec(this.#fd);
     return exportLockedHandle(reopen(this.#fd, LINUX.O_RDWR));
   }
 
@@ -237,16 +242,14 @@ export class ReceivedSurface implements SurfaceBacking {
   }
 
   release(): void {
-    const mapping = this.#mapping;
-    if (!mapping) return;
-    this.#mapping = undefined;
+    if (this.#fd === -1) return;
     closeQuietly(this.#fd);
     this.#fd = -1;
-    mapping.release();
+    this.#mapping.release();
   }
 
   #open(): SharedMapping {
-    if (!this.#mapping) throw new Error("internal: ReceivedSurface used after release");
+    if (this.#fd === -1) throw new Error("internal: ReceivedSurface used after release");
     return this.#mapping;
   }
 }
