@@ -163,9 +163,8 @@ let backingOfSurface: (surface: Surface) => SurfaceBacking;
 export class Surface {
   #backing: SurfaceBacking;
   #owner: SurfaceOwner | undefined;
-  #buffer: ArrayBuffer | undefined;
-  #lockDepth = 0;
-  #lockReadOnly = false;
+  /** Nested CPU locks: their count, negative when read-only (one field: a Surface is made per frame). */
+  #locks = 0;
 
   #origin: SurfaceOrigin;
 
@@ -368,30 +367,29 @@ export class Surface {
   lock(options: LockOptions = {}): void {
     this.#assertOpen("lock");
     const readOnly = options.readOnly === true;
-    if (this.#lockDepth > 0 && this.#lockReadOnly !== readOnly) {
+    if (this.#locks !== 0 && (this.#locks < 0) !== readOnly) {
       throw new LockStateError(
-        `lock: the surface is already locked ${this.#lockReadOnly ? "read-only" : "read-write"}`,
+        `lock: the surface is already locked ${this.#locks < 0 ? "read-only" : "read-write"}`,
       );
     }
     this.#backing.lock(readOnly);
-    this.#lockReadOnly = readOnly;
-    this.#lockDepth++;
+    this.#locks += readOnly ? -1 : 1;
   }
 
   /** Ends CPU access begun by {@link lock}. Throws `LockStateError` if not locked so. */
   unlock(options: LockOptions = {}): void {
     this.#assertOpen("unlock");
     const readOnly = options.readOnly === true;
-    if (this.#lockDepth === 0) throw new LockStateError("unlock: the surface is not locked");
-    if (this.#lockReadOnly !== readOnly) {
+    if (this.#locks === 0) throw new LockStateError("unlock: the surface is not locked");
+    if ((this.#locks < 0) !== readOnly) {
       throw new LockStateError(
         `unlock: locked ${
-          this.#lockReadOnly ? "read-only" : "read-write"
+          this.#locks < 0 ? "read-only" : "read-write"
         }, unlocked with readOnly: ${readOnly}`,
       );
     }
     this.#backing.unlock(readOnly);
-    this.#lockDepth--;
+    this.#locks += readOnly ? 1 : -1;
   }
 
   /**
@@ -405,13 +403,13 @@ export class Surface {
     this.#owner = undefined;
     finalizers[this.#origin].unregister(this);
     if (this.#origin === "received") noteReceivedClosed(this.#backing.id);
-    while (this.#lockDepth > 0) {
-      this.#backing.unlock(this.#lockReadOnly);
-      this.#lockDepth--;
+    while (this.#locks !== 0) {
+      const readOnly = this.#locks < 0;
+      this.#backing.unlock(readOnly);
+      this.#locks += readOnly ? 1 : -1;
     }
     // The backing's shared buffer stays: the backing detaches it right before
     // the memory is unmapped, so no view ever reaches unmapped memory.
-    this.#buffer = undefined;
     owner.release();
   }
 
@@ -441,9 +439,9 @@ export class Surface {
   }
 
   #memory(): ArrayBuffer {
-    // The backing's buffer references the backing, never a Surface: no cycle
-    // through this surface's finalizer.
-    return this.#buffer ??= this.#backing.memory();
+    // The backing keeps its one buffer (no field here: a Surface is made per frame). It
+    // references the backing, never a Surface: no cycle through this surface's finalizer.
+    return this.#backing.memory();
   }
 
   #assertOpen(operation: string): void {
