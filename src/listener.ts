@@ -14,6 +14,7 @@ import {
   connectBackend,
   type ConnectOptions,
   deadlineOf,
+  resolveConnectOptions,
   resolveLimits,
   resolvePeerCheck,
   type WaitOptions,
@@ -147,18 +148,8 @@ export async function connect<M = unknown>(
   name: string,
   options: ConnectOptions = {},
 ): Promise<Channel<M>> {
-  const limits = resolveLimits(options);
-  const deadline = deadlineOf("connect", options.timeout);
-  const allowPeer = resolvePeerCheck(options);
+  const resolved = resolveConnectOptions("connect", options);
   return new Channel<M>(
-    await connectBackend(
-      backend(),
-      name,
-      allowPeer,
-      limits,
-      options.timeout,
-      deadline,
-      options.signal,
-    ),
+    await connectBackend(backend(), name, resolved, options.timeout, options.signal),
   );
 }

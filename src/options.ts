@@ -154,6 +154,31 @@ export function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredential
   return (peer) => peer.uid === uid;
 }
 
+/** Internal: what {@link resolveConnectOptions} makes of a connect's options. */
+export interface ResolvedConnect {
+  /** The size and latency limits, defaults filled in. */
+  limits: ConnectionLimits;
+  /** The `timeout` as a deadline on the `performance.now()` clock (`Infinity` without one). */
+  deadline: number;
+  /** The `allowPeer` check. */
+  allowPeer: PeerPredicate;
+}
+
+/**
+ * Internal: the checked options of a connect (`connect`, `subscribe`), in
+ * the order their errors are reported: limits, then `timeout` (named after
+ * `operation`), then `allowPeer`.
+ */
+export function resolveConnectOptions(
+  operation: string,
+  options: ChannelOptions & { timeout?: number },
+): ResolvedConnect {
+  const limits = resolveLimits(options);
+  const deadline = deadlineOf(operation, options.timeout);
+  const allowPeer = resolvePeerCheck(options);
+  return { limits, deadline, allowPeer };
+}
+
 /**
  * Internal: connects through the backend. With a `timeout`, a name that
  * nothing listens under yet is retried (5 ms back-off doubling to 100 ms)
@@ -162,10 +187,8 @@ export function resolvePeerCheck(options: ChannelOptions): (peer: PeerCredential
 export async function connectBackend(
   over: Backend,
   name: string,
-  allowPeer: PeerPredicate,
-  limits: ConnectionLimits,
+  { limits, deadline, allowPeer }: ResolvedConnect,
   timeout: number | undefined,
-  deadline: number,
   signal: AbortSignal | undefined,
 ): Promise<BackendConnection> {
   for (let backoff = 5;; backoff = Math.min(backoff * 2, 100)) {

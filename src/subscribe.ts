@@ -15,8 +15,7 @@ import {
   type ChannelOptions,
   connectBackend,
   deadlineOf,
-  resolveLimits,
-  resolvePeerCheck,
+  resolveConnectOptions,
   type WaitOptions,
 } from "./options.ts";
 import { type Frame, frameOf, framesUntilClosed } from "./frame.ts";
@@ -314,19 +313,10 @@ export async function subscribe<M = unknown>(
   if (options.reconnect !== undefined && typeof options.reconnect !== "boolean") {
     throw new TypeError("subscribe: reconnect must be a boolean");
   }
-  const limits = resolveLimits(options);
-  const deadline = deadlineOf("subscribe", options.timeout);
-  const allowPeer = resolvePeerCheck(options);
+  const resolved = resolveConnectOptions("subscribe", options);
+  const { limits, deadline, allowPeer } = resolved;
   const over = backend();
-  const connection = await connectBackend(
-    over,
-    name,
-    allowPeer,
-    limits,
-    options.timeout,
-    deadline,
-    options.signal,
-  );
+  const connection = await connectBackend(over, name, resolved, options.timeout, options.signal);
   try {
     await connection.sendControl(encodeSubscribe(policy, depth), deadline, options.signal);
   } catch (error) {

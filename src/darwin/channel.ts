@@ -47,10 +47,10 @@ import {
   align4,
   decodeReceived,
   encodePortMessage,
+  isNoSenders,
   MSG_ID_CONTROL,
   MSG_ID_SURFACE,
   receiveBufferSize,
-  type ReceivedLayout,
   SURFACE_PAYLOAD_OFFSET,
 } from "./messages.ts";
 import {
@@ -63,12 +63,6 @@ import {
   msghIsComplex,
   RECEIVE_OPTIONS,
 } from "./structs.ts";
-
-/** True if `layout` is the kernel's no-senders notification (audit token of the kernel: pid 0). */
-export function isNoSenders(layout: ReceivedLayout): boolean {
-  return layout.header.id === DARWIN.MACH_NOTIFY_NO_SENDERS && !msghIsComplex(layout.header.bits) &&
-    credentialsOfAuditToken(layout.trailer.audit).pid === 0;
-}
 
 /** One end of a connection: our inbox (receive right) and the peer's inbox (send right). */
 export class MachConnection implements BackendConnection, WaitOwner {

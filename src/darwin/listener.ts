@@ -46,13 +46,14 @@ import {
   type WaitOwner,
 } from "./mach.ts";
 import { checkIn, lookUp, serviceName } from "./bootstrap.ts";
-import { isNoSenders, MachConnection } from "./channel.ts";
+import { MachConnection } from "./channel.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
 import {
   decodeReceived,
   encodeHandshake,
   HANDSHAKE_MESSAGE_SIZE,
+  isNoSenders,
   MSG_ID_HELLO,
   MSG_ID_WELCOME,
   type ReceivedLayout,

@@ -8,6 +8,7 @@
  */
 
 import {
+  credentialsOfAuditToken,
   DARWIN,
   decodeMachMsgAuditTrailer,
   decodeMachMsgBody,
@@ -190,4 +191,10 @@ export function decodeReceived(buffer: Uint8Array): ReceivedLayout | undefined {
  */
 export function receiveBufferSize(wireHeaderSize: number, maxMetaBytes: number): number {
   return align4(SURFACE_PAYLOAD_OFFSET + wireHeaderSize + maxMetaBytes) + DARWIN.MAX_TRAILER_SIZE;
+}
+
+/** True if `layout` is the kernel's no-senders notification (audit token of the kernel: pid 0). */
+export function isNoSenders(layout: ReceivedLayout): boolean {
+  return layout.header.id === DARWIN.MACH_NOTIFY_NO_SENDERS && !msghIsComplex(layout.header.bits) &&
+    credentialsOfAuditToken(layout.trailer.audit).pid === 0;
 }
