@@ -146,6 +146,24 @@ export function register(
   };
 }
 
+/** How old a `.json.tmp` must be to count as abandoned: a writer renames its own at once. */
+const ABANDONED_TMP_MS = 60_000;
+
+/**
+ * Removes an entry's temporary file left by a process killed between
+ * writing and renaming it (nothing else ever would), once it is clearly
+ * not being written any more.
+ */
+function removeIfAbandoned(file: string, dir: string): void {
+  try {
+    const modified = Deno.statSync(file).mtime?.getTime();
+    if (modified === undefined || Date.now() - modified < ABANDONED_TMP_MS) return;
+    if (granted("write", dir)) Deno.removeSync(file);
+  } catch {
+    // renamed or removed meanwhile
+  }
+}
+
 function parse(text: string): EndpointInfo | undefined {
   try {
     const value = JSON.parse(text);
@@ -172,7 +190,8 @@ function parse(text: string): EndpointInfo | undefined {
  * The live listeners (`listen`) and publishers (`publish`) of this user on
  * this machine, sorted by name: `{ name, kind, pid, subscribers?, address }`.
  * Endpoints of processes that died are left out (and their entries
- * deleted), even if their pid was reused. `subscribers` is the count at the
+ * deleted, with any half-written entry a killed process left over a minute
+ * ago), even if their pid was reused. `subscribers` is the count at the
  * publisher's last change.
  *
  * Needs `--allow-read` for the registry directory `/tmp/surfaceport-UID`
@@ -188,6 +207,10 @@ export function list(): Promise<EndpointInfo[]> {
     // Read the entries before checking liveness: an entry is written after its name is bound.
     const entries: { entry: EndpointInfo; file: string }[] = [];
     for (const item of Deno.readDirSync(dir)) {
+      if (item.isFile && item.name.endsWith(".json.tmp")) {
+        removeIfAbandoned(`${dir}/${item.name}`, dir);
+        continue;
+      }
       if (!item.isFile || !item.name.endsWith(".json")) continue;
       let text: string;
       try {

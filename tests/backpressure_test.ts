@@ -17,7 +17,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
-import { fdTargets, openFds, pair, settleRuntimeFds } from "./helpers.ts";
+import { assertNoFdLeak, openFds, pair } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 
@@ -57,9 +57,7 @@ Deno.test({
     "back-pressure: a full queue makes send wait off the event loop, then fail with TimeoutError; nothing is lost",
   ignore: !linux,
   async fn() {
-    await settleRuntimeFds();
-    const baseline = openFds();
-    {
+    await assertNoFdLeak(async () => {
       using p = await pair();
       const { client: producer, server: consumer } = p;
       using surface = Surface.create({ width: 64, height: 32 });
@@ -105,8 +103,7 @@ Deno.test({
       assert.equal(verifyPattern(again.surface, 1), undefined);
       // The timed-out sends were never delivered: the receiver sees a gap in the sequence numbers.
       assert.ok(again.sequence > queued, `sequence ${again.sequence} after ${queued} delivered`);
-    }
-    assert.deepEqual(fdTargets(baseline), []);
+    });
   },
 });
 
@@ -115,55 +112,54 @@ Deno.test({
     "back-pressure: an abort signal ends a waiting send with its reason; close() and a vanished peer end it too",
   ignore: !linux,
   async fn() {
-    await settleRuntimeFds();
-    const baseline = openFds();
-    {
-      using p = await pair();
-      const { client: producer, server: consumer } = p;
-      using surface = Surface.create({ width: 64, height: 32 });
-      await fillQueue(producer, surface);
+    await assertNoFdLeak(async () => {
+      {
+        using p = await pair();
+        const { client: producer, server: consumer } = p;
+        using surface = Surface.create({ width: 64, height: 32 });
+        await fillQueue(producer, surface);
 
-      // The abort comes from the event loop's fifth tick while the send waits: the send cannot
-      // end before it (it has no timeout), and the loop can reach it only if the wait leaves the
-      // loop free — counted in ticks, not against the clock, which a loaded machine stretches.
-      const controller = new AbortController();
-      const reason = new Error("the camera was unplugged");
-      let settledBeforeAbort = false;
-      const sending = producer.send(surface, undefined, { signal: controller.signal });
-      sending.then(
-        () => settledBeforeAbort ||= !controller.signal.aborted,
-        () => settledBeforeAbort ||= !controller.signal.aborted,
-      );
-      let abortedAt = Infinity;
-      const { ticks, result } = await ticksDuring(sending, (tick) => {
-        if (tick !== 5) return;
-        abortedAt = performance.now();
-        controller.abort(reason);
-      });
-      assert.equal(settledBeforeAbort, false, "the send ended before the abort");
-      assert.equal(result.status, "rejected");
-      assert.equal((result as PromiseRejectedResult).reason, reason);
-      assert.ok(performance.now() - abortedAt < 2000, "the abort ended the send promptly");
-      assert.ok(ticks >= 5, `ticks ${ticks}`);
-      assert.equal(surface.closed, false);
+        // The abort comes from the event loop's fifth tick while the send waits: the send cannot
+        // end before it (it has no timeout), and the loop can reach it only if the wait leaves the
+        // loop free — counted in ticks, not against the clock, which a loaded machine stretches.
+        const controller = new AbortController();
+        const reason = new Error("the camera was unplugged");
+        let settledBeforeAbort = false;
+        const sending = producer.send(surface, undefined, { signal: controller.signal });
+        sending.then(
+          () => settledBeforeAbort ||= !controller.signal.aborted,
+          () => settledBeforeAbort ||= !controller.signal.aborted,
+        );
+        let abortedAt = Infinity;
+        const { ticks, result } = await ticksDuring(sending, (tick) => {
+          if (tick !== 5) return;
+          abortedAt = performance.now();
+          controller.abort(reason);
+        });
+        assert.equal(settledBeforeAbort, false, "the send ended before the abort");
+        assert.equal(result.status, "rejected");
+        assert.equal((result as PromiseRejectedResult).reason, reason);
+        assert.ok(performance.now() - abortedAt < 2000, "the abort ended the send promptly");
+        assert.ok(ticks >= 5, `ticks ${ticks}`);
+        assert.equal(surface.closed, false);
 
-      // A send waiting without any bound is woken by the peer going away.
-      const pending = producer.send(surface);
-      setTimeout(() => consumer.close(), 50);
-      await assert.rejects(pending, PeerClosedError);
-    }
-    {
-      using p = await pair();
-      const producer = p.client;
-      using surface = Surface.create({ width: 64, height: 32 });
-      await fillQueue(producer, surface);
-      // ... and by closing the producer's own channel.
-      const pending = producer.send(surface);
-      setTimeout(() => producer.close(), 50);
-      await assert.rejects(pending, ClosedError);
-      assert.equal(surface.closed, false);
-    }
-    assert.deepEqual(fdTargets(baseline), []);
+        // A send waiting without any bound is woken by the peer going away.
+        const pending = producer.send(surface);
+        setTimeout(() => consumer.close(), 50);
+        await assert.rejects(pending, PeerClosedError);
+      }
+      {
+        using p = await pair();
+        const producer = p.client;
+        using surface = Surface.create({ width: 64, height: 32 });
+        await fillQueue(producer, surface);
+        // ... and by closing the producer's own channel.
+        const pending = producer.send(surface);
+        setTimeout(() => producer.close(), 50);
+        await assert.rejects(pending, ClosedError);
+        assert.equal(surface.closed, false);
+      }
+    });
   },
 });
 
@@ -172,9 +168,7 @@ Deno.test({
     "back-pressure: a pool surface whose send timed out goes back to the pool once the queue drains",
   ignore: !linux,
   async fn() {
-    await settleRuntimeFds();
-    const baseline = openFds();
-    {
+    await assertNoFdLeak(async () => {
       using p = await pair();
       const { client: producer, server: consumer } = p;
       using pool = new SurfacePool({ width: 64, height: 32, maxSurfaces: 2 });
@@ -188,7 +182,6 @@ Deno.test({
       for (let i = 0; i < queued; i++) (await consumer.receive({ timeout: 1000 })).close();
       assert.equal(pool.stats.inUseElsewhere, 0);
       assert.equal(pool.stats.idle, 2);
-    }
-    assert.deepEqual(fdTargets(baseline), []);
+    });
   },
 });

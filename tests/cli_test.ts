@@ -10,7 +10,7 @@ import { listen, type PixelFormat, Surface } from "../mod.ts";
 import { CARD_BARS } from "../cli/testcard.ts";
 import { openProducer } from "../cli/source.ts";
 import { Browser, findChromium } from "./browser.ts";
-import { Child, uniqueName } from "./helpers.ts";
+import { Child, runRepoScript, type ScriptOutput, uniqueName } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
@@ -24,24 +24,8 @@ const CLI_FLAGS = [
 ];
 
 /** Runs the CLI to completion (bounded), returning exit code and output. */
-async function runCli(
-  args: string[],
-  ms = 30000,
-  flags: string[] = CLI_FLAGS,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [...flags, CLI, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), ms);
-  try {
-    const { code, stdout, stderr } = await child.output();
-    const decoder = new TextDecoder();
-    return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
+function runCli(args: string[], ms = 30000): Promise<ScriptOutput> {
+  return runRepoScript(CLI_FLAGS.slice(1), "cli/main.ts", args, ms);
 }
 
 /** Starts `surfaceport testcard NAME ...` and waits until it publishes. */

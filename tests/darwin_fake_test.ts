@@ -14,6 +14,7 @@
 
 import assert from "node:assert/strict";
 import {
+  type Channel,
   ClosedError,
   connect,
   listen,
@@ -54,6 +55,21 @@ function peerInboxName(from: FakeTask, to: FakeTask, except: number[] = []): num
     if (entry.port.receiver === to && entry.send > 0 && !except.includes(name)) return name;
   }
   throw new Error("no send right to the peer's inbox");
+}
+
+/** Sends a hand-made message from `task` without waiting; the fake kernel must queue it. */
+function sendRaw(task: FakeTask, bytes: Uint8Array, size: number): void {
+  assert.equal(
+    task.mach_msg(bytes, DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT, size, 0, 0, 0, 0),
+    DARWIN.KERN_SUCCESS,
+  );
+}
+
+/** The next receive on `channel` fails with a ProtocolError for `reason`. */
+async function expectProtocolError(channel: Channel, reason: string): Promise<void> {
+  const error = await channel.receive({ timeout: 1000 }).catch((e) => e);
+  assert.ok(error instanceof ProtocolError, `expected ProtocolError ${reason}, got ${error}`);
+  assert.equal(error.reason, reason);
 }
 
 Deno.test("darwin/fake: round trip of a BGRA surface, byte for byte, with JSON metadata", async () => {
@@ -227,21 +243,10 @@ Deno.test("darwin/fake: bad messages are ProtocolErrors, their port rights relea
       DARWIN.MACH_MSG_TYPE_MOVE_SEND,
       payload,
     );
-    const kr = w.a.mach_msg(
-      buffer,
-      DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
-      size,
-      0,
-      0,
-      0,
-      0,
-    );
-    assert.equal(kr, 0);
+    sendRaw(w.a, buffer, size);
   };
   const expectReason = async (reason: string) => {
-    const error = await consumer.receive({ timeout: 1000 }).catch((e) => e);
-    assert.ok(error instanceof ProtocolError, String(error));
-    assert.equal(error.reason, reason);
+    await expectProtocolError(consumer, reason);
     assert.equal(surface.inUse, false, `${reason}: the carried right was deallocated`);
   };
 
@@ -284,10 +289,7 @@ Deno.test("darwin/fake: bad messages are ProtocolErrors, their port rights relea
     voucherPort: 0,
     id: MSG_ID_SURFACE,
   });
-  assert.equal(
-    w.a.mach_msg(raw, DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT, 32, 0, 0, 0, 0),
-    0,
-  );
+  sendRaw(w.a, raw, 32);
   await expectReason("NO_HANDLE");
   const two = new Uint8Array(128);
   const size = encodePortMessage(
@@ -304,10 +306,7 @@ Deno.test("darwin/fake: bad messages are ProtocolErrors, their port rights relea
   tv.setUint32(40, backing.exportHandle(), true);
   tv.setUint8(50, DARWIN.MACH_MSG_TYPE_MOVE_SEND);
   tv.setUint8(51, 0);
-  assert.equal(
-    w.a.mach_msg(two, DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT, size, 0, 0, 0, 0),
-    0,
-  );
+  sendRaw(w.a, two, size);
   await expectReason("EXTRA_HANDLES");
 
   // Still usable.
@@ -381,21 +380,10 @@ Deno.test("darwin/fake: a surface message whose one descriptor is out-of-line me
       header,
       oolSize,
     );
-    const kr = w.a.mach_msg(
-      bytes,
-      DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
-      size,
-      0,
-      0,
-      0,
-      0,
-    );
-    assert.equal(kr, 0);
+    sendRaw(w.a, bytes, size);
   };
   const expectReason = async (reason: string) => {
-    const error = await consumer.receive({ timeout: 1000 }).catch((e) => e);
-    assert.ok(error instanceof ProtocolError, `expected ProtocolError ${reason}, got ${error}`);
-    assert.equal(error.reason, reason);
+    await expectProtocolError(consumer, reason);
     assert.equal(w.b.regions.size, 0, `${reason}: the out-of-line region was deallocated`);
     assert.equal(surface.inUse, false, `${reason}: every carried right was deallocated`);
   };
@@ -428,9 +416,7 @@ Deno.test("darwin/fake: a message larger than the receive buffer is destroyed by
   const { listener, producer, consumer } = await pair(w, "small", { maxMetaBytes: 16 });
   using surface = Surface.create({ width: 8, height: 8 });
   await producer.send(surface, "x".repeat(200));
-  const error = await consumer.receive({ timeout: 1000 }).catch((e) => e);
-  assert.ok(error instanceof ProtocolError);
-  assert.equal(error.reason, "MESSAGE_TRUNCATED");
+  await expectProtocolError(consumer, "MESSAGE_TRUNCATED");
   assert.equal(surface.inUse, false);
   surface.close();
   producer.close();
@@ -515,10 +501,7 @@ Deno.test("darwin/fake: messages from a sender allowPeer refuses are dropped (a 
     DARWIN.MACH_MSG_TYPE_MOVE_SEND,
     header,
   );
-  assert.equal(
-    stranger.mach_msg(buffer, DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT, size, 0, 0, 0, 0),
-    0,
-  );
+  sendRaw(stranger, buffer, size);
   using surface = Surface.create({ width: 8, height: 8 });
   await producer.send(surface, "from A");
   using frame = await consumer.receive({ timeout: 1000 });

@@ -160,6 +160,24 @@ Deno.test({
 });
 
 /** Fills `surface` with four quadrants of `colors` (RGB) in its format; returns the RGB per pixel. */
+/** A gst-launch pipeline: one frame from unixfdsrc (with `srcArgs`), as an RGBA PNG at `location`. */
+function oneFrameToPng(srcArgs: string[], location: string): string[] {
+  return [
+    "unixfdsrc",
+    ...srcArgs,
+    "num-buffers=1",
+    "!",
+    "videoconvert",
+    "!",
+    "video/x-raw,format=RGBA",
+    "!",
+    "pngenc",
+    "!",
+    "filesink",
+    `location=${location}`,
+  ];
+}
+
 function paint(surface: Surface, colors: number[][]): (x: number, y: number) => number[] {
   const { width, height } = surface;
   const quadrant = (x: number, y: number) =>
@@ -233,20 +251,7 @@ for (
       const run = async (socket: string, srcArgs: string[]) => {
         const bridge = GstSinkBridge.listen(socket);
         try {
-          await using gst = gstLaunch([
-            "unixfdsrc",
-            ...srcArgs,
-            "num-buffers=1",
-            "!",
-            "videoconvert",
-            "!",
-            "video/x-raw,format=RGBA",
-            "!",
-            "pngenc",
-            "!",
-            "filesink",
-            `location=${png.inside}`,
-          ]);
+          await using gst = gstLaunch(oneFrameToPng(srcArgs, png.inside));
           await bridge.waitForClient(10_000);
           const name = uniqueName("gstpub");
           using publisher = publish(name);
@@ -486,21 +491,9 @@ Deno.test({
     await using bridge = cli(["to-gst", name, `@${socket}`, "--interval", "200"]);
     await bridge.line("serving", 20_000);
     try {
-      await using gst = gstLaunch([
-        "unixfdsrc",
-        `socket-path=${socket}`,
-        "socket-type=abstract",
-        "num-buffers=1",
-        "!",
-        "videoconvert",
-        "!",
-        "video/x-raw,format=RGBA",
-        "!",
-        "pngenc",
-        "!",
-        "filesink",
-        `location=${png.inside}`,
-      ]);
+      await using gst = gstLaunch(
+        oneFrameToPng([`socket-path=${socket}`, "socket-type=abstract"], png.inside),
+      );
       using surface = Surface.create({ width: 320, height: 240, format: "BGRA" });
       const expected = paint(surface, COLORS);
       // Send until GStreamer has its frame (the bridge drops frames while no client is connected).

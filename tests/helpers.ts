@@ -77,6 +77,22 @@ function openRuntimeSignalFds(): void {
   Deno.removeSignalListener("SIGURG", ignore);
 }
 
+/**
+ * Runs `body` between two looks at this process's descriptors (the first
+ * after {@link settleRuntimeFds}) and fails, listing them, if any it opened
+ * is still open.
+ */
+export async function assertNoFdLeak(
+  body: () => Promise<void>,
+  what = "descriptors leaked",
+): Promise<void> {
+  await settleRuntimeFds();
+  const baseline = openFds();
+  await body();
+  const leaked = fdTargets(baseline);
+  if (leaked.length) throw new Error(`${what}: ${leaked.join(", ")}`);
+}
+
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

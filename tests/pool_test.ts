@@ -7,15 +7,7 @@ import {
   Surface,
   SurfacePool,
 } from "../mod.ts";
-import {
-  fdTargets,
-  openFds,
-  settleRuntimeFds,
-  sleep,
-  spawnPeer,
-  uniqueName,
-  waitUntil,
-} from "./helpers.ts";
+import { assertNoFdLeak, sleep, spawnPeer, uniqueName, waitUntil } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 
@@ -157,9 +149,7 @@ Deno.test({
   name: "pool: views outlive a lend but never the memory; close() with surfaces out; no fd leaks",
   ignore: !linux,
   async fn() {
-    await settleRuntimeFds();
-    const baseline = openFds();
-    {
+    await assertNoFdLeak(async () => {
       const pool = new SurfacePool({ width: 32, height: 32, maxSurfaces: 2 });
       const a = pool.tryAcquire()!;
       const view = a.bytes();
@@ -179,8 +169,7 @@ Deno.test({
       again.close(); // released now, since the pool is closed
       assert.equal(view.length, 0, "unmapping the memory detached every view of it");
       pool.close();
-    }
-    assert.deepEqual(fdTargets(baseline), []);
+    });
   },
 });
 

@@ -17,6 +17,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { libc } from "../ffi/linux.ts";
+import { setRegistryForTesting } from "../src/registry.ts";
 import { type Child, sleep, spawnPeer, uniqueName, waitUntil } from "./helpers.ts";
 
 const ignore = Deno.build.os !== "linux";
@@ -346,6 +347,30 @@ Deno.test({
     const dir = `/tmp/surfaceport-${libc().geteuid()}`;
     const files = [...Deno.readDirSync(dir)].map((f) => f.name);
     assert.equal(files.some((f) => f.startsWith(`${pid}-`)), false);
+  },
+});
+
+Deno.test({
+  name: "list() removes an entry's .tmp abandoned by a process killed mid-write, not a fresh one",
+  ignore,
+  async fn() {
+    const path = await Deno.makeTempDir({ prefix: "surfaceport-registry-" });
+    await Deno.chmod(path, 0o700);
+    setRegistryForTesting({ path, uid: libc().geteuid() });
+    try {
+      const abandoned = `${path}/999999-cam.json.tmp`;
+      const fresh = `${path}/999998-cam.json.tmp`;
+      Deno.writeTextFileSync(abandoned, "");
+      Deno.writeTextFileSync(fresh, "{");
+      const anHourAgo = new Date(Date.now() - 3_600_000);
+      Deno.utimeSync(abandoned, anHourAgo, anHourAgo);
+      assert.deepEqual(await list(), []);
+      const names = [...Deno.readDirSync(path)].map((entry) => entry.name);
+      assert.deepEqual(names, ["999998-cam.json.tmp"], "only the one being written is left");
+    } finally {
+      setRegistryForTesting(undefined);
+      await Deno.remove(path, { recursive: true });
+    }
   },
 });
 
