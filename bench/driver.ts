@@ -193,7 +193,9 @@ async function pipelined(spinMicros: number, milliseconds: number): Promise<numb
 // One round of every measurement; bench/run.ts runs several rounds, interleaved with the C
 // floors, so that a burst of noise from the rest of the machine hits every series alike.
 const iterations = config.quick ? 200 : 2000;
-const warmup = config.quick ? 20 : 200;
+// Long enough that V8 has tiered the whole round trip up: a fresh process's first ~10,000 frames
+// also allocate feedback and compiled code, which is start-up cost, not a per-frame cost.
+const warmup = config.quick ? 20 : 20_000;
 const MODES = [["default", 0], ["lowLatency", config.spinMicros]] as const;
 const summary = (samples: ArrayLike<number>) => {
   const list = Array.from(samples);
