@@ -120,9 +120,12 @@ export class Publisher<M = unknown> {
    * the wait for "queue" subscribers; on expiry the frame is withdrawn from
    * those that have not got it and the promise rejects (`TimeoutError`, or
    * the signal's reason). A subscriber that goes away meanwhile counts as
-   * served. Every subscriber sees the same `sequence` for a frame.
+   * served. Every subscriber sees the same `sequence` for a frame. If a
+   * capability cannot be made for some subscriber (e.g. `EMFILE`), the
+   * frame is withdrawn the same way and the promise rejects with that error.
    */
   send(surface: Surface, meta?: M, options: SendOptions = {}): Promise<void> {
+    let batch: SendBatch | undefined;
     try {
       if (this.#closed) throw new ClosedError("publisher", "send");
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
@@ -156,7 +159,6 @@ export class Publisher<M = unknown> {
         this.#last = { message, handle };
       }
       this.#busy();
-      let batch: SendBatch | undefined;
       for (const subscriber of this.#subscribers) {
         // Credits that came back since the last frame, read now without waiting.
         if (!this.#drainControl(subscriber)) continue;
@@ -176,6 +178,13 @@ export class Publisher<M = unknown> {
       if (!batch || batch.remaining === 0) return Promise.resolve();
       return batch.promise;
     } catch (error) {
+      // Failed part-way (e.g. exporting a capability hit EMFILE): withdraw the frame from the
+      // "queue" subscribers it was queued for, and reject through the batch's own promise, so
+      // that no orphaned batch rejects later where nobody listens.
+      if (batch) {
+        batch.fail(error);
+        return batch.promise;
+      }
       return Promise.reject(error);
     }
   }
