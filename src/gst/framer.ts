@@ -5,7 +5,19 @@
  * @module
  */
 
-import { COMMAND_HEADER_SIZE, decodeCommandHeader, DEFAULT_MAX_PAYLOAD } from "./protocol.ts";
+import {
+  COMMAND_HEADER_SIZE,
+  decodeCommandHeader,
+  DEFAULT_MAX_PAYLOAD,
+  GstProtocolError,
+} from "./protocol.ts";
+
+/**
+ * The most descriptors one message may bring: a NEW_BUFFER's `n_memory` is
+ * a byte. Checked as they arrive, so a peer that trickles a large payload
+ * with descriptors on every piece cannot make this process hold more.
+ */
+const MAX_FDS_PER_MESSAGE = 255;
 
 /**
  * A framing state machine for the byte stream: it says how many bytes it
@@ -40,13 +52,21 @@ export class UnixFdFramer {
    * Takes `bytes` (at most {@link want} of them) and the descriptors that
    * arrived with them. Returns a complete `{command, payload, fds}` once a
    * message is whole (the payload is valid until the next call), else
-   * `undefined`. Throws `GstProtocolError` on an oversized payload.
+   * `undefined`. Throws `GstProtocolError` on an oversized payload, or more
+   * than 255 descriptors for one message.
    */
   feed(
     bytes: Uint8Array,
     fds: readonly number[],
   ): { command: number; payload: Uint8Array; fds: number[] } | undefined {
     for (const fd of fds) this.#fds.push(fd);
+    if (this.#fds.length > MAX_FDS_PER_MESSAGE) {
+      throw new GstProtocolError(
+        "FD_COUNT",
+        `a message brought ${this.#fds.length} descriptors; a buffer has at most ` +
+          `${MAX_FDS_PER_MESSAGE} memories`,
+      );
+    }
     let at = 0;
     if (bytes.length > this.want()) throw new RangeError("internal: fed more bytes than wanted");
     if (this.#payloadSize < 0) {
