@@ -257,7 +257,15 @@ export class GstSourceBridge {
             "the bridge takes fd memory (GStreamer's shm allocator), not DMABuf",
         );
       }
-      if (this.#held.size >= this.#maxOutstanding || this.#held.has(buffer.id)) {
+      if (this.#held.has(buffer.id)) {
+        // Never answered with RELEASE: GStreamer would take it for the held buffer's release
+        // and reuse memory a consumer still reads.
+        throw new GstProtocolError(
+          "DUPLICATE_ID",
+          `NEW_BUFFER with id ${buffer.id}, which the bridge still holds`,
+        );
+      }
+      if (this.#held.size >= this.#maxOutstanding) {
         this.#stats.dropped++;
         this.#sendRelease(buffer.id);
         return undefined;

@@ -63,7 +63,8 @@ export type GstProtocolErrorReason =
   | "UNEXPECTED_FDS"
   | "BAD_CAPS"
   | "BAD_META"
-  | "WRONG_DIRECTION";
+  | "WRONG_DIRECTION"
+  | "DUPLICATE_ID";
 
 /**
  * The GStreamer side sent something that is not a valid unixfd message.
