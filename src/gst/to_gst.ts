@@ -126,6 +126,7 @@ export class GstSinkBridge {
   readonly #signal: AbortSignal | undefined;
   readonly #onReleased: ((timestamp: number | undefined) => void) | undefined;
   readonly #message = new Uint8Array(256);
+  #messageInUse = false;
   #caps: string | undefined;
   #nextId = 1n;
   #closed = false;
@@ -237,25 +238,33 @@ export class GstSinkBridge {
     }
     const id = this.#nextId++;
     const layout = defaultGstLayout(surface.format, surface.width, surface.height);
+    // The reused record buffer only while no other send() is still sending from it: a client's
+    // send is queued, and reads the bytes later.
+    const reuse = !this.#messageInUse;
     const message = encodeNewBuffer({
       id,
       pts: monotonicNanos(),
       memories: [{ size: layout.size, offset: 0 }],
-    }, this.#message);
+    }, reuse ? this.#message : undefined);
+    if (reuse) this.#messageInUse = true;
     const entry: Outstanding = { close, timestamp: frame.timestamp, pending: new Set() };
     this.#outstanding.set(id, entry);
-    const backing = backingOf(surface, "GstSinkBridge.send");
-    for (const client of [...this.#clients]) {
-      // One locked description per client: GStreamer's mapping keeps the frame in use.
-      const handle = backing.exportHandle();
-      entry.pending.add(client);
-      try {
-        await client.send(message, [handle]);
-      } catch {
-        this.#dropClient(client);
-      } finally {
-        closeQuietly(handle);
+    try {
+      const backing = backingOf(surface, "GstSinkBridge.send");
+      for (const client of [...this.#clients]) {
+        // One locked description per client: GStreamer's mapping keeps the frame in use.
+        const handle = backing.exportHandle();
+        entry.pending.add(client);
+        try {
+          await client.send(message, [handle]);
+        } catch {
+          this.#dropClient(client);
+        } finally {
+          closeQuietly(handle);
+        }
       }
+    } finally {
+      if (reuse) this.#messageInUse = false;
     }
     this.#settle(id, entry);
   }
