@@ -265,8 +265,9 @@ export class GstSinkBridge {
       }
     } finally {
       if (reuse) this.#messageInUse = false;
+      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.
+      this.#settle(id, entry);
     }
-    this.#settle(id, entry);
   }
 
   /** Sends EOS to every client. */
