@@ -6,7 +6,7 @@
  */
 
 import type { IOSurfaceProperties } from "../../src/darwin/native.ts";
-import { type CFObject, D, FakePort, FakeSurface } from "./model.ts";
+import { type CFObject, D, FakePort, FakeSurface, type KMsg } from "./model.ts";
 import type { FakeTaskPorts } from "./task_ports.ts";
 import { FakeTask } from "./task_surfaces.ts";
 
@@ -17,6 +17,11 @@ export interface Registration {
   owner: FakeTaskPorts;
   /** Set once the port died: when launchd drops the name (`performance.now()` ms). */
   removeAt?: number;
+}
+
+/** Every right a queued message carries: its destination and reply, inline ports, descriptors' rights. */
+function rightsCarriedBy(m: KMsg) {
+  return [m.dest, m.reply, ...m.ports, ...m.descriptors.flatMap((d) => d.rights ?? [])];
 }
 
 /** The fake "kernel": ports, the bootstrap registry, surfaces and CF objects shared by every task. */
@@ -192,13 +197,7 @@ export class FakeMachKernel {
     for (const p of this.ports) {
       if (p.dead) continue;
       for (const m of p.queue) {
-        const carried = [
-          m.dest,
-          m.reply,
-          ...m.ports,
-          ...m.descriptors.flatMap((d) => d.rights ?? []),
-        ];
-        if (carried.some((c) => c?.port === port && c.type === "send")) return true;
+        if (rightsCarriedBy(m).some((c) => c?.port === port && c.type === "send")) return true;
       }
     }
     for (const { port: registered } of this.registry.values()) {
@@ -217,13 +216,7 @@ export class FakeMachKernel {
     for (const p of this.ports) {
       if (p.dead) continue;
       for (const m of p.queue) {
-        const carried = [
-          m.dest,
-          m.reply,
-          ...m.ports,
-          ...m.descriptors.flatMap((d) => d.rights ?? []),
-        ];
-        for (const c of carried) if (c?.type === "send") result.add(c.port);
+        for (const c of rightsCarriedBy(m)) if (c?.type === "send") result.add(c.port);
       }
     }
     for (const { port } of this.registry.values()) if (!port.dead) result.add(port);
