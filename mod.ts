@@ -27,25 +27,30 @@
  * @module
  */
 
-import "./src/check_runtime.ts";
+import "./src/core/check_runtime.ts";
 
-export { Surface } from "./src/surface.ts";
-export type { LockOptions, SurfaceOptions, UnsafeSurfaceHandle } from "./src/surface.ts";
-export { SurfacePool } from "./src/pool.ts";
-export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src/pool.ts";
-export { ACQUIRE_STALL_WARNING_MS } from "./src/pool.ts";
-export { Channel } from "./src/channel.ts";
-export { Frame } from "./src/frame.ts";
-export { connect, listen, Listener } from "./src/listener.ts";
-export type { ChannelOptions, ConnectOptions, SendOptions, WaitOptions } from "./src/options.ts";
-export { publish, Publisher } from "./src/publish.ts";
-export type { PublishOptions } from "./src/publish.ts";
-export type { SubscriberInfo } from "./src/subscriber_state.ts";
-export { subscribe, Subscription } from "./src/subscribe.ts";
-export type { SubscribeOptions, SubscriptionStats } from "./src/subscribe.ts";
-export type { DeliveryPolicy } from "./src/pubsub_wire.ts";
-export { list } from "./src/registry.ts";
-export type { EndpointInfo } from "./src/registry.ts";
+export { Surface } from "./src/surface/surface.ts";
+export type { LockOptions, SurfaceOptions, UnsafeSurfaceHandle } from "./src/surface/surface.ts";
+export { SurfacePool } from "./src/surface/pool.ts";
+export type { AcquireOptions, SurfacePoolOptions, SurfacePoolStats } from "./src/surface/pool.ts";
+export { ACQUIRE_STALL_WARNING_MS } from "./src/surface/pool.ts";
+export { Channel } from "./src/channel/channel.ts";
+export { Frame } from "./src/channel/frame.ts";
+export { connect, listen, Listener } from "./src/channel/listener.ts";
+export type {
+  ChannelOptions,
+  ConnectOptions,
+  SendOptions,
+  WaitOptions,
+} from "./src/channel/options.ts";
+export { publish, Publisher } from "./src/pubsub/publish.ts";
+export type { PublishOptions } from "./src/pubsub/publish.ts";
+export type { SubscriberInfo } from "./src/pubsub/subscriber_state.ts";
+export { subscribe, Subscription } from "./src/pubsub/subscribe.ts";
+export type { SubscribeOptions, SubscriptionStats } from "./src/pubsub/subscribe.ts";
+export type { DeliveryPolicy } from "./src/wire/pubsub_wire.ts";
+export { list } from "./src/channel/registry.ts";
+export type { EndpointInfo } from "./src/channel/registry.ts";
 export {
   canonicalFormat,
   DEFAULT_MAX_SURFACE_BYTES,
@@ -53,16 +58,16 @@ export {
   PIXEL_FORMAT_ALIASES,
   PIXEL_FORMATS,
   ROW_ALIGNMENT,
-} from "./src/geometry.ts";
+} from "./src/core/geometry.ts";
 export type {
   PixelFormat,
   PixelFormatAlias,
   PlaneGeometry,
   SurfaceGeometry,
-} from "./src/geometry.ts";
-export { defaultMatrix, rangeOf, toRGBA, YCBCR_MATRICES } from "./src/convert.ts";
-export type { ToRGBAOptions, YCbCrMatrix, YCbCrRange } from "./src/convert.ts";
-export type { Meta } from "./src/wire.ts";
+} from "./src/core/geometry.ts";
+export { defaultMatrix, rangeOf, toRGBA, YCBCR_MATRICES } from "./src/surface/convert.ts";
+export type { ToRGBAOptions, YCbCrMatrix, YCbCrRange } from "./src/surface/convert.ts";
+export type { Meta } from "./src/wire/wire.ts";
 export {
   AbiMismatchError,
   ClosedError,
@@ -77,9 +82,13 @@ export {
   SystemCallError,
   TimeoutError,
   UnsupportedError,
-} from "./src/errors.ts";
-export type { PeerCredentials, ProtocolErrorReason, SurfaceportErrorCode } from "./src/errors.ts";
-export { MINIMUM_DENO_VERSION } from "./src/version.ts";
+} from "./src/core/errors.ts";
+export type {
+  PeerCredentials,
+  ProtocolErrorReason,
+  SurfaceportErrorCode,
+} from "./src/core/errors.ts";
+export { MINIMUM_DENO_VERSION } from "./src/core/version.ts";
 export { nowMicros } from "./src/platform.ts";
 
 // --- macOS ------------------------------------------------------------------

@@ -25,7 +25,7 @@
  * @module
  */
 
-import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/errors.ts";
+import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
 import { PREBUILT_SHIM_SHA256 } from "./darwin_prebuilt.ts";
 
 export { PREBUILT_SHIM_SHA256 };

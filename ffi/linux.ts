@@ -11,7 +11,7 @@
  * @module
  */
 
-import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/errors.ts";
+import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
 
 /** libc, as surfaceport calls it. */
 export const libcSymbols = {

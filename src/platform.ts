@@ -4,9 +4,9 @@
  * @module
  */
 
-import type { Backend } from "./backend.ts";
-import { UnsupportedError } from "./errors.ts";
-import { nowMicros as processClockMicros } from "./wire.ts";
+import type { Backend } from "./contract/backend.ts";
+import { UnsupportedError } from "./core/errors.ts";
+import { nowMicros as processClockMicros } from "./wire/wire.ts";
 import { darwinBackend } from "./darwin/backend.ts";
 import { setTestBackend } from "./darwin/native.ts";
 import { linuxBackend } from "./linux/backend.ts";

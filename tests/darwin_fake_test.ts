@@ -33,10 +33,10 @@ import {
 import { createDarwinBackend } from "../src/darwin/backend.ts";
 import { encodePortMessage, MSG_ID_SURFACE } from "../src/darwin/messages.ts";
 import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
-import { computeGeometry } from "../src/geometry.ts";
+import { computeGeometry } from "../src/core/geometry.ts";
 import { setBackendForTesting } from "../src/platform.ts";
-import { backingOf } from "../src/surface.ts";
-import { encodeHeader, HEADER_SIZE } from "../src/wire.ts";
+import { backingOf } from "../src/surface/surface.ts";
+import { encodeHeader, HEADER_SIZE } from "../src/wire/wire.ts";
 import type { FakeTask } from "./fakes/fake_darwin.ts";
 import { world } from "./fakes/world.ts";
 

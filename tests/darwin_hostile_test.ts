@@ -27,14 +27,20 @@ import {
   ProtocolError,
   Surface,
 } from "../mod.ts";
-import type { Backend } from "../src/backend.ts";
+import type { Backend } from "../src/contract/backend.ts";
 import { createDarwinBackend } from "../src/darwin/backend.ts";
 import { encodeHandshake, MSG_ID_HELLO, MSG_ID_SURFACE } from "../src/darwin/messages.ts";
 import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
-import { computeGeometry, type SurfaceGeometry } from "../src/geometry.ts";
+import { computeGeometry, type SurfaceGeometry } from "../src/core/geometry.ts";
 import { setBackendForTesting } from "../src/platform.ts";
-import { backingOf } from "../src/surface.ts";
-import { encodeHeader, HEADER_SIZE, META_JSON, WIRE_MAGIC, WIRE_VERSION } from "../src/wire.ts";
+import { backingOf } from "../src/surface/surface.ts";
+import {
+  encodeHeader,
+  HEADER_SIZE,
+  META_JSON,
+  WIRE_MAGIC,
+  WIRE_VERSION,
+} from "../src/wire/wire.ts";
 import { FakeMachKernel, type FakeTask } from "./fakes/fake_darwin.ts";
 import { stallWatchdog } from "./helpers.ts";
 

@@ -20,9 +20,9 @@ import {
   SurfacePool,
   TimeoutError,
 } from "../mod.ts";
-import type { Backend } from "../src/backend.ts";
+import type { Backend } from "../src/contract/backend.ts";
 import { createDarwinBackend } from "../src/darwin/backend.ts";
-import { setRegistryForTesting } from "../src/registry.ts";
+import { setRegistryForTesting } from "../src/channel/registry.ts";
 import { libc } from "../ffi/linux.ts";
 import { sleep, waitUntil } from "./helpers.ts";
 import { world } from "./fakes/world.ts";

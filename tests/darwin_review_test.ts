@@ -22,8 +22,8 @@ import { messageReturned } from "../src/darwin/mach.ts";
 import { receiveOnPort } from "../src/darwin/poller.ts";
 import { MSG_ID_SURFACE, receiveBufferSize } from "../src/darwin/messages.ts";
 import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
-import { backingOf } from "../src/surface.ts";
-import { HEADER_SIZE } from "../src/wire.ts";
+import { backingOf } from "../src/surface/surface.ts";
+import { HEADER_SIZE } from "../src/wire/wire.ts";
 import type { FakeTask } from "./fakes/fake_darwin.ts";
 import { world } from "./fakes/world.ts";
 

@@ -46,7 +46,7 @@ import {
   RECEIVE_OPTIONS,
 } from "../src/darwin/structs.ts";
 import { kernReturnName } from "../src/darwin/mach.ts";
-import { HEADER_SIZE, WIRE_MAGIC } from "../src/wire.ts";
+import { HEADER_SIZE, WIRE_MAGIC } from "../src/wire/wire.ts";
 
 const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");
 

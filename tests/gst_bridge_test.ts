@@ -18,7 +18,7 @@ import {
   encodeRelease,
   GstProtocolError,
 } from "../src/gst/protocol.ts";
-import { TimeoutError } from "../src/errors.ts";
+import { TimeoutError } from "../src/core/errors.ts";
 import {
   fdTargets,
   openFds,

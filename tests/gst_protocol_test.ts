@@ -20,7 +20,7 @@ import {
   matchesDefaultLayout,
   parseVideoCaps,
 } from "../src/gst/caps.ts";
-import { computeGeometry, validateGeometry } from "../src/geometry.ts";
+import { computeGeometry, validateGeometry } from "../src/core/geometry.ts";
 
 function hex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");

@@ -9,7 +9,7 @@ import { decode } from "fast-png";
 import { type Frame, PeerClosedError, publish, subscribe, Surface } from "../mod.ts";
 import { GstSourceBridge } from "../src/gst/from_gst.ts";
 import { GstSinkBridge } from "../src/gst/to_gst.ts";
-import type { PixelFormat } from "../src/geometry.ts";
+import type { PixelFormat } from "../src/core/geometry.ts";
 import { connect } from "../mod.ts";
 import { Child, pair, PEER_FLAGS, sleep, spawnPeer, uniqueName, waitUntil } from "./helpers.ts";
 import { chrootTmp, GST, gstLaunch, withBindMount, within } from "./gst_helpers.ts";

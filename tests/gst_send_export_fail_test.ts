@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { Surface, SystemCallError } from "../mod.ts";
-import type { SurfaceBacking } from "../src/backend.ts";
-import { backingOf } from "../src/surface.ts";
+import type { SurfaceBacking } from "../src/contract/backend.ts";
+import { backingOf } from "../src/surface/surface.ts";
 import { GstSinkBridge } from "../src/gst/to_gst.ts";
 import { connectUnixFd } from "../src/gst/socket.ts";
 import { uniqueName } from "./helpers.ts";

@@ -18,9 +18,9 @@ import assert from "node:assert/strict";
 import { connect, PeerClosedError, Surface } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
 import { libc } from "../ffi/linux.ts";
-import { computeGeometry } from "../src/geometry.ts";
+import { computeGeometry } from "../src/core/geometry.ts";
 import { cmsgLen, cmsgSpace, LINUX } from "../src/linux/structs.ts";
-import { HEADER_SIZE, META_JSON } from "../src/wire.ts";
+import { HEADER_SIZE, META_JSON } from "../src/wire/wire.ts";
 import {
   Child,
   fdTargets,

@@ -54,13 +54,71 @@ Deno.test("layout: no import circle among the modules of src/", async () => {
   assert.deepEqual(cycles, [], `import circles:\n${cycles.map((c) => c.join(" → ")).join("\n")}`);
 });
 
-Deno.test("layout: the platform-neutral contract and Surface import nothing from a backend", async () => {
-  for (const file of ["backend.ts", "surface.ts"]) {
-    const text = await Deno.readTextFile(new URL(`../src/${file}`, import.meta.url));
-    const imports = [...text.matchAll(/from "([^"]+)"/g)].map((m) => m[1]);
-    const platform = imports.filter((s) => /\/(darwin|linux)\//.test(s));
-    // surface.ts names the PixelBuffer type in its public signatures, and nothing else.
-    const allowed = file === "surface.ts" ? ["./darwin/pixel_buffer.ts"] : [];
-    assert.deepEqual(platform.filter((s) => !allowed.includes(s)), [], `src/${file}: ${platform}`);
+/**
+ * Each folder of `src/` sits on a floor and imports only from folders on lower
+ * floors (or from itself), so every arrow points down: see README "Layout".
+ */
+const FLOORS: Record<string, number> = {
+  "core": 0,
+  "ffi": 1, // the runtime seam and symbol tables: uses core only
+  "wire": 2,
+  "contract": 2,
+  "linux": 3,
+  "darwin": 3,
+  "platform.ts": 4, // the switch: which backend this process uses
+  "surface": 5,
+  "gst": 6,
+  "channel": 7,
+  "pubsub": 8,
+};
+/** The platform-neutral folders: they never import a backend. */
+const NEUTRAL = new Set(["core", "wire", "contract", "surface", "channel", "pubsub"]);
+
+/** `src/a/b.ts` → `a`, `src/platform.ts` → `platform.ts`, `ffi/x.ts` → `ffi`. */
+function folderOf(path: string): string {
+  const parts = path.split("/");
+  if (parts[0] === "ffi") return "ffi";
+  return parts.length > 2 ? parts[1] : parts[1];
+}
+
+Deno.test("layout: every import in src/ and ffi/ points to a lower floor, and neutral code never imports a backend", async () => {
+  const root = new URL("../", import.meta.url);
+  const violations: string[] = [];
+  const files: string[] = [];
+  const walk = async (dir: string) => {
+    for await (const entry of Deno.readDir(new URL(dir, root))) {
+      const path = `${dir}${entry.name}`;
+      if (entry.isDirectory) await walk(`${path}/`);
+      else if (entry.name.endsWith(".ts")) files.push(path);
+    }
+  };
+  await walk("src/");
+  await walk("ffi/");
+  assert.ok(files.length > 40, `expected all of src/ and ffi/, got ${files.length} files`);
+  for (const file of files) {
+    const from = folderOf(file);
+    assert.ok(from in FLOORS, `${file}: folder ${from} has no floor: add it to FLOORS`);
+    const text = await Deno.readTextFile(new URL(file, root));
+    for (const match of text.matchAll(/^(import|export)( type)? [^;]*? from "(\.[^"]+)"/gms)) {
+      const typeOnly = match[2] !== undefined;
+      const target = new URL(match[3], new URL(file, root)).href.slice(root.href.length);
+      const to = folderOf(target);
+      if (!(to in FLOORS)) {
+        violations.push(`${file} imports ${target}, outside src/ and ffi/`);
+        continue;
+      }
+      if (to !== from && FLOORS[to] >= FLOORS[from]) {
+        violations.push(
+          `${file} (${from}, floor ${FLOORS[from]}) imports ${target} (floor ${FLOORS[to]})`,
+        );
+      }
+      // surface.ts names the macOS PixelBuffer type in its public signatures, and nothing else.
+      const allowed = typeOnly && file === "src/surface/surface.ts" &&
+        target === "src/darwin/pixel_buffer.ts";
+      if (NEUTRAL.has(from) && (to === "linux" || to === "darwin") && !allowed) {
+        violations.push(`${file} is platform-neutral but imports the backend file ${target}`);
+      }
+    }
   }
+  assert.deepEqual(violations, [], violations.join("\n"));
 });

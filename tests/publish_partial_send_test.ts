@@ -8,8 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { publish, subscribe, Surface, SystemCallError } from "../mod.ts";
-import type { SurfaceBacking } from "../src/backend.ts";
-import { backingOf } from "../src/surface.ts";
+import type { SurfaceBacking } from "../src/contract/backend.ts";
+import { backingOf } from "../src/surface/surface.ts";
 import { sleep, uniqueName, waitUntil } from "./helpers.ts";
 
 /** A surface over `real`'s memory whose `exportHandle` throws from call number `failAt` on. */

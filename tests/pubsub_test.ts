@@ -17,7 +17,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { libc } from "../ffi/linux.ts";
-import { setRegistryForTesting } from "../src/registry.ts";
+import { setRegistryForTesting } from "../src/channel/registry.ts";
 import { type Child, sleep, spawnPeer, uniqueName, waitUntil } from "./helpers.ts";
 
 const ignore = Deno.build.os !== "linux";
@@ -411,7 +411,7 @@ Deno.test({
   ignore,
   async fn() {
     const { backend } = await import("../src/platform.ts");
-    const { encodeCredit, encodeSubscribe } = await import("../src/pubsub_wire.ts");
+    const { encodeCredit, encodeSubscribe } = await import("../src/wire/pubsub_wire.ts");
     const name = uniqueName("pshostile");
     using publisher = publish(name);
     using good = await subscribe(name, { timeout: 5000 });

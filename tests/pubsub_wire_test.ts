@@ -6,7 +6,7 @@ import {
   encodeCredit,
   encodeSubscribe,
   MAX_DEPTH,
-} from "../src/pubsub_wire.ts";
+} from "../src/wire/pubsub_wire.ts";
 
 Deno.test("pubsub wire: SUBSCRIBE and CREDIT are the 16 bytes protocol.md gives", () => {
   assert.deepEqual(

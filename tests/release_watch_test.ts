@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { listen, Surface, SurfacePool } from "../mod.ts";
-import { backingOf } from "../src/surface.ts";
+import { backingOf } from "../src/surface/surface.ts";
 import { InotifyReleaseWatcher } from "../src/linux/surface.ts";
 import { fdTargets, openFds, pair, settleRuntimeFds, spawnPeer, uniqueName } from "./helpers.ts";
 

@@ -11,9 +11,9 @@
 
 import assert from "node:assert/strict";
 import { listen, ProtocolError } from "../mod.ts";
-import { computeGeometry, type SurfaceGeometry } from "../src/geometry.ts";
+import { computeGeometry, type SurfaceGeometry } from "../src/core/geometry.ts";
 import { LINUX } from "../src/linux/structs.ts";
-import { encodeHeader, HEADER_SIZE, META_BYTES, META_JSON, META_NONE } from "../src/wire.ts";
+import { encodeHeader, HEADER_SIZE, META_BYTES, META_JSON, META_NONE } from "../src/wire/wire.ts";
 import { Child, fdTargets, openFds, settleRuntimeFds, uniqueName } from "./helpers.ts";
 import {
   closeAll,

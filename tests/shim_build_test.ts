@@ -17,7 +17,7 @@ import {
   type ShimDownload,
   verifyPrebuiltShim,
 } from "../ffi/darwin.ts";
-import { LibraryLoadError } from "../src/errors.ts";
+import { LibraryLoadError } from "../src/core/errors.ts";
 import { checkAdhocSignature, fatSlices, minimumOs, sha256Hex } from "../tools/macho.ts";
 
 const root = new URL("..", import.meta.url).pathname;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ClosedError, LockStateError, PIXEL_FORMATS, Surface } from "../mod.ts";
-import { computeGeometry } from "../src/geometry.ts";
-import { backingOf } from "../src/surface.ts";
+import { computeGeometry } from "../src/core/geometry.ts";
+import { backingOf } from "../src/surface/surface.ts";
 import type { MemfdSurface } from "../src/linux/surface.ts";
 import { libc } from "../ffi/linux.ts";
 import { collectGarbage, fdCount, fdTargets, openFds, settleRuntimeFds } from "./helpers.ts";

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { ProtocolError } from "../mod.ts";
-import { computeGeometry } from "../src/geometry.ts";
+import { computeGeometry } from "../src/core/geometry.ts";
 import { LINUX } from "../src/linux/structs.ts";
 import { checkKnownMemfd, mapVerifiedMemfd, verifyMemfd } from "../src/linux/verify.ts";
 import { fstatx } from "../src/linux/libc.ts";

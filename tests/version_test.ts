@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SurfaceportError } from "../mod.ts";
-import { assertDenoVersion, isVersionAtLeast, MINIMUM_DENO_VERSION } from "../src/version.ts";
+import { assertDenoVersion, isVersionAtLeast, MINIMUM_DENO_VERSION } from "../src/core/version.ts";
 
 Deno.test("version: Deno older than 2.7.6 is refused with a clear message", () => {
   assert.equal(MINIMUM_DENO_VERSION, "2.7.6");

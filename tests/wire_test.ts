@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ProtocolError } from "../mod.ts";
-import { computeGeometry } from "../src/geometry.ts";
+import { computeGeometry } from "../src/core/geometry.ts";
 import {
   decodeHeader,
   decodeMeta,
@@ -12,7 +12,7 @@ import {
   META_BYTES,
   META_JSON,
   META_NONE,
-} from "../src/wire.ts";
+} from "../src/wire/wire.ts";
 
 function hex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");

@@ -35,7 +35,7 @@ import {
   MACH_MSG_TRAILER_SIZE,
 } from "../src/darwin/structs.ts";
 import { coreFoundation, coreVideo, ioSurface, libSystem } from "../ffi/darwin.ts";
-import { fourccOf, PIXEL_FORMATS, type PixelFormat } from "../src/geometry.ts";
+import { fourccOf, PIXEL_FORMATS, type PixelFormat } from "../src/core/geometry.ts";
 import { sectionBytes } from "./macho.ts";
 
 /** The architectures facts are extracted for. */
@@ -82,7 +82,7 @@ export const CODEC_FACTS: Readonly<Record<string, number>> = {
   "offsetof(mach_msg_audit_trailer_t, msgh_trailer_size)": 4,
   "offsetof(mach_msg_audit_trailer_t, msgh_audit)": AUDIT_TRAILER_TOKEN_OFFSET,
   "sizeof(security_token_t)": 8,
-  // The pixel formats IOSurfaceCreate and the wire header are given (src/geometry.ts).
+  // The pixel formats IOSurfaceCreate and the wire header are given (src/core/geometry.ts).
   ...pixelFormatFacts(),
 };
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AbiMismatchError } from "../errors.ts";
+import { AbiMismatchError } from "../core/errors.ts";
 import {
   AUDIT_TOKEN_EGID_INDEX,
   AUDIT_TOKEN_EUID_INDEX,

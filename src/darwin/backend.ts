@@ -7,8 +7,8 @@
  */
 
 import { loadFrameworks } from "../../ffi/darwin.ts";
-import type { Backend, BackendConnection } from "../backend.ts";
-import { MachError } from "../errors.ts";
+import type { Backend, BackendConnection } from "../contract/backend.ts";
+import { MachError } from "../core/errors.ts";
 import { connectMach, MachListener } from "./listener.ts";
 import { lookUp, serviceName } from "./bootstrap.ts";
 import { machError } from "./mach.ts";

@@ -6,7 +6,7 @@
  *
  * - A surface is one complex message: the send right from
  *   `IOSurfaceCreateMachPort` as MOVE_SEND in a port descriptor, then the
- *   platform-neutral wire header and metadata inline (`src/wire.ts`).
+ *   platform-neutral wire header and metadata inline (`src/wire/wire.ts`).
  * - Each inbox has a `MACH_NOTIFY_NO_SENDERS` request (sync 1): when the
  *   peer's send right goes — it closed the channel, or died and the kernel
  *   reclaimed its rights — the kernel queues the notification behind any
@@ -22,15 +22,15 @@ import type {
   ConnectionLimits,
   PeerPredicate,
   ReceivedMessage,
-} from "../backend.ts";
+} from "../contract/backend.ts";
 import {
   ClosedError,
   PeerClosedError,
   type PeerCredentials,
   ProtocolError,
   throwIfAborted,
-} from "../errors.ts";
-import { decodeHeader, DEFAULT_MAX_META_BYTES, HEADER_SIZE } from "../wire.ts";
+} from "../core/errors.ts";
+import { decodeHeader, DEFAULT_MAX_META_BYTES, HEADER_SIZE } from "../wire/wire.ts";
 import {
   destroyReceived,
   drainAndDestroy,

@@ -21,7 +21,7 @@ import type {
   BackendListener,
   ConnectionLimits,
   PeerPredicate,
-} from "../backend.ts";
+} from "../contract/backend.ts";
 import {
   ClosedError,
   PeerClosedError,
@@ -29,8 +29,8 @@ import {
   ProtocolError,
   throwIfAborted,
   TimeoutError,
-} from "../errors.ts";
-import { WIRE_MAGIC, WIRE_VERSION } from "../wire.ts";
+} from "../core/errors.ts";
+import { WIRE_MAGIC, WIRE_VERSION } from "../wire/wire.ts";
 import {
   allocateInbox,
   baseReturn,

@@ -10,7 +10,13 @@
  * @module
  */
 
-import { ClosedError, MachError, ProtocolError, throwIfAborted, TimeoutError } from "../errors.ts";
+import {
+  ClosedError,
+  MachError,
+  ProtocolError,
+  throwIfAborted,
+  TimeoutError,
+} from "../core/errors.ts";
 import type { DarwinNative } from "./native.ts";
 import {
   DARWIN,

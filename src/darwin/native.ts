@@ -24,9 +24,9 @@ import {
   type Shim,
   SHIM_PATH_ENV,
 } from "../../ffi/darwin.ts";
-import { LibraryLoadError } from "../errors.ts";
-import type { Backend } from "../backend.ts";
-import type { PlaneGeometry } from "../geometry.ts";
+import { LibraryLoadError } from "../core/errors.ts";
+import type { Backend } from "../contract/backend.ts";
+import type { PlaneGeometry } from "../core/geometry.ts";
 import { assertAbiReport } from "./abi.ts";
 import { DARWIN } from "./structs.ts";
 

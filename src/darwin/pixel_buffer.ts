@@ -6,8 +6,8 @@
  * @module
  */
 
-import { ClosedError, LockStateError, UnsupportedError } from "../errors.ts";
-import { computeGeometry, fourccOf, type PixelFormat } from "../geometry.ts";
+import { ClosedError, LockStateError, UnsupportedError } from "../core/errors.ts";
+import { computeGeometry, fourccOf, type PixelFormat } from "../core/geometry.ts";
 import { machError } from "./mach.ts";
 import { activeDarwinNative, type DarwinNative } from "./native.ts";
 import { DARWIN } from "./structs.ts";

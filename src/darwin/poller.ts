@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ClosedError, throwIfAborted, TimeoutError } from "../errors.ts";
+import { ClosedError, throwIfAborted, TimeoutError } from "../core/errors.ts";
 import type { DarwinNative } from "./native.ts";
 import {
   checkKern,

@@ -9,8 +9,8 @@
  * @module
  */
 
-import { type PeerCredentials, ProtocolError, throwIfAborted } from "../errors.ts";
-import { UnsupportedError } from "../errors.ts";
+import { type PeerCredentials, ProtocolError, throwIfAborted } from "../core/errors.ts";
+import { UnsupportedError } from "../core/errors.ts";
 import {
   destroyReceived,
   machError,

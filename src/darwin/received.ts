@@ -7,8 +7,8 @@
  * @module
  */
 
-import { ProtocolError } from "../errors.ts";
-import type { SurfaceGeometry } from "../geometry.ts";
+import { ProtocolError } from "../core/errors.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
 import type { MachPort } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
 import { IOSurfaceHolder } from "./surface.ts";

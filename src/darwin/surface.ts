@@ -21,10 +21,10 @@
  * @module
  */
 
-import type { SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
-import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
-import { LockStateError } from "../errors.ts";
-import { fourccOf, type SurfaceGeometry } from "../geometry.ts";
+import type { SurfaceBacking, UnsafeSurfaceHandle } from "../contract/backend.ts";
+import { detachBuffer, sharedBuffer } from "../core/shared_buffer.ts";
+import { LockStateError } from "../core/errors.ts";
+import { fourccOf, type SurfaceGeometry } from "../core/geometry.ts";
 import { machError } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
 import { PixelBuffer, pixelBufferInternals } from "./pixel_buffer.ts";

@@ -13,7 +13,7 @@ import {
   type PlaneGeometry,
   type SurfaceGeometry,
   validateGeometry,
-} from "../geometry.ts";
+} from "../core/geometry.ts";
 import type { DarwinNative } from "./native.ts";
 
 /** The layout an IOSurface reports about itself. */

@@ -13,12 +13,16 @@
  * @module
  */
 
-import { ProtocolError } from "../errors.ts";
-import { DEFAULT_MAX_SURFACE_BYTES, type SurfaceGeometry, validateGeometry } from "../geometry.ts";
+import { ProtocolError } from "../core/errors.ts";
+import {
+  DEFAULT_MAX_SURFACE_BYTES,
+  type SurfaceGeometry,
+  validateGeometry,
+} from "../core/geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
 import { LINUX } from "../linux/structs.ts";
 import { MappingCache } from "../linux/received.ts";
-import { Surface } from "../surface.ts";
+import { Surface } from "../surface/surface.ts";
 
 /**
  * Adds `F_SEAL_GROW` (and `F_SEAL_SHRINK`) to `fd` if its sealing is still

@@ -20,7 +20,7 @@ import {
   type PlaneGeometry,
   type SurfaceGeometry,
   validateGeometry,
-} from "../geometry.ts";
+} from "../core/geometry.ts";
 import { GST_VIDEO_FORMAT, GstProtocolError, type GstVideoMetaRecord } from "./protocol.ts";
 
 /** What the bridge needs out of a caps string. */

@@ -18,8 +18,8 @@
  * @module
  */
 
-import type { PeerPredicate } from "../backend.ts";
-import { customInspect } from "../inspect.ts";
+import type { PeerPredicate } from "../contract/backend.ts";
+import { customInspect } from "../core/inspect.ts";
 import {
   PeerClosedError,
   type PeerCredentials,
@@ -27,12 +27,12 @@ import {
   ProtocolError,
   TimeoutError,
   UnsupportedError,
-} from "../errors.ts";
+} from "../core/errors.ts";
 import { check, closeQuietly, fstatx, libc, procFdPath } from "../linux/libc.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
-import type { Surface } from "../surface.ts";
+import type { Surface } from "../surface/surface.ts";
 import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
 import {
   defaultGstLayout,
@@ -40,7 +40,7 @@ import {
   type GstVideoCaps,
   parseVideoCaps,
 } from "./caps.ts";
-import { SurfacePool } from "../pool.ts";
+import { SurfacePool } from "../surface/pool.ts";
 import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
 

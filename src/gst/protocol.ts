@@ -22,7 +22,7 @@
  * @module
  */
 
-import { SurfaceportError } from "../errors.ts";
+import { SurfaceportError } from "../core/errors.ts";
 
 /** The command codes of the unixfd protocol. */
 export const GST_COMMAND = {

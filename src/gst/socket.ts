@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { PeerPredicate } from "../backend.ts";
+import type { PeerPredicate } from "../contract/backend.ts";
 import {
   ClosedError,
   PeerClosedError,
@@ -20,7 +20,7 @@ import {
   PeerRefusedError,
   throwIfAborted,
   TimeoutError,
-} from "../errors.ts";
+} from "../core/errors.ts";
 import {
   addressOf,
   check,

@@ -21,13 +21,13 @@
  * @module
  */
 
-import type { PeerPredicate } from "../backend.ts";
-import { customInspect } from "../inspect.ts";
-import type { PeerCredentials } from "../errors.ts";
-import { alignUp, type SurfaceGeometry } from "../geometry.ts";
+import type { PeerPredicate } from "../contract/backend.ts";
+import { customInspect } from "../core/inspect.ts";
+import type { PeerCredentials } from "../core/errors.ts";
+import { alignUp, type SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
 import { backend } from "../platform.ts";
-import { backingOf, Surface } from "../surface.ts";
+import { backingOf, Surface } from "../surface/surface.ts";
 import { capsOf, defaultGstLayout, matchesDefaultLayout } from "./caps.ts";
 import { encodeCaps, encodeEos, encodeNewBuffer } from "./protocol.ts";
 import { type UnixFdConnection, UnixFdServer } from "./socket.ts";

@@ -4,8 +4,8 @@
  * @module
  */
 
-import type { Backend } from "../backend.ts";
-import { SystemCallError } from "../errors.ts";
+import type { Backend } from "../contract/backend.ts";
+import { SystemCallError } from "../core/errors.ts";
 import { ABSTRACT_PREFIX, connectSocket, SocketListener } from "./listener.ts";
 import { closeQuietly, cString, ERRNO, libc, readErrno, reopen, systemError } from "./libc.ts";
 import { LINUX } from "./structs.ts";

@@ -12,15 +12,15 @@
  * @module
  */
 
-import type { BackendConnection, ConnectionLimits, ReceivedMessage } from "../backend.ts";
+import type { BackendConnection, ConnectionLimits, ReceivedMessage } from "../contract/backend.ts";
 import {
   ClosedError,
   PeerClosedError,
   type PeerCredentials,
   ProtocolError,
   throwIfAborted,
-} from "../errors.ts";
-import { HEADER_SIZE, HeaderDecoder } from "../wire.ts";
+} from "../core/errors.ts";
+import { HEADER_SIZE, HeaderDecoder } from "../wire/wire.ts";
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { newEventFd, waitReady, wake } from "./poller.ts";
 import { MappingCache } from "./received.ts";

@@ -6,7 +6,7 @@
  */
 
 import { type Libc, libc } from "../../ffi/linux.ts";
-import { SystemCallError } from "../errors.ts";
+import { SystemCallError } from "../core/errors.ts";
 import {
   decodeFlockType,
   decodeStatfsType,

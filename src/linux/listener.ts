@@ -14,7 +14,7 @@ import type {
   BackendListener,
   ConnectionLimits,
   PeerPredicate,
-} from "../backend.ts";
+} from "../contract/backend.ts";
 import {
   ClosedError,
   type PeerCredentials,
@@ -22,7 +22,7 @@ import {
   SystemCallError,
   throwIfAborted,
   TimeoutError,
-} from "../errors.ts";
+} from "../core/errors.ts";
 import {
   check,
   closeQuietly,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { throwIfAborted, TimeoutError } from "../errors.ts";
+import { throwIfAborted, TimeoutError } from "../core/errors.ts";
 import { check, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { decodePollRevents, encodePollfd, LINUX, POLLFD_SIZE } from "./structs.ts";
 

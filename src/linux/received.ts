@@ -9,9 +9,9 @@
  * @module
  */
 
-import type { SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
-import type { SurfaceGeometry } from "../geometry.ts";
-import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
+import type { SurfaceBacking, UnsafeSurfaceHandle } from "../contract/backend.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
+import { detachBuffer, sharedBuffer } from "../core/shared_buffer.ts";
 import { closeQuietly, dupCloexec, fstatxNumbers, isLockedElsewhere, reopen } from "./libc.ts";
 import { LINUX } from "./structs.ts";
 import { checkKnownMemfd, mapVerifiedMemfd, type MemfdLimits, verifyMemfd } from "./verify.ts";

@@ -17,9 +17,9 @@
  * @module
  */
 
-import type { ReleaseWatcher, SurfaceBacking, UnsafeSurfaceHandle } from "../backend.ts";
-import { TimeoutError } from "../errors.ts";
-import type { SurfaceGeometry } from "../geometry.ts";
+import type { ReleaseWatcher, SurfaceBacking, UnsafeSurfaceHandle } from "../contract/backend.ts";
+import { TimeoutError } from "../core/errors.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
 import {
   check,
   closeQuietly,
@@ -33,7 +33,7 @@ import {
   tryMapShared,
   trySetOfdLock,
 } from "./libc.ts";
-import { detachBuffer, sharedBuffer } from "../shared_buffer.ts";
+import { detachBuffer, sharedBuffer } from "../core/shared_buffer.ts";
 import { waitReady } from "./poller.ts";
 import { LINUX } from "./structs.ts";
 

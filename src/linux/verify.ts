@@ -27,8 +27,8 @@
  * @module
  */
 
-import { ProtocolError, SystemCallError } from "../errors.ts";
-import { type SurfaceGeometry, validateGeometry } from "../geometry.ts";
+import { ProtocolError, SystemCallError } from "../core/errors.ts";
+import { type SurfaceGeometry, validateGeometry } from "../core/geometry.ts";
 import {
   closeQuietly,
   ERRNO,

@@ -6,7 +6,7 @@
  */
 
 import type { DarwinNative, IOSurfaceProperties } from "../../src/darwin/native.ts";
-import { computeGeometry, formatOfFourcc } from "../../src/geometry.ts";
+import { computeGeometry, formatOfFourcc } from "../../src/core/geometry.ts";
 import { type CFObject, D, type FakeSurface } from "./model.ts";
 import { FakeTaskMessages } from "./task_messages.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Backend } from "../../src/backend.ts";
+import type { Backend } from "../../src/contract/backend.ts";
 import { createDarwinBackend } from "../../src/darwin/backend.ts";
 import { setBackendForTesting } from "../../src/platform.ts";
 import { FakeMachKernel, type FakeTask } from "./fake_darwin.ts";

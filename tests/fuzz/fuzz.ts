@@ -28,9 +28,9 @@
  * @module
  */
 
-import { ProtocolError } from "../../src/errors.ts";
+import { ProtocolError } from "../../src/core/errors.ts";
 import { GST_TARGETS } from "./gst_targets.ts";
-import { computeGeometry, PIXEL_FORMATS, validateGeometry } from "../../src/geometry.ts";
+import { computeGeometry, PIXEL_FORMATS, validateGeometry } from "../../src/core/geometry.ts";
 import {
   CMSGHDR_SIZE,
   cmsgLen,
@@ -72,7 +72,7 @@ import {
   META_JSON,
   META_NONE,
   WIRE_MAGIC,
-} from "../../src/wire.ts";
+} from "../../src/wire/wire.ts";
 
 // --- PRNG -----------------------------------------------------------------------
 

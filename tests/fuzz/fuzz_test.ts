@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { decodeHeader, HEADER_SIZE } from "../../src/wire.ts";
-import { ProtocolError } from "../../src/errors.ts";
+import { decodeHeader, HEADER_SIZE } from "../../src/wire/wire.ts";
+import { ProtocolError } from "../../src/core/errors.ts";
 import { fuzz, mutate, TARGETS, Xorshift } from "./fuzz.ts";
 
 // The normal suite runs a slice of `deno task fuzz` (which runs 100,000 per decoder).

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { validateGeometry } from "../../src/geometry.ts";
+import { validateGeometry } from "../../src/core/geometry.ts";
 import { geometryOfGstBuffer, parseVideoCaps } from "../../src/gst/caps.ts";
 import {
   decodeClientMessage,

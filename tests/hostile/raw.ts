@@ -11,7 +11,11 @@
  * @module
  */
 
-import { computeGeometry, type PixelFormat, type SurfaceGeometry } from "../../src/geometry.ts";
+import {
+  computeGeometry,
+  type PixelFormat,
+  type SurfaceGeometry,
+} from "../../src/core/geometry.ts";
 import { socketAddress } from "../../src/linux/listener.ts";
 import {
   cmsgLen,
@@ -22,7 +26,7 @@ import {
   LINUX,
   MSGHDR_SIZE,
 } from "../../src/linux/structs.ts";
-import { encodeHeader, HEADER_SIZE, META_NONE } from "../../src/wire.ts";
+import { encodeHeader, HEADER_SIZE, META_NONE } from "../../src/wire/wire.ts";
 
 const symbols = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { customInspect } from "./inspect.ts";
-import type { BackendListener } from "./backend.ts";
+import { customInspect } from "../core/inspect.ts";
+import type { BackendListener } from "../contract/backend.ts";
 import { Channel } from "./channel.ts";
-import { ClosedError, SystemCallError, TimeoutError } from "./errors.ts";
+import { ClosedError, SystemCallError, TimeoutError } from "../core/errors.ts";
 import {
   type ChannelOptions,
   connectBackend,
@@ -19,7 +19,7 @@ import {
   resolvePeerCheck,
   type WaitOptions,
 } from "./options.ts";
-import { backend } from "./platform.ts";
+import { backend } from "../platform.ts";
 import { register, type Registration } from "./registry.ts";
 
 /** A bound name that peers connect to. */

@@ -22,8 +22,8 @@
  * @module
  */
 
-import type { PeerCredentials } from "./errors.ts";
-import type { SurfaceGeometry } from "./geometry.ts";
+import type { PeerCredentials } from "../core/errors.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
 
 /**
  * The native handle under a surface, for other native code (GStreamer, a
@@ -56,7 +56,7 @@ export interface SurfaceBacking {
   /**
    * The one `ArrayBuffer` over the whole memory, shared by every `Surface`
    * over this memory and detached (all its views emptied) right before the
-   * memory is unmapped (see `src/shared_buffer.ts`). It references the
+   * memory is unmapped (see `src/core/shared_buffer.ts`). It references the
    * backing, so a live view keeps the memory mapped.
    */
   memory(): ArrayBuffer;
@@ -150,7 +150,7 @@ export interface BackendConnection {
   tryReceive?(): ReceivedMessage | undefined;
   /**
    * Sends a control message (publish/subscribe: SUBSCRIBE, CREDIT; see
-   * `src/pubsub_wire.ts`) that carries no handle. Waits for room like
+   * `src/wire/pubsub_wire.ts`) that carries no handle. Waits for room like
    * {@link send}.
    */
   sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void>;

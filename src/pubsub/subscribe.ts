@@ -9,7 +9,12 @@
  * @module
  */
 
-import type { Backend, BackendConnection, ConnectionLimits, PeerPredicate } from "./backend.ts";
+import type {
+  Backend,
+  BackendConnection,
+  ConnectionLimits,
+  PeerPredicate,
+} from "../contract/backend.ts";
 import {
   abortableSleep,
   type ChannelOptions,
@@ -17,8 +22,8 @@ import {
   deadlineOf,
   resolveConnectOptions,
   type WaitOptions,
-} from "./options.ts";
-import { type Frame, frameOf, framesUntilClosed } from "./frame.ts";
+} from "../channel/options.ts";
+import { type Frame, frameOf, framesUntilClosed } from "../channel/frame.ts";
 import {
   ClosedError,
   PeerClosedError,
@@ -26,15 +31,15 @@ import {
   ProtocolError,
   throwIfAborted,
   TimeoutError,
-} from "./errors.ts";
-import { backend } from "./platform.ts";
+} from "../core/errors.ts";
+import { backend } from "../platform.ts";
 import {
   CONTROL_SIZE,
   type DeliveryPolicy,
   encodeSubscribe,
   MAX_DEPTH,
   writeCredit,
-} from "./pubsub_wire.ts";
+} from "../wire/pubsub_wire.ts";
 
 /** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
 export interface SubscribeOptions extends ChannelOptions {

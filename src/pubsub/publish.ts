@@ -1,6 +1,6 @@
 /**
  * One producer, many consumers: {@link publish} binds a name that any number
- * of subscribers (`subscribe()` in `src/subscribe.ts`, or a C / Python peer
+ * of subscribers (`subscribe()` in `src/pubsub/subscribe.ts`, or a C / Python peer
  * speaking `docs/protocol.md`) connect to. Platform-neutral: it runs on the
  * backend's connections and listeners, like `Channel` and `Listener`.
  *
@@ -16,32 +16,32 @@
  * @module
  */
 
-import type { Backend, BackendConnection, BackendListener } from "./backend.ts";
+import type { Backend, BackendConnection, BackendListener } from "../contract/backend.ts";
 import {
   type ChannelOptions,
   deadlineOf,
   resolveLimits,
   resolvePeerCheck,
   type SendOptions,
-} from "./options.ts";
-import { ClosedError, PeerClosedError, throwIfAborted } from "./errors.ts";
-import { backend, nowMicros as clockNow } from "./platform.ts";
-import { decodeControlMessage, MESSAGE_SUBSCRIBE } from "./pubsub_wire.ts";
-import { register, type Registration } from "./registry.ts";
+} from "../channel/options.ts";
+import { ClosedError, PeerClosedError, throwIfAborted } from "../core/errors.ts";
+import { backend, nowMicros as clockNow } from "../platform.ts";
+import { decodeControlMessage, MESSAGE_SUBSCRIBE } from "../wire/pubsub_wire.ts";
+import { register, type Registration } from "../channel/registry.ts";
 import {
   type Outgoing,
   SendBatch,
   type SubscriberInfo,
   SubscriberState,
 } from "./subscriber_state.ts";
-import { backingOf, Surface } from "./surface.ts";
+import { backingOf, Surface } from "../surface/surface.ts";
 import {
   DEFAULT_MAX_META_BYTES,
   encodeHeader,
   encodeMeta,
   HEADER_SIZE,
   type Meta,
-} from "./wire.ts";
+} from "../wire/wire.ts";
 
 /** Options of {@link publish}: those of `listen()`, plus what a publisher keeps. */
 export interface PublishOptions extends ChannelOptions {

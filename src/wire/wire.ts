@@ -13,8 +13,8 @@ import {
   type PlaneGeometry,
   type SurfaceGeometry,
   validateGeometry,
-} from "./geometry.ts";
-import { ProtocolError } from "./errors.ts";
+} from "../core/geometry.ts";
+import { ProtocolError } from "../core/errors.ts";
 
 /** The four bytes every message starts with: ASCII `SPRT`. */
 export const WIRE_MAGIC = 0x54525053; // "SPRT" read as a little-endian u32

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { customInspect } from "./inspect.ts";
-import type { SurfaceBacking, UnsafeSurfaceHandle } from "./backend.ts";
-import type { PixelBuffer } from "./darwin/pixel_buffer.ts";
-import { ClosedError, LockStateError, UnsupportedError } from "./errors.ts";
+import { customInspect } from "../core/inspect.ts";
+import type { SurfaceBacking, UnsafeSurfaceHandle } from "../contract/backend.ts";
+import type { PixelBuffer } from "../darwin/pixel_buffer.ts";
+import { ClosedError, LockStateError, UnsupportedError } from "../core/errors.ts";
 import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
@@ -17,8 +17,8 @@ import {
   planeByteLength,
   type PlaneGeometry,
   type SurfaceGeometry,
-} from "./geometry.ts";
-import { backend } from "./platform.ts";
+} from "../core/geometry.ts";
+import { backend } from "../platform.ts";
 
 export type { UnsafeSurfaceHandle };
 

@@ -5,12 +5,12 @@
  * @module
  */
 
-import type { ReceivedMessage } from "./backend.ts";
-import { ClosedError, PeerClosedError } from "./errors.ts";
-import { customInspect } from "./inspect.ts";
-import { nowMicros as clockNow } from "./platform.ts";
-import { Surface } from "./surface.ts";
-import { decodeMeta } from "./wire.ts";
+import type { ReceivedMessage } from "../contract/backend.ts";
+import { ClosedError, PeerClosedError } from "../core/errors.ts";
+import { customInspect } from "../core/inspect.ts";
+import { nowMicros as clockNow } from "../platform.ts";
+import { Surface } from "../surface/surface.ts";
+import { decodeMeta } from "../wire/wire.ts";
 
 /**
  * A surface received from a peer, with what was sent along with it. `M` is

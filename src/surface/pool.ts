@@ -7,17 +7,17 @@
  * @module
  */
 
-import { customInspect } from "./inspect.ts";
-import type { ReleaseWatcher, SurfaceBacking } from "./backend.ts";
-import { ClosedError, PoolExhaustedError, throwIfAborted } from "./errors.ts";
+import { customInspect } from "../core/inspect.ts";
+import type { ReleaseWatcher, SurfaceBacking } from "../contract/backend.ts";
+import { ClosedError, PoolExhaustedError, throwIfAborted } from "../core/errors.ts";
 import {
   computeGeometry,
   DEFAULT_MAX_SURFACE_BYTES,
   type PixelFormat,
   type PixelFormatAlias,
   type SurfaceGeometry,
-} from "./geometry.ts";
-import { backend } from "./platform.ts";
+} from "../core/geometry.ts";
+import { backend } from "../platform.ts";
 import { openReceivedCount, Surface } from "./surface.ts";
 
 /** Options of {@link SurfacePool}. */

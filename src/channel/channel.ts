@@ -7,9 +7,9 @@
  * @module
  */
 
-import { customInspect } from "./inspect.ts";
-import type { BackendConnection, ReceivedMessage } from "./backend.ts";
-import { ClosedError, type PeerCredentials, throwIfAborted } from "./errors.ts";
+import { customInspect } from "../core/inspect.ts";
+import type { BackendConnection, ReceivedMessage } from "../contract/backend.ts";
+import { ClosedError, type PeerCredentials, throwIfAborted } from "../core/errors.ts";
 import { type Frame, frameOf, framesUntilClosed } from "./frame.ts";
 import {
   callersTimeout,
@@ -18,15 +18,15 @@ import {
   type SendOptions,
   type WaitOptions,
 } from "./options.ts";
-import { nowMicros as clockNow } from "./platform.ts";
-import { backingOf, Surface } from "./surface.ts";
+import { nowMicros as clockNow } from "../platform.ts";
+import { backingOf, Surface } from "../surface/surface.ts";
 import {
   DEFAULT_MAX_META_BYTES,
   encodeMeta,
   HEADER_SIZE,
   HeaderEncoder,
   type Meta,
-} from "./wire.ts";
+} from "../wire/wire.ts";
 
 /** A message of its own: a copy of `header` followed by `meta`. */
 function withMeta(header: Uint8Array, meta: Uint8Array): Uint8Array {

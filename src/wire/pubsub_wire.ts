@@ -17,7 +17,7 @@
  * @module
  */
 
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError } from "../core/errors.ts";
 import { WIRE_MAGIC, WIRE_VERSION } from "./wire.ts";
 
 /** Message type of SUBSCRIBE: the subscriber's policy and depth (first message, once). */

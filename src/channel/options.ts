@@ -6,11 +6,16 @@
  * @module
  */
 
-import type { Backend, BackendConnection, ConnectionLimits, PeerPredicate } from "./backend.ts";
-import { type PeerCredentials, TimeoutError } from "./errors.ts";
-import { DEFAULT_MAX_SURFACE_BYTES } from "./geometry.ts";
-import { backend } from "./platform.ts";
-import { DEFAULT_MAX_META_BYTES } from "./wire.ts";
+import type {
+  Backend,
+  BackendConnection,
+  ConnectionLimits,
+  PeerPredicate,
+} from "../contract/backend.ts";
+import { type PeerCredentials, TimeoutError } from "../core/errors.ts";
+import { DEFAULT_MAX_SURFACE_BYTES } from "../core/geometry.ts";
+import { backend } from "../platform.ts";
+import { DEFAULT_MAX_META_BYTES } from "../wire/wire.ts";
 
 /** Options shared by {@link listen} and {@link connect}. */
 export interface ChannelOptions {

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { backend } from "./platform.ts";
+import { backend } from "../platform.ts";
 
 /** What `list()` reports for one live endpoint. */
 export interface EndpointInfo {

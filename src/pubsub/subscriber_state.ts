@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { Backend, BackendConnection } from "./backend.ts";
-import { type PeerCredentials, TimeoutError } from "./errors.ts";
-import type { DeliveryPolicy } from "./pubsub_wire.ts";
+import type { Backend, BackendConnection } from "../contract/backend.ts";
+import { type PeerCredentials, TimeoutError } from "../core/errors.ts";
+import type { DeliveryPolicy } from "../wire/pubsub_wire.ts";
 
 /** What a publisher knows about one of its subscribers (a snapshot). */
 export interface SubscriberInfo {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { PixelFormat } from "./geometry.ts";
+import type { PixelFormat } from "../core/geometry.ts";
 import { Surface } from "./surface.ts";
 
 /** A YCbCr→RGB matrix: ITU-R BT.601 (SD video, JPEG) or ITU-R BT.709 (HD video). */
