@@ -30,12 +30,16 @@ import {
   ERRNO,
   errnoName,
   libc,
+  peerCredentials,
   readErrno,
   systemError,
 } from "./libc.ts";
 import { newEventFd, waitReady, wake } from "./poller.ts";
 import { SocketConnection } from "./channel.ts";
-import { decodeUcred, encodeSockaddrUn, LINUX, UCRED_SIZE } from "./structs.ts";
+import { bellTower } from "./doorbell.ts";
+import { encodeSockaddrUn, LINUX } from "./structs.ts";
+
+export { peerCredentials };
 
 /** The prefix of abstract socket names: `"\0surfaceport/" + name`. */
 export const ABSTRACT_PREFIX = "surfaceport/";
@@ -54,18 +58,6 @@ export function socketAddress(name: string): UnixSocketAddress {
   return encodeSockaddrUn(encoder.encode(ABSTRACT_PREFIX + name), true);
 }
 
-/** The credentials of the process at the other end of the connected socket `fd` (`SO_PEERCRED`). */
-export function peerCredentials(fd: number): PeerCredentials {
-  const value = new Uint8Array(UCRED_SIZE);
-  const length = new Uint8Array(4);
-  new DataView(length.buffer).setUint32(0, UCRED_SIZE, true);
-  check(
-    "getsockopt(SO_PEERCRED)",
-    libc().getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, value, length),
-  );
-  return decodeUcred(new DataView(value.buffer));
-}
-
 interface ListenerResources {
   fd: number;
   wakeFd: number;
@@ -79,6 +71,7 @@ const listenerFinalizer = new FinalizationRegistry<ListenerResources>((r) => {
   closeQuietly(r.wakeFd);
   closeQuietly(r.spare);
   if (r.path) libc().unlink(cString(r.path));
+  bellTower.release();
 });
 
 /** A listening `SOCK_SEQPACKET` socket that admits peers by `SO_PEERCRED`. */
@@ -97,6 +90,7 @@ export class SocketListener implements BackendListener {
     this.#resources = { fd, wakeFd, spare: openSpare(), path: address.path };
     this.#allowPeer = allowPeer;
     this.#limits = limits;
+    bellTower.acquire(); // clients ring this process from their first message on
     listenerFinalizer.register(this, this.#resources, this);
   }
 
@@ -124,7 +118,9 @@ export class SocketListener implements BackendListener {
           closeQuietly(fd); // refused: skip to the next peer
           continue;
         }
-        return new SocketConnection(fd, peer, this.#limits);
+        const connection = new SocketConnection(fd, peer, this.#limits);
+        connection.offerDoorbell();
+        return connection;
       } catch (error) {
         closeQuietly(fd);
         if (
@@ -173,6 +169,7 @@ export class SocketListener implements BackendListener {
     if (this.#closed) return;
     this.#closed = true;
     listenerFinalizer.unregister(this);
+    bellTower.release();
     if (this.#resources.path) libc().unlink(cString(this.#resources.path));
     wake(this.#resources.wakeFd);
     libc().shutdown(this.#resources.fd, LINUX.SHUT_RDWR);
@@ -291,6 +288,23 @@ export async function connectSocket(
 ): Promise<BackendConnection> {
   const address = socketAddress(name);
   throwIfAborted(signal);
+  // The listener may ring us as soon as it accepts: our doorbell must exist before we connect.
+  bellTower.acquire();
+  try {
+    return await connectTo(name, address, allowPeer, limits, deadline, signal);
+  } finally {
+    bellTower.release();
+  }
+}
+
+async function connectTo(
+  name: string,
+  address: UnixSocketAddress,
+  allowPeer: PeerPredicate,
+  limits: ConnectionLimits,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<BackendConnection> {
   const fd = check(
     "socket",
     libc().socket(
@@ -317,7 +331,9 @@ export async function connectSocket(
         }): the listener runs as uid ${peer.uid} (pid ${peer.pid}), which allowPeer refused`,
       );
     }
-    return new SocketConnection(fd, peer, limits);
+    const connection = new SocketConnection(fd, peer, limits);
+    connection.offerDoorbell();
+    return connection;
   } catch (error) {
     closeQuietly(fd);
     throw error;
