@@ -93,8 +93,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "emfile-no-spare",
     file: "src/linux/listener.ts",
-    find: "spare: openSpare(), path",
-    replace: "spare: -1, path",
+    find: "wakeFd, spare: openSpare(),",
+    replace: "wakeFd, spare: -1,",
     tests: ["tests/hostile_test.ts"],
     filter: "a listener out of descriptors refuses the waiting client",
     why: "91c4025: without a spare descriptor a listener at EMFILE cannot accept-and-refuse the " +
