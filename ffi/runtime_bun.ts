@@ -45,6 +45,18 @@ const asNumber = (pointer: PointerValue) => (pointer ?? 0) as unknown as number;
 const fromNumber = (value: number | bigint | null) =>
   (value === 0 || value === 0n ? null : value) as unknown as PointerValue;
 
+/**
+ * `bytes`, with its storage out of the garbage-collected heap. A small
+ * typed array starts with its bytes inside its own heap cell, and the first
+ * `.buffer` access moves them out: an address taken before that (`ptr`
+ * does not move them) and stored in a C struct would point at the old
+ * place. Measured: a `msghdr` built that way sent 0 bytes.
+ */
+function materialized<T extends ArrayBufferView>(bytes: T): T {
+  void bytes.buffer;
+  return bytes;
+}
+
 /** The seam over `bun:ffi` (imported by the caller). */
 export function bunRuntime(ffi: BunFfi, version: string): Runtime {
   assertFfiComplete(
@@ -99,7 +111,7 @@ export function bunRuntime(ffi: BunFfi, version: string): Runtime {
     },
     isPermissionError: () => false, // Bun has no FFI permission
 
-    addressOf: (bytes) => BigInt(ffi.ptr(bytes)),
+    addressOf: (bytes) => BigInt(ffi.ptr(materialized(bytes))),
     pointerValue: (pointer) => BigInt(asNumber(pointer)),
     pointerFrom: (value) => fromNumber(Number(value)),
     arrayBufferAt: (pointer: Pointer, size) => ffi.toArrayBuffer(asNumber(pointer), 0, size),

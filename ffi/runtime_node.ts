@@ -120,7 +120,11 @@ export function nodeRuntime(ffi: NodeFfi, version: string): Runtime {
     },
     isPermissionError: (error) => (error as { code?: string })?.code === "ERR_ACCESS_DENIED",
 
-    addressOf: (bytes) => ffi.getRawPointer(bytes),
+    addressOf(bytes) {
+      // `.buffer` first: a small typed array's bytes live in its heap cell (and move) until then.
+      void bytes.buffer;
+      return ffi.getRawPointer(bytes);
+    },
     pointerValue: asBig,
     pointerFrom: fromBig,
     arrayBufferAt: (pointer: Pointer, size) => ffi.toArrayBuffer(asBig(pointer), size, false),
