@@ -19,6 +19,7 @@ import type { MachPort } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
 import { IOSurfaceHolder } from "./surface.ts";
 import { type IOSurfaceLayout, layoutMismatch, readLayout } from "./verify.ts";
+import type { Pointer, PointerValue } from "../../ffi/runtime.ts";
 
 /** The most layouts a {@link LayoutCache} keeps (the oldest goes first). */
 export const LAYOUT_CACHE_SIZE = 64;
@@ -67,10 +68,10 @@ export class ReceivedIOSurface extends IOSurfaceHolder {
 
   private constructor(
     native: DarwinNative,
-    surface: Deno.PointerObject,
+    surface: Pointer,
     geometry: SurfaceGeometry,
     port: MachPort,
-    base: Deno.PointerValue,
+    base: PointerValue,
     id: number,
   ) {
     super(native, surface, geometry, false, base, id);

@@ -42,6 +42,7 @@ import {
   HEADER_SIZE,
   type Meta,
 } from "../wire/wire.ts";
+import { customInspect } from "../core/inspect.ts";
 
 /** Options of {@link publish}: those of `listen()`, plus what a publisher keeps. */
 export interface PublishOptions extends ChannelOptions {
@@ -419,7 +420,7 @@ export class Publisher<M = unknown> {
   }
 
   /** Shows the name and the subscribers in `console.log`. */
-  [Symbol.for("Deno.customInspect")](): string {
+  [customInspect](): string {
     return `Publisher(${JSON.stringify(this.name)}, ${
       this.#closed ? "closed" : `${this.#subscribers.size} subscribers`
     })`;

@@ -4,7 +4,7 @@
  * functions over one {@link FakeTask}, so that `wrapLibraries` in
  * `src/darwin/native.ts` — the property dictionaries, key look-ups through
  * the framework globals, number conversions — runs on Linux exactly as it
- * does over the real `Deno.dlopen` symbols.
+ * does over the real symbols the runtime seam (`ffi/runtime.ts`) opens.
  *
  * What it models of CoreFoundation and IOSurface:
  *
@@ -42,11 +42,10 @@ import {
   wrapLibraries,
 } from "../../src/darwin/native.ts";
 import type { PlaneGeometry } from "../../src/core/geometry.ts";
+import { type Pointer, type PointerValue, runtime } from "../../ffi/runtime.ts";
 import { type CFObject, D } from "./model.ts";
 import type { FakeMachKernel } from "./kernel.ts";
 import type { FakeTask } from "./task_surfaces.ts";
-
-type Pointer = Deno.PointerValue;
 
 const SURFACE_KEYS = [
   "kIOSurfaceWidth",
@@ -76,7 +75,7 @@ interface Constants {
   /** Name → the object's pointer value (a CFString, or a callback struct's address). */
   value: Map<string, bigint>;
   /** Name → the global's address (for a `CFStringRef` global: memory holding the string's pointer). */
-  global: Map<string, Deno.PointerObject>;
+  global: Map<string, Pointer>;
   /** Keeps the globals' memory alive. */
   memory: BigUint64Array;
 }
@@ -90,18 +89,16 @@ function constants(kernel: FakeMachKernel): Constants {
   const names = [...SURFACE_KEYS, PIXEL_BUFFER_KEY, ...CALLBACKS];
   const memory = new BigUint64Array(names.length * 2);
   c = { value: new Map(), global: new Map(), memory };
-  const base = Deno.UnsafePointer.of(memory)!;
+  const base = runtime.addressOf(memory);
   names.forEach((name, i) => {
     // A callback struct: its address is the value; a CFString global: memory holding its pointer.
-    const struct = Deno.UnsafePointer.offset(base, 16 * i + 8)!;
+    const struct = base + BigInt(16 * i + 8);
     const isCallbacks = (CALLBACKS as readonly string[]).includes(name);
-    const value = isCallbacks
-      ? Deno.UnsafePointer.value(struct)
-      : 0x5f0000000000n + BigInt(i) * 0x40n;
+    const value = isCallbacks ? struct : 0x5f0000000000n + BigInt(i) * 0x40n;
     memory[2 * i] = value;
     kernel.constants.set(value, name);
     c!.value.set(name, value);
-    c!.global.set(name, isCallbacks ? struct : Deno.UnsafePointer.offset(base, 16 * i)!);
+    c!.global.set(name, runtime.pointerFrom(isCallbacks ? struct : base + BigInt(16 * i))!);
   });
   constantsOf.set(kernel, c);
   return c;
@@ -112,9 +109,9 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
   const kernel = task.kernel;
   const c = constants(kernel);
   const bytes = (buffer: AllowSharedBufferSource | null) => buffer as Uint8Array;
-  const object = (pointer: Pointer) => (pointer === null ? 0n : Deno.UnsafePointer.value(pointer));
+  const object = (pointer: PointerValue) => runtime.pointerValue(pointer);
   const violation = (message: string) => kernel.violation(`task ${task.pid}: ${message}`);
-  const cf = (call: string, pointer: Pointer, type: "number" | "dictionary" | "array") => {
+  const cf = (call: string, pointer: PointerValue, type: "number" | "dictionary" | "array") => {
     const found = kernel.objects.get(object(pointer));
     if (!found || found.kind !== "cf" || found.type !== type || found.task !== task) {
       violation(`${call}(0x${object(pointer).toString(16)}): not a live CF ${type} of this task`);
@@ -132,8 +129,8 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
       entries: new Map(),
       items: [],
     } as CFObject);
-  const retain = (value: bigint) => task.CFRetain(Deno.UnsafePointer.create(value)!);
-  const surfaceArg = (pointer: Pointer) => pointer as Deno.PointerObject;
+  const retain = (value: bigint) => task.CFRetain(runtime.pointerFrom(value)!);
+  const surfaceArg = (pointer: PointerValue) => pointer as Pointer;
 
   const libSystem: LibSystem = {
     mach_task_self_: task.taskSelf,
@@ -168,10 +165,10 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
 
   const coreFoundation: CoreFoundation = {
     CFRetain: (p) => {
-      task.CFRetain(p as Deno.PointerObject);
+      task.CFRetain(p as Pointer);
       return p;
     },
-    CFRelease: (p) => task.CFRelease(p as Deno.PointerObject),
+    CFRelease: (p) => task.CFRelease(p as Pointer),
     CFGetRetainCount: (p) => BigInt(kernel.objects.get(object(p))?.refs ?? 0),
     CFNumberCreate(allocator, type, value) {
       if (allocator !== null) violation("CFNumberCreate with an allocator");
@@ -200,8 +197,8 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
       const old = d.kind === "cf" ? d.entries.get(k) : undefined;
       if (d.kind === "cf") d.entries.set(k, v);
       if (old !== undefined) {
-        task.CFRelease(Deno.UnsafePointer.create(old)!);
-        task.CFRelease(Deno.UnsafePointer.create(k)!);
+        task.CFRelease(runtime.pointerFrom(old)!);
+        task.CFRelease(runtime.pointerFrom(k)!);
       }
     },
     CFArrayCreateMutable(_allocator, _capacity, callBacks) {
@@ -239,7 +236,7 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
   const keyName = (value: bigint) => kernel.constants.get(value);
 
   /** IOSurfaceCreate's reading of its property dictionary; undefined where IOSurface refuses. */
-  const surfaceProperties = (pointer: Pointer): IOSurfaceProperties | undefined => {
+  const surfaceProperties = (pointer: PointerValue): IOSurfaceProperties | undefined => {
     const dict = cf("IOSurfaceCreate", pointer, "dictionary");
     if (!dict || dict.kind !== "cf") return undefined;
     const top: readonly string[] = [
@@ -334,7 +331,7 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
     IOSurfaceGetSeed: (p) => task.IOSurfaceGetSeed(s(p)),
     ...(Object.fromEntries(SURFACE_KEYS.map((key) => [key, c.global.get(key)!])) as Record<
       SurfaceKey,
-      Deno.PointerObject
+      Pointer
     >),
   };
 
@@ -369,7 +366,7 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
   };
 
   const report = new TextEncoder().encode(JSON.stringify(EXPECTED_ABI) + "\0");
-  const shim: Shim = { sp_abi_report: () => Deno.UnsafePointer.of(report) };
+  const shim: Shim = { sp_abi_report: () => runtime.pointerFrom(runtime.addressOf(report)) };
 
   return { libSystem, coreFoundation, ioSurface, coreVideo, shim };
 }
