@@ -71,6 +71,16 @@ export const MUTANTS: Mutant[] = [
     why: "issue 23: a surface dropped without close() must be unmapped by the finalizer (the " +
       "test counted descriptors only)",
   },
+  {
+    id: "received-mapping-leaked",
+    file: "src/linux/received.ts",
+    find: "let mapping = this.#entries.get(key);",
+    replace:
+      "let mapping: SharedMapping | undefined = undefined; // leaks the cached one per frame",
+    tests: ["tests/soak/soak_test.ts"],
+    why: "issue 23: a received mapping leaked per frame (a page of RSS each) grew the consumer " +
+      "in a straight line that the soak's fixed 96 MiB allowance let through",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",
