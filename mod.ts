@@ -22,12 +22,13 @@
  * ```
  *
  * Run with `--allow-ffi` (surfaceport calls libc or the macOS frameworks
- * through `Deno.dlopen`).
+ * through the runtime's FFI).
  *
  * @module
  */
 
-import "./src/core/check_runtime.ts";
+// First: refuses an unsupported runtime (src/core/check_runtime.ts) before anything loads.
+import "./ffi/runtime.ts";
 
 export { Surface } from "./src/surface/surface.ts";
 export type { LockOptions, SurfaceOptions, UnsafeSurfaceHandle } from "./src/surface/surface.ts";
@@ -145,3 +146,5 @@ export type { GstVideoCaps } from "./src/gst/caps.ts";
  * surface gets.
  */
 export { adoptMemfd, ForeignMemfdAdopter } from "./src/gst/adopt.ts";
+export type { Pointer } from "./ffi/runtime.ts";
+export type { Inspect, InspectOptions } from "./src/core/inspect.ts";

@@ -24,6 +24,7 @@
 
 import type { PeerCredentials } from "../core/errors.ts";
 import type { SurfaceGeometry } from "../core/geometry.ts";
+import type { Pointer } from "../../ffi/runtime.ts";
 
 /**
  * The native handle under a surface, for other native code (GStreamer, a
@@ -35,7 +36,7 @@ import type { SurfaceGeometry } from "../core/geometry.ts";
  */
 export type UnsafeSurfaceHandle =
   | { readonly kind: "memfd"; readonly fd: number }
-  | { readonly kind: "IOSurfaceRef"; readonly pointer: Deno.PointerObject };
+  | { readonly kind: "IOSurfaceRef"; readonly pointer: Pointer };
 
 /**
  * One holder's reference to a surface's memory: a created surface (the
@@ -48,7 +49,7 @@ export interface SurfaceBacking {
   /** Identifies the buffer on this machine (memfd inode / IOSurfaceID): for logs, never for lookup. */
   readonly id: number;
   /** Address of byte 0 of the surface in this process. */
-  readonly baseAddress: Deno.PointerObject;
+  readonly baseAddress: Pointer;
   /** Begins CPU access (`IOSurfaceLock`; a barrier on Linux). */
   lock(readOnly: boolean): void;
   /** Ends CPU access (`IOSurfaceUnlock`). */

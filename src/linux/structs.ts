@@ -6,8 +6,10 @@
  * @module
  */
 
+import { runtime } from "../../ffi/runtime.ts";
+
 /** aarch64 numbers four `open` flags differently from x86_64 (asm-generic vs x86 fcntl.h). */
-const ARM64 = Deno.build.arch === "aarch64";
+const ARM64 = runtime.arch === "aarch64";
 
 /** Constants from the Linux UAPI / glibc headers (identical on x86_64 and aarch64 unless marked). */
 export const LINUX = {

@@ -55,6 +55,7 @@ import {
   HEADER_SIZE,
   type Meta,
 } from "../wire/wire.ts";
+import { customInspect } from "../core/inspect.ts";
 
 /**
  * Options of {@link publish}: those of `listen()`, what a publisher keeps,
@@ -519,7 +520,7 @@ export class Publisher<M = unknown> {
   }
 
   /** Shows the name and the subscribers in `console.log`. */
-  [Symbol.for("Deno.customInspect")](): string {
+  [customInspect](): string {
     return `Publisher(${JSON.stringify(this.name)}, ${
       this.#closed ? "closed" : `${this.#subscribers.size} subscribers`
     })`;
