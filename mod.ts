@@ -45,7 +45,8 @@ export type {
   WaitOptions,
 } from "./src/channel/options.ts";
 export { publish, Publisher } from "./src/pubsub/publish.ts";
-export type { PublishOptions } from "./src/pubsub/publish.ts";
+export type { PublisherStats, PublishOptions } from "./src/pubsub/publish.ts";
+export type { BudgetOptions } from "./src/pubsub/budget.ts";
 export type { SubscriberInfo } from "./src/pubsub/subscriber_state.ts";
 export { subscribe, Subscription } from "./src/pubsub/subscribe.ts";
 export type { SubscribeOptions, SubscriptionStats } from "./src/pubsub/subscribe.ts";

@@ -65,6 +65,8 @@ export const libcSymbols = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   /** int setsockopt(int fd, int level, int name, const void *value, socklen_t len) */
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  /** int ioctl(int fd, unsigned long request, int *value) — SIOCOUTQ on a socket */
+  ioctl_int: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
   /** int shutdown(int fd, int how) */
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t n, int timeout_ms) — on a worker thread */

@@ -156,6 +156,20 @@ export interface BackendConnection {
    */
   sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void>;
   /**
+   * Optional synchronous form of {@link sendControl}: sends `message` now and
+   * returns true, or returns false having sent nothing when the transport has
+   * no room (the peer does not read); throws like {@link sendControl}.
+   * `message` is read only during the call.
+   */
+  trySendControl?(message: Uint8Array): boolean;
+  /**
+   * Optional: bytes of the messages sent on this connection that the peer
+   * has not read yet (Linux: `ioctl(SIOCOUTQ)`), 0 once it read them all.
+   * Absent where the transport cannot tell (macOS). A publisher serves a
+   * plain peer, which returns no credits, only when this is 0.
+   */
+  unreadByPeer?(): number;
+  /**
    * Receives the next message as a control message: its bytes (a copy), not
    * yet decoded. A message that carries a handle is a `ProtocolError` (its
    * handles released). Used only on a publisher's side, which receives

@@ -20,6 +20,8 @@ export const LINUX = {
   SOL_SOCKET: 1,
   SCM_RIGHTS: 1,
   SO_PEERCRED: 17,
+  /** ioctl: bytes a socket sent that its peer has not read yet (`TIOCOUTQ`). */
+  SIOCOUTQ: 0x5411,
   SO_SNDTIMEO: 21,
   SO_SNDBUF: 7,
   MSG_CTRUNC: 0x8,
