@@ -149,6 +149,14 @@ export interface PeerCredentials {
   uid: number;
   /** The peer's effective group id. */
   gid: number;
+  /**
+   * macOS only: the peer's pid version (`audit_token_t.val[7]`, what
+   * libbsm's `audit_token_to_pidversion` reads). The kernel bumps it each
+   * time a pid is reused, so `pid` and `pidVersion` together name one
+   * process; a check of `pid` alone can admit whatever process got the pid
+   * after the one meant exited. Absent on Linux.
+   */
+  pidVersion?: number;
 }
 
 /** `connect()` reached a listener whose credentials the `allowPeer` check refused. */
@@ -220,7 +228,7 @@ export class AbiMismatchError extends SurfaceportError {
 
 /** A native library (libc, a framework or the macOS shim) could not be loaded. */
 export class LibraryLoadError extends SurfaceportError {
-  /** Creates the error; `cause` is the underlying `Deno.dlopen` failure. */
+  /** Creates the error; `cause` is the runtime's `dlopen` failure. */
   constructor(message: string, options?: ErrorOptions) {
     super("LIBRARY_LOAD", message, options);
   }
@@ -229,9 +237,4 @@ export class LibraryLoadError extends SurfaceportError {
 /** Throws `signal.reason` if the signal is already aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
-}
-
-/** True for the error Deno throws when a permission (here: `--allow-ffi`) was not granted. */
-export function isPermissionError(error: unknown): boolean {
-  return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
 }

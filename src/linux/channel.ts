@@ -20,6 +20,7 @@ import {
   ProtocolError,
   throwIfAborted,
 } from "../core/errors.ts";
+import { runtime } from "../../ffi/runtime.ts";
 import { HEADER_SIZE, HeaderDecoder } from "../wire/wire.ts";
 import { encodeDoorbell, isDoorbell } from "../wire/doorbell_wire.ts";
 import {
@@ -67,6 +68,9 @@ const MAX_RECEIVED_FDS = 8;
  * attempt.
  */
 const SPIN_CLOCK_EVERY = 16;
+
+/** The ioctl request as the BigInt its `unsigned long` parameter takes (made once). */
+const SIOCOUTQ = BigInt(LINUX.SIOCOUTQ);
 
 /** The one metadata buffer of every message without metadata (it is never written). */
 const NO_META = new Uint8Array(0);
@@ -155,6 +159,11 @@ export class SocketConnection implements BackendConnection {
   // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
   readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
   readonly #controlIov = new Uint8Array(IOVEC_SIZE);
+  readonly #controlIovWords = new Uint32Array(this.#controlIov.buffer);
+  /** The control message buffer the iovec points at (a subscription reuses one for its credits). */
+  #controlBuffer: Uint8Array | undefined;
+  readonly #outq = new Uint8Array(4);
+  readonly #outqValue = new Int32Array(this.#outq.buffer);
 
   constructor(fd: number, peer: PeerCredentials, limits: ConnectionLimits) {
     this.#fd = fd;
@@ -235,7 +244,7 @@ export class SocketConnection implements BackendConnection {
    */
   offerDoorbell(): void {
     // Both ends in this process share one event loop: no doorbell between them.
-    if (this.peer.pid === Deno.pid) return;
+    if (this.peer.pid === runtime.pid) return;
     const token = newToken();
     const ringFd = openRing(this.peer, token);
     if (ringFd < 0) return;
@@ -390,7 +399,24 @@ export class SocketConnection implements BackendConnection {
   async sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void> {
     this.#assertOpen("send");
     throwIfAborted(signal);
-    encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+    while (!this.#trySendControl(message)) {
+      await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
+      this.#assertOpen("send");
+    }
+  }
+
+  trySendControl(message: Uint8Array): boolean {
+    this.#assertOpen("send");
+    return this.#trySendControl(message);
+  }
+
+  /** One `sendmsg(MSG_DONTWAIT)` of a control message; false if the socket buffer is full. */
+  #trySendControl(message: Uint8Array): boolean {
+    if (message !== this.#controlBuffer) {
+      encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+      this.#controlBuffer = message;
+    }
+    this.#controlIovWords[2] = message.length; // iov_len, low word
     for (;;) {
       const sent = libc().sendmsg(
         this.#fd,
@@ -401,16 +427,22 @@ export class SocketConnection implements BackendConnection {
         if (this.#peerParked !== undefined && Atomics.exchange(this.#peerParked, 0, 0) !== 0) {
           this.#ring();
         }
-        return;
+        return true;
       }
       const errno = readErrno();
       if (errno === ERRNO.EINTR) continue;
       if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      if (errno !== ERRNO.EAGAIN && errno !== ERRNO.ENOBUFS) throw systemError("sendmsg", errno);
-      await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
-      this.#assertOpen("send");
-      encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+      if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) return false;
+      throw systemError("sendmsg", errno);
     }
+  }
+
+  unreadByPeer(): number {
+    this.#assertOpen("send");
+    if (libc().ioctl_int(this.#fd, SIOCOUTQ, this.#outq) < 0) {
+      throw systemError("ioctl(SIOCOUTQ)");
+    }
+    return this.#outqValue[0];
   }
 
   async receiveControl(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {

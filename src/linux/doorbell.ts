@@ -6,7 +6,7 @@
  *
  * Beside a channel's `SOCK_SEQPACKET` connection, each side that can be
  * woken this way keeps a runtime-native Unix stream connection (a
- * `Deno.UnixConn`, watched by the event loop itself). The other side rings
+ * `ReactorStream`, watched by the event loop itself). The other side rings
  * it — one byte, `send(MSG_DONTWAIT)` — after each message it sends; the
  * receiver, woken by its reactor, drains the channel with the synchronous
  * `recvmsg` it already has. A ring is only ever a hint: frames, credits and
@@ -16,7 +16,8 @@
  * How the two find each other (normative: "Doorbell" in `docs/protocol.md`):
  *
  * - Each process that can be rung listens (one process-wide
- *   `Deno.listen`, the {@link BellTower}) at `DIR/bell-PID`, where DIR is
+ *   runtime listener — `Deno.listen`, `node:net` on Node and Bun — the
+ *   {@link BellTower}) at `DIR/bell-PID`, where DIR is
  *   `$XDG_RUNTIME_DIR/surfaceport` (or `/tmp/surfaceport-UID`), a 0700
  *   directory of this user.
  * - Once a channel's connection exists, each side connects to
@@ -36,6 +37,12 @@
  * @module
  */
 
+import {
+  type Pointer,
+  type ReactorListener,
+  type ReactorStream,
+  runtime,
+} from "../../ffi/runtime.ts";
 import type { PeerCredentials } from "../core/errors.ts";
 import { TimeoutError } from "../core/errors.ts";
 import {
@@ -78,7 +85,7 @@ let directory: string | undefined;
 export function bellDirectory(): string {
   if (directory !== undefined) return directory;
   const value = libc().getenv(cString("XDG_RUNTIME_DIR"));
-  const xdg = value === null ? "" : Deno.UnsafePointerView.getCString(value);
+  const xdg = value === null ? "" : runtime.readCString(value);
   directory = xdg.startsWith("/") && !xdg.includes("\0")
     ? `${xdg.replace(/\/+$/, "")}/surfaceport`
     : `/tmp/surfaceport-${libc().geteuid()}`;
@@ -147,7 +154,7 @@ export const FLAG_PAGE_SIZE = 4096;
  * many messages a burst brings.
  */
 export interface FlagPage {
-  readonly pointer: Deno.PointerObject;
+  readonly pointer: Pointer;
   /** Word 0: the flag. */
   readonly flag: Int32Array;
 }
@@ -196,8 +203,8 @@ export function mapFlagPage(fd: number): FlagPage | undefined {
   return pointer === null ? undefined : pageAt(pointer);
 }
 
-function pageAt(pointer: Deno.PointerObject): FlagPage {
-  const flag = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(pointer, 4));
+function pageAt(pointer: Pointer): FlagPage {
+  const flag = new Int32Array(runtime.arrayBufferAt(pointer, 4));
   return { pointer, flag };
 }
 
@@ -228,7 +235,7 @@ export function ring(fd: number): boolean {
  * return at once (it then finds the frames, or nothing, and parks again).
  */
 export class Bell {
-  readonly #conn: Deno.UnixConn;
+  readonly #conn: ReactorStream;
   readonly #buffer = new Uint8Array(64);
   #read: Promise<void> | undefined;
   #waiters = 0;
@@ -236,7 +243,7 @@ export class Bell {
   #closed = false;
   #claimed = false;
 
-  constructor(conn: Deno.UnixConn) {
+  constructor(conn: ReactorStream) {
     this.#conn = conn;
     conn.unref(); // only a pending wait keeps the process alive
   }
@@ -321,18 +328,6 @@ interface Claim {
   bind?: (bell: Bell) => void;
 }
 
-/** True if Deno lets this process listen on the Unix socket `path` (read, write and net for it). */
-function mayListen(path: string): boolean {
-  try {
-    const { permissions } = Deno;
-    return permissions.querySync({ name: "read", path }).state === "granted" &&
-      permissions.querySync({ name: "write", path }).state === "granted" &&
-      permissions.querySync({ name: "net", host: `unix:${path}` }).state === "granted";
-  } catch {
-    return false;
-  }
-}
-
 /**
  * This process's doorbell listener, open while any channel endpoint or
  * listener of this process may be rung ({@link acquire} / {@link release}).
@@ -345,11 +340,11 @@ function mayListen(path: string): boolean {
  */
 class BellTower {
   #users = 0;
-  #listener: Deno.UnixListener | undefined;
+  #listener: ReactorListener | undefined;
   #path = "";
   readonly #claims = new Map<string, Claim>();
   /** Accepted streams that have not presented a HELLO yet, with their timers. */
-  readonly #greeting = new Map<Deno.UnixConn, ReturnType<typeof setTimeout>>();
+  readonly #greeting = new Map<ReactorStream, ReturnType<typeof setTimeout>>();
 
   acquire(): void {
     if (this.#users++ === 0) this.#open();
@@ -372,30 +367,20 @@ class BellTower {
     } catch {
       return;
     }
-    const path = `${dir}/bell-${Deno.pid}`;
-    if (!mayListen(path)) return; // never prompt: without the permissions, the shared poll
+    const { files } = runtime;
+    if (!files.mayAccess("read", dir) || !files.mayAccess("write", dir)) return; // never prompt
     try {
-      try {
-        Deno.mkdirSync(dir, { mode: 0o700 });
-      } catch (error) {
-        if (!(error instanceof Deno.errors.AlreadyExists)) return;
+      files.makeDirectory(dir, 0o700);
+      const info = files.lstat(dir);
+      if (!info.isDirectory || info.uid !== libc().geteuid() || (info.mode & 0o077) !== 0) {
+        return; // not ours alone: a stranger could reach the doorbell
       }
-      const info = Deno.lstatSync(dir);
-      if (
-        !info.isDirectory || info.uid !== libc().geteuid() || ((info.mode ?? 0) & 0o077) !== 0
-      ) return; // not ours alone: a stranger could reach the doorbell
-      let listener: Deno.UnixListener;
-      try {
-        listener = Deno.listen({ transport: "unix", path });
-      } catch (error) {
-        if (!(error instanceof Deno.errors.AddrInUse) || !isStale(path)) return;
-        Deno.removeSync(path); // left by a process that had our pid and died
-        listener = Deno.listen({ transport: "unix", path });
-      }
-      listener.unref();
+      const path = `${dir}/bell-${runtime.pid}`;
+      if (isStale(path)) files.remove(path); // left by a process that had our pid and died
+      const listener = runtime.listenUnix(path, (stream) => this.#greet(stream));
+      if (listener === undefined) return; // without the permissions: the shared poll
       this.#listener = listener;
       this.#path = path;
-      this.#accept(listener);
     } catch {
       // no doorbell: every wait stays on the shared poll
     }
@@ -405,15 +390,11 @@ class BellTower {
     const listener = this.#listener;
     if (!listener) return;
     this.#listener = undefined;
+    listener.close();
     try {
-      Deno.removeSync(this.#path);
+      runtime.files.remove(this.#path); // (Deno removes it itself; Node does not)
     } catch {
       // gone already
-    }
-    try {
-      listener.close();
-    } catch {
-      // closed already
     }
     for (const [conn, timer] of this.#greeting) {
       clearTimeout(timer);
@@ -427,23 +408,8 @@ class BellTower {
     this.#claims.clear();
   }
 
-  async #accept(listener: Deno.UnixListener): Promise<void> {
-    try {
-      for (;;) {
-        const conn = await listener.accept();
-        if (this.#listener !== listener) {
-          closeConn(conn);
-          return;
-        }
-        this.#greet(conn);
-      }
-    } catch {
-      // the listener was closed
-    }
-  }
-
   /** Reads the HELLO of a new stream (bounded in time and number), then offers it. */
-  async #greet(conn: Deno.UnixConn): Promise<void> {
+  async #greet(conn: ReactorStream): Promise<void> {
     conn.unref();
     if (this.#greeting.size >= MAX_WAITING) {
       const [oldest, timer] = this.#greeting.entries().next().value!;
@@ -523,7 +489,7 @@ class BellTower {
 
 function noop(): void {}
 
-function closeConn(conn: Deno.UnixConn): void {
+function closeConn(conn: ReactorStream): void {
   try {
     conn.close();
   } catch {
@@ -531,7 +497,7 @@ function closeConn(conn: Deno.UnixConn): void {
   }
 }
 
-/** True if nothing accepts connections on the stream socket at `path`. */
+/** True if a socket file is at `path` and nothing accepts connections on it. */
 function isStale(path: string): boolean {
   const lib = libc();
   const fd = lib.socket(LINUX.AF_UNIX, SOCK_STREAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC, 0);

@@ -6,6 +6,7 @@
  */
 
 import { type Libc, libc } from "../../ffi/linux.ts";
+import { type Pointer, runtime } from "../../ffi/runtime.ts";
 import { type PeerCredentials, SystemCallError } from "../core/errors.ts";
 import {
   decodeFlockType,
@@ -103,12 +104,13 @@ const HINTS: Record<number, string> = {
   109: "too many descriptors are in flight to a peer that is not reading",
 };
 
-let errnoView: Deno.UnsafePointerView | undefined;
+/** The JS thread's errno, as a view over glibc's thread-local `int` (made at first use). */
+let errnoView: Int32Array | undefined;
 
 /** Reads the calling thread's errno (the JS thread's: only valid right after a synchronous call). */
 export function readErrno(): number {
-  errnoView ??= new Deno.UnsafePointerView(libc().__errno_location()!);
-  return errnoView.getInt32();
+  errnoView ??= new Int32Array(runtime.arrayBufferAt(libc().__errno_location()!, 4));
+  return errnoView[0];
 }
 
 /** Builds a {@link SystemCallError} for `call` from the current errno (or the one given). */
@@ -133,7 +135,7 @@ export function cString(text: string): Uint8Array {
 
 /** The address of `bytes` as a pointer value, for a field of a C struct built in JS. */
 export function addressOf(bytes: Uint8Array): bigint {
-  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
+  return runtime.addressOf(bytes);
 }
 
 /** What `mmap` returns on failure: `(void *)-1`. */
@@ -143,7 +145,7 @@ const MAP_FAILED = 0xffffffffffffffffn;
  * `mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)`: the
  * mapping, or `null` if it failed (errno says why).
  */
-export function tryMapShared(fd: number, size: number): Deno.PointerObject | null {
+export function tryMapShared(fd: number, size: number): Pointer | null {
   const pointer = libc().mmap(
     null,
     BigInt(size),
@@ -152,7 +154,7 @@ export function tryMapShared(fd: number, size: number): Deno.PointerObject | nul
     fd,
     0n,
   );
-  return pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED ? null : pointer;
+  return pointer === null || runtime.pointerValue(pointer) === MAP_FAILED ? null : pointer;
 }
 
 /** Closes `fd`, ignoring errors: for cleanup paths where the descriptor is being given up anyway. */
@@ -241,6 +243,8 @@ export function isLockedElsewhere(fd: number): boolean {
 }
 
 const statxBuffer = new Uint8Array(STATX_SIZE);
+const STATX_FIELDS = LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_NLINK | LINUX.STATX_UID |
+  LINUX.STATX_INO | LINUX.STATX_SIZE;
 const statxView = new DataView(statxBuffer.buffer);
 const emptyPath = new Uint8Array(1);
 
@@ -251,8 +255,7 @@ function statxCall(fd: number): void {
       fd,
       emptyPath,
       LINUX.AT_EMPTY_PATH,
-      LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_NLINK | LINUX.STATX_INO |
-        LINUX.STATX_SIZE,
+      STATX_FIELDS,
       statxBuffer,
     ),
   );
@@ -261,6 +264,15 @@ function statxCall(fd: number): void {
 /** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, link count, inode, size and device of `fd`. */
 export function fstatx(fd: number): Statx {
   statxCall(fd);
+  return decodeStatx(statxView);
+}
+
+/**
+ * `statx(dirFd, path, flags, ...)` (e.g. `AT_SYMLINK_NOFOLLOW`): the fields of
+ * {@link fstatx} for `path` relative to `dirFd`, or the errno if it failed.
+ */
+export function statxAt(dirFd: number, path: string, flags: number): Statx | number {
+  if (libc().statx(dirFd, cString(path), flags, STATX_FIELDS, statxBuffer) < 0) return readErrno();
   return decodeStatx(statxView);
 }
 
