@@ -86,6 +86,8 @@ export const libcSymbols = {
   chmod: { parameters: ["buffer", "u32"], result: "i32" },
   /** int unlink(const char *path) */
   unlink: { parameters: ["buffer"], result: "i32" },
+  /** int unlinkat(int dirfd, const char *path, int flags) */
+  unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   /** int inotify_init1(int flags) */
   inotify_init1: { parameters: ["i32"], result: "i32" },
   /** int inotify_add_watch(int fd, const char *path, uint32_t mask) */

@@ -113,6 +113,7 @@ Deno.test("linux structs: flock, ucred, statx and statfs layouts", () => {
   const v = new DataView(statx.buffer);
   v.setUint32(0, 0x7ff, true);
   v.setUint32(16, 3, true);
+  v.setUint32(20, 1000, true);
   v.setUint16(28, 0o100777, true);
   v.setBigUint64(32, 1234n, true);
   v.setBigUint64(40, 4096n, true);
@@ -122,6 +123,7 @@ Deno.test("linux structs: flock, ucred, statx and statfs layouts", () => {
     mask: 0x7ff,
     mode: 0o100777,
     nlink: 3,
+    uid: 1000,
     ino: 1234n,
     size: 4096n,
     devMajor: 0,

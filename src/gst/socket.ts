@@ -25,13 +25,18 @@ import {
   addressOf,
   check,
   closeQuietly,
-  cString,
   ERRNO,
   libc,
   readErrno,
   systemError,
 } from "../linux/libc.ts";
-import { connectErrno, listeningSocket, peerCredentials } from "../linux/listener.ts";
+import {
+  connectErrno,
+  type ListeningSocket,
+  listeningSocket,
+  peerCredentials,
+  removeSocketFile,
+} from "../linux/listener.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import {
   cmsgSpace,
@@ -344,19 +349,17 @@ export async function connectUnixFd(
   }
 }
 
-const listenerFinalizer = new FinalizationRegistry<{ fd: number; wakeFd: number; path?: string }>(
-  (r) => {
-    closeQuietly(r.fd);
-    closeQuietly(r.wakeFd);
-    if (r.path) libc().unlink(cString(r.path));
-  },
-);
+const listenerFinalizer = new FinalizationRegistry<ListeningSocket>((r) => {
+  closeQuietly(r.fd);
+  closeQuietly(r.wakeFd);
+  if (r.file) removeSocketFile(r.file);
+});
 
 /** A listening unixfd socket for `unixfdsrc` clients, admitting them by `SO_PEERCRED`. */
 export class UnixFdServer {
   /** The address as given (`@name` or a path). */
   readonly address: string;
-  readonly #r: { fd: number; wakeFd: number; path?: string };
+  readonly #r: ListeningSocket;
   readonly #allowPeer: PeerPredicate;
   #closed = false;
   #pendingWaits = 0;
@@ -364,9 +367,8 @@ export class UnixFdServer {
   /** Binds and listens on `address`; a path socket is created with mode 0600 and removed on close. */
   constructor(address: string, allowPeer: PeerPredicate) {
     const target = unixFdAddress(address);
-    const { fd, wakeFd } = listeningSocket(SOCK_STREAM, target, 64, `bind(${target.display})`);
+    this.#r = listeningSocket(SOCK_STREAM, target, 64, `bind(${target.display})`);
     this.address = address;
-    this.#r = { fd, wakeFd, path: target.path };
     this.#allowPeer = allowPeer;
     listenerFinalizer.register(this, this.#r, this);
   }
@@ -414,7 +416,7 @@ export class UnixFdServer {
     if (this.#closed) return;
     this.#closed = true;
     listenerFinalizer.unregister(this);
-    if (this.#r.path) libc().unlink(cString(this.#r.path));
+    if (this.#r.file) removeSocketFile(this.#r.file);
     wake(this.#r.wakeFd);
     libc().shutdown(this.#r.fd, LINUX.SHUT_RDWR);
     if (this.#pendingWaits === 0) this.#closeFds();

@@ -239,6 +239,8 @@ export function isLockedElsewhere(fd: number): boolean {
 }
 
 const statxBuffer = new Uint8Array(STATX_SIZE);
+const STATX_FIELDS = LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_NLINK | LINUX.STATX_UID |
+  LINUX.STATX_INO | LINUX.STATX_SIZE;
 const statxView = new DataView(statxBuffer.buffer);
 const emptyPath = new Uint8Array(1);
 
@@ -249,8 +251,7 @@ function statxCall(fd: number): void {
       fd,
       emptyPath,
       LINUX.AT_EMPTY_PATH,
-      LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_NLINK | LINUX.STATX_INO |
-        LINUX.STATX_SIZE,
+      STATX_FIELDS,
       statxBuffer,
     ),
   );
@@ -259,6 +260,15 @@ function statxCall(fd: number): void {
 /** `statx(fd, "", AT_EMPTY_PATH, ...)`: type, mode, link count, inode, size and device of `fd`. */
 export function fstatx(fd: number): Statx {
   statxCall(fd);
+  return decodeStatx(statxView);
+}
+
+/**
+ * `statx(dirFd, path, flags, ...)` (e.g. `AT_SYMLINK_NOFOLLOW`): the fields of
+ * {@link fstatx} for `path` relative to `dirFd`, or the errno if it failed.
+ */
+export function statxAt(dirFd: number, path: string, flags: number): Statx | number {
+  if (libc().statx(dirFd, cString(path), flags, STATX_FIELDS, statxBuffer) < 0) return readErrno();
   return decodeStatx(statxView);
 }
 

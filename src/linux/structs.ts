@@ -6,7 +6,10 @@
  * @module
  */
 
-/** Constants from the Linux UAPI / glibc headers (identical on x86_64 and aarch64). */
+/** aarch64 numbers four `open` flags differently from x86_64 (asm-generic vs x86 fcntl.h). */
+const ARM64 = Deno.build.arch === "aarch64";
+
+/** Constants from the Linux UAPI / glibc headers (identical on x86_64 and aarch64 unless marked). */
 export const LINUX = {
   AF_UNIX: 1,
   SOCK_SEQPACKET: 5,
@@ -31,7 +34,14 @@ export const LINUX = {
   O_RDONLY: 0,
   O_RDWR: 2,
   O_CLOEXEC: 0o2000000,
-  O_DIRECTORY: 0o200000,
+  /** 0o40000 on aarch64 */
+  O_DIRECTORY: ARM64 ? 0o40000 : 0o200000,
+  /** 0o100000 on aarch64 */
+  O_NOFOLLOW: ARM64 ? 0o100000 : 0o400000,
+  O_WRONLY: 1,
+  O_CREAT: 0o100,
+  O_EXCL: 0o200,
+  O_NONBLOCK: 0o4000,
   O_PATH: 0o10000000,
   MFD_CLOEXEC: 1,
   MFD_ALLOW_SEALING: 2,
@@ -56,13 +66,21 @@ export const LINUX = {
   PROT_WRITE: 2,
   MAP_SHARED: 1,
   AT_EMPTY_PATH: 0x1000,
+  AT_FDCWD: -100,
+  AT_SYMLINK_NOFOLLOW: 0x100,
   STATX_TYPE: 0x1,
   STATX_MODE: 0x2,
   STATX_NLINK: 0x4,
+  STATX_UID: 0x8,
   STATX_INO: 0x100,
   STATX_SIZE: 0x200,
   S_IFMT: 0o170000,
   S_IFREG: 0o100000,
+  S_IFSOCK: 0o140000,
+  S_IFLNK: 0o120000,
+  S_IFDIR: 0o040000,
+  S_IFIFO: 0o010000,
+  S_ISVTX: 0o1000,
   TMPFS_MAGIC: 0x01021994,
   HUGETLBFS_MAGIC: 0x958458f6,
   IN_NONBLOCK: 0o4000,
@@ -326,6 +344,8 @@ export interface Statx {
   mask: number;
   mode: number;
   nlink: number;
+  /** The owner (asked for with `STATX_UID`). */
+  uid: number;
   ino: bigint;
   size: bigint;
   devMajor: number;
@@ -333,13 +353,14 @@ export interface Statx {
 }
 
 /**
- * Reads `struct statx`: mask@0 (u32), nlink@16 (u32), mode@28 (u16), ino@32 (u64),
+ * Reads `struct statx`: mask@0 (u32), nlink@16 (u32), uid@20 (u32), mode@28 (u16), ino@32 (u64),
  * size@40 (u64), dev_major@136 (u32), dev_minor@140 (u32).
  */
 export function decodeStatx(view: DataView): Statx {
   return {
     mask: view.getUint32(0, true),
     nlink: view.getUint32(16, true),
+    uid: view.getUint32(20, true),
     mode: view.getUint16(28, true),
     ino: view.getBigUint64(32, true),
     size: view.getBigUint64(40, true),
