@@ -223,7 +223,12 @@ interface ChannelCase {
   attack: (w: World, inbox: number, right: () => number, good: Uint8Array) => void;
   /** The ProtocolError reason expected. */
   reason: string;
+  /** Releases what the attack kept alive until the server received it. */
+  after?: (w: World) => void;
 }
+
+/** A port an attack keeps alive until the server received the message (see `after`). */
+let keptPort = 0;
 
 const G = computeGeometry(16, 8, "BGRA");
 const good = wire(G);
@@ -326,7 +331,24 @@ const CHANNEL_CASES: ChannelCase[] = [
     reason: "CONTROL_TRUNCATED",
   },
   {
+    // The port stays alive until the server received it: one destroyed in transit arrives as
+    // MACH_PORT_DEAD (XNU's ipc_kmsg_copyout_object), a different case (the next one).
     name: "a send right that is not an IOSurface port",
+    attack: (w, inbox) => {
+      keptPort = plainPort(w.attacker);
+      forge(w, inbox, {
+        descriptors: [{ port: keptPort, disposition: D.MACH_MSG_TYPE_COPY_SEND }],
+        payload: good,
+      });
+    },
+    reason: "NOT_SHARED_MEMORY",
+    after: (w) => {
+      w.attacker.mach_port_deallocate(w.attacker.taskSelf, keptPort);
+      w.attacker.mach_port_mod_refs(w.attacker.taskSelf, keptPort, D.MACH_PORT_RIGHT_RECEIVE, -1);
+    },
+  },
+  {
+    name: "a send right whose port died in transit (MACH_PORT_DEAD)",
     attack: (w, inbox) => {
       const port = plainPort(w.attacker);
       forge(w, inbox, {
@@ -336,7 +358,7 @@ const CHANNEL_CASES: ChannelCase[] = [
       w.attacker.mach_port_deallocate(w.attacker.taskSelf, port);
       w.attacker.mach_port_mod_refs(w.attacker.taskSelf, port, D.MACH_PORT_RIGHT_RECEIVE, -1);
     },
-    reason: "NOT_SHARED_MEMORY",
+    reason: "NO_HANDLE",
   },
   {
     name: "a send-once right (wrong disposition)",
@@ -542,6 +564,7 @@ Deno.test("darwin/hostile: every malformed message is a typed error, its rights 
     c.attack(w, inbox, right, good);
     const error = await consumer.receive({ timeout: 1000 }).catch((e) => e);
     w.kernel.vmSpaceLimit = Infinity;
+    c.after?.(w);
     assert.ok(error instanceof ProtocolError, `${c.name}: expected ProtocolError, got ${error}`);
     assert.equal(error.reason, c.reason, `${c.name}: ${error.message}`);
     assert.equal(holdings(w.server), baseline, `${c.name}: the server's rights changed`);

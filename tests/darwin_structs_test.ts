@@ -102,7 +102,7 @@ Deno.test("darwin structs: mach_msg_body_t and the port descriptor golden bytes"
   });
 });
 
-Deno.test("darwin structs: audit trailer golden bytes; euid, egid and pid from the token", () => {
+Deno.test("darwin structs: audit trailer golden bytes; euid, egid, pid and pid version from the token", () => {
   const bytes = new Uint8Array(52);
   const view = new DataView(bytes.buffer);
   const trailer = {
@@ -121,7 +121,12 @@ Deno.test("darwin structs: audit trailer golden bytes; euid, egid and pid from t
       "92 10 00 00 a4 86 01 00 09 00 00 00",
   );
   assert.deepEqual(decodeMachMsgAuditTrailer(view, 0), trailer);
-  assert.deepEqual(credentialsOfAuditToken(trailer.audit), { pid: 4242, uid: 502, gid: 20 });
+  assert.deepEqual(credentialsOfAuditToken(trailer.audit), {
+    pid: 4242,
+    uid: 502,
+    gid: 20,
+    pidVersion: 9,
+  });
 });
 
 Deno.test("darwin structs: trailer request macros give 0x03000002", () => {

@@ -34,6 +34,7 @@ import {
   MACH_MSG_PORT_DESCRIPTOR_SIZE,
   MACH_MSG_TRAILER_SIZE,
 } from "../src/darwin/structs.ts";
+import { NO_SENDERS_NOTIFICATION_SIZE } from "../src/darwin/messages.ts";
 import { coreFoundation, coreVideo, ioSurface, libSystem } from "../ffi/darwin.ts";
 import { fourccOf, PIXEL_FORMATS, type PixelFormat } from "../src/core/geometry.ts";
 import { sectionBytes } from "./macho.ts";
@@ -82,6 +83,9 @@ export const CODEC_FACTS: Readonly<Record<string, number>> = {
   "offsetof(mach_msg_audit_trailer_t, msgh_trailer_size)": 4,
   "offsetof(mach_msg_audit_trailer_t, msgh_audit)": AUDIT_TRAILER_TOKEN_OFFSET,
   "sizeof(security_token_t)": 8,
+  // What isNoSenders requires of the notification (src/darwin/messages.ts).
+  "sizeof(mach_no_senders_notification_t) - sizeof(mach_msg_format_0_trailer_t)":
+    NO_SENDERS_NOTIFICATION_SIZE,
   // The pixel formats IOSurfaceCreate and the wire header are given (src/core/geometry.ts).
   ...pixelFormatFacts(),
 };

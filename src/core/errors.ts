@@ -149,6 +149,14 @@ export interface PeerCredentials {
   uid: number;
   /** The peer's effective group id. */
   gid: number;
+  /**
+   * macOS only: the peer's pid version (`audit_token_t.val[7]`, what
+   * libbsm's `audit_token_to_pidversion` reads). The kernel bumps it each
+   * time a pid is reused, so `pid` and `pidVersion` together name one
+   * process; a check of `pid` alone can admit whatever process got the pid
+   * after the one meant exited. Absent on Linux.
+   */
+  pidVersion?: number;
 }
 
 /** `connect()` reached a listener whose credentials the `allowPeer` check refused. */

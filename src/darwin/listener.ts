@@ -257,6 +257,7 @@ export async function connectMach(
   const listenerPort = lookUp(native, service);
   try {
     let inbox: MachPort;
+    const start = performance.now();
     for (let backoff = CONNECT_RETRY_MS;; backoff = Math.min(backoff * 2, 50)) {
       inbox = allocateInbox(native);
       const kr = sendHandshake(native, MSG_ID_HELLO, listenerPort.name, inbox.name);
@@ -269,8 +270,13 @@ export async function connectMach(
           kr === DARWIN.MACH_SEND_INVALID_DEST ? "the listener is gone" : undefined,
         );
       }
-      if (performance.now() + backoff > deadline) throw new TimeoutError("connect", backoff);
-      await new Promise((resolve) => setTimeout(resolve, backoff));
+      // The listener's queue is full (it does not accept): try again until the deadline, the
+      // last time at the deadline itself, and report the time actually spent.
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) {
+        throw new TimeoutError("connect", Math.round(performance.now() - start));
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(backoff, remaining)));
       throwIfAborted(signal);
     }
     try {

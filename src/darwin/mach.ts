@@ -62,9 +62,38 @@ for (const [name, value] of Object.entries(DARWIN)) {
 }
 for (const [value, name] of Object.entries(CV_RETURN_NAMES)) NAMES.set(Number(value), name);
 
-/** The symbolic name of a `kern_return_t` / `mach_msg_return_t` / bootstrap / IOReturn / CVReturn value. */
+/** The special bits a `mach_msg_return_t` may carry, by name (`mach/message.h`). */
+const SPECIAL_BITS: readonly [number, string][] = [
+  [DARWIN.MACH_MSG_IPC_SPACE, "MACH_MSG_IPC_SPACE"],
+  [DARWIN.MACH_MSG_VM_SPACE, "MACH_MSG_VM_SPACE"],
+  [DARWIN.MACH_MSG_IPC_KERNEL, "MACH_MSG_IPC_KERNEL"],
+  [DARWIN.MACH_MSG_VM_KERNEL, "MACH_MSG_VM_KERNEL"],
+];
+
+/**
+ * The symbolic name of a `kern_return_t` / `mach_msg_return_t` / bootstrap /
+ * IOReturn / CVReturn value. A `mach_msg_return_t` with special bits ORed in
+ * (`MACH_SEND_NO_BUFFER | MACH_MSG_IPC_SPACE`) is named part by part; only
+ * a value with no known name is printed as hex.
+ */
 export function kernReturnName(kr: number): string {
-  return NAMES.get(kr) ?? `0x${(kr >>> 0).toString(16)}`;
+  const known = NAMES.get(kr);
+  if (known) return known;
+  const special = kr & DARWIN.MACH_MSG_MASK;
+  const base = NAMES.get(baseReturn(kr));
+  if (special === 0 || !base || !/^MACH_(SEND|RCV)_/.test(base)) {
+    return `0x${(kr >>> 0).toString(16)}`;
+  }
+  const parts = [base];
+  let rest = special;
+  for (const [bit, name] of SPECIAL_BITS) {
+    if (rest & bit) {
+      parts.push(name);
+      rest &= ~bit;
+    }
+  }
+  if (rest) parts.push(`0x${rest.toString(16)}`);
+  return parts.join(" | ");
 }
 
 const HINTS: Record<number, string> = {
@@ -371,8 +400,8 @@ export function receiveFailure(
     return new ProtocolError(
       "CONTROL_TRUNCATED",
       `${call}: the kernel could not copy the message's descriptors out (${
-        kernReturnName(kr & ~DARWIN.MACH_MSG_MASK)
-      } | 0x${(kr & DARWIN.MACH_MSG_MASK).toString(16)}); it was destroyed`,
+        kernReturnName(kr)
+      }); it was destroyed`,
     );
   }
   return machError(call, kr);
@@ -398,6 +427,8 @@ export function tooLarge(bufferSize: number): ProtocolError {
  * (and nulls OOL and volatile descriptors), lets `mach_msg_destroy` release
  * the rights (including those in out-of-line port arrays, which it reads),
  * and then frees each region itself with `mach_vm_deallocate`, exactly once.
+ * A port array XNU could not map arrives with address 0 and its count kept;
+ * its count is zeroed, or `mach_msg_destroy` would read names at address 0.
  */
 export function destroyReceived(native: DarwinNative, buffer: Uint8Array): void {
   const regions: [bigint, bigint][] = [];
@@ -425,7 +456,10 @@ export function destroyReceived(native: DarwinNative, buffer: Uint8Array): void 
           const bytes = BigInt(view.getUint32(at + 12, true)) * (ports ? 4n : 1n);
           if (address !== 0n && bytes > 0n) regions.push([address, bytes]);
           view.setUint8(at + 8, 0);
-          if (!ports) {
+          // A port array XNU could not map (ipc_kmsg_copyout_ool_ports_descriptor: its rights
+          // already destroyed, address 0) keeps its count, and libsyscall's mach_msg_destroy
+          // would walk that many names from address 0: zero the count.
+          if (!ports || address === 0n) {
             view.setBigUint64(at, 0n, true);
             view.setUint32(at + 12, 0, true);
           }

@@ -26,6 +26,8 @@ import {
   machMsghBits,
   type MachMsgHeader,
   type MachMsgPortDescriptor,
+  msghBitsLocal,
+  msghBitsRemote,
   msghIsComplex,
 } from "./structs.ts";
 
@@ -193,8 +195,30 @@ export function receiveBufferSize(wireHeaderSize: number, maxMetaBytes: number):
   return align4(SURFACE_PAYLOAD_OFFSET + wireHeaderSize + maxMetaBytes) + DARWIN.MAX_TRAILER_SIZE;
 }
 
-/** True if `layout` is the kernel's no-senders notification (audit token of the kernel: pid 0). */
+/**
+ * `msgh_size` of `mach_no_senders_notification_t` as received (header, NDR
+ * record, `not_count`; the trailer is not counted): 36 on both macOS
+ * targets (`native/sdk-facts.json`).
+ */
+export const NO_SENDERS_NOTIFICATION_SIZE = MACH_MSG_HEADER_SIZE + 8 + 4;
+
+/**
+ * True if `layout` is the kernel's no-senders notification. The id and a
+ * kernel audit token (pid 0) are not enough: anyone holding a send right to
+ * an inbox can make a kernel object answer a MIG request with the inbox as
+ * its reply port, and a bad-id reply (`mig_reply_error_t`, 36 bytes too)
+ * to a request with id -30 arrives with id 70 from the kernel. The real
+ * notification comes through the send-once right the inbox made for it
+ * (`MACH_MSG_TYPE_MAKE_SEND_ONCE`), so it arrives with
+ * `MACH_MSG_TYPE_PORT_SEND_ONCE` as the local disposition, which a reply to
+ * a send right never has, with no reply right and exactly
+ * {@link NO_SENDERS_NOTIFICATION_SIZE} bytes.
+ */
 export function isNoSenders(layout: ReceivedLayout): boolean {
-  return layout.header.id === DARWIN.MACH_NOTIFY_NO_SENDERS && !msghIsComplex(layout.header.bits) &&
+  const { id, bits, size, remotePort } = layout.header;
+  return id === DARWIN.MACH_NOTIFY_NO_SENDERS && !msghIsComplex(bits) &&
+    msghBitsLocal(bits) === DARWIN.MACH_MSG_TYPE_PORT_SEND_ONCE &&
+    msghBitsRemote(bits) === 0 && remotePort === DARWIN.MACH_PORT_NULL &&
+    size === NO_SENDERS_NOTIFICATION_SIZE &&
     credentialsOfAuditToken(layout.trailer.audit).pid === 0;
 }

@@ -230,19 +230,24 @@ export async function receivePortRight(
     throw receiveFailure(native, buffer, kr, `mach_msg(${operation})`);
   }
   const layout = decodeReceived(buffer);
+  const only = layout?.ports.length === 1 ? layout.ports[0] : undefined;
+  const dead = only !== undefined &&
+    (only.name === DARWIN.MACH_PORT_NULL || only.name === DARWIN.MACH_PORT_DEAD);
   const problem = !layout
     ? "malformed mach message"
     : layout.ports.length + layout.otherDescriptors !== 1 || layout.ports.length !== 1
     ? `expected one port descriptor, got ${layout.ports.length + layout.otherDescriptors}`
     : layout.ports[0].disposition !== DARWIN.MACH_MSG_TYPE_PORT_SEND
     ? `expected a send right, got disposition ${layout.ports[0].disposition}`
+    : dead
+    ? "the send right died in transit (the kernel gave MACH_PORT_DEAD)"
     : msghBitsRemote(layout.header.bits) !== 0
     ? "unexpected reply right"
     : undefined;
   if (problem || !layout) {
     destroyReceived(native, buffer);
     throw new ProtocolError(
-      layout && layout.ports.length === 0 ? "NO_HANDLE" : "EXTRA_HANDLES",
+      layout && (layout.ports.length === 0 || dead) ? "NO_HANDLE" : "EXTRA_HANDLES",
       `${operation}: ${problem}`,
     );
   }

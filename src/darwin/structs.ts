@@ -56,6 +56,8 @@ export const DARWIN = {
   MACH_MSG_MASK: 0x3e00,
   MACH_MSG_IPC_SPACE: 0x2000,
   MACH_MSG_VM_SPACE: 0x1000,
+  MACH_MSG_IPC_KERNEL: 0x800,
+  MACH_MSG_VM_KERNEL: 0x400,
   MACH_MSG_TIMEOUT_NONE: 0,
   MACH_RCV_TRAILER_NULL: 0,
   MACH_RCV_TRAILER_SEQNO: 1,
@@ -308,6 +310,8 @@ export const AUDIT_TOKEN_EUID_INDEX = 1;
 export const AUDIT_TOKEN_EGID_INDEX = 2;
 /** Index of the pid in `audit_token_t.val`. */
 export const AUDIT_TOKEN_PID_INDEX = 5;
+/** Index of the pid version in `audit_token_t.val` (what `audit_token_to_pidversion` reads). */
+export const AUDIT_TOKEN_PIDVERSION_INDEX = 7;
 
 /** The fields of a `mach_msg_audit_trailer_t`. */
 export interface MachMsgAuditTrailer {
@@ -361,10 +365,11 @@ export function decodeMachMsgAuditTrailer(view: DataView, offset: number): MachM
 /** The sender's credentials as an audit token carries them. */
 export function credentialsOfAuditToken(
   audit: readonly number[],
-): { pid: number; uid: number; gid: number } {
+): { pid: number; uid: number; gid: number; pidVersion: number } {
   return {
     pid: audit[AUDIT_TOKEN_PID_INDEX] | 0,
     uid: audit[AUDIT_TOKEN_EUID_INDEX] >>> 0,
     gid: audit[AUDIT_TOKEN_EGID_INDEX] >>> 0,
+    pidVersion: audit[AUDIT_TOKEN_PIDVERSION_INDEX] | 0,
   };
 }

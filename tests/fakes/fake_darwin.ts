@@ -28,6 +28,15 @@
  *   `MACH_SEND_INVALID_DEST`, receive buffers too small → the message is
  *   destroyed with `MACH_RCV_TOO_LARGE`, and the audit trailer with the
  *   sending task's pid/uid/gid (zeros for the kernel).
+ * - A right whose port died in transit is copied out as `MACH_PORT_DEAD`
+ *   with no entry (XNU's `ipc_kmsg_copyout_object`); an out-of-line port
+ *   array the receiver cannot map comes out with address 0 and its count
+ *   kept (`ipc_kmsg_copyout_ool_ports_descriptor`), and `mach_msg_destroy`
+ *   of it crashes as libsyscall's would (a violation and a thrown error).
+ * - Kernel objects answer: a message to an IOSurface port gets a MIG
+ *   bad-id reply (`mig_reply_error_t`, id + 100, kernel audit token) on its
+ *   reply right, with the disposition that right came with.
+ * - Audit tokens carry a pid version (`val[7]`) that a reused pid bumps.
  * - `MACH_MSG_TYPE_MOVE_RECEIVE` in a descriptor moves the receive right
  *   (the receiver must destroy it).
  * - Out-of-line memory (`MACH_MSG_OOL_DESCRIPTOR` and

@@ -65,10 +65,21 @@ export class FakeMachKernel {
     return address;
   }
 
-  /** A new task (a simulated process) with its own name space and credentials. */
+  /** The last pid version handed out per pid (XNU bumps it whenever a pid is used again). */
+  readonly #pidVersions = new Map<number, number>();
+
+  /**
+   * A new task (a simulated process) with its own name space and
+   * credentials. A pid used before gets the next pid version, as XNU's
+   * `p_idversion` does, so the audit tokens of the two differ in `val[7]`.
+   */
   createTask(credentials: { pid?: number; uid?: number; gid?: number } = {}): FakeTask {
+    const pid = credentials.pid ?? 1000 + this.tasks.length;
+    const pidVersion = (this.#pidVersions.get(pid) ?? 0x40) + 1;
+    this.#pidVersions.set(pid, pidVersion);
     const task = new FakeTask(this, 0x203 + this.tasks.length * 0x100, {
-      pid: credentials.pid ?? 1000 + this.tasks.length,
+      pid,
+      pidVersion,
       uid: credentials.uid ?? 501,
       gid: credentials.gid ?? 20,
     });

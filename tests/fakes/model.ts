@@ -12,6 +12,8 @@ import type { FakeTaskPorts as FakeTask } from "./task_ports.ts";
 
 export const D = DARWIN;
 export const MACH_SEND_INVALID_TYPE = 0x1000000f;
+/** `MIG_BAD_ID` (mach/mig_errors.h): a MIG server's answer to an id it does not serve. */
+export const MIG_BAD_ID = -303;
 export const BOOTSTRAP_PORT = 0x707;
 export const QUEUE_LIMIT = 5;
 export const TRAILER_SIZES = [8, 12, 20, 52, 60];

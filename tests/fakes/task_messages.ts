@@ -11,6 +11,7 @@ import {
   type CarriedRight,
   D,
   MACH_SEND_INVALID_TYPE,
+  MIG_BAD_ID,
   OTHER_DESCRIPTOR_SIZE,
   QUEUE_LIMIT,
   TRAILER_SIZES,
@@ -291,6 +292,31 @@ export class FakeTaskMessages extends FakeTaskPorts {
       this.cleanup(name);
     }
     const port = dest.port;
+    if (port.receiver === "kernel") {
+      // A kernel object (an IOSurface port) is served by the kernel's MIG server at once: an id
+      // it does not know gets a `mig_reply_error_t` (MIG_BAD_ID) with id + 100, sent to the
+      // reply right with the disposition it came with and the kernel's audit token. The request
+      // and every right it carried are consumed.
+      if (reply && !reply.port.dead) {
+        const inline = new Uint8Array(12); // NDR record (8) + RetCode (4)
+        new DataView(inline.buffer).setInt32(8, MIG_BAD_ID, true);
+        reply.port.queue.push({
+          id: id + 100,
+          size: 36,
+          complex: false,
+          dest: reply,
+          reply: undefined,
+          ports: [],
+          descriptors: [],
+          descriptorCount: 0,
+          inline,
+          sender: undefined,
+        });
+        reply.port.wake();
+      }
+      this.kernel.sweep();
+      return D.KERN_SUCCESS;
+    }
     const forced = this.nextSendFailure;
     this.nextSendFailure = undefined;
     if (forced !== undefined || port.queue.length >= QUEUE_LIMIT) {
@@ -398,7 +424,7 @@ export class FakeTaskMessages extends FakeTaskPorts {
         : r.type === "send-once"
         ? D.MACH_MSG_TYPE_PORT_SEND_ONCE
         : D.MACH_MSG_TYPE_PORT_RECEIVE;
-    const replyName = kmsg.reply ? this.insert(kmsg.reply) : 0;
+    const replyName = kmsg.reply ? this.copyout(kmsg.reply) : 0;
     view.setUint32(
       0,
       ((kmsg.reply ? typeOf(kmsg.reply) : 0) | (typeOf(kmsg.dest) << 8) |
@@ -430,7 +456,7 @@ export class FakeTaskMessages extends FakeTaskPorts {
           if (address !== 0n) this.regions.set(address, described.size);
           const rights = described.rights;
           if (rights && address !== 0n) {
-            const names = rights.map((r) => (r ? this.insert(r) : 0));
+            const names = rights.map((r) => (r ? this.copyout(r) : 0));
             const types = rights.map((r) => (r ? typeOf(r) : 0));
             this.portArrays.set(address, { names, types });
           }
@@ -439,12 +465,15 @@ export class FakeTaskMessages extends FakeTaskPorts {
           view.setUint8(offset + 9, described.copy);
           view.setUint8(offset + 10, rights?.find((r) => r) ? typeOf(rights.find((r) => r)!) : 0);
           view.setUint8(offset + 11, described.type);
-          const units = rights ? (mappable ? rights.length : 0) : (mappable ? described.size : 0);
+          // XNU's ipc_kmsg_copyout_ool_ports_descriptor keeps `count` when it cannot map the
+          // array (address 0, the rights destroyed): libsyscall's mach_msg_destroy then walks
+          // `count` names from address 0 unless the receiver zeroes it.
+          const units = rights ? rights.length : (mappable ? described.size : 0);
           view.setUint32(offset + 12, units, true);
           offset += OTHER_DESCRIPTOR_SIZE;
           continue;
         }
-        view.setUint32(offset, right ? this.insert(right) : 0, true);
+        view.setUint32(offset, right ? this.copyout(right) : 0, true);
         view.setUint32(offset + 4, 0, true);
         view.setUint16(offset + 8, 0, true);
         view.setUint8(offset + 10, right ? typeOf(right) : 0);
@@ -469,7 +498,7 @@ export class FakeTaskMessages extends FakeTaskPorts {
       s?.gid ?? 0,
       s?.pid ?? 0,
       0,
-      0,
+      s?.pidVersion ?? 0,
     ];
     for (let i = 0; i < trailerSize / 4 && i < trailer.length; i++) {
       view.setUint32(at + 4 * i, trailer[i] >>> 0, true);
@@ -513,6 +542,16 @@ export class FakeTaskMessages extends FakeTaskPorts {
           // the array only if `deallocate` is set.
           const address = view.getBigUint64(at, true);
           const count = view.getUint32(at + 12, true);
+          if (address === 0n && count > 0) {
+            // libsyscall reads `count` names at address 0: the process dies with SIGSEGV.
+            this.kernel.violation(
+              `task ${this.pid}: mach_msg_destroy read ${count} port names at address 0 (SIGSEGV)`,
+            );
+            throw new Error(
+              `fake: mach_msg_destroy of an out-of-line port array at address 0 with count ` +
+                `${count}: libsyscall would crash (SIGSEGV)`,
+            );
+          }
           const array = this.portArrays.get(address);
           if (array) array.names.forEach((name, i) => drop(name, array.types[i]));
           if (array) this.portArrays.set(address, { names: [], types: [] }); // destroyed once

@@ -21,6 +21,8 @@ export class FakeTaskPorts {
   readonly taskSelf: number;
   readonly bootstrapPort = BOOTSTRAP_PORT;
   readonly pid: number;
+  /** The audit token's `val[7]`: bumped by the kernel each time `pid` is reused. */
+  readonly pidVersion: number;
   readonly uid: number;
   readonly gid: number;
   alive = true;
@@ -45,11 +47,12 @@ export class FakeTaskPorts {
   constructor(
     kernel: FakeMachKernel,
     taskSelf: number,
-    credentials: { pid: number; uid: number; gid: number },
+    credentials: { pid: number; pidVersion: number; uid: number; gid: number },
   ) {
     this.kernel = kernel;
     this.taskSelf = taskSelf;
     this.pid = credentials.pid;
+    this.pidVersion = credentials.pidVersion;
     this.uid = credentials.uid;
     this.gid = credentials.gid;
   }
@@ -78,6 +81,15 @@ export class FakeTaskPorts {
       right.port.receiver = this; // a moved receive right changes hands
     }
     return name;
+  }
+
+  /**
+   * A received right's name, as XNU's `ipc_kmsg_copyout_object` gives it:
+   * a right to a port that died in transit is released and comes out as
+   * `MACH_PORT_DEAD` (no entry), any other is {@link insert}ed.
+   */
+  copyout(right: CarriedRight): number {
+    return right.port.dead ? D.MACH_PORT_DEAD : this.insert(right);
   }
 
   cleanup(name: number): void {

@@ -1,0 +1,260 @@
+/**
+ * The defects a second review of the macOS backend against XNU, launchd
+ * and libsyscall found (issue 19, "Defects"), each shown over the TEST
+ * DOUBLE (`tests/fakes/`), which now does what XNU does in those places:
+ * copies a port array it cannot map out with address 0 and its count kept,
+ * serves messages to kernel objects (a MIG bad-id reply), gives a right
+ * that died in transit as `MACH_PORT_DEAD`, and bumps a reused pid's
+ * version. Every test here failed on the code before its fix; each ends
+ * with `assertNoLeaks()`.
+ */
+
+import assert from "node:assert/strict";
+import {
+  connect,
+  listen,
+  PeerClosedError,
+  ProtocolError,
+  receivePortRight,
+  sendPortRight,
+  Surface,
+  TimeoutError,
+} from "../mod.ts";
+import { resolveLimits } from "../src/channel/options.ts";
+import { connectMach } from "../src/darwin/listener.ts";
+import { kernReturnName } from "../src/darwin/mach.ts";
+import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
+import type { FakeTask } from "./fakes/fake_darwin.ts";
+import { world } from "./fakes/world.ts";
+
+const D = DARWIN;
+
+/** B listens, A connects; returns both channel ends. */
+async function pair(w: ReturnType<typeof world>, name = "xnu", allowPeer?: () => boolean) {
+  const listener = w.as(w.B, () => listen(name, allowPeer ? { allowPeer } : {}));
+  const accepted = listener.accept({ timeout: 2000 });
+  const producer = await w.as(w.A, () => connect(name, { timeout: 2000 }));
+  const consumer = await accepted;
+  return { listener, producer, consumer };
+}
+
+/** Gives `attacker` a send right to the inbox `owner` receives on from `peer` (as a leak would). */
+function leakInbox(peer: FakeTask, owner: FakeTask, attacker: FakeTask): number {
+  for (const entry of peer.names.values()) {
+    if (entry.port.receiver === owner && entry.send > 0) {
+      return attacker.insert({ port: entry.port, type: "send" });
+    }
+  }
+  throw new Error("no send right to the peer's inbox");
+}
+
+/** Sends `bytes` (a header and body already written) from `task`; returns `mach_msg_return_t`. */
+function rawSend(task: FakeTask, bytes: Uint8Array, size: number): number {
+  return task.mach_msg(bytes, D.MACH_SEND_MSG | D.MACH_SEND_TIMEOUT, size, 0, 0, 0, 0);
+}
+
+/** A new port in `task` with its receive right and one send right; returns its name. */
+function plainPort(task: FakeTask): number {
+  const out = new Uint8Array(4);
+  assert.equal(task.mach_port_allocate(task.taskSelf, D.MACH_PORT_RIGHT_RECEIVE, out), 0);
+  const name = new DataView(out.buffer).getUint32(0, true);
+  assert.equal(
+    task.mach_port_insert_right(task.taskSelf, name, name, D.MACH_MSG_TYPE_MAKE_SEND),
+    0,
+  );
+  return name;
+}
+
+Deno.test("defect 5: a port array XNU could not map (address 0, count kept) is destroyed without walking address 0", async () => {
+  using w = world();
+  const { listener, producer, consumer } = await pair(w);
+  const attacker = w.kernel.createTask({ pid: 666, uid: 501 });
+  const inbox = leakInbox(w.a, w.b, attacker);
+  const port = plainPort(attacker);
+  const names = new Uint32Array([port]);
+  const bytes = new Uint8Array(64);
+  const view = new DataView(bytes.buffer);
+  encodeMachMsgHeader(view, 0, {
+    bits: (machMsghBits(D.MACH_MSG_TYPE_COPY_SEND, 0) | D.MACH_MSGH_BITS_COMPLEX) >>> 0,
+    size: 44,
+    remotePort: inbox,
+    localPort: 0,
+    voucherPort: 0,
+    id: 0x53505203,
+  });
+  view.setUint32(24, 1, true);
+  view.setBigUint64(28, Deno.UnsafePointer.value(Deno.UnsafePointer.of(names)), true);
+  view.setUint8(28 + 9, D.MACH_MSG_PHYSICAL_COPY);
+  view.setUint8(28 + 10, D.MACH_MSG_TYPE_COPY_SEND);
+  view.setUint8(28 + 11, D.MACH_MSG_OOL_PORTS_DESCRIPTOR);
+  view.setUint32(28 + 12, names.length, true);
+  assert.equal(rawSend(attacker, bytes, 44), D.KERN_SUCCESS);
+  w.kernel.vmSpaceLimit = 0; // the consumer's address space is full: the array cannot be mapped
+  const error = await w.as(w.B, () => consumer.receive({ timeout: 1000 })).catch((e) => e);
+  w.kernel.vmSpaceLimit = Infinity;
+  assert.ok(error instanceof ProtocolError, `expected ProtocolError, got ${error}`);
+  assert.equal(error.reason, "CONTROL_TRUNCATED");
+  assert.match(error.message, /MACH_RCV_BODY_ERROR \| MACH_MSG_VM_SPACE/);
+  // The channel still serves.
+  using surface = Surface.create({ width: 8, height: 8 });
+  await producer.send(surface, "after");
+  using frame = await w.as(w.B, () => consumer.receive({ timeout: 1000 }));
+  assert.equal(frame.meta, "after");
+  frame.close();
+  attacker.mach_port_deallocate(attacker.taskSelf, port);
+  attacker.mach_port_mod_refs(attacker.taskSelf, port, D.MACH_PORT_RIGHT_RECEIVE, -1);
+  attacker.mach_port_deallocate(attacker.taskSelf, inbox);
+  surface.close();
+  producer.close();
+  consumer.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
+});
+
+/**
+ * Makes the kernel send `inbox` a MIG bad-id reply with msgh_id 70 (= the
+ * no-senders notification's id): a request with id -30 to a kernel object
+ * (an IOSurface port), the inbox as its reply port.
+ */
+function spoofNoSenders(attacker: FakeTask, inbox: number): void {
+  const surface = attacker.createIOSurface({
+    width: 4,
+    height: 4,
+    pixelFormat: 0x42475241,
+    allocSize: 64,
+    planes: [{ width: 4, height: 4, bytesPerElement: 4, bytesPerRow: 16, offset: 0 }],
+  })!;
+  const kobject = attacker.IOSurfaceCreateMachPort(surface);
+  const bytes = new Uint8Array(32);
+  encodeMachMsgHeader(new DataView(bytes.buffer), 0, {
+    bits: machMsghBits(D.MACH_MSG_TYPE_MOVE_SEND, D.MACH_MSG_TYPE_COPY_SEND),
+    size: 32,
+    remotePort: kobject,
+    localPort: inbox,
+    voucherPort: 0,
+    id: D.MACH_NOTIFY_NO_SENDERS - 100,
+  });
+  assert.equal(rawSend(attacker, bytes, 32), D.KERN_SUCCESS);
+  attacker.CFRelease(surface);
+}
+
+Deno.test("defect 8: a kernel's MIG reply with id 70 is not taken for the peer's no-senders notification", async () => {
+  using w = world();
+  const { listener, producer, consumer } = await pair(w);
+  const attacker = w.kernel.createTask({ pid: 666, uid: 501 });
+  const inbox = leakInbox(w.a, w.b, attacker);
+  spoofNoSenders(attacker, inbox);
+  assert.equal(w.kernel.queuedMessages(), 1, "the kernel's reply is queued on the inbox");
+  using surface = Surface.create({ width: 8, height: 8 });
+  await producer.send(surface, "still connected");
+  // Before: PeerClosedError, and the channel was dead for good.
+  using frame = await w.as(w.B, () => consumer.receive({ timeout: 1000 }));
+  assert.equal(frame.meta, "still connected");
+  frame.close();
+  // The real notification still ends the channel.
+  attacker.mach_port_deallocate(attacker.taskSelf, inbox);
+  producer.close();
+  await assert.rejects(w.as(w.B, () => consumer.receive({ timeout: 1000 })), PeerClosedError);
+  surface.close();
+  consumer.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("defect 9: PeerCredentials carries the audit token's pid version; an allowPeer on pid + version refuses a reused pid", async () => {
+  using w = world();
+  const { listener, producer, consumer } = await pair(w);
+  assert.equal(consumer.peer.pid, w.a.pid);
+  assert.equal(consumer.peer.pidVersion, w.a.pidVersion);
+  assert.equal(producer.peer.pidVersion, w.b.pidVersion);
+  producer.close();
+  consumer.close();
+  listener.close();
+
+  // The child we meant exits; another process gets its pid and connects.
+  const meant = { pid: w.a.pid, pidVersion: w.a.pidVersion };
+  w.kernel.kill(w.a);
+  const impostor = w.kernel.createTask({ pid: meant.pid, uid: 501 });
+  assert.equal(impostor.pid, meant.pid);
+  assert.notEqual(impostor.pidVersion, meant.pidVersion);
+  const guarded = w.as(
+    w.B,
+    () =>
+      listen("xnu-child", {
+        allowPeer: (peer) => peer.pid === meant.pid && peer.pidVersion === meant.pidVersion,
+      }),
+  );
+  const { createDarwinBackend } = await import("../src/darwin/backend.ts");
+  const I = createDarwinBackend(impostor);
+  const accepted = guarded.accept({ timeout: 300 }).catch((e) => e);
+  await assert.rejects(w.as(I, () => connect("xnu-child", { timeout: 300 })), PeerClosedError);
+  assert.ok(await accepted instanceof TimeoutError, "the impostor is never accepted");
+  guarded.close();
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("defect 13: receivePortRight refuses a right that died in transit (MACH_PORT_DEAD)", async () => {
+  using w = world();
+  const a = w.a;
+  const inbox = plainPort(a); // the caller's own port, with a send right to it
+  const doomed = plainPort(a);
+  await sendPortRight(inbox, doomed); // a copy of the send right travels
+  a.mach_port_mod_refs(a.taskSelf, doomed, D.MACH_PORT_RIGHT_RECEIVE, -1); // the port dies
+  a.mach_port_deallocate(a.taskSelf, doomed); // our own right is a dead name now
+  const error = await receivePortRight(inbox, { timeout: 500 }).catch((e) => e);
+  assert.ok(error instanceof ProtocolError, `expected ProtocolError, got ${JSON.stringify(error)}`);
+  assert.equal(error.reason, "NO_HANDLE");
+  assert.match(error.message, /MACH_PORT_DEAD/);
+  a.mach_port_deallocate(a.taskSelf, inbox);
+  a.mach_port_mod_refs(a.taskSelf, inbox, D.MACH_PORT_RIGHT_RECEIVE, -1);
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("defect 13: a mach_msg_return_t with special bits is named, not printed as hex", () => {
+  assert.equal(
+    kernReturnName(D.MACH_SEND_NO_BUFFER | D.MACH_MSG_IPC_SPACE),
+    "MACH_SEND_NO_BUFFER | MACH_MSG_IPC_SPACE",
+  );
+  assert.equal(
+    kernReturnName(D.MACH_RCV_BODY_ERROR | D.MACH_MSG_VM_SPACE | D.MACH_MSG_IPC_KERNEL),
+    "MACH_RCV_BODY_ERROR | MACH_MSG_VM_SPACE | MACH_MSG_IPC_KERNEL",
+  );
+  assert.equal(kernReturnName(D.MACH_SEND_TIMED_OUT), "MACH_SEND_TIMED_OUT");
+  assert.equal(kernReturnName(0x12345), "0x12345");
+});
+
+Deno.test("defect 13: connect to a listener whose queue stays full times out at its deadline and reports the time spent", async () => {
+  using w = world();
+  const listener = w.as(w.B, () => listen("xnu-full"));
+  // Five connects that are never accepted fill the listener's queue (XNU's default limit).
+  const pending = [];
+  for (let i = 0; i < 5; i++) {
+    pending.push(
+      connectMach(w.a, "xnu-full", () => true, resolveLimits({}), performance.now() + 2000)
+        .catch((e) => e),
+    );
+  }
+  assert.equal(w.kernel.queuedMessages(), 5);
+  const timeout = 150;
+  const start = performance.now();
+  const error = await connectMach(
+    w.a,
+    "xnu-full",
+    () => true,
+    resolveLimits({}),
+    performance.now() + timeout,
+  ).catch((e) => e);
+  const spent = performance.now() - start;
+  assert.ok(error instanceof TimeoutError, `expected TimeoutError, got ${error}`);
+  assert.ok(spent >= timeout, `gave up after ${spent} ms, before its ${timeout} ms deadline`);
+  const reported = Number(/after (\d+) ms/.exec(error.message)?.[1]);
+  assert.ok(
+    reported >= timeout && reported <= spent + 1,
+    `reports ${reported} ms, spent ${spent}`,
+  );
+  listener.close();
+  for (const result of await Promise.all(pending)) {
+    assert.ok(result instanceof PeerClosedError, `${result}`);
+  }
+  w.kernel.assertNoLeaks();
+});

@@ -1,0 +1,247 @@
+/**
+ * The curated mutations of `deno task mutants` (tools/mutants.ts): each one a
+ * real regression, written as the exact text of `file` to change (it must
+ * occur exactly once) and what to put instead, with the test files that must
+ * catch it. Rows come from three places: the table of issue 23 (tests that
+ * once passed whatever the code did), the defects fixed in this project's
+ * history that got a test, and the README's promises that a test guards.
+ *
+ * When you change code that a row names, update the row in the same commit
+ * (`tests/mutants_list_test.ts` fails when a row's text no longer occurs
+ * exactly once). Keep `tests` minimal, with a `filter` where a file is large:
+ * the whole list must run in a few minutes.
+ *
+ * @module
+ */
+
+/** One text replacement in a mutated file. */
+export interface Edit {
+  /** Exact text of the file; must occur exactly once. */
+  find: string;
+  /** What it becomes. */
+  replace: string;
+}
+
+/** One mutation and the tests that must catch it. */
+export interface Mutant extends Edit {
+  /** Short kebab-case name (for `--only`). */
+  id: string;
+  /** The file to change, relative to the checkout. */
+  file: string;
+  /** Further edits of the same file, for a mutation that needs more than one place changed. */
+  also?: Edit[];
+  /** The test files to run (relative to the checkout); one of their tests must fail. */
+  tests: string[];
+  /** `deno test --filter`: only the tests whose names contain this text. */
+  filter?: string;
+  /** What the mutation breaks and where that was fixed or promised. */
+  why: string;
+}
+
+/** Every mutation `deno task mutants` runs. */
+export const MUTANTS: Mutant[] = [
+  // --- Defects fixed in this project's history, each with its test ---------------------------
+  {
+    id: "gst-shared-record-buffer",
+    file: "src/gst/to_gst.ts",
+    find: "const reuse = !this.#messageInUse;",
+    replace: "const reuse = true;",
+    tests: ["tests/gst_concurrent_send_test.ts"],
+    why: "6a18dc0: overlapping to-gst sends shared one NEW_BUFFER record: the first queued send " +
+      "read the second call's id",
+  },
+  {
+    id: "gst-duplicate-id-released",
+    file: "src/gst/from_gst.ts",
+    find: "if (this.#held.has(buffer.id)) {",
+    replace: "if (false) {",
+    tests: ["tests/gst_duplicate_id_test.ts"],
+    why:
+      "ee09d63: a NEW_BUFFER under a held id was answered with RELEASE_BUFFER, which GStreamer " +
+      "takes as the held buffer's release",
+  },
+  {
+    id: "publish-partial-send-orphaned",
+    file: "src/pubsub/publish.ts",
+    find:
+      "      if (batch) {\n        batch.fail(error);\n        return batch.promise;\n      }\n",
+    replace: "",
+    tests: ["tests/publish_partial_send_test.ts"],
+    why: "988c13a: a send that failed part-way (EMFILE) left an orphaned batch whose timeout " +
+      "rejected unobserved",
+  },
+  {
+    id: "gst-export-fail-keeps-slot",
+    file: "src/gst/to_gst.ts",
+    find:
+      "      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.\n" +
+      "      this.#settle(id, entry);\n    }\n",
+    replace: "    }\n    this.#settle(id, entry);\n",
+    tests: ["tests/gst_send_export_fail_test.ts"],
+    why: "266972e: a send whose descriptor export threw kept its frame outstanding (and its " +
+      "maxOutstanding slot) until close",
+  },
+  {
+    id: "gst-framer-fd-count",
+    file: "src/gst/framer.ts",
+    find: "if (this.#fds.length > MAX_FDS_PER_MESSAGE) {",
+    replace: "if (false) {",
+    tests: ["tests/gst_framer_fds_test.ts"],
+    why: "aae9775: a peer trickling descriptors with every piece of a large payload made the " +
+      "bridge hold them all",
+  },
+  {
+    id: "emfile-no-spare",
+    file: "src/linux/listener.ts",
+    find: "wakeFd, spare: openSpare(),",
+    replace: "wakeFd, spare: -1,",
+    tests: ["tests/hostile_test.ts"],
+    filter: "a listener out of descriptors refuses the waiting client",
+    why: "91c4025: without a spare descriptor a listener at EMFILE cannot accept-and-refuse the " +
+      "waiting client, which then waits forever",
+  },
+  {
+    id: "timeout-names-backend-slice",
+    file: "src/channel/channel.ts",
+    find: 'throw callersTimeout(error, "receive", options.timeout);',
+    replace: "throw error;",
+    tests: ["tests/channel_test.ts"],
+    filter: "a TimeoutError names the caller's timeout",
+    why: "70fa920: a TimeoutError named the backend's last wait slice, not the caller's timeout",
+  },
+  {
+    id: "connect-timeout-no-retry",
+    file: "src/channel/options.ts",
+    find: "if (timeout === undefined || !over.nameAbsent(error)) throw error;",
+    replace: "throw error;",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "subscribe with a timeout waits for the publisher to appear",
+    why: "8c7202d: connect/subscribe with a timeout wait for the name to appear (README: start " +
+      "the consumer first)",
+  },
+  {
+    id: "size-checked-before-seals",
+    file: "src/linux/verify.ts",
+    find: "  const lib = libc();\n  // 1. Seals.",
+    replace:
+      "  const lib = libc();\n  checkSize(Number(fstatx(fd).size), geometry); // the old order\n" +
+      "  // 1. Seals.",
+    tests: ["tests/verify_test.ts"],
+    filter: "the order is seals, size, access mode",
+    why: "4f05432: a size read before the seals is not final: a sender shrinks the memfd in " +
+      "between and the receiver dies of SIGBUS (the race itself: tests/hostile_test.ts, " +
+      "too rare to be a mutation's verdict)",
+  },
+  {
+    id: "created-memfd-unsealed",
+    file: "src/linux/surface.ts",
+    find: "LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW | LINUX.F_SEAL_SEAL,",
+    replace: "LINUX.F_SEAL_SEAL,",
+    tests: ["tests/surface_test.ts"],
+    filter: "the memfd is sealed",
+    why: "README: a created surface is sealed against shrink and grow, so no holder can make " +
+      "another fault with SIGBUS",
+  },
+  {
+    id: "created-views-not-detached",
+    file: "src/linux/surface.ts",
+    find: "    r.spare.close();\n    detachBuffer(this.#buffer);\n",
+    replace: "    r.spare.close();\n",
+    tests: ["tests/surface_test.ts"],
+    filter: "views taken before close() are detached",
+    why: "b84e55b / README: views of a closed surface are detached before munmap, never dangling",
+  },
+  {
+    id: "wire-sequence-past-2-53",
+    file: "src/wire/wire.ts",
+    find: "  if (sequence > MAX_SAFE) {",
+    replace: "  if (false) {",
+    tests: ["tests/wire_test.ts"],
+    why: "2d0d8fe: sequence numbers past 2^53-1 are refused (docs/protocol.md)",
+  },
+  {
+    id: "wire-decoder-sequence-past-2-53",
+    file: "src/wire/wire.ts",
+    find: "if (view.getUint32(36, true) >= 0x200000) {",
+    replace: "if (false) {",
+    tests: ["tests/rules_test.ts"],
+    filter: "rules: the library judges every rule",
+    why: "c4bf5e8: the reusing HeaderDecoder checks every message as decodeHeader does",
+  },
+  {
+    id: "wire-unused-plane-records",
+    file: "src/wire/wire.ts",
+    find: "    if (view.getBigUint64(at, true) !== 0n) {",
+    replace: "    if (false) {",
+    tests: ["tests/wire_test.ts"],
+    why: "2d0d8fe: plane records past planeCount must be zero (docs/protocol.md)",
+  },
+  {
+    id: "registry-keeps-abandoned-tmp",
+    file: "src/channel/registry.ts",
+    find: "        removeIfAbandoned(`${dir}/${item.name}`, dir);\n",
+    replace: "",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "list() removes an entry's .tmp abandoned",
+    why:
+      "78b4752: a .json.tmp of a process killed mid-write stayed in /tmp/surfaceport-UID forever",
+  },
+  {
+    id: "preview-any-host",
+    file: "cli/preview.ts",
+    find: "  if (!own.includes(host)) {",
+    replace: "  if (false) {",
+    tests: ["tests/cli_test.ts"],
+    filter: "refuses foreign Hosts",
+    why: "1a766ac: the preview served any Host header (DNS rebinding)",
+  },
+  {
+    id: "from-gst-unbounded-holds",
+    file: "src/gst/from_gst.ts",
+    find: "if (this.#held.size >= this.#maxOutstanding) {",
+    replace: "if (false) {",
+    tests: ["tests/gst_bridge_test.ts"],
+    filter: "from-gst holds at most maxOutstanding",
+    why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  // --- README promises that a test guards ------------------------------------------------------
+  {
+    id: "pool-reuses-held-surface",
+    file: "src/surface/pool.ts",
+    find: "      if (!entry.lent && !entry.backing.inUseElsewhere()) return this.#lend(entry);",
+    replace: "      if (!entry.lent) return this.#lend(entry);",
+    tests: ["tests/pool_test.ts"],
+    filter: "a surface held by another process is not reused",
+    why: "README: a pool never hands out a surface another process still holds",
+  },
+  {
+    id: "latest-keeps-oldest",
+    file: "src/pubsub/publish.ts",
+    find: "      this.#backend.releaseHandle(subscriber.pending.handle);\n" +
+      "      subscriber.dropped++;\n    }\n",
+    replace: "      this.#backend.releaseHandle(item.handle);\n" +
+      "      subscriber.dropped++;\n      return;\n    }\n",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "a stalled 'latest' subscriber never slows the publisher, then gets the newest frame",
+    why: "README: a 'latest' subscriber that falls behind gets the newest frame, not a stale one",
+  },
+  {
+    id: "accept-returns-refused-peer",
+    file: "src/linux/listener.ts",
+    find: "        if (!this.#allowPeer(peer)) {\n          closeQuietly(fd); // refused",
+    replace: "        if (false) {\n          closeQuietly(fd); // refused",
+    tests: ["tests/channel_test.ts"],
+    filter: "peers are checked both ways; a refused client is skipped by accept()",
+    why: "README: a peer allowPeer refuses (another uid by default) never comes out of accept()",
+  },
+  {
+    id: "received-views-not-detached",
+    file: "src/linux/received.ts",
+    find: "    this.#unmapped = true;\n    detachBuffer(this.#buffer);\n",
+    replace: "    this.#unmapped = true;\n",
+    tests: ["tests/channel_test.ts"],
+    filter: "received frames share one buffer per mapping, detached when the cache lets go",
+    why: "README: views of a received frame are detached before its memory is unmapped, never " +
+      "left dangling",
+  },
+];
