@@ -1,7 +1,7 @@
 /**
  * The macOS symbol tables (libSystem, CoreFoundation, IOSurface, CoreVideo
  * and the surfaceport shim) and their loaders. This and `ffi/linux.ts` are
- * the only files that call `Deno.dlopen`; nothing here is opened on import,
+ * the only files that open native libraries (through `ffi/runtime.ts`); nothing here is opened on import,
  * only on first use, and only on macOS.
  *
  * Types on both macOS targets (arm64, x86_64; LP64): `mach_port_t`,
@@ -20,7 +20,8 @@
  * @module
  */
 
-import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
+import { LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
+import { type Library, runtime, type SymbolTable } from "./runtime.ts";
 import { PREBUILT_SHIM_SHA256 } from "./darwin_prebuilt.ts";
 import { denoShimWorld, openShim, SHIM_FILE_NAME, type ShimOrigin } from "./darwin_shim.ts";
 
@@ -259,15 +260,15 @@ export const shim = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded libSystem symbols. */
-export type LibSystem = Deno.DynamicLibrary<typeof libSystem>["symbols"];
+export type LibSystem = Library<typeof libSystem>;
 /** The loaded CoreFoundation symbols. */
-export type CoreFoundation = Deno.DynamicLibrary<typeof coreFoundation>["symbols"];
+export type CoreFoundation = Library<typeof coreFoundation>;
 /** The loaded IOSurface symbols. */
-export type IOSurfaceLib = Deno.DynamicLibrary<typeof ioSurface>["symbols"];
+export type IOSurfaceLib = Library<typeof ioSurface>;
 /** The loaded CoreVideo symbols. */
-export type CoreVideo = Deno.DynamicLibrary<typeof coreVideo>["symbols"];
+export type CoreVideo = Library<typeof coreVideo>;
 /** The loaded shim symbols. */
-export type Shim = Deno.DynamicLibrary<typeof shim>["symbols"];
+export type Shim = Library<typeof shim>;
 
 /** Every macOS library surfaceport uses, loaded. */
 export interface DarwinLibraries {
@@ -299,29 +300,29 @@ const framework = (name: string) =>
 let frameworks: Omit<DarwinLibraries, "shim"> | undefined;
 
 function assertDarwin(): void {
-  if (Deno.build.os !== "darwin") {
+  if (runtime.os !== "darwin") {
     throw new UnsupportedError(
-      `the IOSurface backend runs on macOS, not ${Deno.build.os}`,
+      `the IOSurface backend runs on macOS, not ${runtime.os}`,
     );
   }
-  if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") {
-    throw new UnsupportedError(`surfaceport supports x86_64 and arm64, not ${Deno.build.arch}`);
+  if (runtime.arch !== "x86_64" && runtime.arch !== "aarch64") {
+    throw new UnsupportedError(`surfaceport supports x86_64 and arm64, not ${runtime.arch}`);
   }
 }
 
-function open<S extends Deno.ForeignLibraryInterface>(
-  path: string | URL,
+function open<S extends SymbolTable>(
+  path: string,
   symbols: S,
   hint: string,
-): Deno.DynamicLibrary<S> {
+): Library<S> {
   try {
-    return Deno.dlopen(path, symbols);
+    return runtime.dlopen(path, symbols);
   } catch (cause) {
     throw new LibraryLoadError(
-      isPermissionError(cause)
-        ? `could not open ${String(path)}: the --allow-ffi permission is missing ` +
-          "(surfaceport calls the system frameworks through Deno.dlopen; run with deno run --allow-ffi ...)"
-        : `could not open ${String(path)}: ${(cause as Error)?.message ?? cause} (${hint})`,
+      runtime.isPermissionError(cause)
+        ? `could not open ${path}: the --allow-ffi permission is missing ` +
+          `(surfaceport calls the system frameworks through FFI; run with ${runtime.ffiCommand} ...)`
+        : `could not open ${path}: ${(cause as Error)?.message ?? cause} (${hint})`,
       { cause },
     );
   }
@@ -333,10 +334,10 @@ export function loadFrameworks(): Omit<DarwinLibraries, "shim"> {
   assertDarwin();
   const hint = "run with --allow-ffi";
   frameworks = {
-    libSystem: open(LIBSYSTEM_PATH, libSystem, hint).symbols,
-    coreFoundation: open(framework("CoreFoundation"), coreFoundation, hint).symbols,
-    ioSurface: open(framework("IOSurface"), ioSurface, hint).symbols,
-    coreVideo: open(framework("CoreVideo"), coreVideo, hint).symbols,
+    libSystem: open(LIBSYSTEM_PATH, libSystem, hint),
+    coreFoundation: open(framework("CoreFoundation"), coreFoundation, hint),
+    ioSurface: open(framework("IOSurface"), ioSurface, hint),
+    coreVideo: open(framework("CoreVideo"), coreVideo, hint),
   };
   return frameworks;
 }
@@ -351,7 +352,7 @@ let loaded: { shim: Shim; origin: ShimOrigin } | undefined;
 export function loadShim(): Shim {
   if (loaded) return loaded.shim;
   assertDarwin();
-  loaded = openShim<Shim>(denoShimWorld((path) => Deno.dlopen(path, shim).symbols));
+  loaded = openShim<Shim>(denoShimWorld((path) => runtime.dlopen(path, shim)));
   return loaded.shim;
 }
 

@@ -25,10 +25,11 @@
  * @module
  */
 
-import { isPermissionError, LibraryLoadError } from "../src/core/errors.ts";
+import { LibraryLoadError } from "../src/core/errors.ts";
 import { sha256HexSync } from "../src/core/sha256.ts";
 import { PREBUILT_SHIM_SHA256 } from "./darwin_prebuilt.ts";
 import { EMBEDDED_SHIM_PACKED } from "./darwin_shim_embedded.ts";
+import { runtime } from "./runtime.ts";
 
 /** The environment variable naming an explicit shim path. */
 export const SHIM_PATH_ENV = "SURFACEPORT_SHIM_PATH";
@@ -143,7 +144,7 @@ const ADVICE: Record<CodeSignatureRefusal, (path: string) => string> = {
 
 /** The LibraryLoadError for a failed `dlopen(path)` of the shim from `origin`. */
 export function shimOpenError(path: string, cause: unknown, what: string): LibraryLoadError {
-  if (isPermissionError(cause)) {
+  if (runtime.isPermissionError(cause)) {
     return new LibraryLoadError(
       `could not open ${what} ${path}: the --allow-ffi permission is missing ` +
         "(surfaceport calls the system frameworks through Deno.dlopen; run with deno run --allow-ffi ...)",
@@ -241,7 +242,7 @@ export function openShim<T>(world: ShimWorld): { shim: T; origin: ShimOrigin } {
     path = world.writePrivate(SHIM_FILE_NAME, bytes);
   } catch (cause) {
     throw new LibraryLoadError(
-      isPermissionError(cause)
+      runtime.isPermissionError(cause)
         ? `surfaceport runs ${where}, so macOS can load its shim only from a file written first, ` +
           "and that needs --allow-write (a fresh private directory from Deno.makeTempDirSync, " +
           "deleted right after loading): run with --allow-ffi --allow-write, or copy " +
@@ -258,25 +259,30 @@ export function openShim<T>(world: ShimWorld): { shim: T; origin: ShimOrigin } {
   }
 }
 
-/** The real {@link ShimWorld}: this package, Deno's permissions, files and `dlopen`. */
+/**
+ * The real {@link ShimWorld}: this package, the host's permissions, files
+ * and `dlopen`. Through `ffi/runtime.ts` where the seam has the operation;
+ * the env-permission query, the synchronous binary read and the private
+ * temporary file are Deno's (the seam has none yet: Node and Bun need them
+ * added before they can load the shim from a remote package).
+ */
 export function denoShimWorld(dlopen: (path: string) => unknown): ShimWorld {
   return {
     moduleUrl: import.meta.url,
-    standalone: Deno.build.standalone,
+    standalone: (globalThis as { Deno?: { build?: { standalone?: boolean } } }).Deno?.build
+      ?.standalone ?? false,
     granted(name, target) {
+      if (name === "read") return runtime.files.mayAccess("read", target);
       try {
-        const descriptor: Deno.PermissionDescriptor = name === "env"
-          ? { name, variable: target }
-          : { name, path: target };
-        return Deno.permissions.querySync(descriptor).state === "granted";
+        return Deno.permissions.querySync({ name, variable: target }).state === "granted";
       } catch {
         return false;
       }
     },
-    env: (name) => Deno.env.get(name),
+    env: (name) => runtime.env(name),
     isFile(path) {
       try {
-        return Deno.statSync(path).isFile;
+        return runtime.files.stat(path).isFile;
       } catch {
         return false;
       }

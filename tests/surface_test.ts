@@ -1,3 +1,4 @@
+import { runtime } from "../ffi/runtime.ts";
 import assert from "node:assert/strict";
 import { ClosedError, LockStateError, PIXEL_FORMATS, Surface } from "../mod.ts";
 import { computeGeometry } from "../src/core/geometry.ts";
@@ -67,7 +68,7 @@ Deno.test({
     const size = BigInt(surface.allocSize);
     const other = lib.mmap(null, size, 1, 1, backing.fd, 0n)!;
     try {
-      const view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(other, surface.allocSize));
+      const view = new Uint8Array(runtime.arrayBufferAt(other, surface.allocSize));
       assert.equal(view[0], 0x11);
       assert.equal(view[surface.planes[1].offset], 0x22);
       assert.equal(view[surface.planes[1].offset - 1], 0x11);

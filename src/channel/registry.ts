@@ -20,6 +20,9 @@
  */
 
 import { backend } from "../platform.ts";
+import { runtime } from "../../ffi/runtime.ts";
+
+const files = runtime.files;
 
 /** What `list()` reports for one live endpoint. */
 export interface EndpointInfo {
@@ -56,12 +59,8 @@ function directory(): { path: string; uid: number } {
   return { path: `/tmp/surfaceport-${uid}`, uid };
 }
 
-function granted(name: "read" | "write", path: string): boolean {
-  try {
-    return Deno.permissions.querySync({ name, path }).state === "granted";
-  } catch {
-    return false;
-  }
+function granted(kind: "read" | "write", path: string): boolean {
+  return runtime.files.mayAccess(kind, path);
 }
 
 /**
@@ -75,18 +74,13 @@ function usableDirectory(create: boolean): string | undefined {
   try {
     let created = false;
     if (create) {
-      try {
-        Deno.mkdirSync(path, { mode: 0o700 });
-        created = true;
-      } catch (error) {
-        if (!(error instanceof Deno.errors.AlreadyExists)) return undefined;
-      }
+      created = files.makeDirectory(path, 0o700);
     }
-    const info = Deno.lstatSync(path);
-    if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o077) !== 0) {
+    const info = files.lstat(path);
+    if (!info.isDirectory || info.uid !== uid || (info.mode & 0o077) !== 0) {
       // Made just now for a uid this process does not run as (a test double's backend):
       // never leave a directory that would lock that user out of their registry.
-      if (created) Deno.removeSync(path);
+      if (created) files.remove(path);
       return undefined;
     }
     return path;
@@ -117,16 +111,16 @@ export function register(
 ): Registration | undefined {
   const dir = usableDirectory(true);
   if (!dir) return undefined;
-  const file = `${dir}/${fileName(Deno.pid, name)}`;
+  const file = `${dir}/${fileName(runtime.pid, name)}`;
   let removed = false;
   const write = (count: number | undefined) => {
     if (removed) return;
-    const entry: EndpointInfo = { name, kind, pid: Deno.pid, address };
+    const entry: EndpointInfo = { name, kind, pid: runtime.pid, address };
     if (count !== undefined) entry.subscribers = count;
     try {
       // Written whole, then renamed: a reader never sees half an entry.
-      Deno.writeTextFileSync(`${file}.tmp`, JSON.stringify(entry), { mode: 0o600 });
-      Deno.renameSync(`${file}.tmp`, file);
+      files.writeTextFile(`${file}.tmp`, JSON.stringify(entry), 0o600);
+      files.rename(`${file}.tmp`, file);
     } catch {
       // best effort
     }
@@ -138,7 +132,7 @@ export function register(
       if (removed) return;
       removed = true;
       try {
-        Deno.removeSync(file);
+        files.remove(file);
       } catch {
         // already gone
       }
@@ -156,9 +150,9 @@ const ABANDONED_TMP_MS = 60_000;
  */
 function removeIfAbandoned(file: string, dir: string): void {
   try {
-    const modified = Deno.statSync(file).mtime?.getTime();
+    const modified = files.stat(file).mtimeMs;
     if (modified === undefined || Date.now() - modified < ABANDONED_TMP_MS) return;
-    if (granted("write", dir)) Deno.removeSync(file);
+    if (granted("write", dir)) files.remove(file);
   } catch {
     // renamed or removed meanwhile
   }
@@ -206,7 +200,7 @@ export function list(): Promise<EndpointInfo[]> {
     if (!dir) return Promise.resolve([]);
     // Read the entries before checking liveness: an entry is written after its name is bound.
     const entries: { entry: EndpointInfo; file: string }[] = [];
-    for (const item of Deno.readDirSync(dir)) {
+    for (const item of files.readDirectory(dir)) {
       if (item.isFile && item.name.endsWith(".json.tmp")) {
         removeIfAbandoned(`${dir}/${item.name}`, dir);
         continue;
@@ -214,7 +208,7 @@ export function list(): Promise<EndpointInfo[]> {
       if (!item.isFile || !item.name.endsWith(".json")) continue;
       let text: string;
       try {
-        text = Deno.readTextFileSync(`${dir}/${item.name}`);
+        text = files.readTextFile(`${dir}/${item.name}`);
       } catch {
         continue; // removed meanwhile
       }
@@ -226,9 +220,9 @@ export function list(): Promise<EndpointInfo[]> {
     entries.forEach(({ entry, file }, i) => {
       if (live[i]) {
         result.push(entry);
-      } else if (entry.pid !== Deno.pid && granted("write", dir)) {
+      } else if (entry.pid !== runtime.pid && granted("write", dir)) {
         try {
-          Deno.removeSync(file); // its process is gone or no longer listens under that name
+          files.remove(file); // its process is gone or no longer listens under that name
         } catch {
           // someone else removed it
         }

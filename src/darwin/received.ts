@@ -13,6 +13,7 @@ import type { MachPort } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
 import { IOSurfaceHolder } from "./surface.ts";
 import { layoutMismatch, readLayout } from "./verify.ts";
+import type { Pointer } from "../../ffi/runtime.ts";
 
 /**
  * A received surface: the looked-up `IOSurfaceRef` and the send right that
@@ -24,7 +25,7 @@ export class ReceivedIOSurface extends IOSurfaceHolder {
 
   private constructor(
     native: DarwinNative,
-    surface: Deno.PointerObject,
+    surface: Pointer,
     geometry: SurfaceGeometry,
     port: MachPort,
   ) {

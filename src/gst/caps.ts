@@ -279,6 +279,104 @@ export function defaultGstLayout(
 }
 
 /**
+ * The planes of a buffer under `caps`: GStreamer's default layout, with the
+ * strides and offsets of its GstVideoMeta if it has one (unchecked against
+ * any memory). Throws {@link GstProtocolError} when the meta contradicts the
+ * caps.
+ */
+function planesOfGstBuffer(
+  caps: GstVideoCaps,
+  videoMeta: GstVideoMetaRecord | undefined,
+): PlaneGeometry[] {
+  const planes = defaultGstLayout(caps.format, caps.width, caps.height).planes;
+  if (!videoMeta) return planes;
+  if (
+    videoMeta.width !== caps.width || videoMeta.height !== caps.height ||
+    videoMeta.format !== gstVideoFormatNumber(caps.gstFormat) ||
+    videoMeta.offsets.length !== planes.length || videoMeta.strides.length !== planes.length
+  ) {
+    throw new GstProtocolError(
+      "BAD_META",
+      `GstVideoMeta (format ${videoMeta.format}, ${videoMeta.width}x${videoMeta.height}, ` +
+        `${videoMeta.offsets.length} planes) contradicts the caps ` +
+        `(${caps.gstFormat} ${caps.width}x${caps.height})`,
+    );
+  }
+  return planes.map((p, i) => ({
+    ...p,
+    bytesPerRow: videoMeta.strides[i],
+    offset: videoMeta.offsets[i],
+  }));
+}
+
+/** The most bytes the copy path reads at once, whatever strides a sink claims. */
+export const COPY_READ_MAX = 16 << 20;
+
+/** How the copy path reads one plane: rows of `row` bytes, `stride` apart, from one memory. */
+export interface PlaneCopy {
+  /** Index of the memory (and descriptor) the plane lies in. */
+  readonly memory: number;
+  /** Offset of the plane's first row in that memory's file. */
+  readonly fileOffset: number;
+  /** Bytes from one row's start to the next's. */
+  readonly stride: number;
+  /** Bytes of pixels in a row. */
+  readonly row: number;
+  /** Rows. */
+  readonly height: number;
+  /** Bytes from the first row's start to the last row's end: what the file must hold. */
+  readonly span: number;
+  /** Rows read per `pread`: as many as fit {@link COPY_READ_MAX} (at least one). */
+  readonly rowsPerRead: number;
+}
+
+/**
+ * Plans the copy of a buffer of `memories` (offsets into each descriptor's
+ * file, sizes as the sink declared them) under `caps`: each plane must lie
+ * inside one memory. Checked before anything is allocated or read, with
+ * reads bounded by {@link COPY_READ_MAX}, so a lying stride (2^31 − 1, or
+ * 2^24 over a sparse file) costs a {@link GstProtocolError}, never a huge
+ * allocation. The files' real sizes are for the caller to check.
+ */
+export function planCopy(
+  caps: GstVideoCaps,
+  videoMeta: GstVideoMetaRecord | undefined,
+  memories: readonly { size: number; offset: number }[],
+): PlaneCopy[] {
+  return planesOfGstBuffer(caps, videoMeta).map((plane, p) => {
+    const row = plane.width * plane.bytesPerElement;
+    const stride = plane.bytesPerRow;
+    const start = plane.offset;
+    if (!Number.isSafeInteger(stride) || stride < row) {
+      throw new GstProtocolError("BAD_META", `plane ${p}: stride ${stride} is shorter than a row`);
+    }
+    const span = stride * (plane.height - 1) + row;
+    let base = 0;
+    for (let i = 0; i < memories.length; i++) {
+      const memory = memories[i];
+      if (
+        Number.isSafeInteger(start) && start >= base && Number.isSafeInteger(start + span) &&
+        start + span <= base + memory.size
+      ) {
+        const fileOffset = memory.offset + start - base;
+        if (!Number.isSafeInteger(fileOffset + span)) break;
+        const rowsPerRead = Math.max(
+          1,
+          Math.min(plane.height, Math.floor((COPY_READ_MAX - row) / stride) + 1),
+        );
+        return { memory: i, fileOffset, stride, row, height: plane.height, span, rowsPerRead };
+      }
+      base += memory.size;
+    }
+    throw new GstProtocolError(
+      "BAD_META",
+      `plane ${p} (bytes ${start}-${start + span}, stride ${stride}) is not inside one of ` +
+        `the buffer's ${memories.length} memories`,
+    );
+  });
+}
+
+/**
  * The surfaceport geometry of a GStreamer buffer whose single memory starts
  * at `memoryOffset` in a file of `fileSize` bytes: the planes from the
  * buffer's GstVideoMeta when it has one, else GStreamer's default layout.
@@ -292,27 +390,7 @@ export function geometryOfGstBuffer(
   memorySize: number,
   fileSize: number,
 ): SurfaceGeometry {
-  const layout = defaultGstLayout(caps.format, caps.width, caps.height);
-  let planes = layout.planes;
-  if (videoMeta) {
-    if (
-      videoMeta.width !== caps.width || videoMeta.height !== caps.height ||
-      videoMeta.format !== gstVideoFormatNumber(caps.gstFormat) ||
-      videoMeta.offsets.length !== planes.length
-    ) {
-      throw new GstProtocolError(
-        "BAD_META",
-        `GstVideoMeta (format ${videoMeta.format}, ${videoMeta.width}x${videoMeta.height}, ` +
-          `${videoMeta.offsets.length} planes) contradicts the caps ` +
-          `(${caps.gstFormat} ${caps.width}x${caps.height})`,
-      );
-    }
-    planes = planes.map((p, i) => ({
-      ...p,
-      bytesPerRow: videoMeta.strides[i],
-      offset: videoMeta.offsets[i],
-    }));
-  }
+  const planes = planesOfGstBuffer(caps, videoMeta);
   const absolute = planes.map((p) => ({ ...p, offset: p.offset + memoryOffset }));
   for (let i = 0; i < absolute.length; i++) {
     const p = planes[i];

@@ -19,7 +19,7 @@
  */
 
 import type { PeerPredicate } from "../contract/backend.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import {
   PeerClosedError,
   type PeerCredentials,
@@ -35,10 +35,11 @@ import { backend } from "../platform.ts";
 import type { Surface } from "../surface/surface.ts";
 import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
 import {
-  defaultGstLayout,
   geometryOfGstBuffer,
   type GstVideoCaps,
   parseVideoCaps,
+  planCopy,
+  type PlaneCopy,
 } from "./caps.ts";
 import { SurfacePool } from "../surface/pool.ts";
 import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
@@ -313,6 +314,9 @@ export class GstSourceBridge {
       if (buffer.memoryType !== "memfd") {
         throw new UnsupportedError("from-gst: DMABuf memory is not supported; use system memory");
       }
+      // Checked before anything is allocated: the meta's strides and offsets are the sink's word.
+      const plan = planCopy(caps, buffer.videoMeta, buffer.memories);
+      for (const plane of plan) this.#checkFile(fds[plane.memory], plane);
       const pool = this.#copyPoolFor(caps);
       try {
         surface = await pool.acquire({ timeout: 100 });
@@ -321,26 +325,8 @@ export class GstSourceBridge {
         this.#stats.dropped++;
         return undefined;
       }
-      const layout = defaultGstLayout(caps.format, caps.width, caps.height).planes;
-      const meta = buffer.videoMeta;
-      for (let p = 0; p < layout.length; p++) {
-        const plane = layout[p];
-        const stride = meta ? meta.strides[p] : plane.bytesPerRow;
-        const start = meta ? meta.offsets[p] : plane.offset;
-        const row = plane.width * plane.bytesPerElement;
-        if (!(stride >= row)) {
-          throw new GstProtocolError(
-            "BAD_META",
-            `plane ${p}: stride ${stride} is shorter than a row`,
-          );
-        }
-        const length = stride * (plane.height - 1) + row;
-        this.#readPlane(buffer, fds, start, length);
-        const to = surface.bytes(p);
-        const toStride = surface.planes[p].bytesPerRow;
-        for (let y = 0; y < plane.height; y++) {
-          to.set(this.#scratch.subarray(y * stride, y * stride + row), y * toStride);
-        }
+      for (let p = 0; p < plan.length; p++) {
+        this.#copyPlane(fds[plan[p].memory], plan[p], surface, p);
       }
       this.#stats.copies++;
       const copied = surface;
@@ -353,37 +339,54 @@ export class GstSourceBridge {
     }
   }
 
-  /** Reads `length` bytes at `start` of the buffer (memories in order) into the scratch buffer. */
-  #readPlane(buffer: GstNewBuffer, fds: number[], start: number, length: number): void {
-    if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
-    let base = 0;
-    for (let i = 0; i < buffer.memories.length; i++) {
-      const memory = buffer.memories[i];
-      if (start >= base && start + length <= base + memory.size) {
-        // Only memfds answer F_GET_SEALS: shared memory, which a read never blocks on (a
-        // FIFO or a file on a hung filesystem could stall the whole event loop).
-        if (libc().fcntl(fds[i], LINUX.F_GET_SEALS, 0) < 0) {
-          throw new ProtocolError("NOT_SHARED_MEMORY", `memory ${i} is not a memfd`);
-        }
-        const got = Number(
-          libc().pread(fds[i], this.#scratch, BigInt(length), BigInt(memory.offset + start - base)),
-        );
-        if (got !== length) {
-          throw new GstProtocolError(
-            "BAD_META",
-            `memory ${i}: read ${got} of ${length} bytes at ${memory.offset + start - base}`,
-          );
-        }
-        return;
-      }
-      base += memory.size;
+  /**
+   * Checks, before anything is read, that the memory of `plane` is shared
+   * memory (only memfds answer `F_GET_SEALS`: a read never blocks on one,
+   * while a FIFO or a file on a hung filesystem could stall the event loop)
+   * and that its file holds the whole plane.
+   */
+  #checkFile(fd: number, plane: PlaneCopy): void {
+    if (libc().fcntl(fd, LINUX.F_GET_SEALS, 0) < 0) {
+      throw new ProtocolError("NOT_SHARED_MEMORY", `memory ${plane.memory} is not a memfd`);
     }
-    throw new GstProtocolError(
-      "BAD_META",
-      `a plane (bytes ${start}-${
-        start + length
-      }) is not inside one of the buffer's ${buffer.memories.length} memories`,
-    );
+    const fileSize = Number(fstatx(fd).size);
+    if (plane.fileOffset + plane.span > fileSize) {
+      throw new GstProtocolError(
+        "BAD_META",
+        `memory ${plane.memory}: a plane needs bytes ${plane.fileOffset}-${
+          plane.fileOffset + plane.span
+        } of a ${fileSize}-byte file`,
+      );
+    }
+  }
+
+  /**
+   * Copies plane `p` from `fd` into `surface`, `plane.rowsPerRead` rows per
+   * `pread` into a scratch buffer of at most `COPY_READ_MAX` (16 MiB) (or
+   * one row). A memory that shrank meanwhile gives a short read: an error,
+   * never `SIGBUS`.
+   */
+  #copyPlane(fd: number, plane: PlaneCopy, surface: Surface, p: number): void {
+    const { stride, row, rowsPerRead } = plane;
+    const chunk = stride * (rowsPerRead - 1) + row;
+    if (this.#scratch.length < chunk) this.#scratch = new Uint8Array(chunk);
+    const to = surface.bytes(p);
+    const toStride = surface.planes[p].bytesPerRow;
+    for (let y = 0; y < plane.height; y += rowsPerRead) {
+      const rows = Math.min(rowsPerRead, plane.height - y);
+      const length = stride * (rows - 1) + row;
+      const at = plane.fileOffset + y * stride;
+      const got = Number(libc().pread(fd, this.#scratch, BigInt(length), BigInt(at)));
+      if (got !== length) {
+        throw new GstProtocolError(
+          "BAD_META",
+          `memory ${plane.memory}: read ${got} of ${length} bytes at ${at}`,
+        );
+      }
+      for (let r = 0; r < rows; r++) {
+        to.set(this.#scratch.subarray(r * stride, r * stride + row), (y + r) * toStride);
+      }
+    }
   }
 
   #copyPoolFor(caps: GstVideoCaps): SurfacePool {
@@ -498,8 +501,8 @@ export class GstSourceBridge {
 
   /** Shows the sink, the caps and the counters in `console.log`. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     const caps = this.#caps
       ? `${this.#caps.format} ${this.#caps.width}x${this.#caps.height}`

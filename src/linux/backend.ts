@@ -30,7 +30,7 @@ function realtimeMicros(): number {
 /** `__SO_ACCEPTCON` in the Flags column of `/proc/net/unix`: the socket listens. */
 const SO_ACCEPTCON = 0x10000;
 
-/** Reads a whole (small, `/proc`) file through libc: no Deno read permission is involved. */
+/** Reads a whole (small, `/proc`) file through libc: no runtime read permission is involved. */
 function readProcFile(path: string): string {
   const fd = libc().open(cString(path), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0);
   if (fd < 0) throw systemError(`open(${path})`);
@@ -85,7 +85,7 @@ function processExists(pid: number): boolean {
   return true;
 }
 
-/** memfd + SCM_RIGHTS, all through libc with `Deno.dlopen`. */
+/** memfd + SCM_RIGHTS, all through libc (loaded by `ffi/linux.ts`). */
 export const linuxBackend: Backend = {
   currentUid: () => libc().geteuid(),
   clockMicros: realtimeMicros,

@@ -12,6 +12,10 @@
  * - `gst.geometry`: an accepted NEW_BUFFER's memory records and video meta,
  *   against the caps and a random file size, give a geometry that passes
  *   `validateGeometry`, or a `GstProtocolError`.
+ * - `gst.planCopy`: the copy path's plan for a NEW_BUFFER of several
+ *   memories (a lying GstVideoMeta stride or offset included) puts every
+ *   plane inside one declared memory and never reads more than
+ *   `COPY_READ_MAX` bytes (or one row) at once, or is a `GstProtocolError`.
  * - `gst.parseVideoCaps`: mutated caps strings give a parsed value or a
  *   `GstProtocolError`.
  *
@@ -19,7 +23,12 @@
  */
 
 import { validateGeometry } from "../../src/core/geometry.ts";
-import { geometryOfGstBuffer, parseVideoCaps } from "../../src/gst/caps.ts";
+import {
+  COPY_READ_MAX,
+  geometryOfGstBuffer,
+  parseVideoCaps,
+  planCopy,
+} from "../../src/gst/caps.ts";
 import {
   decodeClientMessage,
   decodeSinkMessage,
@@ -204,6 +213,56 @@ function runGeometry(input: Uint8Array, rng: Xorshift): string {
   }
 }
 
+/** A NEW_BUFFER of two memories: NV12's Y plane in the first, CbCr in the second. */
+function twoMemorySeed(): Uint8Array {
+  return encodeNewBuffer({
+    id: 9n,
+    memories: [{ size: 320 * 240, offset: 0 }, { size: 320 * 120, offset: 4096 }],
+    metas: [
+      encodeMeta("GstVideoMeta", 0, videoMetaPayload(23, 320, 240, [0, 320 * 240], [320, 320])),
+    ],
+  });
+}
+
+function runCopyPlan(input: Uint8Array, rng: Xorshift): string {
+  const caps = parseVideoCaps(rng.chance(0.5) ? CAPS_NV12 : CAPS_BGRA);
+  const framer = new UnixFdFramer(1 << 16);
+  let framed;
+  try {
+    let at = 0;
+    while (at < input.length && !framed) {
+      const n = Math.min(framer.want(), input.length - at);
+      framed = framer.feed(
+        input.subarray(at, at + n),
+        at === 0 ? [1, 2, 3].slice(0, 1 + rng.below(3)) : [],
+      );
+      at += n;
+    }
+    if (!framed) return "incomplete";
+    const message = decodeSinkMessage(framed.command, framed.payload, framed.fds);
+    if (message.type !== "new-buffer") return message.type;
+    const memories = message.buffer.memories;
+    for (const plane of planCopy(caps, message.buffer.videoMeta, memories)) {
+      const chunk = plane.stride * (plane.rowsPerRead - 1) + plane.row;
+      if (chunk > Math.max(COPY_READ_MAX, plane.row)) {
+        throw new Finding(`planCopy plans a ${chunk}-byte read (stride ${plane.stride})`);
+      }
+      const memory = memories[plane.memory];
+      if (
+        !(plane.fileOffset >= memory.offset &&
+          plane.fileOffset + plane.span <= memory.offset + memory.size)
+      ) {
+        throw new Finding(`planCopy reads outside memory ${plane.memory}`);
+      }
+    }
+    return "ok";
+  } catch (error) {
+    if (error instanceof Finding) throw error;
+    if (error instanceof GstProtocolError) return `protocol:${error.reason}`;
+    throw new Finding(`threw ${(error as Error)?.name}: ${(error as Error)?.message}`);
+  }
+}
+
 function runCaps(input: Uint8Array): string {
   const text = new TextDecoder().decode(input);
   try {
@@ -241,6 +300,19 @@ export const GST_TARGETS: readonly FuzzTarget[] = [
     run: (input, rng) => {
       try {
         return runGeometry(input, rng);
+      } catch (error) {
+        if (error instanceof Finding) throw new Error(error.message);
+        throw error;
+      }
+    },
+  },
+  {
+    name: "gst.planCopy",
+    seeds: () => [twoMemorySeed(), newBufferSeed(true)],
+    fields: STREAM_FIELDS,
+    run: (input, rng) => {
+      try {
+        return runCopyPlan(input, rng);
       } catch (error) {
         if (error instanceof Finding) throw new Error(error.message);
         throw error;

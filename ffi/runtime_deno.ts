@@ -1,0 +1,87 @@
+/**
+ * The runtime seam on Deno: `Deno.dlopen` takes the symbol tables as they
+ * are, and its symbols are returned unwrapped (a pointer is a
+ * `Deno.PointerObject`), so a call through the seam costs what a direct
+ * call costs.
+ *
+ * @module
+ */
+
+import type { FileInfo, Library, Pointer, PointerValue, Runtime, SymbolTable } from "./runtime.ts";
+
+const asDeno = (pointer: PointerValue) => pointer as unknown as Deno.PointerValue;
+const fromDeno = (pointer: Deno.PointerValue) => pointer as unknown as PointerValue;
+
+function fileInfo(info: Deno.FileInfo): FileInfo {
+  return {
+    isDirectory: info.isDirectory,
+    isFile: info.isFile,
+    uid: info.uid ?? -1,
+    mode: info.mode ?? 0,
+    mtimeMs: info.mtime?.getTime(),
+  };
+}
+
+/** The seam over Deno's own APIs. */
+export function denoRuntime(): Runtime {
+  return {
+    name: "deno",
+    version: Deno.version.deno,
+    os: Deno.build.os,
+    arch: Deno.build.arch,
+    pid: Deno.pid,
+    ffiCommand: "deno run --allow-ffi",
+
+    dlopen<S extends SymbolTable>(path: string, symbols: S): Library<S> {
+      return Deno.dlopen(path, symbols as unknown as Deno.ForeignLibraryInterface)
+        .symbols as unknown as Library<S>;
+    },
+    isPermissionError: (error) =>
+      error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied,
+
+    addressOf: (bytes) => Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes as BufferSource)),
+    pointerValue: (pointer) => Deno.UnsafePointer.value(asDeno(pointer)),
+    pointerFrom: (value) => fromDeno(Deno.UnsafePointer.create(value)),
+    arrayBufferAt: (pointer: Pointer, size) =>
+      Deno.UnsafePointerView.getArrayBuffer(asDeno(pointer)!, size),
+    readPointer: (pointer: Pointer, offset = 0) =>
+      fromDeno(new Deno.UnsafePointerView(asDeno(pointer)!).getPointer(offset)),
+    readCString: (pointer: Pointer) => Deno.UnsafePointerView.getCString(asDeno(pointer)!),
+    sharedBytes: (size) => new Uint8Array(size),
+
+    env(name) {
+      try {
+        return Deno.env.get(name);
+      } catch {
+        return undefined; // no --allow-env
+      }
+    },
+    files: {
+      mayAccess(kind, path) {
+        try {
+          return Deno.permissions.querySync({ name: kind, path }).state === "granted";
+        } catch {
+          return false;
+        }
+      },
+      makeDirectory(path, mode) {
+        try {
+          Deno.mkdirSync(path, { mode });
+          return true;
+        } catch (error) {
+          if (error instanceof Deno.errors.AlreadyExists) return false;
+          throw error;
+        }
+      },
+      lstat: (path) => fileInfo(Deno.lstatSync(path)),
+      stat: (path) => fileInfo(Deno.statSync(path)),
+      remove: (path) => Deno.removeSync(path),
+      writeTextFile: (path, text, mode) => Deno.writeTextFileSync(path, text, { mode }),
+      rename: (from, to) => Deno.renameSync(from, to),
+      readDirectory: (path) =>
+        Array.from(Deno.readDirSync(path), (entry) => ({ name: entry.name, isFile: entry.isFile })),
+      readTextFile: (path) => Deno.readTextFileSync(path),
+      readFile: (path) => Deno.readFile(path),
+    },
+  };
+}
