@@ -23,7 +23,7 @@
 import { LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
 import { type Library, runtime, type SymbolTable } from "./runtime.ts";
 import { PREBUILT_SHIM_SHA256 } from "./darwin_prebuilt.ts";
-import { denoShimWorld, openShim, SHIM_FILE_NAME, type ShimOrigin } from "./darwin_shim.ts";
+import { hostShimWorld, openShim, SHIM_FILE_NAME, type ShimOrigin } from "./darwin_shim.ts";
 
 export { PREBUILT_SHIM_SHA256 };
 
@@ -352,7 +352,7 @@ let loaded: { shim: Shim; origin: ShimOrigin } | undefined;
 export function loadShim(): Shim {
   if (loaded) return loaded.shim;
   assertDarwin();
-  loaded = openShim<Shim>(denoShimWorld((path) => runtime.dlopen(path, shim)));
+  loaded = openShim<Shim>(hostShimWorld((path) => runtime.dlopen(path, shim)));
   return loaded.shim;
 }
 

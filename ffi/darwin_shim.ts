@@ -57,7 +57,7 @@ export interface ShimOrigin {
   notes: string[];
 }
 
-/** Everything the decision reads or does; {@link denoShimWorld} is the real one. */
+/** Everything the decision reads or does; {@link hostShimWorld} is the real one. */
 export interface ShimWorld {
   /** `import.meta.url` of a file in `ffi/` of the package. */
   moduleUrl: string;
@@ -147,7 +147,7 @@ export function shimOpenError(path: string, cause: unknown, what: string): Libra
   if (runtime.isPermissionError(cause)) {
     return new LibraryLoadError(
       `could not open ${what} ${path}: the --allow-ffi permission is missing ` +
-        "(surfaceport calls the system frameworks through Deno.dlopen; run with deno run --allow-ffi ...)",
+        `(surfaceport calls the system frameworks through FFI; run with ${runtime.ffiCommand} ...)`,
       { cause },
     );
   }
@@ -244,7 +244,7 @@ export function openShim<T>(world: ShimWorld): { shim: T; origin: ShimOrigin } {
     throw new LibraryLoadError(
       runtime.isPermissionError(cause)
         ? `surfaceport runs ${where}, so macOS can load its shim only from a file written first, ` +
-          "and that needs --allow-write (a fresh private directory from Deno.makeTempDirSync, " +
+          "and that needs --allow-write (a fresh private temporary directory, " +
           "deleted right after loading): run with --allow-ffi --allow-write, or copy " +
           `native/prebuilt/${SHIM_FILE_NAME} from the package and run with --allow-env and ` +
           `${SHIM_PATH_ENV}=that path`
@@ -259,26 +259,13 @@ export function openShim<T>(world: ShimWorld): { shim: T; origin: ShimOrigin } {
   }
 }
 
-/**
- * The real {@link ShimWorld}: this package, the host's permissions, files
- * and `dlopen`. Through `ffi/runtime.ts` where the seam has the operation;
- * the env-permission query, the synchronous binary read and the private
- * temporary file are Deno's (the seam has none yet: Node and Bun need them
- * added before they can load the shim from a remote package).
- */
-export function denoShimWorld(dlopen: (path: string) => unknown): ShimWorld {
+/** The real {@link ShimWorld}: this package, and the host's permissions, files and `dlopen`. */
+export function hostShimWorld(dlopen: (path: string) => unknown): ShimWorld {
   return {
     moduleUrl: import.meta.url,
-    standalone: (globalThis as { Deno?: { build?: { standalone?: boolean } } }).Deno?.build
-      ?.standalone ?? false,
-    granted(name, target) {
-      if (name === "read") return runtime.files.mayAccess("read", target);
-      try {
-        return Deno.permissions.querySync({ name, variable: target }).state === "granted";
-      } catch {
-        return false;
-      }
-    },
+    standalone: runtime.standalone,
+    granted: (name, target) =>
+      name === "read" ? runtime.files.mayAccess("read", target) : runtime.mayReadEnv(target),
     env: (name) => runtime.env(name),
     isFile(path) {
       try {
@@ -287,16 +274,11 @@ export function denoShimWorld(dlopen: (path: string) => unknown): ShimWorld {
         return false;
       }
     },
-    readFile: (path) => Deno.readFileSync(path),
-    writePrivate(name, bytes) {
-      const dir = Deno.makeTempDirSync({ prefix: "surfaceport-shim-" }); // mode 0700
-      const path = `${dir}/${name}`;
-      Deno.writeFileSync(path, bytes, { mode: 0o500, createNew: true });
-      return path;
-    },
+    readFile: (path) => runtime.files.readFileSync(path),
+    writePrivate: (name, bytes) => runtime.files.writePrivateFile(name, bytes),
     removePrivate(path) {
       try {
-        Deno.removeSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+        runtime.files.removeTree(path.slice(0, path.lastIndexOf("/")));
       } catch {
         // best effort: it is private and in the temporary directory
       }

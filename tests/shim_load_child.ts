@@ -5,11 +5,11 @@
  * records the path (Linux cannot map a Mach-O). Args: the module URL to
  * decide for ("" for the real one), "standalone" or "". Prints one JSON line.
  */
-import { denoShimWorld, openShim } from "../ffi/darwin_shim.ts";
+import { hostShimWorld, openShim } from "../ffi/darwin_shim.ts";
 
 const [moduleUrl, standalone] = Deno.args;
 const opened: { path: string; existed: boolean }[] = [];
-const world = denoShimWorld((path) => {
+const world = hostShimWorld((path) => {
   let existed = false;
   try {
     existed = Deno.statSync(path).isFile;

@@ -336,7 +336,7 @@ Deno.test("shim load: real permissions: a remote import without --allow-write is
   const loaded = await child(["--allow-read", "--allow-write"], [JSR_URL, ""]);
   assert.equal(loaded.origin?.source, "embedded");
   assert.deepEqual(loaded.opened, [{ path: loaded.origin!.path, existed: true }]);
-  assert.match(loaded.origin!.path, /surfaceport-shim-[^/]+\/libsurfaceport_shim\.dylib$/);
+  assert.match(loaded.origin!.path, /\/surfaceport-[^/]+\/libsurfaceport_shim\.dylib$/);
   assert.throws(
     () => Deno.statSync(loaded.origin!.path.replace(/\/[^/]+$/, "")),
     Deno.errors.NotFound,
@@ -344,4 +344,36 @@ Deno.test("shim load: real permissions: a remote import without --allow-write is
 
   const compiled = await child(["--allow-read", "--allow-write"], ["", "standalone"]);
   assert.equal(compiled.origin?.source, "embedded");
+});
+
+Deno.test("shim load: the shipped shim is in mod.ts's static module graph, and nothing in it is fetched at run time", async () => {
+  // What a frozen lockfile, --cached-only and deno compile can serve: modules of the graph.
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", `${ROOT}mod.ts`],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  const graph = JSON.parse(new TextDecoder().decode(output.stdout)) as {
+    modules: { specifier: string }[];
+  };
+  const specifiers = graph.modules.map((m) => m.specifier);
+  assert.ok(specifiers.includes(`file://${ROOT}ffi/darwin_shim_embedded.ts`));
+  assert.deepEqual(specifiers.filter((s) => !s.startsWith("file://")), [], "only package files");
+  // No import whose specifier is computed (the old plug import was built from a variable).
+  const walk = (dir: string): string[] =>
+    [...Deno.readDirSync(dir)].flatMap((e) =>
+      e.isDirectory ? walk(`${dir}/${e.name}`) : e.name.endsWith(".ts") ? [`${dir}/${e.name}`] : []
+    );
+  const files = [...walk(`${ROOT}ffi`), ...walk(`${ROOT}src`)];
+  assert.ok(files.length > 40);
+  for (const file of files) {
+    const text = await Deno.readTextFile(file);
+    assert.doesNotMatch(
+      text,
+      /(?:\bawait|\breturn|[=(,:?>])\s*import\((?!["'])/,
+      `${file}: a computed import`,
+    );
+  }
 });
