@@ -230,7 +230,8 @@ export function activeDarwinNative(): DarwinNative | undefined {
 
 // --- the real implementation ----------------------------------------------------
 
-function readShimReport(shim: Shim): Record<string, unknown> {
+/** The shim's ABI report (`sp_abi_report()`), parsed: for `assertAbiReport` and `doctor`. */
+export function readShimReport(shim: Shim): Record<string, unknown> {
   const pointer = shim.sp_abi_report();
   if (pointer === null) throw new LibraryLoadError("sp_abi_report() returned NULL");
   return JSON.parse(runtime.readCString(pointer));
