@@ -316,4 +316,44 @@ export const MUTANTS: Mutant[] = [
     why: "README: views of a received frame are detached before its memory is unmapped, never " +
       "left dangling",
   },
+  {
+    id: "publish-depth-not-capped",
+    file: "src/pubsub/publish.ts",
+    find: "      subscriber.depth = Math.min(message.depth, this.#budget.maxDepth);\n",
+    replace: "      subscriber.depth = message.depth;\n",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "issue 18: a SUBSCRIBE depth 64 that never reads took the whole pool",
+  },
+  {
+    id: "plain-peer-unbounded",
+    file: "src/pubsub/subscriber_state.ts",
+    find: "    return connection.unreadByPeer === undefined || connection.unreadByPeer() === 0;\n",
+    replace: "    return true;\n",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "issue 18: a plain peer that never reads took every frame its socket had room for",
+  },
+  {
+    id: "stalled-never-cut-off",
+    file: "src/pubsub/budget.ts",
+    find: '        this.#cutOff(subscriber, new TimeoutError("credit", this.#stallTimeout));\n',
+    replace: "",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "docs/protocol.md: a subscriber blocked for stallTimeout is cut off",
+  },
+  {
+    id: "credit-blocks-receive",
+    file: "src/pubsub/subscribe.ts",
+    find: "        this.#returnCredits(connection);\n",
+    replace: "        while (this.#unacknowledged > 0) {\n" +
+      "          const count = Math.min(this.#unacknowledged, MAX_DEPTH);\n" +
+      "          writeCredit(this.#creditView, count);\n" +
+      "          await connection.sendControl(this.#credit, deadline, options.signal);\n" +
+      "          this.#unacknowledged -= count;\n        }\n",
+    tests: ["tests/subscriber_credit_test.ts"],
+    filter: "a publisher that stops reading CREDITs",
+    why: "issue 18, defect 8: a receive timed out sending a credit with frames waiting",
+  },
 ];

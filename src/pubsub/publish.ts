@@ -55,7 +55,7 @@ import {
   HEADER_SIZE,
   type Meta,
 } from "../wire/wire.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, inspectOnNode } from "../core/inspect.ts";
 
 /**
  * Options of {@link publish}: those of `listen()`, what a publisher keeps,
@@ -535,6 +535,10 @@ export class Publisher<M = unknown> {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** Shows the name and the subscribers in `console.log`. */

@@ -41,7 +41,7 @@ import {
   MAX_DEPTH,
   writeCredit,
 } from "../wire/pubsub_wire.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, inspectOnNode } from "../core/inspect.ts";
 
 /** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
 export interface SubscribeOptions extends ChannelOptions {
@@ -314,6 +314,10 @@ export class Subscription<M = unknown> {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** Shows the name, policy and counters in `console.log`. */
