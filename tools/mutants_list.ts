@@ -102,6 +102,16 @@ export const MUTANTS: Mutant[] = [
       "rule ran nowhere: Deno refuses to stat /dev/shm without --allow-all, and it was dropped " +
       "silently)",
   },
+  {
+    id: "registry-leaves-foreign-dir",
+    file: "src/channel/registry.ts",
+    find: "      if (created) files.remove(path);\n",
+    replace: "",
+    tests: ["tests/darwin_pubsub_test.ts"],
+    filter: "registry: a fake task's uid never gets a registry directory",
+    why: "a directory made for a uid this process does not run as would lock that user out of " +
+      "their registry (issue 23: the test returned early, reporting ok, where euid is 501)",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",
