@@ -439,4 +439,33 @@ export const MUTANTS: Mutant[] = [
     why: "issue 19 defect 12: a cached layout that no longer matches is read again before " +
       "the frame is refused",
   },
+  {
+    id: "darwin-inbox-default-qlimit",
+    file: "src/darwin/mach.ts",
+    find: "    setQueueLimit(native, port.name, INBOX_QUEUE_LIMIT);\n",
+    replace: "",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 6: an inbox queues",
+    why: "issue 19 defect 6: an inbox keeps XNU's default queue limit of 5 while depth goes to 64",
+  },
+  {
+    id: "darwin-full-queue-polled",
+    file: "src/darwin/send.ts",
+    find: "    await room.wait(operation, deadline, signal);\n",
+    replace: "    await new Promise((resolve) => setTimeout(resolve, 2));\n",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 6: an inbox queues",
+    why: "issue 19 defect 6: a send to a full inbox waits for MACH_NOTIFY_SEND_POSSIBLE, not a " +
+      "timer",
+  },
+  {
+    id: "darwin-replaced-request-leaked",
+    file: "src/darwin/send.ts",
+    find: "      native.mach_port_deallocate(native.taskSelf, old);\n",
+    replace: "",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "comes back as a right",
+    why: "issue 23: the fake now returns a replaced request's send-once right, as XNU does; it " +
+      "must be released",
+  },
 ];
