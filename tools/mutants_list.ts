@@ -305,6 +305,26 @@ export const MUTANTS: Mutant[] = [
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
   },
+  {
+    id: "wire-short-message-reads-past-end",
+    file: "src/wire/wire.ts",
+    find: "`message of ${message.length} bytes is shorter than the ${HEADER_SIZE}-byte header`",
+    replace:
+      "`message of ${view.getUint16(8, true)} bytes is shorter than the ${HEADER_SIZE}-byte " +
+      "header`",
+    tests: ["tests/wire_test.ts"],
+    why: "c79dbef: an 8- or 9-byte message made decodeHeader read past its end (a RangeError " +
+      "escaped instead of SHORT_MESSAGE; found by the fuzzer)",
+  },
+  {
+    id: "pool-release-not-watched",
+    file: "src/linux/surface.ts",
+    find: "    if (this.#closed || !(surface instanceof MemfdSurface) || surface.fd < 0) return;",
+    replace: "    return;",
+    tests: ["tests/release_watch_test.ts"],
+    why: "088cd82: a pool waiting for a release wakes on the kernel's close event (inotify), not " +
+      "on its re-probe timer",
+  },
   // --- README promises that a test guards ------------------------------------------------------
   {
     id: "pool-reuses-held-surface",
