@@ -29,7 +29,11 @@ async function verifyFrames(
     const frame = await receive();
     const { seed } = frame.meta as { seed: number };
     const wrong = verifyPattern(frame.surface, seed);
-    say(wrong ? `bad ${wrong}` : `ok ${seed} ${frame.surface.width}x${frame.surface.height} ${frame.surface.format} ${runtime.name}`);
+    say(
+      wrong
+        ? `bad ${wrong}`
+        : `ok ${seed} ${frame.surface.width}x${frame.surface.height} ${frame.surface.format} ${runtime.name}`,
+    );
     frame.close();
   }
 }
