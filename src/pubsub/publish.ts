@@ -183,8 +183,8 @@ export class Publisher<M = unknown> {
    * "latest" subscribers never make it wait. `timeout` / `signal` bound
    * the wait for "queue" subscribers; on expiry the frame is withdrawn from
    * those that have not got it and the promise rejects (`TimeoutError`, or
-   * the signal's reason). A subscriber that goes away meanwhile counts as
-   * served. Every subscriber sees the same `sequence` for a frame. If a
+   * the signal's reason). A subscriber that goes away, or is cut off as
+   * stalled (`stallTimeout`), meanwhile counts as served. Every subscriber sees the same `sequence` for a frame. If a
    * capability cannot be made for some subscriber (e.g. `EMFILE`), the
    * frame is withdrawn the same way and the promise rejects with that error.
    */
