@@ -112,6 +112,35 @@ export const MUTANTS: Mutant[] = [
     why: "a directory made for a uid this process does not run as would lock that user out of " +
       "their registry (issue 23: the test returned early, reporting ok, where euid is 501)",
   },
+  {
+    id: "keep-last-off",
+    file: "src/pubsub/publish.ts",
+    find: "      if (this.#keepLast) {\n        const handle = backing.exportHandle();",
+    replace: "      if (false) {\n        const handle = backing.exportHandle();",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "with keepLast (default) the last frame stays in use",
+    why: "README: with keepLast (default) a late subscriber gets the last frame at once, so it " +
+      "stays in use until the next one",
+  },
+  {
+    id: "queue-subscriber-as-latest",
+    file: "src/pubsub/publish.ts",
+    find: 'if (subscriber.state === "subscribed" && subscriber.policy === "queue") {\n' +
+      "          batch ??=",
+    replace: "if (false) {\n          batch ??=",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "a stalled 'queue' subscriber back-pressures the publisher, and loses nothing",
+    why: "README: policy 'queue' gets every frame in order and send waits for it",
+  },
+  {
+    id: "malformed-message-fds-kept",
+    file: "src/linux/channel.ts",
+    find: "        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);\n",
+    replace: "",
+    tests: ["tests/hostile_test.ts"],
+    filter: "every malformed message is a typed ProtocolError, its fds are closed",
+    why: "README: no message, however malformed, leaks the descriptors it brought",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",
@@ -275,6 +304,26 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "wire-short-message-reads-past-end",
+    file: "src/wire/wire.ts",
+    find: "`message of ${message.length} bytes is shorter than the ${HEADER_SIZE}-byte header`",
+    replace:
+      "`message of ${view.getUint16(8, true)} bytes is shorter than the ${HEADER_SIZE}-byte " +
+      "header`",
+    tests: ["tests/wire_test.ts"],
+    why: "c79dbef: an 8- or 9-byte message made decodeHeader read past its end (a RangeError " +
+      "escaped instead of SHORT_MESSAGE; found by the fuzzer)",
+  },
+  {
+    id: "pool-release-not-watched",
+    file: "src/linux/surface.ts",
+    find: "    if (this.#closed || !(surface instanceof MemfdSurface) || surface.fd < 0) return;",
+    replace: "    return;",
+    tests: ["tests/release_watch_test.ts"],
+    why: "088cd82: a pool waiting for a release wakes on the kernel's close event (inotify), not " +
+      "on its re-probe timer",
   },
   // --- README promises that a test guards ------------------------------------------------------
   {
