@@ -217,11 +217,6 @@ export class Publisher<M = unknown> {
       );
       message.set(encoded.bytes, HEADER_SIZE);
       const b = this.#backend;
-      if (this.#keepLast) {
-        const handle = backing.exportHandle();
-        if (this.#last) b.releaseHandle(this.#last.handle);
-        this.#last = { message, handle };
-      }
       this.#busy();
       for (const subscriber of this.#subscribers) {
         // Credits that came back since the last frame, read now without waiting.
@@ -239,6 +234,13 @@ export class Publisher<M = unknown> {
         if (!subscriber.sending && subscriber.hasCredit) this.#pump(subscriber);
         this.#waitIfNeeded(subscriber);
         this.#blocked.note(subscriber);
+      }
+      // Only now the last frame: a SUBSCRIBE drained in the loop above must not be offered this
+      // frame as "the last one" and then get it again as the frame itself.
+      if (this.#keepLast) {
+        const handle = backing.exportHandle();
+        if (this.#last) b.releaseHandle(this.#last.handle);
+        this.#last = { message, handle };
       }
       if (!batch || batch.remaining === 0) return Promise.resolve();
       return batch.promise;
