@@ -5,7 +5,14 @@ import { computeGeometry } from "../src/core/geometry.ts";
 import { backingOf } from "../src/surface/surface.ts";
 import type { MemfdSurface } from "../src/linux/surface.ts";
 import { libc } from "../ffi/linux.ts";
-import { collectGarbage, fdCount, fdTargets, openFds, settleRuntimeFds } from "./helpers.ts";
+import {
+  collectGarbage,
+  fdCount,
+  fdTargets,
+  memfdMappings,
+  openFds,
+  settleRuntimeFds,
+} from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 
@@ -187,12 +194,16 @@ Deno.test({
     await collectGarbage();
     const baseline = openFds();
     const before = baseline.length;
+    const mappedBefore = memfdMappings().length;
     (() => {
       for (let i = 0; i < 20; i++) Surface.create({ width: 320, height: 240 }).bytes().fill(1);
     })();
     assert.equal(fdCount(), before + 20, "each surface holds one fd");
+    assert.equal(memfdMappings().length, mappedBefore + 20, "each surface holds one mapping");
     await collectGarbage();
     assert.equal(fdCount(), before, `leaked:\n${fdTargets(baseline).join("\n")}`);
+    const mapped = memfdMappings();
+    assert.equal(mapped.length, mappedBefore, `mappings left:\n${mapped.join("\n")}`);
   },
 });
 

@@ -40,6 +40,78 @@ export interface Mutant extends Edit {
 
 /** Every mutation `deno task mutants` runs. */
 export const MUTANTS: Mutant[] = [
+  // --- Issue 23's table: mutations the named tests once let through -----------------------
+  {
+    id: "gst-release-unheld-kept",
+    file: "src/gst/to_gst.ts",
+    find: "if (!entry || !entry.pending.delete(client)) break;",
+    replace: "if (!entry || !entry.pending.delete(client)) continue;",
+    tests: ["tests/gst_bridge_test.ts"],
+    filter: "to-gst hands each client a locked descriptor",
+    why: "issue 23: a RELEASE for an id the client does not hold must drop the client, as " +
+      "unixfdsink does (the test took the TimeoutError of a live connection for the drop)",
+  },
+  {
+    id: "received-cache-off",
+    file: "src/linux/received.ts",
+    find: "let cacheable = key !== Infinity;",
+    replace: "let cacheable = false;",
+    tests: ["tests/channel_test.ts"],
+    filter: "a surface that returns is not remapped",
+    why: "issue 23: with the mapping cache off every frame is mapped again (the test compared " +
+      "addresses, and mmap hands back the one just freed)",
+  },
+  {
+    id: "finalizer-no-unmap",
+    file: "src/linux/surface.ts",
+    find: "  r.spare.close();\n  unmap(r.pointer, r.size);\n  closeQuietly(r.fd);\n});",
+    replace: "  r.spare.close();\n  closeQuietly(r.fd);\n});",
+    tests: ["tests/surface_test.ts"],
+    filter: "is unmapped and its fd closed by the finalizer",
+    why: "issue 23: a surface dropped without close() must be unmapped by the finalizer (the " +
+      "test counted descriptors only)",
+  },
+  {
+    id: "received-mapping-leaked",
+    file: "src/linux/received.ts",
+    find: "let mapping = this.#entries.get(key);",
+    replace:
+      "let mapping: SharedMapping | undefined = undefined; // leaks the cached one per frame",
+    tests: ["tests/soak/soak_test.ts"],
+    why: "issue 23: a received mapping leaked per frame (a page of RSS each) grew the consumer " +
+      "in a straight line that the soak's fixed 96 MiB allowance let through",
+  },
+  {
+    id: "pool-ignores-max",
+    file: "src/surface/pool.ts",
+    find: "    if (this.#entries.length < this.maxSurfaces) {",
+    replace: "    if (true) {",
+    tests: ["tests/pool_test.ts"],
+    filter: "randomized consumers never see a surface reused",
+    why: "README: a pool allocates at most maxSurfaces and then waits (issue 23 took the " +
+      "test's ids.size <= maxSurfaces for an assertion that cannot fail)",
+  },
+  {
+    id: "verify-named-tmpfs-file",
+    file: "src/linux/verify.ts",
+    find: "if ((stat.mode & LINUX.S_IFMT) !== LINUX.S_IFREG || stat.nlink > 0) {",
+    replace: "if (false) {",
+    tests: ["tests/rules_test.ts"],
+    filter: "rules: the library judges every rule",
+    why: "docs/protocol.md: a /dev/shm file is NOT_SHARED_MEMORY, not an unsealed memfd (the " +
+      "rule ran nowhere: Deno refuses to stat /dev/shm without --allow-all, and it was dropped " +
+      "silently)",
+  },
+  {
+    id: "registry-leaves-foreign-dir",
+    file: "src/channel/registry.ts",
+    find: "      if (created) files.remove(path);\n",
+    replace: "",
+    tests: ["tests/darwin_pubsub_test.ts"],
+    filter: "registry: a fake task's uid never gets a registry directory",
+    why: "a directory made for a uid this process does not run as would lock that user out of " +
+      "their registry (issue 23: the test returned early, reporting ok, where euid is 501)",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",
@@ -243,5 +315,45 @@ export const MUTANTS: Mutant[] = [
     filter: "received frames share one buffer per mapping, detached when the cache lets go",
     why: "README: views of a received frame are detached before its memory is unmapped, never " +
       "left dangling",
+  },
+  {
+    id: "publish-depth-not-capped",
+    file: "src/pubsub/publish.ts",
+    find: "      subscriber.depth = Math.min(message.depth, this.#budget.maxDepth);\n",
+    replace: "      subscriber.depth = message.depth;\n",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "issue 18: a SUBSCRIBE depth 64 that never reads took the whole pool",
+  },
+  {
+    id: "plain-peer-unbounded",
+    file: "src/pubsub/subscriber_state.ts",
+    find: "    return connection.unreadByPeer === undefined || connection.unreadByPeer() === 0;\n",
+    replace: "    return true;\n",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "issue 18: a plain peer that never reads took every frame its socket had room for",
+  },
+  {
+    id: "stalled-never-cut-off",
+    file: "src/pubsub/budget.ts",
+    find: '        this.#cutOff(subscriber, new TimeoutError("credit", this.#stallTimeout));\n',
+    replace: "",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "docs/protocol.md: a subscriber blocked for stallTimeout is cut off",
+  },
+  {
+    id: "credit-blocks-receive",
+    file: "src/pubsub/subscribe.ts",
+    find: "        this.#returnCredits(connection);\n",
+    replace: "        while (this.#unacknowledged > 0) {\n" +
+      "          const count = Math.min(this.#unacknowledged, MAX_DEPTH);\n" +
+      "          writeCredit(this.#creditView, count);\n" +
+      "          await connection.sendControl(this.#credit, deadline, options.signal);\n" +
+      "          this.#unacknowledged -= count;\n        }\n",
+    tests: ["tests/subscriber_credit_test.ts"],
+    filter: "a publisher that stops reading CREDITs",
+    why: "issue 18, defect 8: a receive timed out sending a credit with frames waiting",
   },
 ];

@@ -30,7 +30,7 @@ import type { DarwinNative } from "./native.ts";
 import { PixelBuffer, pixelBufferInternals } from "./pixel_buffer.ts";
 import { DARWIN } from "./structs.ts";
 import { geometryOfLayout, readLayout } from "./verify.ts";
-import { type Pointer, runtime } from "../../ffi/runtime.ts";
+import { type Pointer, type PointerValue, runtime } from "../../ffi/runtime.ts";
 
 function lockOptions(readOnly: boolean): number {
   return readOnly ? DARWIN.kIOSurfaceLockReadOnly : 0;
@@ -61,16 +61,23 @@ export abstract class IOSurfaceHolder implements SurfaceBacking {
   protected resources: SurfaceResources | undefined;
   #buffer: ArrayBuffer | undefined;
 
+  /**
+   * `knownBase` and `knownId` are the base address and `IOSurfaceID` when the
+   * caller already asked IOSurface for them (a received frame does): two FFI
+   * calls fewer per frame.
+   */
   protected constructor(
     native: DarwinNative,
     surface: Pointer,
     geometry: SurfaceGeometry,
     holdsUse = false,
+    knownBase?: PointerValue,
+    knownId?: number,
   ) {
-    const base = native.IOSurfaceGetBaseAddress(surface);
+    const base = knownBase !== undefined ? knownBase : native.IOSurfaceGetBaseAddress(surface);
     if (base === null) throw machError("IOSurfaceGetBaseAddress", DARWIN.kIOReturnError);
     this.geometry = geometry;
-    this.id = native.IOSurfaceGetID(surface);
+    this.id = knownId ?? native.IOSurfaceGetID(surface);
     this.baseAddress = base;
     this.resources = { native, surface, holdsUse };
     surfaceFinalizer.register(this, this.resources, this);

@@ -51,6 +51,11 @@ export class FakeMachKernel {
   surfaceAlignment = 64;
   readonly surfaces = new Set<FakeSurface>();
   readonly objects = new Map<bigint, CFObject>();
+  /**
+   * CoreFoundation constants (the `kIOSurface*` keys, callback structs) by
+   * address: immortal, shared by every task; retain and release do nothing.
+   */
+  readonly constants = new Map<bigint, string>();
   /** Misuse the fake detected (each fails {@link assertNoLeaks}). */
   readonly violations: string[] = [];
   /** Every surface's memory, kept alive for the whole test so no view can outlive it. */

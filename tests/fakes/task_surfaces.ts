@@ -11,6 +11,13 @@ import { type CFObject, D, type FakeSurface } from "./model.ts";
 import { FakeTaskMessages } from "./task_messages.ts";
 import { type Pointer, type PointerValue, runtime } from "../../ffi/runtime.ts";
 
+/** FNV-1a over `bytes`: enough to see whether a lock holder wrote to a surface. */
+function hashBytes(bytes: Uint8Array): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ bytes[i], 0x01000193);
+  return hash >>> 0;
+}
+
 /** One simulated task (process): a `DarwinNative` over the shared `FakeMachKernel`. */
 export class FakeTask extends FakeTaskMessages implements DarwinNative {
   #object(call: string, pointer: PointerValue, kind: CFObject["kind"]): CFObject | undefined {
@@ -97,20 +104,52 @@ export class FakeTask extends FakeTaskMessages implements DarwinNative {
     surface.useCounts.set(this, count - 1);
   }
 
+  /**
+   * `IOSurfaceLock`, with IOSurfaceTypes.h's semantics: `kIOSurfaceLockReadOnly`
+   * (1) promises not to modify the memory (the seed is then not bumped, so
+   * other users' caches of it stay valid), `kIOSurfaceLockAvoidSync` (2) only
+   * asks not to page; the same options must be passed to the unlock.
+   */
   IOSurfaceLock(pointer: Pointer, options: number): number {
     const object = this.#object("IOSurfaceLock", pointer, "surface");
-    if (!object) return D.kIOReturnBadArgument;
-    (object.locks as number[]).push(options);
+    if (!object || object.kind !== "surface") return D.kIOReturnBadArgument;
+    if ((options & ~(D.kIOSurfaceLockReadOnly | D.kIOSurfaceLockAvoidSync)) !== 0) {
+      this.kernel.violation(
+        `task ${this.pid}: IOSurfaceLock with unknown options 0x${options.toString(16)}`,
+      );
+      return D.kIOReturnBadArgument;
+    }
+    object.locks.push({ options, hash: hashBytes(object.surface.bytes) });
     return D.kIOReturnSuccess;
   }
 
+  /**
+   * `IOSurfaceUnlock`: a write lock's unlock bumps the seed; a read-only one
+   * must not have changed the memory (a violation: other processes would
+   * keep a stale copy) and does not bump it. Options that differ from the
+   * lock's are undefined behaviour in IOSurface: refused here.
+   */
   IOSurfaceUnlock(pointer: Pointer, options: number): number {
     const object = this.#object("IOSurfaceUnlock", pointer, "surface");
-    if (!object) return D.kIOReturnBadArgument;
-    const locks = object.locks as number[];
-    if (locks.length === 0 || locks[locks.length - 1] !== options) return D.kIOReturnError;
+    if (!object || object.kind !== "surface") return D.kIOReturnBadArgument;
+    const locks = object.locks;
+    const lock = locks[locks.length - 1];
+    if (!lock || lock.options !== options) return D.kIOReturnError;
     locks.pop();
+    if (options & D.kIOSurfaceLockReadOnly) {
+      if (hashBytes(object.surface.bytes) !== lock.hash) {
+        this.kernel.violation(
+          `task ${this.pid}: surface ${object.surface.id} was written under a ` +
+            `kIOSurfaceLockReadOnly lock (its seed is not bumped: other users keep stale copies)`,
+        );
+      }
+    } else object.surface.seed++;
     return D.kIOReturnSuccess;
+  }
+
+  /** `IOSurfaceGetSeed` */
+  IOSurfaceGetSeed(p: Pointer): number {
+    return this.#surface("IOSurfaceGetSeed", p).seed;
   }
 
   IOSurfaceGetAllocSize(p: Pointer): number {
@@ -176,15 +215,23 @@ export class FakeTask extends FakeTaskMessages implements DarwinNative {
   }
 
   CFRetain(pointer: Pointer): void {
+    if (this.kernel.constants.has(runtime.pointerValue(pointer))) return; // immortal
     const object = this.#anyObject("CFRetain", pointer);
     if (object) object.refs++;
   }
 
   CFRelease(pointer: Pointer): void {
+    if (this.kernel.constants.has(runtime.pointerValue(pointer))) return; // immortal
     const object = this.#anyObject("CFRelease", pointer);
     if (!object) return;
     if (--object.refs > 0) return;
     this.kernel.objects.delete(runtime.pointerValue(pointer));
+    if (object.kind === "cf") {
+      // kCFType callbacks: a container releases what it retained.
+      const held = [...object.entries.keys(), ...object.entries.values(), ...object.items];
+      for (const value of held) this.CFRelease(runtime.pointerFrom(value)!);
+      return;
+    }
     if (object.kind === "pixelBuffer") {
       const uses = object.used.useCounts.get(this) ?? 0;
       if (uses > 0) object.used.useCounts.set(this, uses - 1); // CoreVideo's own use ends
