@@ -43,4 +43,8 @@ export const COMMANDS: Readonly<Record<string, Command | LazyCommand>> = {
     "receive a stream sent with `send` on HOST:PORT and publish it as NAME",
     () => import("./network.ts").then((m) => m.receive),
   ),
+  doctor: lazy(
+    "check this machine and print a report to paste into an issue",
+    () => import("./doctor.ts").then((m) => m.doctor),
+  ),
 };

@@ -132,6 +132,15 @@ export interface RuntimeFiles {
   readTextFile(path: string): string;
   /** The whole of a file. */
   readFile(path: string): Promise<Uint8Array<ArrayBuffer>>;
+  /** The whole of a file, synchronously (the shim loader hashes it inside synchronous calls). */
+  readFileSync(path: string): Uint8Array;
+  /**
+   * Writes `bytes` as `name` into a new directory under the temporary
+   * directory that only this user can enter; returns the file's path.
+   */
+  writePrivateFile(name: string, bytes: Uint8Array): string;
+  /** Removes a directory and everything in it. */
+  removeTree(path: string): void;
 }
 
 /** One host runtime (Deno, Node or Bun), as surfaceport uses it. */
@@ -174,6 +183,13 @@ export interface Runtime {
 
   /** An environment variable, or `undefined` (also when the runtime denies reading it). */
   env(name: string): string | undefined;
+  /** True if this process may read the environment variable `name` (asks, never prompts). */
+  mayReadEnv(name: string): boolean;
+  /**
+   * True inside a single-file executable (`deno compile`), whose package
+   * files exist only in its virtual file system, where `dlopen` cannot reach.
+   */
+  readonly standalone: boolean;
   /** The file operations. */
   readonly files: RuntimeFiles;
 }

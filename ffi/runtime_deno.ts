@@ -56,6 +56,14 @@ export function denoRuntime(): Runtime {
         return undefined; // no --allow-env
       }
     },
+    mayReadEnv(name) {
+      try {
+        return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
+      } catch {
+        return false;
+      }
+    },
+    standalone: Deno.build.standalone ?? false,
     files: {
       mayAccess(kind, path) {
         try {
@@ -82,6 +90,14 @@ export function denoRuntime(): Runtime {
         Array.from(Deno.readDirSync(path), (entry) => ({ name: entry.name, isFile: entry.isFile })),
       readTextFile: (path) => Deno.readTextFileSync(path),
       readFile: (path) => Deno.readFile(path),
+      readFileSync: (path) => Deno.readFileSync(path),
+      writePrivateFile(name, bytes) {
+        const dir = Deno.makeTempDirSync({ prefix: "surfaceport-" }); // mode 0700
+        const path = `${dir}/${name}`;
+        Deno.writeFileSync(path, bytes, { mode: 0o500, createNew: true });
+        return path;
+      },
+      removeTree: (path) => Deno.removeSync(path, { recursive: true }),
     },
   };
 }

@@ -6,6 +6,7 @@
  */
 
 import * as fs from "node:fs";
+import * as os from "node:os";
 import process from "node:process";
 import type { FileInfo, RuntimeFiles } from "./runtime.ts";
 
@@ -56,6 +57,14 @@ export const nodeFiles: RuntimeFiles = {
     })),
   readTextFile: (path) => fs.readFileSync(path, "utf8"),
   readFile: async (path) => new Uint8Array(await fs.promises.readFile(path)),
+  readFileSync: (path) => new Uint8Array(fs.readFileSync(path)),
+  writePrivateFile(name, bytes) {
+    const dir = fs.mkdtempSync(`${os.tmpdir()}/surfaceport-`); // mode 0700
+    const path = `${dir}/${name}`;
+    fs.writeFileSync(path, bytes, { mode: 0o500, flag: "wx" });
+    return path;
+  },
+  removeTree: (path) => fs.rmSync(path, { recursive: true, force: true }),
 };
 
 /** `process.arch` as Deno names it. */

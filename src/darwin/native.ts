@@ -20,9 +20,7 @@ import {
   type IOSurfaceLib,
   loadFrameworks,
   loadShim,
-  loadShimLocal,
   type Shim,
-  SHIM_PATH_ENV,
 } from "../../ffi/darwin.ts";
 import { LibraryLoadError } from "../core/errors.ts";
 import type { Backend } from "../contract/backend.ts";
@@ -232,7 +230,8 @@ export function activeDarwinNative(): DarwinNative | undefined {
 
 // --- the real implementation ----------------------------------------------------
 
-function readShimReport(shim: Shim): Record<string, unknown> {
+/** The shim's ABI report (`sp_abi_report()`), parsed: for `assertAbiReport` and `doctor`. */
+export function readShimReport(shim: Shim): Record<string, unknown> {
   const pointer = shim.sp_abi_report();
   if (pointer === null) throw new LibraryLoadError("sp_abi_report() returned NULL");
   return JSON.parse(runtime.readCString(pointer));
@@ -444,26 +443,22 @@ function finishLoading(shim: Shim): DarwinNative {
 
 /**
  * The real native calls (macOS only), loaded on first use: the frameworks,
- * then the shim from `SURFACEPORT_SHIM_PATH` or `native/build/`, whose ABI
- * report must match the TypeScript's tables (else `AbiMismatchError`). With
- * no local shim this throws `LibraryLoadError`: call `prepareNative()` first
- * to load the one shipped in the package (its SHA-256 is checked, which is
- * async).
+ * then the shim (`SURFACEPORT_SHIM_PATH`, `native/build/`, the package's
+ * `native/prebuilt/`, or the copy in the module graph: see
+ * `ffi/darwin_shim.ts`), whose ABI report must match the TypeScript's tables
+ * (else `AbiMismatchError`). Synchronous on every path; throws
+ * `LibraryLoadError` saying what to do when no shim can be opened.
  */
 export function realDarwinNative(): DarwinNative {
   if (real) return real;
-  const shim = loadShimLocal();
-  if (!shim) {
-    throw new LibraryLoadError(
-      "the surfaceport macOS shim is not available locally: build it with `make -C native`, " +
-        `point ${SHIM_PATH_ENV} at it, or \`await prepareNative()\` once to load the one shipped in the package`,
-    );
-  }
-  return finishLoading(shim);
+  return finishLoading(loadShim());
 }
 
-/** Like {@link realDarwinNative}, but may load the shim shipped in the package (see `ffi/darwin.ts`). */
-export async function loadRealDarwinNative(): Promise<DarwinNative> {
-  if (real) return real;
-  return finishLoading(await loadShim());
+/** {@link realDarwinNative}, as a promise (for `prepareNative()` and `connect()`). */
+export function loadRealDarwinNative(): Promise<DarwinNative> {
+  try {
+    return Promise.resolve(realDarwinNative());
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }
