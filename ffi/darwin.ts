@@ -88,6 +88,12 @@ export const libSystem = {
     parameters: ["u32", "u32", "i32", "u32", "u32", "u32", "buffer"],
     result: "i32",
   },
+  /**
+   * kern_return_t mach_port_set_attributes(ipc_space_t task, mach_port_name_t name,
+   *   mach_port_flavor_t flavor, mach_port_info_t port_info, mach_msg_type_number_t count)
+   * — `mach_port_flavor_t` is an int, `mach_port_info_t` an `integer_t *`.
+   */
+  mach_port_set_attributes: { parameters: ["u32", "u32", "i32", "buffer", "u32"], result: "i32" },
   /** kern_return_t bootstrap_check_in(mach_port_t bp, const name_t service_name, mach_port_t *sp) — name_t is char[128] */
   bootstrap_check_in: { parameters: ["u32", "buffer", "buffer"], result: "i32" },
   /** kern_return_t bootstrap_look_up(mach_port_t bp, const name_t service_name, mach_port_t *sp) */

@@ -112,6 +112,17 @@ export interface DarwinNative {
   mach_port_type(task: number, name: number, type: Uint8Array): number;
   /** `mach_vm_deallocate(task, address, size)`: frees a region (out-of-line memory received). */
   mach_vm_deallocate(task: number, address: bigint, size: bigint): number;
+  /**
+   * `mach_port_set_attributes(task, name, flavor, info, count)`: `info` holds
+   * `count` `integer_t`s (for `MACH_PORT_LIMITS_INFO`: one, the queue limit).
+   */
+  mach_port_set_attributes(
+    task: number,
+    name: number,
+    flavor: number,
+    info: Uint8Array,
+    count: number,
+  ): number;
   /** `mach_port_request_notification(task, name, msgid, sync, notify, notifyPoly, &previous)` */
   mach_port_request_notification(
     task: number,
@@ -339,6 +350,8 @@ export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
       sys.mach_port_get_refs(task, name, right, refs),
     mach_port_type: (task, name, type) => sys.mach_port_type(task, name, type),
     mach_vm_deallocate: (task, address, size) => sys.mach_vm_deallocate(task, address, size),
+    mach_port_set_attributes: (task, name, flavor, info, count) =>
+      sys.mach_port_set_attributes(task, name, flavor, info, count),
     mach_port_request_notification: (task, name, msgid, sync, notify, notifyPoly, previous) =>
       sys.mach_port_request_notification(task, name, msgid, sync, notify, notifyPoly, previous),
     bootstrap_check_in: (bp, name, sp) => sys.bootstrap_check_in(bp, name, sp),
