@@ -27,6 +27,7 @@ import {
   type Bell,
   bellTower,
   createFlagPage,
+  doorbellEnabled,
   doorbellStats,
   type FlagPage,
   mapFlagPage,
@@ -244,7 +245,7 @@ export class SocketConnection implements BackendConnection {
    */
   offerDoorbell(): void {
     // Both ends in this process share one event loop: no doorbell between them.
-    if (this.peer.pid === runtime.pid) return;
+    if (this.peer.pid === runtime.pid || !doorbellEnabled()) return;
     const token = newToken();
     const ringFd = openRing(this.peer, token);
     if (ringFd < 0) return;

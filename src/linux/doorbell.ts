@@ -511,15 +511,27 @@ function isStale(path: string): boolean {
   }
 }
 
-let enabled = true;
+/**
+ * Off unless `SURFACEPORT_DOORBELL=1` is in the environment (Deno: readable
+ * with `--allow-env`): measured against the shared poll it woke a parked
+ * receive no sooner on Deno and Node and had longer tails on a loaded
+ * machine (docs/benchmarks.md, "The doorbell"), so the poll stays the
+ * default and the doorbell an option.
+ */
+let enabled = runtime.env("SURFACEPORT_DOORBELL") === "1";
 
 /**
- * For the benchmarks, which measure both ways of parking: with `false`, this
- * process opens no doorbell from now on (peers then never ring it, and its
- * parked waits use the shared poll). It still rings peers that have one.
+ * Switches the doorbell on or off for this process from now on (tests and
+ * benchmarks): off, it neither opens a doorbell (peers then never ring it,
+ * and its parked waits use the shared poll) nor offers rings to its peers.
  */
 export function setDoorbellEnabled(value: boolean): void {
   enabled = value;
+}
+
+/** Whether this process uses doorbells (see {@link setDoorbellEnabled}). */
+export function doorbellEnabled(): boolean {
+  return enabled;
 }
 
 /** This process's doorbell listener. */

@@ -10,6 +10,9 @@
  * @module
  */
 import { connect, PeerClosedError } from "../../mod.ts";
+import { setDoorbellEnabled } from "../../src/linux/doorbell.ts";
+
+setDoorbellEnabled(true); // (off by default)
 
 const channel = await connect(Deno.args[0], { timeout: 10_000 });
 const delay = Number(Deno.args[1] ?? 0);
