@@ -179,7 +179,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "registry-keeps-abandoned-tmp",
     file: "src/channel/registry.ts",
-    find: "        removeIfAbandoned(`${dir}/${item.name}`, dir);\n",
+    find: "          removeIfAbandoned(file, dir);\n",
     replace: "",
     tests: ["tests/pubsub_test.ts"],
     filter: "list() removes an entry's .tmp abandoned",

@@ -2,15 +2,32 @@
  * The per-user registry behind `list()`: neither an abstract socket
  * namespace nor the macOS bootstrap server can be enumerated for one user's
  * names, so every `listen()` and `publish()` writes a small JSON file into
- * `/tmp/surfaceport-UID/` (mode 0700, owned by the user; the same path on
- * Linux and macOS) and removes it on close.
+ * a directory of its user's and removes it on close.
+ *
+ * The directory: `$XDG_RUNTIME_DIR/surfaceport` when `XDG_RUNTIME_DIR` is
+ * set (and readable with `--allow-env`) and is what the system makes it — a
+ * directory of this user's that nobody else may enter (mode 0700) — else
+ * `/tmp/surfaceport-UID` (the same path on Linux and macOS). `list()` reads
+ * both, so a process with the variable and one without (a cron job, `sudo
+ * -u`, CI) still see each other. Either directory must be owned by the user
+ * with no access for anyone else, or it is ignored: another user can create
+ * `/tmp/surfaceport-UID` first, and then this user simply has no registry.
+ *
+ * Entries are opened with `O_NOFOLLOW | O_NONBLOCK` (and created with
+ * `O_CREAT | O_EXCL`), must be regular files of this user, and are read up to
+ * {@link MAX_ENTRY_BYTES}: a link, a FIFO, a huge or unparseable file costs
+ * nothing and, being in this user's own directory, is removed.
  *
  * A process that dies without closing leaves its file behind; `list()`
- * shows an entry only while its endpoint is live, as the backend checks it
- * (Linux: the process exists AND a listening socket is bound under the name
- * in `/proc/net/unix` — a reused pid alone is not enough; macOS: the
- * bootstrap name still resolves, and it dies with its owner). Entries that
- * are not live are deleted by `list()`.
+ * shows an entry only while the backend judges it live: on Linux the process
+ * `pid` exists and holds a descriptor of a listening socket bound at the
+ * entry's `address`, which is the address of its `name` (a reused pid, or
+ * an entry that names a live endpoint of another process, is not live); on
+ * macOS the process exists and the bootstrap name resolves. An entry judged
+ * dead is deleted; one that cannot be judged (macOS: a name that does not
+ * resolve from this bootstrap namespace while its process still exists, as
+ * from an ssh session for the GUI login's names) is neither listed nor
+ * deleted.
  *
  * Everything here is best effort and never prompts: a process without
  * `--allow-read` and `--allow-write` for the directory does not register
@@ -19,6 +36,8 @@
  * @module
  */
 
+import * as fs from "node:fs";
+import type { EndpointState } from "../contract/backend.ts";
 import { backend } from "../platform.ts";
 
 /** What `list()` reports for one live endpoint. */
@@ -43,17 +62,16 @@ export interface Registration {
   remove(): void;
 }
 
+/** The most bytes of an entry that are read: a real one is a few hundred. */
+export const MAX_ENTRY_BYTES = 4096;
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+
 let testDirectory: { path: string; uid: number } | undefined;
 
 /** Test hook: use `path` (owned by `uid`) as the registry directory; `undefined` restores the default. */
 export function setRegistryForTesting(directory: { path: string; uid: number } | undefined): void {
   testDirectory = directory;
-}
-
-function directory(): { path: string; uid: number } {
-  if (testDirectory) return testDirectory;
-  const uid = backend().currentUid();
-  return { path: `/tmp/surfaceport-${uid}`, uid };
 }
 
 function granted(name: "read" | "write", path: string): boolean {
@@ -64,15 +82,49 @@ function granted(name: "read" | "write", path: string): boolean {
   }
 }
 
+/** `$XDG_RUNTIME_DIR` if it may be read without a prompt and is set to an absolute path. */
+function runtimeDirectory(): string | undefined {
+  try {
+    const variable = "XDG_RUNTIME_DIR";
+    if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return undefined;
+    const value = Deno.env.get(variable);
+    return value?.startsWith("/") ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The registry directories in order of preference: where to write first, all of them to read. */
+function directories(): { path: string; uid: number; parent?: string }[] {
+  if (testDirectory) return [testDirectory];
+  const uid = backend().currentUid();
+  const result: { path: string; uid: number; parent?: string }[] = [];
+  const runtime = runtimeDirectory();
+  if (runtime) result.push({ path: `${runtime}/surfaceport`, uid, parent: runtime });
+  result.push({ path: `/tmp/surfaceport-${uid}`, uid });
+  return result;
+}
+
+/** True if `path` is a real directory of `uid` that nobody else may use. */
+function privateDirectory(path: string, uid: number): boolean {
+  const info = Deno.lstatSync(path);
+  return info.isDirectory && info.uid === uid && ((info.mode ?? 0) & 0o077) === 0;
+}
+
 /**
- * The registry directory if it is usable: ours (owner = this user), a real
- * directory, no access for anyone else. Anything else in its place is
- * ignored rather than trusted.
+ * A registry directory if it is usable: ours (owner = this user), a real
+ * directory, no access for anyone else (and, under `XDG_RUNTIME_DIR`, that
+ * directory the same). Anything else in its place is ignored rather than
+ * trusted.
  */
-function usableDirectory(create: boolean): string | undefined {
-  const { path, uid } = directory();
+function usableDirectory(
+  candidate: { path: string; uid: number; parent?: string },
+  create: boolean,
+): string | undefined {
+  const { path, uid, parent } = candidate;
   if (!granted("read", path) || (create && !granted("write", path))) return undefined;
   try {
+    if (parent !== undefined && !privateDirectory(parent, uid)) return undefined;
     let created = false;
     if (create) {
       try {
@@ -82,8 +134,7 @@ function usableDirectory(create: boolean): string | undefined {
         if (!(error instanceof Deno.errors.AlreadyExists)) return undefined;
       }
     }
-    const info = Deno.lstatSync(path);
-    if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o077) !== 0) {
+    if (!privateDirectory(path, uid)) {
       // Made just now for a uid this process does not run as (a test double's backend):
       // never leave a directory that would lock that user out of their registry.
       if (created) Deno.removeSync(path);
@@ -108,6 +159,35 @@ function fileName(pid: number, name: string): string {
   return `${pid}-${encoded}.json`;
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * Writes `text` to `file` whole, through a fresh `file.tmp` renamed over it:
+ * a reader never sees half an entry. The temporary file is created with
+ * `O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK`, so nothing that was already
+ * at its name — a link to another file, a hard link, a FIFO — is written
+ * through or waited on: it is removed (the directory is this user's alone)
+ * and the file created afresh.
+ */
+function writeEntry(file: string, text: string): void {
+  const temporary = `${file}.tmp`;
+  let fd = -1;
+  for (let attempt = 0; fd < 0; attempt++) {
+    try {
+      fd = fs.openSync(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, 0o600);
+    } catch (error) {
+      if ((error as { code?: string }).code !== "EEXIST" || attempt > 0) throw error;
+      fs.unlinkSync(temporary); // removes the name, never what a link points to
+    }
+  }
+  try {
+    fs.writeSync(fd, encoder.encode(text));
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(temporary, file);
+}
+
 /** Enters an endpoint; `undefined` if the registry is not usable here. */
 export function register(
   kind: EndpointInfo["kind"],
@@ -115,7 +195,11 @@ export function register(
   address: string,
   subscribers?: number,
 ): Registration | undefined {
-  const dir = usableDirectory(true);
+  let dir: string | undefined;
+  for (const candidate of directories()) {
+    dir = usableDirectory(candidate, true);
+    if (dir) break;
+  }
   if (!dir) return undefined;
   const file = `${dir}/${fileName(Deno.pid, name)}`;
   let removed = false;
@@ -124,9 +208,7 @@ export function register(
     const entry: EndpointInfo = { name, kind, pid: Deno.pid, address };
     if (count !== undefined) entry.subscribers = count;
     try {
-      // Written whole, then renamed: a reader never sees half an entry.
-      Deno.writeTextFileSync(`${file}.tmp`, JSON.stringify(entry), { mode: 0o600 });
-      Deno.renameSync(`${file}.tmp`, file);
+      writeEntry(file, JSON.stringify(entry));
     } catch {
       // best effort
     }
@@ -156,7 +238,7 @@ const ABANDONED_TMP_MS = 60_000;
  */
 function removeIfAbandoned(file: string, dir: string): void {
   try {
-    const modified = Deno.statSync(file).mtime?.getTime();
+    const modified = Deno.lstatSync(file).mtime?.getTime();
     if (modified === undefined || Date.now() - modified < ABANDONED_TMP_MS) return;
     if (granted("write", dir)) Deno.removeSync(file);
   } catch {
@@ -186,53 +268,91 @@ function parse(text: string): EndpointInfo | undefined {
   }
 }
 
+const readBuffer = new Uint8Array(MAX_ENTRY_BYTES + 1);
+const decoder = new TextDecoder();
+
+/**
+ * Reads the entry at `file`: its endpoint, `"gone"` if it was removed
+ * meanwhile, or `"bad"` for anything that is not a regular file of `uid`
+ * holding a well-formed entry of at most {@link MAX_ENTRY_BYTES} (a link, a
+ * FIFO — opened without waiting, never read —, a hard link, another user's
+ * file, a huge or unparseable one). Never follows a link, never blocks.
+ */
+function readEntry(file: string, uid: number): EndpointInfo | "gone" | "bad" {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch (error) {
+    return (error as { code?: string }).code === "ENOENT" ? "gone" : "bad";
+  }
+  try {
+    const info = fs.fstatSync(fd);
+    if (!info.isFile() || info.uid !== uid || info.nlink !== 1) return "bad";
+    let length = 0;
+    while (length < readBuffer.length) {
+      const n = fs.readSync(fd, readBuffer, length, readBuffer.length - length, length);
+      if (n <= 0) break;
+      length += n;
+    }
+    if (length > MAX_ENTRY_BYTES) return "bad";
+    return parse(decoder.decode(readBuffer.subarray(0, length))) ?? "bad";
+  } catch {
+    return "bad";
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Removes `file` from `dir` if this process may write there: it is not (or no longer) an endpoint. */
+function removeEntry(file: string, dir: string): void {
+  if (!granted("write", dir)) return;
+  try {
+    Deno.removeSync(file); // unlink: a link is removed, never what it points to
+  } catch {
+    // someone else removed it
+  }
+}
+
 /**
  * The live listeners (`listen`) and publishers (`publish`) of this user on
  * this machine, sorted by name: `{ name, kind, pid, subscribers?, address }`.
  * Endpoints of processes that died are left out (and their entries
  * deleted, with any half-written entry a killed process left over a minute
- * ago), even if their pid was reused. `subscribers` is the count at the
- * publisher's last change.
+ * ago, and any entry that is not a well-formed file of this user's), even if
+ * their pid was reused. `subscribers` is the count at the publisher's last
+ * change.
  *
- * Needs `--allow-read` for the registry directory `/tmp/surfaceport-UID`
- * (and, on Linux, for `/proc`, to check that each endpoint is live) and
- * `--allow-write` for it to delete stale entries; without read permission it
- * resolves to `[]`. Endpoints of processes without `--allow-read` and
- * `--allow-write` for that directory are not registered and not listed.
+ * Needs `--allow-read` for the registry directories (`/tmp/surfaceport-UID`,
+ * and `$XDG_RUNTIME_DIR/surfaceport` with `--allow-env`) and `--allow-write`
+ * for them to delete stale entries; without read permission it resolves to
+ * `[]`. Endpoints of processes without `--allow-read` and `--allow-write` for
+ * a directory are not registered and not listed.
  */
 export function list(): Promise<EndpointInfo[]> {
   try {
-    const dir = usableDirectory(false);
-    if (!dir) return Promise.resolve([]);
-    // Read the entries before checking liveness: an entry is written after its name is bound.
-    const entries: { entry: EndpointInfo; file: string }[] = [];
-    for (const item of Deno.readDirSync(dir)) {
-      if (item.isFile && item.name.endsWith(".json.tmp")) {
-        removeIfAbandoned(`${dir}/${item.name}`, dir);
-        continue;
-      }
-      if (!item.isFile || !item.name.endsWith(".json")) continue;
-      let text: string;
-      try {
-        text = Deno.readTextFileSync(`${dir}/${item.name}`);
-      } catch {
-        continue; // removed meanwhile
-      }
-      const entry = parse(text);
-      if (entry) entries.push({ entry, file: `${dir}/${item.name}` });
-    }
-    const live = backend().endpointsLive(entries.map(({ entry }) => entry));
-    const result: EndpointInfo[] = [];
-    entries.forEach(({ entry, file }, i) => {
-      if (live[i]) {
-        result.push(entry);
-      } else if (entry.pid !== Deno.pid && granted("write", dir)) {
-        try {
-          Deno.removeSync(file); // its process is gone or no longer listens under that name
-        } catch {
-          // someone else removed it
+    // Read the entries before judging them: an entry is written after its name is bound.
+    const entries: { entry: EndpointInfo; file: string; dir: string }[] = [];
+    for (const candidate of directories()) {
+      const dir = usableDirectory(candidate, false);
+      if (!dir) continue;
+      for (const item of Deno.readDirSync(dir)) {
+        const file = `${dir}/${item.name}`;
+        if (item.name.endsWith(".json.tmp")) {
+          removeIfAbandoned(file, dir);
+          continue;
         }
+        if (!item.name.endsWith(".json")) continue;
+        const entry = readEntry(file, candidate.uid);
+        if (entry === "gone") continue;
+        if (entry === "bad") removeEntry(file, dir);
+        else entries.push({ entry, file, dir });
       }
+    }
+    const states: EndpointState[] = backend().endpointStates(entries.map(({ entry }) => entry));
+    const result: EndpointInfo[] = [];
+    entries.forEach(({ entry, file, dir }, i) => {
+      if (states[i] === "live") result.push(entry);
+      else if (states[i] === "dead" && entry.pid !== Deno.pid) removeEntry(file, dir);
     });
     result.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : a.pid - b.pid);
     return Promise.resolve(result);

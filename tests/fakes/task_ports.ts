@@ -131,6 +131,11 @@ export class FakeTaskPorts {
     return this.uid;
   }
 
+  /** A live fake task's pid, or this Deno process's own (the registry enters that one). */
+  pidExists(pid: number): boolean {
+    return pid === Deno.pid || this.kernel.tasks.some((task) => task.alive && task.pid === pid);
+  }
+
   // --- ports ----------------------------------------------------------------------
 
   mach_port_allocate(task: number, right: number, name: Uint8Array): number {
