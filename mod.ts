@@ -22,12 +22,13 @@
  * ```
  *
  * Run with `--allow-ffi` (surfaceport calls libc or the macOS frameworks
- * through `Deno.dlopen`).
+ * through the runtime's FFI).
  *
  * @module
  */
 
-import "./src/core/check_runtime.ts";
+// First: refuses an unsupported runtime (src/core/check_runtime.ts) before anything loads.
+import "./ffi/runtime.ts";
 
 export { Surface } from "./src/surface/surface.ts";
 export type { LockOptions, SurfaceOptions, UnsafeSurfaceHandle } from "./src/surface/surface.ts";
@@ -44,7 +45,8 @@ export type {
   WaitOptions,
 } from "./src/channel/options.ts";
 export { publish, Publisher } from "./src/pubsub/publish.ts";
-export type { PublishOptions } from "./src/pubsub/publish.ts";
+export type { PublisherStats, PublishOptions } from "./src/pubsub/publish.ts";
+export type { BudgetOptions } from "./src/pubsub/budget.ts";
 export type { SubscriberInfo } from "./src/pubsub/subscriber_state.ts";
 export { subscribe, Subscription } from "./src/pubsub/subscribe.ts";
 export type { SubscribeOptions, SubscriptionStats } from "./src/pubsub/subscribe.ts";
@@ -144,3 +146,5 @@ export type { GstVideoCaps } from "./src/gst/caps.ts";
  * surface gets.
  */
 export { adoptMemfd, ForeignMemfdAdopter } from "./src/gst/adopt.ts";
+export type { Pointer } from "./ffi/runtime.ts";
+export type { Inspect, InspectOptions } from "./src/core/inspect.ts";

@@ -97,18 +97,30 @@ export interface Producer extends Disposable {
   send(surface: Surface, meta?: unknown): Promise<void>;
   /** How many subscribers are connected. */
   readonly consumers: number;
+  /** The most surfaces its consumers can keep in use at once (`Publisher.surfaceBudget`). */
+  readonly surfaceBudget: number;
   /** Stops producing. Idempotent. */
   close(): void;
 }
 
+/** Options of {@link openProducer}. */
+export interface ProducerOptions {
+  /** Told when a consumer is cut off (stalled, or broke the protocol), with its pid and why. */
+  onCutOff?: (pid: number, reason: Error) => void;
+}
+
 /** Publishes under `name`. */
-export function openProducer(name: string): Producer {
-  const publisher = publish(name);
+export function openProducer(name: string, options: ProducerOptions = {}): Producer {
+  const { onCutOff } = options;
+  const publisher = publish(name, {
+    onCutOff: onCutOff && ((subscriber, reason) => onCutOff(subscriber.pid, reason)),
+  });
   return {
     send: (surface, meta) => publisher.send(surface, meta as never),
     get consumers() {
       return publisher.subscribers.length;
     },
+    surfaceBudget: publisher.surfaceBudget,
     close: () => publisher.close(),
     [Symbol.dispose]: () => publisher.close(),
   };

@@ -12,9 +12,11 @@ import {
   canonicalFormat,
   defaultMatrix,
   PIXEL_FORMATS,
+  PoolExhaustedError,
   rangeOf,
   type Surface,
   SurfacePool,
+  SystemCallError,
   YCBCR_MATRICES,
 } from "../mod.ts";
 import { type Command, integerOption, parseCommandArgs, UsageError } from "./command.ts";
@@ -124,17 +126,24 @@ export function paintCard(surface: Surface, t: number): void {
   }
 }
 
-/** `testcard NAME [--format F] [--width W] [--height H] [--fps N] [--frames N]`. */
+/** At most one "pool exhausted" message per this many ms (the count is in each). */
+const SKIP_REPORT_MS = 1000;
+
+/** `testcard NAME [--format F] [--width W] [--height H] [--fps N] [--frames N] [--pool N]`. */
 export const testcard: Command = {
   summary: "publish an animated test card under NAME (to try the other commands)",
   usage: [
     "usage: surfaceport testcard NAME [--format F] [--width W] [--height H] [--fps N] [--frames N]",
+    "                            [--pool N]",
     "",
     "Publishes 75% colour bars with a moving white box until Ctrl-C.",
     `  --format F   ${PIXEL_FORMATS.join(", ")}, or NV12, I420, GRAY8 (default BGRA)`,
     "  --width W    default 640        --height H   default 360",
     "  --fps N      default 30 (0: as fast as the pool allows)",
     "  --frames N   stop after N frames (default: until Ctrl-C)",
+    "  --pool N     surfaces in the pool (default: the publisher's surface budget + 1, which",
+    "               consumers that stop reading cannot exhaust). When every surface is still",
+    "               held, the frame is skipped and counted, never waited for.",
   ].join("\n"),
   async run(args, io) {
     const { values, positionals } = parseCommandArgs(args, {
@@ -143,6 +152,7 @@ export const testcard: Command = {
       height: "string",
       fps: "string",
       frames: "string",
+      pool: "string",
     });
     if (positionals.length !== 1) throw new UsageError("testcard needs exactly one NAME");
     const name = positionals[0];
@@ -152,11 +162,37 @@ export const testcard: Command = {
     const height = integerOption(values, "height", 360, 32768);
     const fps = integerOption(values, "fps", 30, 1000);
     const frames = integerOption(values, "frames", Number.MAX_SAFE_INTEGER);
-    using pool = new SurfacePool({ width, height, format, maxSurfaces: 4 });
-    using producer = openProducer(name);
-    await io.out(`testcard ${name}: ${format} ${width}x${height} at ${fps || "max"} fps\n`);
+    const poolOption = integerOption(values, "pool", 0, 4096);
+    if (values.pool !== undefined && poolOption < 1) {
+      throw new UsageError("--pool must be at least 1");
+    }
+    using producer = openProducer(name, {
+      onCutOff: (pid, reason) =>
+        void io.out(`testcard ${name}: cut off consumer pid ${pid}: ${reason.message}\n`),
+    });
+    // Sized from what the publisher grants its subscribers, plus the surface painted here.
+    const maxSurfaces = poolOption || producer.surfaceBudget + 1;
+    using pool = new SurfacePool({ width, height, format, maxSurfaces });
+    await io.out(
+      `testcard ${name}: ${format} ${width}x${height} at ${
+        fps || "max"
+      } fps, pool ${maxSurfaces}\n`,
+    );
+    // A frame's slot: waiting longer for a surface than until the next frame is due only
+    // delays that one too; so a frame whose surface is not free in time is skipped.
+    const acquireTimeout = fps > 0 ? Math.max(1, Math.floor(1000 / fps)) : 100;
     const started = performance.now();
     let t = 0;
+    let sent = 0;
+    let skipped = 0;
+    let reportedAt = -Infinity;
+    const skip = async (why: string) => {
+      skipped++;
+      const now = performance.now();
+      if (now - reportedAt < SKIP_REPORT_MS) return;
+      reportedAt = now;
+      await io.out(`testcard ${name}: skipped frame ${t} (${skipped} so far): ${why}\n`);
+    };
     for (; t < frames && !io.signal.aborted; t++) {
       if (fps > 0) {
         const due = started + (t * 1000) / fps;
@@ -165,19 +201,26 @@ export const testcard: Command = {
       }
       let surface: Surface;
       try {
-        surface = await pool.acquire({ timeout: 2000, signal: io.signal });
+        surface = await pool.acquire({ timeout: acquireTimeout, signal: io.signal });
       } catch (error) {
         if (io.signal.aborted) break;
-        throw error;
+        if (!(error instanceof PoolExhaustedError)) throw error;
+        await skip(`every surface of the pool of ${maxSurfaces} is still held`);
+        continue;
       }
       try {
         paintCard(surface, t);
         await producer.send(surface, { frame: t });
+        sent++;
+      } catch (error) {
+        // e.g. out of descriptors for a capability: this frame is lost, the card goes on.
+        if (!(error instanceof SystemCallError)) throw error;
+        await skip(error.message);
       } finally {
         surface.close();
       }
     }
-    await io.out(`testcard ${name}: sent ${t} frames\n`);
+    await io.out(`testcard ${name}: sent ${sent} frames, skipped ${skipped}\n`);
     return 0;
   },
 };

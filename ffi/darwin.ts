@@ -1,7 +1,7 @@
 /**
  * The macOS symbol tables (libSystem, CoreFoundation, IOSurface, CoreVideo
  * and the surfaceport shim) and their loaders. This and `ffi/linux.ts` are
- * the only files that call `Deno.dlopen`; nothing here is opened on import,
+ * the only files that open native libraries (through `ffi/runtime.ts`); nothing here is opened on import,
  * only on first use, and only on macOS.
  *
  * Types on both macOS targets (arm64, x86_64; LP64): `mach_port_t`,
@@ -25,7 +25,8 @@
  * @module
  */
 
-import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
+import { LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
+import { type Library, runtime, type SymbolTable } from "./runtime.ts";
 import { PREBUILT_SHIM_SHA256 } from "./darwin_prebuilt.ts";
 
 export { PREBUILT_SHIM_SHA256 };
@@ -265,15 +266,15 @@ export const shim = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded libSystem symbols. */
-export type LibSystem = Deno.DynamicLibrary<typeof libSystem>["symbols"];
+export type LibSystem = Library<typeof libSystem>;
 /** The loaded CoreFoundation symbols. */
-export type CoreFoundation = Deno.DynamicLibrary<typeof coreFoundation>["symbols"];
+export type CoreFoundation = Library<typeof coreFoundation>;
 /** The loaded IOSurface symbols. */
-export type IOSurfaceLib = Deno.DynamicLibrary<typeof ioSurface>["symbols"];
+export type IOSurfaceLib = Library<typeof ioSurface>;
 /** The loaded CoreVideo symbols. */
-export type CoreVideo = Deno.DynamicLibrary<typeof coreVideo>["symbols"];
+export type CoreVideo = Library<typeof coreVideo>;
 /** The loaded shim symbols. */
-export type Shim = Deno.DynamicLibrary<typeof shim>["symbols"];
+export type Shim = Library<typeof shim>;
 
 /** Every macOS library surfaceport uses, loaded. */
 export interface DarwinLibraries {
@@ -307,29 +308,29 @@ let frameworks: Omit<DarwinLibraries, "shim"> | undefined;
 let loadedShim: Shim | undefined;
 
 function assertDarwin(): void {
-  if (Deno.build.os !== "darwin") {
+  if (runtime.os !== "darwin") {
     throw new UnsupportedError(
-      `the IOSurface backend runs on macOS, not ${Deno.build.os}`,
+      `the IOSurface backend runs on macOS, not ${runtime.os}`,
     );
   }
-  if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") {
-    throw new UnsupportedError(`surfaceport supports x86_64 and arm64, not ${Deno.build.arch}`);
+  if (runtime.arch !== "x86_64" && runtime.arch !== "aarch64") {
+    throw new UnsupportedError(`surfaceport supports x86_64 and arm64, not ${runtime.arch}`);
   }
 }
 
-function open<S extends Deno.ForeignLibraryInterface>(
-  path: string | URL,
+function open<S extends SymbolTable>(
+  path: string,
   symbols: S,
   hint: string,
-): Deno.DynamicLibrary<S> {
+): Library<S> {
   try {
-    return Deno.dlopen(path, symbols);
+    return runtime.dlopen(path, symbols);
   } catch (cause) {
     throw new LibraryLoadError(
-      isPermissionError(cause)
-        ? `could not open ${String(path)}: the --allow-ffi permission is missing ` +
-          "(surfaceport calls the system frameworks through Deno.dlopen; run with deno run --allow-ffi ...)"
-        : `could not open ${String(path)}: ${(cause as Error)?.message ?? cause} (${hint})`,
+      runtime.isPermissionError(cause)
+        ? `could not open ${path}: the --allow-ffi permission is missing ` +
+          `(surfaceport calls the system frameworks through FFI; run with ${runtime.ffiCommand} ...)`
+        : `could not open ${path}: ${(cause as Error)?.message ?? cause} (${hint})`,
       { cause },
     );
   }
@@ -341,10 +342,10 @@ export function loadFrameworks(): Omit<DarwinLibraries, "shim"> {
   assertDarwin();
   const hint = "run with --allow-ffi";
   frameworks = {
-    libSystem: open(LIBSYSTEM_PATH, libSystem, hint).symbols,
-    coreFoundation: open(framework("CoreFoundation"), coreFoundation, hint).symbols,
-    ioSurface: open(framework("IOSurface"), ioSurface, hint).symbols,
-    coreVideo: open(framework("CoreVideo"), coreVideo, hint).symbols,
+    libSystem: open(LIBSYSTEM_PATH, libSystem, hint),
+    coreFoundation: open(framework("CoreFoundation"), coreFoundation, hint),
+    ioSurface: open(framework("IOSurface"), ioSurface, hint),
+    coreVideo: open(framework("CoreVideo"), coreVideo, hint),
   };
   return frameworks;
 }
@@ -352,12 +353,8 @@ export function loadFrameworks(): Omit<DarwinLibraries, "shim"> {
 /** The shim paths to try without a network, in order: the env var's (`explicit`), then the local build. */
 export function localShimCandidates(): { path: string; explicit: boolean }[] {
   const candidates: { path: string; explicit: boolean }[] = [];
-  try {
-    const path = Deno.env.get(SHIM_PATH_ENV);
-    if (path) candidates.push({ path, explicit: true });
-  } catch {
-    // no --allow-env: skip the override
-  }
+  const path = runtime.env(SHIM_PATH_ENV); // undefined without --allow-env: no override
+  if (path) candidates.push({ path, explicit: true });
   const local = new URL(`../native/build/${SHIM_FILE_NAME}`, import.meta.url);
   if (local.protocol === "file:") {
     candidates.push({ path: decodeURIComponent(local.pathname), explicit: false });
@@ -367,7 +364,7 @@ export function localShimCandidates(): { path: string; explicit: boolean }[] {
 
 function exists(path: string): boolean {
   try {
-    return Deno.statSync(path).isFile;
+    return runtime.files.stat(path).isFile;
   } catch {
     return false;
   }
@@ -386,7 +383,7 @@ export function loadShimLocal(): Shim | undefined {
     const hint = explicit
       ? `the surfaceport shim named by ${SHIM_PATH_ENV}`
       : "the surfaceport shim; rebuild it with `make -C native`";
-    loadedShim = open(path, shim, hint).symbols;
+    loadedShim = open(path, shim, hint);
     return loadedShim;
   }
   return undefined;
@@ -405,7 +402,7 @@ async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
 export async function verifyPrebuiltShim(path: string, source: string): Promise<void> {
   let bytes: Uint8Array<ArrayBuffer>;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await runtime.files.readFile(path);
   } catch (cause) {
     throw new LibraryLoadError(`could not read the surfaceport shim ${path} (from ${source})`, {
       cause,
@@ -487,6 +484,6 @@ export async function loadShim(): Promise<Shim> {
   const local = loadShimLocal();
   if (local) return local;
   const path = await prebuiltShimPath();
-  loadedShim = open(path, shim, "the shipped surfaceport shim").symbols;
+  loadedShim = open(path, shim, "the shipped surfaceport shim");
   return loadedShim;
 }

@@ -1,6 +1,7 @@
 /**
  * The libc symbol table for the Linux backend, and its loader. This and
- * `ffi/darwin.ts` are the only files that call `Deno.dlopen`.
+ * `ffi/darwin.ts` are the only files that open native libraries (through
+ * the runtime seam, `ffi/runtime.ts`).
  *
  * Types: `int`/`unsigned` are 32-bit and `long`/`size_t`/`ssize_t`/`off_t`
  * 64-bit on the LP64 targets surfaceport supports (x86_64, aarch64).
@@ -11,7 +12,8 @@
  * @module
  */
 
-import { isPermissionError, LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
+import { LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
+import { type Library, runtime } from "./runtime.ts";
 
 /** libc, as surfaceport calls it. */
 export const libcSymbols = {
@@ -63,6 +65,8 @@ export const libcSymbols = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   /** int setsockopt(int fd, int level, int name, const void *value, socklen_t len) */
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  /** int ioctl(int fd, unsigned long request, int *value) — SIOCOUTQ on a socket */
+  ioctl_int: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
   /** int shutdown(int fd, int how) */
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t n, int timeout_ms) — on a worker thread */
@@ -109,30 +113,30 @@ export const libcSymbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded libc symbols. */
-export type Libc = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
+export type Libc = Library<typeof libcSymbols>;
 
-let loaded: Deno.DynamicLibrary<typeof libcSymbols> | undefined;
+let loaded: Libc | undefined;
 
 /** Opens libc once (on first use, not on import) and returns its symbols. */
 export function libc(): Libc {
-  if (loaded) return loaded.symbols;
-  if (Deno.build.os !== "linux") {
-    throw new UnsupportedError(`the libc backend runs on Linux, not ${Deno.build.os}`);
+  if (loaded) return loaded;
+  if (runtime.os !== "linux") {
+    throw new UnsupportedError(`the libc backend runs on Linux, not ${runtime.os}`);
   }
-  if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") {
-    throw new UnsupportedError(`surfaceport supports x86_64 and aarch64, not ${Deno.build.arch}`);
+  if (runtime.arch !== "x86_64" && runtime.arch !== "aarch64") {
+    throw new UnsupportedError(`surfaceport supports x86_64 and aarch64, not ${runtime.arch}`);
   }
   try {
-    loaded = Deno.dlopen("libc.so.6", libcSymbols);
+    loaded = runtime.dlopen("libc.so.6", libcSymbols);
   } catch (cause) {
     throw new LibraryLoadError(
-      isPermissionError(cause)
+      runtime.isPermissionError(cause)
         ? "could not open libc.so.6: the --allow-ffi permission is missing " +
-          "(surfaceport calls libc through Deno.dlopen; run with deno run --allow-ffi ...)"
+          `(surfaceport calls libc through FFI; run with ${runtime.ffiCommand} ...)`
         : `could not open libc.so.6: ${(cause as Error)?.message ?? cause} ` +
           "(surfaceport needs glibc: musl systems such as Alpine are not supported)",
       { cause },
     );
   }
-  return loaded.symbols;
+  return loaded;
 }

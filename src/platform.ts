@@ -10,13 +10,14 @@ import { nowMicros as processClockMicros } from "./wire/wire.ts";
 import { darwinBackend } from "./darwin/backend.ts";
 import { setTestBackend } from "./darwin/native.ts";
 import { linuxBackend } from "./linux/backend.ts";
+import { runtime } from "../ffi/runtime.ts";
 
 let selected: Backend | undefined;
 
-/** The backend for `Deno.build.os`. */
+/** The backend for this operating system. */
 export function backend(): Backend {
   if (selected) return selected;
-  switch (Deno.build.os) {
+  switch (runtime.os) {
     case "linux":
       selected = linuxBackend;
       break;
@@ -25,7 +26,7 @@ export function backend(): Backend {
       break;
     default:
       throw new UnsupportedError(
-        `surfaceport runs on Linux and macOS, not ${Deno.build.os}`,
+        `surfaceport runs on Linux and macOS, not ${runtime.os}`,
       );
   }
   return selected;

@@ -14,6 +14,7 @@ import { fillPattern, verifyPattern } from "../examples/pattern.ts";
 import {
   assertNoFdLeak,
   fdTargets,
+  memfdMappings,
   openFds,
   pair,
   settleRuntimeFds,
@@ -147,18 +148,21 @@ Deno.test({
     using p = await pair();
     using a = Surface.create({ width: 64, height: 64 });
     using b = Surface.create({ width: 64, height: 64 });
-    const addresses = new Map<number, bigint>();
+    // A mapping is identified by its one ArrayBuffer (see "received frames share one buffer per
+    // mapping" below), not by its address: mmap hands back the address a munmap just freed.
+    const buffers = new Map<number, ArrayBufferLike>();
+    const mappedBefore = memfdMappings().length;
     for (let i = 0; i < 10; i++) {
       const surface = i % 2 ? a : b;
       await p.client.send(surface);
       using frame = await p.server.receive({ timeout: 1000 });
-      // The view's address identifies the mapping.
-      const address = Deno.UnsafePointer.value(Deno.UnsafePointer.of(frame.surface.bytes()));
-      const known = addresses.get(frame.surface.id);
-      if (known !== undefined) assert.equal(address, known, "same mapping reused");
-      addresses.set(frame.surface.id, address);
+      const buffer = frame.surface.bytes().buffer;
+      const known = buffers.get(frame.surface.id);
+      if (known !== undefined) assert.equal(buffer, known, `frame ${i}: the same mapping reused`);
+      buffers.set(frame.surface.id, buffer);
     }
-    assert.equal(addresses.size, 2);
+    assert.equal(buffers.size, 2);
+    assert.equal(memfdMappings().length, mappedBefore + 2, "the two cached mappings, no other");
   },
 });
 

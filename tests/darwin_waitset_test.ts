@@ -21,6 +21,7 @@ import {
   Surface,
   TimeoutError,
 } from "../mod.ts";
+import { darwinNativeOf } from "../src/darwin/native.ts";
 import { portWaitSet } from "../src/darwin/poller.ts";
 import { BLOCKING_THREADS } from "./fakes/fake_darwin.ts";
 import { world } from "./fakes/world.ts";
@@ -51,7 +52,7 @@ Deno.test("darwin/waitset: 40 idle channels and an accept park in one worker cal
   const idle = consumers.slice(0, IDLE).map((c) => c.receive().catch((e) => e));
   const pendingAccept = listener.accept();
   await tick();
-  const waits = portWaitSet(w.b);
+  const waits = portWaitSet(darwinNativeOf(w.B)!);
   assert.equal(waits.size, IDLE + 1, "every idle receive and the accept are parked");
   assert.equal(w.b.workerCalls, 1, "one worker call waits for all of them");
   w.b.peakWorkerCalls = w.b.workerCalls;
@@ -138,7 +139,7 @@ Deno.test("darwin/waitset: a waiting message takes no thread; timeouts, aborts a
   consumers[0].close();
   assert.ok((await closing) instanceof ClosedError);
   await tick();
-  assert.equal(portWaitSet(w.b).setName, 0);
+  assert.equal(portWaitSet(darwinNativeOf(w.B)!).setName, 0);
   assert.equal(w.b.workerCalls, 0);
 
   for (const c of [...producers, ...consumers]) c.close();

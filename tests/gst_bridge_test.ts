@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { libc } from "../ffi/linux.ts";
-import { PeerRefusedError, ProtocolError, Surface, SurfacePool } from "../mod.ts";
+import { PeerClosedError, PeerRefusedError, ProtocolError, Surface, SurfacePool } from "../mod.ts";
 import { GstSourceBridge } from "../src/gst/from_gst.ts";
 import { GstSinkBridge } from "../src/gst/to_gst.ts";
 import { connectUnixFd, type UnixFdConnection, UnixFdServer } from "../src/gst/socket.ts";
@@ -320,7 +320,9 @@ Deno.test("gst bridge: to-gst hands each client a locked descriptor and holds th
     assert.equal(bridge.stats.outstanding, 0);
     // A release for an id the client does not hold disconnects it, as unixfdsink does.
     await client.send(encodeRelease(999n));
-    await assert.rejects(client.receive(performance.now() + 2000), Error);
+    // Dropped: the connection ends (PeerClosedError), it does not merely stay quiet (TimeoutError).
+    await assert.rejects(client.receive(performance.now() + 2000), PeerClosedError);
+    await waitUntil(() => bridge.stats.clients === 0, 2000, "the bridge to drop the client");
     channels.client.close();
     await within(running, 5000, "to-gst to end");
   } finally {

@@ -7,7 +7,7 @@
 
 import { libc } from "../ffi/linux.ts";
 import { type Channel, type ChannelOptions, connect, listen, type Listener } from "../mod.ts";
-import { openProcFdDirectory } from "../src/linux/libc.ts";
+import { cString, openProcFdDirectory } from "../src/linux/libc.ts";
 import { openPollerControlFd } from "../src/linux/poller.ts";
 
 /** Highest descriptor number the counters look at. */
@@ -26,6 +26,31 @@ export function openFds(): number[] {
 /** How many descriptors this process has open. */
 export function fdCount(): number {
   return openFds().length;
+}
+
+/**
+ * The lines of `/proc/self/maps` that map a memfd named `name` (surfaceport
+ * names its memfds `surfaceport`): one per mapping this process holds. Read
+ * through libc because Deno asks for --allow-all to read `/proc/self/maps`.
+ */
+export function memfdMappings(name = "surfaceport"): string[] {
+  const lib = libc();
+  const fd = lib.open(cString("/proc/self/maps"), 0o2000000, /* O_RDONLY | O_CLOEXEC */ 0);
+  if (fd < 0) throw new Error("open(/proc/self/maps) failed");
+  const chunks: Uint8Array[] = [];
+  try {
+    for (;;) {
+      const chunk = new Uint8Array(65536);
+      const got = Number(lib.read(fd, chunk, BigInt(chunk.length)));
+      if (got < 0) throw new Error("read(/proc/self/maps) failed");
+      if (got === 0) break;
+      chunks.push(chunk.subarray(0, got));
+    }
+  } finally {
+    lib.close(fd);
+  }
+  const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+  return text.split("\n").filter((line) => line.includes(`/memfd:${name} `));
 }
 
 /** The descriptors open now that were not in `baseline`, with what they are, for leak messages. */

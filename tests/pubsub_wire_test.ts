@@ -34,7 +34,7 @@ Deno.test("pubsub wire: every malformed control message is a typed ProtocolError
     ["magic", (v) => v.setUint8(0, 0), "BAD_MAGIC"],
     ["version", (v) => v.setUint16(4, 2, true), "BAD_VERSION"],
     ["type", (v) => v.setUint16(6, 1, true), "BAD_TYPE"],
-    ["size field", (v) => v.setUint16(8, 17, true), "SHORT_MESSAGE"],
+    ["size field", (v) => v.setUint16(8, 17, true), "BAD_HEADER"],
     ["depth 0", (v) => v.setUint32(12, 0, true), "BAD_CONTROL"],
     ["depth 65", (v) => v.setUint32(12, 65, true), "BAD_CONTROL"],
     ["policy 3", (v) => v.setUint16(10, 3, true), "BAD_CONTROL"],

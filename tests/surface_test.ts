@@ -1,10 +1,18 @@
+import { runtime } from "../ffi/runtime.ts";
 import assert from "node:assert/strict";
 import { ClosedError, LockStateError, PIXEL_FORMATS, Surface } from "../mod.ts";
 import { computeGeometry } from "../src/core/geometry.ts";
 import { backingOf } from "../src/surface/surface.ts";
 import type { MemfdSurface } from "../src/linux/surface.ts";
 import { libc } from "../ffi/linux.ts";
-import { collectGarbage, fdCount, fdTargets, openFds, settleRuntimeFds } from "./helpers.ts";
+import {
+  collectGarbage,
+  fdCount,
+  fdTargets,
+  memfdMappings,
+  openFds,
+  settleRuntimeFds,
+} from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 
@@ -67,7 +75,7 @@ Deno.test({
     const size = BigInt(surface.allocSize);
     const other = lib.mmap(null, size, 1, 1, backing.fd, 0n)!;
     try {
-      const view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(other, surface.allocSize));
+      const view = new Uint8Array(runtime.arrayBufferAt(other, surface.allocSize));
       assert.equal(view[0], 0x11);
       assert.equal(view[surface.planes[1].offset], 0x22);
       assert.equal(view[surface.planes[1].offset - 1], 0x11);
@@ -186,12 +194,16 @@ Deno.test({
     await collectGarbage();
     const baseline = openFds();
     const before = baseline.length;
+    const mappedBefore = memfdMappings().length;
     (() => {
       for (let i = 0; i < 20; i++) Surface.create({ width: 320, height: 240 }).bytes().fill(1);
     })();
     assert.equal(fdCount(), before + 20, "each surface holds one fd");
+    assert.equal(memfdMappings().length, mappedBefore + 20, "each surface holds one mapping");
     await collectGarbage();
     assert.equal(fdCount(), before, `leaked:\n${fdTargets(baseline).join("\n")}`);
+    const mapped = memfdMappings();
+    assert.equal(mapped.length, mappedBefore, `mappings left:\n${mapped.join("\n")}`);
   },
 });
 

@@ -7,12 +7,13 @@
  * @module
  */
 
+import { runtime } from "../ffi/runtime.ts";
 import assert from "node:assert/strict";
 import { ProtocolError } from "../mod.ts";
 import { computeGeometry } from "../src/core/geometry.ts";
 import { LINUX } from "../src/linux/structs.ts";
 import { checkKnownMemfd, mapVerifiedMemfd, verifyMemfd } from "../src/linux/verify.ts";
-import { fstatx } from "../src/linux/libc.ts";
+import { fstatx, libc } from "../src/linux/libc.ts";
 import { closeAll, makeMemfd, rawLibc, reopenAs } from "./hostile/raw.ts";
 
 const linux = Deno.build.os === "linux";
@@ -60,11 +61,11 @@ Deno.test({
     try {
       assert.ok(rawLibc().fcntl(fd, LINUX.F_ADD_SEALS, LINUX.F_SEAL_WRITE) < 0, "EBUSY");
       assert.equal(rawLibc().fcntl(fd, LINUX.F_ADD_SEALS, LINUX.F_SEAL_FUTURE_WRITE), 0);
-      const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer, size));
+      const bytes = new Uint8Array(runtime.arrayBufferAt(pointer, size));
       bytes[size - 1] = 7; // still writable: no SIGSEGV
       assert.equal(bytes[size - 1], 7);
     } finally {
-      rawLibc().munmap(pointer, BigInt(size));
+      libc().munmap(pointer, BigInt(size));
       closeAll(fd);
     }
   },

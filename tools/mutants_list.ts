@@ -40,6 +40,47 @@ export interface Mutant extends Edit {
 
 /** Every mutation `deno task mutants` runs. */
 export const MUTANTS: Mutant[] = [
+  // --- Issue 23's table: mutations the named tests once let through -----------------------
+  {
+    id: "gst-release-unheld-kept",
+    file: "src/gst/to_gst.ts",
+    find: "if (!entry || !entry.pending.delete(client)) break;",
+    replace: "if (!entry || !entry.pending.delete(client)) continue;",
+    tests: ["tests/gst_bridge_test.ts"],
+    filter: "to-gst hands each client a locked descriptor",
+    why: "issue 23: a RELEASE for an id the client does not hold must drop the client, as " +
+      "unixfdsink does (the test took the TimeoutError of a live connection for the drop)",
+  },
+  {
+    id: "received-cache-off",
+    file: "src/linux/received.ts",
+    find: "let cacheable = key !== Infinity;",
+    replace: "let cacheable = false;",
+    tests: ["tests/channel_test.ts"],
+    filter: "a surface that returns is not remapped",
+    why: "issue 23: with the mapping cache off every frame is mapped again (the test compared " +
+      "addresses, and mmap hands back the one just freed)",
+  },
+  {
+    id: "finalizer-no-unmap",
+    file: "src/linux/surface.ts",
+    find: "  r.spare.close();\n  unmap(r.pointer, r.size);\n  closeQuietly(r.fd);\n});",
+    replace: "  r.spare.close();\n  closeQuietly(r.fd);\n});",
+    tests: ["tests/surface_test.ts"],
+    filter: "is unmapped and its fd closed by the finalizer",
+    why: "issue 23: a surface dropped without close() must be unmapped by the finalizer (the " +
+      "test counted descriptors only)",
+  },
+  {
+    id: "received-mapping-leaked",
+    file: "src/linux/received.ts",
+    find: "let mapping = this.#entries.get(key);",
+    replace:
+      "let mapping: SharedMapping | undefined = undefined; // leaks the cached one per frame",
+    tests: ["tests/soak/soak_test.ts"],
+    why: "issue 23: a received mapping leaked per frame (a page of RSS each) grew the consumer " +
+      "in a straight line that the soak's fixed 96 MiB allowance let through",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import type { BackendConnection, ReceivedMessage } from "../contract/backend.ts";
 import { ClosedError, type PeerCredentials, throwIfAborted } from "../core/errors.ts";
 import { type Frame, frameOf, framesUntilClosed } from "./frame.ts";
@@ -207,10 +207,10 @@ export class Channel<M = unknown> {
     this.close();
   }
 
-  /** What `console.log` and `Deno.inspect` show: the peer's credentials, frames sent, state. */
+  /** What `console.log` shows: the peer's credentials, frames sent, state. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     const { pid, uid, gid } = this.#connection.peer;
     const state = { peer: { pid, uid, gid }, sent: Number(this.#sequence), closed: this.#closed };

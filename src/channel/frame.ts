@@ -7,7 +7,7 @@
 
 import type { ReceivedMessage } from "../contract/backend.ts";
 import { ClosedError, PeerClosedError } from "../core/errors.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import { nowMicros as clockNow } from "../platform.ts";
 import { Surface } from "../surface/surface.ts";
 import { decodeMeta } from "../wire/wire.ts";
@@ -53,10 +53,10 @@ export class Frame<M = unknown> {
     this.close();
   }
 
-  /** What `console.log` and `Deno.inspect` show: sequence, age, metadata, the surface. */
+  /** What `console.log` shows: sequence, age, metadata, the surface. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     const state = {
       sequence: this.sequence,

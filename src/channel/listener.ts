@@ -5,7 +5,7 @@
  * @module
  */
 
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import type { BackendListener } from "../contract/backend.ts";
 import { Channel } from "./channel.ts";
 import { ClosedError, SystemCallError, TimeoutError } from "../core/errors.ts";
@@ -104,10 +104,10 @@ export class Listener {
     this.close();
   }
 
-  /** What `console.log` and `Deno.inspect` show: the address, whether it is closed. */
+  /** What `console.log` shows: the address, whether it is closed. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     return `Listener ${inspect({ address: this.address, closed: this.#closed }, options)}`;
   }

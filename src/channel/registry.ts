@@ -36,9 +36,11 @@
  * @module
  */
 
-import * as fs from "node:fs";
 import type { EndpointState } from "../contract/backend.ts";
 import { backend } from "../platform.ts";
+import { runtime } from "../../ffi/runtime.ts";
+
+const files = runtime.files;
 
 /** What `list()` reports for one live endpoint. */
 export interface EndpointInfo {
@@ -65,8 +67,6 @@ export interface Registration {
 /** The most bytes of an entry that are read: a real one is a few hundred. */
 export const MAX_ENTRY_BYTES = 4096;
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
-
 let testDirectory: { path: string; uid: number } | undefined;
 
 /** Test hook: use `path` (owned by `uid`) as the registry directory; `undefined` restores the default. */
@@ -74,24 +74,14 @@ export function setRegistryForTesting(directory: { path: string; uid: number } |
   testDirectory = directory;
 }
 
-function granted(name: "read" | "write", path: string): boolean {
-  try {
-    return Deno.permissions.querySync({ name, path }).state === "granted";
-  } catch {
-    return false;
-  }
+function granted(kind: "read" | "write", path: string): boolean {
+  return files.mayAccess(kind, path);
 }
 
-/** `$XDG_RUNTIME_DIR` if it may be read without a prompt and is set to an absolute path. */
+/** `$XDG_RUNTIME_DIR` if it may be read (never prompting) and is an absolute path. */
 function runtimeDirectory(): string | undefined {
-  try {
-    const variable = "XDG_RUNTIME_DIR";
-    if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return undefined;
-    const value = Deno.env.get(variable);
-    return value?.startsWith("/") ? value : undefined;
-  } catch {
-    return undefined;
-  }
+  const value = runtime.env("XDG_RUNTIME_DIR");
+  return value?.startsWith("/") ? value : undefined;
 }
 
 /** The registry directories in order of preference: where to write first, all of them to read. */
@@ -107,8 +97,8 @@ function directories(): { path: string; uid: number; parent?: string }[] {
 
 /** True if `path` is a real directory of `uid` that nobody else may use. */
 function privateDirectory(path: string, uid: number): boolean {
-  const info = Deno.lstatSync(path);
-  return info.isDirectory && info.uid === uid && ((info.mode ?? 0) & 0o077) === 0;
+  const info = files.lstat(path);
+  return info.isDirectory && info.uid === uid && (info.mode & 0o077) === 0;
 }
 
 /**
@@ -126,18 +116,11 @@ function usableDirectory(
   try {
     if (parent !== undefined && !privateDirectory(parent, uid)) return undefined;
     let created = false;
-    if (create) {
-      try {
-        Deno.mkdirSync(path, { mode: 0o700 });
-        created = true;
-      } catch (error) {
-        if (!(error instanceof Deno.errors.AlreadyExists)) return undefined;
-      }
-    }
+    if (create) created = files.makeDirectory(path, 0o700);
     if (!privateDirectory(path, uid)) {
       // Made just now for a uid this process does not run as (a test double's backend):
       // never leave a directory that would lock that user out of their registry.
-      if (created) Deno.removeSync(path);
+      if (created) files.remove(path);
       return undefined;
     }
     return path;
@@ -159,8 +142,6 @@ function fileName(pid: number, name: string): string {
   return `${pid}-${encoded}.json`;
 }
 
-const encoder = new TextEncoder();
-
 /**
  * Writes `text` to `file` whole, through a fresh `file.tmp` renamed over it:
  * a reader never sees half an entry. The temporary file is created with
@@ -171,21 +152,11 @@ const encoder = new TextEncoder();
  */
 function writeEntry(file: string, text: string): void {
   const temporary = `${file}.tmp`;
-  let fd = -1;
-  for (let attempt = 0; fd < 0; attempt++) {
-    try {
-      fd = fs.openSync(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, 0o600);
-    } catch (error) {
-      if ((error as { code?: string }).code !== "EEXIST" || attempt > 0) throw error;
-      fs.unlinkSync(temporary); // removes the name, never what a link points to
-    }
+  if (!files.createFile(temporary, text, 0o600)) {
+    files.remove(temporary); // removes the name, never what a link points to
+    if (!files.createFile(temporary, text, 0o600)) return;
   }
-  try {
-    fs.writeSync(fd, encoder.encode(text));
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(temporary, file);
+  files.rename(temporary, file);
 }
 
 /** Enters an endpoint; `undefined` if the registry is not usable here. */
@@ -201,11 +172,11 @@ export function register(
     if (dir) break;
   }
   if (!dir) return undefined;
-  const file = `${dir}/${fileName(Deno.pid, name)}`;
+  const file = `${dir}/${fileName(runtime.pid, name)}`;
   let removed = false;
   const write = (count: number | undefined) => {
     if (removed) return;
-    const entry: EndpointInfo = { name, kind, pid: Deno.pid, address };
+    const entry: EndpointInfo = { name, kind, pid: runtime.pid, address };
     if (count !== undefined) entry.subscribers = count;
     try {
       writeEntry(file, JSON.stringify(entry));
@@ -220,7 +191,7 @@ export function register(
       if (removed) return;
       removed = true;
       try {
-        Deno.removeSync(file);
+        files.remove(file);
       } catch {
         // already gone
       }
@@ -238,9 +209,9 @@ const ABANDONED_TMP_MS = 60_000;
  */
 function removeIfAbandoned(file: string, dir: string): void {
   try {
-    const modified = Deno.lstatSync(file).mtime?.getTime();
+    const modified = files.lstat(file).mtimeMs;
     if (modified === undefined || Date.now() - modified < ABANDONED_TMP_MS) return;
-    if (granted("write", dir)) Deno.removeSync(file);
+    if (granted("write", dir)) files.remove(file);
   } catch {
     // renamed or removed meanwhile
   }
@@ -268,38 +239,26 @@ function parse(text: string): EndpointInfo | undefined {
   }
 }
 
-const readBuffer = new Uint8Array(MAX_ENTRY_BYTES + 1);
 const decoder = new TextDecoder();
 
 /**
  * Reads the entry at `file`: its endpoint, `"gone"` if it was removed
  * meanwhile, or `"bad"` for anything that is not a regular file of `uid`
- * holding a well-formed entry of at most {@link MAX_ENTRY_BYTES} (a link, a
- * FIFO — opened without waiting, never read —, a hard link, another user's
- * file, a huge or unparseable one). Never follows a link, never blocks.
+ * with one link holding a well-formed entry of at most
+ * {@link MAX_ENTRY_BYTES} (a link, a FIFO — opened without waiting, never
+ * read —, a hard link, another user's file, a huge or unparseable one).
+ * Never follows a link, never blocks.
  */
 function readEntry(file: string, uid: number): EndpointInfo | "gone" | "bad" {
-  let fd: number;
   try {
-    fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-  } catch (error) {
-    return (error as { code?: string }).code === "ENOENT" ? "gone" : "bad";
-  }
-  try {
-    const info = fs.fstatSync(fd);
-    if (!info.isFile() || info.uid !== uid || info.nlink !== 1) return "bad";
-    let length = 0;
-    while (length < readBuffer.length) {
-      const n = fs.readSync(fd, readBuffer, length, readBuffer.length - length, length);
-      if (n <= 0) break;
-      length += n;
-    }
-    if (length > MAX_ENTRY_BYTES) return "bad";
-    return parse(decoder.decode(readBuffer.subarray(0, length))) ?? "bad";
+    const read = files.readBounded(file, MAX_ENTRY_BYTES);
+    if (!read) return "gone";
+    const { info, bytes } = read;
+    if (!info.isFile || info.uid !== uid || info.links !== 1 || !bytes) return "bad";
+    if (bytes.length > MAX_ENTRY_BYTES) return "bad";
+    return parse(decoder.decode(bytes)) ?? "bad";
   } catch {
     return "bad";
-  } finally {
-    fs.closeSync(fd);
   }
 }
 
@@ -307,7 +266,7 @@ function readEntry(file: string, uid: number): EndpointInfo | "gone" | "bad" {
 function removeEntry(file: string, dir: string): void {
   if (!granted("write", dir)) return;
   try {
-    Deno.removeSync(file); // unlink: a link is removed, never what it points to
+    files.remove(file); // unlink: a link is removed, never what it points to
   } catch {
     // someone else removed it
   }
@@ -335,7 +294,7 @@ export function list(): Promise<EndpointInfo[]> {
     for (const candidate of directories()) {
       const dir = usableDirectory(candidate, false);
       if (!dir) continue;
-      for (const item of Deno.readDirSync(dir)) {
+      for (const item of files.readDirectory(dir)) {
         const file = `${dir}/${item.name}`;
         if (item.name.endsWith(".json.tmp")) {
           removeIfAbandoned(file, dir);
@@ -352,7 +311,7 @@ export function list(): Promise<EndpointInfo[]> {
     const result: EndpointInfo[] = [];
     entries.forEach(({ entry, file, dir }, i) => {
       if (states[i] === "live") result.push(entry);
-      else if (states[i] === "dead" && entry.pid !== Deno.pid) removeEntry(file, dir);
+      else if (states[i] === "dead" && entry.pid !== runtime.pid) removeEntry(file, dir);
     });
     result.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : a.pid - b.pid);
     return Promise.resolve(result);

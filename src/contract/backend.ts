@@ -24,6 +24,7 @@
 
 import type { PeerCredentials } from "../core/errors.ts";
 import type { SurfaceGeometry } from "../core/geometry.ts";
+import type { Pointer } from "../../ffi/runtime.ts";
 
 /**
  * The native handle under a surface, for other native code (GStreamer, a
@@ -35,7 +36,7 @@ import type { SurfaceGeometry } from "../core/geometry.ts";
  */
 export type UnsafeSurfaceHandle =
   | { readonly kind: "memfd"; readonly fd: number }
-  | { readonly kind: "IOSurfaceRef"; readonly pointer: Deno.PointerObject };
+  | { readonly kind: "IOSurfaceRef"; readonly pointer: Pointer };
 
 /**
  * One holder's reference to a surface's memory: a created surface (the
@@ -48,7 +49,7 @@ export interface SurfaceBacking {
   /** Identifies the buffer on this machine (memfd inode / IOSurfaceID): for logs, never for lookup. */
   readonly id: number;
   /** Address of byte 0 of the surface in this process. */
-  readonly baseAddress: Deno.PointerObject;
+  readonly baseAddress: Pointer;
   /** Begins CPU access (`IOSurfaceLock`; a barrier on Linux). */
   lock(readOnly: boolean): void;
   /** Ends CPU access (`IOSurfaceUnlock`). */
@@ -154,6 +155,20 @@ export interface BackendConnection {
    * {@link send}.
    */
   sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void>;
+  /**
+   * Optional synchronous form of {@link sendControl}: sends `message` now and
+   * returns true, or returns false having sent nothing when the transport has
+   * no room (the peer does not read); throws like {@link sendControl}.
+   * `message` is read only during the call.
+   */
+  trySendControl?(message: Uint8Array): boolean;
+  /**
+   * Optional: bytes of the messages sent on this connection that the peer
+   * has not read yet (Linux: `ioctl(SIOCOUTQ)`), 0 once it read them all.
+   * Absent where the transport cannot tell (macOS). A publisher serves a
+   * plain peer, which returns no credits, only when this is 0.
+   */
+  unreadByPeer?(): number;
   /**
    * Receives the next message as a control message: its bytes (a copy), not
    * yet decoded. A message that carries a handle is a `ProtocolError` (its

@@ -228,7 +228,7 @@ export class AbiMismatchError extends SurfaceportError {
 
 /** A native library (libc, a framework or the macOS shim) could not be loaded. */
 export class LibraryLoadError extends SurfaceportError {
-  /** Creates the error; `cause` is the underlying `Deno.dlopen` failure. */
+  /** Creates the error; `cause` is the runtime's `dlopen` failure. */
   constructor(message: string, options?: ErrorOptions) {
     super("LIBRARY_LOAD", message, options);
   }
@@ -237,9 +237,4 @@ export class LibraryLoadError extends SurfaceportError {
 /** Throws `signal.reason` if the signal is already aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
-}
-
-/** True for the error Deno throws when a permission (here: `--allow-ffi`) was not granted. */
-export function isPermissionError(error: unknown): boolean {
-  return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
 }

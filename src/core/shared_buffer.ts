@@ -13,15 +13,11 @@
 const MAPPING_OWNER = Symbol("surfaceport.mappingOwner");
 
 /**
- * An `ArrayBuffer` over `size` bytes at `pointer` that references `owner`,
- * so GC never finalizes the owner (and unmaps the memory) while a view exists.
+ * `buffer` (the runtime's `ArrayBuffer` over a mapping, from
+ * `runtime.arrayBufferAt`), made to reference `owner`, so GC never finalizes
+ * the owner (and unmaps the memory) while a view exists.
  */
-export function sharedBuffer(
-  pointer: Deno.PointerObject,
-  size: number,
-  owner: object,
-): ArrayBuffer {
-  const buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
+export function sharedBuffer(buffer: ArrayBuffer, owner: object): ArrayBuffer {
   Object.defineProperty(buffer, MAPPING_OWNER, { value: owner });
   return buffer;
 }

@@ -16,6 +16,7 @@ import { DARWIN } from "./structs.ts";
 import type { PixelBuffer } from "./pixel_buffer.ts";
 import { type DarwinNative, loadRealDarwinNative, realDarwinNative } from "./native.ts";
 import { CreatedIOSurface, surfaceBackingOfPixelBuffer } from "./surface.ts";
+import { runtime } from "../../ffi/runtime.ts";
 
 /** The macOS backend over one task's native calls. */
 export class DarwinBackend implements Backend {
@@ -121,5 +122,5 @@ export function createDarwinBackend(native: DarwinNative): DarwinBackend {
  * Resolves at once on other platforms.
  */
 export async function prepareNative(): Promise<void> {
-  if (Deno.build.os === "darwin") await loadRealDarwinNative();
+  if (runtime.os === "darwin") await loadRealDarwinNative();
 }

@@ -42,7 +42,7 @@ import {
 } from "./mach.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
-import { ReceivedIOSurface } from "./received.ts";
+import { LayoutCache, ReceivedIOSurface } from "./received.ts";
 import {
   align4,
   decodeReceived,
@@ -77,6 +77,8 @@ export class MachConnection implements BackendConnection, WaitOwner {
   readonly #sendBuffer = new Uint8Array(
     align4(SURFACE_PAYLOAD_OFFSET + HEADER_SIZE + DEFAULT_MAX_META_BYTES),
   );
+  /** Layouts of the peer's surfaces seen before (a pool sends the same few again and again). */
+  readonly #layouts = new LayoutCache();
   #closed = false;
   #peerGone = false;
   #pendingWaits = 0;
@@ -363,7 +365,7 @@ export class MachConnection implements BackendConnection, WaitOwner {
     }
     const port = new MachPort(native, portName, "send");
     try {
-      const surface = ReceivedIOSurface.import(native, port, header.geometry);
+      const surface = ReceivedIOSurface.import(native, port, header.geometry, this.#layouts);
       const { metaKind, sequence, timestamp } = header;
       return { metaKind, sequence, timestamp, meta, surface };
     } catch (error) {

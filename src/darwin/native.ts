@@ -1,6 +1,6 @@
 /**
  * The native calls the macOS backend makes, as an injectable interface: the
- * backend never touches `Deno.dlopen` symbols directly, so that its channel,
+ * backend never touches the loaded symbols directly, so that its channel,
  * surface and pool logic can run on Linux against the in-memory test double
  * in `tests/fakes/fake_darwin.ts` (which enforces Mach right semantics and
  * IOSurface use counts), and on macOS against {@link realDarwinNative}.
@@ -29,6 +29,7 @@ import type { Backend } from "../contract/backend.ts";
 import type { PlaneGeometry } from "../core/geometry.ts";
 import { assertAbiReport } from "./abi.ts";
 import { DARWIN } from "./structs.ts";
+import { type Pointer, type PointerValue, runtime } from "../../ffi/runtime.ts";
 
 /** What {@link DarwinNative.createIOSurface} asks IOSurface for. */
 export interface IOSurfaceProperties {
@@ -134,76 +135,76 @@ export interface DarwinNative {
   bootstrap_look_up(bp: number, name: Uint8Array, sp: Uint8Array): number;
 
   /** Composite: builds the property dictionary and calls `IOSurfaceCreate` (+1), or null. */
-  createIOSurface(properties: IOSurfaceProperties): Deno.PointerValue;
+  createIOSurface(properties: IOSurfaceProperties): PointerValue;
   /**
    * `IOSurfaceAlignProperty(key, value)`: `value` rounded up to the alignment
    * IOSurface requires for the property named `key`.
    */
   IOSurfaceAlignProperty(key: AlignedProperty, value: number): number;
   /** `IOSurfaceCreateMachPort`: a new send right; one use of the surface while it lives. */
-  IOSurfaceCreateMachPort(surface: Deno.PointerObject): number;
+  IOSurfaceCreateMachPort(surface: Pointer): number;
   /** `IOSurfaceLookupFromMachPort` (+1, or null); does not consume the right. */
-  IOSurfaceLookupFromMachPort(port: number): Deno.PointerValue;
+  IOSurfaceLookupFromMachPort(port: number): PointerValue;
   /** `IOSurfaceGetID` */
-  IOSurfaceGetID(surface: Deno.PointerObject): number;
+  IOSurfaceGetID(surface: Pointer): number;
   /** `IOSurfaceIsInUse` */
-  IOSurfaceIsInUse(surface: Deno.PointerObject): boolean;
+  IOSurfaceIsInUse(surface: Pointer): boolean;
   /** `IOSurfaceIncrementUseCount` */
-  IOSurfaceIncrementUseCount(surface: Deno.PointerObject): void;
+  IOSurfaceIncrementUseCount(surface: Pointer): void;
   /** `IOSurfaceDecrementUseCount` */
-  IOSurfaceDecrementUseCount(surface: Deno.PointerObject): void;
+  IOSurfaceDecrementUseCount(surface: Pointer): void;
   /** `IOSurfaceLock(surface, options, NULL)` */
-  IOSurfaceLock(surface: Deno.PointerObject, options: number): number;
+  IOSurfaceLock(surface: Pointer, options: number): number;
   /** `IOSurfaceUnlock(surface, options, NULL)` */
-  IOSurfaceUnlock(surface: Deno.PointerObject, options: number): number;
+  IOSurfaceUnlock(surface: Pointer, options: number): number;
   /** `IOSurfaceGetAllocSize` */
-  IOSurfaceGetAllocSize(surface: Deno.PointerObject): number;
+  IOSurfaceGetAllocSize(surface: Pointer): number;
   /** `IOSurfaceGetWidth` */
-  IOSurfaceGetWidth(surface: Deno.PointerObject): number;
+  IOSurfaceGetWidth(surface: Pointer): number;
   /** `IOSurfaceGetHeight` */
-  IOSurfaceGetHeight(surface: Deno.PointerObject): number;
+  IOSurfaceGetHeight(surface: Pointer): number;
   /** `IOSurfaceGetBytesPerElement` */
-  IOSurfaceGetBytesPerElement(surface: Deno.PointerObject): number;
+  IOSurfaceGetBytesPerElement(surface: Pointer): number;
   /** `IOSurfaceGetBytesPerRow` */
-  IOSurfaceGetBytesPerRow(surface: Deno.PointerObject): number;
+  IOSurfaceGetBytesPerRow(surface: Pointer): number;
   /** `IOSurfaceGetPlaneCount` (0 for a non-planar surface) */
-  IOSurfaceGetPlaneCount(surface: Deno.PointerObject): number;
+  IOSurfaceGetPlaneCount(surface: Pointer): number;
   /** `IOSurfaceGetPixelFormat` */
-  IOSurfaceGetPixelFormat(surface: Deno.PointerObject): number;
+  IOSurfaceGetPixelFormat(surface: Pointer): number;
   /** `IOSurfaceGetBaseAddress` */
-  IOSurfaceGetBaseAddress(surface: Deno.PointerObject): Deno.PointerValue;
+  IOSurfaceGetBaseAddress(surface: Pointer): PointerValue;
   /** `IOSurfaceGetBaseAddressOfPlane` */
-  IOSurfaceGetBaseAddressOfPlane(surface: Deno.PointerObject, plane: number): Deno.PointerValue;
+  IOSurfaceGetBaseAddressOfPlane(surface: Pointer, plane: number): PointerValue;
   /** `IOSurfaceGetWidthOfPlane` */
-  IOSurfaceGetWidthOfPlane(surface: Deno.PointerObject, plane: number): number;
+  IOSurfaceGetWidthOfPlane(surface: Pointer, plane: number): number;
   /** `IOSurfaceGetHeightOfPlane` */
-  IOSurfaceGetHeightOfPlane(surface: Deno.PointerObject, plane: number): number;
+  IOSurfaceGetHeightOfPlane(surface: Pointer, plane: number): number;
   /** `IOSurfaceGetBytesPerElementOfPlane` */
-  IOSurfaceGetBytesPerElementOfPlane(surface: Deno.PointerObject, plane: number): number;
+  IOSurfaceGetBytesPerElementOfPlane(surface: Pointer, plane: number): number;
   /** `IOSurfaceGetBytesPerRowOfPlane` */
-  IOSurfaceGetBytesPerRowOfPlane(surface: Deno.PointerObject, plane: number): number;
+  IOSurfaceGetBytesPerRowOfPlane(surface: Pointer, plane: number): number;
 
   /** `CFRetain` */
-  CFRetain(object: Deno.PointerObject): void;
+  CFRetain(object: Pointer): void;
   /** `CFRelease` */
-  CFRelease(object: Deno.PointerObject): void;
+  CFRelease(object: Pointer): void;
 
   /** `CVPixelBufferCreateWithIOSurface(NULL, surface, NULL, &out)`; the pointer is written into `out`. */
-  CVPixelBufferCreateWithIOSurface(surface: Deno.PointerObject, out: Uint8Array): number;
+  CVPixelBufferCreateWithIOSurface(surface: Pointer, out: Uint8Array): number;
   /** Composite: `CVPixelBufferCreate` with an (empty) `kCVPixelBufferIOSurfacePropertiesKey`: IOSurface-backed. */
   createPixelBuffer(width: number, height: number, pixelFormat: number, out: Uint8Array): number;
   /** `CVPixelBufferGetIOSurface` (not retained; null if not IOSurface-backed) */
-  CVPixelBufferGetIOSurface(pixelBuffer: Deno.PointerObject): Deno.PointerValue;
+  CVPixelBufferGetIOSurface(pixelBuffer: Pointer): PointerValue;
   /** `CVPixelBufferGetWidth` */
-  CVPixelBufferGetWidth(pixelBuffer: Deno.PointerObject): number;
+  CVPixelBufferGetWidth(pixelBuffer: Pointer): number;
   /** `CVPixelBufferGetHeight` */
-  CVPixelBufferGetHeight(pixelBuffer: Deno.PointerObject): number;
+  CVPixelBufferGetHeight(pixelBuffer: Pointer): number;
   /** `CVPixelBufferGetPixelFormatType` */
-  CVPixelBufferGetPixelFormatType(pixelBuffer: Deno.PointerObject): number;
+  CVPixelBufferGetPixelFormatType(pixelBuffer: Pointer): number;
   /** `CVPixelBufferLockBaseAddress` (flags are `CVOptionFlags`, a u64) */
-  CVPixelBufferLockBaseAddress(pixelBuffer: Deno.PointerObject, flags: bigint): number;
+  CVPixelBufferLockBaseAddress(pixelBuffer: Pointer, flags: bigint): number;
   /** `CVPixelBufferUnlockBaseAddress` */
-  CVPixelBufferUnlockBaseAddress(pixelBuffer: Deno.PointerObject, flags: bigint): number;
+  CVPixelBufferUnlockBaseAddress(pixelBuffer: Pointer, flags: bigint): number;
 }
 
 /** The native interface behind a backend, if it is the macOS one (real or fake). */
@@ -231,7 +232,7 @@ export function setTestBackend(backend: Backend | undefined): void {
  */
 export function activeDarwinNative(): DarwinNative | undefined {
   if (testBackend) return darwinNativeOf(testBackend);
-  return Deno.build.os === "darwin" ? realDarwinNative() : undefined;
+  return runtime.os === "darwin" ? realDarwinNative() : undefined;
 }
 
 // --- the real implementation ----------------------------------------------------
@@ -239,11 +240,11 @@ export function activeDarwinNative(): DarwinNative | undefined {
 function readShimReport(shim: Shim): Record<string, unknown> {
   const pointer = shim.sp_abi_report();
   if (pointer === null) throw new LibraryLoadError("sp_abi_report() returned NULL");
-  return JSON.parse(new Deno.UnsafePointerView(pointer).getCString());
+  return JSON.parse(runtime.readCString(pointer));
 }
 
-function derefKey(address: Deno.PointerValue, name: string): Deno.PointerObject {
-  const value = address === null ? null : new Deno.UnsafePointerView(address).getPointer();
+function derefKey(address: PointerValue, name: string): Pointer {
+  const value = address === null ? null : runtime.readPointer(address);
   if (value === null) throw new LibraryLoadError(`the framework global ${name} is NULL`);
   return value;
 }
@@ -251,19 +252,19 @@ function derefKey(address: Deno.PointerValue, name: string): Deno.PointerObject 
 /** Builds CoreFoundation objects and releases every one of them at the end. */
 class CFScope {
   readonly #cf: CoreFoundation;
-  readonly #owned: Deno.PointerObject[] = [];
+  readonly #owned: Pointer[] = [];
 
   constructor(cf: CoreFoundation) {
     this.#cf = cf;
   }
 
-  #keep(object: Deno.PointerValue, what: string): Deno.PointerObject {
+  #keep(object: PointerValue, what: string): Pointer {
     if (object === null) throw new LibraryLoadError(`${what} returned NULL (out of memory?)`);
     this.#owned.push(object);
     return object;
   }
 
-  number(value: number): Deno.PointerObject {
+  number(value: number): Pointer {
     const bytes = new Uint8Array(8);
     new DataView(bytes.buffer).setBigInt64(0, BigInt(value), true);
     return this.#keep(
@@ -272,7 +273,7 @@ class CFScope {
     );
   }
 
-  dictionary(): Deno.PointerObject {
+  dictionary(): Pointer {
     return this.#keep(
       this.#cf.CFDictionaryCreateMutable(
         null,
@@ -284,7 +285,7 @@ class CFScope {
     );
   }
 
-  array(): Deno.PointerObject {
+  array(): Pointer {
     return this.#keep(
       this.#cf.CFArrayCreateMutable(null, 0n, this.#cf.kCFTypeArrayCallBacks),
       "CFArrayCreateMutable",
@@ -315,15 +316,14 @@ type KeyName =
 /** Wraps loaded libraries as a {@link DarwinNative}. Exported for the macOS end-to-end tests. */
 export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
   const { libSystem: sys, coreFoundation: cf, ioSurface: io, coreVideo: cv } = libs;
-  const keys = new Map<KeyName, Deno.PointerObject>();
+  const keys = new Map<KeyName, Pointer>();
   const key = (name: KeyName) => {
     let value = keys.get(name);
     if (!value) keys.set(name, value = derefKey((io as IOSurfaceLib)[name], name));
     return value;
   };
   const n = (value: number | bigint) => Number(value);
-  const set = (dict: Deno.PointerObject, k: Deno.PointerObject, v: Deno.PointerObject) =>
-    cf.CFDictionarySetValue(dict, k, v);
+  const set = (dict: Pointer, k: Pointer, v: Pointer) => cf.CFDictionarySetValue(dict, k, v);
   return {
     taskSelf: sys.mach_task_self_,
     bootstrapPort: sys.bootstrap_port,

@@ -11,6 +11,7 @@ import { computeGeometry, fourccOf, type PixelFormat } from "../core/geometry.ts
 import { machError } from "./mach.ts";
 import { activeDarwinNative, type DarwinNative } from "./native.ts";
 import { DARWIN } from "./structs.ts";
+import { type Pointer, runtime } from "../../ffi/runtime.ts";
 
 /** Options of {@link PixelBuffer.create}. */
 export interface PixelBufferOptions {
@@ -30,9 +31,9 @@ export interface PixelBufferLockOptions {
 
 interface PixelBufferState {
   native: DarwinNative;
-  pointer: Deno.PointerObject;
+  pointer: Pointer;
   /** The surface whose use count this buffer raised (decremented on release). */
-  usedSurface: Deno.PointerObject | undefined;
+  usedSurface: Pointer | undefined;
 }
 
 function releaseState(state: PixelBufferState): void {
@@ -47,14 +48,14 @@ function nativeFor(operation: string): DarwinNative {
   const native = activeDarwinNative();
   if (!native) {
     throw new UnsupportedError(
-      `${operation}: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+      `${operation}: CVPixelBuffer exists only on macOS (this is ${runtime.os})`,
     );
   }
   return native;
 }
 
-function readPointer(out: Uint8Array): Deno.PointerObject | null {
-  return Deno.UnsafePointer.create(new DataView(out.buffer).getBigUint64(0, true));
+function readPointer(out: Uint8Array): Pointer | null {
+  return runtime.pointerFrom(new DataView(out.buffer).getBigUint64(0, true));
 }
 
 /**
@@ -120,7 +121,7 @@ export class PixelBuffer {
    * Wraps a `CVPixelBufferRef` from other native code. This takes its own
    * reference (`CFRetain`); the caller keeps, and must still release, its own.
    */
-  static fromPointer(pointer: Deno.PointerObject): PixelBuffer {
+  static fromPointer(pointer: Pointer): PixelBuffer {
     if (pointer === null || typeof pointer !== "object") {
       throw new TypeError("PixelBuffer.fromPointer needs a non-null CVPixelBufferRef pointer");
     }
@@ -133,7 +134,7 @@ export class PixelBuffer {
    * Internal: a new pixel buffer over `surface` that holds one use of it.
    * @ignore
    */
-  static ofSurface(native: DarwinNative, surface: Deno.PointerObject): PixelBuffer {
+  static ofSurface(native: DarwinNative, surface: Pointer): PixelBuffer {
     const out = new Uint8Array(8);
     const kr = native.CVPixelBufferCreateWithIOSurface(surface, out);
     const pointer = readPointer(out);
@@ -145,7 +146,7 @@ export class PixelBuffer {
   }
 
   /** The `CVPixelBufferRef`, valid until {@link close}: pass it to other native code. */
-  get pointer(): Deno.PointerObject {
+  get pointer(): Pointer {
     return this.#open("pointer").pointer;
   }
 
@@ -230,7 +231,7 @@ function flags(readOnly: boolean): bigint {
 export function pixelBufferInternals(
   pixelBuffer: PixelBuffer,
   operation: string,
-): { native: DarwinNative; pointer: Deno.PointerObject } {
+): { native: DarwinNative; pointer: Pointer } {
   const get = pixelBuffer instanceof PixelBuffer ? STATE.get(pixelBuffer) : undefined;
   if (!get) throw new TypeError(`${operation}: expected a PixelBuffer`);
   const state = get();

@@ -26,6 +26,7 @@ import {
   machMsghBits,
   RECEIVE_OPTIONS,
 } from "./structs.ts";
+import { runtime } from "../../ffi/runtime.ts";
 
 /** How often a wait on a port this library does not own re-checks it (ms). */
 export const WAIT_SLICE_MS = 50;
@@ -193,7 +194,7 @@ export class PortWaitSet {
     const round: WaitRound = {
       set,
       control,
-      peek: new Uint8Array(PEEK_SIZE),
+      peek: runtime.sharedBytes(PEEK_SIZE), // the wait off this thread writes it
       waiting: false,
       waitEnd: Infinity,
       interruptPending: false,

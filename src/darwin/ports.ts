@@ -27,6 +27,7 @@ import {
   SURFACE_PAYLOAD_OFFSET,
 } from "./messages.ts";
 import { credentialsOfAuditToken, DARWIN, msghBitsRemote } from "./structs.ts";
+import { runtime } from "../../ffi/runtime.ts";
 
 /** Options of {@link sendPortRight}. */
 export interface SendPortRightOptions {
@@ -66,7 +67,7 @@ function nativeFor(operation: string): DarwinNative {
   const native = activeDarwinNative();
   if (!native) {
     throw new UnsupportedError(
-      `${operation}: mach ports exist only on macOS (this is ${Deno.build.os})`,
+      `${operation}: mach ports exist only on macOS (this is ${runtime.os})`,
     );
   }
   return native;

@@ -30,6 +30,7 @@ import type { DarwinNative } from "./native.ts";
 import { PixelBuffer, pixelBufferInternals } from "./pixel_buffer.ts";
 import { DARWIN } from "./structs.ts";
 import { geometryOfLayout, readLayout } from "./verify.ts";
+import { type Pointer, type PointerValue, runtime } from "../../ffi/runtime.ts";
 
 function lockOptions(readOnly: boolean): number {
   return readOnly ? DARWIN.kIOSurfaceLockReadOnly : 0;
@@ -37,7 +38,7 @@ function lockOptions(readOnly: boolean): number {
 
 interface SurfaceResources {
   native: DarwinNative;
-  surface: Deno.PointerObject;
+  surface: Pointer;
   /** True if this holder also raised the surface's use count (given back on release). */
   holdsUse: boolean;
 }
@@ -56,27 +57,34 @@ const surfaceFinalizer = new FinalizationRegistry<SurfaceResources>(releaseResou
 export abstract class IOSurfaceHolder implements SurfaceBacking {
   readonly geometry: SurfaceGeometry;
   readonly id: number;
-  readonly baseAddress: Deno.PointerObject;
+  readonly baseAddress: Pointer;
   protected resources: SurfaceResources | undefined;
   #buffer: ArrayBuffer | undefined;
 
+  /**
+   * `knownBase` and `knownId` are the base address and `IOSurfaceID` when the
+   * caller already asked IOSurface for them (a received frame does): two FFI
+   * calls fewer per frame.
+   */
   protected constructor(
     native: DarwinNative,
-    surface: Deno.PointerObject,
+    surface: Pointer,
     geometry: SurfaceGeometry,
     holdsUse = false,
+    knownBase?: PointerValue,
+    knownId?: number,
   ) {
-    const base = native.IOSurfaceGetBaseAddress(surface);
+    const base = knownBase !== undefined ? knownBase : native.IOSurfaceGetBaseAddress(surface);
     if (base === null) throw machError("IOSurfaceGetBaseAddress", DARWIN.kIOReturnError);
     this.geometry = geometry;
-    this.id = native.IOSurfaceGetID(surface);
+    this.id = knownId ?? native.IOSurfaceGetID(surface);
     this.baseAddress = base;
     this.resources = { native, surface, holdsUse };
     surfaceFinalizer.register(this, this.resources, this);
   }
 
   /** The retained `IOSurfaceRef` (valid until release). */
-  get surfaceRef(): Deno.PointerObject {
+  get surfaceRef(): Pointer {
     return this.open().surface;
   }
 
@@ -104,7 +112,10 @@ export abstract class IOSurfaceHolder implements SurfaceBacking {
   /** The one buffer over this IOSurface's memory, detached right before the reference goes. */
   memory(): ArrayBuffer {
     this.open();
-    return this.#buffer ??= sharedBuffer(this.baseAddress, this.geometry.allocSize, this);
+    return this.#buffer ??= sharedBuffer(
+      runtime.arrayBufferAt(this.baseAddress, this.geometry.allocSize),
+      this,
+    );
   }
 
   exportHandle(): number {
@@ -214,7 +225,7 @@ export class CreatedIOSurface extends IOSurfaceHolder {
    */
   static adopt(
     native: DarwinNative,
-    surface: Deno.PointerObject,
+    surface: Pointer,
     geometry: SurfaceGeometry,
     holdsUse = false,
   ): CreatedIOSurface {

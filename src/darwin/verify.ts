@@ -15,6 +15,7 @@ import {
   validateGeometry,
 } from "../core/geometry.ts";
 import type { DarwinNative } from "./native.ts";
+import { type Pointer, runtime } from "../../ffi/runtime.ts";
 
 /** The layout an IOSurface reports about itself. */
 export interface IOSurfaceLayout {
@@ -31,9 +32,9 @@ export interface IOSurfaceLayout {
 }
 
 /** Reads the layout of `surface` through the IOSurface getters. */
-export function readLayout(native: DarwinNative, surface: Deno.PointerObject): IOSurfaceLayout {
+export function readLayout(native: DarwinNative, surface: Pointer): IOSurfaceLayout {
   const base = native.IOSurfaceGetBaseAddress(surface);
-  const baseValue = base === null ? 0n : Deno.UnsafePointer.value(base);
+  const baseValue = base === null ? 0n : runtime.pointerValue(base);
   const planeCount = native.IOSurfaceGetPlaneCount(surface);
   const planes: PlaneGeometry[] = [];
   if (planeCount === 0) {
@@ -52,7 +53,7 @@ export function readLayout(native: DarwinNative, surface: Deno.PointerObject): I
         height: native.IOSurfaceGetHeightOfPlane(surface, i),
         bytesPerElement: native.IOSurfaceGetBytesPerElementOfPlane(surface, i),
         bytesPerRow: native.IOSurfaceGetBytesPerRowOfPlane(surface, i),
-        offset: address === null ? -1 : Number(Deno.UnsafePointer.value(address) - baseValue),
+        offset: address === null ? -1 : Number(runtime.pointerValue(address) - baseValue),
       });
     }
   }

@@ -19,7 +19,7 @@
  */
 
 import type { PeerPredicate } from "../contract/backend.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import {
   PeerClosedError,
   type PeerCredentials,
@@ -501,8 +501,8 @@ export class GstSourceBridge {
 
   /** Shows the sink, the caps and the counters in `console.log`. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     const caps = this.#caps
       ? `${this.#caps.format} ${this.#caps.width}x${this.#caps.height}`

@@ -22,7 +22,7 @@
  */
 
 import type { PeerPredicate } from "../contract/backend.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import type { PeerCredentials } from "../core/errors.ts";
 import { alignUp, type SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
@@ -398,8 +398,8 @@ export class GstSinkBridge {
 
   /** Shows the address, the caps served and the counters in `console.log`. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     return `GstSinkBridge ${
       inspect(

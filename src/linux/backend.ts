@@ -4,6 +4,7 @@
  * @module
  */
 
+import { runtime } from "../../ffi/runtime.ts";
 import type { Backend, EndpointState } from "../contract/backend.ts";
 import { SystemCallError } from "../core/errors.ts";
 import { ABSTRACT_PREFIX, connectSocket, SocketListener } from "./listener.ts";
@@ -29,7 +30,7 @@ function realtimeMicros(): number {
 
 const decoder = new TextDecoder();
 
-/** Reads a whole (small, `/proc`) file through libc: no Deno read permission is involved. */
+/** Reads a whole (small, `/proc`) file through libc: no runtime read permission is involved. */
 function readProcFile(path: string): string {
   const fd = libc().open(cString(path), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0);
   if (fd < 0) throw systemError(`open(${path})`);
@@ -100,7 +101,9 @@ function holdsSocket(pid: number, inodes: ReadonlySet<string>): EndpointState {
     for (;;) {
       const entry = lib.readdir(dir);
       if (entry === null) return "dead";
-      const name = new Deno.UnsafePointerView(entry).getCString(DIRENT_NAME_OFFSET);
+      const name = runtime.readCString(
+        runtime.pointerFrom(runtime.pointerValue(entry) + BigInt(DIRENT_NAME_OFFSET))!,
+      );
       if (!/^\d+$/.test(name)) continue;
       const n = Number(
         lib.readlink(cString(`/proc/${pid}/fd/${name}`), linkBuffer, BigInt(linkBuffer.length)),
@@ -123,7 +126,7 @@ function processExists(pid: number): boolean {
   return true;
 }
 
-/** memfd + SCM_RIGHTS, all through libc with `Deno.dlopen`. */
+/** memfd + SCM_RIGHTS, all through libc (loaded by `ffi/linux.ts`). */
 export const linuxBackend: Backend = {
   currentUid: () => libc().geteuid(),
   clockMicros: realtimeMicros,

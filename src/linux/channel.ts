@@ -55,6 +55,9 @@ const MAX_RECEIVED_FDS = 8;
  */
 const SPIN_CLOCK_EVERY = 16;
 
+/** The ioctl request as the BigInt its `unsigned long` parameter takes (made once). */
+const SIOCOUTQ = BigInt(LINUX.SIOCOUTQ);
+
 /** The one metadata buffer of every message without metadata (it is never written). */
 const NO_META = new Uint8Array(0);
 
@@ -119,6 +122,11 @@ export class SocketConnection implements BackendConnection {
   // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
   readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
   readonly #controlIov = new Uint8Array(IOVEC_SIZE);
+  readonly #controlIovWords = new Uint32Array(this.#controlIov.buffer);
+  /** The control message buffer the iovec points at (a subscription reuses one for its credits). */
+  #controlBuffer: Uint8Array | undefined;
+  readonly #outq = new Uint8Array(4);
+  readonly #outqValue = new Int32Array(this.#outq.buffer);
 
   constructor(fd: number, peer: PeerCredentials, limits: ConnectionLimits) {
     this.#fd = fd;
@@ -248,22 +256,45 @@ export class SocketConnection implements BackendConnection {
   async sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void> {
     this.#assertOpen("send");
     throwIfAborted(signal);
-    encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+    while (!this.#trySendControl(message)) {
+      await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
+      this.#assertOpen("send");
+    }
+  }
+
+  trySendControl(message: Uint8Array): boolean {
+    this.#assertOpen("send");
+    return this.#trySendControl(message);
+  }
+
+  /** One `sendmsg(MSG_DONTWAIT)` of a control message; false if the socket buffer is full. */
+  #trySendControl(message: Uint8Array): boolean {
+    if (message !== this.#controlBuffer) {
+      encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+      this.#controlBuffer = message;
+    }
+    this.#controlIovWords[2] = message.length; // iov_len, low word
     for (;;) {
       const sent = libc().sendmsg(
         this.#fd,
         this.#controlMsghdr,
         LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL,
       );
-      if (sent >= 0) return;
+      if (sent >= 0) return true;
       const errno = readErrno();
       if (errno === ERRNO.EINTR) continue;
       if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      if (errno !== ERRNO.EAGAIN && errno !== ERRNO.ENOBUFS) throw systemError("sendmsg", errno);
-      await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
-      this.#assertOpen("send");
-      encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
+      if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) return false;
+      throw systemError("sendmsg", errno);
     }
+  }
+
+  unreadByPeer(): number {
+    this.#assertOpen("send");
+    if (libc().ioctl_int(this.#fd, SIOCOUTQ, this.#outq) < 0) {
+      throw systemError("ioctl(SIOCOUTQ)");
+    }
+    return this.#outqValue[0];
   }
 
   async receiveControl(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {

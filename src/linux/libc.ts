@@ -6,6 +6,7 @@
  */
 
 import { type Libc, libc } from "../../ffi/linux.ts";
+import { type Pointer, runtime } from "../../ffi/runtime.ts";
 import { SystemCallError } from "../core/errors.ts";
 import {
   decodeFlockType,
@@ -102,12 +103,13 @@ const HINTS: Record<number, string> = {
   109: "too many descriptors are in flight to a peer that is not reading",
 };
 
-let errnoView: Deno.UnsafePointerView | undefined;
+/** The JS thread's errno, as a view over glibc's thread-local `int` (made at first use). */
+let errnoView: Int32Array | undefined;
 
 /** Reads the calling thread's errno (the JS thread's: only valid right after a synchronous call). */
 export function readErrno(): number {
-  errnoView ??= new Deno.UnsafePointerView(libc().__errno_location()!);
-  return errnoView.getInt32();
+  errnoView ??= new Int32Array(runtime.arrayBufferAt(libc().__errno_location()!, 4));
+  return errnoView[0];
 }
 
 /** Builds a {@link SystemCallError} for `call` from the current errno (or the one given). */
@@ -132,7 +134,7 @@ export function cString(text: string): Uint8Array {
 
 /** The address of `bytes` as a pointer value, for a field of a C struct built in JS. */
 export function addressOf(bytes: Uint8Array): bigint {
-  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
+  return runtime.addressOf(bytes);
 }
 
 /** What `mmap` returns on failure: `(void *)-1`. */
@@ -142,7 +144,7 @@ const MAP_FAILED = 0xffffffffffffffffn;
  * `mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)`: the
  * mapping, or `null` if it failed (errno says why).
  */
-export function tryMapShared(fd: number, size: number): Deno.PointerObject | null {
+export function tryMapShared(fd: number, size: number): Pointer | null {
   const pointer = libc().mmap(
     null,
     BigInt(size),
@@ -151,7 +153,7 @@ export function tryMapShared(fd: number, size: number): Deno.PointerObject | nul
     fd,
     0n,
   );
-  return pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED ? null : pointer;
+  return pointer === null || runtime.pointerValue(pointer) === MAP_FAILED ? null : pointer;
 }
 
 /** Closes `fd`, ignoring errors: for cleanup paths where the descriptor is being given up anyway. */

@@ -9,6 +9,7 @@
 import { throwIfAborted, TimeoutError } from "../core/errors.ts";
 import { check, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { decodePollRevents, encodePollfd, LINUX, POLLFD_SIZE } from "./structs.ts";
+import { runtime } from "../../ffi/runtime.ts";
 
 /** One parked wait: `fd` ready for `events`, or `wakeFd` readable, until `deadline`. */
 interface Waiter {
@@ -41,8 +42,11 @@ class Poller {
   #polling = false;
   /** The waiters of the current round (reused; emptied after each round). */
   readonly #round: (Waiter | undefined)[] = [];
-  /** The pollfd array, reused while the number of waits fits. */
-  #fds = new Uint8Array(8 * POLLFD_SIZE);
+  /**
+   * The pollfd array, reused while the number of waits fits: shared memory,
+   * since the poll that writes its `revents` may run on another thread.
+   */
+  #fds = runtime.sharedBytes(8 * POLLFD_SIZE);
   #fdsView = new DataView(this.#fds.buffer);
 
   /** Makes the control eventfd now if it does not exist yet (it lives as long as the process). */
@@ -74,7 +78,7 @@ class Poller {
         for (const w of this.#waiters) waiters[n++] = w;
         const count = 1 + 2 * n;
         if (this.#fds.length < count * POLLFD_SIZE) {
-          this.#fds = new Uint8Array(2 * count * POLLFD_SIZE);
+          this.#fds = runtime.sharedBytes(2 * count * POLLFD_SIZE);
           this.#fdsView = new DataView(this.#fds.buffer);
         }
         const fds = this.#fds;

@@ -16,10 +16,11 @@ import { closeQuietly, dupCloexec, fstatxNumbers, isLockedElsewhere, reopen } fr
 import { LINUX } from "./structs.ts";
 import { checkKnownMemfd, mapVerifiedMemfd, type MemfdLimits, verifyMemfd } from "./verify.ts";
 import { exportLockedHandle, unmap } from "./surface.ts";
+import { type Pointer, runtime } from "../../ffi/runtime.ts";
 
 /** One mapping of a received memfd, shared by every frame of it and kept for reuse by the cache. */
 class SharedMapping {
-  readonly pointer: Deno.PointerObject;
+  readonly pointer: Pointer;
   readonly size: number;
   readonly id: number;
   /** The device of the inode (the cache's key is the inode number alone). */
@@ -35,7 +36,7 @@ class SharedMapping {
   #buffer: ArrayBuffer | undefined;
 
   constructor(
-    pointer: Deno.PointerObject,
+    pointer: Pointer,
     size: number,
     identity: { id: number; devMajor: number; devMinor: number },
     forwardByDup: boolean,
@@ -64,7 +65,7 @@ class SharedMapping {
 
   /** The one buffer over this mapping (see `sharedBuffer`). */
   memory(): ArrayBuffer {
-    return this.#buffer ??= sharedBuffer(this.pointer, this.size, this);
+    return this.#buffer ??= sharedBuffer(runtime.arrayBufferAt(this.pointer, this.size), this);
   }
 
   #unmapIfUnused(): void {
@@ -203,7 +204,7 @@ export class ReceivedSurface implements SurfaceBacking {
     return this.#mapping.id;
   }
 
-  get baseAddress(): Deno.PointerObject {
+  get baseAddress(): Pointer {
     return this.#mapping.pointer;
   }
 

@@ -6,8 +6,10 @@
  * @module
  */
 
+import { runtime } from "../../ffi/runtime.ts";
+
 /** aarch64 numbers four `open` flags differently from x86_64 (asm-generic vs x86 fcntl.h). */
-const ARM64 = Deno.build.arch === "aarch64";
+const ARM64 = runtime.arch === "aarch64";
 
 /** Constants from the Linux UAPI / glibc headers (identical on x86_64 and aarch64 unless marked). */
 export const LINUX = {
@@ -18,6 +20,8 @@ export const LINUX = {
   SOL_SOCKET: 1,
   SCM_RIGHTS: 1,
   SO_PEERCRED: 17,
+  /** ioctl: bytes a socket sent that its peer has not read yet (`TIOCOUTQ`). */
+  SIOCOUTQ: 0x5411,
   SO_SNDTIMEO: 21,
   SO_SNDBUF: 7,
   MSG_CTRUNC: 0x8,

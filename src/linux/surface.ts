@@ -36,17 +36,18 @@ import {
 import { detachBuffer, sharedBuffer } from "../core/shared_buffer.ts";
 import { waitReady } from "./poller.ts";
 import { LINUX } from "./structs.ts";
+import { type Pointer, runtime } from "../../ffi/runtime.ts";
 
 const MEMFD_NAME = cString("surfaceport");
 
-function mapShared(fd: number, size: number): Deno.PointerObject {
+function mapShared(fd: number, size: number): Pointer {
   const pointer = tryMapShared(fd, size);
   if (pointer === null) throw systemError("mmap");
   return pointer;
 }
 
 /** Unmaps `size` bytes at `pointer` (a mapping made here or by `mapVerifiedMemfd`). */
-export function unmap(pointer: Deno.PointerObject, size: number): void {
+export function unmap(pointer: Pointer, size: number): void {
   libc().munmap(pointer, BigInt(size));
 }
 
@@ -143,7 +144,7 @@ export function exportLockedHandle(handle: number): number {
 
 interface MemfdResources {
   fd: number;
-  pointer: Deno.PointerObject;
+  pointer: Pointer;
   size: number;
   spare: SpareDescription;
 }
@@ -158,7 +159,7 @@ const memfdFinalizer = new FinalizationRegistry<MemfdResources>((r) => {
 export class MemfdSurface implements SurfaceBacking {
   readonly geometry: SurfaceGeometry;
   readonly id: number;
-  readonly baseAddress: Deno.PointerObject;
+  readonly baseAddress: Pointer;
   #resources: MemfdResources | undefined;
   #buffer: ArrayBuffer | undefined;
 
@@ -223,7 +224,7 @@ export class MemfdSurface implements SurfaceBacking {
 
   memory(): ArrayBuffer {
     const r = this.#open();
-    return this.#buffer ??= sharedBuffer(r.pointer, r.size, this);
+    return this.#buffer ??= sharedBuffer(runtime.arrayBufferAt(r.pointer, r.size), this);
   }
 
   exportHandle(): number {

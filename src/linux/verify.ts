@@ -42,6 +42,7 @@ import {
   tryMapShared,
 } from "./libc.ts";
 import { LINUX } from "./structs.ts";
+import type { Pointer } from "../../ffi/runtime.ts";
 
 const SIZE_SEALS = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
 const WRITE_SEALS = LINUX.F_SEAL_WRITE | LINUX.F_SEAL_FUTURE_WRITE;
@@ -203,7 +204,7 @@ function checkAccessMode(fd: number): void {
  * the `mmap` that is not this process running out of something);
  * `SystemCallError` for `EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`.
  */
-export function mapVerifiedMemfd(fd: number, size: number): Deno.PointerObject {
+export function mapVerifiedMemfd(fd: number, size: number): Pointer {
   let mapFd: number;
   try {
     mapFd = reopen(fd, LINUX.O_RDWR);

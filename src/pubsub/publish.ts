@@ -24,10 +24,23 @@ import {
   resolvePeerCheck,
   type SendOptions,
 } from "../channel/options.ts";
-import { ClosedError, PeerClosedError, throwIfAborted } from "../core/errors.ts";
+import {
+  ClosedError,
+  PeerClosedError,
+  ProtocolError,
+  throwIfAborted,
+  TimeoutError,
+} from "../core/errors.ts";
 import { backend, nowMicros as clockNow } from "../platform.ts";
 import { decodeControlMessage, MESSAGE_SUBSCRIBE } from "../wire/pubsub_wire.ts";
 import { register, type Registration } from "../channel/registry.ts";
+import {
+  BlockedWatch,
+  type Budget,
+  type BudgetOptions,
+  resolveBudget,
+  surfaceBudget,
+} from "./budget.ts";
 import {
   type Outgoing,
   SendBatch,
@@ -42,9 +55,14 @@ import {
   HEADER_SIZE,
   type Meta,
 } from "../wire/wire.ts";
+import { customInspect } from "../core/inspect.ts";
 
-/** Options of {@link publish}: those of `listen()`, plus what a publisher keeps. */
-export interface PublishOptions extends ChannelOptions {
+/**
+ * Options of {@link publish}: those of `listen()`, what a publisher keeps,
+ * and what it grants each subscriber (`maxDepth`, `maxSubscribers`,
+ * `stallTimeout`, `onCutOff`: see `docs/protocol.md`, "Budgets").
+ */
+export interface PublishOptions extends ChannelOptions, BudgetOptions {
   /**
    * Keep the most recent frame (one capability, so its surface stays in
    * use until the next frame) and hand it to each new subscriber at once.
@@ -56,8 +74,19 @@ export interface PublishOptions extends ChannelOptions {
 /** A publisher that sent nothing for this long watches every subscriber for hang-ups (ms). */
 export const IDLE_MS = 100;
 
-/** How long a new subscriber has to send SUBSCRIBE before it counts as a plain peer (ms). */
+/**
+ * How long a new subscriber has to send SUBSCRIBE before it counts as a
+ * plain peer (ms), counted from when the publisher accepts its connection.
+ */
 export const SUBSCRIBE_GRACE_MS = 500;
+
+/** What a {@link Publisher} counted since it was made. */
+export interface PublisherStats {
+  /** Subscribers cut off: stalled, or broke the control protocol. */
+  cutOff: number;
+  /** Peers hung up on because `maxSubscribers` were connected. */
+  refused: number;
+}
 /**
  * A bound name that hands each frame to every current subscriber. Create
  * one with {@link publish}. While open it keeps the process running (it
@@ -73,7 +102,12 @@ export class Publisher<M = unknown> {
   readonly #registration: Registration | undefined;
   readonly #subscribers = new Set<SubscriberState>();
   readonly #keepLast: boolean;
+  readonly #budget: Budget;
   #last: Outgoing | undefined;
+  #cutOff = 0;
+  #refused = 0;
+  readonly #blocked: BlockedWatch;
+  #registryTimer: ReturnType<typeof setTimeout> | undefined;
   #sequence = 0n;
   #closed = false;
   /** No frame was sent for {@link IDLE_MS}: every subscriber gets a parked wait (hang-ups). */
@@ -88,6 +122,7 @@ export class Publisher<M = unknown> {
     listener: BackendListener,
     registration: Registration | undefined,
     keepLast: boolean,
+    budget: Budget,
   ) {
     this.name = name;
     this.address = listener.address;
@@ -95,6 +130,13 @@ export class Publisher<M = unknown> {
     this.#listener = listener;
     this.#registration = registration;
     this.#keepLast = keepLast;
+    this.#budget = budget;
+    this.#blocked = new BlockedWatch(
+      this.#subscribers,
+      budget.stallTimeout,
+      (subscriber) => this.#pump(subscriber),
+      (subscriber, reason) => this.#drop(subscriber, reason),
+    );
     this.#acceptLoop();
   }
 
@@ -106,6 +148,25 @@ export class Publisher<M = unknown> {
   /** The current subscribers (a snapshot). */
   get subscribers(): SubscriberInfo[] {
     return [...this.#subscribers].map((s) => s.info());
+  }
+
+  /** What it counted: subscribers cut off, peers refused (a snapshot). */
+  get stats(): PublisherStats {
+    return { cutOff: this.#cutOff, refused: this.#refused };
+  }
+
+  /**
+   * The most surfaces its subscribers (and its own most recent frame) can
+   * keep in use at once while they keep to their budgets: `maxSubscribers
+   * × (maxDepth + 1)`, plus 1 with `keepLast`. A pool of this many surfaces
+   * plus those the producer holds itself (at least the one it paints) never
+   * runs out because of subscribers that stop reading; a smaller one may,
+   * and the producer then skips frames (`cli testcard` does). Frames a
+   * subscriber received and keeps open after asking for more are not
+   * counted: see "What a consumer can cost" in `docs/protocol.md`.
+   */
+  get surfaceBudget(): number {
+    return surfaceBudget(this.#budget, this.#keepLast);
   }
 
   /**
@@ -174,6 +235,7 @@ export class Publisher<M = unknown> {
         // No call (and no promise) for a subscriber that cannot take it now.
         if (!subscriber.sending && subscriber.hasCredit) this.#pump(subscriber);
         this.#waitIfNeeded(subscriber);
+        this.#blocked.note(subscriber);
       }
       if (!batch || batch.remaining === 0) return Promise.resolve();
       return batch.promise;
@@ -215,6 +277,11 @@ export class Publisher<M = unknown> {
         connection.close();
         return;
       }
+      if (this.#subscribers.size >= this.#budget.maxSubscribers) {
+        this.#refused++;
+        connection.close(); // it sees the end of the stream
+        continue;
+      }
       this.#admit(connection);
     }
   }
@@ -234,8 +301,9 @@ export class Publisher<M = unknown> {
       if (subscriber.state !== "pending" || !this.#drainControl(subscriber)) return;
       if (subscriber.state === "pending") subscriber.state = "plain";
       this.#pump(subscriber);
+      this.#blocked.note(subscriber);
     }, SUBSCRIBE_GRACE_MS);
-    this.#registration?.update(this.#subscribers.size);
+    this.#registryChanged();
     this.#waitIfNeeded(subscriber);
   }
 
@@ -243,18 +311,23 @@ export class Publisher<M = unknown> {
   #handleControl(subscriber: SubscriberState, bytes: Uint8Array): void {
     const message = decodeControlMessage(bytes);
     if (message.type === MESSAGE_SUBSCRIBE) {
-      if (subscriber.state === "subscribed") throw new Error("a second SUBSCRIBE");
+      if (subscriber.state === "subscribed") {
+        throw new ProtocolError("BAD_CONTROL", "a second SUBSCRIBE");
+      }
       clearTimeout(subscriber.graceTimer);
       subscriber.policy = message.policy;
-      subscriber.depth = message.depth;
-      subscriber.inFlight = 0; // what a plain peer got so far counts as done
+      subscriber.requestedDepth = message.depth;
+      subscriber.depth = Math.min(message.depth, this.#budget.maxDepth);
+      // inFlight stays: every frame sent on the connection (a plain peer's too) needs a credit.
       subscriber.state = "subscribed";
       if (message.policy === "queue" && subscriber.pending) {
         subscriber.queue.push(subscriber.pending);
         subscriber.pending = undefined;
       }
     } else {
-      if (subscriber.state !== "subscribed") throw new Error("CREDIT before SUBSCRIBE");
+      if (subscriber.state !== "subscribed") {
+        throw new ProtocolError("BAD_CONTROL", "CREDIT before SUBSCRIBE");
+      }
       subscriber.inFlight = Math.max(0, subscriber.inFlight - message.count);
     }
   }
@@ -271,8 +344,8 @@ export class Publisher<M = unknown> {
         if (!bytes) return true;
         this.#handleControl(subscriber, bytes);
       }
-    } catch {
-      this.#drop(subscriber); // gone (PeerClosedError), or a protocol violation
+    } catch (error) {
+      this.#drop(subscriber, error); // gone (PeerClosedError), or a protocol violation
       return false;
     }
   }
@@ -304,8 +377,8 @@ export class Publisher<M = unknown> {
         if (!this.#drainControl(subscriber)) return;
         this.#pump(subscriber);
       }
-    } catch {
-      this.#drop(subscriber); // gone (PeerClosedError), closed here, or a protocol violation
+    } catch (error) {
+      this.#drop(subscriber, error); // gone (PeerClosedError), closed here, or a protocol violation
     } finally {
       subscriber.waiting = false;
     }
@@ -377,13 +450,31 @@ export class Publisher<M = unknown> {
     } finally {
       subscriber.sending = false;
       this.#waitIfNeeded(subscriber); // e.g. out of credit with a frame held
+      this.#blocked.note(subscriber);
     }
   }
 
-  /** Disconnects a subscriber and releases everything held for it. Idempotent. */
-  #drop(subscriber: SubscriberState): void {
+  /** The registry entry's subscriber count is rewritten at most once per {@link IDLE_MS}. */
+  #registryChanged(): void {
+    if (!this.#registration || this.#registryTimer !== undefined || this.#closed) return;
+    this.#registryTimer = setTimeout(() => {
+      this.#registryTimer = undefined;
+      if (!this.#closed) this.#registration?.update(this.#subscribers.size);
+    }, IDLE_MS);
+  }
+
+  /**
+   * Disconnects a subscriber and releases everything held for it. Idempotent.
+   * `reason`: why; a stall (`TimeoutError`) or a protocol violation
+   * (`ProtocolError`) counts as a cut-off and is reported to `onCutOff`.
+   */
+  #drop(subscriber: SubscriberState, reason?: unknown): void {
     if (subscriber.closed) return;
+    const cutOff = !this.#closed &&
+      (reason instanceof ProtocolError || reason instanceof TimeoutError);
+    const info = cutOff ? subscriber.info() : undefined;
     subscriber.closed = true;
+    subscriber.blockedSince = -1;
     clearTimeout(subscriber.graceTimer);
     this.#subscribers.delete(subscriber);
     subscriber.connection.close();
@@ -394,7 +485,15 @@ export class Publisher<M = unknown> {
       b.releaseHandle(item.handle);
       item.batch?.done(); // a subscriber that is gone does not hold up send()
     }
-    if (!this.#closed) this.#registration?.update(this.#subscribers.size);
+    this.#registryChanged();
+    if (info) {
+      this.#cutOff++;
+      try {
+        this.#budget.onCutOff?.(info, reason as Error);
+      } catch {
+        // the callback's failure is not the publisher's
+      }
+    }
   }
 
   /**
@@ -406,6 +505,8 @@ export class Publisher<M = unknown> {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#idleTimer);
+    this.#blocked.close();
+    clearTimeout(this.#registryTimer);
     this.#registration?.remove(); // first: a registry entry never outlives the bound name
     this.#listener.close();
     for (const subscriber of [...this.#subscribers]) this.#drop(subscriber);
@@ -419,7 +520,7 @@ export class Publisher<M = unknown> {
   }
 
   /** Shows the name and the subscribers in `console.log`. */
-  [Symbol.for("Deno.customInspect")](): string {
+  [customInspect](): string {
     return `Publisher(${JSON.stringify(this.name)}, ${
       this.#closed ? "closed" : `${this.#subscribers.size} subscribers`
     })`;
@@ -449,6 +550,7 @@ export class Publisher<M = unknown> {
  */
 export function publish<M = unknown>(name: string, options: PublishOptions = {}): Publisher<M> {
   const limits = resolveLimits(options);
+  const budget = resolveBudget(options);
   if (options.keepLast !== undefined && typeof options.keepLast !== "boolean") {
     throw new TypeError("keepLast must be a boolean");
   }
@@ -457,7 +559,14 @@ export function publish<M = unknown>(name: string, options: PublishOptions = {})
   let registration: Registration | undefined;
   try {
     registration = register("publisher", name, listener.address, 0);
-    return new Publisher<M>(over, name, listener, registration, options.keepLast ?? true);
+    return new Publisher<M>(
+      over,
+      name,
+      listener,
+      registration,
+      options.keepLast ?? true,
+      budget,
+    );
   } catch (error) {
     registration?.remove();
     listener.close();

@@ -40,6 +40,7 @@ import {
   MAX_DEPTH,
   writeCredit,
 } from "../wire/pubsub_wire.ts";
+import { customInspect } from "../core/inspect.ts";
 
 /** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
 export interface SubscribeOptions extends ChannelOptions {
@@ -271,7 +272,7 @@ export class Subscription<M = unknown> {
   }
 
   /** Shows the name, policy and counters in `console.log`. */
-  [Symbol.for("Deno.customInspect")](): string {
+  [customInspect](): string {
     const state = this.#closed ? "closed" : this.#connection ? "connected" : "reconnecting";
     return `Subscription(${
       JSON.stringify(this.name)

@@ -20,9 +20,20 @@ export interface SubscriberInfo {
   gid: number;
   /** Its delivery policy (`"latest"` until its SUBSCRIBE arrives, and for a plain peer). */
   policy: DeliveryPolicy;
-  /** How many frames it allows in flight (0 for a plain peer: bounded by the socket only). */
+  /**
+   * How many frames it may have in flight: the depth its SUBSCRIBE asked
+   * for, capped by the publisher's `maxDepth`; 1 for a plain peer (the
+   * publisher sends it a frame only once it read the one before; on macOS,
+   * which cannot tell, a plain peer is bounded by its inbox's queue limit).
+   */
   depth: number;
-  /** Frames handed to it that it has not returned a credit for yet. */
+  /** The depth its SUBSCRIBE asked for (0 before SUBSCRIBE and for a plain peer). */
+  requestedDepth: number;
+  /**
+   * Frames handed to it that it has not returned a credit for yet: every
+   * surface message on the connection counts, from the first (the most
+   * recent frame, and what it got as a plain peer before a late SUBSCRIBE).
+   */
   queued: number;
   /** Frames dropped for it: replaced by a newer one ("latest"), or withdrawn after `send` timed out. */
   dropped: number;
@@ -127,8 +138,15 @@ export class SubscriberState {
   readonly connection: BackendConnection;
   state: SubscriberInfo["state"] = "pending";
   policy: DeliveryPolicy = "latest";
+  /** The granted depth: its SUBSCRIBE's, capped by the publisher's `maxDepth`. */
   depth = 1;
+  requestedDepth = 0;
   inFlight = 0;
+  /**
+   * Since when (`performance.now()`) a frame has been waiting for it while it
+   * had no credit; -1 while it is not blocked. Stalled after `stallTimeout`.
+   */
+  blockedSince = -1;
   sent = 0;
   dropped = 0;
   /** The newest frame not handed over yet ("latest", pending and plain subscribers). */
@@ -149,9 +167,20 @@ export class SubscriberState {
     return this.connection.peer;
   }
 
-  /** May a frame go out now? */
+  /**
+   * May a frame go out now? A subscribed one while it has credit; a plain
+   * peer once it read everything sent before (where the transport can tell).
+   */
   get hasCredit(): boolean {
-    return this.state === "plain" || (this.state === "subscribed" && this.inFlight < this.depth);
+    if (this.state === "subscribed") return this.inFlight < this.depth;
+    if (this.state !== "plain") return false;
+    const connection = this.connection;
+    return connection.unreadByPeer === undefined || connection.unreadByPeer() === 0;
+  }
+
+  /** A frame is held or queued for it. */
+  get hasWaiting(): boolean {
+    return this.pending !== undefined || this.queue.length > 0;
   }
 
   info(): SubscriberInfo {
@@ -161,7 +190,8 @@ export class SubscriberState {
       uid,
       gid,
       policy: this.policy,
-      depth: this.state === "plain" ? 0 : this.depth,
+      depth: this.state === "plain" ? 1 : this.depth,
+      requestedDepth: this.requestedDepth,
       queued: this.inFlight,
       dropped: this.dropped,
       sent: this.sent,

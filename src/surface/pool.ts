@@ -7,7 +7,7 @@
  * @module
  */
 
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import type { ReleaseWatcher, SurfaceBacking } from "../contract/backend.ts";
 import { ClosedError, PoolExhaustedError, throwIfAborted } from "../core/errors.ts";
 import {
@@ -326,10 +326,10 @@ export class SurfacePool {
     return parts.join("; ");
   }
 
-  /** What `console.log` and `Deno.inspect` show: geometry, limits and who holds the surfaces. */
+  /** What `console.log` shows: geometry, limits and who holds the surfaces. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     const { format, width, height } = this.geometry;
     const state: Record<string, unknown> = {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
 import type { SurfaceBacking, UnsafeSurfaceHandle } from "../contract/backend.ts";
 import type { PixelBuffer } from "../darwin/pixel_buffer.ts";
 import { ClosedError, LockStateError, UnsupportedError } from "../core/errors.ts";
@@ -19,6 +19,7 @@ import {
   type SurfaceGeometry,
 } from "../core/geometry.ts";
 import { backend } from "../platform.ts";
+import { runtime } from "../../ffi/runtime.ts";
 
 export type { UnsafeSurfaceHandle };
 
@@ -227,7 +228,7 @@ export class Surface {
     const platform = backend();
     if (!platform.adoptPixelBuffer) {
       throw new UnsupportedError(
-        `Surface.fromPixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+        `Surface.fromPixelBuffer: CVPixelBuffer exists only on macOS (this is ${runtime.os})`,
       );
     }
     const backing = platform.adoptPixelBuffer(pixelBuffer);
@@ -245,7 +246,7 @@ export class Surface {
     const backing = this.#backing;
     if (!backing.pixelBuffer) {
       throw new UnsupportedError(
-        `Surface.pixelBuffer: CVPixelBuffer exists only on macOS (this is ${Deno.build.os})`,
+        `Surface.pixelBuffer: CVPixelBuffer exists only on macOS (this is ${runtime.os})`,
       );
     }
     return backing.pixelBuffer() as PixelBuffer;
@@ -418,10 +419,10 @@ export class Surface {
     this.close();
   }
 
-  /** What `console.log` and `Deno.inspect` show: format, size, id, where it came from, state. */
+  /** What `console.log` shows: format, size, id, where it came from, state. */
   [customInspect](
-    inspect: (value: unknown, options?: Deno.InspectOptions) => string,
-    options: Deno.InspectOptions,
+    inspect: Inspect,
+    options: InspectOptions,
   ): string {
     const { format, width, height, allocSize } = this.#backing.geometry;
     const state: Record<string, unknown> = {

@@ -71,7 +71,11 @@ export function writeCredit(view: DataView, count: number): void {
   write(view, MESSAGE_CREDIT, 0, count);
 }
 
-/** Decodes and checks a control message; throws {@link ProtocolError} for anything else. */
+/**
+ * Decodes and checks a control message; throws {@link ProtocolError} for
+ * anything else, with the reason `docs/protocol.md` names for each fault
+ * ("Errors" under "Publish / subscribe"), checked in its order.
+ */
 export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
   if (bytes.length < 8) {
     throw new ProtocolError("SHORT_MESSAGE", `control message of ${bytes.length} bytes`);
@@ -88,11 +92,15 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
   if (type !== MESSAGE_SUBSCRIBE && type !== MESSAGE_CREDIT) {
     throw new ProtocolError("BAD_TYPE", `a subscriber sent message type ${type}`);
   }
-  if (bytes.length !== CONTROL_SIZE || view.getUint16(8, true) !== CONTROL_SIZE) {
+  if (bytes.length !== CONTROL_SIZE) {
     throw new ProtocolError(
       "SHORT_MESSAGE",
       `control message is ${bytes.length} bytes, expected ${CONTROL_SIZE}`,
     );
+  }
+  const size = view.getUint16(8, true);
+  if (size !== CONTROL_SIZE) {
+    throw new ProtocolError("BAD_HEADER", `control message size field ${size}, expected 16`);
   }
   const field = view.getUint16(10, true);
   const value = view.getUint32(12, true);

@@ -90,6 +90,15 @@
  *   `ipc_mqueue_copyin`) and `mach_port_mod_refs(RECEIVE)` without one
  *   (`kGUARD_EXC_INVALID_RIGHT`).
  *
+ * - IOSurface locks: `kIOSurfaceLockReadOnly` (1) and `kIOSurfaceLockAvoidSync`
+ *   (2) only; unlock options must equal the lock's; a write lock's unlock
+ *   bumps the surface's seed, a read-only one does not, and a surface whose
+ *   bytes changed under a read-only lock is a violation.
+ *
+ * `frameworks.ts` puts the same task behind the FFI symbol tables of
+ * `ffi/darwin.ts` (CoreFoundation numbers, dictionaries and arrays,
+ * IOSurface's property dictionary), so `wrapLibraries` runs on Linux too.
+ *
  * Memory is real: each surface is a `Uint8Array` whose address
  * (`Deno.UnsafePointer.of`) both "tasks" see, as two processes would.
  *

@@ -9,6 +9,7 @@ import type { IOSurfaceProperties } from "../../src/darwin/native.ts";
 import { type CFObject, D, FakePort, FakeSurface, type KMsg } from "./model.ts";
 import type { FakeTaskPorts } from "./task_ports.ts";
 import { FakeTask } from "./task_surfaces.ts";
+import { type Pointer, runtime } from "../../ffi/runtime.ts";
 
 /** A name checked in with the fake launchd. */
 export interface Registration {
@@ -50,6 +51,11 @@ export class FakeMachKernel {
   surfaceAlignment = 64;
   readonly surfaces = new Set<FakeSurface>();
   readonly objects = new Map<bigint, CFObject>();
+  /**
+   * CoreFoundation constants (the `kIOSurface*` keys, callback structs) by
+   * address: immortal, shared by every task; retain and release do nothing.
+   */
+  readonly constants = new Map<bigint, string>();
   /** Misuse the fake detected (each fails {@link assertNoLeaks}). */
   readonly violations: string[] = [];
   /** Every surface's memory, kept alive for the whole test so no view can outlive it. */
@@ -191,11 +197,11 @@ export class FakeMachKernel {
     return surface;
   }
 
-  newObject(object: CFObject): Deno.PointerObject {
+  newObject(object: CFObject): Pointer {
     const value = this.#nextObject;
     this.#nextObject += 0x40n;
     this.objects.set(value, object);
-    return Deno.UnsafePointer.create(value)!;
+    return runtime.pointerFrom(value)!;
   }
 
   /** True if anything (a task, a queued message, the registry) holds a send right to `port`. */

@@ -103,6 +103,8 @@ export interface Entry {
 export class FakeSurface {
   readonly bytes: Uint8Array;
   livePorts = 0;
+  /** IOSurface's modification seed: a write lock's unlock bumps it, a read-only one does not. */
+  seed = 1;
   readonly useCounts = new Map<FakeTask, number>();
   constructor(
     readonly id: number,
@@ -119,8 +121,27 @@ export class FakeSurface {
   }
 }
 
+/** A lock held on a surface through one `IOSurfaceRef`: its options and the bytes' hash at lock time. */
+export interface SurfaceLock {
+  options: number;
+  hash: number;
+}
+
 export type CFObject =
-  | { kind: "surface"; task: FakeTask; surface: FakeSurface; refs: number; locks: number[] }
+  | { kind: "surface"; task: FakeTask; surface: FakeSurface; refs: number; locks: SurfaceLock[] }
+  | {
+    /** A CoreFoundation number, dictionary or array (made through the framework-level fake). */
+    kind: "cf";
+    task: FakeTask;
+    refs: number;
+    type: "number" | "dictionary" | "array";
+    /** A number's value. */
+    value: bigint;
+    /** A dictionary's entries: key object → value object (both retained, kCFType callbacks). */
+    entries: Map<bigint, bigint>;
+    /** An array's values (retained). */
+    items: bigint[];
+  }
   | {
     kind: "pixelBuffer";
     task: FakeTask;

@@ -17,6 +17,7 @@ import {
   TRAILER_SIZES,
 } from "./model.ts";
 import { FakeTaskPorts } from "./task_ports.ts";
+import { runtime } from "../../ffi/runtime.ts";
 
 /** The messaging half of a fake task. */
 export class FakeTaskMessages extends FakeTaskPorts {
@@ -234,11 +235,11 @@ export class FakeTaskMessages extends FakeTaskPorts {
           const copy = view.getUint8(offset + 9);
           const disposition = view.getUint8(offset + 10);
           const count = view.getUint32(offset + 12, true);
-          const pointer = Deno.UnsafePointer.create(address);
+          const pointer = runtime.pointerFrom(address);
           if (count > 0 && pointer === null) return D.MACH_SEND_INVALID_MEMORY;
           const names = count === 0
             ? []
-            : [...new Uint32Array(new Deno.UnsafePointerView(pointer!).getArrayBuffer(count * 4))];
+            : [...new Uint32Array(runtime.arrayBufferAt(pointer!, count * 4))];
           const rights: (CarriedRight | undefined)[] = [];
           for (const name of names) {
             if (name === D.MACH_PORT_NULL) {

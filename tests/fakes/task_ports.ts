@@ -5,6 +5,7 @@
  * @module
  */
 
+import { runtime } from "../../ffi/runtime.ts";
 import {
   BOOTSTRAP_PORT,
   type CarriedRight,
@@ -133,7 +134,7 @@ export class FakeTaskPorts {
 
   /** A live fake task's pid, or this Deno process's own (the registry enters that one). */
   pidExists(pid: number): boolean {
-    return pid === Deno.pid || this.kernel.tasks.some((task) => task.alive && task.pid === pid);
+    return pid === runtime.pid || this.kernel.tasks.some((task) => task.alive && task.pid === pid);
   }
 
   // --- ports ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 /**
  * Two fake tasks in one Deno process, A (pid 101) and B (pid 202), same uid,
- * each with its own darwin backend over the fake kernel. The library runs as
+ * each with its own darwin backend over the fake kernel, reached through
+ * `wrapLibraries` and the symbol-level fake (`frameworks.ts`). The library runs as
  * A unless `as(B, ...)`; disposing restores the real backend.
  *
  * @module
@@ -10,6 +11,7 @@ import type { Backend } from "../../src/contract/backend.ts";
 import { createDarwinBackend } from "../../src/darwin/backend.ts";
 import { setBackendForTesting } from "../../src/platform.ts";
 import { FakeMachKernel, type FakeTask } from "./fake_darwin.ts";
+import { glueNative } from "./frameworks.ts";
 
 /** What {@link world} returns. */
 export interface TwoTaskWorld {
@@ -27,8 +29,9 @@ export function world(): TwoTaskWorld {
   const kernel = new FakeMachKernel();
   const a = kernel.createTask({ pid: 101, uid: 501 });
   const b = kernel.createTask({ pid: 202, uid: 501 });
-  const A = createDarwinBackend(a);
-  const B = createDarwinBackend(b);
+  // Through the real glue (wrapLibraries, the property dictionaries) over the symbol-level fake.
+  const A = createDarwinBackend(glueNative(a));
+  const B = createDarwinBackend(glueNative(b));
   setBackendForTesting(A);
   let current: Backend = A;
   /** Runs the synchronous part of `fn` as `backend`'s task. */

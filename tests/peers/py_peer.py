@@ -7,6 +7,10 @@
                                         returning a CREDIT after each frame
     py_peer.py produce NAME W H COUNT   send COUNT BGRA frames of its own memfd,
                                         waiting for a reply frame after each
+    py_peer.py script NAME              a subscriber (or plain peer) driven line by line from
+                                        stdin, to probe a publisher's rules (see script()):
+                                        connect | subscribe POLICY DEPTH | credit N | raw HEX |
+                                        raw-fd HEX | recv MS | hold MS | sleep MS | exit
     py_peer.py check NAME COUNT         listen as NAME, accept one client, and judge
                                         COUNT messages by every receiver rule of
                                         docs/protocol.md, in its order: prints "ok"
@@ -239,10 +243,86 @@ def check(name: str, count: int) -> int:
     return 0
 
 
+def control(kind: int, field: int, value: int) -> bytes:
+    """A publish/subscribe control message: SUBSCRIBE (2) or CREDIT (3), 16 bytes."""
+    return MAGIC + struct.pack("<HHHHI", 1, kind, 16, field, value)
+
+
+def script(name: str) -> int:
+    """Runs one command per stdin line and prints what happened, so a test can
+    script a peer that reads or does not read, credits or does not, and sends
+    malformed control messages:
+
+      connect                 connect to NAME (nothing is sent)
+      subscribe POLICY DEPTH  send SUBSCRIBE (latest|queue, any depth: not checked here)
+      credit N                send CREDIT N
+      raw HEX                 send these bytes as one message
+      raw-fd HEX              send them with one descriptor (a memfd) attached
+      recv MS                 wait up to MS for a message: "frame SEQ" (its fd closed),
+                              "none" or "eof"
+      hold MS                 like recv, but keep the frame's fd open until exit
+      sleep MS                sleep
+      exit                    exit
+    Each command prints "ok" (or its result) when done."""
+    import select
+    import time
+    sock = None
+    held = []
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        command = words[0]
+        if command == "connect":
+            sock = connect(name)
+            print("connected", flush=True)
+        elif command == "subscribe":
+            sock.send(control(2, {"latest": 1, "queue": 2}[words[1]], int(words[2])))
+            print("ok", flush=True)
+        elif command == "credit":
+            sock.send(control(3, 0, int(words[1])))
+            print("ok", flush=True)
+        elif command == "raw":
+            sock.send(bytes.fromhex(words[1]))
+            print("ok", flush=True)
+        elif command == "raw-fd":
+            memfd = os.memfd_create("py_peer", os.MFD_CLOEXEC)
+            socket.send_fds(sock, [bytes.fromhex(words[1])], [memfd])
+            os.close(memfd)
+            print("ok", flush=True)
+        elif command in ("recv", "hold"):
+            ready, _, _ = select.select([sock], [], [], int(words[1]) / 1000)
+            if not ready:
+                print("none", flush=True)
+                continue
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(sock, HEADER_SIZE + 65536, 4)
+            except ConnectionResetError:
+                message, fds = b"", []
+            if not message and not fds:
+                print("eof", flush=True)
+                continue
+            sequence = struct.unpack_from("<Q", message, 32)[0]
+            for fd in fds:
+                (held.append if command == "hold" else os.close)(fd)
+            print(f"frame {sequence}", flush=True)
+        elif command == "sleep":
+            time.sleep(int(words[1]) / 1000)
+            print("ok", flush=True)
+        elif command == "exit":
+            break
+        else:
+            print(f"unknown command {command}", file=sys.stderr, flush=True)
+            return 2
+    return 0
+
+
 def main() -> int:
     mode, name = sys.argv[1], sys.argv[2]
     if mode == "check":
         return check(name, int(sys.argv[3]))
+    if mode == "script":
+        return script(name)
     sock = connect(name)
     print("connected", flush=True)
     count = int(sys.argv[3]) if mode == "recv" else 0

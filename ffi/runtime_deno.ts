@@ -1,0 +1,143 @@
+/**
+ * The runtime seam on Deno: `Deno.dlopen` takes the symbol tables as they
+ * are, and its symbols are returned unwrapped (a pointer is a
+ * `Deno.PointerObject`), so a call through the seam costs what a direct
+ * call costs.
+ *
+ * @module
+ */
+
+import * as fs from "node:fs";
+import type { FileInfo, Library, Pointer, PointerValue, Runtime, SymbolTable } from "./runtime.ts";
+
+const asDeno = (pointer: PointerValue) => pointer as unknown as Deno.PointerValue;
+const fromDeno = (pointer: Deno.PointerValue) => pointer as unknown as PointerValue;
+
+function fileInfo(info: Deno.FileInfo): FileInfo {
+  return {
+    isDirectory: info.isDirectory,
+    isFile: info.isFile,
+    uid: info.uid ?? -1,
+    mode: info.mode ?? 0,
+    mtimeMs: info.mtime?.getTime(),
+  };
+}
+
+/** The seam over Deno's own APIs. */
+export function denoRuntime(): Runtime {
+  return {
+    name: "deno",
+    version: Deno.version.deno,
+    os: Deno.build.os,
+    arch: Deno.build.arch,
+    pid: Deno.pid,
+    ffiCommand: "deno run --allow-ffi",
+
+    dlopen<S extends SymbolTable>(path: string, symbols: S): Library<S> {
+      return Deno.dlopen(path, symbols as unknown as Deno.ForeignLibraryInterface)
+        .symbols as unknown as Library<S>;
+    },
+    isPermissionError: (error) =>
+      error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied,
+
+    addressOf: (bytes) => Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes as BufferSource)),
+    pointerValue: (pointer) => Deno.UnsafePointer.value(asDeno(pointer)),
+    pointerFrom: (value) => fromDeno(Deno.UnsafePointer.create(value)),
+    arrayBufferAt: (pointer: Pointer, size) =>
+      Deno.UnsafePointerView.getArrayBuffer(asDeno(pointer)!, size),
+    readPointer: (pointer: Pointer, offset = 0) =>
+      fromDeno(new Deno.UnsafePointerView(asDeno(pointer)!).getPointer(offset)),
+    readCString: (pointer: Pointer) => Deno.UnsafePointerView.getCString(asDeno(pointer)!),
+    sharedBytes: (size) => new Uint8Array(size),
+
+    env(name) {
+      try {
+        // Asked first: a missing --allow-env must never turn into a prompt.
+        if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+          return undefined;
+        }
+        return Deno.env.get(name);
+      } catch {
+        return undefined; // no --allow-env
+      }
+    },
+    files: {
+      mayAccess(kind, path) {
+        try {
+          return Deno.permissions.querySync({ name: kind, path }).state === "granted";
+        } catch {
+          return false;
+        }
+      },
+      makeDirectory(path, mode) {
+        try {
+          Deno.mkdirSync(path, { mode });
+          return true;
+        } catch (error) {
+          if (error instanceof Deno.errors.AlreadyExists) return false;
+          throw error;
+        }
+      },
+      lstat: (path) => fileInfo(Deno.lstatSync(path)),
+      stat: (path) => fileInfo(Deno.statSync(path)),
+      remove: (path) => Deno.removeSync(path),
+      writeTextFile: (path, text, mode) => Deno.writeTextFileSync(path, text, { mode }),
+      rename: (from, to) => Deno.renameSync(from, to),
+      readDirectory: (path) =>
+        Array.from(Deno.readDirSync(path), (entry) => ({ name: entry.name, isFile: entry.isFile })),
+      readTextFile: (path) => Deno.readTextFileSync(path),
+      readFile: (path) => Deno.readFile(path),
+      // node:fs: Deno's own open cannot ask for O_NOFOLLOW or O_NONBLOCK.
+      createFile(path, text, mode) {
+        const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+        let fd: number;
+        try {
+          fd = fs.openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, mode);
+        } catch (error) {
+          if ((error as { code?: string }).code === "EEXIST") return false;
+          throw error;
+        }
+        try {
+          fs.writeSync(fd, text);
+        } finally {
+          fs.closeSync(fd);
+        }
+        return true;
+      },
+      readBounded(path, maxBytes) {
+        let fd: number;
+        try {
+          fd = fs.openSync(
+            path,
+            fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+          );
+        } catch (error) {
+          if ((error as { code?: string }).code === "ENOENT") return undefined;
+          throw error;
+        }
+        try {
+          const stat = fs.fstatSync(fd);
+          const info = {
+            isDirectory: stat.isDirectory(),
+            isFile: stat.isFile(),
+            uid: stat.uid,
+            mode: stat.mode,
+            mtimeMs: stat.mtimeMs,
+            links: stat.nlink,
+          };
+          if (!info.isFile) return { info };
+          const bytes = new Uint8Array(maxBytes + 1);
+          let length = 0;
+          while (length < bytes.length) {
+            const n = fs.readSync(fd, bytes, length, bytes.length - length, length);
+            if (n <= 0) break;
+            length += n;
+          }
+          return { info, bytes: bytes.subarray(0, length) };
+        } finally {
+          fs.closeSync(fd);
+        }
+      },
+    },
+  };
+}
