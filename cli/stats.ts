@@ -70,10 +70,16 @@ export class StreamStats {
     const latency = nowMicros() - frame.timestamp;
     if (this.#count < WINDOW) this.#latencies[this.#count++] = latency;
     this.#frames++;
-    if (this.#lastSequence >= 0 && frame.sequence > this.#lastSequence + 1) {
-      this.#drops += frame.sequence - this.#lastSequence - 1;
+    // Only past the highest sequence seen, saturating: a lying producer cannot inflate it.
+    if (frame.sequence > this.#lastSequence) {
+      if (this.#lastSequence >= 0) {
+        this.#drops = Math.min(
+          Number.MAX_SAFE_INTEGER,
+          this.#drops + (frame.sequence - this.#lastSequence - 1),
+        );
+      }
+      this.#lastSequence = frame.sequence;
     }
-    this.#lastSequence = frame.sequence;
     const surface = frame.surface;
     this.#format = surface.format;
     this.#width = surface.width;

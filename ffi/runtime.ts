@@ -17,7 +17,11 @@
  * @module
  */
 
-import { assertRuntimeSupported, type HostInfo } from "../src/core/check_runtime.ts";
+import {
+  assertRuntimeSupported,
+  ffiUnavailable,
+  type HostInfo,
+} from "../src/core/check_runtime.ts";
 
 /**
  * A non-NULL C pointer, opaque: a `Deno.PointerObject` on Deno. Compare
@@ -197,19 +201,50 @@ function detect(): HostInfo {
   const global = globalThis as {
     Deno?: { version?: { deno?: string } };
     Bun?: { version?: string };
-    process?: { versions?: { node?: string } };
+    process?: {
+      versions?: { node?: string };
+      permission?: { has(scope: string): boolean };
+    };
   };
   if (global.Deno !== undefined) return { name: "deno", version: global.Deno.version?.deno ?? "" };
   if (global.Bun !== undefined) return { name: "bun", version: global.Bun.version ?? "" };
   const node = global.process?.versions?.node;
-  if (node !== undefined) return { name: "node", version: node };
+  if (node !== undefined) {
+    const permission = global.process?.permission;
+    return {
+      name: "node",
+      version: node,
+      ffiDenied: permission !== undefined && !permission.has("ffi"),
+    };
+  }
   return { name: undefined, version: "" };
+}
+
+/** Imports a host module by a name the type checker does not resolve (it exists on one host only). */
+// deno-lint-ignore no-explicit-any
+async function importHostModule(name: string, host: HostInfo): Promise<any> {
+  try {
+    return await import(name);
+  } catch (cause) {
+    throw ffiUnavailable(name, host, cause);
+  }
 }
 
 async function load(): Promise<Runtime> {
   const host = detect();
   assertRuntimeSupported(host);
-  return (await import("./runtime_deno.ts")).denoRuntime();
+  switch (host.name) {
+    case "node": {
+      const ffi = await importHostModule("node:ffi", host);
+      return (await import("./runtime_node.ts")).nodeRuntime(ffi, host.version);
+    }
+    case "bun": {
+      const ffi = await importHostModule("bun:ffi", host);
+      return (await import("./runtime_bun.ts")).bunRuntime(ffi, host.version);
+    }
+    default:
+      return (await import("./runtime_deno.ts")).denoRuntime();
+  }
 }
 
 /** The running host's implementation of the seam. */

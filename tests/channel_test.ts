@@ -109,7 +109,8 @@ Deno.test({
     }
     using end = Surface.create({ width: 2, height: 2 });
     await channel.send(end, { end: true });
-    await peer.line("done");
+    // The peer prints `bad ...` for a frame it found wrong; `line` skips what does not match.
+    assert.equal(await peer.line(/^(done$|bad )/), "done");
     assert.equal((await peer.exit()).code, 0, peer.stderr);
   },
 });
@@ -182,9 +183,6 @@ Deno.test({
     setTimeout(() => p.server.close(), 20);
     await assert.rejects(pending, ClosedError);
     await assert.rejects(p.server.receive(), ClosedError);
-    assert.throws(() => {
-      throw new TimeoutError("x", 1);
-    }, TimeoutError);
   },
 });
 

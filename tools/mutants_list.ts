@@ -81,6 +81,27 @@ export const MUTANTS: Mutant[] = [
     why: "issue 23: a received mapping leaked per frame (a page of RSS each) grew the consumer " +
       "in a straight line that the soak's fixed 96 MiB allowance let through",
   },
+  {
+    id: "pool-ignores-max",
+    file: "src/surface/pool.ts",
+    find: "    if (this.#entries.length < this.maxSurfaces) {",
+    replace: "    if (true) {",
+    tests: ["tests/pool_test.ts"],
+    filter: "randomized consumers never see a surface reused",
+    why: "README: a pool allocates at most maxSurfaces and then waits (issue 23 took the " +
+      "test's ids.size <= maxSurfaces for an assertion that cannot fail)",
+  },
+  {
+    id: "verify-named-tmpfs-file",
+    file: "src/linux/verify.ts",
+    find: "if ((stat.mode & LINUX.S_IFMT) !== LINUX.S_IFREG || stat.nlink > 0) {",
+    replace: "if (false) {",
+    tests: ["tests/rules_test.ts"],
+    filter: "rules: the library judges every rule",
+    why: "docs/protocol.md: a /dev/shm file is NOT_SHARED_MEMORY, not an unsealed memfd (the " +
+      "rule ran nowhere: Deno refuses to stat /dev/shm without --allow-all, and it was dropped " +
+      "silently)",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",

@@ -7,7 +7,12 @@
  * @module
  */
 
-import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
+import {
+  customInspect,
+  type Inspect,
+  inspectOnNode,
+  type InspectOptions,
+} from "../core/inspect.ts";
 import type { BackendConnection, ReceivedMessage } from "../contract/backend.ts";
 import { ClosedError, type PeerCredentials, throwIfAborted } from "../core/errors.ts";
 import { type Frame, frameOf, framesUntilClosed } from "./frame.ts";
@@ -205,6 +210,10 @@ export class Channel<M = unknown> {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** What `console.log` shows: the peer's credentials, frames sent, state. */

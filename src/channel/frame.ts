@@ -7,7 +7,12 @@
 
 import type { ReceivedMessage } from "../contract/backend.ts";
 import { ClosedError, PeerClosedError } from "../core/errors.ts";
-import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
+import {
+  customInspect,
+  type Inspect,
+  inspectOnNode,
+  type InspectOptions,
+} from "../core/inspect.ts";
 import { nowMicros as clockNow } from "../platform.ts";
 import { Surface } from "../surface/surface.ts";
 import { decodeMeta } from "../wire/wire.ts";
@@ -51,6 +56,10 @@ export class Frame<M = unknown> {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** What `console.log` shows: sequence, age, metadata, the surface. */

@@ -5,7 +5,12 @@
  * @module
  */
 
-import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
+import {
+  customInspect,
+  type Inspect,
+  inspectOnNode,
+  type InspectOptions,
+} from "../core/inspect.ts";
 import type { BackendListener } from "../contract/backend.ts";
 import { Channel } from "./channel.ts";
 import { ClosedError, SystemCallError, TimeoutError } from "../core/errors.ts";
@@ -102,6 +107,10 @@ export class Listener {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** What `console.log` shows: the address, whether it is closed. */

@@ -19,7 +19,12 @@
  */
 
 import type { PeerPredicate } from "../contract/backend.ts";
-import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
+import {
+  customInspect,
+  type Inspect,
+  inspectOnNode,
+  type InspectOptions,
+} from "../core/inspect.ts";
 import {
   PeerClosedError,
   type PeerCredentials,
@@ -497,6 +502,10 @@ export class GstSourceBridge {
   /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** Shows the sink, the caps and the counters in `console.log`. */

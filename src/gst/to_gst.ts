@@ -22,7 +22,12 @@
  */
 
 import type { PeerPredicate } from "../contract/backend.ts";
-import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
+import {
+  customInspect,
+  type Inspect,
+  inspectOnNode,
+  type InspectOptions,
+} from "../core/inspect.ts";
 import type { PeerCredentials } from "../core/errors.ts";
 import { alignUp, type SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
@@ -394,6 +399,10 @@ export class GstSinkBridge {
   /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** Shows the address, the caps served and the counters in `console.log`. */

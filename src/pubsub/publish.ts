@@ -55,7 +55,7 @@ import {
   HEADER_SIZE,
   type Meta,
 } from "../wire/wire.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, inspectOnNode } from "../core/inspect.ts";
 
 /**
  * Options of {@link publish}: those of `listen()`, what a publisher keeps,
@@ -79,6 +79,9 @@ export const IDLE_MS = 100;
  * plain peer (ms), counted from when the publisher accepts its connection.
  */
 export const SUBSCRIBE_GRACE_MS = 500;
+
+/** How many connections the accept loop takes before it lets the event loop turn. */
+const ACCEPT_BURST = 8;
 
 /** What a {@link Publisher} counted since it was made. */
 export interface PublisherStats {
@@ -261,9 +264,13 @@ export class Publisher<M = unknown> {
   }
 
   async #acceptLoop(): Promise<void> {
-    for (let backoff = 10; !this.#closed;) {
+    for (let backoff = 10, accepted = 0; !this.#closed;) {
       let connection: BackendConnection;
       try {
+        // Connections waiting in the backlog are accepted without the event loop turning (a
+        // resolved accept is a microtask): after a few, let it turn, so that a flood of
+        // connect-and-close peers delays the subscribers' frames by one burst at most.
+        if (++accepted % ACCEPT_BURST === 0) await new Promise((resolve) => setTimeout(resolve, 0));
         connection = await this.#listener.accept();
         backoff = 10;
       } catch {
@@ -289,22 +296,32 @@ export class Publisher<M = unknown> {
   #admit(connection: BackendConnection): void {
     const subscriber = new SubscriberState(connection);
     this.#subscribers.add(subscriber);
-    if (this.#last) {
-      try {
-        const handle = this.#backend.duplicateHandle(this.#last.handle);
-        subscriber.pending = { message: this.#last.message, handle };
-      } catch {
-        // out of descriptors: this subscriber starts with the next frame
-      }
-    }
     subscriber.graceTimer = setTimeout(() => {
       if (subscriber.state !== "pending" || !this.#drainControl(subscriber)) return;
-      if (subscriber.state === "pending") subscriber.state = "plain";
+      if (subscriber.state === "pending") {
+        subscriber.state = "plain";
+        this.#offerLast(subscriber);
+      }
       this.#pump(subscriber);
       this.#blocked.note(subscriber);
     }, SUBSCRIBE_GRACE_MS);
     this.#registryChanged();
     this.#waitIfNeeded(subscriber);
+  }
+
+  /**
+   * Holds the most recent frame for a subscriber that has been sent nothing
+   * and holds nothing yet, once it is subscribed or plain (not at connect:
+   * a peer that connects and leaves at once costs no capability).
+   */
+  #offerLast(subscriber: SubscriberState): void {
+    if (!this.#last || subscriber.sent > 0 || subscriber.hasWaiting) return;
+    try {
+      const handle = this.#backend.duplicateHandle(this.#last.handle);
+      subscriber.pending = { message: this.#last.message, handle };
+    } catch {
+      // out of descriptors: this subscriber starts with the next frame
+    }
   }
 
   /** Applies one control message; throws on a protocol violation. */
@@ -320,6 +337,7 @@ export class Publisher<M = unknown> {
       subscriber.depth = Math.min(message.depth, this.#budget.maxDepth);
       // inFlight stays: every frame sent on the connection (a plain peer's too) needs a credit.
       subscriber.state = "subscribed";
+      this.#offerLast(subscriber);
       if (message.policy === "queue" && subscriber.pending) {
         subscriber.queue.push(subscriber.pending);
         subscriber.pending = undefined;
@@ -517,6 +535,10 @@ export class Publisher<M = unknown> {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** Shows the name and the subscribers in `console.log`. */

@@ -36,11 +36,12 @@ import { backend } from "../platform.ts";
 import {
   CONTROL_SIZE,
   type DeliveryPolicy,
+  encodeCredit,
   encodeSubscribe,
   MAX_DEPTH,
   writeCredit,
 } from "../wire/pubsub_wire.ts";
-import { customInspect } from "../core/inspect.ts";
+import { customInspect, inspectOnNode } from "../core/inspect.ts";
 
 /** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
 export interface SubscribeOptions extends ChannelOptions {
@@ -77,7 +78,11 @@ export interface SubscribeOptions extends ChannelOptions {
 export interface SubscriptionStats {
   /** Frames received. */
   received: number;
-  /** Frames missed, as gaps in `frame.sequence` (per publisher: gaps across a restart are not counted). */
+  /**
+   * Frames missed, as gaps in `frame.sequence` past the highest sequence
+   * seen (per publisher: gaps across a restart are not counted; a sequence
+   * that does not increase counts nothing). At most 2^53−1.
+   */
   dropped: number;
   /** Times it reconnected to a restarted publisher. */
   reconnects: number;
@@ -99,6 +104,8 @@ export class Subscription<M = unknown> {
   #connection: BackendConnection | undefined;
   /** Frames received since the last CREDIT: returned when the application asks for the next one. */
   #unacknowledged = 0;
+  /** The connection whose credits wait for room in its socket (see #returnCreditsLater). */
+  #creditsWaitOn: BackendConnection | undefined;
   #lastSequence = -1;
   #received = 0;
   #dropped = 0;
@@ -171,12 +178,7 @@ export class Subscription<M = unknown> {
       if (this.#closed) throw new ClosedError("subscription", "receive");
       const connection = this.#connection ?? await this.#resubscribe(deadline, options);
       try {
-        while (this.#unacknowledged > 0) {
-          const count = Math.min(this.#unacknowledged, MAX_DEPTH);
-          writeCredit(this.#creditView, count);
-          await connection.sendControl(this.#credit, deadline, options.signal);
-          this.#unacknowledged -= count;
-        }
+        this.#returnCredits(connection);
         let received;
         try {
           received = await connection.receive(deadline, options.signal);
@@ -187,10 +189,17 @@ export class Subscription<M = unknown> {
         this.#unacknowledged++;
         const frame = frameOf<M>(received);
         this.#received++;
-        if (this.#lastSequence >= 0 && frame.sequence > this.#lastSequence + 1) {
-          this.#dropped += frame.sequence - this.#lastSequence - 1;
+        // A gap counts only past the highest sequence seen, so a publisher whose numbers jump back
+        // and forth cannot count its frames twice; the sum saturates at 2^53-1 (across restarts).
+        if (frame.sequence > this.#lastSequence) {
+          if (this.#lastSequence >= 0) {
+            this.#dropped = Math.min(
+              Number.MAX_SAFE_INTEGER,
+              this.#dropped + (frame.sequence - this.#lastSequence - 1),
+            );
+          }
+          this.#lastSequence = frame.sequence;
         }
-        this.#lastSequence = frame.sequence;
         return frame;
       } catch (error) {
         if (error instanceof TimeoutError && options.timeout !== undefined) {
@@ -206,6 +215,42 @@ export class Subscription<M = unknown> {
         }
         throw error;
       }
+    }
+  }
+
+  /**
+   * Returns the credits for the frames received so far without ever waiting:
+   * a publisher that stops reading them (its socket full) must not stand
+   * between this subscriber and frames it already has. What cannot go now
+   * is sent by {@link #returnCreditsLater} once there is room, together with
+   * any credit that comes meanwhile (one CREDIT for up to 64 frames).
+   */
+  #returnCredits(connection: BackendConnection): void {
+    if (this.#creditsWaitOn === connection) return; // they go out together when there is room
+    while (this.#unacknowledged > 0) {
+      const count = Math.min(this.#unacknowledged, MAX_DEPTH);
+      writeCredit(this.#creditView, count);
+      if (!connection.trySendControl?.(this.#credit)) {
+        this.#returnCreditsLater(connection);
+        return;
+      }
+      this.#unacknowledged -= count;
+    }
+  }
+
+  /** Sends the pending credits as room appears (or at once where there is no `trySendControl`). */
+  async #returnCreditsLater(connection: BackendConnection): Promise<void> {
+    this.#creditsWaitOn = connection;
+    try {
+      while (this.#unacknowledged > 0 && this.#connection === connection && !this.#closed) {
+        const count = Math.min(this.#unacknowledged, MAX_DEPTH);
+        await connection.sendControl(encodeCredit(count), Infinity, this.#closing.signal);
+        this.#unacknowledged -= count;
+      }
+    } catch {
+      // Closed, or the publisher is gone: receive() sees that on its own.
+    } finally {
+      if (this.#creditsWaitOn === connection) this.#creditsWaitOn = undefined;
     }
   }
 
@@ -230,7 +275,7 @@ export class Subscription<M = unknown> {
         if (this.#closed) throw new ClosedError("subscription", "receive");
         this.#connection = connection;
         this.#reconnects++;
-        this.#unacknowledged = 0;
+        this.#unacknowledged = 0; // credits are per connection: the old publisher is gone
         this.#lastSequence = -1; // a new publisher numbers its frames anew
         return connection;
       } catch (error) {
@@ -269,6 +314,10 @@ export class Subscription<M = unknown> {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** Shows the name, policy and counters in `console.log`. */

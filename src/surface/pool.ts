@@ -7,7 +7,12 @@
  * @module
  */
 
-import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
+import {
+  customInspect,
+  type Inspect,
+  inspectOnNode,
+  type InspectOptions,
+} from "../core/inspect.ts";
 import type { ReleaseWatcher, SurfaceBacking } from "../contract/backend.ts";
 import { ClosedError, PoolExhaustedError, throwIfAborted } from "../core/errors.ts";
 import {
@@ -324,6 +329,10 @@ export class SurfacePool {
       );
     }
     return parts.join("; ");
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** What `console.log` shows: geometry, limits and who holds the surfaces. */

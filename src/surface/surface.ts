@@ -5,7 +5,12 @@
  * @module
  */
 
-import { customInspect, type Inspect, type InspectOptions } from "../core/inspect.ts";
+import {
+  customInspect,
+  type Inspect,
+  inspectOnNode,
+  type InspectOptions,
+} from "../core/inspect.ts";
 import type { SurfaceBacking, UnsafeSurfaceHandle } from "../contract/backend.ts";
 import type { PixelBuffer } from "../darwin/pixel_buffer.ts";
 import { ClosedError, LockStateError, UnsupportedError } from "../core/errors.ts";
@@ -417,6 +422,10 @@ export class Surface {
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    inspectOnNode(this);
   }
 
   /** What `console.log` shows: format, size, id, where it came from, state. */

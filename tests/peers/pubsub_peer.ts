@@ -18,8 +18,8 @@ import { listen, publish, subscribe, Surface } from "../../mod.ts";
 const [mode, name, ...rest] = Deno.args;
 
 function checkFill(bytes: Uint8Array, fill: number): boolean {
-  for (let i = 0; i < bytes.length; i += 61) if (bytes[i] !== fill) return false;
-  return bytes[bytes.length - 1] === fill;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== fill) return false;
+  return true;
 }
 
 function fillOf(meta: unknown): number {

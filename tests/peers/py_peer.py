@@ -11,6 +11,8 @@
                                         stdin, to probe a publisher's rules (see script()):
                                         connect | subscribe POLICY DEPTH | credit N | raw HEX |
                                         raw-fd HEX | recv MS | hold MS | sleep MS | exit
+    py_peer.py storm NAME COUNT         connect to NAME and close at once, COUNT times, as fast
+                                        as it can; prints "storm N ms"
     py_peer.py check NAME COUNT         listen as NAME, accept one client, and judge
                                         COUNT messages by every receiver rule of
                                         docs/protocol.md, in its order: prints "ok"
@@ -323,6 +325,13 @@ def main() -> int:
         return check(name, int(sys.argv[3]))
     if mode == "script":
         return script(name)
+    if mode == "storm":
+        import time
+        started = time.monotonic()
+        for _ in range(int(sys.argv[3])):
+            connect(name).close()
+        print(f"storm {round((time.monotonic() - started) * 1000)} ms", flush=True)
+        return 0
     sock = connect(name)
     print("connected", flush=True)
     count = int(sys.argv[3]) if mode == "recv" else 0
