@@ -7,7 +7,7 @@
  * @module
  */
 
-import * as fs from "node:fs";
+import { createFileExclusive, readFileBounded } from "./runtime_node_files.ts";
 import type { FileInfo, Library, Pointer, PointerValue, Runtime, SymbolTable } from "./runtime.ts";
 
 const asDeno = (pointer: PointerValue) => pointer as unknown as Deno.PointerValue;
@@ -88,56 +88,8 @@ export function denoRuntime(): Runtime {
       readTextFile: (path) => Deno.readTextFileSync(path),
       readFile: (path) => Deno.readFile(path),
       // node:fs: Deno's own open cannot ask for O_NOFOLLOW or O_NONBLOCK.
-      createFile(path, text, mode) {
-        const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
-        let fd: number;
-        try {
-          fd = fs.openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, mode);
-        } catch (error) {
-          if ((error as { code?: string }).code === "EEXIST") return false;
-          throw error;
-        }
-        try {
-          fs.writeSync(fd, text);
-        } finally {
-          fs.closeSync(fd);
-        }
-        return true;
-      },
-      readBounded(path, maxBytes) {
-        let fd: number;
-        try {
-          fd = fs.openSync(
-            path,
-            fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
-          );
-        } catch (error) {
-          if ((error as { code?: string }).code === "ENOENT") return undefined;
-          throw error;
-        }
-        try {
-          const stat = fs.fstatSync(fd);
-          const info = {
-            isDirectory: stat.isDirectory(),
-            isFile: stat.isFile(),
-            uid: stat.uid,
-            mode: stat.mode,
-            mtimeMs: stat.mtimeMs,
-            links: stat.nlink,
-          };
-          if (!info.isFile) return { info };
-          const bytes = new Uint8Array(maxBytes + 1);
-          let length = 0;
-          while (length < bytes.length) {
-            const n = fs.readSync(fd, bytes, length, bytes.length - length, length);
-            if (n <= 0) break;
-            length += n;
-          }
-          return { info, bytes: bytes.subarray(0, length) };
-        } finally {
-          fs.closeSync(fd);
-        }
-      },
+      createFile: createFileExclusive,
+      readBounded: readFileBounded,
     },
   };
 }
