@@ -2,7 +2,9 @@
  * The child process of `tests/darwin_e2e_test.ts` (macOS only). Modes:
  *
  * - `consume NAME`: connect, receive one frame, print
- *   `{"id","sum","meta","peerPid"}` as one JSON line, close, exit 0.
+ *   `{"id","pattern","meta","peerPid"}` as one JSON line (`pattern`: `"ok"`
+ *   if every byte is examples/pattern.ts's pattern for `meta.seed`, else the
+ *   first difference), close, exit 0.
  * - `hold NAME`: connect, receive one frame, print `held`, then wait until killed.
  * - `produce NAME`: connect, send a 64x64 BGRA surface filled with 0x42 and
  *   `{from: pid}`, wait until the parent closes, exit 0.
@@ -12,6 +14,7 @@
 
 import { connect, PeerClosedError, PeerRefusedError, Surface } from "../mod.ts";
 import { holdUntilKilled } from "./helpers.ts";
+import { verifyPattern } from "../examples/pattern.ts";
 
 const [mode, name] = Deno.args;
 
@@ -26,15 +29,15 @@ async function main(): Promise<number> {
   try {
     if (mode === "consume" || mode === "hold") {
       const frame = await channel.receive({ timeout: 10000 });
-      let sum = 0;
-      for (const byte of frame.surface.bytes()) sum += byte;
+      const seed = (frame.meta as { seed?: number } | undefined)?.seed ?? 0;
+      const pattern = verifyPattern(frame.surface, seed) ?? "ok";
       if (mode === "hold") {
         console.log("held");
         await holdUntilKilled(); // keeps the frame, and so the surface's use, until SIGKILL
       }
       console.log(JSON.stringify({
         id: frame.surface.id,
-        sum,
+        pattern,
         meta: frame.meta,
         peerPid: channel.peer.pid,
       }));

@@ -28,8 +28,8 @@ import { sleep, waitUntil } from "./helpers.ts";
 import { world } from "./fakes/world.ts";
 
 /** A third (fourth...) task in the world, with its backend. */
-function task(w: ReturnType<typeof world>, pid: number): Backend {
-  return createDarwinBackend(w.kernel.createTask({ pid, uid: 501 }));
+function task(w: ReturnType<typeof world>, pid: number, uid = 501): Backend {
+  return createDarwinBackend(w.kernel.createTask({ pid, uid }));
 }
 
 /**
@@ -296,8 +296,7 @@ Deno.test("darwin/fake: list() shows publishers and listeners from the registry,
 
 Deno.test("registry: a fake task's uid never gets a registry directory from this process", () => {
   using w = world();
-  const path = `/tmp/surfaceport-${w.a.geteuid()}`;
-  const exists = () => {
+  const exists = (path: string) => {
     try {
       Deno.lstatSync(path);
       return true;
@@ -305,8 +304,15 @@ Deno.test("registry: a fake task's uid never gets a registry directory from this
       return false;
     }
   };
-  if (exists() || libc().geteuid() === w.a.geteuid()) return; // nothing this test can show here
-  const listener = listen("registry-probe");
-  listener.close();
-  assert.equal(exists(), false, `${path} was left behind for a uid this process is not`);
+  // A uid that is not this process's and has no directory yet (the world's 501 may be either,
+  // e.g. on a Mac), so that a directory made for it can only come from this listen.
+  let uid = 501;
+  while (uid === libc().geteuid() || exists(`/tmp/surfaceport-${uid}`)) uid++;
+  const path = `/tmp/surfaceport-${uid}`;
+  try {
+    w.as(task(w, 303, uid), () => listen("registry-probe").close());
+    assert.equal(exists(path), false, `${path} was left behind for a uid this process is not`);
+  } finally {
+    if (exists(path)) Deno.removeSync(path, { recursive: true }); // made by a broken registry
+  }
 });

@@ -102,6 +102,16 @@ export const MUTANTS: Mutant[] = [
       "rule ran nowhere: Deno refuses to stat /dev/shm without --allow-all, and it was dropped " +
       "silently)",
   },
+  {
+    id: "registry-leaves-foreign-dir",
+    file: "src/channel/registry.ts",
+    find: "      if (created) files.remove(path);\n",
+    replace: "",
+    tests: ["tests/darwin_pubsub_test.ts"],
+    filter: "registry: a fake task's uid never gets a registry directory",
+    why: "a directory made for a uid this process does not run as would lock that user out of " +
+      "their registry (issue 23: the test returned early, reporting ok, where euid is 501)",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",
@@ -305,5 +315,45 @@ export const MUTANTS: Mutant[] = [
     filter: "received frames share one buffer per mapping, detached when the cache lets go",
     why: "README: views of a received frame are detached before its memory is unmapped, never " +
       "left dangling",
+  },
+  {
+    id: "publish-depth-not-capped",
+    file: "src/pubsub/publish.ts",
+    find: "      subscriber.depth = Math.min(message.depth, this.#budget.maxDepth);\n",
+    replace: "      subscriber.depth = message.depth;\n",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "issue 18: a SUBSCRIBE depth 64 that never reads took the whole pool",
+  },
+  {
+    id: "plain-peer-unbounded",
+    file: "src/pubsub/subscriber_state.ts",
+    find: "    return connection.unreadByPeer === undefined || connection.unreadByPeer() === 0;\n",
+    replace: "    return true;\n",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "issue 18: a plain peer that never reads took every frame its socket had room for",
+  },
+  {
+    id: "stalled-never-cut-off",
+    file: "src/pubsub/budget.ts",
+    find: '        this.#cutOff(subscriber, new TimeoutError("credit", this.#stallTimeout));\n',
+    replace: "",
+    tests: ["tests/pubsub_budget_test.ts"],
+    filter: "a depth-64 subscriber that never read",
+    why: "docs/protocol.md: a subscriber blocked for stallTimeout is cut off",
+  },
+  {
+    id: "credit-blocks-receive",
+    file: "src/pubsub/subscribe.ts",
+    find: "        this.#returnCredits(connection);\n",
+    replace: "        while (this.#unacknowledged > 0) {\n" +
+      "          const count = Math.min(this.#unacknowledged, MAX_DEPTH);\n" +
+      "          writeCredit(this.#creditView, count);\n" +
+      "          await connection.sendControl(this.#credit, deadline, options.signal);\n" +
+      "          this.#unacknowledged -= count;\n        }\n",
+    tests: ["tests/subscriber_credit_test.ts"],
+    filter: "a publisher that stops reading CREDITs",
+    why: "issue 18, defect 8: a receive timed out sending a credit with frames waiting",
   },
 ];
