@@ -106,8 +106,6 @@ export const libSystem = {
   getegid: { parameters: [], result: "u32" },
   /** pid_t getpid(void) */
   getpid: { parameters: [], result: "i32" },
-  /** int kill(pid_t pid, int sig) — with sig 0: does the process exist (and may we signal it) */
-  kill: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** CoreFoundation: reference counting and the property dictionaries IOSurfaceCreate takes. */

@@ -78,12 +78,14 @@ export class DarwinBackend implements Backend {
     endpoints: readonly { name: string; pid: number; address: string }[],
   ): EndpointState[] {
     const native = this.#resolve();
-    return endpoints.map(({ name, pid, address }) => {
+    return endpoints.map(({ name, address }) => {
       const service = serviceName(name);
-      if (address !== service || !native.pidExists(pid)) return "dead";
-      // A bootstrap name dies with the receive right of the task that checked it in. A name
-      // that does not resolve while its process lives may belong to another bootstrap
-      // namespace (an ssh session looking at the GUI login's names): not ours to judge.
+      if (address !== service) return "dead"; // not the address its name binds: no endpoint
+      // A bootstrap name dies with the receive right of the task that checked it in. A name that
+      // does not resolve may still be live in another bootstrap namespace (an ssh session looking
+      // at the GUI login's names): not ours to judge, so neither listed nor deleted. Whether its
+      // pid still exists is not checked here: that needs libSystem's kill(), not yet in the
+      // symbol tables' SDK facts.
       try {
         lookUp(native, service).close();
         return "live";

@@ -66,11 +66,6 @@ export interface DarwinNative {
   readonly bootstrapPort: number;
   /** `geteuid()` */
   geteuid(): number;
-  /**
-   * `kill(pid, 0) === 0`: a process `pid` exists that this one may signal
-   * (one of this user's, or any as root).
-   */
-  pidExists(pid: number): boolean;
 
   /** `mach_msg` on this thread: only with timeout 0, never waits. */
   mach_msg(
@@ -328,7 +323,6 @@ export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
     taskSelf: sys.mach_task_self_,
     bootstrapPort: sys.bootstrap_port,
     geteuid: () => sys.geteuid(),
-    pidExists: (pid) => Number.isSafeInteger(pid) && pid > 0 && sys.kill(pid, 0) === 0,
     mach_msg: (msg, option, sendSize, rcvSize, rcvName, timeout, notify) =>
       sys.mach_msg(msg, option | 0, sendSize, rcvSize, rcvName, timeout, notify),
     mach_msg_wait: (msg, option, sendSize, rcvSize, rcvName, timeout, notify) =>

@@ -161,7 +161,6 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
     geteuid: () => task.uid,
     getegid: () => task.gid,
     getpid: () => task.pid,
-    kill: (pid, signal) => signal === 0 && task.pidExists(pid) ? 0 : -1,
   };
 
   const coreFoundation: CoreFoundation = {

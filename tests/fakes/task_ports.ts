@@ -5,7 +5,6 @@
  * @module
  */
 
-import { runtime } from "../../ffi/runtime.ts";
 import {
   BOOTSTRAP_PORT,
   type CarriedRight,
@@ -130,11 +129,6 @@ export class FakeTaskPorts {
 
   geteuid(): number {
     return this.uid;
-  }
-
-  /** A live fake task's pid, or this Deno process's own (the registry enters that one). */
-  pidExists(pid: number): boolean {
-    return pid === runtime.pid || this.kernel.tasks.some((task) => task.alive && task.pid === pid);
   }
 
   // --- ports ----------------------------------------------------------------------
