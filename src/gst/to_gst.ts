@@ -20,7 +20,9 @@
  * these); beyond that, new frames are dropped (closed at once) and counted.
  *
  * What one client can cost the others and the producer: it holds at most
- * `clientBudget` frames (default 1); a frame that finds it at its budget
+ * `clientBudget` frames (default 2: a GStreamer sink keeps the last buffer
+ * it rendered until the next one arrives, `enable-last-sample`, so one
+ * frame would deadlock it); a frame that finds it at its budget
  * skips it (counted in {@link ToGstStats.skipped}), and a client that stays
  * at its budget for `stallTimeout` ms is cut off. Sends to the clients run
  * side by side, each with a `sendTimeout` deadline: a client that stops
@@ -61,7 +63,10 @@ export interface ToGstOptions {
   allowPeer?: (peer: PeerCredentials) => boolean;
   /** Most frames held for GStreamer at once, all clients together (default 2). */
   maxOutstanding?: number;
-  /** Most frames one client holds at once (default 1); more frames skip it. */
+  /**
+   * Most frames one client holds at once (default 2: a sink keeps its last
+   * buffer until the next arrives); more frames skip it.
+   */
   clientBudget?: number;
   /**
    * A client that holds its whole budget for this long (ms) without
@@ -191,7 +196,7 @@ export class GstSinkBridge {
   private constructor(server: UnixFdServer, options: ToGstOptions) {
     this.#server = server;
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 2);
-    this.#clientBudget = Math.max(1, options.clientBudget ?? 1);
+    this.#clientBudget = Math.max(1, options.clientBudget ?? 2);
     this.#stallTimeout = Math.max(0, options.stallTimeout ?? 2000);
     this.#sendTimeout = Math.max(0, options.sendTimeout ?? 1000);
     this.#fps = options.fps;
@@ -253,16 +258,10 @@ export class GstSinkBridge {
   /** Serves one frame; takes ownership of it (closed when every client gave it back). */
   async send(frame: SurfaceFrame): Promise<void> {
     this.#stats.received++;
-    if (
-      this.#closed || this.#clients.size === 0 || this.#outstanding.size >= this.#maxOutstanding
-    ) {
-      this.#stats.dropped++;
-      frame.close();
-      return;
-    }
-    const admitted = this.#admitted();
-    if (admitted.length === 0) {
-      this.#stats.dropped++; // every client holds its whole budget
+    // First, whatever happens to this frame: clients stalled at their budget are cut off here.
+    const admitted = this.#closed ? [] : this.#admitted();
+    if (admitted.length === 0 || this.#outstanding.size >= this.#maxOutstanding) {
+      this.#stats.dropped++; // no client, every client at its budget, or maxOutstanding held
       frame.close();
       return;
     }
