@@ -2,12 +2,16 @@
  * `deno task bench`: surfaceport's handoff against copying and against the C
  * floor, in one run on one machine (see `docs/benchmarks.md`).
  *
- *   deno task bench [--json PATH] [--svg PATH] [--quick] [--no-pin] [--no-gst]
+ *   deno task bench [--json PATH] [--svg PATH] [--quick] [--no-pin] [--no-gst] [--runtimes-only]
  *
  * - C floors (`bench/floor.c`, built with `cc -O2` into a temporary
  *   directory; reported as skipped without `cc`): blocking and spinning
  *   round trips per size; pipelined handoffs per second, plain, with
  *   surfaceport's use tracking, and with use tracking and spinning.
+ * - `bench/runtime_driver.ts` under Deno, Node and Bun (`bench/runtimes.ts`):
+ *   1920x1080 round trips in both modes, pipelined handoffs and the cost of
+ *   one wait off the main thread; `--runtimes-only` runs one round of just
+ *   these and the C floors.
  * - `bench/driver.ts` (one Deno process per round) against `bench/peer.ts`
  *   processes: surfaceport round trips in the default and the low-latency
  *   mode with the bytes each side allocates, the copy baseline through
@@ -31,6 +35,7 @@
 
 import { latencyChart } from "./chart.ts";
 import { Child, hasTaskset, sizeKey, SIZES } from "./common.ts";
+import { benchRuntimes, runtimeReport, type RuntimeRound, runtimeRound } from "./runtimes.ts";
 
 const args = [...Deno.args];
 function option(name: string): string | undefined {
@@ -38,6 +43,8 @@ function option(name: string): string | undefined {
   return index >= 0 ? args[index + 1] : undefined;
 }
 const quick = args.includes("--quick");
+/** One round of the C floors and bench/runtime_driver.ts under each runtime, nothing else. */
+const runtimesOnly = args.includes("--runtimes-only");
 const jsonPath = option("--json");
 const svgPath = option("--svg") ?? new URL("results/latency.svg", import.meta.url).pathname;
 const here = new URL(".", import.meta.url).pathname;
@@ -194,9 +201,11 @@ async function driverRound(): Promise<DriverRound> {
 // Every series runs once per round, the C floors and the library interleaved; each figure below
 // is the median over the rounds (and ratios are taken within a round, then their median), with
 // the spread over the rounds beside it.
-const ROUNDS = quick ? 1 : 3;
+const ROUNDS = quick || runtimesOnly ? 1 : 3;
 const floorRounds: FloorRound[] = [];
 const driverRounds: DriverRound[] = [];
+/** bench/runtime_driver.ts under Deno, Node and Bun, per round. */
+const runtimeRounds: Record<string, RuntimeRound[]> = {};
 let floorSameCore: FloorRoundtrip | null = null;
 try {
   for (let r = 0; r < ROUNDS; r++) {
@@ -206,8 +215,16 @@ try {
     } else if (r === 0) {
       console.log(`C floor: skipped (${floorSkipped})`);
     }
-    console.log(`round ${r + 1}/${ROUNDS}: surfaceport and copy (Deno) ...`);
-    driverRounds.push(await driverRound());
+    if (!runtimesOnly) {
+      console.log(`round ${r + 1}/${ROUNDS}: surfaceport and copy (Deno) ...`);
+      driverRounds.push(await driverRound());
+    }
+    for (const runtime of benchRuntimes) {
+      console.log(`round ${r + 1}/${ROUNDS}: surfaceport under ${runtime.name} ...`);
+      (runtimeRounds[runtime.name] ??= []).push(
+        await runtimeRound(runtime, producerCpu, consumerCpu, quick),
+      );
+    }
   }
   if (floorExe && pinned) {
     // For reference only: both processes on one core, where a wake-up is a plain context switch.
@@ -231,6 +248,26 @@ try {
 }
 
 // --- results -----------------------------------------------------------------
+
+const FULL_HD = sizeKey(1920, 1080);
+const runtimesReport = runtimeReport(
+  runtimeRounds,
+  floorRounds.map((f) => ({
+    spinP50: f.spinRoundtrip[FULL_HD].p50_us,
+    spinP99: f.spinRoundtrip[FULL_HD].p99_us,
+    blockingP50: f.roundtrip[FULL_HD].p50_us,
+    spinTrackedPipelined: f.spinTrackedPipelined,
+  })),
+);
+if (runtimesOnly) {
+  if (jsonPath) {
+    await Deno.writeTextFile(
+      jsonPath,
+      JSON.stringify({ runtimes: runtimesReport }, null, 2) + "\n",
+    );
+  }
+  Deno.exit(0);
+}
 
 const keys = SIZES.map(([w, h]) => sizeKey(w, h));
 const round1 = (v: number) => Math.round(v * 10) / 10;
@@ -314,6 +351,8 @@ const results = {
     producer: allocated("default", "driver"),
     consumer: allocated("default", "peer"),
   },
+  /** Deno, Node and Bun through bench/runtime_driver.ts (1920x1080), with their ratios to the floors. */
+  runtimes: runtimesReport,
   /** Ratios taken within each round (library and floor measured minutes apart at most): median, min, max. */
   ratios: {} as Record<string, Record<string, { median: number; min: number; max: number }>>,
 };

@@ -35,4 +35,8 @@ export const COMMANDS: Readonly<Record<string, Command | LazyCommand>> = {
     "serve NAME's frames to GStreamer unixfdsrc clients on SOCKET",
     () => import("./gst.ts").then((m) => m.toGst),
   ),
+  doctor: lazy(
+    "check this machine and print a report to paste into an issue",
+    () => import("./doctor.ts").then((m) => m.doctor),
+  ),
 };

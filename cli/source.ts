@@ -57,7 +57,8 @@ export interface Stream {
  * channel instead. Waits up to `timeout` for the name to appear.
  */
 export async function openStream(name: string, options: OpenOptions = {}): Promise<Stream> {
-  const endpoints = await list().catch(() => [] as Endpoint[]);
+  // Not swallowed: a macOS process that cannot load its shim must say why, not show no streams.
+  const endpoints = await list();
   const listener = endpoints.some((e) => e.name === name && e.kind === "channel") &&
     !endpoints.some((e) => e.name === name && e.kind === "publisher");
   if (listener) {

@@ -3,7 +3,9 @@ import { publish, SurfacePool } from "@surfaceport/surfaceport";
 
 const name = Deno.args[0] ?? "camera";
 using publisher = publish(name); // any number of subscribers, in any process, at any time
-using pool = new SurfacePool({ width: 1280, height: 720, maxSurfaces: 6 });
+// As many surfaces as its subscribers may hold (their budgets), plus the one painted here.
+const maxSurfaces = publisher.surfaceBudget + 1;
+using pool = new SurfacePool({ width: 1280, height: 720, maxSurfaces });
 for (let pts = 0;; pts++) {
   using surface = await pool.acquire({ timeout: 1000 }); // never one a subscriber still holds
   surface.bytes().fill(pts & 0xff);

@@ -9,15 +9,10 @@
  * 32-bit; `size_t`/`CFIndex` 64-bit; `CVOptionFlags` is `uint64_t`;
  * `Boolean` is `unsigned char`.
  *
- * Where the shim comes from, in order: the path in `SURFACEPORT_SHIM_PATH`;
- * the locally built `native/build/libsurfaceport_shim.dylib` (`make -C native`,
- * when surfaceport runs from a file: checkout); otherwise the universal dylib
- * shipped inside the package (`native/prebuilt/`), loaded from the package's
- * own URL — through `@denosaurs/plug`, which copies it into its cache, when
- * the package came from JSR — and opened only if its SHA-256 is
- * {@link PREBUILT_SHIM_SHA256}. The plug import is dynamic, built from a
- * variable, and reached only on macOS when the package is not a local
- * checkout: Linux, the tests and `deno check` never load it.
+ * The shim is opened by `ffi/darwin_shim.ts` (which decides where from:
+ * `SURFACEPORT_SHIM_PATH`, `native/build/`, the package's `native/prebuilt/`,
+ * or the copy embedded in the module graph), synchronously and without any
+ * network.
  *
  * `IOSurfaceLookup` (global IOSurfaceID lookup) is deliberately not declared:
  * surfaces travel only as mach ports.
@@ -28,6 +23,7 @@
 import { LibraryLoadError, UnsupportedError } from "../src/core/errors.ts";
 import { type Library, runtime, type SymbolTable } from "./runtime.ts";
 import { PREBUILT_SHIM_SHA256 } from "./darwin_prebuilt.ts";
+import { hostShimWorld, openShim, SHIM_FILE_NAME, type ShimOrigin } from "./darwin_shim.ts";
 
 export { PREBUILT_SHIM_SHA256 };
 
@@ -92,6 +88,12 @@ export const libSystem = {
     parameters: ["u32", "u32", "i32", "u32", "u32", "u32", "buffer"],
     result: "i32",
   },
+  /**
+   * kern_return_t mach_port_set_attributes(ipc_space_t task, mach_port_name_t name,
+   *   mach_port_flavor_t flavor, mach_port_info_t port_info, mach_msg_type_number_t count)
+   * — `mach_port_flavor_t` is an int, `mach_port_info_t` an `integer_t *`.
+   */
+  mach_port_set_attributes: { parameters: ["u32", "u32", "i32", "buffer", "u32"], result: "i32" },
   /** kern_return_t bootstrap_check_in(mach_port_t bp, const name_t service_name, mach_port_t *sp) — name_t is char[128] */
   bootstrap_check_in: { parameters: ["u32", "buffer", "buffer"], result: "i32" },
   /** kern_return_t bootstrap_look_up(mach_port_t bp, const name_t service_name, mach_port_t *sp) */
@@ -288,10 +290,9 @@ export interface DarwinLibraries {
   shim: Shim;
 }
 
-/** The environment variable naming an explicit shim path. */
-export const SHIM_PATH_ENV = "SURFACEPORT_SHIM_PATH";
-/** The shim's file name as `make -C native` writes it into `native/build/`. */
-export const SHIM_FILE_NAME = "libsurfaceport_shim.dylib";
+export { SHIM_FILE_NAME, SHIM_PATH_ENV } from "./darwin_shim.ts";
+export type { ShimOrigin, ShimSource } from "./darwin_shim.ts";
+
 /** The universal shim shipped inside the package, next to this file's package root. */
 export const PREBUILT_SHIM_URL: URL = new URL(
   `../native/prebuilt/${SHIM_FILE_NAME}`,
@@ -303,7 +304,6 @@ const framework = (name: string) =>
   `/System/Library/Frameworks/${name}.framework/Versions/A/${name}`;
 
 let frameworks: Omit<DarwinLibraries, "shim"> | undefined;
-let loadedShim: Shim | undefined;
 
 function assertDarwin(): void {
   if (runtime.os !== "darwin") {
@@ -348,140 +348,21 @@ export function loadFrameworks(): Omit<DarwinLibraries, "shim"> {
   return frameworks;
 }
 
-/** The shim paths to try without a network, in order: the env var's (`explicit`), then the local build. */
-export function localShimCandidates(): { path: string; explicit: boolean }[] {
-  const candidates: { path: string; explicit: boolean }[] = [];
-  const path = runtime.env(SHIM_PATH_ENV); // undefined without --allow-env: no override
-  if (path) candidates.push({ path, explicit: true });
-  const local = new URL(`../native/build/${SHIM_FILE_NAME}`, import.meta.url);
-  if (local.protocol === "file:") {
-    candidates.push({ path: decodeURIComponent(local.pathname), explicit: false });
-  }
-  return candidates;
-}
-
-function exists(path: string): boolean {
-  try {
-    return runtime.files.stat(path).isFile;
-  } catch {
-    return false;
-  }
-}
+let loaded: { shim: Shim; origin: ShimOrigin } | undefined;
 
 /**
- * Opens the shim from a local file (the env var's path, which must then
- * open, or the local build if it exists), or returns `undefined` if there is
- * none.
+ * Opens the shim once (synchronously; see `ffi/darwin_shim.ts` for where it
+ * comes from) and returns its symbols. Throws `LibraryLoadError` saying what
+ * to do when none can be opened.
  */
-export function loadShimLocal(): Shim | undefined {
-  if (loadedShim) return loadedShim;
+export function loadShim(): Shim {
+  if (loaded) return loaded.shim;
   assertDarwin();
-  for (const { path, explicit } of localShimCandidates()) {
-    if (!explicit && !exists(path)) continue;
-    const hint = explicit
-      ? `the surfaceport shim named by ${SHIM_PATH_ENV}`
-      : "the surfaceport shim; rebuild it with `make -C native`";
-    loadedShim = open(path, shim, hint);
-    return loadedShim;
-  }
-  return undefined;
+  loaded = openShim<Shim>(hostShimWorld((path) => runtime.dlopen(path, shim)));
+  return loaded.shim;
 }
 
-async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/**
- * Checks that the file at `path` is the shipped shim (its SHA-256 is
- * {@link PREBUILT_SHIM_SHA256}); throws `LibraryLoadError` naming both hashes
- * if not.
- */
-export async function verifyPrebuiltShim(path: string, source: string): Promise<void> {
-  let bytes: Uint8Array<ArrayBuffer>;
-  try {
-    bytes = await runtime.files.readFile(path);
-  } catch (cause) {
-    throw new LibraryLoadError(`could not read the surfaceport shim ${path} (from ${source})`, {
-      cause,
-    });
-  }
-  const actual = await sha256Hex(bytes);
-  if (actual !== PREBUILT_SHIM_SHA256) {
-    throw new LibraryLoadError(
-      `the surfaceport shim ${path} (from ${source}) has SHA-256 ${actual}, ` +
-        `not the shipped ${PREBUILT_SHIM_SHA256}: refusing to load it. Delete it so it is ` +
-        `fetched again, or build one with \`make -C native\` and set ${SHIM_PATH_ENV}`,
-    );
-  }
-}
-
-/** `@denosaurs/plug`'s `download`: fetches `lib{name}.dylib` under `url` into its cache, returns the path. */
-export type ShimDownload = (options: {
-  name: string;
-  url: URL;
-  cache?: "use" | "reload";
-}) => Promise<string>;
-
-async function importPlugDownload(): Promise<ShimDownload> {
-  // Built from a variable so that no tool (deno check, deno test on Linux)
-  // ever resolves or downloads it: only this line, on macOS, reaches it.
-  const specifier = ["jsr:@denosaurs", "plug@^1"].join("/");
-  try {
-    return (await import(specifier) as { download: ShimDownload }).download;
-  } catch (cause) {
-    throw new LibraryLoadError(
-      `no local surfaceport shim (set ${SHIM_PATH_ENV} or run \`make -C native\`), ` +
-        `and ${specifier} could not be imported to fetch the shipped one`,
-      { cause },
-    );
-  }
-}
-
-/**
- * The shipped shim at `url` as a verified local file: the package's own
- * file in a checkout (`file:`); for a remote package (JSR), a copy fetched
- * from the package's URL and cached by `@denosaurs/plug` (`getDownload`,
- * a parameter for tests), fetched once more if the cached copy does not
- * verify. Throws `LibraryLoadError` if no verified copy can be had.
- */
-export async function prebuiltShimPath(
-  url: URL = PREBUILT_SHIM_URL,
-  getDownload: () => Promise<ShimDownload> = importPlugDownload,
-): Promise<string> {
-  if (url.protocol === "file:") {
-    const path = decodeURIComponent(url.pathname);
-    await verifyPrebuiltShim(path, "this package");
-    return path;
-  }
-  const download = await getDownload();
-  const name = url.pathname.split("/").pop()!.replace(/^lib/, "").replace(/\.dylib$/, "");
-  const fetchShim = async (cache: "use" | "reload") => {
-    try {
-      return await download({ name, url: new URL("./", url), cache });
-    } catch (cause) {
-      throw new LibraryLoadError(`could not fetch the shipped surfaceport shim ${url}`, { cause });
-    }
-  };
-  const cached = await fetchShim("use");
-  try {
-    await verifyPrebuiltShim(cached, String(url));
-    return cached;
-  } catch {
-    const fresh = await fetchShim("reload"); // a stale or damaged cache entry
-    await verifyPrebuiltShim(fresh, String(url));
-    return fresh;
-  }
-}
-
-/**
- * Opens the shim: a local one if there is one, otherwise the one shipped
- * in the package, after checking its SHA-256.
- */
-export async function loadShim(): Promise<Shim> {
-  const local = loadShimLocal();
-  if (local) return local;
-  const path = await prebuiltShimPath();
-  loadedShim = open(path, shim, "the shipped surfaceport shim");
-  return loadedShim;
+/** Where the loaded shim came from, or `undefined` before {@link loadShim}. */
+export function shimOrigin(): ShimOrigin | undefined {
+  return loaded?.origin;
 }

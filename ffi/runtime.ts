@@ -150,6 +150,15 @@ export interface RuntimeFiles {
     path: string,
     maxBytes: number,
   ): { info: FileInfo & { readonly links: number }; bytes?: Uint8Array } | undefined;
+  /** The whole of a file, synchronously (the shim loader hashes it inside synchronous calls). */
+  readFileSync(path: string): Uint8Array;
+  /**
+   * Writes `bytes` as `name` into a new directory under the temporary
+   * directory that only this user can enter; returns the file's path.
+   */
+  writePrivateFile(name: string, bytes: Uint8Array): string;
+  /** Removes a directory and everything in it. */
+  removeTree(path: string): void;
 }
 
 /** One host runtime (Deno, Node or Bun), as surfaceport uses it. */
@@ -192,6 +201,13 @@ export interface Runtime {
 
   /** An environment variable, or `undefined` (also when the runtime denies reading it). */
   env(name: string): string | undefined;
+  /** True if this process may read the environment variable `name` (asks, never prompts). */
+  mayReadEnv(name: string): boolean;
+  /**
+   * True inside a single-file executable (`deno compile`), whose package
+   * files exist only in its virtual file system, where `dlopen` cannot reach.
+   */
+  readonly standalone: boolean;
   /** The file operations. */
   readonly files: RuntimeFiles;
 }

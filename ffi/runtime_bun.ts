@@ -121,6 +121,10 @@ export function bunRuntime(ffi: BunFfi, version: string): Runtime {
     sharedBytes: (size) => new Uint8Array(new SharedArrayBuffer(size)),
 
     env: envValue,
+    // Node's permission model has no environment scope: every variable is readable.
+    mayReadEnv: () => true,
+    // A single-executable build is not told apart yet: it takes the file: path.
+    standalone: false,
     files: nodeFiles,
   };
 

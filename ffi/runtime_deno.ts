@@ -61,6 +61,14 @@ export function denoRuntime(): Runtime {
         return undefined; // no --allow-env
       }
     },
+    mayReadEnv(name) {
+      try {
+        return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
+      } catch {
+        return false;
+      }
+    },
+    standalone: Deno.build.standalone ?? false,
     files: {
       mayAccess(kind, path) {
         try {
@@ -90,6 +98,14 @@ export function denoRuntime(): Runtime {
       // node:fs: Deno's own open cannot ask for O_NOFOLLOW or O_NONBLOCK.
       createFile: createFileExclusive,
       readBounded: readFileBounded,
+      readFileSync: (path) => Deno.readFileSync(path),
+      writePrivateFile(name, bytes) {
+        const dir = Deno.makeTempDirSync({ prefix: "surfaceport-" }); // mode 0700
+        const path = `${dir}/${name}`;
+        Deno.writeFileSync(path, bytes, { mode: 0o500, createNew: true });
+        return path;
+      },
+      removeTree: (path) => Deno.removeSync(path, { recursive: true }),
     },
   };
 }

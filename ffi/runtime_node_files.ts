@@ -6,6 +6,7 @@
  */
 
 import * as fs from "node:fs";
+import * as os from "node:os";
 import process from "node:process";
 import type { FileInfo, RuntimeFiles } from "./runtime.ts";
 
@@ -106,6 +107,14 @@ export const nodeFiles: RuntimeFiles = {
   readFile: async (path) => new Uint8Array(await fs.promises.readFile(path)),
   createFile: createFileExclusive,
   readBounded: readFileBounded,
+  readFileSync: (path) => new Uint8Array(fs.readFileSync(path)),
+  writePrivateFile(name, bytes) {
+    const dir = fs.mkdtempSync(`${os.tmpdir()}/surfaceport-`); // mode 0700
+    const path = `${dir}/${name}`;
+    fs.writeFileSync(path, bytes, { mode: 0o500, flag: "wx" });
+    return path;
+  },
+  removeTree: (path) => fs.rmSync(path, { recursive: true, force: true }),
 };
 
 /** `process.arch` as Deno names it. */

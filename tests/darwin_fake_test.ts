@@ -38,6 +38,7 @@ import { setBackendForTesting } from "../src/platform.ts";
 import { backingOf } from "../src/surface/surface.ts";
 import { encodeHeader, HEADER_SIZE } from "../src/wire/wire.ts";
 import type { FakeTask } from "./fakes/fake_darwin.ts";
+import { INBOX_QUEUE_LIMIT } from "../src/darwin/mach.ts";
 import { world } from "./fakes/world.ts";
 
 /** B listens, A connects; returns both channel ends. */
@@ -544,18 +545,19 @@ Deno.test("darwin/fake: a full queue makes send wait (rights handed back and re-
   using w = world();
   const { listener, producer, consumer } = await pair(w);
   using surface = Surface.create({ width: 8, height: 8 });
-  for (let i = 0; i < 5; i++) await producer.send(surface, i);
+  const limit = INBOX_QUEUE_LIMIT; // the inbox's queue limit (not XNU's default of 5)
+  for (let i = 0; i < limit; i++) await producer.send(surface, i);
   await assert.rejects(producer.send(surface, "late", { timeout: 40 }), TimeoutError);
-  const waiting = producer.send(surface, 5);
+  const waiting = producer.send(surface, limit);
   (await consumer.receive({ timeout: 1000 })).close();
   await waiting;
   const metas = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < limit; i++) {
     const frame = await consumer.receive({ timeout: 1000 });
     metas.push(frame.meta);
     frame.close();
   }
-  assert.deepEqual(metas, [1, 2, 3, 4, 5]);
+  assert.deepEqual(metas, Array.from({ length: limit }, (_, i) => i + 1));
   assert.equal(surface.inUse, false);
   surface.close();
   producer.close();

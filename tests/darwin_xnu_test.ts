@@ -22,7 +22,8 @@ import {
 } from "../mod.ts";
 import { resolveLimits } from "../src/channel/options.ts";
 import { connectMach } from "../src/darwin/listener.ts";
-import { kernReturnName } from "../src/darwin/mach.ts";
+import { INBOX_QUEUE_LIMIT, kernReturnName } from "../src/darwin/mach.ts";
+import { SEND_POSSIBLE_RECHECK_MS } from "../src/darwin/send.ts";
 import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
 import type { FakeTask } from "./fakes/fake_darwin.ts";
 import { world } from "./fakes/world.ts";
@@ -257,4 +258,66 @@ Deno.test("defect 13: connect to a listener whose queue stays full times out at 
     assert.ok(result instanceof PeerClosedError, `${result}`);
   }
   w.kernel.assertNoLeaks();
+});
+
+Deno.test("defect 6: an inbox queues INBOX_QUEUE_LIMIT frames, and a send to a full one waits for MACH_NOTIFY_SEND_POSSIBLE instead of polling", async () => {
+  using w = world();
+  const { listener, producer, consumer } = await pair(w);
+  using surface = Surface.create({ width: 8, height: 8 });
+  for (let i = 0; i < INBOX_QUEUE_LIMIT; i++) await producer.send(surface, i, { timeout: 500 });
+  assert.equal(w.kernel.fullQueueSends, 0, "the inbox kept XNU's default queue limit of 5");
+  assert.ok(INBOX_QUEUE_LIMIT >= 64 + 2, "a subscriber's depth (64) and its control messages fit");
+
+  // The consumer stalls for 200 ms while a send waits.
+  let done = false;
+  const waiting = producer.send(surface, "late", { timeout: 2000 }).then(() => done = true);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(done, false);
+  const attempts = w.kernel.fullQueueSends;
+  assert.ok(attempts <= 3, `${attempts} handed-back sends while the queue stayed full (polling)`);
+  const start = performance.now();
+  (await w.as(w.B, () => consumer.receive({ timeout: 1000 }))).close();
+  await waiting;
+  const woken = performance.now() - start;
+  assert.ok(
+    woken < SEND_POSSIBLE_RECHECK_MS / 2,
+    `woken after ${woken} ms: not by the notification`,
+  );
+
+  // A send blocked on a peer that dies ends with PeerClosedError (a dead-name notification).
+  const blocked = producer.send(surface, "never").catch((e) => e);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const killed = performance.now();
+  w.kernel.kill(w.b);
+  const error = await blocked;
+  assert.ok(error instanceof PeerClosedError, `${error}`);
+  assert.ok(performance.now() - killed < SEND_POSSIBLE_RECHECK_MS / 2, "not woken by the kernel");
+  surface.close();
+  producer.close();
+  void consumer, listener; // died with B
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("defect 6 / issue 23: a send-possible request replaced by another comes back as a right and is released", async () => {
+  using w = world();
+  const a = w.a;
+  const inbox = plainPort(a);
+  assert.equal(
+    a.mach_port_set_attributes(a.taskSelf, inbox, D.MACH_PORT_LIMITS_INFO, new Uint8Array(4), 1),
+    0,
+  ); // limit 0: always full
+  const first = sendPortRight(inbox, inbox, { timeout: 2000 });
+  const second = sendPortRight(inbox, inbox, { timeout: 2000 }); // replaces the first's request
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const limit = new Uint8Array(4);
+  new DataView(limit.buffer).setInt32(0, 5, true);
+  assert.equal(a.mach_port_set_attributes(a.taskSelf, inbox, D.MACH_PORT_LIMITS_INFO, limit, 1), 0);
+  await Promise.all([first, second]);
+  for (let i = 0; i < 2; i++) {
+    const { right } = await receivePortRight(inbox, { timeout: 500 });
+    a.mach_port_deallocate(a.taskSelf, right);
+  }
+  a.mach_port_deallocate(a.taskSelf, inbox);
+  a.mach_port_mod_refs(a.taskSelf, inbox, D.MACH_PORT_RIGHT_RECEIVE, -1);
+  w.kernel.assertNoLeaks(); // the replaced request's send-once right was released
 });

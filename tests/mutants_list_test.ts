@@ -23,9 +23,10 @@ Deno.test("mutants: the list check refuses a row whose text moved, is doubled, o
     { ...good, id: "doubled", file: "tools/mutants_list.ts", find: "find:" },
     { ...good, id: "no-test", tests: ["tests/no_such_test.ts"] },
     { ...good, id: "no-filter-match", filter: "no test is named like this \u0000" },
+    { ...good, id: "twice" },
   ];
   const problems = checkMutantList(REPO_ROOT, rows);
-  for (const id of ["moved", "doubled", "no-test", "no-filter-match"]) {
+  for (const id of ["moved", "doubled", "no-test", "no-filter-match", "twice"]) {
     assert.ok(
       problems.some((p) => p.startsWith(`mutation ${id}:`)),
       `${id}: ${problems.join("\n")}`,

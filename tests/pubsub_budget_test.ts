@@ -281,3 +281,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "pubsub budget: maxSubscribers bounds who is served (one more is hung up on), and " +
+    "surfaceBudget follows the options",
+  ignore,
+  async fn() {
+    assert.throws(() => publish(uniqueName("bad"), { maxDepth: 65 }), RangeError);
+    assert.throws(() => publish(uniqueName("bad"), { maxSubscribers: 0 }), RangeError);
+    assert.throws(() => publish(uniqueName("bad"), { stallTimeout: 0 }), RangeError);
+    {
+      using defaults = publish(uniqueName("psdefault"));
+      assert.equal(defaults.surfaceBudget, 8 * (4 + 1) + 1);
+      using bare = publish(uniqueName("psbare"), { keepLast: false, maxDepth: 1 });
+      assert.equal(bare.surfaceBudget, 8 * 2);
+    }
+    const name = uniqueName("psmax");
+    using publisher = publish(name, { maxSubscribers: 2, maxDepth: 2 });
+    assert.equal(publisher.surfaceBudget, 2 * 3 + 1);
+    using surface = Surface.create({ width: 64, height: 16 });
+    await publisher.send(surface);
+    await using one = await idleSubscriber(name, "latest", 1);
+    await using two = await idleSubscriber(name, "latest", 1);
+    await waitUntil(() => publisher.subscribers.length === 2, 5000, "two subscribers");
+    await using three = await idlePlainPeer(name);
+    assert.equal(await run(three, "recv 5000"), "eof");
+    assert.equal(publisher.stats.refused, 1);
+    assert.equal(await run(one, "recv 5000"), "frame 0");
+    assert.ok(two.process.pid > 0);
+  },
+});

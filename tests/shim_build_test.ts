@@ -5,19 +5,16 @@
  * minos 11.0, arm64 ad-hoc signed with every page hash right), and the
  * loader refuses any other file. With `MACOS_SDK` set, `make -C native
  * cross` is run twice into fresh directories: both builds must be byte for
- * byte the committed dylib. Nothing here runs macOS code.
+ * byte the committed dylib; the copy in the module graph is the same bytes.
+ * Nothing here runs macOS code (the loader's decisions: shim_load_test.ts).
  */
 
 import assert from "node:assert/strict";
 import { PREBUILT_SHIM_SOURCES_SHA256 } from "../ffi/darwin_prebuilt.ts";
-import {
-  PREBUILT_SHIM_SHA256,
-  PREBUILT_SHIM_URL,
-  prebuiltShimPath,
-  type ShimDownload,
-  verifyPrebuiltShim,
-} from "../ffi/darwin.ts";
-import { LibraryLoadError } from "../src/core/errors.ts";
+import { PREBUILT_SHIM_SHA256, PREBUILT_SHIM_URL } from "../ffi/darwin.ts";
+import { unpackShim } from "../ffi/darwin_shim.ts";
+import { EMBEDDED_SHIM_PACKED, EMBEDDED_SHIM_SHA256 } from "../ffi/darwin_shim_embedded.ts";
+import { packShim } from "../tools/embed_shim.ts";
 import { checkAdhocSignature, fatSlices, minimumOs, sha256Hex } from "../tools/macho.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -56,67 +53,20 @@ Deno.test("prebuilt shim: universal arm64 + x86_64, minos 11.0, arm64 validly ad
   assert.deepEqual((await checkAdhocSignature(damaged)).problems, ["page 0: hash mismatch"]);
 });
 
-Deno.test("prebuilt shim: the loader's SHA-256 check accepts the shipped file and refuses any other", async () => {
-  await verifyPrebuiltShim(prebuilt, "test");
-  const dir = await Deno.makeTempDir({ prefix: "surfaceport-shim-" });
-  try {
-    const bytes = await Deno.readFile(prebuilt);
-    bytes[bytes.length - 1] ^= 0xff;
-    await Deno.writeFile(`${dir}/libsurfaceport_shim.dylib`, bytes);
-    await assert.rejects(
-      () => verifyPrebuiltShim(`${dir}/libsurfaceport_shim.dylib`, "test"),
-      (e: unknown) =>
-        e instanceof LibraryLoadError && /SHA-256 [0-9a-f]{64}, not the shipped/.test(e.message),
-    );
-    await assert.rejects(
-      () => verifyPrebuiltShim(`${dir}/missing.dylib`, "test"),
-      LibraryLoadError,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+Deno.test("prebuilt shim: the copy in the module graph (ffi/darwin_shim_embedded.ts) is the committed dylib", async () => {
+  const dylib = await Deno.readFile(prebuilt);
+  assert.equal(EMBEDDED_SHIM_SHA256, PREBUILT_SHIM_SHA256);
+  assert.deepEqual(
+    unpackShim(EMBEDDED_SHIM_PACKED),
+    dylib,
+    "ffi/darwin_shim_embedded.ts is stale: run `deno task embed-shim` and commit it",
+  );
+  // The packing round-trips anything, not just this file.
+  for (const sample of [new Uint8Array(0), new Uint8Array(40), Uint8Array.of(1, 0, 0, 2)]) {
+    const packed = btoa(String.fromCharCode(...packShim(sample)));
+    assert.deepEqual(unpackShim(packed), sample);
   }
-});
-
-Deno.test("prebuilt shim: from a remote package it is fetched through plug, verified, fetched again once if stale", async () => {
-  assert.equal(await prebuiltShimPath(), prebuilt); // a checkout: the file itself
-  const dir = await Deno.makeTempDir({ prefix: "surfaceport-plug-" });
-  try {
-    const good = `${dir}/good.dylib`, bad = `${dir}/bad.dylib`;
-    await Deno.copyFile(prebuilt, good);
-    const damaged = await Deno.readFile(prebuilt);
-    damaged[100] ^= 1;
-    await Deno.writeFile(bad, damaged);
-    const remote = new URL(
-      "https://jsr.io/@surfaceport/surfaceport/0.1.0/native/prebuilt/libsurfaceport_shim.dylib",
-    );
-    const calls: string[] = [];
-    const fake = (answers: string[]): () => Promise<ShimDownload> => () =>
-      Promise.resolve(({ name, url, cache }) => {
-        calls.push(`${name} ${url} ${cache}`);
-        const answer = answers.shift();
-        return answer === undefined
-          ? Promise.reject(new Error("offline"))
-          : Promise.resolve(answer);
-      });
-
-    assert.equal(await prebuiltShimPath(remote, fake([good])), good);
-    assert.deepEqual(calls.splice(0), [
-      "surfaceport_shim https://jsr.io/@surfaceport/surfaceport/0.1.0/native/prebuilt/ use",
-    ]);
-    // A damaged cache entry is fetched again, then used only if it verifies.
-    assert.equal(await prebuiltShimPath(remote, fake([bad, good])), good);
-    assert.deepEqual(calls.splice(0).map((c) => c.split(" ")[2]), ["use", "reload"]);
-    await assert.rejects(
-      () => prebuiltShimPath(remote, fake([bad, bad])),
-      (e: unknown) => e instanceof LibraryLoadError && /refusing to load it/.test(e.message),
-    );
-    await assert.rejects(
-      () => prebuiltShimPath(remote, fake([])),
-      (e: unknown) => e instanceof LibraryLoadError && /could not fetch/.test(e.message),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  assert.ok(EMBEDDED_SHIM_PACKED.length < dylib.length / 2, "zero runs are packed");
 });
 
 /** Runs `make -C native TARGET MACOS_SDK=… BUILD=dir`, with a timeout. */

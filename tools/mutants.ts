@@ -54,6 +54,7 @@ export function occurrences(haystack: string, needle: string): number {
 export function checkMutantList(root: string, list: readonly Mutant[] = MUTANTS): string[] {
   const problems: string[] = [];
   const ids = new Set<string>();
+  const sites = new Map<string, string>();
   const read = (path: string): string | undefined => {
     try {
       return Deno.readTextFileSync(`${root}/${path}`);
@@ -67,6 +68,10 @@ export function checkMutantList(root: string, list: readonly Mutant[] = MUTANTS)
     if (ids.has(row.id)) problems.push(`${where}: the id is used twice`);
     ids.add(row.id);
     const edits = editsOf(row);
+    const site = `${row.file}\0${row.find.trim()}`;
+    const same = sites.get(site);
+    if (same !== undefined) problems.push(`${where}: changes the same text as ${same}`);
+    sites.set(site, row.id);
     if (edits.some((edit) => edit.find === edit.replace)) {
       problems.push(`${where}: a replacement changes nothing`);
     }
@@ -225,7 +230,10 @@ async function runMutant(dir: string, row: Mutant, timeoutSeconds: number): Prom
     if (summary && summary[1] === "FAILED" && Number(summary[3] ?? 0) > 0) {
       const failed = [...text.matchAll(/^(.+) => \.?\/?tests\/\S+:\d+:\d+$/gm)]
         .map((m) => m[1].trim());
-      const detail = failed.length > 0 ? [...new Set(failed)].join("; ") : "an uncaught error";
+      const names = [...new Set(failed)];
+      const detail = names.length === 0
+        ? "an uncaught error"
+        : names.slice(0, 2).join("; ") + (names.length > 2 ? `; and ${names.length - 2} more` : "");
       return { row, verdict: "killed", seconds, detail };
     }
     return { row, verdict: "error", seconds, detail: tail(text, 30) };

@@ -112,6 +112,35 @@ export const MUTANTS: Mutant[] = [
     why: "a directory made for a uid this process does not run as would lock that user out of " +
       "their registry (issue 23: the test returned early, reporting ok, where euid is 501)",
   },
+  {
+    id: "keep-last-off",
+    file: "src/pubsub/publish.ts",
+    find: "      if (this.#keepLast) {\n        const handle = backing.exportHandle();",
+    replace: "      if (false) {\n        const handle = backing.exportHandle();",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "with keepLast (default) the last frame stays in use",
+    why: "README: with keepLast (default) a late subscriber gets the last frame at once, so it " +
+      "stays in use until the next one",
+  },
+  {
+    id: "queue-subscriber-as-latest",
+    file: "src/pubsub/publish.ts",
+    find: 'if (subscriber.state === "subscribed" && subscriber.policy === "queue") {\n' +
+      "          batch ??=",
+    replace: "if (false) {\n          batch ??=",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "a stalled 'queue' subscriber back-pressures the publisher, and loses nothing",
+    why: "README: policy 'queue' gets every frame in order and send waits for it",
+  },
+  {
+    id: "malformed-message-fds-kept",
+    file: "src/linux/channel.ts",
+    find: "        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);\n",
+    replace: "",
+    tests: ["tests/hostile_test.ts"],
+    filter: "every malformed message is a typed ProtocolError, its fds are closed",
+    why: "README: no message, however malformed, leaks the descriptors it brought",
+  },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
     id: "gst-shared-record-buffer",
@@ -324,6 +353,26 @@ export const MUTANTS: Mutant[] = [
     why: "issue 18 defect 7: a lying GstVideoMeta stride made the copy path read (and allocate) " +
       "stride x height bytes",
   },
+  {
+    id: "wire-short-message-reads-past-end",
+    file: "src/wire/wire.ts",
+    find: "`message of ${message.length} bytes is shorter than the ${HEADER_SIZE}-byte header`",
+    replace:
+      "`message of ${view.getUint16(8, true)} bytes is shorter than the ${HEADER_SIZE}-byte " +
+      "header`",
+    tests: ["tests/wire_test.ts"],
+    why: "c79dbef: an 8- or 9-byte message made decodeHeader read past its end (a RangeError " +
+      "escaped instead of SHORT_MESSAGE; found by the fuzzer)",
+  },
+  {
+    id: "pool-release-not-watched",
+    file: "src/linux/surface.ts",
+    find: "    if (this.#closed || !(surface instanceof MemfdSurface) || surface.fd < 0) return;",
+    replace: "    return;",
+    tests: ["tests/release_watch_test.ts"],
+    why: "088cd82: a pool waiting for a release wakes on the kernel's close event (inotify), not " +
+      "on its re-probe timer",
+  },
   // --- README promises that a test guards ------------------------------------------------------
   {
     id: "pool-reuses-held-surface",
@@ -403,5 +452,117 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/subscriber_credit_test.ts"],
     filter: "a publisher that stops reading CREDITs",
     why: "issue 18, defect 8: a receive timed out sending a credit with frames waiting",
+  },
+  // --- The macOS backend over the fakes (issues 19 and 23) ---------------------------------
+  {
+    id: "darwin-iosurface-width-height-swapped",
+    file: "src/darwin/native.ts",
+    find: 'set(dict, key("kIOSurfaceWidth"), scope.number(properties.width));\n' +
+      '        set(dict, key("kIOSurfaceHeight"), scope.number(properties.height));',
+    replace: 'set(dict, key("kIOSurfaceWidth"), scope.number(properties.height));\n' +
+      '        set(dict, key("kIOSurfaceHeight"), scope.number(properties.width));',
+    tests: ["tests/darwin_glue_test.ts"],
+    filter: "property dictionary",
+    why: "issue 23: the glue (wrapLibraries) did not run on Linux; the symbol-level fake " +
+      "(tests/fakes/frameworks.ts) reads IOSurfaceCreate's dictionary as IOSurface does",
+  },
+  {
+    id: "darwin-lock-options-swapped",
+    file: "src/darwin/surface.ts",
+    find: "return readOnly ? DARWIN.kIOSurfaceLockReadOnly : 0;",
+    replace: "return readOnly ? 0 : DARWIN.kIOSurfaceLockReadOnly;",
+    tests: ["tests/darwin_glue_test.ts"],
+    filter: "read-only lock",
+    why: "issue 23: the fake accepted any lock options; a write lock must bump IOSurface's " +
+      "seed, a read-only one must neither write nor bump it",
+  },
+  {
+    id: "darwin-ool-ports-count-kept",
+    file: "src/darwin/mach.ts",
+    find: "if (!ports || address === 0n) {",
+    replace: "if (!ports) {",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 5",
+    why: "issue 19 defect 5: a port array XNU could not map keeps its count at address 0; " +
+      "mach_msg_destroy must not walk it",
+  },
+  {
+    id: "darwin-no-senders-spoofable",
+    file: "src/darwin/messages.ts",
+    find: "    msghBitsLocal(bits) === DARWIN.MACH_MSG_TYPE_PORT_SEND_ONCE &&\n",
+    replace: "",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 8",
+    why: "issue 19 defect 8: a kernel's MIG bad-id reply (id 70) through a send right must " +
+      "not pass for the peer's no-senders notification",
+  },
+  {
+    id: "darwin-pid-version-dropped",
+    file: "src/darwin/structs.ts",
+    find: "pidVersion: audit[AUDIT_TOKEN_PIDVERSION_INDEX] | 0,",
+    replace: "pidVersion: 0,",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 9",
+    why: "issue 19 defect 9: an allowPeer on pid and pid version refuses a process that got " +
+      "a reused pid",
+  },
+  {
+    id: "darwin-dead-right-returned",
+    file: "src/darwin/ports.ts",
+    find: "    : dead\n    ? ",
+    replace: "    : false\n    ? ",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "MACH_PORT_DEAD",
+    why: "issue 19 defect 13: receivePortRight must not return MACH_PORT_DEAD as a right",
+  },
+  {
+    id: "darwin-layout-cache-off",
+    file: "src/darwin/received.ts",
+    find: 'let problem = cached ? layoutMismatch(cached, geometry) : "not cached";',
+    replace: 'let problem: string | undefined = "not cached";',
+    tests: ["tests/darwin_glue_test.ts"],
+    filter: "defect 12: a received frame",
+    why: "issue 19 defect 12: a frame of a surface seen before costs 5 IOSurface/CF calls, " +
+      "not 14-20",
+  },
+  {
+    id: "darwin-stale-layout-refused",
+    file: "src/darwin/received.ts",
+    find: "      if (problem !== undefined) {\n        const layout = readLayout(native, surface);",
+    replace: "      if (problem !== undefined && !cached) {\n        const layout = " +
+      "readLayout(native, surface);",
+    tests: ["tests/darwin_glue_test.ts"],
+    filter: "defect 12: a surface whose ID",
+    why: "issue 19 defect 12: a cached layout that no longer matches is read again before " +
+      "the frame is refused",
+  },
+  {
+    id: "darwin-inbox-default-qlimit",
+    file: "src/darwin/mach.ts",
+    find: "    setQueueLimit(native, port.name, INBOX_QUEUE_LIMIT);\n",
+    replace: "",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 6: an inbox queues",
+    why: "issue 19 defect 6: an inbox keeps XNU's default queue limit of 5 while depth goes to 64",
+  },
+  {
+    id: "darwin-full-queue-polled",
+    file: "src/darwin/send.ts",
+    find: "    await room.wait(operation, deadline, signal);\n",
+    replace: "    await new Promise((resolve) => setTimeout(resolve, 2));\n",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 6: an inbox queues",
+    why: "issue 19 defect 6: a send to a full inbox waits for MACH_NOTIFY_SEND_POSSIBLE, not a " +
+      "timer",
+  },
+  {
+    id: "darwin-replaced-request-leaked",
+    file: "src/darwin/send.ts",
+    find: "      native.mach_port_deallocate(native.taskSelf, old);\n",
+    replace: "",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "comes back as a right",
+    why: "issue 23: the fake now returns a replaced request's send-once right, as XNU does; it " +
+      "must be released",
   },
 ];

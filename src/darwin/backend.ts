@@ -98,7 +98,6 @@ export class DarwinBackend implements Backend {
   async connect(
     ...[name, allowPeer, limits, deadline, signal]: Parameters<Backend["connect"]>
   ): Promise<BackendConnection> {
-    // connect() is async anyway: it may load (and hash) the shim shipped in the package.
     const native = await this.#resolveAsync();
     return connectMach(native, name, allowPeer, limits, deadline, signal);
   }
@@ -115,13 +114,14 @@ export function createDarwinBackend(native: DarwinNative): DarwinBackend {
 /**
  * On macOS, loads the native libraries now (libSystem, CoreFoundation,
  * IOSurface, CoreVideo and the surfaceport shim, whose ABI report must match)
- * instead of on first use. If no shim is found locally
- * (`SURFACEPORT_SHIM_PATH`, or `native/build/` in a checkout), the universal
- * shim shipped inside the package is loaded after checking its SHA-256 (from
- * a JSR package, through `@denosaurs/plug`'s cache): nothing is built, and
- * nothing is fetched from outside the package. Call this once before the
- * synchronous APIs (`Surface.create`, `listen`).
- * Resolves at once on other platforms.
+ * instead of on first use, so that a missing permission or a refused shim
+ * shows up here rather than in the first `Surface.create` or `listen`.
+ * Optional: every entry point loads them itself, synchronously. The shim
+ * is the one in `SURFACEPORT_SHIM_PATH`, `native/build/` of a checkout, or
+ * the one shipped in the package (SHA-256 checked; from JSR or a
+ * `deno compile` binary it is written to a private temporary file first,
+ * which needs `--allow-write`). Nothing is fetched. Resolves at once on
+ * other platforms.
  */
 export async function prepareNative(): Promise<void> {
   if (runtime.os === "darwin") await loadRealDarwinNative();

@@ -37,9 +37,9 @@ import {
   machError,
   MachPort,
   receiveFailure,
-  sendWithRetry,
   type WaitOwner,
 } from "./mach.ts";
+import { RoomWait, sendWithRetry } from "./send.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
 import { LayoutCache, ReceivedIOSurface } from "./received.ts";
@@ -77,6 +77,8 @@ export class MachConnection implements BackendConnection, WaitOwner {
   readonly #sendBuffer = new Uint8Array(
     align4(SURFACE_PAYLOAD_OFFSET + HEADER_SIZE + DEFAULT_MAX_META_BYTES),
   );
+  /** Where sends wait for room in the peer's inbox (the kernel's send-possible notification). */
+  readonly #room: RoomWait;
   /** Layouts of the peer's surfaces seen before (a pool sends the same few again and again). */
   readonly #layouts = new LayoutCache();
   #closed = false;
@@ -98,6 +100,7 @@ export class MachConnection implements BackendConnection, WaitOwner {
     this.#allowPeer = allowPeer;
     this.#limits = limits;
     this.#receiveBuffer = new Uint8Array(receiveBufferSize(HEADER_SIZE, limits.maxMetaBytes));
+    this.#room = new RoomWait(native, this);
   }
 
   get closed(): boolean {
@@ -150,6 +153,8 @@ export class MachConnection implements BackendConnection, WaitOwner {
         deadline,
         signal,
         this,
+        this.#room,
+        this.#peerPort.name,
       );
       if (kr === DARWIN.KERN_SUCCESS) {
         right.take(); // moved into the message
@@ -189,6 +194,8 @@ export class MachConnection implements BackendConnection, WaitOwner {
       deadline,
       signal,
       this,
+      this.#room,
+      this.#peerPort.name,
     );
     if (kr === DARWIN.KERN_SUCCESS) return;
     if (kr === DARWIN.MACH_SEND_INVALID_DEST) {
@@ -377,6 +384,7 @@ export class MachConnection implements BackendConnection, WaitOwner {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#room.close();
     this.#peerPort.close(); // the peer's inbox loses its last sender: it sees PeerClosedError
     if (this.#pendingWaits === 0) this.#destroyInbox();
     // A parked receive leaves the port set now; leaveWait() then destroys the inbox.

@@ -1,22 +1,16 @@
 /**
  * Mach helpers over the {@link DarwinNative} calls: return-code names and
  * typed failures, the {@link MachPort} right owner, the no-senders
- * notification that tells a side its peer is gone, the send loop
- * (`MACH_SEND_TIMEOUT` 0 and back-off, reclaiming a message the kernel hands
- * back), and {@link destroyReceived}, which frees everything a received
+ * notification that tells a side its peer is gone, one send that never
+ * waits and the reclaiming of a message the kernel hands back (the send
+ * loop that waits for room is in `send.ts`), and {@link destroyReceived}, which frees everything a received
  * message brought. The receive loop and the shared wait are in `poller.ts`,
  * the bootstrap names in `bootstrap.ts`.
  *
  * @module
  */
 
-import {
-  ClosedError,
-  MachError,
-  ProtocolError,
-  throwIfAborted,
-  TimeoutError,
-} from "../core/errors.ts";
+import { MachError, ProtocolError } from "../core/errors.ts";
 import type { DarwinNative } from "./native.ts";
 import {
   DARWIN,
@@ -196,18 +190,49 @@ const nameBuffer = new Uint8Array(4);
 const nameView = new DataView(nameBuffer.buffer);
 
 /**
- * Allocates a receive right and asks for a `MACH_NOTIFY_NO_SENDERS`
+ * The queue limit of every inbox: a subscriber's `depth` (up to 64 frames in
+ * flight) plus room for its control messages and the kernel's notification.
+ * A new port's limit is `MACH_PORT_QLIMIT_DEFAULT` (5): past it every send is
+ * a full copy-in that the kernel hands back.
+ */
+export const INBOX_QUEUE_LIMIT = 80;
+
+/** `mach_port_set_attributes(MACH_PORT_LIMITS_INFO)`: the queue limit of a receive right. */
+export function setQueueLimit(native: DarwinNative, name: number, limit: number): void {
+  const limits = new Uint8Array(4 * DARWIN.MACH_PORT_LIMITS_INFO_COUNT);
+  new DataView(limits.buffer).setInt32(0, limit, true); // mach_port_limits_t.mpl_qlimit
+  checkKern(
+    "mach_port_set_attributes(MACH_PORT_LIMITS_INFO)",
+    native.mach_port_set_attributes(
+      native.taskSelf,
+      name,
+      DARWIN.MACH_PORT_LIMITS_INFO,
+      limits,
+      DARWIN.MACH_PORT_LIMITS_INFO_COUNT,
+    ),
+  );
+}
+
+/** Allocates a plain receive right (no notification requested). */
+export function allocateReceiveRight(native: DarwinNative): MachPort {
+  checkKern(
+    "mach_port_allocate",
+    native.mach_port_allocate(native.taskSelf, DARWIN.MACH_PORT_RIGHT_RECEIVE, nameBuffer),
+  );
+  return new MachPort(native, nameView.getUint32(0, true), "receive");
+}
+
+/**
+ * Allocates a receive right with a queue limit of {@link INBOX_QUEUE_LIMIT}
+ * and asks for a `MACH_NOTIFY_NO_SENDERS`
  * notification on it, sent to itself, with `sync` 1: it fires once the first
  * send right made from it (the peer's) has gone — the peer closed, or died
  * and the kernel reclaimed its rights — and never before one was made.
  */
 export function allocateInbox(native: DarwinNative): MachPort {
-  checkKern(
-    "mach_port_allocate",
-    native.mach_port_allocate(native.taskSelf, DARWIN.MACH_PORT_RIGHT_RECEIVE, nameBuffer),
-  );
-  const port = new MachPort(native, nameView.getUint32(0, true), "receive");
+  const port = allocateReceiveRight(native);
   try {
+    setQueueLimit(native, port.name, INBOX_QUEUE_LIMIT);
     const previous = new Uint8Array(4);
     checkKern(
       "mach_port_request_notification(MACH_NOTIFY_NO_SENDERS)",
@@ -290,10 +315,6 @@ export function reclaimReturnedMessage(native: DarwinNative, buffer: Uint8Array)
   return names;
 }
 
-/** Back-off between send attempts while the peer's queue is full (ms, doubling). */
-const FIRST_SEND_RETRY_MS = 0.25;
-const MAX_SEND_RETRY_MS = 8;
-
 /** Something that can be closed under a pending wait. */
 export interface WaitOwner {
   /** True once the owner was closed. */
@@ -317,56 +338,21 @@ export interface WaitOwner {
  * (`MACH_SEND_TIMEOUT`, timeout 0): the `mach_msg_return_t`. A message the
  * kernel hands back is the caller's to reclaim (see {@link messageReturned}).
  */
-export function sendWithoutWaiting(native: DarwinNative, buffer: Uint8Array, size: number): number {
+export function sendWithoutWaiting(
+  native: DarwinNative,
+  buffer: Uint8Array,
+  size: number,
+  extraOptions = 0,
+): number {
   return native.mach_msg(
     buffer,
-    DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT,
+    DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT | extraOptions,
     size,
     0,
     DARWIN.MACH_PORT_NULL,
     0,
     DARWIN.MACH_PORT_NULL,
   );
-}
-
-/**
- * Sends the message that `encode` writes into `buffer` with
- * `MACH_SEND_TIMEOUT` 0 (never blocking a thread). While the destination's
- * queue is full the kernel hands the message back; `onReturned` gets the
- * returned descriptor names (see {@link reclaimReturnedMessage}) and the
- * send is retried with a short back-off until `deadline`, `signal` or close.
- * Any other failure that hands the message back is reclaimed the same way
- * before its code is returned. Returns the final `mach_msg_return_t` other
- * than `MACH_SEND_TIMED_OUT`.
- */
-export async function sendWithRetry(
-  native: DarwinNative,
-  buffer: Uint8Array,
-  encode: () => number,
-  onReturned: (names: number[]) => void,
-  operation: string,
-  deadline: number,
-  signal: AbortSignal | undefined,
-  owner: WaitOwner,
-): Promise<number> {
-  const start = performance.now();
-  let delay = FIRST_SEND_RETRY_MS;
-  for (;;) {
-    const size = encode();
-    const kr = sendWithoutWaiting(native, buffer, size);
-    if (!messageReturned(kr, buffer)) return kr;
-    // Reclaim first, whatever the code: the rights are ours again under possibly new names.
-    onReturned(reclaimReturnedMessage(native, buffer));
-    if (baseReturn(kr) !== DARWIN.MACH_SEND_TIMED_OUT) return kr;
-    if (owner.closed) throw new ClosedError(owner.what, operation);
-    throwIfAborted(signal);
-    const remaining = deadline - performance.now();
-    if (remaining <= 0) throw new TimeoutError(operation, Math.round(deadline - start));
-    await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining)));
-    delay = Math.min(delay * 2, MAX_SEND_RETRY_MS);
-    if (owner.closed) throw new ClosedError(owner.what, operation);
-    throwIfAborted(signal);
-  }
 }
 
 /**

@@ -20,9 +20,7 @@ import {
   type IOSurfaceLib,
   loadFrameworks,
   loadShim,
-  loadShimLocal,
   type Shim,
-  SHIM_PATH_ENV,
 } from "../../ffi/darwin.ts";
 import { LibraryLoadError } from "../core/errors.ts";
 import type { Backend } from "../contract/backend.ts";
@@ -114,6 +112,17 @@ export interface DarwinNative {
   mach_port_type(task: number, name: number, type: Uint8Array): number;
   /** `mach_vm_deallocate(task, address, size)`: frees a region (out-of-line memory received). */
   mach_vm_deallocate(task: number, address: bigint, size: bigint): number;
+  /**
+   * `mach_port_set_attributes(task, name, flavor, info, count)`: `info` holds
+   * `count` `integer_t`s (for `MACH_PORT_LIMITS_INFO`: one, the queue limit).
+   */
+  mach_port_set_attributes(
+    task: number,
+    name: number,
+    flavor: number,
+    info: Uint8Array,
+    count: number,
+  ): number;
   /** `mach_port_request_notification(task, name, msgid, sync, notify, notifyPoly, &previous)` */
   mach_port_request_notification(
     task: number,
@@ -232,7 +241,8 @@ export function activeDarwinNative(): DarwinNative | undefined {
 
 // --- the real implementation ----------------------------------------------------
 
-function readShimReport(shim: Shim): Record<string, unknown> {
+/** The shim's ABI report (`sp_abi_report()`), parsed: for `assertAbiReport` and `doctor`. */
+export function readShimReport(shim: Shim): Record<string, unknown> {
   const pointer = shim.sp_abi_report();
   if (pointer === null) throw new LibraryLoadError("sp_abi_report() returned NULL");
   return JSON.parse(runtime.readCString(pointer));
@@ -340,6 +350,8 @@ export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
       sys.mach_port_get_refs(task, name, right, refs),
     mach_port_type: (task, name, type) => sys.mach_port_type(task, name, type),
     mach_vm_deallocate: (task, address, size) => sys.mach_vm_deallocate(task, address, size),
+    mach_port_set_attributes: (task, name, flavor, info, count) =>
+      sys.mach_port_set_attributes(task, name, flavor, info, count),
     mach_port_request_notification: (task, name, msgid, sync, notify, notifyPoly, previous) =>
       sys.mach_port_request_notification(task, name, msgid, sync, notify, notifyPoly, previous),
     bootstrap_check_in: (bp, name, sp) => sys.bootstrap_check_in(bp, name, sp),
@@ -444,26 +456,22 @@ function finishLoading(shim: Shim): DarwinNative {
 
 /**
  * The real native calls (macOS only), loaded on first use: the frameworks,
- * then the shim from `SURFACEPORT_SHIM_PATH` or `native/build/`, whose ABI
- * report must match the TypeScript's tables (else `AbiMismatchError`). With
- * no local shim this throws `LibraryLoadError`: call `prepareNative()` first
- * to load the one shipped in the package (its SHA-256 is checked, which is
- * async).
+ * then the shim (`SURFACEPORT_SHIM_PATH`, `native/build/`, the package's
+ * `native/prebuilt/`, or the copy in the module graph: see
+ * `ffi/darwin_shim.ts`), whose ABI report must match the TypeScript's tables
+ * (else `AbiMismatchError`). Synchronous on every path; throws
+ * `LibraryLoadError` saying what to do when no shim can be opened.
  */
 export function realDarwinNative(): DarwinNative {
   if (real) return real;
-  const shim = loadShimLocal();
-  if (!shim) {
-    throw new LibraryLoadError(
-      "the surfaceport macOS shim is not available locally: build it with `make -C native`, " +
-        `point ${SHIM_PATH_ENV} at it, or \`await prepareNative()\` once to load the one shipped in the package`,
-    );
-  }
-  return finishLoading(shim);
+  return finishLoading(loadShim());
 }
 
-/** Like {@link realDarwinNative}, but may load the shim shipped in the package (see `ffi/darwin.ts`). */
-export async function loadRealDarwinNative(): Promise<DarwinNative> {
-  if (real) return real;
-  return finishLoading(await loadShim());
+/** {@link realDarwinNative}, as a promise (for `prepareNative()` and `connect()`). */
+export function loadRealDarwinNative(): Promise<DarwinNative> {
+  try {
+    return Promise.resolve(realDarwinNative());
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }

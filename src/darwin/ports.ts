@@ -11,13 +11,8 @@
 
 import { type PeerCredentials, ProtocolError, throwIfAborted } from "../core/errors.ts";
 import { UnsupportedError } from "../core/errors.ts";
-import {
-  destroyReceived,
-  machError,
-  receiveFailure,
-  sendWithRetry,
-  type WaitOwner,
-} from "./mach.ts";
+import { destroyReceived, machError, receiveFailure, type WaitOwner } from "./mach.ts";
+import { RoomWait, sendWithRetry } from "./send.ts";
 import { receiveOnPort, WAIT_SLICE_MS } from "./poller.ts";
 import { activeDarwinNative, type DarwinNative } from "./native.ts";
 import {
@@ -133,7 +128,10 @@ function callerPort(native: DarwinNative, name: number): WaitOwner {
 /**
  * Sends the send right `right` to the port `destination` (a send right this
  * task holds) in one message with a port descriptor, like the seed example's
- * `send_port`. Resolves once the kernel queued it. Throws `MachError` (e.g.
+ * `send_port`. Resolves once the kernel queued it. While the destination's
+ * queue is full it waits for `MACH_NOTIFY_SEND_POSSIBLE`, registered on
+ * `destination` (this replaces a send-possible request the caller may have
+ * registered on that name). Throws `MachError` (e.g.
  * `MACH_SEND_INVALID_DEST` for a dead destination), `TimeoutError`, or the
  * signal's reason; `UnsupportedError` off macOS.
  */
@@ -155,6 +153,7 @@ export async function sendPortRight(
   const buffer = new Uint8Array(SURFACE_PAYLOAD_OFFSET);
   let name = right;
   let owned = false; // true while a right the kernel handed back is ours to release
+  const room = new RoomWait(native, NEVER_CLOSED);
   try {
     const kr = await sendWithRetry(
       native,
@@ -181,6 +180,8 @@ export async function sendPortRight(
       deadline,
       options.signal,
       NEVER_CLOSED,
+      room,
+      destination,
     );
     if (kr === DARWIN.KERN_SUCCESS) {
       owned = false;
@@ -189,6 +190,7 @@ export async function sendPortRight(
     owned = move;
     throw machError("mach_msg(sendPortRight)", kr);
   } finally {
+    room.close();
     if (owned) native.mach_port_deallocate(native.taskSelf, name);
   }
 }

@@ -49,6 +49,8 @@ export const DARWIN = {
   /** With `MACH_RCV_LARGE`: a too-large message also reports the member port it waits on. */
   MACH_RCV_LARGE_IDENTITY: 0x8,
   MACH_SEND_TIMEOUT: 0x10,
+  /** With a full queue: arm the send-possible request registered on the destination name. */
+  MACH_SEND_NOTIFY: 0x80,
   MACH_SEND_INTERRUPT: 0x40,
   MACH_RCV_TIMEOUT: 0x100,
   MACH_RCV_INTERRUPT: 0x400,
@@ -73,6 +75,14 @@ export const DARWIN = {
   MACH_PORT_RIGHT_SEND_ONCE: 2,
   MACH_PORT_RIGHT_PORT_SET: 3,
   MACH_PORT_RIGHT_DEAD_NAME: 4,
+  /** `mach_port_flavor_t` of `mach_port_set_attributes` for a `mach_port_limits_t` (the queue limit). */
+  MACH_PORT_LIMITS_INFO: 1,
+  /** `integer_t`s in a `mach_port_limits_t`. */
+  MACH_PORT_LIMITS_INFO_COUNT: 1,
+  /** A new port's queue limit (`MACH_PORT_QLIMIT_BASIC`). */
+  MACH_PORT_QLIMIT_DEFAULT: 5,
+  /** The largest queue limit `mach_port_set_attributes` accepts (`MACH_PORT_QLIMIT_LARGE`). */
+  MACH_PORT_QLIMIT_MAX: 1024,
   /** `MACH_PORT_TYPE(MACH_PORT_RIGHT_SEND)` = 1 << (0 + 16) (`mach_port_type` bits) */
   MACH_PORT_TYPE_SEND: 0x10000,
   /** `MACH_PORT_TYPE(MACH_PORT_RIGHT_RECEIVE)` = 1 << (1 + 16) */
@@ -80,6 +90,7 @@ export const DARWIN = {
   // mach/notify.h (MACH_NOTIFY_FIRST 0100 + n)
   MACH_NOTIFY_PORT_DELETED: 65,
   MACH_NOTIFY_PORT_DESTROYED: 69,
+  MACH_NOTIFY_SEND_POSSIBLE: 66,
   MACH_NOTIFY_NO_SENDERS: 70,
   MACH_NOTIFY_SEND_ONCE: 71,
   MACH_NOTIFY_DEAD_NAME: 72,

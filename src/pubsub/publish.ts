@@ -183,8 +183,8 @@ export class Publisher<M = unknown> {
    * "latest" subscribers never make it wait. `timeout` / `signal` bound
    * the wait for "queue" subscribers; on expiry the frame is withdrawn from
    * those that have not got it and the promise rejects (`TimeoutError`, or
-   * the signal's reason). A subscriber that goes away meanwhile counts as
-   * served. Every subscriber sees the same `sequence` for a frame. If a
+   * the signal's reason). A subscriber that goes away, or is cut off as
+   * stalled (`stallTimeout`), meanwhile counts as served. Every subscriber sees the same `sequence` for a frame. If a
    * capability cannot be made for some subscriber (e.g. `EMFILE`), the
    * frame is withdrawn the same way and the promise rejects with that error.
    */
@@ -217,11 +217,6 @@ export class Publisher<M = unknown> {
       );
       message.set(encoded.bytes, HEADER_SIZE);
       const b = this.#backend;
-      if (this.#keepLast) {
-        const handle = backing.exportHandle();
-        if (this.#last) b.releaseHandle(this.#last.handle);
-        this.#last = { message, handle };
-      }
       this.#busy();
       for (const subscriber of this.#subscribers) {
         // Credits that came back since the last frame, read now without waiting.
@@ -239,6 +234,13 @@ export class Publisher<M = unknown> {
         if (!subscriber.sending && subscriber.hasCredit) this.#pump(subscriber);
         this.#waitIfNeeded(subscriber);
         this.#blocked.note(subscriber);
+      }
+      // Only now the last frame: a SUBSCRIBE drained in the loop above must not be offered this
+      // frame as "the last one" and then get it again as the frame itself.
+      if (this.#keepLast) {
+        const handle = backing.exportHandle();
+        if (this.#last) b.releaseHandle(this.#last.handle);
+        this.#last = { message, handle };
       }
       if (!batch || batch.remaining === 0) return Promise.resolve();
       return batch.promise;

@@ -43,8 +43,9 @@ export interface SubscriberInfo {
   waiting: number;
   /**
    * `"subscribed"` after its SUBSCRIBE; `"pending"` before (for up to
-   * 500 ms); `"plain"` for a peer that sent none in time — it gets every
-   * frame while its socket has room, like "latest" without credits.
+   * 500 ms after it was accepted); `"plain"` for a peer that sent none in
+   * time — like "latest" without credits: a frame once it read the one
+   * before, the newest held meanwhile.
    */
   state: "pending" | "subscribed" | "plain";
 }

@@ -152,6 +152,8 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
     mach_port_type: (t, name, type) => task.mach_port_type(t, name, bytes(type)),
     mach_vm_deallocate: (t, address, size) =>
       task.mach_vm_deallocate(t, BigInt(address), BigInt(size)),
+    mach_port_set_attributes: (t, name, flavor, info, count) =>
+      task.mach_port_set_attributes(t, name, flavor, bytes(info), count),
     mach_port_request_notification: (t, name, id, sync, notify, poly, previous) =>
       task.mach_port_request_notification(t, name, id, sync, notify, poly, bytes(previous)),
     bootstrap_check_in: (bp, name, sp) => task.bootstrap_check_in(bp, bytes(name), bytes(sp)),

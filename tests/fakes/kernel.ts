@@ -6,7 +6,7 @@
  */
 
 import type { IOSurfaceProperties } from "../../src/darwin/native.ts";
-import { type CFObject, D, FakePort, FakeSurface, type KMsg } from "./model.ts";
+import { type CarriedRight, type CFObject, D, FakePort, FakeSurface, type KMsg } from "./model.ts";
 import type { FakeTaskPorts } from "./task_ports.ts";
 import { FakeTask } from "./task_surfaces.ts";
 import { type Pointer, runtime } from "../../ffi/runtime.ts";
@@ -240,8 +240,80 @@ export class FakeMachKernel {
     return result;
   }
 
+  /**
+   * Every send that found a queue full and was handed back (a full copy-in
+   * and copy-out in XNU): what polling a full queue costs.
+   */
+  fullQueueSends = 0;
+  /** The CPU time each of {@link fullQueueSends} is charged (ms, spent for real). */
+  fullQueueCostMs = 0.02;
+
+  /** Charges one handed-back send (see {@link fullQueueSends}). */
+  chargeFullQueue(): void {
+    this.fullQueueSends++;
+    const until = performance.now() + this.fullQueueCostMs;
+    while (performance.now() < until) { /* the copy-in and copy-out of the message */ }
+  }
+
+  /** Queues a kernel notification (`id`, 36 bytes: NDR record and a port name) on `to`. */
+  notify(to: FakePort, id: number, name: number): void {
+    this.kernelMessage({ port: to, type: "send-once" }, id, name);
+  }
+
+  /**
+   * Queues a 36-byte message from the kernel (header, NDR record, one 32-bit
+   * word: a port name, a count, a MIG return code) to `dest`, with the
+   * kernel's audit token.
+   */
+  kernelMessage(dest: CarriedRight, id: number, word: number): void {
+    if (dest.port.dead) return;
+    const inline = new Uint8Array(12);
+    new DataView(inline.buffer).setInt32(8, word, true);
+    dest.port.queue.push({
+      id,
+      size: 36,
+      complex: false,
+      dest,
+      reply: undefined,
+      ports: [],
+      descriptors: [],
+      descriptorCount: 0,
+      inline,
+      sender: undefined,
+    });
+    dest.port.wake();
+  }
+
+  /**
+   * Sends `MACH_NOTIFY_SEND_POSSIBLE` for each request armed on `port` once
+   * its queue has room (XNU's `ipc_port_send_possible`, after a dequeue); each
+   * request is used up.
+   */
+  fireSendPossible(port: FakePort): void {
+    if (port.armedRequests === 0 || port.dead || port.queue.length >= port.qlimit) return;
+    for (const task of this.tasks) {
+      const name = task.nameOf.get(port);
+      const entry = name === undefined ? undefined : task.names.get(name);
+      const request = entry?.sendPossible;
+      if (!entry || !request?.armed) continue;
+      entry.sendPossible = undefined;
+      port.armedRequests--;
+      this.notify(request.notify, D.MACH_NOTIFY_SEND_POSSIBLE, name!);
+    }
+  }
+
   destroyPort(port: FakePort): void {
     if (port.dead) return;
+    // Send-possible requests, armed or not, get a dead-name notification (ipc_port_dnnotify).
+    for (const task of this.tasks) {
+      const name = task.nameOf.get(port);
+      const entry = name === undefined ? undefined : task.names.get(name);
+      if (!entry?.sendPossible) continue;
+      const { notify } = entry.sendPossible;
+      entry.sendPossible = undefined;
+      this.notify(notify, D.MACH_NOTIFY_DEAD_NAME, name!);
+    }
+    port.armedRequests = 0;
     port.dead = true;
     port.receiver = null;
     port.queue = []; // their rights go with them (the sweep sees it)
@@ -287,22 +359,7 @@ export class FakeMachKernel {
         } else if (port.noSenders && port.mscount >= port.noSenders.sync) {
           const notify = port.noSenders.notify;
           port.noSenders = undefined;
-          if (!notify.dead) {
-            const inline = new Uint8Array(12); // NDR record (8) + not_count (4)
-            notify.queue.push({
-              id: D.MACH_NOTIFY_NO_SENDERS,
-              size: 36,
-              complex: false,
-              dest: { port: notify, type: "send-once" },
-              reply: undefined,
-              ports: [],
-              descriptors: [],
-              descriptorCount: 0,
-              inline,
-              sender: undefined,
-            });
-            notify.wake();
-          }
+          this.notify(notify, D.MACH_NOTIFY_NO_SENDERS, 0); // NDR record + not_count
           changed = true;
         }
       }

@@ -31,6 +31,10 @@ export class FakePort {
   queue: KMsg[] = [];
   mscount = 0;
   seqno = 0;
+  /** The queue limit (`mach_port_set_attributes(MACH_PORT_LIMITS_INFO)`); a new port's is 5. */
+  qlimit = QUEUE_LIMIT;
+  /** Send-possible requests armed on this port (by a full `MACH_SEND_NOTIFY` send). */
+  armedRequests = 0;
   noSenders: { sync: number; notify: FakePort } | undefined;
   surface: FakeSurface | undefined;
   readonly waiters = new Set<() => void>();
@@ -98,6 +102,11 @@ export interface Entry {
   dead: number;
   /** True once this entry held the receive right (XNU's `MACH_PORT_TYPE_EX_RECEIVE`). */
   exReceive?: boolean;
+  /**
+   * A `MACH_NOTIFY_SEND_POSSIBLE` request on this send right: the port its
+   * send-once right goes to, and whether a full `MACH_SEND_NOTIFY` send armed it.
+   */
+  sendPossible?: { notify: FakePort; armed: boolean };
 }
 
 export class FakeSurface {

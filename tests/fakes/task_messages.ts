@@ -13,7 +13,6 @@ import {
   MACH_SEND_INVALID_TYPE,
   MIG_BAD_ID,
   OTHER_DESCRIPTOR_SIZE,
-  QUEUE_LIMIT,
   TRAILER_SIZES,
 } from "./model.ts";
 import { FakeTaskPorts } from "./task_ports.ts";
@@ -60,7 +59,7 @@ export class FakeTaskMessages extends FakeTaskPorts {
       if (!(option & D.MACH_SEND_TIMEOUT) || timeout !== 0) {
         throw new Error("fake: a mach_msg send on the JS thread must use MACH_SEND_TIMEOUT 0");
       }
-      const kr = this.#send(msg, sendSize);
+      const kr = this.#send(msg, sendSize, option);
       if (kr !== D.KERN_SUCCESS) return kr;
     }
     if (option & D.MACH_RCV_MSG) {
@@ -179,7 +178,7 @@ export class FakeTaskMessages extends FakeTaskPorts {
     }
   }
 
-  #send(msg: Uint8Array, sendSize: number): number {
+  #send(msg: Uint8Array, sendSize: number, option: number): number {
     const view = new DataView(msg.buffer, msg.byteOffset, msg.byteLength);
     if (sendSize < 24 || sendSize % 4 !== 0 || sendSize > msg.length) {
       return D.MACH_SEND_MSG_TOO_SMALL;
@@ -298,29 +297,24 @@ export class FakeTaskMessages extends FakeTaskPorts {
       // it does not know gets a `mig_reply_error_t` (MIG_BAD_ID) with id + 100, sent to the
       // reply right with the disposition it came with and the kernel's audit token. The request
       // and every right it carried are consumed.
-      if (reply && !reply.port.dead) {
-        const inline = new Uint8Array(12); // NDR record (8) + RetCode (4)
-        new DataView(inline.buffer).setInt32(8, MIG_BAD_ID, true);
-        reply.port.queue.push({
-          id: id + 100,
-          size: 36,
-          complex: false,
-          dest: reply,
-          reply: undefined,
-          ports: [],
-          descriptors: [],
-          descriptorCount: 0,
-          inline,
-          sender: undefined,
-        });
-        reply.port.wake();
-      }
+      if (reply) this.kernel.kernelMessage(reply, id + 100, MIG_BAD_ID); // NDR + RetCode
       this.kernel.sweep();
       return D.KERN_SUCCESS;
     }
     const forced = this.nextSendFailure;
     this.nextSendFailure = undefined;
-    if (forced !== undefined || port.queue.length >= QUEUE_LIMIT) {
+    const full = port.queue.length >= port.qlimit;
+    if (full && forced === undefined) {
+      this.kernel.chargeFullQueue();
+      // ipc_kmsg_copyin_header: MACH_SEND_NOTIFY arms the send-possible request registered on
+      // the destination's name, under the same lock as the check that the queue is full.
+      const request = this.names.get(remoteName)?.sendPossible;
+      if (option & D.MACH_SEND_NOTIFY && request && !request.armed) {
+        request.armed = true;
+        port.armedRequests++;
+      }
+    }
+    if (forced !== undefined || full) {
       if (descriptors.some((d) => d.rights)) {
         throw new Error("fake: a handed-back message with out-of-line ports is not modelled");
       }
@@ -414,10 +408,12 @@ export class FakeTaskMessages extends FakeTaskPorts {
         this.kernel.violation(`task ${this.pid}: a port-set receive destroyed a message`);
       }
       port.queue.shift(); // destroyed, with its rights
+      this.kernel.fireSendPossible(port);
       this.kernel.sweep();
       return D.MACH_RCV_TOO_LARGE;
     }
     port.queue.shift();
+    this.kernel.fireSendPossible(port);
     const view = new DataView(msg.buffer, msg.byteOffset, msg.byteLength);
     const typeOf = (r: CarriedRight) =>
       r.type === "send"

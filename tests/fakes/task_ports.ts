@@ -284,6 +284,33 @@ export class FakeTaskPorts {
     return D.KERN_SUCCESS;
   }
 
+  /** `mach_port_set_attributes`: only `MACH_PORT_LIMITS_INFO` (the queue limit, 0 to 1024). */
+  mach_port_set_attributes(
+    task: number,
+    name: number,
+    flavor: number,
+    info: Uint8Array,
+    count: number,
+  ): number {
+    if (!this.checkTask("mach_port_set_attributes", task)) return D.KERN_INVALID_TASK;
+    const e = this.names.get(name);
+    if (!e) return D.KERN_INVALID_NAME;
+    if (!e.receive) return D.KERN_INVALID_RIGHT;
+    if (flavor !== D.MACH_PORT_LIMITS_INFO) return D.KERN_INVALID_ARGUMENT;
+    if (count < D.MACH_PORT_LIMITS_INFO_COUNT) return D.KERN_FAILURE; // MIG_ARRAY_TOO_LARGE aside
+    const limit = new DataView(info.buffer, info.byteOffset).getInt32(0, true);
+    if (limit < 0 || limit > D.MACH_PORT_QLIMIT_MAX) return D.KERN_INVALID_VALUE;
+    e.port.qlimit = limit;
+    this.kernel.fireSendPossible(e.port); // a raised limit may make room
+    return D.KERN_SUCCESS;
+  }
+
+  /**
+   * `MACH_NOTIFY_NO_SENDERS` on a receive right, or `MACH_NOTIFY_SEND_POSSIBLE`
+   * on a send right (sync 0: registered, armed only by a full
+   * `MACH_SEND_NOTIFY` send; else fired at once if the queue has room). As in
+   * XNU, a request replaced hands its send-once right back in `previous`.
+   */
   mach_port_request_notification(
     task: number,
     name: number,
@@ -296,14 +323,30 @@ export class FakeTaskPorts {
     if (!this.checkTask("mach_port_request_notification", task)) return D.KERN_INVALID_TASK;
     const e = this.names.get(name);
     if (!e) return D.KERN_INVALID_NAME;
-    if (msgid !== D.MACH_NOTIFY_NO_SENDERS) return D.KERN_INVALID_VALUE;
-    if (!e.receive) return D.KERN_INVALID_RIGHT;
+    if (msgid !== D.MACH_NOTIFY_NO_SENDERS && msgid !== D.MACH_NOTIFY_SEND_POSSIBLE) {
+      return D.KERN_INVALID_VALUE;
+    }
+    if (msgid === D.MACH_NOTIFY_NO_SENDERS ? !e.receive : e.send === 0) return D.KERN_INVALID_RIGHT;
     const target = this.names.get(notify);
     if (!target || !target.receive || notifyPoly !== D.MACH_MSG_TYPE_MAKE_SEND_ONCE) {
       return 20 /* KERN_INVALID_CAPABILITY */;
     }
+    const out = new DataView(previous.buffer, previous.byteOffset);
+    const old = msgid === D.MACH_NOTIFY_NO_SENDERS
+      ? e.port.noSenders?.notify
+      : e.sendPossible?.notify;
+    if (e.sendPossible?.armed && msgid === D.MACH_NOTIFY_SEND_POSSIBLE) e.port.armedRequests--;
+    out.setUint32(0, old ? this.copyout({ port: old, type: "send-once" }) : 0, true);
+    if (msgid === D.MACH_NOTIFY_SEND_POSSIBLE) {
+      e.sendPossible = { notify: target.port, armed: false };
+      if (sync !== 0 && e.port.queue.length < e.port.qlimit) {
+        e.sendPossible.armed = true;
+        e.port.armedRequests++;
+        this.kernel.fireSendPossible(e.port);
+      }
+      return D.KERN_SUCCESS;
+    }
     e.port.noSenders = { sync, notify: target.port };
-    new DataView(previous.buffer, previous.byteOffset).setUint32(0, 0, true);
     this.kernel.sweep(); // fires at once if there are no senders and mscount >= sync
     return D.KERN_SUCCESS;
   }

@@ -1,0 +1,473 @@
+/**
+ * `surfaceport doctor` on macOS: which shim was loaded from where (and its
+ * hash), its ABI report against the tables, then every assumption the
+ * macOS backend was written on that only a Mac can confirm (docs/macos.md,
+ * "What only a Mac can tell"), each probed with raw Mach / IOSurface calls
+ * and marked confirmed or refuted, with the facts it was judged on. Some
+ * need a second process: doctor starts itself as a peer (`doctor --peer
+ * SERVICE`), which looks the doctor's bootstrap name up and does what it is
+ * told, one message at a time.
+ *
+ * Everything runs over a {@link DarwinNative} and a {@link PeerLauncher},
+ * so the whole report also runs on Linux over the test double
+ * (`tests/fakes/`), whose model of XNU, launchd and IOSurface is exactly
+ * what these checks hold against a real Mac.
+ *
+ * @module
+ */
+
+import { loadShim, type ShimOrigin, shimOrigin } from "../ffi/darwin.ts";
+import { runtime } from "../ffi/runtime.ts";
+import {
+  computeGeometry,
+  fourccOf,
+  PIXEL_FORMATS,
+  type PixelFormat,
+} from "../src/core/geometry.ts";
+import { compareAbiReport } from "../src/darwin/abi.ts";
+import { CHECK_IN_RETRY_MS, serviceName } from "../src/darwin/bootstrap.ts";
+import { type DarwinNative, readShimReport, realDarwinNative } from "../src/darwin/native.ts";
+import {
+  DARWIN,
+  decodeMachMsgHeader,
+  decodeMachMsgPortDescriptor,
+  MACH_MSG_BODY_SIZE,
+  MACH_MSG_HEADER_SIZE,
+  RECEIVE_OPTIONS,
+} from "../src/darwin/structs.ts";
+import { readLayout } from "../src/darwin/verify.ts";
+import { probeHandoff } from "./doctor_handoff.ts";
+import { type Check, errorText, probe, probeAsync } from "./doctor_report.ts";
+import { childPeer, peerChecks } from "./doctor_darwin_peer.ts";
+import {
+  allocate,
+  allocateWithSend,
+  build,
+  checkIn,
+  createSurface,
+  delay,
+  destroyReceive,
+  DOCTOR_MSG,
+  hex,
+  lookUp,
+  MACH_PORT_TYPE_DEAD_NAME,
+  type PeerLauncher,
+  portType,
+  RECEIVE_SIZE,
+  sendBuffer,
+  sendOrThrow,
+  type Sleep,
+} from "./doctor_mach.ts";
+
+// --- what needs no peer ----------------------------------------------------------------------
+
+/** The shim that was loaded and its ABI report against `EXPECTED_ABI`. */
+export function shimChecks(
+  origin: ShimOrigin | undefined,
+  report: Readonly<Record<string, unknown>>,
+): Check[] {
+  const shim: Check = origin
+    ? {
+      id: "macos.shim",
+      status: "ok",
+      detail: `${origin.source}: ${origin.path}, SHA-256 ${origin.sha256 ?? "not hashed"} (${
+        origin.shipped ? "the shipped one" : "not the shipped one"
+      })${origin.notes.length ? `; ${origin.notes.join("; ")}` : ""}`,
+      facts: { ...origin },
+    }
+    : { id: "macos.shim", status: "not-run", detail: "no shim loaded (a test double)" };
+  const differences = compareAbiReport(report);
+  return [shim, {
+    id: "macos.abi",
+    status: differences.length ? "failed" : "ok",
+    detail: differences.length
+      ? `the shim's report differs from the tables: ${differences.join("; ")}`
+      : `every size, offset and constant in the shim's report matches (${
+        Object.keys(report).length
+      } keys)`,
+    facts: { differences },
+  }];
+}
+
+/** `IOSurfaceAlignProperty` for every format, and the layout IOSurface makes of the aligned request. */
+export function alignChecks(native: DarwinNative): Check[] {
+  return PIXEL_FORMATS.map((format: PixelFormat) =>
+    probe(`macos.align.${format}`, () => {
+      const requested = computeGeometry(100, 50, format);
+      const planar = requested.planes.length > 1;
+      let end = 0;
+      const aligned = requested.planes.map((plane) => {
+        const bytesPerRow = native.IOSurfaceAlignProperty(
+          planar ? "kIOSurfacePlaneBytesPerRow" : "kIOSurfaceBytesPerRow",
+          plane.bytesPerRow,
+        );
+        const offset = planar ? native.IOSurfaceAlignProperty("kIOSurfacePlaneOffset", end) : 0;
+        end = offset + bytesPerRow * plane.height;
+        return { ...plane, bytesPerRow, offset };
+      });
+      const allocSize = native.IOSurfaceAlignProperty(
+        "kIOSurfaceAllocSize",
+        Math.max(end, requested.allocSize),
+      );
+      const surface = native.createIOSurface({
+        width: requested.width,
+        height: requested.height,
+        pixelFormat: fourccOf(format),
+        allocSize,
+        planes: aligned,
+      });
+      if (surface === null) throw new Error(`IOSurfaceCreate refused 100x50 ${format}`);
+      try {
+        const layout = readLayout(native, surface);
+        const asked = {
+          bytesPerRow: aligned.map((p) => p.bytesPerRow),
+          offsets: aligned.map((p) => p.offset),
+          allocSize,
+        };
+        const got = {
+          bytesPerRow: layout.planes.map((p) => p.bytesPerRow),
+          offsets: layout.planes.map((p) => p.offset),
+          allocSize: layout.allocSize,
+        };
+        const same = JSON.stringify(asked) === JSON.stringify(got);
+        return {
+          status: same ? "confirmed" : "refuted",
+          detail: `100x50 ${format}: rows ${
+            requested.planes.map((p, i) => `${p.bytesPerRow}->${asked.bytesPerRow[i]}`).join(",")
+          }, alloc ${requested.allocSize}->${allocSize}; IOSurface ${
+            same
+              ? "made exactly that layout"
+              : `made ${
+                JSON.stringify(got)
+              } (surfaceport reads it back, so this works; the test double assumes the aligned request)`
+          }`,
+          facts: { requested: requested.planes, asked, got },
+        };
+      } finally {
+        native.CFRelease(surface);
+      }
+    })
+  );
+}
+
+function sendRefs(native: DarwinNative, name: number): number {
+  const out = new Uint8Array(4);
+  const kr = native.mach_port_get_refs(native.taskSelf, name, DARWIN.MACH_PORT_RIGHT_SEND, out);
+  return kr === DARWIN.KERN_SUCCESS ? new DataView(out.buffer).getUint32(0, true) : -1;
+}
+
+/**
+ * How many messages a fresh port queues before a send with timeout 0 times
+ * out, and what the kernel hands back then ("pseudo-receive"): the
+ * destination with one extra user reference, and a descriptor's right back
+ * in this task.
+ */
+export function queueLimitChecks(native: DarwinNative): Check[] {
+  const port = allocateWithSend(native);
+  try {
+    const limit = probe("macos.qlimit", () => {
+      let queued = 0;
+      let kr: number = DARWIN.KERN_SUCCESS;
+      let returned: Uint8Array | undefined;
+      while (queued < 256) {
+        const buffer = build({
+          remote: port,
+          remoteDisposition: DARWIN.MACH_MSG_TYPE_COPY_SEND,
+          id: DOCTOR_MSG.PROBE,
+        });
+        kr = sendBuffer(native, buffer);
+        if (kr !== DARWIN.KERN_SUCCESS) {
+          returned = buffer;
+          break;
+        }
+        queued++;
+      }
+      const before = 1;
+      const after = sendRefs(native, port);
+      const dest = returned ? decodeMachMsgHeader(new DataView(returned.buffer)).remotePort : 0;
+      if (kr === DARWIN.MACH_SEND_TIMED_OUT && dest === port) {
+        native.mach_port_deallocate(native.taskSelf, port); // the handed-back reference
+      }
+      const ok = queued === 5 && kr === DARWIN.MACH_SEND_TIMED_OUT;
+      return {
+        status: ok ? "confirmed" : "refuted",
+        detail: `a new port queued ${queued} messages, then send returned ${hex(kr)}` +
+          (ok
+            ? " (MACH_PORT_QLIMIT_DEFAULT 5, MACH_SEND_TIMED_OUT)"
+            : " (5, then MACH_SEND_TIMED_OUT expected)"),
+        facts: { queued, kr, destinationRefsBefore: before, destinationRefsAfter: after, dest },
+      };
+    });
+    const pseudo = probe("macos.send-timeout.pseudo-receive", () => {
+      if (limit.status !== "confirmed") {
+        return { status: "not-run", detail: "needs a full queue (macos.qlimit)" };
+      }
+      const moved = allocateWithSend(native);
+      try {
+        const buffer = build({
+          remote: port,
+          remoteDisposition: DARWIN.MACH_MSG_TYPE_COPY_SEND,
+          id: DOCTOR_MSG.PROBE,
+          port: { name: moved, disposition: DARWIN.MACH_MSG_TYPE_MOVE_SEND },
+        });
+        const kr = sendBuffer(native, buffer);
+        const view = new DataView(buffer.buffer);
+        const header = decodeMachMsgHeader(view);
+        const destRefs = sendRefs(native, port);
+        const descriptor = decodeMachMsgPortDescriptor(
+          view,
+          MACH_MSG_HEADER_SIZE + MACH_MSG_BODY_SIZE,
+        );
+        const movedType = portType(native, descriptor.name);
+        const movedRefs = sendRefs(native, moved);
+        if (kr === DARWIN.MACH_SEND_TIMED_OUT && header.remotePort === port) {
+          native.mach_port_deallocate(native.taskSelf, port);
+        }
+        const ok = kr === DARWIN.MACH_SEND_TIMED_OUT && header.remotePort === port &&
+          destRefs === 2 && descriptor.name === moved &&
+          (movedType & DARWIN.MACH_PORT_TYPE_SEND) !== 0 && movedRefs === 1;
+        return {
+          status: ok ? "confirmed" : "refuted",
+          detail:
+            `a complex send to the full queue returned ${hex(kr)}; the destination came back ` +
+            `as ${
+              hex(header.remotePort)
+            } with ${destRefs} send references (2 expected), the moved ` +
+            `right as ${hex(descriptor.name)} (type ${hex(movedType)}, ${movedRefs} reference; ` +
+            `${hex(moved)} with 1 expected)`,
+          facts: { kr, dest: header.remotePort, destRefs, descriptor, movedType, movedRefs },
+        };
+      } finally {
+        if (sendRefs(native, moved) > 0) native.mach_port_deallocate(native.taskSelf, moved);
+        destroyReceive(native, moved);
+      }
+    });
+    return [limit, pseudo];
+  } finally {
+    native.mach_port_deallocate(native.taskSelf, port);
+    destroyReceive(native, port); // destroys the queued messages
+  }
+}
+
+/**
+ * The shared wait's peek: a receive on a port set with a 24-byte buffer and
+ * `MACH_RCV_LARGE | MACH_RCV_LARGE_IDENTITY` leaves the message queued and
+ * names the member; a receive on the member then gets it.
+ */
+export function portSetPeekCheck(native: DarwinNative): Promise<Check> {
+  return probeAsync("macos.portset.peek", async () => {
+    const set = allocate(native, DARWIN.MACH_PORT_RIGHT_PORT_SET);
+    const member = allocateWithSend(native);
+    try {
+      let kr = native.mach_port_insert_member(native.taskSelf, member, set);
+      if (kr !== DARWIN.KERN_SUCCESS) {
+        throw new Error(`mach_port_insert_member returned ${hex(kr)}`);
+      }
+      sendOrThrow(native, {
+        remote: member,
+        remoteDisposition: DARWIN.MACH_MSG_TYPE_COPY_SEND,
+        id: DOCTOR_MSG.PROBE,
+        words: [0x5eed],
+      });
+      const small = new Uint8Array(24);
+      kr = await native.mach_msg_wait(
+        small,
+        DARWIN.MACH_RCV_MSG | DARWIN.MACH_RCV_LARGE | DARWIN.MACH_RCV_LARGE_IDENTITY |
+          DARWIN.MACH_RCV_TIMEOUT,
+        0,
+        24,
+        set,
+        1000,
+        0,
+      );
+      const named = decodeMachMsgHeader(new DataView(small.buffer), 0).localPort;
+      const buffer = new Uint8Array(RECEIVE_SIZE);
+      const direct = native.mach_msg(
+        buffer,
+        RECEIVE_OPTIONS | DARWIN.MACH_RCV_TIMEOUT,
+        0,
+        RECEIVE_SIZE,
+        member,
+        0,
+        0,
+      );
+      const id = decodeMachMsgHeader(new DataView(buffer.buffer), 0).id;
+      const ok = kr === DARWIN.MACH_RCV_TOO_LARGE && named === member &&
+        direct === DARWIN.KERN_SUCCESS && id === DOCTOR_MSG.PROBE;
+      return {
+        status: ok ? "confirmed" : "refuted",
+        detail: `peek returned ${hex(kr)} naming ${hex(named)} (member ${hex(member)}); ` +
+          `the member's own receive then returned ${hex(direct)} with id ${hex(id)}`,
+        facts: { peek: kr, named, member, direct, id },
+      };
+    } finally {
+      native.mach_port_mod_refs(native.taskSelf, set, DARWIN.MACH_PORT_RIGHT_PORT_SET, -1);
+      native.mach_port_deallocate(native.taskSelf, member);
+      destroyReceive(native, member);
+    }
+  });
+}
+
+/** Destroying a port set ends a receive pending on it with `MACH_RCV_PORT_CHANGED`. */
+export function portSetDestroyCheck(native: DarwinNative, sleep: Sleep = delay): Promise<Check> {
+  return probeAsync("macos.portset.destroy", async () => {
+    const set = allocate(native, DARWIN.MACH_PORT_RIGHT_PORT_SET);
+    const member = allocate(native);
+    let setAlive = true;
+    try {
+      native.mach_port_insert_member(native.taskSelf, member, set);
+      const small = new Uint8Array(24);
+      const pending = native.mach_msg_wait(
+        small,
+        DARWIN.MACH_RCV_MSG | DARWIN.MACH_RCV_LARGE | DARWIN.MACH_RCV_LARGE_IDENTITY |
+          DARWIN.MACH_RCV_TIMEOUT,
+        0,
+        24,
+        set,
+        3000,
+        0,
+      );
+      await sleep(50);
+      const destroyedAt = performance.now();
+      native.mach_port_mod_refs(native.taskSelf, set, DARWIN.MACH_PORT_RIGHT_PORT_SET, -1);
+      setAlive = false;
+      const kr = await pending;
+      const ms = Math.round(performance.now() - destroyedAt);
+      const ok = kr === DARWIN.MACH_RCV_PORT_CHANGED && ms < 1000;
+      return {
+        status: ok ? "confirmed" : "refuted",
+        detail: `the pending receive returned ${hex(kr)} ${ms} ms after the set was destroyed` +
+          (ok ? " (MACH_RCV_PORT_CHANGED)" : " (MACH_RCV_PORT_CHANGED at once expected)"),
+        facts: { kr, ms },
+      };
+    } finally {
+      if (setAlive) {
+        native.mach_port_mod_refs(native.taskSelf, set, DARWIN.MACH_PORT_RIGHT_PORT_SET, -1);
+      }
+      destroyReceive(native, member);
+    }
+  });
+}
+
+/**
+ * launchd's answers while a checked-in name is being removed: look-up and
+ * check-in right after the receive right died, and how long until the
+ * name can be checked in again (`listen` retries for `CHECK_IN_RETRY_MS`).
+ */
+export function bootstrapRemovalCheck(
+  native: DarwinNative,
+  sleep: Sleep = delay,
+): Promise<Check> {
+  return probeAsync("macos.bootstrap.removal", async () => {
+    const service = serviceName(`doctor-${Date.now().toString(36)}-gone`);
+    const first = checkIn(native, service);
+    if (first.kr !== DARWIN.BOOTSTRAP_SUCCESS) {
+      throw new Error(`bootstrap_check_in(${service}) returned ${first.kr}`);
+    }
+    destroyReceive(native, first.port);
+    const diedAt = performance.now();
+    const look = lookUp(native, service);
+    let lookedUpType = 0;
+    if (look.kr === DARWIN.KERN_SUCCESS && look.port === DARWIN.MACH_PORT_DEAD) {
+      lookedUpType = MACH_PORT_TYPE_DEAD_NAME; // a dead port copied out: no name to release
+    } else if (look.kr === DARWIN.KERN_SUCCESS && look.port !== DARWIN.MACH_PORT_NULL) {
+      lookedUpType = portType(native, look.port);
+      native.mach_port_deallocate(native.taskSelf, look.port);
+    }
+    const again = checkIn(native, service);
+    let freedAfterMs = 0;
+    let last = again;
+    while (last.kr !== DARWIN.BOOTSTRAP_SUCCESS && performance.now() - diedAt < 3000) {
+      await sleep(5);
+      last = checkIn(native, service);
+    }
+    freedAfterMs = Math.round(performance.now() - diedAt);
+    if (last.kr === DARWIN.BOOTSTRAP_SUCCESS) destroyReceive(native, last.port);
+    const lookupSaysGone = look.kr === DARWIN.BOOTSTRAP_UNKNOWN_SERVICE ||
+      (look.kr === DARWIN.KERN_SUCCESS && (lookedUpType & MACH_PORT_TYPE_DEAD_NAME) !== 0);
+    const checkInExpected = again.kr === DARWIN.BOOTSTRAP_SUCCESS ||
+      again.kr === DARWIN.BOOTSTRAP_SERVICE_ACTIVE;
+    const ok = lookupSaysGone && checkInExpected && last.kr === DARWIN.BOOTSTRAP_SUCCESS &&
+      freedAfterMs <= CHECK_IN_RETRY_MS;
+    return {
+      status: ok ? "confirmed" : "refuted",
+      detail:
+        `right after the listener's port died: look-up ${look.kr}${
+          look.kr === 0 ? ` (port type ${hex(lookedUpType)})` : ""
+        }, check-in ${again.kr}; checked in again after ${freedAfterMs} ms` +
+        ` (listen retries ${CHECK_IN_RETRY_MS} ms; expected: unknown service or a dead name, ` +
+        "then success or SERVICE_ACTIVE 1103)",
+      facts: {
+        lookUp: look.kr,
+        lookedUpType,
+        checkInAgain: again.kr,
+        finalCheckIn: last.kr,
+        freedAfterMs,
+      },
+    };
+  });
+}
+
+/** Whether `CVPixelBufferCreateWithIOSurface` holds a use of the surface while it lives. */
+export function pixelBufferUseCheck(native: DarwinNative): Check {
+  return probe("macos.cvpixelbuffer.use", () => {
+    const surface = createSurface(native, 1);
+    try {
+      const before = native.IOSurfaceIsInUse(surface);
+      const out = new Uint8Array(8);
+      const kr = native.CVPixelBufferCreateWithIOSurface(surface, out);
+      if (kr !== DARWIN.kCVReturnSuccess) {
+        throw new Error(`CVPixelBufferCreateWithIOSurface: ${kr}`);
+      }
+      const pixelBuffer = runtime.pointerFrom(new DataView(out.buffer).getBigUint64(0, true));
+      const during = native.IOSurfaceIsInUse(surface);
+      if (pixelBuffer !== null) native.CFRelease(pixelBuffer);
+      const after = native.IOSurfaceIsInUse(surface);
+      const ok = !before && during && !after;
+      return {
+        status: ok ? "confirmed" : "refuted",
+        detail:
+          `in use before ${before}, with a CVPixelBuffer ${during}, after its release ${after} ` +
+          "(the test double assumes a pixel buffer holds one use; surfaceport's PixelBuffer adds " +
+          "its own IOSurfaceIncrementUseCount, so pools are safe either way)",
+        facts: { before, during, after },
+      };
+    } finally {
+      native.CFRelease(surface);
+    }
+  });
+}
+
+/** Every check that runs over `native` (everything but the shim's own). */
+export async function darwinChecks(
+  native: DarwinNative,
+  launch: PeerLauncher,
+  sleep: Sleep = delay,
+): Promise<Check[]> {
+  return [
+    ...alignChecks(native),
+    ...queueLimitChecks(native),
+    await portSetPeekCheck(native),
+    await portSetDestroyCheck(native, sleep),
+    await bootstrapRemovalCheck(native, sleep),
+    pixelBufferUseCheck(native),
+    ...await peerChecks(native, launch, sleep),
+  ];
+}
+
+/** The whole macOS report on this Mac: the shim first; nothing else runs if it cannot load. */
+export async function darwinChecksOnThisMac(): Promise<Check[]> {
+  let report: Record<string, unknown>;
+  try {
+    report = readShimReport(loadShim());
+  } catch (error) {
+    return [{ id: "macos.shim", status: "failed", detail: errorText(error) }];
+  }
+  const checks = shimChecks(shimOrigin(), report);
+  if (checks.some((c) => c.status === "failed")) return checks;
+  return [
+    ...checks,
+    await probeHandoff("macos.handoff"),
+    ...await darwinChecks(realDarwinNative(), childPeer),
+  ];
+}
