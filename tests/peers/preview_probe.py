@@ -36,7 +36,7 @@ def probe(port, path, headers):
     body = b""
     if status != 101:
         try:
-            while len(body) < 400:
+            while len(body) < 1 << 20:
                 chunk = sock.recv(4096)
                 if not chunk:
                     break
@@ -44,7 +44,7 @@ def probe(port, path, headers):
         except socket.timeout:
             pass
     sock.close()
-    return {"status": status, "body": body.decode(errors="replace")[:400]}
+    return {"status": status, "body": body.decode(errors="replace")}
 
 
 def masked_text(text):
