@@ -8,11 +8,12 @@
  */
 
 import assert from "node:assert/strict";
-import { darwinChecks, shimChecks } from "../cli/doctor_darwin.ts";
+import { darwinChecks, portSetPeekCheck, shimChecks } from "../cli/doctor_darwin.ts";
 import { runDoctorPeer } from "../cli/doctor_darwin_peer.ts";
 import type { PeerLauncher } from "../cli/doctor_mach.ts";
 import { type Check, formatReport } from "../cli/doctor_report.ts";
 import { ABI_REPORT_VERSION, EXPECTED_ABI } from "../src/darwin/abi.ts";
+import { DARWIN } from "../src/darwin/structs.ts";
 import { FakeMachKernel, type FakeTask } from "./fakes/fake_darwin.ts";
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -99,6 +100,13 @@ Deno.test("doctor/macOS over the test double: a double that behaves otherwise is
   const align = await darwinChecks(unaligned.doctor, unaligned.launch, sleep);
   assert.equal(status(align)["macos.align.BGRA"], "refuted");
   unaligned.kernel.assertNoLeaks();
+
+  // A port-set peek that finds nothing: refuted (the member's message is still received).
+  const deaf = setup();
+  deaf.doctor.mach_msg_wait = () => Promise.resolve(DARWIN.MACH_RCV_TIMED_OUT);
+  const peek = await portSetPeekCheck(deaf.doctor);
+  assert.equal(peek.status, "refuted", peek.detail);
+  deaf.kernel.assertNoLeaks();
 
   // A use count that never shows: every use-count assumption is refuted.
   const blind = setup();
