@@ -146,5 +146,28 @@ export type { GstVideoCaps } from "./src/gst/caps.ts";
  * surface gets.
  */
 export { adoptMemfd, ForeignMemfdAdopter } from "./src/gst/adopt.ts";
+/**
+ * Linux only: frames to another machine as RTP over UDP (raw, VP8 or H.264)
+ * through `gst-launch-1.0` pipelines and the bridges above. The caller
+ * supplies a {@link GstLauncher} (the command line's spawns
+ * `gst-launch-1.0`). See docs/network.md.
+ */
+export {
+  FrameGapCounter,
+  GstNetworkReceiver,
+  GstNetworkSender,
+  NETWORK_MODES,
+  receiverPipeline,
+  senderPipeline,
+} from "./src/gst/network.ts";
+export type {
+  NetworkFrameMeta,
+  NetworkMode,
+  NetworkReceiverOptions,
+  NetworkReceiverStats,
+  NetworkSenderOptions,
+  NetworkSenderStats,
+} from "./src/gst/network.ts";
+export type { GstLauncher, GstProcess } from "./src/gst/launcher.ts";
 export type { Pointer } from "./ffi/runtime.ts";
 export type { Inspect, InspectOptions } from "./src/core/inspect.ts";

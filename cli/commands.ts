@@ -35,6 +35,14 @@ export const COMMANDS: Readonly<Record<string, Command | LazyCommand>> = {
     "serve NAME's frames to GStreamer unixfdsrc clients on SOCKET",
     () => import("./gst.ts").then((m) => m.toGst),
   ),
+  send: lazy(
+    "send NAME's frames to HOST:PORT over RTP/UDP (GStreamer)",
+    () => import("./network.ts").then((m) => m.send),
+  ),
+  receive: lazy(
+    "receive a stream sent with `send` on HOST:PORT and publish it as NAME",
+    () => import("./network.ts").then((m) => m.receive),
+  ),
   doctor: lazy(
     "check this machine and print a report to paste into an issue",
     () => import("./doctor.ts").then((m) => m.doctor),

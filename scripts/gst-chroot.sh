@@ -6,6 +6,14 @@
 #   scripts/gst-chroot.sh --path   print where the chroot is (or would be)
 #   scripts/gst-chroot.sh --force  build even if a build failed within the last hour
 #
+# Then, into a chroot built now or earlier, it installs the extras for the
+# PipeWire and network bridges (PipeWire, WirePlumber, the GStreamer PipeWire
+# plugin, plugins good/bad/ugly for RTP, VP8, x264, openh264 and SRT, and nft
+# for the packet-loss tests), idempotently under their own stamp. Failing to
+# install them is not fatal: it warns, remembers why in $ROOT.extras-failed
+# (retried after an hour, or at once with --force), and the tests that need
+# them skip saying so.
+#
 # The cache lives outside the repository so every clone and worktree shares it:
 # $SURFACEPORT_GST_CHROOT, else /var/cache/surfaceport-gst/trixie. A finished
 # build is marked by a stamp file; a half-built directory is removed and rebuilt.
@@ -32,7 +40,58 @@ fail() {
   exit 1
 }
 
+EXTRAS_STAMP="$ROOT/.surfaceport-gst-extras"
+# Bump when the extras below change.
+EXTRAS_VERSION="1"
+EXTRAS_FAILED="$ROOT.extras-failed"
+EXTRAS_PACKAGES="pipewire pipewire-bin wireplumber gstreamer1.0-pipewire gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly nftables"
+EXTRAS_ELEMENTS="pipewiresrc pipewiresink compositor rtpvrawpay rtpvrawdepay rtpjitterbuffer udpsrc udpsink vp8enc vp8dec rtpvp8pay rtpvp8depay x264enc openh264dec rtph264pay rtph264depay h264parse"
+
+in_root() { timeout 600 chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive HOME=/root "$@"; }
+
+extras_fail() {
+  echo "gst-chroot: extras not installed: $* (the PipeWire and network tests will skip)" >&2
+  echo "$*" >"$EXTRAS_FAILED" 2>/dev/null || true
+}
+
+# Installs the extras into the finished chroot once; never fails the script.
+ensure_extras() {
+  [ -f "$EXTRAS_STAMP" ] && [ "$(cat "$EXTRAS_STAMP")" = "$EXTRAS_VERSION" ] && return 0
+  if [ "${1:-}" != "--force" ] && [ -f "$EXTRAS_FAILED" ] && [ -n "$(find "$EXTRAS_FAILED" -mmin -60 2>/dev/null)" ]; then
+    echo "gst-chroot: installing the extras failed less than an hour ago ($(cat "$EXTRAS_FAILED")); --force to retry" >&2
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "gst-chroot: extras not installed: needs root (the PipeWire and network tests will skip)" >&2
+    return 0
+  fi
+  exec 8>"$(dirname "$ROOT")/.extras-lock"
+  flock 8
+  [ -f "$EXTRAS_STAMP" ] && [ "$(cat "$EXTRAS_STAMP")" = "$EXTRAS_VERSION" ] && return 0
+  echo "gst-chroot: installing $EXTRAS_PACKAGES" >&2
+  if ! in_root apt-get update -q >&2; then
+    extras_fail "apt-get update inside the chroot failed"
+    return 0
+  fi
+  # shellcheck disable=SC2086 # a list of package names
+  if ! in_root apt-get install -y -q --no-install-recommends $EXTRAS_PACKAGES >&2; then
+    extras_fail "apt-get install $EXTRAS_PACKAGES failed"
+    return 0
+  fi
+  in_root apt-get clean >&2 || true
+  for element in $EXTRAS_ELEMENTS; do
+    if ! in_root gst-inspect-1.0 --exists "$element"; then
+      extras_fail "gst-inspect-1.0 cannot load $element"
+      return 0
+    fi
+  done
+  echo "$EXTRAS_VERSION" >"$EXTRAS_STAMP"
+  rm -f "$EXTRAS_FAILED"
+  echo "gst-chroot: extras ready" >&2
+}
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$VERSION" ]; then
+  ensure_extras "${1:-}"
   echo "$ROOT"
   exit 0
 fi
@@ -49,6 +108,8 @@ exec 9>"$(dirname "$ROOT")/.lock"
 flock 9
 # Another run may have finished while we waited.
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$VERSION" ]; then
+  flock -u 9
+  ensure_extras "${1:-}"
   echo "$ROOT"
   exit 0
 fi
@@ -91,8 +152,6 @@ echo "gst-chroot: debootstrap trixie from $mirror into $ROOT" >&2
 timeout 900 debootstrap --variant=minbase trixie "$ROOT" "$mirror" >&2 ||
   fail "debootstrap trixie from $mirror failed (no network to the mirror?)"
 
-in_root() { timeout 600 chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive HOME=/root "$@"; }
-
 in_root apt-get update -q >&2 || fail "apt-get update inside the chroot failed"
 in_root apt-get install -y -q --no-install-recommends gstreamer1.0-tools gstreamer1.0-plugins-base >&2 ||
   fail "installing gstreamer1.0-tools gstreamer1.0-plugins-base in the chroot failed"
@@ -130,4 +189,6 @@ in_root gst-inspect-1.0 pngenc >/dev/null 2>&1 || fail "gst-inspect-1.0 cannot l
 echo "$VERSION" >"$STAMP"
 rm -f "$FAILED"
 echo "gst-chroot: ready: $(in_root gst-launch-1.0 --version | head -n1)" >&2
+flock -u 9
+ensure_extras "${1:-}"
 echo "$ROOT"

@@ -85,3 +85,30 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
     clearTimeout(timer);
   }
 }
+
+/**
+ * Why tests needing these GStreamer `elements` (and, optionally, chroot
+ * `programs`) cannot run here, or undefined when all are in the chroot.
+ * `scripts/gst-chroot.sh` installs them as its "extras".
+ */
+export async function missingInChroot(
+  elements: string[],
+  programs: string[] = [],
+): Promise<string | undefined> {
+  if (!GST.root) return GST.reason;
+  for (const program of programs) {
+    const found = await Deno.stat(`${GST.root}${program}`).then(() => true, () => false);
+    if (!found) return `${program} is not in the chroot (scripts/gst-chroot.sh extras failed?)`;
+  }
+  for (const element of elements) {
+    const out = await new Deno.Command("chroot", {
+      args: [GST.root, "gst-inspect-1.0", "--exists", element],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (!out.success) {
+      return `GStreamer element ${element} is not in the chroot (scripts/gst-chroot.sh extras failed?)`;
+    }
+  }
+  return undefined;
+}

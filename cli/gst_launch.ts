@@ -1,0 +1,92 @@
+/**
+ * The command line's {@link GstLauncher}: runs `gst-launch-1.0` as a child
+ * process. `SURFACEPORT_GST_LAUNCH` replaces the command (split on spaces),
+ * e.g. `chroot /var/cache/surfaceport-gst/trixie gst-launch-1.0` for the
+ * Debian trixie chroot that `scripts/gst-chroot.sh` builds; extra
+ * environment for it (e.g. `XDG_RUNTIME_DIR` of a PipeWire daemon) is taken
+ * from the variables listed in `SURFACEPORT_GST_ENV` (comma-separated).
+ *
+ * @module
+ */
+
+import type { GstLauncher, GstProcess } from "../src/gst/launcher.ts";
+
+/** The command (and leading arguments) that runs `gst-launch-1.0`. */
+export function gstLaunchCommand(): string[] {
+  const custom = Deno.env.get("SURFACEPORT_GST_LAUNCH")?.trim();
+  return custom ? custom.split(/\s+/) : ["gst-launch-1.0"];
+}
+
+function gstEnv(): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+    HOME: Deno.env.get("HOME") ?? "/root",
+  };
+  for (const name of (Deno.env.get("SURFACEPORT_GST_ENV") ?? "").split(",")) {
+    const value = name ? Deno.env.get(name.trim()) : undefined;
+    if (value !== undefined) env[name.trim()] = value;
+  }
+  for (const name of ["XDG_RUNTIME_DIR", "PIPEWIRE_REMOTE", "GST_DEBUG"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+/** Starts `gst-launch-1.0 -q ARGS`, keeping the last 4 KiB of its stderr for messages. */
+export const denoGstLauncher: GstLauncher = (args: readonly string[]): GstProcess => {
+  const [command, ...prefix] = gstLaunchCommand();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args: [...prefix, "-q", ...args],
+      env: gstEnv(),
+      clearEnv: true,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+  } catch (error) {
+    // Not installed, or no --allow-run: a process that failed at once, saying why.
+    const text = `ERROR: cannot run ${command}: ${(error as Error).message}`;
+    return { exited: Promise.resolve(-1), errorText: () => text, stop: () => Promise.resolve() };
+  }
+  let errorText = "";
+  const decoder = new TextDecoder();
+  const pump = (async () => {
+    try {
+      for await (const chunk of child.stderr) {
+        errorText = (errorText + decoder.decode(chunk, { stream: true })).slice(-4096);
+      }
+    } catch {
+      // The pipe closed under us: the process is gone.
+    }
+  })();
+  const exited = child.status.then((status) => status.code, () => -1);
+  let stopping: Promise<void> | undefined;
+  const process: GstProcess = {
+    exited,
+    errorText: () => errorText,
+    stop() {
+      stopping ??= (async () => {
+        try {
+          child.kill("SIGTERM");
+        } catch {
+          // Already exited.
+        }
+        const timer = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // Already exited.
+          }
+        }, 2000);
+        await exited;
+        clearTimeout(timer);
+        await pump;
+      })();
+      return stopping;
+    },
+  };
+  return process;
+};

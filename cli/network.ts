@@ -1,0 +1,196 @@
+/**
+ * `surfaceport send NAME HOST:PORT` and `surfaceport receive HOST:PORT NAME`:
+ * a stream to another machine over RTP/UDP through GStreamer
+ * (docs/network.md), with a counter line every interval. Linux only.
+ *
+ * @module
+ */
+
+import { publish, subscribe } from "../mod.ts";
+import { canonicalFormat } from "../src/core/geometry.ts";
+import {
+  GstNetworkReceiver,
+  GstNetworkSender,
+  NETWORK_MODES,
+  type NetworkMode,
+  rawSamplingOf,
+} from "../src/gst/network.ts";
+import {
+  type Command,
+  type CommandIO,
+  integerOption,
+  parseCommandArgs,
+  UsageError,
+} from "./command.ts";
+import { denoGstLauncher } from "./gst_launch.ts";
+
+/** Splits `HOST:PORT` (an IPv4 address or a name; the port 1–65535). */
+export function parseEndpoint(text: string): { host: string; port: number } {
+  const match = /^([A-Za-z0-9._-]+):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[2]) : 0;
+  if (!match || port < 1 || port > 65535) {
+    throw new UsageError(`expected HOST:PORT (e.g. 192.168.1.20:5004), got ${text}`);
+  }
+  return { host: match[1], port };
+}
+
+function parseMode(value: unknown): NetworkMode {
+  const mode = (value ?? "raw") as NetworkMode;
+  if (!NETWORK_MODES.includes(mode)) {
+    throw new UsageError(`--mode must be one of ${NETWORK_MODES.join(", ")}`);
+  }
+  return mode;
+}
+
+function ticker(io: CommandIO, interval: number, line: () => string): () => Promise<void> {
+  const timer = setInterval(() => io.out(`${line()}\n`).catch(() => {}), interval);
+  return async () => {
+    clearInterval(timer);
+    await io.out(`${line()}\n`);
+  };
+}
+
+/** `send NAME HOST:PORT`. */
+export const send: Command = {
+  summary: "send NAME's frames to HOST:PORT over RTP/UDP (GStreamer)",
+  usage: [
+    "usage: surfaceport send NAME HOST:PORT [--mode raw|vp8|h264] [--bitrate KBITS] [--timeout MS] [--interval MS]",
+    "",
+    "Subscribes to NAME (newest frame first) and sends it to HOST:PORT through a",
+    "gst-launch-1.0 pipeline: raw RTP (every pixel, ~1.5 Gbit/s for 1080p30 BGRA: a LAN)",
+    "or VP8 / H.264 (--bitrate, default 4000 kbit/s). Prints the matching receive command.",
+    "SURFACEPORT_GST_LAUNCH replaces the gst-launch-1.0 command (e.g. a chroot).",
+  ].join("\n"),
+  async run(args, io) {
+    const { values, positionals } = parseCommandArgs(args, {
+      mode: "string",
+      bitrate: "string",
+      timeout: "string",
+      interval: "string",
+    });
+    if (positionals.length !== 2) throw new UsageError("send needs NAME and HOST:PORT");
+    const [name, endpoint] = positionals;
+    const { host, port } = parseEndpoint(endpoint);
+    const mode = parseMode(values.mode);
+    const bitrate = integerOption(values, "bitrate", 4000, 1_000_000);
+    const timeout = integerOption(values, "timeout", 5000);
+    const interval = Math.max(50, integerOption(values, "interval", 1000));
+    using subscription = await subscribe(name, { timeout, signal: io.signal });
+    const sender = GstNetworkSender.start(denoGstLauncher, host, port, { mode, bitrate });
+    const onAbort = () => subscription.close();
+    io.signal.addEventListener("abort", onAbort, { once: true });
+    let announced = false;
+    const frames = (async function* () {
+      for await (const frame of subscription) {
+        if (!announced) {
+          announced = true;
+          const { format, width, height } = frame.surface;
+          const shape = mode === "raw"
+            ? ` --format ${format} --size ${width}x${height}` +
+              ` (travels as ${rawSamplingOf(format).sampling})`
+            : "";
+          await io.out(
+            `sending ${name} (${format} ${width}x${height}) to ${host}:${port} ` +
+              `as ${mode}; receive with: receive 0.0.0.0:${port} NAME --mode ${mode}${shape}\n`,
+          );
+        }
+        yield frame;
+      }
+    })();
+    const stop = ticker(io, interval, () => {
+      const s = sender.stats;
+      return `send ${name} → ${host}:${port} (${mode}): received ${s.received}  sent ${
+        s.zeroCopy + s.copies
+      }  dropped ${s.dropped}  held ${s.outstanding}  pipeline restarts ${s.restarts}` +
+        (sender.lastError ? `  last error: ${sender.lastError}` : "");
+    });
+    try {
+      await sender.run(frames);
+    } finally {
+      io.signal.removeEventListener("abort", onAbort);
+      await sender.close();
+      await stop();
+    }
+    await io.out(io.signal.aborted ? "interrupted\n" : "end of stream\n");
+    return 0;
+  },
+};
+
+/** `receive HOST:PORT NAME`. */
+export const receive: Command = {
+  summary: "receive a stream sent with `send` on HOST:PORT and publish it as NAME",
+  usage: [
+    "usage: surfaceport receive HOST:PORT NAME [--mode raw|vp8|h264] [--format F] [--size WxH]",
+    "                           [--latency MS] [--interval MS]",
+    "",
+    "Listens for RTP on HOST:PORT (0.0.0.0 for every interface) through a gst-launch-1.0",
+    "pipeline and publishes the frames as NAME. Raw RTP carries no caps: give the",
+    "sender's --format and --size (send prints them). Compressed modes republish",
+    "--format (default y420). Prints frames lost (gaps in the RTP timing) every interval.",
+    "  --latency MS   how long the jitter buffer waits for a late packet (default 40)",
+  ].join("\n"),
+  async run(args, io) {
+    const { values, positionals } = parseCommandArgs(args, {
+      mode: "string",
+      format: "string",
+      size: "string",
+      latency: "string",
+      interval: "string",
+    });
+    if (positionals.length !== 2) throw new UsageError("receive needs HOST:PORT and NAME");
+    const [endpoint, name] = positionals;
+    const { host, port } = parseEndpoint(endpoint);
+    const mode = parseMode(values.mode);
+    const format = values.format === undefined ? undefined : canonicalFormat(values.format);
+    if (values.format !== undefined && !format) {
+      throw new UsageError(`unknown --format ${values.format}`);
+    }
+    let width: number | undefined;
+    let height: number | undefined;
+    if (values.size !== undefined) {
+      const match = /^(\d+)x(\d+)$/.exec(String(values.size));
+      if (!match) throw new UsageError("--size must be WIDTHxHEIGHT");
+      width = Number(match[1]);
+      height = Number(match[2]);
+    }
+    if (mode === "raw" && (!format || !width || !height)) {
+      throw new UsageError("raw mode needs the sender's --format and --size (send prints them)");
+    }
+    const latency = integerOption(values, "latency", 40, 10_000);
+    const interval = Math.max(50, integerOption(values, "interval", 1000));
+    let receiver: GstNetworkReceiver;
+    try {
+      receiver = GstNetworkReceiver.start(denoGstLauncher, host, port, {
+        mode,
+        format,
+        width,
+        height,
+        latency,
+      });
+    } catch (error) {
+      if (error instanceof RangeError) throw new UsageError(error.message);
+      throw error;
+    }
+    using publisher = publish(name);
+    const onAbort = () => void receiver.close();
+    io.signal.addEventListener("abort", onAbort, { once: true });
+    await io.out(`receiving ${mode} on ${host}:${port} as ${name}\n`);
+    const stop = ticker(io, interval, () => {
+      const s = receiver.stats;
+      return `receive ${host}:${port} → ${name}: ${
+        receiver.caps || "no caps yet"
+      }  received ${s.received}  ` +
+        `lost ${s.lost}  dropped ${s.dropped}  held ${s.outstanding}  pipeline restarts ${s.restarts}` +
+        (receiver.lastError ? `  last error: ${receiver.lastError}` : "");
+    });
+    try {
+      await receiver.run(publisher);
+    } finally {
+      io.signal.removeEventListener("abort", onAbort);
+      await receiver.close();
+      await stop();
+    }
+    await io.out("interrupted\n");
+    return 0;
+  },
+};
