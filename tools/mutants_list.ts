@@ -307,7 +307,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "socket-path-replaces-any-file",
-    file: "src/linux/listener.ts",
+    file: "src/linux/bind.ts",
     find: "    if ((entry.mode & LINUX.S_IFMT) !== LINUX.S_IFSOCK || entry.uid !== me) {",
     replace: "    if (false) {",
     tests: ["tests/socket_path_test.ts"],
