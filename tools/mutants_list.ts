@@ -517,6 +517,36 @@ export const MUTANTS: Mutant[] = [
     why: "issue 23: the fake now returns a replaced request's send-once right, as XNU does; it " +
       "must be released",
   },
+  {
+    id: "darwin-live-name-retried",
+    file: "src/darwin/bootstrap.ts",
+    find:
+      "if (look === DARWIN.BOOTSTRAP_SUCCESS && held === DARWIN.MACH_PORT_DEAD) return STILL_HELD;",
+    replace: "if (look === DARWIN.BOOTSTRAP_SUCCESS) return STILL_HELD;",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 10",
+    why: "issue 19 defect 10: only a name launchd still holds for a closed listener is retried " +
+      "(by timers); a live listener's name fails at once",
+  },
+  {
+    id: "darwin-sandbox-unexplained",
+    file: "src/darwin/bootstrap.ts",
+    find:
+      "throw machError(call, kr, kr === DARWIN.BOOTSTRAP_NOT_PRIVILEGED ? SANDBOX_HINT : undefined);",
+    replace: "throw machError(call, kr);",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 11",
+    why: "issue 19 defect 11: a sandboxed caller is told the sandbox denies mach-register",
+  },
+  {
+    id: "darwin-app-group-ignored",
+    file: "src/darwin/bootstrap.ts",
+    find: 'const service = (group ? `${group}.` : "") + SERVICE_PREFIX + name;',
+    replace: "const service = SERVICE_PREFIX + name;",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 11",
+    why: "issue 19 defect 11: a sandboxed app's channel names start with its application group",
+  },
   // --- Issue 21: the runtime seam, Node and Bun ---------------------------------------------
   {
     id: "bun-address-before-materialized",
