@@ -213,6 +213,7 @@ function detect(): HostInfo {
       name: "node",
       version: node,
       ffiDenied: permission !== undefined && !permission.has("ffi"),
+      workerDenied: permission !== undefined && !permission.has("worker"),
     };
   }
   return { name: undefined, version: "" };

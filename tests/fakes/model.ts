@@ -110,22 +110,39 @@ export interface Entry {
 }
 
 export class FakeSurface {
+  readonly id: number;
+  readonly width: number;
+  readonly height: number;
+  readonly pixelFormat: number;
+  readonly allocSize: number;
+  /** Empty for a non-planar surface. */
+  readonly planeInfo: IOSurfaceProperties["planes"];
+  readonly bytesPerElement: number;
+  readonly bytesPerRow: number;
   readonly bytes: Uint8Array;
   livePorts = 0;
   /** IOSurface's modification seed: a write lock's unlock bumps it, a read-only one does not. */
   seed = 1;
   readonly useCounts = new Map<FakeTask, number>();
+  // Fields assigned here, not parameter properties: Node runs this file by stripping types only.
   constructor(
-    readonly id: number,
-    readonly width: number,
-    readonly height: number,
-    readonly pixelFormat: number,
-    readonly allocSize: number,
-    /** Empty for a non-planar surface. */
-    readonly planeInfo: IOSurfaceProperties["planes"],
-    readonly bytesPerElement: number,
-    readonly bytesPerRow: number,
+    id: number,
+    width: number,
+    height: number,
+    pixelFormat: number,
+    allocSize: number,
+    planeInfo: IOSurfaceProperties["planes"],
+    bytesPerElement: number,
+    bytesPerRow: number,
   ) {
+    this.id = id;
+    this.width = width;
+    this.height = height;
+    this.pixelFormat = pixelFormat;
+    this.allocSize = allocSize;
+    this.planeInfo = planeInfo;
+    this.bytesPerElement = bytesPerElement;
+    this.bytesPerRow = bytesPerRow;
     this.bytes = new Uint8Array(allocSize);
   }
 }
