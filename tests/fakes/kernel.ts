@@ -79,7 +79,15 @@ export class FakeMachKernel {
    * credentials. A pid used before gets the next pid version, as XNU's
    * `p_idversion` does, so the audit tokens of the two differ in `val[7]`.
    */
-  createTask(credentials: { pid?: number; uid?: number; gid?: number } = {}): FakeTask {
+  createTask(
+    credentials: {
+      pid?: number;
+      uid?: number;
+      gid?: number;
+      /** Sandboxed, with these application groups (names it may register / look up start with one). */
+      appGroups?: string[];
+    } = {},
+  ): FakeTask {
     const pid = credentials.pid ?? 1000 + this.tasks.length;
     const pidVersion = (this.#pidVersions.get(pid) ?? 0x40) + 1;
     this.#pidVersions.set(pid, pidVersion);
@@ -88,6 +96,7 @@ export class FakeMachKernel {
       pidVersion,
       uid: credentials.uid ?? 501,
       gid: credentials.gid ?? 20,
+      appGroups: credentials.appGroups,
     });
     this.tasks.push(task);
     return task;

@@ -23,6 +23,12 @@ export class FakeTaskPorts {
   readonly pid: number;
   /** The audit token's `val[7]`: bumped by the kernel each time `pid` is reused. */
   readonly pidVersion: number;
+  /**
+   * Set for a sandboxed task: its application groups. The sandbox denies
+   * `mach-register` and `mach-lookup` (`BOOTSTRAP_NOT_PRIVILEGED`) of any name
+   * that does not begin with one of them and a period.
+   */
+  readonly appGroups: readonly string[] | undefined;
   readonly uid: number;
   readonly gid: number;
   alive = true;
@@ -47,12 +53,19 @@ export class FakeTaskPorts {
   constructor(
     kernel: FakeMachKernel,
     taskSelf: number,
-    credentials: { pid: number; pidVersion: number; uid: number; gid: number },
+    credentials: {
+      pid: number;
+      pidVersion: number;
+      uid: number;
+      gid: number;
+      appGroups?: string[];
+    },
   ) {
     this.kernel = kernel;
     this.taskSelf = taskSelf;
     this.pid = credentials.pid;
     this.pidVersion = credentials.pidVersion;
+    this.appGroups = credentials.appGroups;
     this.uid = credentials.uid;
     this.gid = credentials.gid;
   }
@@ -357,9 +370,15 @@ export class FakeTaskPorts {
    * launchd has not removed yet — `BOOTSTRAP_SERVICE_ACTIVE` to the task
    * that checked it in and `BOOTSTRAP_NOT_PRIVILEGED` to any other.
    */
+  /** True if this task's sandbox (if any) lets it register or look up `service`. */
+  #sandboxAllows(service: string): boolean {
+    return this.appGroups === undefined || this.appGroups.some((g) => service.startsWith(`${g}.`));
+  }
+
   bootstrap_check_in(bp: number, name: Uint8Array, sp: Uint8Array): number {
     if (bp !== BOOTSTRAP_PORT) return D.MACH_SEND_INVALID_DEST;
     const service = cString(name);
+    if (!this.#sandboxAllows(service)) return D.BOOTSTRAP_NOT_PRIVILEGED; // mach-register denied
     const existing = this.kernel.registration(service);
     if (existing) {
       return existing.owner === this ? D.BOOTSTRAP_SERVICE_ACTIVE : D.BOOTSTRAP_NOT_PRIVILEGED;
@@ -377,6 +396,7 @@ export class FakeTaskPorts {
   /** A send right to a registered name; a dead one not yet removed comes back as `MACH_PORT_DEAD`. */
   bootstrap_look_up(bp: number, name: Uint8Array, sp: Uint8Array): number {
     if (bp !== BOOTSTRAP_PORT) return D.MACH_SEND_INVALID_DEST;
+    if (!this.#sandboxAllows(cString(name))) return D.BOOTSTRAP_NOT_PRIVILEGED; // mach-lookup
     const registration = this.kernel.registration(cString(name));
     if (!registration) return D.BOOTSTRAP_UNKNOWN_SERVICE;
     const out = new DataView(sp.buffer, sp.byteOffset);
