@@ -8,7 +8,13 @@
  */
 
 import assert from "node:assert/strict";
-import { darwinChecks, portSetPeekCheck, shimChecks } from "../cli/doctor_darwin.ts";
+import {
+  darwinChecks,
+  portSetPeekCheck,
+  queueLimitSetCheck,
+  sendPossibleCheck,
+  shimChecks,
+} from "../cli/doctor_darwin.ts";
 import { runDoctorPeer } from "../cli/doctor_darwin_peer.ts";
 import type { PeerLauncher } from "../cli/doctor_mach.ts";
 import { type Check, formatReport } from "../cli/doctor_report.ts";
@@ -61,6 +67,8 @@ Deno.test("doctor/macOS over the test double: every check runs, every assumption
     "macos.align.y420": "confirmed",
     "macos.qlimit": "confirmed",
     "macos.send-timeout.pseudo-receive": "confirmed",
+    "macos.qlimit.set": "confirmed",
+    "macos.send-possible": "confirmed",
     "macos.portset.peek": "confirmed",
     "macos.portset.destroy": "confirmed",
     "macos.bootstrap.removal": "confirmed",
@@ -107,6 +115,16 @@ Deno.test("doctor/macOS over the test double: a double that behaves otherwise is
   const peek = await portSetPeekCheck(deaf.doctor);
   assert.equal(peek.status, "refuted", peek.detail);
   deaf.kernel.assertNoLeaks();
+
+  // Queue limits that are not applied, a send-possible request that is never armed: refuted.
+  const stuck = setup();
+  stuck.doctor.mach_port_set_attributes = () => DARWIN.KERN_SUCCESS;
+  stuck.doctor.mach_port_request_notification = () => DARWIN.KERN_SUCCESS;
+  assert.equal(queueLimitSetCheck(stuck.doctor).status, "refuted");
+  const possible = await sendPossibleCheck(stuck.doctor, sleep);
+  assert.equal(possible.status, "refuted", possible.detail);
+  assert.match(possible.detail, /no notification/);
+  stuck.kernel.assertNoLeaks();
 
   // A use count that never shows: every use-count assumption is refuted.
   const blind = setup();

@@ -44,8 +44,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-release-unheld-kept",
     file: "src/gst/to_gst.ts",
-    find: "if (!entry || !entry.pending.delete(client)) break;",
-    replace: "if (!entry || !entry.pending.delete(client)) continue;",
+    find: "if (!this.#release(client, message.id)) break;",
+    replace: "if (!this.#release(client, message.id)) continue;",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "to-gst hands each client a locked descriptor",
     why: "issue 23: a RELEASE for an id the client does not hold must drop the client, as " +
@@ -280,7 +280,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "registry-keeps-abandoned-tmp",
     file: "src/channel/registry.ts",
-    find: "        removeIfAbandoned(`${dir}/${item.name}`, dir);\n",
+    find: "          removeIfAbandoned(file, dir);\n",
     replace: "",
     tests: ["tests/pubsub_test.ts"],
     filter: "list() removes an entry's .tmp abandoned",
@@ -304,6 +304,54 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "socket-path-replaces-any-file",
+    file: "src/linux/listener.ts",
+    find: "    if ((entry.mode & LINUX.S_IFMT) !== LINUX.S_IFSOCK || entry.uid !== me) {",
+    replace: "    if (false) {",
+    tests: ["tests/socket_path_test.ts"],
+    why: "issue 18 defect 3: listen/publish/to-gst unlinked a regular file (as root any file) " +
+      "found at a socket path",
+  },
+  {
+    id: "registry-live-by-name",
+    file: "src/linux/backend.ts",
+    find: "      return holdsSocket(pid, inodes);",
+    replace: '      return "live";',
+    tests: ["tests/registry_test.ts"],
+    filter: "listed only for the pid that holds it",
+    why: "issue 18 defect 6: list() judged an entry by its name, so a forged or reused-pid entry " +
+      "was listed beside the live endpoint",
+  },
+  {
+    id: "preview-without-token",
+    file: "cli/preview.ts",
+    find: "        refuseWithoutToken(request, url, actual, token);",
+    replace: "        undefined;",
+    tests: ["tests/cli_test.ts"],
+    filter: "refuses foreign Hosts",
+    why: "issue 18 defect 4: the preview served any local user who forged Host and Origin",
+  },
+  {
+    id: "to-gst-no-client-budget",
+    file: "src/gst/to_gst.ts",
+    find: "      if (state.held < this.#clientBudget) {",
+    replace: "      if (true) {",
+    tests: ["tests/gst_client_budget_test.ts"],
+    filter: "never releases",
+    why: "issue 18 defect 2: a unixfdsrc that never released held every frame and drained the " +
+      "producer's pool",
+  },
+  {
+    id: "gst-copy-reads-whole-plane",
+    file: "src/gst/caps.ts",
+    find: "          Math.min(plane.height, Math.floor((COPY_READ_MAX - row) / stride) + 1),",
+    replace: "          plane.height,",
+    tests: ["tests/gst_stride_test.ts"],
+    filter: "copied in bounded memory",
+    why: "issue 18 defect 7: a lying GstVideoMeta stride made the copy path read (and allocate) " +
+      "stride x height bytes",
   },
   {
     id: "wire-short-message-reads-past-end",

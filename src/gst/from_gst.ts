@@ -105,6 +105,24 @@ interface Held {
   surface: Surface;
 }
 
+/** The pause before reconnecting to a sink that went away: doubling from MIN to MAX (ms). */
+const RECONNECT_MIN_MS = 50;
+const RECONNECT_MAX_MS = 2000;
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pauseFor(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
 /** Re-probe held buffers at least this often even without an inotify event (events are hints). */
 const REPROBE_MS = 200;
 
@@ -164,6 +182,60 @@ export class GstSourceBridge {
     const deadline = options.timeout === undefined ? 0 : performance.now() + options.timeout;
     const connection = await connectUnixFd(socket, allowPeer, deadline, options.signal);
     return new GstSourceBridge(connection, options);
+  }
+
+  /**
+   * Connects to the `unixfdsink` at `socket` and forwards its buffers to
+   * `sink` like {@link run}. With `reconnect` the bridge outlives the
+   * pipeline: when the sink goes away (EOS, a closed or reset connection,
+   * a pipeline restarted) it connects again after a pause of 50 ms doubling
+   * to 2 s (back to 50 ms after a connection that lasted), waiting for the
+   * socket as long as it takes, until `signal` aborts; a protocol error or a
+   * sink that `allowPeer` refuses still ends it (rejects).
+   * `onConnect` sees each new bridge (for its counters). Without
+   * `reconnect` it is `connect` + `run` + `close`.
+   */
+  static async forward<M = GstFrameMeta>(
+    socket: string,
+    sink: SurfaceSink<M>,
+    options: FromGstOptions & {
+      reconnect?: boolean;
+      onConnect?: (bridge: GstSourceBridge) => void;
+      toMeta?: (buffer: GstNewBuffer) => M;
+    } = {},
+  ): Promise<void> {
+    let pause = RECONNECT_MIN_MS;
+    for (let first = true;; first = false) {
+      let bridge: GstSourceBridge;
+      try {
+        bridge = await GstSourceBridge.connect(socket, {
+          ...options,
+          // Reconnecting waits as long as it takes (until aborted); the first connect keeps
+          // the caller's timeout.
+          timeout: first || !options.reconnect ? options.timeout : 2 ** 30,
+        });
+      } catch (error) {
+        if (!options.reconnect || first || options.signal?.aborted) throw error;
+        if (!(error instanceof TimeoutError)) throw error;
+        continue;
+      }
+      options.onConnect?.(bridge);
+      const connected = performance.now();
+      try {
+        await bridge.run(sink, options.toMeta);
+      } catch (error) {
+        if (!options.reconnect || !(error instanceof PeerClosedError)) throw error;
+      } finally {
+        bridge.close();
+      }
+      if (!options.reconnect || options.signal?.aborted) return;
+      // A pipeline that ran a while restarts from the shortest pause; one that keeps failing
+      // at once is retried ever more slowly.
+      if (performance.now() - connected > RECONNECT_MAX_MS) pause = RECONNECT_MIN_MS;
+      await pauseFor(pause, options.signal);
+      pause = Math.min(pause * 2, RECONNECT_MAX_MS);
+      if (options.signal?.aborted) return;
+    }
   }
 
   /** The sink's credentials. */
@@ -277,6 +349,11 @@ export class GstSourceBridge {
         return undefined;
       }
       const fd = fds[0];
+      // Only memfds answer F_GET_SEALS: a pipe, socket or file is NOT_SHARED_MEMORY (as
+      // docs/errors.md says), not a size that does not fit.
+      if (libc().fcntl(fd, LINUX.F_GET_SEALS, 0) < 0) {
+        throw new ProtocolError("NOT_SHARED_MEMORY", "memory 0 is not a memfd");
+      }
       sealForSharing(fd); // first: with shrink and grow sealed, the size read next is final
       const fileSize = Number(fstatx(fd).size);
       const memory = buffer.memories[0];

@@ -2,9 +2,9 @@
  * The Linux transport, how connections come to be: a listening
  * `SOCK_SEQPACKET` Unix socket (abstract or filesystem name), `accept`,
  * `connect`, and peers admitted by `SO_PEERCRED`. The connection itself is
- * `channel.ts`. The helpers for any listening Unix socket
- * ({@link listeningSocket}, {@link peerCredentials}) also serve the
- * GStreamer unixfd socket (`src/gst/socket.ts`).
+ * `channel.ts`. The accept core ({@link AcceptingSocket}) and the helpers for
+ * any Unix socket ({@link listeningSocket}, {@link peerCredentials}) also
+ * serve the GStreamer unixfd socket (`src/gst/socket.ts`).
  *
  * @module
  */
@@ -84,31 +84,60 @@ const listenerFinalizer = new FinalizationRegistry<ListenerResources>((r) => {
   if (r.file) removeSocketFile(r.file);
 });
 
-/** A listening `SOCK_SEQPACKET` socket that admits peers by `SO_PEERCRED`. */
-export class SocketListener implements BackendListener {
-  readonly address: string;
+/**
+ * The accept core of every listening Unix socket here — channels
+ * (`SOCK_SEQPACKET`, {@link SocketListener}) and the GStreamer unixfd server
+ * (`SOCK_STREAM`, `src/gst/socket.ts`): binds (see {@link listeningSocket}),
+ * accepts without blocking the event loop, admits peers by `SO_PEERCRED`,
+ * and, out of descriptors, refuses the waiting client with a spare
+ * descriptor rather than leaving it queued. One owner of the socket, its
+ * eventfd, the spare and the socket file.
+ */
+export class AcceptingSocket {
+  /** The socket file, for a filesystem name. */
+  readonly file: SocketFile | undefined;
   readonly #resources: ListenerResources;
   readonly #allowPeer: PeerPredicate;
-  readonly #limits: ConnectionLimits;
+  readonly #acceptFlags: number;
+  readonly #what: string;
   #closed = false;
   #pendingWaits = 0;
 
-  constructor(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits) {
-    const address = socketAddress(name);
-    const { fd, wakeFd, file } = listeningSocket(LINUX.SOCK_SEQPACKET, address, 4096, "bind");
-    this.address = address.path ?? `@${ABSTRACT_PREFIX}${name}`;
+  /**
+   * Binds `address` with a socket of `type` and listens; accepted sockets
+   * get `acceptFlags` (`SOCK_CLOEXEC` always). `what` names it in errors.
+   */
+  constructor(
+    type: number,
+    address: UnixSocketAddress,
+    options: { backlog: number; bindCall: string; allowPeer: PeerPredicate; acceptFlags?: number },
+    what = "listener",
+  ) {
+    const { fd, wakeFd, file } = listeningSocket(type, address, options.backlog, options.bindCall);
+    this.file = file;
     this.#resources = { fd, wakeFd, spare: openSpare(), file };
-    this.#allowPeer = allowPeer;
-    this.#limits = limits;
+    this.#allowPeer = options.allowPeer;
+    this.#acceptFlags = LINUX.SOCK_CLOEXEC | (options.acceptFlags ?? 0);
+    this.#what = what;
     listenerFinalizer.register(this, this.#resources, this);
   }
 
-  async accept(signal?: AbortSignal): Promise<BackendConnection> {
+  /**
+   * Accepts the next admitted peer and hands its socket to `adopt` (which
+   * owns it from then on, and may throw: then it is closed here). Refused
+   * peers are disconnected and skipped. Out of descriptors, the waiting
+   * client is refused (it sees the end of the stream) and this rejects with
+   * EMFILE / ENFILE saying so; the socket keeps serving: accept again.
+   */
+  async accept<T>(
+    adopt: (fd: number, peer: PeerCredentials) => T,
+    signal?: AbortSignal,
+  ): Promise<T> {
     const lib = libc();
     for (;;) {
-      if (this.#closed) throw new ClosedError("listener", "accept");
+      if (this.#closed) throw new ClosedError(this.#what, "accept");
       throwIfAborted(signal);
-      const fd = lib.accept4(this.#resources.fd, null, null, LINUX.SOCK_CLOEXEC);
+      const fd = lib.accept4(this.#resources.fd, null, null, this.#acceptFlags);
       if (fd < 0) {
         const errno = readErrno();
         if (errno === ERRNO.EAGAIN || errno === ERRNO.EINTR || errno === 103 /* ECONNABORTED */) {
@@ -127,16 +156,15 @@ export class SocketListener implements BackendListener {
           closeQuietly(fd); // refused: skip to the next peer
           continue;
         }
-        return new SocketConnection(fd, peer, this.#limits);
       } catch (error) {
         closeQuietly(fd);
-        if (
-          error instanceof SystemCallError &&
-          (error.errno === ERRNO.EMFILE || error.errno === ERRNO.ENFILE)
-        ) {
-          throw refusal(error.call, error.errno); // the client was accepted and is now refused
-        }
-        throw error;
+        throw accepted(error);
+      }
+      try {
+        return adopt(fd, peer);
+      } catch (error) {
+        closeQuietly(fd);
+        throw accepted(error);
       }
     }
   }
@@ -172,6 +200,7 @@ export class SocketListener implements BackendListener {
     }
   }
 
+  /** Stops listening (removing its socket file) and wakes a pending accept. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -187,6 +216,43 @@ export class SocketListener implements BackendListener {
     closeQuietly(this.#resources.wakeFd);
     closeQuietly(this.#resources.spare);
     this.#resources.spare = -1;
+  }
+}
+
+/** An error after a client was accepted: out of descriptors, it is a refusal of that client. */
+function accepted(error: unknown): unknown {
+  if (
+    error instanceof SystemCallError &&
+    (error.errno === ERRNO.EMFILE || error.errno === ERRNO.ENFILE)
+  ) {
+    return refusal(error.call, error.errno); // the client was accepted and is now refused
+  }
+  return error;
+}
+
+/** A listening `SOCK_SEQPACKET` socket that admits peers by `SO_PEERCRED`. */
+export class SocketListener implements BackendListener {
+  readonly address: string;
+  readonly #socket: AcceptingSocket;
+  readonly #limits: ConnectionLimits;
+
+  constructor(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits) {
+    const address = socketAddress(name);
+    this.#socket = new AcceptingSocket(LINUX.SOCK_SEQPACKET, address, {
+      backlog: 4096,
+      bindCall: "bind",
+      allowPeer,
+    });
+    this.address = address.path ?? `@${ABSTRACT_PREFIX}${name}`;
+    this.#limits = limits;
+  }
+
+  accept(signal?: AbortSignal): Promise<BackendConnection> {
+    return this.#socket.accept((fd, peer) => new SocketConnection(fd, peer, this.#limits), signal);
+  }
+
+  close(): void {
+    this.#socket.close();
   }
 }
 
