@@ -595,6 +595,26 @@ export const MUTANTS: Mutant[] = [
     filter: "defect 11",
     why: "issue 19 defect 11: a sandboxed app's channel names start with its application group",
   },
+  {
+    id: "darwin-registry-pid-ignored",
+    file: "src/darwin/backend.ts",
+    find: '      if (probe === DARWIN.ESRCH) return "dead";',
+    replace: "",
+    tests: ["tests/darwin_registry_test.ts"],
+    filter: "dead owner's entry",
+    why: "issue 19 defect 7: a dead owner's entry counted as live while another process held " +
+      "its name (the pid was ignored), and an unresolvable one stayed on disk forever",
+  },
+  {
+    id: "darwin-registry-probes-process-group",
+    file: "src/darwin/backend.ts",
+    find: '      if (!(pid > 0 && pid <= 0x7fffffff)) return "dead";',
+    replace: "",
+    tests: ["tests/darwin_registry_test.ts"],
+    filter: "never probed as a process group",
+    why: "issue 19 defect 7: an entry's pid 0 or -1 must not reach kill(), which would probe " +
+      "this process's group or every process and find one alive",
+  },
   // --- Issue 21: the runtime seam, Node and Bun ---------------------------------------------
   {
     id: "bun-address-before-materialized",
