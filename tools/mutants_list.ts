@@ -278,7 +278,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "socket-path-replaces-any-file",
-    file: "src/linux/listener.ts",
+    file: "src/linux/bind.ts",
     find: "    if ((entry.mode & LINUX.S_IFMT) !== LINUX.S_IFSOCK || entry.uid !== me) {",
     replace: "    if (false) {",
     tests: ["tests/socket_path_test.ts"],
@@ -594,5 +594,28 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/darwin_xnu_test.ts"],
     filter: "defect 11",
     why: "issue 19 defect 11: a sandboxed app's channel names start with its application group",
+  },
+  // --- Issue 21: the runtime seam, Node and Bun ---------------------------------------------
+  {
+    id: "bun-address-before-materialized",
+    file: "ffi/runtime_bun.ts",
+    find: "  void bytes.buffer;\n  return bytes;",
+    replace: "  return bytes;",
+    tests: ["tests/runtimes_test.ts"],
+    filter: "bun test",
+    why: "issue 21: on Bun a small typed array's bytes move out of its heap cell at the first " +
+      "`.buffer`; an address taken before (a msghdr's iovec) sent 0 bytes",
+  },
+  {
+    id: "publish-last-before-subscribers",
+    file: "src/pubsub/publish.ts",
+    find: "      const b = this.#backend;\n      this.#busy();",
+    replace: "      const b = this.#backend;\n      if (this.#keepLast) {\n" +
+      "        const handle = backing.exportHandle();\n" +
+      "        if (this.#last) b.releaseHandle(this.#last.handle);\n" +
+      "        this.#last = { message, handle };\n      }\n      this.#busy();",
+    tests: ["tests/pubsub_subscribe_race_test.ts"],
+    why: "issue 21 (found by the cross-runtime tests): a SUBSCRIBE drained inside send() was " +
+      "offered the frame being sent as the last one, then got it again",
   },
 ];
