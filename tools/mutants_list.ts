@@ -8,7 +8,10 @@
  *
  * When you change code that a row names, update the row in the same commit
  * (`tests/mutants_list_test.ts` fails when a row's text no longer occurs
- * exactly once). Keep `tests` minimal, with a `filter` where a file is large:
+ * exactly once). The suite does not run the mutations: before landing,
+ * `deno task mutants --since main` runs the rows whose file or tests your
+ * change touched (a stronger check elsewhere can make a test stop catching
+ * its row: the preview's token made its Host test pass without the Host check). Keep `tests` minimal, with a `filter` where a file is large:
  * the whole list must run in a few minutes.
  *
  * @module
