@@ -57,6 +57,7 @@ export const DOCTOR_MSG = {
   EXIT: 0x53504406,
   ACK: 0x53504407,
   PROBE: 0x53504408,
+  CHECK_IN: 0x53504409,
 } as const;
 
 /** u32 words of payload in every doctor message. */
@@ -105,9 +106,9 @@ export function build(m: Outgoing): Uint8Array {
   return buffer;
 }
 
-/** Sends `buffer` without waiting (`MACH_SEND_TIMEOUT` 0); returns the kern_return_t. */
-export function sendBuffer(native: DarwinNative, buffer: Uint8Array): number {
-  const flags = DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT;
+/** Sends `buffer` without waiting (`MACH_SEND_TIMEOUT` 0, plus `options`); returns the kern_return_t. */
+export function sendBuffer(native: DarwinNative, buffer: Uint8Array, options = 0): number {
+  const flags = DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT | options;
   return native.mach_msg(buffer, flags, buffer.length, 0, 0, 0, 0);
 }
 

@@ -1,6 +1,7 @@
 /**
  * A fake task's port name space: rights and user references, port sets,
- * notifications, the bootstrap calls and `kill`.
+ * notifications, the bootstrap calls, the task's exit (`kill()`) and the
+ * `kill(2)` probe over the kernel's pid table (`sysKill`).
  *
  * @module
  */
@@ -13,8 +14,12 @@ import {
   type Entry,
   type FakePort,
   FakePortSet,
+  namespacedService,
 } from "./model.ts";
 import type { FakeMachKernel } from "./kernel.ts";
+
+/** sys/errno.h's `EINVAL` (the library never branches on it, so it is not in `DARWIN`). */
+const EINVAL = 22;
 
 /** The port half of a fake task (see {@link FakeTask} in `task_surfaces.ts`). */
 export class FakeTaskPorts {
@@ -23,9 +28,19 @@ export class FakeTaskPorts {
   readonly pid: number;
   /** The audit token's `val[7]`: bumped by the kernel each time `pid` is reused. */
   readonly pidVersion: number;
+  /**
+   * Set for a sandboxed task: its application groups. The sandbox denies
+   * `mach-register` and `mach-lookup` (`BOOTSTRAP_NOT_PRIVILEGED`) of any name
+   * that does not begin with one of them and a period.
+   */
+  readonly appGroups: readonly string[] | undefined;
+  /** The bootstrap namespace whose names this task registers and looks up. */
+  readonly namespace: string;
   readonly uid: number;
   readonly gid: number;
   alive = true;
+  /** This task's `errno` (libSystem's thread-local `int`; one thread per fake task). */
+  readonly errno = new Int32Array(1);
   readonly names = new Map<number, Entry>();
   readonly nameOf = new Map<FakePort, number>();
   /** Out-of-line memory received and not yet deallocated: address → bytes. */
@@ -42,17 +57,55 @@ export class FakeTaskPorts {
   totalWorkerCalls = 0;
   /** The kernel this task lives in. */
   readonly kernel: FakeMachKernel;
-  #nextName = 0x103;
+  /**
+   * Free entry indices, most recently freed last: XNU's `ipc_entry_claim`
+   * takes the head of the space's free list, so a freed name's index is the
+   * next one reused.
+   */
+  readonly #freeIndices: number[] = [];
+  /** Each index's current generation (the low byte of its names). */
+  readonly #generations = new Map<number, number>();
+  /** Indices below this one are reserved (the task and bootstrap ports' names). */
+  #nextIndex = 0x10;
+
+  /**
+   * A new name as XNU makes one (`MACH_PORT_MAKE(index, gen)`): a freed
+   * index is reused at once with its generation stepped by 4
+   * (`IE_BITS_GEN_ONE`), rolling over after 64 uses, so a stale name is
+   * `KERN_INVALID_NAME` — until the generation comes round again and it
+   * names someone else's right.
+   */
+  #newName(): number {
+    const index = this.#freeIndices.pop() ?? this.#nextIndex++;
+    const previous = this.#generations.get(index);
+    const generation = previous === undefined ? 3 : (previous + 4) & 0xff;
+    this.#generations.set(index, generation);
+    return ((index << 8) | generation) >>> 0;
+  }
+
+  /** Gives `name`'s index back for reuse. */
+  protected freeName(name: number): void {
+    this.#freeIndices.push(name >>> 8);
+  }
 
   constructor(
     kernel: FakeMachKernel,
     taskSelf: number,
-    credentials: { pid: number; pidVersion: number; uid: number; gid: number },
+    credentials: {
+      pid: number;
+      pidVersion: number;
+      uid: number;
+      gid: number;
+      appGroups?: string[];
+      namespace: string;
+    },
   ) {
     this.kernel = kernel;
     this.taskSelf = taskSelf;
     this.pid = credentials.pid;
     this.pidVersion = credentials.pidVersion;
+    this.appGroups = credentials.appGroups;
+    this.namespace = credentials.namespace;
     this.uid = credentials.uid;
     this.gid = credentials.gid;
   }
@@ -62,8 +115,7 @@ export class FakeTaskPorts {
   #entryFor(port: FakePort): { name: number; entry: Entry } {
     let name = this.nameOf.get(port);
     if (name === undefined) {
-      name = this.#nextName;
-      this.#nextName += 0x100; // never reused: a stale name is caught as KERN_INVALID_NAME
+      name = this.#newName();
       this.names.set(name, { port, send: 0, sendOnce: 0, receive: false, dead: 0 });
       this.nameOf.set(port, name);
     }
@@ -97,6 +149,7 @@ export class FakeTaskPorts {
     if (e && e.send === 0 && e.sendOnce === 0 && !e.receive && e.dead === 0) {
       this.names.delete(name);
       this.nameOf.delete(e.port);
+      this.freeName(name);
     }
   }
 
@@ -131,13 +184,54 @@ export class FakeTaskPorts {
     return this.uid;
   }
 
+  getpid(): number {
+    return this.pid;
+  }
+
+  /**
+   * `kill(pid, sig)` as XNU's `kill()` answers it, over the kernel's pid
+   * table (each task its own process group, led by itself): `sig` outside
+   * 0..31 is `EINVAL`; `pid` > 0 names one process (`ESRCH` if no live task
+   * has it); 0 is the caller's group (itself); -1 is every process but
+   * pid 1 and below; < -1 is the group `-pid`. A target may be signalled by
+   * root or by the same uid (`cansignal`), else `EPERM`; a group with none
+   * found is `ESRCH`. Returns 0 or -1 with {@link errno} set. Only signal 0
+   * (a probe) is modelled: surfaceport never sends a signal, so any other is
+   * a violation. Sandbox policies (which may refuse signals too) are not.
+   */
+  sysKill(pid: number, sig: number): number {
+    const fail = (errno: number) => {
+      this.errno[0] = errno;
+      return -1;
+    };
+    if (!Number.isInteger(sig) || sig < 0 || sig >= 32) return fail(EINVAL);
+    if (sig !== 0) {
+      this.kernel.violation(`task ${this.pid}: kill(${pid}, ${sig}) sends a signal`);
+      return fail(EINVAL);
+    }
+    const may = (target: FakeTaskPorts) => this.uid === 0 || this.uid === target.uid;
+    if (pid > 0 || pid < -1) {
+      const target = this.kernel.processOf(Math.abs(pid));
+      if (!target) return fail(D.ESRCH);
+      return may(target) ? 0 : fail(D.EPERM);
+    }
+    if (pid === 0) return 0;
+    const found = this.kernel.tasks.filter((t) => t.alive && t.pid > 1 && may(t));
+    return found.length > 0 ? 0 : fail(D.ESRCH);
+  }
+
+  /** `kill(pid, 0)`: 0, or the errno it set (what `DarwinNative.probeProcess` returns). */
+  probeProcess(pid: number): number {
+    if (!(pid > 0 && pid <= 0x7fffffff)) throw new RangeError(`probeProcess(${pid}): not a pid`);
+    return this.sysKill(pid, 0) === 0 ? 0 : this.errno[0];
+  }
+
   // --- ports ----------------------------------------------------------------------
 
   mach_port_allocate(task: number, right: number, name: Uint8Array): number {
     if (!this.checkTask("mach_port_allocate", task)) return D.KERN_INVALID_TASK;
     if (right === D.MACH_PORT_RIGHT_PORT_SET) {
-      const setName = this.#nextName;
-      this.#nextName += 0x100;
+      const setName = this.#newName();
       this.portSets.set(setName, new FakePortSet());
       new DataView(name.buffer, name.byteOffset).setUint32(0, setName, true);
       return D.KERN_SUCCESS;
@@ -177,6 +271,7 @@ export class FakeTaskPorts {
   protected destroySet(name: number): void {
     const set = this.portSets.get(name)!;
     this.portSets.delete(name);
+    this.freeName(name);
     set.dead = true;
     for (const member of set.members) member.sets.delete(set);
     set.members.clear();
@@ -357,15 +452,21 @@ export class FakeTaskPorts {
    * launchd has not removed yet — `BOOTSTRAP_SERVICE_ACTIVE` to the task
    * that checked it in and `BOOTSTRAP_NOT_PRIVILEGED` to any other.
    */
+  /** True if this task's sandbox (if any) lets it register or look up `service`. */
+  #sandboxAllows(service: string): boolean {
+    return this.appGroups === undefined || this.appGroups.some((g) => service.startsWith(`${g}.`));
+  }
+
   bootstrap_check_in(bp: number, name: Uint8Array, sp: Uint8Array): number {
     if (bp !== BOOTSTRAP_PORT) return D.MACH_SEND_INVALID_DEST;
     const service = cString(name);
-    const existing = this.kernel.registration(service);
+    if (!this.#sandboxAllows(service)) return D.BOOTSTRAP_NOT_PRIVILEGED; // mach-register denied
+    const existing = this.kernel.registration(service, this.namespace);
     if (existing) {
       return existing.owner === this ? D.BOOTSTRAP_SERVICE_ACTIVE : D.BOOTSTRAP_NOT_PRIVILEGED;
     }
     const port = this.kernel.newPort(this);
-    this.kernel.registry.set(service, { port, owner: this });
+    this.kernel.registry.set(namespacedService(service, this.namespace), { port, owner: this });
     new DataView(sp.buffer, sp.byteOffset).setUint32(
       0,
       this.insert({ port, type: "receive" }),
@@ -377,7 +478,8 @@ export class FakeTaskPorts {
   /** A send right to a registered name; a dead one not yet removed comes back as `MACH_PORT_DEAD`. */
   bootstrap_look_up(bp: number, name: Uint8Array, sp: Uint8Array): number {
     if (bp !== BOOTSTRAP_PORT) return D.MACH_SEND_INVALID_DEST;
-    const registration = this.kernel.registration(cString(name));
+    if (!this.#sandboxAllows(cString(name))) return D.BOOTSTRAP_NOT_PRIVILEGED; // mach-lookup
+    const registration = this.kernel.registration(cString(name), this.namespace);
     if (!registration) return D.BOOTSTRAP_UNKNOWN_SERVICE;
     const out = new DataView(sp.buffer, sp.byteOffset);
     if (registration.port.dead) out.setUint32(0, D.MACH_PORT_DEAD, true);

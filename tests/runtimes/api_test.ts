@@ -69,6 +69,22 @@ test(`${runtime.name}: the runtime seam reports this host`, () => {
   assert.equal(runtime.os, process.platform);
 });
 
+test(`${runtime.name}: runtime.addressOf of a small fresh typed array stays its address`, () => {
+  // A C struct keeps the address (a msghdr's iovec): it must not move when `.buffer` is first
+  // touched (on Bun a small typed array's bytes leave its heap cell then).
+  for (const size of [8, 16, 64]) {
+    const bytes = new Uint8Array(size);
+    const before = runtime.addressOf(bytes);
+    const view = new DataView(bytes.buffer);
+    view.setUint8(0, 0x7f);
+    assert.equal(runtime.addressOf(bytes), before, `${size} bytes`);
+    assert.equal(
+      new Uint8Array(runtime.arrayBufferAt(runtime.pointerFrom(before)!, size))[0],
+      0x7f,
+    );
+  }
+});
+
 test(`${runtime.name}: Surface.create gives zero-copy planes; close detaches every view`, () => {
   const surface = Surface.create({ width: 64, height: 32, format: "NV12" });
   assert.equal(surface.format, "420v");
