@@ -399,3 +399,53 @@ Deno.test("defect 11: a sandboxed process is told the sandbox denies mach-regist
   }
   w.kernel.assertNoLeaks();
 });
+
+Deno.test("fake: names are reused as XNU reuses them (same index, generation + 4), so a stale name is invalid", () => {
+  using w = world();
+  const a = w.a;
+  const first = plainPort(a);
+  a.mach_port_deallocate(a.taskSelf, first);
+  a.mach_port_mod_refs(a.taskSelf, first, D.MACH_PORT_RIGHT_RECEIVE, -1);
+  const second = plainPort(a);
+  assert.equal(second >>> 8, first >>> 8, "the freed index is reused at once");
+  assert.equal(second & 0xff, (first + 4) & 0xff, "with the next generation");
+  assert.equal(a.mach_port_deallocate(a.taskSelf, first), D.KERN_INVALID_NAME);
+  w.kernel.violations.length = 0; // that stale deallocate was this test's own
+  a.mach_port_deallocate(a.taskSelf, second);
+  a.mach_port_mod_refs(a.taskSelf, second, D.MACH_PORT_RIGHT_RECEIVE, -1);
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("fake: with a slow blocking-thread pool (5 ms a call) parked receives and sends still meet", async () => {
+  using w = world();
+  w.kernel.blockingCallLatencyMs = 5;
+  const { listener, producer, consumer } = await pair(w, "xnu-slow");
+  using surface = Surface.create({ width: 8, height: 8 });
+  for (let i = 0; i < 10; i++) {
+    const receiving = w.as(w.B, () => consumer.receive({ timeout: 2000 })); // parks first
+    await producer.send(surface, i);
+    using frame = await receiving;
+    assert.equal(frame.meta, i);
+    frame.close();
+  }
+  surface.close();
+  producer.close();
+  consumer.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("fake: bootstrap namespaces: an ssh session's task neither sees nor collides with the GUI's names", async () => {
+  using w = world();
+  const listener = w.as(w.B, () => listen("xnu-ns"));
+  const ssh = w.kernel.createTask({ pid: 404, namespace: "ssh" });
+  const S = createDarwinBackend(glueNative(ssh));
+  await assert.rejects(
+    w.as(S, () => connect("xnu-ns")),
+    (e) => e instanceof MachError && e.kernReturnName === "BOOTSTRAP_UNKNOWN_SERVICE",
+  );
+  const own = w.as(S, () => listen("xnu-ns")); // the same name, in its own namespace
+  own.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
+});

@@ -17,7 +17,10 @@ import {
 } from "../cli/doctor_darwin.ts";
 import { runDoctorPeer } from "../cli/doctor_darwin_peer.ts";
 import type { PeerLauncher } from "../cli/doctor_mach.ts";
+import { probeHandoff } from "../cli/doctor_handoff.ts";
 import { type Check, formatReport } from "../cli/doctor_report.ts";
+import { createDarwinBackend } from "../src/darwin/backend.ts";
+import { setBackendForTesting } from "../src/platform.ts";
 import { ABI_REPORT_VERSION, EXPECTED_ABI } from "../src/darwin/abi.ts";
 import { DARWIN } from "../src/darwin/structs.ts";
 import { FakeMachKernel, type FakeTask } from "./fakes/fake_darwin.ts";
@@ -158,4 +161,19 @@ Deno.test("doctor/macOS: the ABI check lists each difference of a bad report", (
   const [, abi] = shimChecks(undefined, bad);
   assert.equal(abi.status, "failed");
   assert.match(abi.detail, /sizeof\(mach_msg_header_t\)/);
+});
+
+Deno.test("doctor/macOS over the test double: the library's own handoff (macos.handoff) is ok, and nothing leaks", async () => {
+  const kernel = new FakeMachKernel();
+  const task = kernel.createTask({ pid: 101, uid: 501, gid: 20 });
+  setBackendForTesting(createDarwinBackend(task));
+  try {
+    const check = await probeHandoff("macos.handoff", 101);
+    assert.equal(check.status, "ok", check.detail);
+    // The same probe with another pid than the peer credentials show: failed.
+    assert.equal((await probeHandoff("macos.handoff", 102)).status, "failed");
+  } finally {
+    setBackendForTesting(undefined);
+  }
+  kernel.assertNoLeaks();
 });

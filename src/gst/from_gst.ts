@@ -28,7 +28,6 @@ import {
 import {
   PeerClosedError,
   type PeerCredentials,
-  PoolExhaustedError,
   ProtocolError,
   TimeoutError,
   UnsupportedError,
@@ -39,14 +38,8 @@ import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface/surface.ts";
 import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
-import {
-  geometryOfGstBuffer,
-  type GstVideoCaps,
-  parseVideoCaps,
-  planCopy,
-  type PlaneCopy,
-} from "./caps.ts";
-import { SurfacePool } from "../surface/pool.ts";
+import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
+import { GstBufferCopier } from "./copy.ts";
 import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
 
@@ -141,9 +134,7 @@ export class GstSourceBridge {
   #releaseLoopRunning = false;
   #wakeFd = -1;
   #kick: (() => void) | undefined;
-  #copyPool: SurfacePool | undefined;
-  #copyPoolKey = "";
-  #scratch = new Uint8Array(0);
+  readonly #copier: GstBufferCopier;
   #caps: GstVideoCaps | undefined;
   #capsError: Error | undefined;
   #closed = false;
@@ -159,6 +150,7 @@ export class GstSourceBridge {
   private constructor(connection: UnixFdConnection, options: FromGstOptions) {
     this.#connection = connection;
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
+    this.#copier = new GstBufferCopier(this.#maxOutstanding + 1);
     this.#signal = options.signal;
     this.#inotify = check(
       "inotify_init1",
@@ -380,14 +372,11 @@ export class GstSourceBridge {
 
   /**
    * Copies a buffer of several memories into a surface of surfaceport's own
-   * layout (from a pool the bridge keeps), closes the descriptors and gives
-   * the buffer back to GStreamer at once. Reads with `pread`, so a memory
-   * that shrinks meanwhile gives a short read (an error), never `SIGBUS`.
-   * Returns undefined (the frame dropped) when every pooled surface is still
-   * held by subscribers.
+   * layout (`src/gst/copy.ts`), closes the descriptors and gives the buffer
+   * back to GStreamer at once. Returns undefined (the frame dropped) when
+   * every pooled surface is still held by subscribers.
    */
   async #copyBuffer(buffer: GstNewBuffer, fds: number[]): Promise<Surface | undefined> {
-    let surface: Surface | undefined;
     try {
       const caps = this.#caps;
       if (!caps) {
@@ -396,93 +385,14 @@ export class GstSourceBridge {
       if (buffer.memoryType !== "memfd") {
         throw new UnsupportedError("from-gst: DMABuf memory is not supported; use system memory");
       }
-      // Checked before anything is allocated: the meta's strides and offsets are the sink's word.
-      const plan = planCopy(caps, buffer.videoMeta, buffer.memories);
-      for (const plane of plan) this.#checkFile(fds[plane.memory], plane);
-      const pool = this.#copyPoolFor(caps);
-      try {
-        surface = await pool.acquire({ timeout: 100 });
-      } catch (error) {
-        if (!(error instanceof PoolExhaustedError)) throw error;
-        this.#stats.dropped++;
-        return undefined;
-      }
-      for (let p = 0; p < plan.length; p++) {
-        this.#copyPlane(fds[plan[p].memory], plan[p], surface, p);
-      }
-      this.#stats.copies++;
-      const copied = surface;
-      surface = undefined;
-      return copied;
+      const surface = await this.#copier.copy(caps, buffer, fds);
+      if (surface) this.#stats.copies++;
+      else this.#stats.dropped++;
+      return surface;
     } finally {
-      surface?.close();
       for (const fd of fds) closeQuietly(fd);
       this.#sendRelease(buffer.id);
     }
-  }
-
-  /**
-   * Checks, before anything is read, that the memory of `plane` is shared
-   * memory (only memfds answer `F_GET_SEALS`: a read never blocks on one,
-   * while a FIFO or a file on a hung filesystem could stall the event loop)
-   * and that its file holds the whole plane.
-   */
-  #checkFile(fd: number, plane: PlaneCopy): void {
-    if (libc().fcntl(fd, LINUX.F_GET_SEALS, 0) < 0) {
-      throw new ProtocolError("NOT_SHARED_MEMORY", `memory ${plane.memory} is not a memfd`);
-    }
-    const fileSize = Number(fstatx(fd).size);
-    if (plane.fileOffset + plane.span > fileSize) {
-      throw new GstProtocolError(
-        "BAD_META",
-        `memory ${plane.memory}: a plane needs bytes ${plane.fileOffset}-${
-          plane.fileOffset + plane.span
-        } of a ${fileSize}-byte file`,
-      );
-    }
-  }
-
-  /**
-   * Copies plane `p` from `fd` into `surface`, `plane.rowsPerRead` rows per
-   * `pread` into a scratch buffer of at most `COPY_READ_MAX` (16 MiB) (or
-   * one row). A memory that shrank meanwhile gives a short read: an error,
-   * never `SIGBUS`.
-   */
-  #copyPlane(fd: number, plane: PlaneCopy, surface: Surface, p: number): void {
-    const { stride, row, rowsPerRead } = plane;
-    const chunk = stride * (rowsPerRead - 1) + row;
-    if (this.#scratch.length < chunk) this.#scratch = new Uint8Array(chunk);
-    const to = surface.bytes(p);
-    const toStride = surface.planes[p].bytesPerRow;
-    for (let y = 0; y < plane.height; y += rowsPerRead) {
-      const rows = Math.min(rowsPerRead, plane.height - y);
-      const length = stride * (rows - 1) + row;
-      const at = plane.fileOffset + y * stride;
-      const got = Number(libc().pread(fd, this.#scratch, BigInt(length), BigInt(at)));
-      if (got !== length) {
-        throw new GstProtocolError(
-          "BAD_META",
-          `memory ${plane.memory}: read ${got} of ${length} bytes at ${at}`,
-        );
-      }
-      for (let r = 0; r < rows; r++) {
-        to.set(this.#scratch.subarray(r * stride, r * stride + row), (y + r) * toStride);
-      }
-    }
-  }
-
-  #copyPoolFor(caps: GstVideoCaps): SurfacePool {
-    const key = `${caps.format} ${caps.width}x${caps.height}`;
-    if (this.#copyPool && this.#copyPoolKey === key) return this.#copyPool;
-    this.#copyPool?.close();
-    this.#copyPoolKey = key;
-    this.#copyPool = new SurfacePool({
-      width: caps.width,
-      height: caps.height,
-      format: caps.format,
-      maxSurfaces: this.#maxOutstanding + 1,
-    });
-    return this.#copyPool;
   }
 
   /** Gives back every held buffer no surfaceport holder uses any more. */
@@ -566,7 +476,7 @@ export class GstSourceBridge {
     for (const held of this.#held.values()) held.surface.close();
     this.#held.clear();
     this.#adopter.close();
-    this.#copyPool?.close();
+    this.#copier.close();
     if (this.#releaseLoopRunning) {
       // Its poll sees the wake at once; the loop then closes the fds.
       wake(this.#wakeFd);

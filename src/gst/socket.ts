@@ -31,7 +31,8 @@ import {
   readErrno,
   systemError,
 } from "../linux/libc.ts";
-import { AcceptingSocket, connectErrno, peerCredentials } from "../linux/listener.ts";
+import { connectErrno } from "../linux/bind.ts";
+import { AcceptingSocket, peerCredentials } from "../linux/listener.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import {
   cmsgSpace,

@@ -15,6 +15,19 @@ export const MACH_SEND_INVALID_TYPE = 0x1000000f;
 /** `MIG_BAD_ID` (mach/mig_errors.h): a MIG server's answer to an id it does not serve. */
 export const MIG_BAD_ID = -303;
 export const BOOTSTRAP_PORT = 0x707;
+
+/** The bootstrap namespace of a GUI login session (the default of every fake task). */
+export const GUI_NAMESPACE = "gui";
+
+/**
+ * The key of `service` in {@link FakeMachKernel.registry}: the service name
+ * itself in the GUI namespace, `NAMESPACE/service` in any other (an ssh
+ * session, a launchd daemon's system namespace), which sees none of the GUI's names.
+ */
+export function namespacedService(service: string, namespace: string): string {
+  return namespace === GUI_NAMESPACE ? service : `${namespace}/${service}`;
+}
+
 export const QUEUE_LIMIT = 5;
 export const TRAILER_SIZES = [8, 12, 20, 52, 60];
 /** `sizeof(mach_msg_ool_descriptor_t)` and every other non-port descriptor on 64-bit. */
