@@ -147,6 +147,9 @@ export const DARWIN = {
   BOOTSTRAP_NO_MEMORY: 1105,
   BOOTSTRAP_NO_CHILDREN: 1106,
   BOOTSTRAP_MAX_NAME_LEN: 128,
+  // sys/errno.h — what kill(pid, 0) answers (the registry's liveness check)
+  EPERM: 1,
+  ESRCH: 3,
   // IOKit / IOSurface
   kIOReturnSuccess: 0,
   kIOReturnError: -536870212,

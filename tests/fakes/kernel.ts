@@ -127,6 +127,19 @@ export class FakeMachKernel {
     return task;
   }
 
+  /**
+   * The pid table: the live task (process) with `pid`, if any — the newest,
+   * should a test have started two with one pid. A task that exited is no
+   * longer in it, and its pid can be handed to a new task (pid reuse).
+   */
+  processOf(pid: number): FakeTask | undefined {
+    for (let i = this.tasks.length - 1; i >= 0; i--) {
+      const task = this.tasks[i];
+      if (task.alive && task.pid === pid) return task;
+    }
+    return undefined;
+  }
+
   /** Simulates the process behind `task` exiting or being killed. */
   kill(task: FakeTask): void {
     task.kill();
