@@ -35,6 +35,7 @@
 
 import { latencyChart } from "./chart.ts";
 import { Child, hasTaskset, sizeKey, SIZES } from "./common.ts";
+import { buildFloor, type FloorRound, floorRound, type FloorRoundtrip } from "./floors.ts";
 import { benchRuntimes, runtimeReport, type RuntimeRound, runtimeRound } from "./runtimes.ts";
 
 const args = [...Deno.args];
@@ -84,78 +85,11 @@ console.log(
     : "pinning: none (no taskset, fewer than 2 cores, or --no-pin)",
 );
 
-// --- the C floor -------------------------------------------------------------
+// --- the C floor (bench/floors.ts) ---------------------------------------------
 
-interface FloorRoundtrip {
-  p50_us: number;
-  p99_us: number;
-  mean_us: number;
-}
-
-async function runFloor(floor: string, argv: string[]): Promise<Record<string, number>> {
-  const cpus = pinned ? [String(producerCpu), String(consumerCpu)] : ["-1", "-1"];
-  const child = new Child(floor, [...argv, ...cpus]);
-  try {
-    return JSON.parse(await child.readLine(60_000));
-  } finally {
-    await child.stop();
-  }
-}
-
-let floorExe: string | undefined;
-let floorSkipped: string | undefined;
+const cpus = { producer: producerCpu, consumer: consumerCpu };
 const floorDir = await Deno.makeTempDir({ prefix: "surfaceport-floor-" });
-if (machine.cc) {
-  const build = await new Deno.Command("cc", {
-    args: ["-O2", "-Wall", "-o", `${floorDir}/floor`, `${here}floor.c`],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
-  if (build.success) floorExe = `${floorDir}/floor`;
-  else floorSkipped = "cc failed to build bench/floor.c";
-} else {
-  floorSkipped = "no cc on this machine";
-}
-
-/** One round of every C floor. */
-interface FloorRound {
-  /** Blocking round trips (the floor of the default mode), by size. */
-  roundtrip: Record<string, FloorRoundtrip>;
-  /** Spinning round trips (the floor of the low-latency mode), by size. */
-  spinRoundtrip: Record<string, FloorRoundtrip>;
-  pipelined: number;
-  trackedPipelined: number;
-  spinTrackedPipelined: number;
-}
-
-async function floorRound(exe: string): Promise<FloorRound> {
-  const iterations = quick ? "1000" : "5000";
-  const round: FloorRound = {
-    roundtrip: {},
-    spinRoundtrip: {},
-    pipelined: 0,
-    trackedPipelined: 0,
-    spinTrackedPipelined: 0,
-  };
-  for (const [width, height] of SIZES) {
-    const size = [String(width), String(height), iterations, "500"];
-    round.roundtrip[sizeKey(width, height)] = await runFloor(exe, [
-      "roundtrip",
-      ...size,
-    ]) as unknown as FloorRoundtrip;
-    round.spinRoundtrip[sizeKey(width, height)] = await runFloor(exe, [
-      "roundtrip-spin",
-      ...size,
-    ]) as unknown as FloorRoundtrip;
-  }
-  const pipe = ["1920", "1080", "4", quick ? "300" : "1500"];
-  round.pipelined = (await runFloor(exe, ["pipelined", ...pipe])).per_s;
-  // The same, with surfaceport's use tracking (a fresh OFD-locked description per send,
-  // F_OFD_GETLK before reuse): the floor for the library's protocol, not just for fd passing.
-  round.trackedPipelined = (await runFloor(exe, ["pipelined-tracked", ...pipe])).per_s;
-  round.spinTrackedPipelined = (await runFloor(exe, ["pipelined-tracked-spin", ...pipe])).per_s;
-  return round;
-}
+const { exe: floorExe, skipped: floorSkipped } = await buildFloor(floorDir, machine.cc);
 
 // --- surfaceport and the copy baseline (bench/driver.ts) ---------------------
 
@@ -211,7 +145,7 @@ try {
   for (let r = 0; r < ROUNDS; r++) {
     if (floorExe) {
       console.log(`round ${r + 1}/${ROUNDS}: C floors ...`);
-      floorRounds.push(await floorRound(floorExe));
+      floorRounds.push(await floorRound(floorExe, quick, cpus));
     } else if (r === 0) {
       console.log(`C floor: skipped (${floorSkipped})`);
     }

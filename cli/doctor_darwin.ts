@@ -26,6 +26,7 @@ import {
 } from "../src/core/geometry.ts";
 import { compareAbiReport } from "../src/darwin/abi.ts";
 import { CHECK_IN_RETRY_MS, serviceName } from "../src/darwin/bootstrap.ts";
+import { INBOX_QUEUE_LIMIT, setQueueLimit } from "../src/darwin/mach.ts";
 import { type DarwinNative, readShimReport, realDarwinNative } from "../src/darwin/native.ts";
 import {
   DARWIN,
@@ -53,6 +54,7 @@ import {
   MACH_PORT_TYPE_DEAD_NAME,
   type PeerLauncher,
   portType,
+  receive,
   RECEIVE_SIZE,
   sendBuffer,
   sendOrThrow,
@@ -247,6 +249,119 @@ export function queueLimitChecks(native: DarwinNative): Check[] {
     native.mach_port_deallocate(native.taskSelf, port);
     destroyReceive(native, port); // destroys the queued messages
   }
+}
+
+/**
+ * Fills `port` (which has a send right under its name) with empty messages
+ * until a send times out, hands the returned destination reference back,
+ * and returns how many were queued and the last answer.
+ */
+function fill(native: DarwinNative, port: number, bound: number): { queued: number; kr: number } {
+  let queued = 0;
+  for (; queued < bound; queued++) {
+    const buffer = build({
+      remote: port,
+      remoteDisposition: DARWIN.MACH_MSG_TYPE_COPY_SEND,
+      id: DOCTOR_MSG.PROBE,
+    });
+    const kr = sendBuffer(native, buffer);
+    if (kr === DARWIN.KERN_SUCCESS) continue;
+    if (decodeMachMsgHeader(new DataView(buffer.buffer)).remotePort === port) {
+      native.mach_port_deallocate(native.taskSelf, port); // the pseudo-received reference
+    }
+    return { queued, kr };
+  }
+  return { queued, kr: DARWIN.KERN_SUCCESS };
+}
+
+/** `mach_port_set_attributes(MACH_PORT_LIMITS_INFO)` gives an inbox the limit surfaceport sets. */
+export function queueLimitSetCheck(native: DarwinNative): Check {
+  return probe("macos.qlimit.set", () => {
+    const port = allocateWithSend(native);
+    try {
+      setQueueLimit(native, port, INBOX_QUEUE_LIMIT);
+      const { queued, kr } = fill(native, port, 1024);
+      const ok = queued === INBOX_QUEUE_LIMIT && kr === DARWIN.MACH_SEND_TIMED_OUT;
+      return {
+        status: ok ? "confirmed" : "refuted",
+        detail: `with MACH_PORT_LIMITS_INFO ${INBOX_QUEUE_LIMIT} a port queued ${queued} ` +
+          `messages, then send returned ${hex(kr)} (${INBOX_QUEUE_LIMIT}, then ` +
+          "MACH_SEND_TIMED_OUT expected)",
+        facts: { limit: INBOX_QUEUE_LIMIT, queued, kr },
+      };
+    } finally {
+      native.mach_port_deallocate(native.taskSelf, port);
+      destroyReceive(native, port);
+    }
+  });
+}
+
+/**
+ * A blocked send waits for the kernel: a `MACH_NOTIFY_SEND_POSSIBLE`
+ * request (sync 0) on a full port, armed by a `MACH_SEND_NOTIFY` send that
+ * finds the queue still full, sends its notification once a message leaves
+ * the queue — and not before.
+ */
+export function sendPossibleCheck(native: DarwinNative, sleep: Sleep = delay): Promise<Check> {
+  return probeAsync("macos.send-possible", async () => {
+    const port = allocateWithSend(native);
+    const notify = allocate(native);
+    try {
+      const filled = fill(native, port, 1024);
+      const previous = new Uint8Array(4);
+      const requested = native.mach_port_request_notification(
+        native.taskSelf,
+        port,
+        DARWIN.MACH_NOTIFY_SEND_POSSIBLE,
+        0,
+        notify,
+        DARWIN.MACH_MSG_TYPE_MAKE_SEND_ONCE,
+        previous,
+      );
+      const buffer = build({
+        remote: port,
+        remoteDisposition: DARWIN.MACH_MSG_TYPE_COPY_SEND,
+        id: DOCTOR_MSG.PROBE,
+      });
+      const armed = sendBuffer(native, buffer, DARWIN.MACH_SEND_NOTIFY);
+      if (decodeMachMsgHeader(new DataView(buffer.buffer)).remotePort === port) {
+        native.mach_port_deallocate(native.taskSelf, port);
+      }
+      const early = await receive(native, notify, 0, sleep).then((m) => m.id, () => 0);
+      // One message leaves the queue: the armed request fires.
+      const drained = new Uint8Array(RECEIVE_SIZE);
+      const dequeued = native.mach_msg(
+        drained,
+        RECEIVE_OPTIONS | DARWIN.MACH_RCV_TIMEOUT,
+        0,
+        RECEIVE_SIZE,
+        port,
+        0,
+        0,
+      );
+      const startedAt = performance.now();
+      const note = await receive(native, notify, 1000, sleep).catch((e) => e as Error);
+      const ms = Math.round(performance.now() - startedAt);
+      const id = note instanceof Error ? 0 : note.id;
+      const ok = requested === DARWIN.KERN_SUCCESS && armed === DARWIN.MACH_SEND_TIMED_OUT &&
+        early === 0 && dequeued === DARWIN.KERN_SUCCESS &&
+        id === DARWIN.MACH_NOTIFY_SEND_POSSIBLE;
+      return {
+        status: ok ? "confirmed" : "refuted",
+        detail: `on a full port (${filled.queued} queued): request ${hex(requested)}, the ` +
+          `MACH_SEND_NOTIFY send ${hex(armed)}, nothing before a dequeue (${
+            early ? hex(early) : "none"
+          }); after one message left, ${
+            note instanceof Error ? `no notification: ${note.message}` : `msgh_id ${id} in ${ms} ms`
+          } (MACH_NOTIFY_SEND_POSSIBLE ${DARWIN.MACH_NOTIFY_SEND_POSSIBLE} expected)`,
+        facts: { queued: filled.queued, requested, armed, early, dequeued, id, ms },
+      };
+    } finally {
+      native.mach_port_deallocate(native.taskSelf, port);
+      destroyReceive(native, port);
+      destroyReceive(native, notify); // with any notification still queued
+    }
+  });
 }
 
 /**
@@ -447,6 +562,8 @@ export async function darwinChecks(
   return [
     ...alignChecks(native),
     ...queueLimitChecks(native),
+    queueLimitSetCheck(native),
+    await sendPossibleCheck(native, sleep),
     await portSetPeekCheck(native),
     await portSetDestroyCheck(native, sleep),
     await bootstrapRemovalCheck(native, sleep),

@@ -16,14 +16,14 @@ import { type Check, probeAsync } from "./doctor_report.ts";
  * surface sent arrives byte for byte, is in use while the frame is open and
  * no longer once it is closed.
  */
-export function probeHandoff(id: string): Promise<Check> {
+export function probeHandoff(id: string, pid: number = Deno.pid): Promise<Check> {
   return probeAsync(id, async () => {
-    const name = `doctor-${Deno.pid}-${Date.now().toString(36)}`;
+    const name = `doctor-${pid}-${Date.now().toString(36)}`;
     using listener = listen(name);
     const accepting = listener.accept({ timeout: 5000 });
     using producer = await connect(name, { timeout: 5000 });
     using consumer = await accepting;
-    const self = { pid: Deno.pid, uid: backend().currentUid(), gid: consumer.peer.gid };
+    const self = { pid, uid: backend().currentUid(), gid: consumer.peer.gid };
     const seen = { byListener: { ...consumer.peer }, byClient: { ...producer.peer } };
     // gid: what both ends read must agree (Deno.gid() would need --allow-sys).
     const credsOk = [seen.byListener, seen.byClient].every((p) =>

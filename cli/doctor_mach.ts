@@ -105,9 +105,9 @@ export function build(m: Outgoing): Uint8Array {
   return buffer;
 }
 
-/** Sends `buffer` without waiting (`MACH_SEND_TIMEOUT` 0); returns the kern_return_t. */
-export function sendBuffer(native: DarwinNative, buffer: Uint8Array): number {
-  const flags = DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT;
+/** Sends `buffer` without waiting (`MACH_SEND_TIMEOUT` 0, plus `options`); returns the kern_return_t. */
+export function sendBuffer(native: DarwinNative, buffer: Uint8Array, options = 0): number {
+  const flags = DARWIN.MACH_SEND_MSG | DARWIN.MACH_SEND_TIMEOUT | options;
   return native.mach_msg(buffer, flags, buffer.length, 0, 0, 0, 0);
 }
 

@@ -32,7 +32,7 @@ export function fromGstLine(socket: string, name: string, s: FromGstStats, extra
 export function toGstLine(name: string, socket: string, s: ToGstStats): string {
   return `to-gst ${name} → ${socket}: received ${s.received}  zero-copy ${s.zeroCopy}  ` +
     `copies ${s.copies}  dropped ${s.dropped}  released ${s.released}  held ${s.outstanding}  ` +
-    `clients ${s.clients}`;
+    `clients ${s.clients}  skipped ${s.skipped}  cut off ${s.cutOff}`;
 }
 
 /** Prints `line()` every `interval` ms until the returned stop function is called. */
@@ -55,35 +55,42 @@ export const fromGst: Command = {
   summary: "publish a GStreamer unixfdsink's frames as NAME (zero-copy)",
   usage: [
     "usage: surfaceport from-gst SOCKET NAME [--timeout MS] [--max-outstanding N] [--interval MS]",
+    "                            [--reconnect]",
     "",
     "Connects to the unixfdsink at SOCKET (a path, or @name for socket-type=abstract",
     "socket-path=name) and publishes every buffer under NAME without copying it: the",
     "subscribers get GStreamer's own memory (only a buffer split over several memories",
     "is copied, and counted). A buffer goes back to GStreamer once every subscriber",
-    "closed it. Give the sink wait-for-connection=true. Ends at EOS.",
+    "closed it. Give the sink wait-for-connection=true. Ends at EOS, unless --reconnect.",
     "  --timeout MS          how long to wait for the sink to appear (default 5000)",
     "  --max-outstanding N   buffers held for subscribers at most (default 8)",
     "  --interval MS         how often to print the counters (default 1000)",
+    "  --reconnect           outlive the pipeline: when the sink goes away (EOS, a restart,",
+    "                        a crash) wait for it and connect again, until Ctrl-C",
   ].join("\n"),
   async run(args, io) {
-    const { values, positionals } = parseCommandArgs(args, COMMON_OPTIONS);
+    const { values, positionals } = parseCommandArgs(args, {
+      ...COMMON_OPTIONS,
+      reconnect: "boolean",
+    });
     if (positionals.length !== 2) throw new UsageError("from-gst needs SOCKET and NAME");
     const [socket, name] = positionals;
     const timeout = integerOption(values, "timeout", 5000);
     const interval = Math.max(50, integerOption(values, "interval", 1000));
     const maxOutstanding = Math.max(1, integerOption(values, "max-outstanding", 8, 4096));
+    const reconnect = values.reconnect === true;
     using publisher = publish(name);
-    const bridge = await GstSourceBridge.connect(socket, {
-      timeout,
-      maxOutstanding,
-      signal: io.signal,
-    });
-    const onAbort = () => bridge.close();
+    let bridge: GstSourceBridge | undefined;
+    let connections = 0;
+    const onAbort = () => bridge?.close();
     io.signal.addEventListener("abort", onAbort, { once: true });
     const shape = () => {
-      const caps = bridge.caps;
+      const caps = bridge?.caps;
       return caps ? `${caps.format} ${caps.width}x${caps.height}  ` : "";
     };
+    const stats = (): FromGstStats =>
+      bridge?.stats ??
+        { received: 0, forwarded: 0, copies: 0, dropped: 0, released: 0, outstanding: 0 };
     const stop = ticker(
       io,
       interval,
@@ -91,15 +98,27 @@ export const fromGst: Command = {
         fromGstLine(
           socket,
           name,
-          bridge.stats,
-          `${shape()}subscribers ${publisher.subscribers.length}  `,
+          stats(),
+          `${shape()}subscribers ${publisher.subscribers.length}  ` +
+            (reconnect ? `connections ${connections}  ` : ""),
         ),
     );
     try {
-      await bridge.run(publisher);
+      await GstSourceBridge.forward(socket, publisher, {
+        timeout,
+        maxOutstanding,
+        signal: io.signal,
+        reconnect,
+        onConnect: (next) => {
+          bridge = next;
+          connections++;
+        },
+      });
+    } catch (error) {
+      if (!io.signal.aborted) throw error;
     } finally {
       io.signal.removeEventListener("abort", onAbort);
-      bridge.close();
+      bridge?.close();
       await stop();
     }
     await io.out(io.signal.aborted ? "interrupted\n" : "end of stream\n");
@@ -118,7 +137,9 @@ export const toGst: Command = {
     "socket-path=name). Frames in GStreamer's default layout go without a copy; others",
     "are copied once (counted). A frame is held until GStreamer gives it back.",
     "  --timeout MS          how long to wait for NAME to appear (default 5000)",
-    "  --max-outstanding N   frames held for GStreamer at most (default 8)",
+    "  --max-outstanding N   frames held for GStreamer at most, all clients together",
+    "                        (default 2); one client holds at most two, a client that holds",
+    "                        them for 2 s or stops reading for 1 s is disconnected",
     "  --fps N               framerate to announce in the caps (default 0/1, variable)",
     "  --interval MS         how often to print the counters (default 1000)",
   ].join("\n"),
@@ -128,7 +149,7 @@ export const toGst: Command = {
     const [name, socket] = positionals;
     const timeout = integerOption(values, "timeout", 5000);
     const interval = Math.max(50, integerOption(values, "interval", 1000));
-    const maxOutstanding = Math.max(1, integerOption(values, "max-outstanding", 8, 4096));
+    const maxOutstanding = Math.max(1, integerOption(values, "max-outstanding", 2, 4096));
     const fps = integerOption(values, "fps", 0, 1000);
     using subscription = await subscribe(name, { timeout, signal: io.signal });
     using bridge = GstSinkBridge.listen(socket, { maxOutstanding, fps: fps || undefined });

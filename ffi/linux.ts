@@ -90,6 +90,14 @@ export const libcSymbols = {
   chmod: { parameters: ["buffer", "u32"], result: "i32" },
   /** int unlink(const char *path) */
   unlink: { parameters: ["buffer"], result: "i32" },
+  /** DIR *opendir(const char *path) */
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  /** struct dirent *readdir(DIR *dir) — d_name at offset 19 on LP64 glibc */
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  /** int closedir(DIR *dir) */
+  closedir: { parameters: ["pointer"], result: "i32" },
+  /** ssize_t readlink(const char *path, char *buf, size_t size) — no terminating NUL */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** int unlinkat(int dirfd, const char *path, int flags) */
   unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   /** int inotify_init1(int flags) */

@@ -132,6 +132,24 @@ export interface RuntimeFiles {
   readTextFile(path: string): string;
   /** The whole of a file. */
   readFile(path: string): Promise<Uint8Array<ArrayBuffer>>;
+  /**
+   * Creates `path` holding `text` (with `mode`) only if nothing is at that
+   * name: `O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK`, so a link, a hard
+   * link or a FIFO already there is never written through or waited on.
+   * False if something is there; throws for other failures.
+   */
+  createFile(path: string, text: string, mode: number): boolean;
+  /**
+   * Opens `path` with `O_NOFOLLOW | O_NONBLOCK` (a link is not followed, a
+   * FIFO not waited on) and describes what it opened; for a regular file,
+   * also reads at most `maxBytes + 1` bytes of it (so a longer file shows
+   * as longer than `maxBytes` without being read whole). `undefined` if
+   * nothing is at `path`; throws for anything that cannot be opened so.
+   */
+  readBounded(
+    path: string,
+    maxBytes: number,
+  ): { info: FileInfo & { readonly links: number }; bytes?: Uint8Array } | undefined;
   /** The whole of a file, synchronously (the shim loader hashes it inside synchronous calls). */
   readFileSync(path: string): Uint8Array;
   /**
@@ -213,6 +231,7 @@ function detect(): HostInfo {
       name: "node",
       version: node,
       ffiDenied: permission !== undefined && !permission.has("ffi"),
+      workerDenied: permission !== undefined && !permission.has("worker"),
     };
   }
   return { name: undefined, version: "" };

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { createFileExclusive, readFileBounded } from "./runtime_node_files.ts";
 import type { FileInfo, Library, Pointer, PointerValue, Runtime, SymbolTable } from "./runtime.ts";
 
 const asDeno = (pointer: PointerValue) => pointer as unknown as Deno.PointerValue;
@@ -51,6 +52,10 @@ export function denoRuntime(): Runtime {
 
     env(name) {
       try {
+        // Asked first: a missing --allow-env must never turn into a prompt.
+        if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+          return undefined;
+        }
         return Deno.env.get(name);
       } catch {
         return undefined; // no --allow-env
@@ -90,6 +95,9 @@ export function denoRuntime(): Runtime {
         Array.from(Deno.readDirSync(path), (entry) => ({ name: entry.name, isFile: entry.isFile })),
       readTextFile: (path) => Deno.readTextFileSync(path),
       readFile: (path) => Deno.readFile(path),
+      // node:fs: Deno's own open cannot ask for O_NOFOLLOW or O_NONBLOCK.
+      createFile: createFileExclusive,
+      readBounded: readFileBounded,
       readFileSync: (path) => Deno.readFileSync(path),
       writePrivateFile(name, bytes) {
         const dir = Deno.makeTempDirSync({ prefix: "surfaceport-" }); // mode 0700

@@ -120,11 +120,7 @@ export function nodeRuntime(ffi: NodeFfi, version: string): Runtime {
     },
     isPermissionError: (error) => (error as { code?: string })?.code === "ERR_ACCESS_DENIED",
 
-    addressOf(bytes) {
-      // `.buffer` first: a small typed array's bytes live in its heap cell (and move) until then.
-      void bytes.buffer;
-      return ffi.getRawPointer(bytes);
-    },
+    addressOf: (bytes) => ffi.getRawPointer(bytes), // moves an on-heap array's bytes out first
     pointerValue: asBig,
     pointerFrom: fromBig,
     arrayBufferAt: (pointer: Pointer, size) => ffi.toArrayBuffer(asBig(pointer), size, false),

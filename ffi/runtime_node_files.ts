@@ -30,6 +30,54 @@ export function nodePermission(): Permission | undefined {
   return (process as unknown as { permission?: Permission }).permission;
 }
 
+/** {@link RuntimeFiles.createFile} over `node:fs` (Deno's own open has no `O_NOFOLLOW`). */
+export function createFileExclusive(path: string, text: string, mode: number): boolean {
+  const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+  let fd: number;
+  try {
+    fd = fs.openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, mode);
+  } catch (error) {
+    if ((error as { code?: string }).code === "EEXIST") return false;
+    throw error;
+  }
+  try {
+    fs.writeSync(fd, text);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return true;
+}
+
+/** {@link RuntimeFiles.readBounded} over `node:fs`. */
+export function readFileBounded(
+  path: string,
+  maxBytes: number,
+): { info: FileInfo & { readonly links: number }; bytes?: Uint8Array } | undefined {
+  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+  let fd: number;
+  try {
+    fd = fs.openSync(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch (error) {
+    if ((error as { code?: string }).code === "ENOENT") return undefined;
+    throw error;
+  }
+  try {
+    const stat = fs.fstatSync(fd);
+    const info = { ...fileInfo(stat), links: stat.nlink };
+    if (!info.isFile) return { info };
+    const bytes = new Uint8Array(maxBytes + 1);
+    let length = 0;
+    while (length < bytes.length) {
+      const n = fs.readSync(fd, bytes, length, bytes.length - length, length);
+      if (n <= 0) break;
+      length += n;
+    }
+    return { info, bytes: bytes.subarray(0, length) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** The file operations through `node:fs` (asking Node's permission model where it is on). */
 export const nodeFiles: RuntimeFiles = {
   mayAccess(kind, path) {
@@ -57,6 +105,8 @@ export const nodeFiles: RuntimeFiles = {
     })),
   readTextFile: (path) => fs.readFileSync(path, "utf8"),
   readFile: async (path) => new Uint8Array(await fs.promises.readFile(path)),
+  createFile: createFileExclusive,
+  readBounded: readFileBounded,
   readFileSync: (path) => new Uint8Array(fs.readFileSync(path)),
   writePrivateFile(name, bytes) {
     const dir = fs.mkdtempSync(`${os.tmpdir()}/surfaceport-`); // mode 0700

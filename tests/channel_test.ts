@@ -529,7 +529,10 @@ Deno.test({
     // does, and leaves a gap: tests/backpressure_test.ts).
     const aborted = new AbortController();
     aborted.abort(new Error("stop"));
-    await assert.rejects(p.client.send(surface, undefined, { signal: aborted.signal }));
+    await assert.rejects(
+      p.client.send(surface, undefined, { signal: aborted.signal }),
+      /^Error: stop$/,
+    );
     await p.client.send(surface);
     using next = await p.server.receive({ timeout: 5000 });
     assert.equal(next.sequence, sent.length, "no number taken");

@@ -21,7 +21,7 @@ const refused = (pattern: RegExp) => (error: unknown) => {
   return true;
 };
 
-Deno.test("check runtime: Node older than 26, and Node with --permission but without --allow-ffi, are refused by name", () => {
+Deno.test("check runtime: Node older than 26, and Node with --permission but without --allow-ffi or --allow-worker, are refused by name", () => {
   assertRuntimeSupported({ name: "node", version: "26.0.0" });
   assertRuntimeSupported({ name: "node", version: "26.10.0", ffiDenied: false });
   assert.throws(
@@ -31,6 +31,10 @@ Deno.test("check runtime: Node older than 26, and Node with --permission but wit
   assert.throws(
     () => assertRuntimeSupported({ name: "node", version: "26.10.0", ffiDenied: true }),
     refused(/--permission but without --allow-ffi/),
+  );
+  assert.throws(
+    () => assertRuntimeSupported({ name: "node", version: "26.10.0", workerDenied: true }),
+    refused(/--permission but without --allow-worker/),
   );
   assert.throws(
     () => assertRuntimeSupported({ name: "deno", version: "2.7.5" }),
@@ -63,9 +67,10 @@ Deno.test("check runtime: a runtime without its FFI module, or an FFI that lacks
 
 const nodeReason = missing("node");
 Deno.test({
-  name: `check runtime: node --permission without --allow-ffi gets UnsupportedError at import${
-    nodeReason ? ` (ignored: ${nodeReason})` : ""
-  }`,
+  name:
+    `check runtime: node --permission without --allow-ffi (or --allow-worker), and node --no-experimental-ffi, get UnsupportedError at import${
+      nodeReason ? ` (ignored: ${nodeReason})` : ""
+    }`,
   ignore: nodeReason !== undefined,
   async fn() {
     const script = `import("${repositoryRoot}mod.ts").then(
@@ -83,6 +88,10 @@ Deno.test({
     assert.match(
       await run(["--permission", read]),
       /^UnsupportedError: Node .* runs with --permission but without --allow-ffi/,
+    );
+    assert.match(
+      await run(["--permission", read, "--allow-ffi"]),
+      /^UnsupportedError: Node .* runs with --permission but without --allow-worker/,
     );
     assert.equal(await run(["--permission", read, "--allow-ffi", "--allow-worker"]), "loaded");
     assert.match(

@@ -483,13 +483,25 @@ Deno.test({
       "--port",
       "0",
     ]);
-    const port = Number(/127\.0\.0\.1:(\d+)/.exec(await server.line(/^preview: http/))![1]);
+    const printed = new URL(/(http:\/\/\S+)/.exec(await server.line(/^preview: http/))![1]);
+    const port = Number(printed.port);
+    const token = printed.searchParams.get("token")!;
     const base = `http://127.0.0.1:${port}`;
-    const ok = await fetch(`${base}/`);
+    // The printed link moves its token into a cookie and out of the address bar.
+    const first = await fetch(printed, { redirect: "manual" });
+    assert.equal(first.status, 302);
+    assert.equal(first.headers.get("location"), "/");
+    const cookie = first.headers.get("set-cookie")!.split(";")[0];
+    assert.equal(cookie, `surfaceport-preview-${port}=${token}`);
+    await first.body?.cancel();
+    const ok = await fetch(`${base}/`, { headers: { cookie } });
     assert.equal(ok.status, 200);
     assert.match(await ok.text(), /surfaceport preview/);
-    const list = await fetch(`${base}/api/list`);
+    const list = await fetch(`${base}/api/list`, { headers: { cookie } });
     assert.ok(Array.isArray(await list.json()));
+    const without = await fetch(`${base}/api/list`);
+    assert.equal(without.status, 403, "no token, no list");
+    await without.body?.cancel();
     // fetch() sets Host from the URL: a raw request carries the rebound name.
     const connection = await Deno.connect({ hostname: "127.0.0.1", port });
     await connection.write(
@@ -503,13 +515,15 @@ Deno.test({
     const upgrade = { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13" };
     const key = { "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" };
     const foreign = await fetch(`${base}/ws?name=x`, {
-      headers: { ...upgrade, ...key, origin: "http://evil.example" },
+      headers: { ...upgrade, ...key, origin: "http://evil.example", cookie },
     });
     assert.equal(foreign.status, 403);
     assert.match(await foreign.text(), /refused: a WebSocket from http:\/\/evil\.example/);
     // A WebSocket with no Origin at all is refused too (the page's own origin is accepted: the
     // Chromium preview test above opens one).
-    const socket = new WebSocket(`ws://127.0.0.1:${port}/ws?name=${uniqueName("nothing")}`);
+    const socket = new WebSocket(
+      `ws://127.0.0.1:${port}/ws?name=${uniqueName("nothing")}&token=${token}`,
+    );
     const opened = await new Promise<boolean>((resolve) => {
       socket.onopen = () => resolve(true);
       socket.onerror = () => resolve(false);

@@ -668,8 +668,12 @@ Deno.test("darwin/fake: sendPortRight/receivePortRight move a surface port betwe
   w.kernel.assertNoLeaks();
 });
 
-Deno.test("darwin/fake: PixelBuffer and the port primitives are UnsupportedError on the Linux backend", async () => {
-  if (Deno.build.os !== "linux") return;
+Deno.test({
+  name:
+    "darwin/fake: PixelBuffer and the port primitives are UnsupportedError on the Linux backend" +
+    (Deno.build.os === "linux" ? "" : " (skipped: this is not Linux)"),
+  ignore: Deno.build.os !== "linux",
+}, async () => {
   setBackendForTesting(undefined);
   assert.throws(() => PixelBuffer.create({ width: 2, height: 2 }), UnsupportedError);
   await assert.rejects(receivePortRight(0x103), UnsupportedError);

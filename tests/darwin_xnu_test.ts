@@ -11,8 +11,10 @@
 
 import assert from "node:assert/strict";
 import {
+  ClosedError,
   connect,
   listen,
+  MachError,
   PeerClosedError,
   ProtocolError,
   receivePortRight,
@@ -21,11 +23,14 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { resolveLimits } from "../src/channel/options.ts";
+import { APP_GROUP_ENV, CHECK_IN_RETRY_MS } from "../src/darwin/bootstrap.ts";
+import { createDarwinBackend } from "../src/darwin/backend.ts";
 import { connectMach } from "../src/darwin/listener.ts";
 import { INBOX_QUEUE_LIMIT, kernReturnName } from "../src/darwin/mach.ts";
 import { SEND_POSSIBLE_RECHECK_MS } from "../src/darwin/send.ts";
 import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
 import type { FakeTask } from "./fakes/fake_darwin.ts";
+import { glueNative } from "./fakes/frameworks.ts";
 import { world } from "./fakes/world.ts";
 
 const D = DARWIN;
@@ -185,7 +190,6 @@ Deno.test("defect 9: PeerCredentials carries the audit token's pid version; an a
         allowPeer: (peer) => peer.pid === meant.pid && peer.pidVersion === meant.pidVersion,
       }),
   );
-  const { createDarwinBackend } = await import("../src/darwin/backend.ts");
   const I = createDarwinBackend(impostor);
   const accepted = guarded.accept({ timeout: 300 }).catch((e) => e);
   await assert.rejects(w.as(I, () => connect("xnu-child", { timeout: 300 })), PeerClosedError);
@@ -320,4 +324,128 @@ Deno.test("defect 6 / issue 23: a send-possible request replaced by another come
   a.mach_port_deallocate(a.taskSelf, inbox);
   a.mach_port_mod_refs(a.taskSelf, inbox, D.MACH_PORT_RIGHT_RECEIVE, -1);
   w.kernel.assertNoLeaks(); // the replaced request's send-once right was released
+});
+
+Deno.test("defect 10: listen() never blocks the thread: a name launchd still holds is checked in by timers, a name in use fails at once", async () => {
+  using w = world();
+  w.kernel.bootstrapRemovalDelayMs = 200; // launchd drops a closed listener's name after 200 ms
+  listen("xnu-again").close();
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  try {
+    const start = performance.now();
+    const again = listen("xnu-again"); // SERVICE_ACTIVE until launchd removes the name
+    const blocked = performance.now() - start;
+    assert.ok(blocked < 100, `listen() blocked the thread for ${blocked} ms`);
+    const accepted = again.accept({ timeout: 2000 });
+    const client = await w.as(w.B, () => connect("xnu-again", { timeout: 2000 }));
+    const server = await accepted;
+    assert.ok(ticks >= 10, `the event loop ran ${ticks} 5 ms ticks while the name was held`);
+    client.close();
+    server.close();
+    again.close();
+
+    // A live listener's name (another process's): refused at once, saying so, not after 250 ms.
+    const live = w.as(w.B, () => listen("xnu-live"));
+    const refusedAt = performance.now();
+    assert.throws(
+      () => listen("xnu-live"),
+      (e) =>
+        e instanceof MachError && e.kernReturnName === "BOOTSTRAP_NOT_PRIVILEGED" &&
+        /another process/.test(e.message),
+    );
+    assert.ok(performance.now() - refusedAt < CHECK_IN_RETRY_MS / 2, "retried a live name");
+    live.close();
+    // Closed while launchd still holds the name: the background check-in stops, nothing leaks.
+    listen("xnu-again").close();
+    const pending = listen("xnu-again");
+    const waiting = pending.accept().catch((e) => e);
+    pending.close();
+    assert.ok(await waiting instanceof ClosedError);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  } finally {
+    clearInterval(timer);
+  }
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("defect 11: a sandboxed process is told the sandbox denies mach-register, and its application group prefix works", async () => {
+  using w = world();
+  const app = w.kernel.createTask({ pid: 303, appGroups: ["TEAMID.com.example.shared"] });
+  const App = createDarwinBackend(glueNative(app));
+  assert.throws(
+    () => w.as(App, () => listen("camera")),
+    (e) =>
+      e instanceof MachError && e.kernReturnName === "BOOTSTRAP_NOT_PRIVILEGED" &&
+      /sandbox/.test(e.message) && /mach-register/.test(e.message) &&
+      e.message.includes(APP_GROUP_ENV),
+  );
+  await assert.rejects(
+    w.as(App, () => connect("camera")),
+    (e) => e instanceof MachError && /mach-lookup/.test(e.message),
+  );
+  Deno.env.set(APP_GROUP_ENV, "TEAMID.com.example.shared");
+  try {
+    const listener = w.as(App, () => listen("camera"));
+    assert.equal(listener.address, "TEAMID.com.example.shared.surfaceport.camera");
+    const accepted = listener.accept({ timeout: 1000 });
+    const client = await connect("camera", { timeout: 1000 }); // A, outside the sandbox
+    const server = await accepted;
+    client.close();
+    server.close();
+    listener.close();
+  } finally {
+    Deno.env.delete(APP_GROUP_ENV);
+  }
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("fake: names are reused as XNU reuses them (same index, generation + 4), so a stale name is invalid", () => {
+  using w = world();
+  const a = w.a;
+  const first = plainPort(a);
+  a.mach_port_deallocate(a.taskSelf, first);
+  a.mach_port_mod_refs(a.taskSelf, first, D.MACH_PORT_RIGHT_RECEIVE, -1);
+  const second = plainPort(a);
+  assert.equal(second >>> 8, first >>> 8, "the freed index is reused at once");
+  assert.equal(second & 0xff, (first + 4) & 0xff, "with the next generation");
+  assert.equal(a.mach_port_deallocate(a.taskSelf, first), D.KERN_INVALID_NAME);
+  w.kernel.violations.length = 0; // that stale deallocate was this test's own
+  a.mach_port_deallocate(a.taskSelf, second);
+  a.mach_port_mod_refs(a.taskSelf, second, D.MACH_PORT_RIGHT_RECEIVE, -1);
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("fake: with a slow blocking-thread pool (5 ms a call) parked receives and sends still meet", async () => {
+  using w = world();
+  w.kernel.blockingCallLatencyMs = 5;
+  const { listener, producer, consumer } = await pair(w, "xnu-slow");
+  using surface = Surface.create({ width: 8, height: 8 });
+  for (let i = 0; i < 10; i++) {
+    const receiving = w.as(w.B, () => consumer.receive({ timeout: 2000 })); // parks first
+    await producer.send(surface, i);
+    using frame = await receiving;
+    assert.equal(frame.meta, i);
+    frame.close();
+  }
+  surface.close();
+  producer.close();
+  consumer.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("fake: bootstrap namespaces: an ssh session's task neither sees nor collides with the GUI's names", async () => {
+  using w = world();
+  const listener = w.as(w.B, () => listen("xnu-ns"));
+  const ssh = w.kernel.createTask({ pid: 404, namespace: "ssh" });
+  const S = createDarwinBackend(glueNative(ssh));
+  await assert.rejects(
+    w.as(S, () => connect("xnu-ns")),
+    (e) => e instanceof MachError && e.kernReturnName === "BOOTSTRAP_UNKNOWN_SERVICE",
+  );
+  const own = w.as(S, () => listen("xnu-ns")); // the same name, in its own namespace
+  own.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
 });

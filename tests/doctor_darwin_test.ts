@@ -8,10 +8,19 @@
  */
 
 import assert from "node:assert/strict";
-import { darwinChecks, portSetPeekCheck, shimChecks } from "../cli/doctor_darwin.ts";
+import {
+  darwinChecks,
+  portSetPeekCheck,
+  queueLimitSetCheck,
+  sendPossibleCheck,
+  shimChecks,
+} from "../cli/doctor_darwin.ts";
 import { runDoctorPeer } from "../cli/doctor_darwin_peer.ts";
 import type { PeerLauncher } from "../cli/doctor_mach.ts";
+import { probeHandoff } from "../cli/doctor_handoff.ts";
 import { type Check, formatReport } from "../cli/doctor_report.ts";
+import { createDarwinBackend } from "../src/darwin/backend.ts";
+import { setBackendForTesting } from "../src/platform.ts";
 import { ABI_REPORT_VERSION, EXPECTED_ABI } from "../src/darwin/abi.ts";
 import { DARWIN } from "../src/darwin/structs.ts";
 import { FakeMachKernel, type FakeTask } from "./fakes/fake_darwin.ts";
@@ -61,6 +70,8 @@ Deno.test("doctor/macOS over the test double: every check runs, every assumption
     "macos.align.y420": "confirmed",
     "macos.qlimit": "confirmed",
     "macos.send-timeout.pseudo-receive": "confirmed",
+    "macos.qlimit.set": "confirmed",
+    "macos.send-possible": "confirmed",
     "macos.portset.peek": "confirmed",
     "macos.portset.destroy": "confirmed",
     "macos.bootstrap.removal": "confirmed",
@@ -108,6 +119,16 @@ Deno.test("doctor/macOS over the test double: a double that behaves otherwise is
   assert.equal(peek.status, "refuted", peek.detail);
   deaf.kernel.assertNoLeaks();
 
+  // Queue limits that are not applied, a send-possible request that is never armed: refuted.
+  const stuck = setup();
+  stuck.doctor.mach_port_set_attributes = () => DARWIN.KERN_SUCCESS;
+  stuck.doctor.mach_port_request_notification = () => DARWIN.KERN_SUCCESS;
+  assert.equal(queueLimitSetCheck(stuck.doctor).status, "refuted");
+  const possible = await sendPossibleCheck(stuck.doctor, sleep);
+  assert.equal(possible.status, "refuted", possible.detail);
+  assert.match(possible.detail, /no notification/);
+  stuck.kernel.assertNoLeaks();
+
   // A use count that never shows: every use-count assumption is refuted.
   const blind = setup();
   blind.doctor.IOSurfaceIsInUse = () => false;
@@ -140,4 +161,19 @@ Deno.test("doctor/macOS: the ABI check lists each difference of a bad report", (
   const [, abi] = shimChecks(undefined, bad);
   assert.equal(abi.status, "failed");
   assert.match(abi.detail, /sizeof\(mach_msg_header_t\)/);
+});
+
+Deno.test("doctor/macOS over the test double: the library's own handoff (macos.handoff) is ok, and nothing leaks", async () => {
+  const kernel = new FakeMachKernel();
+  const task = kernel.createTask({ pid: 101, uid: 501, gid: 20 });
+  setBackendForTesting(createDarwinBackend(task));
+  try {
+    const check = await probeHandoff("macos.handoff", 101);
+    assert.equal(check.status, "ok", check.detail);
+    // The same probe with another pid than the peer credentials show: failed.
+    assert.equal((await probeHandoff("macos.handoff", 102)).status, "failed");
+  } finally {
+    setBackendForTesting(undefined);
+  }
+  kernel.assertNoLeaks();
 });

@@ -199,3 +199,21 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "doctor: the macOS peer entry (`doctor --peer`) on Linux exits 1 saying why",
+  ignore: !linux,
+  async fn() {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", ...FLAGS, MAIN, "doctor", "--peer", "surfaceport.x"],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    assert.equal(output.code, 1);
+    assert.match(
+      new TextDecoder().decode(output.stderr),
+      /doctor peer: UnsupportedError: the IOSurface backend runs on macOS, not linux/,
+    );
+  },
+});

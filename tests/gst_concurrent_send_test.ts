@@ -18,7 +18,8 @@ Deno.test({
   ignore: Deno.build.os !== "linux",
   async fn() {
     const name = uniqueName("gstconc");
-    const bridge = GstSinkBridge.listen(`@${name}`);
+    // Three frames held at once by one client: above the default budgets.
+    const bridge = GstSinkBridge.listen(`@${name}`, { clientBudget: 3, maxOutstanding: 3 });
     const client = await connectUnixFd(`@${name}`, () => true, performance.now() + 2000);
     const surfaces = [0, 1, 2].map(() => Surface.create({ width: 64, height: 4 }));
     const frame = (surface: Surface) => ({ surface, close: () => {} });

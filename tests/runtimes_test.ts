@@ -73,3 +73,21 @@ Deno.test({
     );
   },
 });
+
+for (const name of ["node", "bun"] as const) {
+  Deno.test({
+    name: `runtimes: examples/any_runtime.ts runs under ${name} as the README says${
+      missing(name) ? ` (ignored: ${missing(name)})` : ""
+    }`,
+    ignore: missing(name) !== undefined,
+    async fn() {
+      const { success, text } = await run(
+        runtimes[name]!.path,
+        [`${repositoryRoot}examples/any_runtime.ts`],
+        30_000,
+      );
+      assert.ok(success, text);
+      assert.match(text, /(Node|Bun): frame 0, 1920x1080, same memory: true, first byte 128/);
+    },
+  });
+}

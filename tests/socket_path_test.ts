@@ -97,8 +97,11 @@ Deno.test("a stale socket of this user (its listener was killed) is replaced", a
     {
       await using peer = spawnPeer("listen_forever.ts", [path]);
       await peer.line("listening");
+      assert.ok((await Deno.lstat(path)).isSocket, "bound while the peer lives");
+      peer.process.kill("SIGKILL");
+      await peer.process.status;
     } // SIGKILLed: the socket file stays
-    assert.ok((await Deno.lstat(path)).isSocket);
+    assert.ok((await Deno.lstat(path)).isSocket, "left behind by the killed peer");
     const listener = listen(path);
     try {
       assert.equal(((await Deno.stat(path)).mode ?? 0) & 0o777, 0o600);

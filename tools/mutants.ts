@@ -5,7 +5,7 @@
  * and fails if any mutation survives (the named tests still pass), if a row's
  * text no longer occurs exactly once in its file (the code moved: update the
  * list), or if a mutated run failed without a failing test (a load error
- * says nothing about the tests).
+ * says nothing about the tests) or did not finish within `--timeout`.
  *
  * ```sh
  * deno task mutants                  # every row, one at a time
@@ -152,8 +152,14 @@ async function trackedFiles(root: string): Promise<string[]> {
 }
 
 /** Copies the tracked files of `root` into a new temporary directory; returns its path. */
+/** Scratch copies not removed yet (removed on Ctrl-C too). */
+const scratchDirs = new Set<string>();
+/** Process groups of the test runs under way (timeout(1) leads a group of its own). */
+const runningGroups = new Set<number>();
+
 async function scratchCopy(root: string, files: string[]): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "surfaceport-mutants-" });
+  scratchDirs.add(dir);
   for (const file of files) {
     let info: Deno.FileInfo;
     try {
@@ -202,21 +208,32 @@ async function runMutant(dir: string, row: Mutant, timeoutSeconds: number): Prom
     ];
     // timeout(1) puts the run in a process group of its own and kills the whole group, so the
     // peers a hung test spawned go too.
-    const output = await new Deno.Command("timeout", {
-      args,
-      cwd: dir,
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command("timeout", {
+        args,
+        cwd: dir,
+        env: { NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      throw new Error("mutants: timeout(1) (GNU coreutils) is needed to bound each test run");
+    }
+    runningGroups.add(child.pid);
+    const output = await child.output().finally(() => runningGroups.delete(child.pid));
     const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
     const seconds = (performance.now() - started) / 1000;
     if (output.code === 124 || output.code === 137) {
+      // Neither a kill nor a survival: every test has timeouts of its own, so a run this long
+      // hung (or --timeout is too short for it).
       return {
         row,
-        verdict: "killed",
+        verdict: "error",
         seconds,
-        detail: `the tests hung (killed after ${timeoutSeconds} s)`,
+        detail: `the tests did not finish within ${timeoutSeconds} s (stopped): a hang, or raise ` +
+          `--timeout\n${tail(text, 12)}`,
       };
     }
     const summary = /^(ok|FAILED) \| (\d+) passed \| (\d+) failed/m.exec(text);
@@ -262,6 +279,7 @@ export async function runMutants(
       }
     } finally {
       await Deno.remove(dir, { recursive: true });
+      scratchDirs.delete(dir);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.jobs) }, worker));
@@ -296,6 +314,24 @@ if (import.meta.main) {
     console.error("usage: deno task mutants [--jobs N] [--only id,id] [--timeout S] [--check]");
     Deno.exit(2);
   }
+  // Ctrl-C reaches this process only: timeout(1) put each test run in a group of its own.
+  Deno.addSignalListener("SIGINT", () => {
+    for (const group of runningGroups) {
+      try {
+        Deno.kill(-group, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    for (const dir of scratchDirs) {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch (error) {
+        console.error(`mutants: could not remove ${dir}: ${error}`);
+      }
+    }
+    Deno.exit(130);
+  });
   const started = performance.now();
   console.log(`mutants: ${rows.length} mutations, ${jobs} at a time`);
   const outcomes = await runMutants(REPO_ROOT, rows, {

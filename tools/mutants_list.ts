@@ -40,12 +40,12 @@ export interface Mutant extends Edit {
 
 /** Every mutation `deno task mutants` runs. */
 export const MUTANTS: Mutant[] = [
-  // --- Issue 23's table: mutations the named tests once let through -----------------------
+  // --- Issue 23: mutations the named tests once let through (its table, and found by reading) -
   {
     id: "gst-release-unheld-kept",
     file: "src/gst/to_gst.ts",
-    find: "if (!entry || !entry.pending.delete(client)) break;",
-    replace: "if (!entry || !entry.pending.delete(client)) continue;",
+    find: "if (!this.#release(client, message.id)) break;",
+    replace: "if (!this.#release(client, message.id)) continue;",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "to-gst hands each client a locked descriptor",
     why: "issue 23: a RELEASE for an id the client does not hold must drop the client, as " +
@@ -111,35 +111,6 @@ export const MUTANTS: Mutant[] = [
     filter: "registry: a fake task's uid never gets a registry directory",
     why: "a directory made for a uid this process does not run as would lock that user out of " +
       "their registry (issue 23: the test returned early, reporting ok, where euid is 501)",
-  },
-  {
-    id: "keep-last-off",
-    file: "src/pubsub/publish.ts",
-    find: "      if (this.#keepLast) {\n        const handle = backing.exportHandle();",
-    replace: "      if (false) {\n        const handle = backing.exportHandle();",
-    tests: ["tests/pubsub_test.ts"],
-    filter: "with keepLast (default) the last frame stays in use",
-    why: "README: with keepLast (default) a late subscriber gets the last frame at once, so it " +
-      "stays in use until the next one",
-  },
-  {
-    id: "queue-subscriber-as-latest",
-    file: "src/pubsub/publish.ts",
-    find: 'if (subscriber.state === "subscribed" && subscriber.policy === "queue") {\n' +
-      "          batch ??=",
-    replace: "if (false) {\n          batch ??=",
-    tests: ["tests/pubsub_test.ts"],
-    filter: "a stalled 'queue' subscriber back-pressures the publisher, and loses nothing",
-    why: "README: policy 'queue' gets every frame in order and send waits for it",
-  },
-  {
-    id: "malformed-message-fds-kept",
-    file: "src/linux/channel.ts",
-    find: "        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);\n",
-    replace: "",
-    tests: ["tests/hostile_test.ts"],
-    filter: "every malformed message is a typed ProtocolError, its fds are closed",
-    why: "README: no message, however malformed, leaks the descriptors it brought",
   },
   // --- Defects fixed in this project's history, each with its test ---------------------------
   {
@@ -280,7 +251,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "registry-keeps-abandoned-tmp",
     file: "src/channel/registry.ts",
-    find: "        removeIfAbandoned(`${dir}/${item.name}`, dir);\n",
+    find: "          removeIfAbandoned(file, dir);\n",
     replace: "",
     tests: ["tests/pubsub_test.ts"],
     filter: "list() removes an entry's .tmp abandoned",
@@ -306,6 +277,54 @@ export const MUTANTS: Mutant[] = [
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
   },
   {
+    id: "socket-path-replaces-any-file",
+    file: "src/linux/bind.ts",
+    find: "    if ((entry.mode & LINUX.S_IFMT) !== LINUX.S_IFSOCK || entry.uid !== me) {",
+    replace: "    if (false) {",
+    tests: ["tests/socket_path_test.ts"],
+    why: "issue 18 defect 3: listen/publish/to-gst unlinked a regular file (as root any file) " +
+      "found at a socket path",
+  },
+  {
+    id: "registry-live-by-name",
+    file: "src/linux/backend.ts",
+    find: "      return holdsSocket(pid, inodes);",
+    replace: '      return "live";',
+    tests: ["tests/registry_test.ts"],
+    filter: "listed only for the pid that holds it",
+    why: "issue 18 defect 6: list() judged an entry by its name, so a forged or reused-pid entry " +
+      "was listed beside the live endpoint",
+  },
+  {
+    id: "preview-without-token",
+    file: "cli/preview.ts",
+    find: "        refuseWithoutToken(request, url, actual, token);",
+    replace: "        undefined;",
+    tests: ["tests/cli_test.ts"],
+    filter: "refuses foreign Hosts",
+    why: "issue 18 defect 4: the preview served any local user who forged Host and Origin",
+  },
+  {
+    id: "to-gst-no-client-budget",
+    file: "src/gst/to_gst.ts",
+    find: "      if (state.held < this.#clientBudget) {",
+    replace: "      if (true) {",
+    tests: ["tests/gst_client_budget_test.ts"],
+    filter: "never releases",
+    why: "issue 18 defect 2: a unixfdsrc that never released held every frame and drained the " +
+      "producer's pool",
+  },
+  {
+    id: "gst-copy-reads-whole-plane",
+    file: "src/gst/caps.ts",
+    find: "          Math.min(plane.height, Math.floor((COPY_READ_MAX - row) / stride) + 1),",
+    replace: "          plane.height,",
+    tests: ["tests/gst_stride_test.ts"],
+    filter: "copied in bounded memory",
+    why: "issue 18 defect 7: a lying GstVideoMeta stride made the copy path read (and allocate) " +
+      "stride x height bytes",
+  },
+  {
     id: "wire-short-message-reads-past-end",
     file: "src/wire/wire.ts",
     find: "`message of ${message.length} bytes is shorter than the ${HEADER_SIZE}-byte header`",
@@ -326,6 +345,35 @@ export const MUTANTS: Mutant[] = [
       "on its re-probe timer",
   },
   // --- README promises that a test guards ------------------------------------------------------
+  {
+    id: "keep-last-off",
+    file: "src/pubsub/publish.ts",
+    find: "      if (this.#keepLast) {\n        const handle = backing.exportHandle();",
+    replace: "      if (false) {\n        const handle = backing.exportHandle();",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "with keepLast (default) the last frame stays in use",
+    why: "README: with keepLast (default) a late subscriber gets the last frame at once, so it " +
+      "stays in use until the next one",
+  },
+  {
+    id: "queue-subscriber-as-latest",
+    file: "src/pubsub/publish.ts",
+    find: 'if (subscriber.state === "subscribed" && subscriber.policy === "queue") {\n' +
+      "          batch ??=",
+    replace: "if (false) {\n          batch ??=",
+    tests: ["tests/pubsub_test.ts"],
+    filter: "a stalled 'queue' subscriber back-pressures the publisher, and loses nothing",
+    why: "README: policy 'queue' gets every frame in order and send waits for it",
+  },
+  {
+    id: "malformed-message-fds-kept",
+    file: "src/linux/channel.ts",
+    find: "        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);\n",
+    replace: "",
+    tests: ["tests/hostile_test.ts"],
+    filter: "every malformed message is a typed ProtocolError, its fds are closed",
+    why: "README: no message, however malformed, leaks the descriptors it brought",
+  },
   {
     id: "pool-reuses-held-surface",
     file: "src/surface/pool.ts",
@@ -516,5 +564,58 @@ export const MUTANTS: Mutant[] = [
     filter: "comes back as a right",
     why: "issue 23: the fake now returns a replaced request's send-once right, as XNU does; it " +
       "must be released",
+  },
+  {
+    id: "darwin-live-name-retried",
+    file: "src/darwin/bootstrap.ts",
+    find:
+      "if (look === DARWIN.BOOTSTRAP_SUCCESS && held === DARWIN.MACH_PORT_DEAD) return STILL_HELD;",
+    replace: "if (look === DARWIN.BOOTSTRAP_SUCCESS) return STILL_HELD;",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 10",
+    why: "issue 19 defect 10: only a name launchd still holds for a closed listener is retried " +
+      "(by timers); a live listener's name fails at once",
+  },
+  {
+    id: "darwin-sandbox-unexplained",
+    file: "src/darwin/bootstrap.ts",
+    find:
+      "throw machError(call, kr, kr === DARWIN.BOOTSTRAP_NOT_PRIVILEGED ? SANDBOX_HINT : undefined);",
+    replace: "throw machError(call, kr);",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 11",
+    why: "issue 19 defect 11: a sandboxed caller is told the sandbox denies mach-register",
+  },
+  {
+    id: "darwin-app-group-ignored",
+    file: "src/darwin/bootstrap.ts",
+    find: 'const service = (group ? `${group}.` : "") + SERVICE_PREFIX + name;',
+    replace: "const service = SERVICE_PREFIX + name;",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 11",
+    why: "issue 19 defect 11: a sandboxed app's channel names start with its application group",
+  },
+  // --- Issue 21: the runtime seam, Node and Bun ---------------------------------------------
+  {
+    id: "bun-address-before-materialized",
+    file: "ffi/runtime_bun.ts",
+    find: "  void bytes.buffer;\n  return bytes;",
+    replace: "  return bytes;",
+    tests: ["tests/runtimes_test.ts"],
+    filter: "bun test",
+    why: "issue 21: on Bun a small typed array's bytes move out of its heap cell at the first " +
+      "`.buffer`; an address taken before (a msghdr's iovec) sent 0 bytes",
+  },
+  {
+    id: "publish-last-before-subscribers",
+    file: "src/pubsub/publish.ts",
+    find: "      const b = this.#backend;\n      this.#busy();",
+    replace: "      const b = this.#backend;\n      if (this.#keepLast) {\n" +
+      "        const handle = backing.exportHandle();\n" +
+      "        if (this.#last) b.releaseHandle(this.#last.handle);\n" +
+      "        this.#last = { message, handle };\n      }\n      this.#busy();",
+    tests: ["tests/pubsub_subscribe_race_test.ts"],
+    why: "issue 21 (found by the cross-runtime tests): a SUBSCRIBE drained inside send() was " +
+      "offered the frame being sent as the last one, then got it again",
   },
 ];

@@ -2,15 +2,32 @@
  * The per-user registry behind `list()`: neither an abstract socket
  * namespace nor the macOS bootstrap server can be enumerated for one user's
  * names, so every `listen()` and `publish()` writes a small JSON file into
- * `/tmp/surfaceport-UID/` (mode 0700, owned by the user; the same path on
- * Linux and macOS) and removes it on close.
+ * a directory of its user's and removes it on close.
+ *
+ * The directory: `$XDG_RUNTIME_DIR/surfaceport` when `XDG_RUNTIME_DIR` is
+ * set (and readable with `--allow-env`) and is what the system makes it — a
+ * directory of this user's that nobody else may enter (mode 0700) — else
+ * `/tmp/surfaceport-UID` (the same path on Linux and macOS). `list()` reads
+ * both, so a process with the variable and one without (a cron job, `sudo
+ * -u`, CI) still see each other. Either directory must be owned by the user
+ * with no access for anyone else, or it is ignored: another user can create
+ * `/tmp/surfaceport-UID` first, and then this user simply has no registry.
+ *
+ * Entries are opened with `O_NOFOLLOW | O_NONBLOCK` (and created with
+ * `O_CREAT | O_EXCL`), must be regular files of this user, and are read up to
+ * {@link MAX_ENTRY_BYTES}: a link, a FIFO, a huge or unparseable file costs
+ * nothing and, being in this user's own directory, is removed.
  *
  * A process that dies without closing leaves its file behind; `list()`
- * shows an entry only while its endpoint is live, as the backend checks it
- * (Linux: the process exists AND a listening socket is bound under the name
- * in `/proc/net/unix` — a reused pid alone is not enough; macOS: the
- * bootstrap name still resolves, and it dies with its owner). Entries that
- * are not live are deleted by `list()`.
+ * shows an entry only while the backend judges it live: on Linux the process
+ * `pid` exists and holds a descriptor of a listening socket bound at the
+ * entry's `address`, which is the address of its `name` (a reused pid, or
+ * an entry that names a live endpoint of another process, is not live); on
+ * macOS the process exists and the bootstrap name resolves. An entry judged
+ * dead is deleted; one that cannot be judged (macOS: a name that does not
+ * resolve from this bootstrap namespace while its process still exists, as
+ * from an ssh session for the GUI login's names) is neither listed nor
+ * deleted.
  *
  * Everything here is best effort and never prompts: a process without
  * `--allow-read` and `--allow-write` for the directory does not register
@@ -19,6 +36,7 @@
  * @module
  */
 
+import type { EndpointState } from "../contract/backend.ts";
 import { backend } from "../platform.ts";
 import { runtime } from "../../ffi/runtime.ts";
 
@@ -46,6 +64,9 @@ export interface Registration {
   remove(): void;
 }
 
+/** The most bytes of an entry that are read: a real one is a few hundred. */
+export const MAX_ENTRY_BYTES = 4096;
+
 let testDirectory: { path: string; uid: number } | undefined;
 
 /** Test hook: use `path` (owned by `uid`) as the registry directory; `undefined` restores the default. */
@@ -53,31 +74,50 @@ export function setRegistryForTesting(directory: { path: string; uid: number } |
   testDirectory = directory;
 }
 
-function directory(): { path: string; uid: number } {
-  if (testDirectory) return testDirectory;
-  const uid = backend().currentUid();
-  return { path: `/tmp/surfaceport-${uid}`, uid };
+function granted(kind: "read" | "write", path: string): boolean {
+  return files.mayAccess(kind, path);
 }
 
-function granted(kind: "read" | "write", path: string): boolean {
-  return runtime.files.mayAccess(kind, path);
+/** `$XDG_RUNTIME_DIR` if it may be read (never prompting) and is an absolute path. */
+function runtimeDirectory(): string | undefined {
+  const value = runtime.env("XDG_RUNTIME_DIR");
+  return value?.startsWith("/") ? value : undefined;
+}
+
+/** The registry directories in order of preference: where to write first, all of them to read. */
+function directories(): { path: string; uid: number; parent?: string }[] {
+  if (testDirectory) return [testDirectory];
+  const uid = backend().currentUid();
+  const result: { path: string; uid: number; parent?: string }[] = [];
+  const runtime = runtimeDirectory();
+  if (runtime) result.push({ path: `${runtime}/surfaceport`, uid, parent: runtime });
+  result.push({ path: `/tmp/surfaceport-${uid}`, uid });
+  return result;
+}
+
+/** True if `path` is a real directory of `uid` that nobody else may use. */
+function privateDirectory(path: string, uid: number): boolean {
+  const info = files.lstat(path);
+  return info.isDirectory && info.uid === uid && (info.mode & 0o077) === 0;
 }
 
 /**
- * The registry directory if it is usable: ours (owner = this user), a real
- * directory, no access for anyone else. Anything else in its place is
- * ignored rather than trusted.
+ * A registry directory if it is usable: ours (owner = this user), a real
+ * directory, no access for anyone else (and, under `XDG_RUNTIME_DIR`, that
+ * directory the same). Anything else in its place is ignored rather than
+ * trusted.
  */
-function usableDirectory(create: boolean): string | undefined {
-  const { path, uid } = directory();
+function usableDirectory(
+  candidate: { path: string; uid: number; parent?: string },
+  create: boolean,
+): string | undefined {
+  const { path, uid, parent } = candidate;
   if (!granted("read", path) || (create && !granted("write", path))) return undefined;
   try {
+    if (parent !== undefined && !privateDirectory(parent, uid)) return undefined;
     let created = false;
-    if (create) {
-      created = files.makeDirectory(path, 0o700);
-    }
-    const info = files.lstat(path);
-    if (!info.isDirectory || info.uid !== uid || (info.mode & 0o077) !== 0) {
+    if (create) created = files.makeDirectory(path, 0o700);
+    if (!privateDirectory(path, uid)) {
       // Made just now for a uid this process does not run as (a test double's backend):
       // never leave a directory that would lock that user out of their registry.
       if (created) files.remove(path);
@@ -102,6 +142,23 @@ function fileName(pid: number, name: string): string {
   return `${pid}-${encoded}.json`;
 }
 
+/**
+ * Writes `text` to `file` whole, through a fresh `file.tmp` renamed over it:
+ * a reader never sees half an entry. The temporary file is created with
+ * `O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK`, so nothing that was already
+ * at its name — a link to another file, a hard link, a FIFO — is written
+ * through or waited on: it is removed (the directory is this user's alone)
+ * and the file created afresh.
+ */
+function writeEntry(file: string, text: string): void {
+  const temporary = `${file}.tmp`;
+  if (!files.createFile(temporary, text, 0o600)) {
+    files.remove(temporary); // removes the name, never what a link points to
+    if (!files.createFile(temporary, text, 0o600)) return;
+  }
+  files.rename(temporary, file);
+}
+
 /** Enters an endpoint; `undefined` if the registry is not usable here. */
 export function register(
   kind: EndpointInfo["kind"],
@@ -109,7 +166,11 @@ export function register(
   address: string,
   subscribers?: number,
 ): Registration | undefined {
-  const dir = usableDirectory(true);
+  let dir: string | undefined;
+  for (const candidate of directories()) {
+    dir = usableDirectory(candidate, true);
+    if (dir) break;
+  }
   if (!dir) return undefined;
   const file = `${dir}/${fileName(runtime.pid, name)}`;
   let removed = false;
@@ -118,9 +179,7 @@ export function register(
     const entry: EndpointInfo = { name, kind, pid: runtime.pid, address };
     if (count !== undefined) entry.subscribers = count;
     try {
-      // Written whole, then renamed: a reader never sees half an entry.
-      files.writeTextFile(`${file}.tmp`, JSON.stringify(entry), 0o600);
-      files.rename(`${file}.tmp`, file);
+      writeEntry(file, JSON.stringify(entry));
     } catch {
       // best effort
     }
@@ -150,7 +209,7 @@ const ABANDONED_TMP_MS = 60_000;
  */
 function removeIfAbandoned(file: string, dir: string): void {
   try {
-    const modified = files.stat(file).mtimeMs;
+    const modified = files.lstat(file).mtimeMs;
     if (modified === undefined || Date.now() - modified < ABANDONED_TMP_MS) return;
     if (granted("write", dir)) files.remove(file);
   } catch {
@@ -180,53 +239,79 @@ function parse(text: string): EndpointInfo | undefined {
   }
 }
 
+const decoder = new TextDecoder();
+
+/**
+ * Reads the entry at `file`: its endpoint, `"gone"` if it was removed
+ * meanwhile, or `"bad"` for anything that is not a regular file of `uid`
+ * with one link holding a well-formed entry of at most
+ * {@link MAX_ENTRY_BYTES} (a link, a FIFO — opened without waiting, never
+ * read —, a hard link, another user's file, a huge or unparseable one).
+ * Never follows a link, never blocks.
+ */
+function readEntry(file: string, uid: number): EndpointInfo | "gone" | "bad" {
+  try {
+    const read = files.readBounded(file, MAX_ENTRY_BYTES);
+    if (!read) return "gone";
+    const { info, bytes } = read;
+    if (!info.isFile || info.uid !== uid || info.links !== 1 || !bytes) return "bad";
+    if (bytes.length > MAX_ENTRY_BYTES) return "bad";
+    return parse(decoder.decode(bytes)) ?? "bad";
+  } catch {
+    return "bad";
+  }
+}
+
+/** Removes `file` from `dir` if this process may write there: it is not (or no longer) an endpoint. */
+function removeEntry(file: string, dir: string): void {
+  if (!granted("write", dir)) return;
+  try {
+    files.remove(file); // unlink: a link is removed, never what it points to
+  } catch {
+    // someone else removed it
+  }
+}
+
 /**
  * The live listeners (`listen`) and publishers (`publish`) of this user on
  * this machine, sorted by name: `{ name, kind, pid, subscribers?, address }`.
  * Endpoints of processes that died are left out (and their entries
  * deleted, with any half-written entry a killed process left over a minute
- * ago), even if their pid was reused. `subscribers` is the count at the
- * publisher's last change.
+ * ago, and any entry that is not a well-formed file of this user's), even if
+ * their pid was reused. `subscribers` is the count at the publisher's last
+ * change.
  *
- * Needs `--allow-read` for the registry directory `/tmp/surfaceport-UID`
- * (and, on Linux, for `/proc`, to check that each endpoint is live) and
- * `--allow-write` for it to delete stale entries; without read permission it
- * resolves to `[]`. Endpoints of processes without `--allow-read` and
- * `--allow-write` for that directory are not registered and not listed.
+ * Needs `--allow-read` for the registry directories (`/tmp/surfaceport-UID`,
+ * and `$XDG_RUNTIME_DIR/surfaceport` with `--allow-env`) and `--allow-write`
+ * for them to delete stale entries; without read permission it resolves to
+ * `[]`. Endpoints of processes without `--allow-read` and `--allow-write` for
+ * a directory are not registered and not listed.
  */
 export function list(): Promise<EndpointInfo[]> {
   try {
-    const dir = usableDirectory(false);
-    if (!dir) return Promise.resolve([]);
-    // Read the entries before checking liveness: an entry is written after its name is bound.
-    const entries: { entry: EndpointInfo; file: string }[] = [];
-    for (const item of files.readDirectory(dir)) {
-      if (item.isFile && item.name.endsWith(".json.tmp")) {
-        removeIfAbandoned(`${dir}/${item.name}`, dir);
-        continue;
-      }
-      if (!item.isFile || !item.name.endsWith(".json")) continue;
-      let text: string;
-      try {
-        text = files.readTextFile(`${dir}/${item.name}`);
-      } catch {
-        continue; // removed meanwhile
-      }
-      const entry = parse(text);
-      if (entry) entries.push({ entry, file: `${dir}/${item.name}` });
-    }
-    const live = backend().endpointsLive(entries.map(({ entry }) => entry));
-    const result: EndpointInfo[] = [];
-    entries.forEach(({ entry, file }, i) => {
-      if (live[i]) {
-        result.push(entry);
-      } else if (entry.pid !== runtime.pid && granted("write", dir)) {
-        try {
-          files.remove(file); // its process is gone or no longer listens under that name
-        } catch {
-          // someone else removed it
+    // Read the entries before judging them: an entry is written after its name is bound.
+    const entries: { entry: EndpointInfo; file: string; dir: string }[] = [];
+    for (const candidate of directories()) {
+      const dir = usableDirectory(candidate, false);
+      if (!dir) continue;
+      for (const item of files.readDirectory(dir)) {
+        const file = `${dir}/${item.name}`;
+        if (item.name.endsWith(".json.tmp")) {
+          removeIfAbandoned(file, dir);
+          continue;
         }
+        if (!item.name.endsWith(".json")) continue;
+        const entry = readEntry(file, candidate.uid);
+        if (entry === "gone") continue;
+        if (entry === "bad") removeEntry(file, dir);
+        else entries.push({ entry, file, dir });
       }
+    }
+    const states: EndpointState[] = backend().endpointStates(entries.map(({ entry }) => entry));
+    const result: EndpointInfo[] = [];
+    entries.forEach(({ entry, file, dir }, i) => {
+      if (states[i] === "live") result.push(entry);
+      else if (states[i] === "dead" && entry.pid !== runtime.pid) removeEntry(file, dir);
     });
     result.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : a.pid - b.pid);
     return Promise.resolve(result);

@@ -217,6 +217,9 @@ export interface ReleaseWatcher {
   close(): void;
 }
 
+/** What the registry's backend check makes of one entry: see `Backend.endpointStates`. */
+export type EndpointState = "live" | "dead" | "unknown";
+
 /** A platform backend. */
 export interface Backend {
   /** The effective uid of this process (the default peer check admits only this uid). */
@@ -265,11 +268,17 @@ export interface Backend {
    */
   nameAbsent(error: unknown): boolean;
   /**
-   * For the registry behind `list()`: whether each endpoint is still live —
-   * its process exists and something listens under its name. Never
-   * connects (a probe connection would show up as a peer).
+   * For the registry behind `list()`: what each entry is now. `"live"`: its
+   * process `pid` exists and the endpoint bound at `address` (the address of
+   * its `name`) is that process's; `"dead"`: it is not (the process is gone,
+   * the pid was reused, another process holds the name, or the address is
+   * not the name's); `"unknown"`: this process cannot judge it (the entry is
+   * then neither listed nor deleted). Never connects (a probe connection
+   * would show up as a peer).
    */
-  endpointsLive(endpoints: readonly { name: string; pid: number }[]): boolean[];
+  endpointStates(
+    endpoints: readonly { name: string; pid: number; address: string }[],
+  ): EndpointState[];
   /** Connects to the listener under `name`. */
   connect(
     name: string,

@@ -22,6 +22,8 @@ export interface HostInfo {
   version: string;
   /** Node only: run with `--permission` but without `--allow-ffi`. */
   ffiDenied?: boolean;
+  /** Node only: run with `--permission` but without `--allow-worker` (parked waits run on one). */
+  workerDenied?: boolean;
 }
 
 /** Throws `UnsupportedError` if surfaceport cannot run on `host`. */
@@ -40,6 +42,12 @@ export function assertRuntimeSupported(host: HostInfo): void {
         throw new UnsupportedError(
           `Node ${host.version} runs with --permission but without --allow-ffi: surfaceport ` +
             "calls libc through node:ffi. Add --allow-ffi (FFI is full trust: grant it only to code you trust).",
+        );
+      }
+      if (host.workerDenied) {
+        throw new UnsupportedError(
+          `Node ${host.version} runs with --permission but without --allow-worker: surfaceport ` +
+            "waits for the kernel on a worker thread, never on the event loop. Add --allow-worker.",
         );
       }
       return;

@@ -7,7 +7,7 @@
  */
 
 import { loadFrameworks } from "../../ffi/darwin.ts";
-import type { Backend, BackendConnection } from "../contract/backend.ts";
+import type { Backend, BackendConnection, EndpointState } from "../contract/backend.ts";
 import { MachError } from "../core/errors.ts";
 import { connectMach, MachListener } from "./listener.ts";
 import { lookUp, serviceName } from "./bootstrap.ts";
@@ -74,15 +74,23 @@ export class DarwinBackend implements Backend {
         error.kernReturn === DARWIN.MACH_SEND_INVALID_DEST);
   }
 
-  endpointsLive(endpoints: readonly { name: string; pid: number }[]): boolean[] {
-    // A bootstrap name dies with the receive right of the task that checked it in.
+  endpointStates(
+    endpoints: readonly { name: string; pid: number; address: string }[],
+  ): EndpointState[] {
     const native = this.#resolve();
-    return endpoints.map(({ name }) => {
+    return endpoints.map(({ name, address }) => {
+      const service = serviceName(name);
+      if (address !== service) return "dead"; // not the address its name binds: no endpoint
+      // A bootstrap name dies with the receive right of the task that checked it in. A name that
+      // does not resolve may still be live in another bootstrap namespace (an ssh session looking
+      // at the GUI login's names): not ours to judge, so neither listed nor deleted. Whether its
+      // pid still exists is not checked here: that needs libSystem's kill(), not yet in the
+      // symbol tables' SDK facts.
       try {
-        lookUp(native, serviceName(name)).close();
-        return true;
+        lookUp(native, service).close();
+        return "live";
       } catch {
-        return false;
+        return "unknown";
       }
     });
   }

@@ -45,7 +45,7 @@ import {
   sendWithoutWaiting,
   type WaitOwner,
 } from "./mach.ts";
-import { checkIn, lookUp, serviceName } from "./bootstrap.ts";
+import { checkInOnce, checkInWhenReleased, lookUp, serviceName, STILL_HELD } from "./bootstrap.ts";
 import { MachConnection } from "./channel.ts";
 import { receiveOnPort, wakeParked } from "./poller.ts";
 import type { DarwinNative } from "./native.ts";
@@ -122,12 +122,22 @@ export class MachListener implements BackendListener, WaitOwner {
   readonly address: string;
   readonly what = "listener";
   readonly #native: DarwinNative;
-  readonly #port: MachPort;
+  /** The service's receive right; undefined while launchd still holds a closed listener's name. */
+  #port: MachPort | undefined;
+  /** The timed retry of that case (settles with the port, or records the error). */
+  #checkIn: Promise<void> | undefined;
+  #checkInError: unknown;
   readonly #allowPeer: PeerPredicate;
   readonly #limits: ConnectionLimits;
   #closed = false;
   #pendingWaits = 0;
 
+  /**
+   * Checks the name in without ever blocking the thread: a name in use, or
+   * refused by a sandbox, throws at once; a name launchd still holds for a
+   * listener that just closed is checked in by timers in the background
+   * (for up to 250 ms), and `accept()` waits for it (or throws its error).
+   */
   constructor(
     native: DarwinNative,
     name: string,
@@ -136,7 +146,18 @@ export class MachListener implements BackendListener, WaitOwner {
   ) {
     const service = serviceName(name);
     this.#native = native;
-    this.#port = checkIn(native, service);
+    const first = checkInOnce(native, service);
+    if (first === STILL_HELD) {
+      this.#checkIn = checkInWhenReleased(native, service, () => this.#closed).then(
+        (port) => {
+          if (port && this.#closed) port.close();
+          else this.#port = port;
+        },
+        (error) => {
+          this.#checkInError = error;
+        },
+      );
+    } else this.#port = first;
     this.address = service;
     this.#allowPeer = allowPeer;
     this.#limits = limits;
@@ -161,17 +182,27 @@ export class MachListener implements BackendListener, WaitOwner {
    * later: a new `listen` under the same name retries until then.
    */
   #destroyPort(): void {
+    if (!this.#port) return; // still checking in: the retry sees the close
     drainAndDestroy(this.#native, this.#port, new Uint8Array(HANDSHAKE_BUFFER_SIZE));
+  }
+
+  /** The service's receive right, once checked in (see the constructor). */
+  async #ready(): Promise<MachPort> {
+    if (this.#checkIn) await this.#checkIn;
+    if (this.#checkInError !== undefined) throw this.#checkInError;
+    if (this.#closed || !this.#port) throw new ClosedError("listener", "accept");
+    return this.#port;
   }
 
   async accept(signal?: AbortSignal): Promise<BackendConnection> {
     for (;;) {
       if (this.#closed) throw new ClosedError("listener", "accept");
+      const port = this.#port ?? await this.#ready();
       const buffer = new Uint8Array(HANDSHAKE_BUFFER_SIZE);
       const kr = await receiveOnPort(
         this.#native,
         buffer,
-        this.#port.name,
+        port.name,
         "accept",
         Infinity,
         signal,
@@ -225,7 +256,7 @@ export class MachListener implements BackendListener, WaitOwner {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#pendingWaits === 0) this.#destroyPort();
-    else wakeParked(this.#native, this.#port.name);
+    else if (this.#port) wakeParked(this.#native, this.#port.name);
   }
 }
 

@@ -28,7 +28,6 @@ import {
 import {
   PeerClosedError,
   type PeerCredentials,
-  PoolExhaustedError,
   ProtocolError,
   TimeoutError,
   UnsupportedError,
@@ -39,14 +38,8 @@ import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface/surface.ts";
 import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
-import {
-  geometryOfGstBuffer,
-  type GstVideoCaps,
-  parseVideoCaps,
-  planCopy,
-  type PlaneCopy,
-} from "./caps.ts";
-import { SurfacePool } from "../surface/pool.ts";
+import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
+import { GstBufferCopier } from "./copy.ts";
 import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
 
@@ -105,6 +98,24 @@ interface Held {
   surface: Surface;
 }
 
+/** The pause before reconnecting to a sink that went away: doubling from MIN to MAX (ms). */
+const RECONNECT_MIN_MS = 50;
+const RECONNECT_MAX_MS = 2000;
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pauseFor(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
 /** Re-probe held buffers at least this often even without an inotify event (events are hints). */
 const REPROBE_MS = 200;
 
@@ -123,9 +134,7 @@ export class GstSourceBridge {
   #releaseLoopRunning = false;
   #wakeFd = -1;
   #kick: (() => void) | undefined;
-  #copyPool: SurfacePool | undefined;
-  #copyPoolKey = "";
-  #scratch = new Uint8Array(0);
+  readonly #copier: GstBufferCopier;
   #caps: GstVideoCaps | undefined;
   #capsError: Error | undefined;
   #closed = false;
@@ -141,6 +150,7 @@ export class GstSourceBridge {
   private constructor(connection: UnixFdConnection, options: FromGstOptions) {
     this.#connection = connection;
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
+    this.#copier = new GstBufferCopier(this.#maxOutstanding + 1);
     this.#signal = options.signal;
     this.#inotify = check(
       "inotify_init1",
@@ -164,6 +174,60 @@ export class GstSourceBridge {
     const deadline = options.timeout === undefined ? 0 : performance.now() + options.timeout;
     const connection = await connectUnixFd(socket, allowPeer, deadline, options.signal);
     return new GstSourceBridge(connection, options);
+  }
+
+  /**
+   * Connects to the `unixfdsink` at `socket` and forwards its buffers to
+   * `sink` like {@link run}. With `reconnect` the bridge outlives the
+   * pipeline: when the sink goes away (EOS, a closed or reset connection,
+   * a pipeline restarted) it connects again after a pause of 50 ms doubling
+   * to 2 s (back to 50 ms after a connection that lasted), waiting for the
+   * socket as long as it takes, until `signal` aborts; a protocol error or a
+   * sink that `allowPeer` refuses still ends it (rejects).
+   * `onConnect` sees each new bridge (for its counters). Without
+   * `reconnect` it is `connect` + `run` + `close`.
+   */
+  static async forward<M = GstFrameMeta>(
+    socket: string,
+    sink: SurfaceSink<M>,
+    options: FromGstOptions & {
+      reconnect?: boolean;
+      onConnect?: (bridge: GstSourceBridge) => void;
+      toMeta?: (buffer: GstNewBuffer) => M;
+    } = {},
+  ): Promise<void> {
+    let pause = RECONNECT_MIN_MS;
+    for (let first = true;; first = false) {
+      let bridge: GstSourceBridge;
+      try {
+        bridge = await GstSourceBridge.connect(socket, {
+          ...options,
+          // Reconnecting waits as long as it takes (until aborted); the first connect keeps
+          // the caller's timeout.
+          timeout: first || !options.reconnect ? options.timeout : 2 ** 30,
+        });
+      } catch (error) {
+        if (!options.reconnect || first || options.signal?.aborted) throw error;
+        if (!(error instanceof TimeoutError)) throw error;
+        continue;
+      }
+      options.onConnect?.(bridge);
+      const connected = performance.now();
+      try {
+        await bridge.run(sink, options.toMeta);
+      } catch (error) {
+        if (!options.reconnect || !(error instanceof PeerClosedError)) throw error;
+      } finally {
+        bridge.close();
+      }
+      if (!options.reconnect || options.signal?.aborted) return;
+      // A pipeline that ran a while restarts from the shortest pause; one that keeps failing
+      // at once is retried ever more slowly.
+      if (performance.now() - connected > RECONNECT_MAX_MS) pause = RECONNECT_MIN_MS;
+      await pauseFor(pause, options.signal);
+      pause = Math.min(pause * 2, RECONNECT_MAX_MS);
+      if (options.signal?.aborted) return;
+    }
   }
 
   /** The sink's credentials. */
@@ -277,6 +341,11 @@ export class GstSourceBridge {
         return undefined;
       }
       const fd = fds[0];
+      // Only memfds answer F_GET_SEALS: a pipe, socket or file is NOT_SHARED_MEMORY (as
+      // docs/errors.md says), not a size that does not fit.
+      if (libc().fcntl(fd, LINUX.F_GET_SEALS, 0) < 0) {
+        throw new ProtocolError("NOT_SHARED_MEMORY", "memory 0 is not a memfd");
+      }
       sealForSharing(fd); // first: with shrink and grow sealed, the size read next is final
       const fileSize = Number(fstatx(fd).size);
       const memory = buffer.memories[0];
@@ -303,14 +372,11 @@ export class GstSourceBridge {
 
   /**
    * Copies a buffer of several memories into a surface of surfaceport's own
-   * layout (from a pool the bridge keeps), closes the descriptors and gives
-   * the buffer back to GStreamer at once. Reads with `pread`, so a memory
-   * that shrinks meanwhile gives a short read (an error), never `SIGBUS`.
-   * Returns undefined (the frame dropped) when every pooled surface is still
-   * held by subscribers.
+   * layout (`src/gst/copy.ts`), closes the descriptors and gives the buffer
+   * back to GStreamer at once. Returns undefined (the frame dropped) when
+   * every pooled surface is still held by subscribers.
    */
   async #copyBuffer(buffer: GstNewBuffer, fds: number[]): Promise<Surface | undefined> {
-    let surface: Surface | undefined;
     try {
       const caps = this.#caps;
       if (!caps) {
@@ -319,93 +385,14 @@ export class GstSourceBridge {
       if (buffer.memoryType !== "memfd") {
         throw new UnsupportedError("from-gst: DMABuf memory is not supported; use system memory");
       }
-      // Checked before anything is allocated: the meta's strides and offsets are the sink's word.
-      const plan = planCopy(caps, buffer.videoMeta, buffer.memories);
-      for (const plane of plan) this.#checkFile(fds[plane.memory], plane);
-      const pool = this.#copyPoolFor(caps);
-      try {
-        surface = await pool.acquire({ timeout: 100 });
-      } catch (error) {
-        if (!(error instanceof PoolExhaustedError)) throw error;
-        this.#stats.dropped++;
-        return undefined;
-      }
-      for (let p = 0; p < plan.length; p++) {
-        this.#copyPlane(fds[plan[p].memory], plan[p], surface, p);
-      }
-      this.#stats.copies++;
-      const copied = surface;
-      surface = undefined;
-      return copied;
+      const surface = await this.#copier.copy(caps, buffer, fds);
+      if (surface) this.#stats.copies++;
+      else this.#stats.dropped++;
+      return surface;
     } finally {
-      surface?.close();
       for (const fd of fds) closeQuietly(fd);
       this.#sendRelease(buffer.id);
     }
-  }
-
-  /**
-   * Checks, before anything is read, that the memory of `plane` is shared
-   * memory (only memfds answer `F_GET_SEALS`: a read never blocks on one,
-   * while a FIFO or a file on a hung filesystem could stall the event loop)
-   * and that its file holds the whole plane.
-   */
-  #checkFile(fd: number, plane: PlaneCopy): void {
-    if (libc().fcntl(fd, LINUX.F_GET_SEALS, 0) < 0) {
-      throw new ProtocolError("NOT_SHARED_MEMORY", `memory ${plane.memory} is not a memfd`);
-    }
-    const fileSize = Number(fstatx(fd).size);
-    if (plane.fileOffset + plane.span > fileSize) {
-      throw new GstProtocolError(
-        "BAD_META",
-        `memory ${plane.memory}: a plane needs bytes ${plane.fileOffset}-${
-          plane.fileOffset + plane.span
-        } of a ${fileSize}-byte file`,
-      );
-    }
-  }
-
-  /**
-   * Copies plane `p` from `fd` into `surface`, `plane.rowsPerRead` rows per
-   * `pread` into a scratch buffer of at most `COPY_READ_MAX` (16 MiB) (or
-   * one row). A memory that shrank meanwhile gives a short read: an error,
-   * never `SIGBUS`.
-   */
-  #copyPlane(fd: number, plane: PlaneCopy, surface: Surface, p: number): void {
-    const { stride, row, rowsPerRead } = plane;
-    const chunk = stride * (rowsPerRead - 1) + row;
-    if (this.#scratch.length < chunk) this.#scratch = new Uint8Array(chunk);
-    const to = surface.bytes(p);
-    const toStride = surface.planes[p].bytesPerRow;
-    for (let y = 0; y < plane.height; y += rowsPerRead) {
-      const rows = Math.min(rowsPerRead, plane.height - y);
-      const length = stride * (rows - 1) + row;
-      const at = plane.fileOffset + y * stride;
-      const got = Number(libc().pread(fd, this.#scratch, BigInt(length), BigInt(at)));
-      if (got !== length) {
-        throw new GstProtocolError(
-          "BAD_META",
-          `memory ${plane.memory}: read ${got} of ${length} bytes at ${at}`,
-        );
-      }
-      for (let r = 0; r < rows; r++) {
-        to.set(this.#scratch.subarray(r * stride, r * stride + row), (y + r) * toStride);
-      }
-    }
-  }
-
-  #copyPoolFor(caps: GstVideoCaps): SurfacePool {
-    const key = `${caps.format} ${caps.width}x${caps.height}`;
-    if (this.#copyPool && this.#copyPoolKey === key) return this.#copyPool;
-    this.#copyPool?.close();
-    this.#copyPoolKey = key;
-    this.#copyPool = new SurfacePool({
-      width: caps.width,
-      height: caps.height,
-      format: caps.format,
-      maxSurfaces: this.#maxOutstanding + 1,
-    });
-    return this.#copyPool;
   }
 
   /** Gives back every held buffer no surfaceport holder uses any more. */
@@ -489,7 +476,7 @@ export class GstSourceBridge {
     for (const held of this.#held.values()) held.surface.close();
     this.#held.clear();
     this.#adopter.close();
-    this.#copyPool?.close();
+    this.#copier.close();
     if (this.#releaseLoopRunning) {
       // Its poll sees the wake at once; the loop then closes the fds.
       wake(this.#wakeFd);

@@ -1,7 +1,8 @@
 /**
  * Linux only: the `SOCK_STREAM` Unix socket that GStreamer's `unixfdsink` /
  * `unixfdsrc` speak over, as a client (the from-gst bridge connects to a
- * sink) and as a server (the to-gst bridge serves sources). Nonblocking
+ * sink) and as a server (the to-gst bridge serves sources; its accept core
+ * is the channel listener's, `src/linux/listener.ts`). Nonblocking
  * calls on the JS thread; waits park in the shared poller like channels do.
  *
  * Reads ask for exactly the bytes the {@link UnixFdFramer} wants, so a read
@@ -30,13 +31,8 @@ import {
   readErrno,
   systemError,
 } from "../linux/libc.ts";
-import {
-  connectErrno,
-  type ListeningSocket,
-  listeningSocket,
-  peerCredentials,
-  removeSocketFile,
-} from "../linux/listener.ts";
+import { connectErrno } from "../linux/bind.ts";
+import { AcceptingSocket, peerCredentials } from "../linux/listener.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import {
   cmsgSpace,
@@ -349,82 +345,40 @@ export async function connectUnixFd(
   }
 }
 
-const listenerFinalizer = new FinalizationRegistry<ListeningSocket>((r) => {
-  closeQuietly(r.fd);
-  closeQuietly(r.wakeFd);
-  if (r.file) removeSocketFile(r.file);
-});
-
-/** A listening unixfd socket for `unixfdsrc` clients, admitting them by `SO_PEERCRED`. */
+/**
+ * A listening unixfd socket for `unixfdsrc` clients, admitting them by
+ * `SO_PEERCRED`: the listener's accept core, so out of descriptors it
+ * refuses the waiting client and keeps serving, like a channel listener.
+ */
 export class UnixFdServer {
   /** The address as given (`@name` or a path). */
   readonly address: string;
-  readonly #r: ListeningSocket;
-  readonly #allowPeer: PeerPredicate;
-  #closed = false;
-  #pendingWaits = 0;
+  readonly #socket: AcceptingSocket;
 
   /** Binds and listens on `address`; a path socket is created with mode 0600 and removed on close. */
   constructor(address: string, allowPeer: PeerPredicate) {
     const target = unixFdAddress(address);
-    this.#r = listeningSocket(SOCK_STREAM, target, 64, `bind(${target.display})`);
+    this.#socket = new AcceptingSocket(SOCK_STREAM, target, {
+      backlog: 64,
+      bindCall: `bind(${target.display})`,
+      allowPeer,
+      acceptFlags: LINUX.SOCK_NONBLOCK,
+    }, "unixfd server");
     this.address = address;
-    this.#allowPeer = allowPeer;
-    listenerFinalizer.register(this, this.#r, this);
   }
 
-  /** Accepts the next admitted client (refused ones are disconnected and skipped). */
-  async accept(signal?: AbortSignal): Promise<UnixFdConnection> {
-    for (;;) {
-      if (this.#closed) throw new ClosedError("unixfd server", "accept");
-      throwIfAborted(signal);
-      const fd = libc().accept4(this.#r.fd, null, null, LINUX.SOCK_CLOEXEC | LINUX.SOCK_NONBLOCK);
-      if (fd < 0) {
-        const errno = readErrno();
-        if (errno === ERRNO.EAGAIN) {
-          await this.#wait(signal);
-          continue;
-        }
-        if (errno === ERRNO.EINTR || errno === 103 /* ECONNABORTED */) continue;
-        throw systemError("accept4", errno);
-      }
-      try {
-        const peer = peerCredentials(fd);
-        if (!this.#allowPeer(peer)) {
-          closeQuietly(fd);
-          continue;
-        }
-        return new UnixFdConnection(fd, peer, "server");
-      } catch (error) {
-        closeQuietly(fd);
-        throw error;
-      }
-    }
-  }
-
-  async #wait(signal?: AbortSignal): Promise<void> {
-    this.#pendingWaits++;
-    try {
-      await waitReady(this.#r.fd, LINUX.POLLIN, this.#r.wakeFd, "accept", Infinity, signal);
-    } finally {
-      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
-    }
+  /**
+   * Accepts the next admitted client (refused ones are disconnected and
+   * skipped). Out of descriptors it rejects with EMFILE / ENFILE after
+   * refusing the waiting client: accept again.
+   */
+  accept(signal?: AbortSignal): Promise<UnixFdConnection> {
+    return this.#socket.accept((fd, peer) => new UnixFdConnection(fd, peer, "server"), signal);
   }
 
   /** Stops listening (removing a path socket) and wakes a pending accept. Idempotent. */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    listenerFinalizer.unregister(this);
-    if (this.#r.file) removeSocketFile(this.#r.file);
-    wake(this.#r.wakeFd);
-    libc().shutdown(this.#r.fd, LINUX.SHUT_RDWR);
-    if (this.#pendingWaits === 0) this.#closeFds();
-  }
-
-  #closeFds(): void {
-    closeQuietly(this.#r.fd);
-    closeQuietly(this.#r.wakeFd);
+    this.#socket.close();
   }
 
   /** Same as {@link close}. */

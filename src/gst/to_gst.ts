@@ -15,8 +15,18 @@
  * description of the memfd (so the producer's pool sees the frame in use as
  * long as GStreamer maps it, even if the bridge dies), and the bridge holds
  * the surfaceport frame until every client sent RELEASE_BUFFER for it or
- * disconnected. At most `maxOutstanding` frames are held; beyond that, new
- * frames are dropped (closed at once) and counted.
+ * disconnected. At most `maxOutstanding` frames are held (default 2, far
+ * below a producer's pool: a producer that waits for a surface waits for
+ * these); beyond that, new frames are dropped (closed at once) and counted.
+ *
+ * What one client can cost the others and the producer: it holds at most
+ * `clientBudget` frames (default 2: a GStreamer sink keeps the last buffer
+ * it rendered until the next one arrives, `enable-last-sample`, so one
+ * frame would deadlock it); a frame that finds it at its budget
+ * skips it (counted in {@link ToGstStats.skipped}), and a client that stays
+ * at its budget for `stallTimeout` ms is cut off. Sends to the clients run
+ * side by side, each with a `sendTimeout` deadline: a client that stops
+ * reading is cut off at the deadline and never holds up the others.
  *
  * @module
  */
@@ -28,7 +38,7 @@ import {
   inspectOnNode,
   type InspectOptions,
 } from "../core/inspect.ts";
-import type { PeerCredentials } from "../core/errors.ts";
+import { ClosedError, type PeerCredentials, TimeoutError } from "../core/errors.ts";
 import { alignUp, type SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly, libc } from "../linux/libc.ts";
 import { backend } from "../platform.ts";
@@ -51,8 +61,23 @@ export interface SurfaceFrame {
 export interface ToGstOptions {
   /** Which unixfdsrc processes may connect; default: the same uid as this process. */
   allowPeer?: (peer: PeerCredentials) => boolean;
-  /** Most frames held for GStreamer at once (default 8). */
+  /** Most frames held for GStreamer at once, all clients together (default 2). */
   maxOutstanding?: number;
+  /**
+   * Most frames one client holds at once (default 2: a sink keeps its last
+   * buffer until the next arrives); more frames skip it.
+   */
+  clientBudget?: number;
+  /**
+   * A client that holds its whole budget for this long (ms) without
+   * releasing anything is disconnected (default 2000).
+   */
+  stallTimeout?: number;
+  /**
+   * How long (ms) one message may wait for room in a client's socket before
+   * that client is disconnected (default 1000).
+   */
+  sendTimeout?: number;
   /** Framerate to announce in the caps (default 0/1: variable). */
   fps?: number;
   /** Aborts {@link GstSinkBridge.run}. */
@@ -73,8 +98,14 @@ export interface ToGstStats {
   zeroCopy: number;
   /** Frames copied into GStreamer's layout first. */
   copies: number;
-  /** Frames dropped: no client connected, or `maxOutstanding` held. */
+  /** Frames dropped: no client connected or able to take it, or `maxOutstanding` held. */
   dropped: number;
+  /** Times a frame skipped a client that held its whole `clientBudget`. */
+  skipped: number;
+  /** Clients disconnected for holding their budget past `stallTimeout` or a send past `sendTimeout`. */
+  cutOff: number;
+  /** Accepts that failed (out of descriptors: the waiting client was refused), then retried. */
+  acceptFailures: number;
   /** Frames every client gave back (RELEASE_BUFFER or disconnect). */
   released: number;
   /** Frames held right now. */
@@ -88,6 +119,16 @@ interface Outstanding {
   close: () => void;
   timestamp: number | undefined;
   pending: Set<UnixFdConnection>;
+  /** True once a client got it: only then does its settling count as a release. */
+  delivered: boolean;
+}
+
+/** What the bridge knows of one connected client. */
+interface ClientState {
+  /** Frames it holds (sent, not released). */
+  held: number;
+  /** When it last released a frame, or connected (ms, `performance.now()`). */
+  lastRelease: number;
 }
 
 interface CopySurface {
@@ -123,10 +164,13 @@ function gstGeometry(source: SurfaceGeometry): SurfaceGeometry {
  */
 export class GstSinkBridge {
   readonly #server: UnixFdServer;
-  readonly #clients = new Set<UnixFdConnection>();
+  readonly #clients = new Map<UnixFdConnection, ClientState>();
   readonly #outstanding = new Map<bigint, Outstanding>();
   readonly #copies: CopySurface[] = [];
   readonly #maxOutstanding: number;
+  readonly #clientBudget: number;
+  readonly #stallTimeout: number;
+  readonly #sendTimeout: number;
   readonly #fps: number | undefined;
   readonly #signal: AbortSignal | undefined;
   readonly #onReleased: ((timestamp: number | undefined) => void) | undefined;
@@ -141,6 +185,9 @@ export class GstSinkBridge {
     zeroCopy: 0,
     copies: 0,
     dropped: 0,
+    skipped: 0,
+    cutOff: 0,
+    acceptFailures: 0,
     released: 0,
     outstanding: 0,
     clients: 0,
@@ -148,7 +195,10 @@ export class GstSinkBridge {
 
   private constructor(server: UnixFdServer, options: ToGstOptions) {
     this.#server = server;
-    this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
+    this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 2);
+    this.#clientBudget = Math.max(1, options.clientBudget ?? 2);
+    this.#stallTimeout = Math.max(0, options.stallTimeout ?? 2000);
+    this.#sendTimeout = Math.max(0, options.sendTimeout ?? 1000);
     this.#fps = options.fps;
     this.#signal = options.signal;
     this.#onReleased = options.onReleased;
@@ -208,10 +258,10 @@ export class GstSinkBridge {
   /** Serves one frame; takes ownership of it (closed when every client gave it back). */
   async send(frame: SurfaceFrame): Promise<void> {
     this.#stats.received++;
-    if (
-      this.#closed || this.#clients.size === 0 || this.#outstanding.size >= this.#maxOutstanding
-    ) {
-      this.#stats.dropped++;
+    // First, whatever happens to this frame: clients stalled at their budget are cut off here.
+    const admitted = this.#closed ? [] : this.#admitted();
+    if (admitted.length === 0 || this.#outstanding.size >= this.#maxOutstanding) {
+      this.#stats.dropped++; // no client, every client at its budget, or maxOutstanding held
       frame.close();
       return;
     }
@@ -252,26 +302,71 @@ export class GstSinkBridge {
       memories: [{ size: layout.size, offset: 0 }],
     }, reuse ? this.#message : undefined);
     if (reuse) this.#messageInUse = true;
-    const entry: Outstanding = { close, timestamp: frame.timestamp, pending: new Set() };
+    const entry: Outstanding = {
+      close,
+      timestamp: frame.timestamp,
+      pending: new Set(),
+      delivered: false,
+    };
     this.#outstanding.set(id, entry);
+    const sends: Promise<void>[] = [];
     try {
       const backing = backingOf(surface, "GstSinkBridge.send");
-      for (const client of [...this.#clients]) {
+      const deadline = performance.now() + this.#sendTimeout;
+      for (const client of admitted) {
+        if (!this.#clients.has(client)) continue; // dropped while the caps went out
         // One locked description per client: GStreamer's mapping keeps the frame in use.
         const handle = backing.exportHandle();
         entry.pending.add(client);
-        try {
-          await client.send(message, [handle]);
-        } catch {
-          this.#dropClient(client);
-        } finally {
-          closeQuietly(handle);
-        }
+        entry.delivered = true;
+        this.#clients.get(client)!.held++;
+        sends.push(this.#sendTo(client, message, handle, deadline));
       }
+      await Promise.all(sends);
     } finally {
+      if (sends.length === 0) this.#stats.dropped++; // its clients went away meanwhile
+      await Promise.all(sends); // an export that threw: let the sends already started end
       if (reuse) this.#messageInUse = false;
       // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.
       this.#settle(id, entry);
+    }
+  }
+
+  /**
+   * The clients that may take one more frame now. A client at its budget is
+   * skipped, and cut off once it has been there for `stallTimeout`.
+   */
+  #admitted(): UnixFdConnection[] {
+    const now = performance.now();
+    const admitted: UnixFdConnection[] = [];
+    for (const [client, state] of [...this.#clients]) {
+      if (state.held < this.#clientBudget) {
+        admitted.push(client);
+        continue;
+      }
+      this.#stats.skipped++;
+      if (now - state.lastRelease > this.#stallTimeout) {
+        this.#stats.cutOff++;
+        this.#dropClient(client);
+      }
+    }
+    return admitted;
+  }
+
+  /** Sends one NEW_BUFFER with `handle` (closed here) to `client`; a client that fails is dropped. */
+  async #sendTo(
+    client: UnixFdConnection,
+    message: Uint8Array,
+    handle: number,
+    deadline: number,
+  ): Promise<void> {
+    try {
+      await client.send(message, [handle], deadline);
+    } catch (error) {
+      if (error instanceof TimeoutError) this.#stats.cutOff++;
+      this.#dropClient(client);
+    } finally {
+      closeQuietly(handle);
     }
   }
 
@@ -323,20 +418,23 @@ export class GstSinkBridge {
   }
 
   async #broadcast(message: Uint8Array, fds: number[]): Promise<void> {
-    for (const client of [...this.#clients]) {
+    const deadline = performance.now() + this.#sendTimeout;
+    await Promise.all([...this.#clients.keys()].map(async (client) => {
       try {
-        await client.send(message, fds);
-      } catch {
+        await client.send(message, fds, deadline);
+      } catch (error) {
+        if (error instanceof TimeoutError) this.#stats.cutOff++;
         this.#dropClient(client);
       }
-    }
+    }));
   }
 
   #settle(id: bigint, entry: Outstanding): void {
     if (entry.pending.size > 0 || !this.#outstanding.has(id)) return;
     this.#outstanding.delete(id);
-    this.#stats.released++;
     entry.close();
+    if (!entry.delivered) return;
+    this.#stats.released++;
     this.#onReleased?.(entry.timestamp);
   }
 
@@ -348,17 +446,43 @@ export class GstSinkBridge {
     }
   }
 
+  /** `client` gave back frame `id` (RELEASE_BUFFER): false if it did not hold it. */
+  #release(client: UnixFdConnection, id: bigint): boolean {
+    const entry = this.#outstanding.get(id);
+    if (!entry || !entry.pending.delete(client)) return false;
+    const state = this.#clients.get(client);
+    if (state) {
+      state.held--;
+      state.lastRelease = performance.now();
+    }
+    this.#settle(id, entry);
+    return true;
+  }
+
+  /**
+   * Accepts clients until closed or aborted. An accept that fails (out of
+   * descriptors: the waiting client was refused) is retried after a pause
+   * of 10 ms doubling to 1 s, never ends the loop: a bridge that stopped
+   * accepting would leave every later client queued with no answer.
+   */
   async #acceptLoop(): Promise<void> {
+    let pause = 10;
     while (!this.#closed) {
       let client: UnixFdConnection;
       try {
         client = await this.#server.accept(this.#signal);
-      } catch {
-        return; // closed or aborted
+        pause = 10;
+      } catch (error) {
+        if (this.#closed || this.#signal?.aborted || error instanceof ClosedError) return;
+        this.#stats.acceptFailures++;
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        pause = Math.min(pause * 2, 1000);
+        continue;
       }
-      this.#clients.add(client);
+      this.#clients.set(client, { held: 0, lastRelease: performance.now() });
       if (this.#caps) {
-        client.send(encodeCaps(this.#caps)).catch(() => this.#dropClient(client));
+        client.send(encodeCaps(this.#caps), [], performance.now() + this.#sendTimeout)
+          .catch(() => this.#dropClient(client));
       }
       this.#clientLoop(client);
     }
@@ -369,10 +493,8 @@ export class GstSinkBridge {
       for (;;) {
         const message = await client.receive();
         if (message.type !== "release-buffer") continue;
-        const entry = this.#outstanding.get(message.id);
         // An id this client does not hold is a protocol error, as in unixfdsink: drop it.
-        if (!entry || !entry.pending.delete(client)) break;
-        this.#settle(message.id, entry);
+        if (!this.#release(client, message.id)) break;
       }
     } catch {
       // disconnected or misbehaved
@@ -388,7 +510,7 @@ export class GstSinkBridge {
     if (this.#closed) return;
     this.#closed = true;
     this.#server.close();
-    for (const client of [...this.#clients]) this.#dropClient(client);
+    for (const client of [...this.#clients.keys()]) this.#dropClient(client);
     for (const entry of this.#outstanding.values()) entry.close();
     this.#outstanding.clear();
     for (const copy of this.#copies) copy.surface.close();

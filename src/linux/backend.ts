@@ -4,11 +4,12 @@
  * @module
  */
 
-import type { Backend } from "../contract/backend.ts";
+import { runtime } from "../../ffi/runtime.ts";
+import type { Backend, EndpointState } from "../contract/backend.ts";
 import { SystemCallError } from "../core/errors.ts";
 import { ABSTRACT_PREFIX, connectSocket, SocketListener } from "./listener.ts";
 import { closeQuietly, cString, ERRNO, libc, readErrno, reopen, systemError } from "./libc.ts";
-import { LINUX } from "./structs.ts";
+import { DIRENT_NAME_OFFSET, LINUX } from "./structs.ts";
 import {
   exportLockedHandle,
   InotifyReleaseWatcher,
@@ -27,8 +28,7 @@ function realtimeMicros(): number {
   return seconds * 1e6 + Math.floor(timespec[2] / 1000); // tv_nsec < 1e9 fits the low word
 }
 
-/** `__SO_ACCEPTCON` in the Flags column of `/proc/net/unix`: the socket listens. */
-const SO_ACCEPTCON = 0x10000;
+const decoder = new TextDecoder();
 
 /** Reads a whole (small, `/proc`) file through libc: no runtime read permission is involved. */
 function readProcFile(path: string): string {
@@ -52,28 +52,69 @@ function readProcFile(path: string): string {
       all.set(c, at);
       at += c.length;
     }
-    return new TextDecoder().decode(all);
+    return decoder.decode(all);
   } finally {
     closeQuietly(fd);
   }
 }
 
+/** `__SO_ACCEPTCON` in the Flags column of `/proc/net/unix`: the socket listens. */
+const SO_ACCEPTCON = 0x10000;
+
 /**
- * The addresses that listening Unix sockets are bound to in this network
- * namespace, from `/proc/net/unix` (abstract ones with their leading NUL
- * shown as `@`).
+ * The inodes of the listening Unix sockets in this network namespace, by
+ * the address they are bound to, from `/proc/net/unix` (abstract ones with
+ * their leading NUL shown as `@`).
  */
-function listeningAddresses(): Set<string> {
-  const found = new Set<string>();
+function listeningSockets(): Map<string, Set<string>> {
+  const found = new Map<string, Set<string>>();
   const lines = readProcFile("/proc/net/unix").split("\n");
   for (let i = 1; i < lines.length; i++) {
     // Num RefCount Protocol Flags Type St Inode Path
     const fields = lines[i].trim().split(/\s+/);
     if (fields.length < 8) continue;
     if ((parseInt(fields[3], 16) & SO_ACCEPTCON) === 0) continue;
-    found.add(fields.slice(7).join(" "));
+    const address = fields.slice(7).join(" ");
+    let inodes = found.get(address);
+    if (!inodes) found.set(address, inodes = new Set());
+    inodes.add(fields[6]);
   }
   return found;
+}
+
+const linkBuffer = new Uint8Array(64);
+
+/**
+ * Whether process `pid` holds a descriptor of one of the sockets `inodes`
+ * (`/proc/PID/fd/N` reads `socket:[INODE]`): `"live"`, `"dead"` if it does
+ * not or no such process exists, `"unknown"` if its descriptors cannot be
+ * read (another user's process, or `/proc` mounted with `hidepid`).
+ */
+function holdsSocket(pid: number, inodes: ReadonlySet<string>): EndpointState {
+  const lib = libc();
+  const dir = lib.opendir(cString(`/proc/${pid}/fd`));
+  if (dir === null) {
+    const errno = readErrno();
+    return errno === ERRNO.ENOENT || errno === ERRNO.ESRCH ? "dead" : "unknown";
+  }
+  try {
+    for (;;) {
+      const entry = lib.readdir(dir);
+      if (entry === null) return "dead";
+      const name = runtime.readCString(
+        runtime.pointerFrom(runtime.pointerValue(entry) + BigInt(DIRENT_NAME_OFFSET))!,
+      );
+      if (!/^\d+$/.test(name)) continue;
+      const n = Number(
+        lib.readlink(cString(`/proc/${pid}/fd/${name}`), linkBuffer, BigInt(linkBuffer.length)),
+      );
+      if (n <= 0) continue;
+      const match = /^socket:\[(\d+)\]$/.exec(decoder.decode(linkBuffer.subarray(0, n)));
+      if (match && inodes.has(match[1])) return "live";
+    }
+  } finally {
+    lib.closedir(dir);
+  }
 }
 
 /** True if process `pid` exists (its `/proc` directory opens). */
@@ -101,11 +142,14 @@ export const linuxBackend: Backend = {
   nameAbsent: (error) =>
     error instanceof SystemCallError &&
     (error.errno === ERRNO.ECONNREFUSED || error.errno === ERRNO.ENOENT),
-  endpointsLive(endpoints) {
-    const listening = listeningAddresses();
-    return endpoints.map(({ name, pid }) =>
-      processExists(pid) &&
-      listening.has(name.includes("/") ? name : `@${ABSTRACT_PREFIX}${name}`)
-    );
+  endpointStates(endpoints) {
+    const listening = listeningSockets();
+    return endpoints.map(({ name, pid, address }) => {
+      // The address must be the one its name binds: an entry naming another address is no endpoint.
+      if (address !== (name.includes("/") ? name : `@${ABSTRACT_PREFIX}${name}`)) return "dead";
+      const inodes = listening.get(address);
+      if (!inodes || !processExists(pid)) return "dead";
+      return holdsSocket(pid, inodes);
+    });
   },
 };

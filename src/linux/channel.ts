@@ -144,8 +144,10 @@ export class SocketConnection implements BackendConnection {
     }
     this.#sendWake = sendWake;
     this.#receiveWake = receiveWake;
-    // One byte more than the largest valid message, so an oversized one shows as MSG_TRUNC.
-    this.#receiveBuffer = new Uint8Array(HEADER_SIZE + limits.maxMetaBytes + 1);
+    // Exactly the largest valid message: anything longer, even by one byte, comes with MSG_TRUNC
+    // (MESSAGE_TRUNCATED, as docs/errors.md says); a buffer one byte longer let a message of
+    // 136 + maxMetaBytes + 1 bytes in whole, and it was reported as SHORT_MESSAGE.
+    this.#receiveBuffer = new Uint8Array(HEADER_SIZE + limits.maxMetaBytes);
     this.#headerDecoder = new HeaderDecoder(
       this.#receiveBuffer,
       limits.maxSurfaceBytes,
@@ -409,7 +411,8 @@ export class SocketConnection implements BackendConnection {
       if (flags & LINUX.MSG_TRUNC) {
         throw new ProtocolError(
           "MESSAGE_TRUNCATED",
-          `message is larger than ${this.#receiveBuffer.length - 1} bytes`,
+          `message is larger than ${this.#receiveBuffer.length} bytes (the header and ` +
+            "maxMetaBytes of metadata)",
         );
       }
       const header = this.#headerDecoder.decode(length);

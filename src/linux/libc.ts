@@ -29,6 +29,7 @@ export type { Libc };
 export const ERRNO = {
   EPERM: 1,
   ENOENT: 2,
+  ESRCH: 3,
   EINTR: 4,
   EBADF: 9,
   EAGAIN: 11,

@@ -338,6 +338,11 @@ export function decodeFlockType(view: DataView): number {
   return view.getInt16(0, true);
 }
 
+// --- struct dirent ----------------------------------------------------------
+
+/** Offset of `d_name` in glibc's `struct dirent` on LP64 (after d_ino, d_off, d_reclen, d_type). */
+export const DIRENT_NAME_OFFSET = 19;
+
 // --- struct statx -----------------------------------------------------------
 
 /** `sizeof(struct statx)` */

@@ -15,7 +15,10 @@
  * What it enforces (and what a test therefore proves about the backend):
  *
  * - Per-task port name spaces with user references: one name per port per
- *   task; send rights carry urefs; `mach_port_deallocate` drops one;
+ *   task, made as XNU makes them (`MACH_PORT_MAKE(index, generation)`: a
+ *   freed index is reused at once, LIFO, its generation stepped by 4 and
+ *   rolling over after 64 uses, so a stale name is `KERN_INVALID_NAME` until
+ *   it names someone else's right); send rights carry urefs; `mach_port_deallocate` drops one;
  *   `mach_port_mod_refs(RECEIVE, -1)` destroys the port, turning every send
  *   right to it into a dead name and destroying its queued messages.
  * - `mach_msg` parses the caller's bytes: header dispositions (MOVE_SEND
@@ -37,6 +40,16 @@
  *   bad-id reply (`mig_reply_error_t`, id + 100, kernel audit token) on its
  *   reply right, with the disposition that right came with.
  * - Audit tokens carry a pid version (`val[7]`) that a reused pid bumps.
+ * - Queue limits (`mach_port_set_attributes(MACH_PORT_LIMITS_INFO)`, 5 by
+ *   default) and `MACH_NOTIFY_SEND_POSSIBLE` (registered on a send right,
+ *   armed by a full `MACH_SEND_NOTIFY` send, sent after a dequeue, a
+ *   dead-name notification when the port dies); a replaced notification
+ *   request hands its send-once right back in `previous`. Every send handed
+ *   back from a full queue is counted and charged real time
+ *   (`fullQueueSends`, `fullQueueCostMs`).
+ * - Bootstrap namespaces (a task's `namespace`: an ssh session sees none of
+ *   the GUI login's names) and sandboxed tasks (`appGroups`: `mach-register`
+ *   and `mach-lookup` of names outside them are `BOOTSTRAP_NOT_PRIVILEGED`).
  * - `MACH_MSG_TYPE_MOVE_RECEIVE` in a descriptor moves the receive right
  *   (the receiver must destroy it).
  * - Out-of-line memory (`MACH_MSG_OOL_DESCRIPTOR` and
@@ -79,7 +92,8 @@
  *   undestroyed set is a leak.
  * - Deno's blocking-thread pool: `mach_msg_wait` (a nonblocking FFI call)
  *   runs on at most {@link BLOCKING_THREADS} modelled threads per task, later
- *   calls queue in order; `workerCalls` / `peakWorkerCalls` /
+ *   calls queue in order, each reaching the kernel after
+ *   `blockingCallLatencyMs` (0 by default; a test raises it); `workerCalls` / `peakWorkerCalls` /
  *   `totalWorkerCalls` let a test see how many threads the backend takes.
  * - `kill(task)` drops everything a task holds, as the kernel does at exit.
  * - {@link FakeMachKernel.assertNoLeaks} fails on any right, CF reference or

@@ -6,7 +6,16 @@
  */
 
 import type { IOSurfaceProperties } from "../../src/darwin/native.ts";
-import { type CarriedRight, type CFObject, D, FakePort, FakeSurface, type KMsg } from "./model.ts";
+import {
+  type CarriedRight,
+  type CFObject,
+  D,
+  FakePort,
+  FakeSurface,
+  GUI_NAMESPACE,
+  type KMsg,
+  namespacedService,
+} from "./model.ts";
 import type { FakeTaskPorts } from "./task_ports.ts";
 import { FakeTask } from "./task_surfaces.ts";
 import { type Pointer, runtime } from "../../ffi/runtime.ts";
@@ -79,7 +88,17 @@ export class FakeMachKernel {
    * credentials. A pid used before gets the next pid version, as XNU's
    * `p_idversion` does, so the audit tokens of the two differ in `val[7]`.
    */
-  createTask(credentials: { pid?: number; uid?: number; gid?: number } = {}): FakeTask {
+  createTask(
+    credentials: {
+      pid?: number;
+      uid?: number;
+      gid?: number;
+      /** Sandboxed, with these application groups (names it may register / look up start with one). */
+      appGroups?: string[];
+      /** Its bootstrap namespace (default {@link GUI_NAMESPACE}): it sees only that one's names. */
+      namespace?: string;
+    } = {},
+  ): FakeTask {
     const pid = credentials.pid ?? 1000 + this.tasks.length;
     const pidVersion = (this.#pidVersions.get(pid) ?? 0x40) + 1;
     this.#pidVersions.set(pid, pidVersion);
@@ -88,6 +107,8 @@ export class FakeMachKernel {
       pidVersion,
       uid: credentials.uid ?? 501,
       gid: credentials.gid ?? 20,
+      appGroups: credentials.appGroups,
+      namespace: credentials.namespace ?? GUI_NAMESPACE,
     });
     this.tasks.push(task);
     return task;
@@ -248,6 +269,26 @@ export class FakeMachKernel {
   /** The CPU time each of {@link fullQueueSends} is charged (ms, spent for real). */
   fullQueueCostMs = 0.02;
 
+  /**
+   * How long a nonblocking FFI call (`mach_msg_wait`) takes to reach the
+   * kernel on Deno's blocking-thread pool (ms, on a timer). 0 (the default)
+   * keeps the suite fast; a test raises it to see what a slow hop (a loaded
+   * machine, a pool busy with file I/O) does to the shared wait.
+   */
+  blockingCallLatencyMs = 0;
+
+  /**
+   * Resolves once a nonblocking call has reached the kernel: after
+   * {@link blockingCallLatencyMs} on a timer if that is set, else in a
+   * microtask (never synchronously).
+   */
+  blockingHop(): Promise<void> {
+    if (this.blockingCallLatencyMs > 0) {
+      return new Promise((resolve) => setTimeout(resolve, this.blockingCallLatencyMs));
+    }
+    return Promise.resolve();
+  }
+
   /** Charges one handed-back send (see {@link fullQueueSends}). */
   chargeFullQueue(): void {
     this.fullQueueSends++;
@@ -367,7 +408,8 @@ export class FakeMachKernel {
   }
 
   /** The live or not-yet-removed registration of `service` (drops one launchd has removed). */
-  registration(service: string): Registration | undefined {
+  registration(service: string, namespace = GUI_NAMESPACE): Registration | undefined {
+    service = namespacedService(service, namespace);
     const registration = this.registry.get(service);
     if (registration?.removeAt !== undefined && registration.removeAt <= performance.now()) {
       this.registry.delete(service);

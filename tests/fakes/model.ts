@@ -15,6 +15,19 @@ export const MACH_SEND_INVALID_TYPE = 0x1000000f;
 /** `MIG_BAD_ID` (mach/mig_errors.h): a MIG server's answer to an id it does not serve. */
 export const MIG_BAD_ID = -303;
 export const BOOTSTRAP_PORT = 0x707;
+
+/** The bootstrap namespace of a GUI login session (the default of every fake task). */
+export const GUI_NAMESPACE = "gui";
+
+/**
+ * The key of `service` in {@link FakeMachKernel.registry}: the service name
+ * itself in the GUI namespace, `NAMESPACE/service` in any other (an ssh
+ * session, a launchd daemon's system namespace), which sees none of the GUI's names.
+ */
+export function namespacedService(service: string, namespace: string): string {
+  return namespace === GUI_NAMESPACE ? service : `${namespace}/${service}`;
+}
+
 export const QUEUE_LIMIT = 5;
 export const TRAILER_SIZES = [8, 12, 20, 52, 60];
 /** `sizeof(mach_msg_ool_descriptor_t)` and every other non-port descriptor on 64-bit. */
@@ -110,22 +123,39 @@ export interface Entry {
 }
 
 export class FakeSurface {
+  readonly id: number;
+  readonly width: number;
+  readonly height: number;
+  readonly pixelFormat: number;
+  readonly allocSize: number;
+  /** Empty for a non-planar surface. */
+  readonly planeInfo: IOSurfaceProperties["planes"];
+  readonly bytesPerElement: number;
+  readonly bytesPerRow: number;
   readonly bytes: Uint8Array;
   livePorts = 0;
   /** IOSurface's modification seed: a write lock's unlock bumps it, a read-only one does not. */
   seed = 1;
   readonly useCounts = new Map<FakeTask, number>();
+  // Fields assigned here, not parameter properties: Node runs this file by stripping types only.
   constructor(
-    readonly id: number,
-    readonly width: number,
-    readonly height: number,
-    readonly pixelFormat: number,
-    readonly allocSize: number,
-    /** Empty for a non-planar surface. */
-    readonly planeInfo: IOSurfaceProperties["planes"],
-    readonly bytesPerElement: number,
-    readonly bytesPerRow: number,
+    id: number,
+    width: number,
+    height: number,
+    pixelFormat: number,
+    allocSize: number,
+    planeInfo: IOSurfaceProperties["planes"],
+    bytesPerElement: number,
+    bytesPerRow: number,
   ) {
+    this.id = id;
+    this.width = width;
+    this.height = height;
+    this.pixelFormat = pixelFormat;
+    this.allocSize = allocSize;
+    this.planeInfo = planeInfo;
+    this.bytesPerElement = bytesPerElement;
+    this.bytesPerRow = bytesPerRow;
     this.bytes = new Uint8Array(allocSize);
   }
 }

@@ -106,7 +106,9 @@ export class FakeTaskMessages extends FakeTaskPorts {
       throw new Error("fake: worker-thread receives must have a bounded MACH_RCV_TIMEOUT");
     }
     return this.#onWorkerThread(async () => {
-      await Promise.resolve(); // a worker-thread call never settles synchronously
+      // A worker-thread call never settles synchronously: it enters the kernel a thread hop later
+      // (`kernel.blockingCallLatencyMs`, if a test sets it).
+      await this.kernel.blockingHop();
       // The name is resolved when the call enters the kernel (it may have queued for a thread).
       const set = this.portSets.get(rcvName);
       const port = set ? undefined : this.names.get(rcvName)?.port;

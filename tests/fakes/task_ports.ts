@@ -13,6 +13,7 @@ import {
   type Entry,
   type FakePort,
   FakePortSet,
+  namespacedService,
 } from "./model.ts";
 import type { FakeMachKernel } from "./kernel.ts";
 
@@ -23,6 +24,14 @@ export class FakeTaskPorts {
   readonly pid: number;
   /** The audit token's `val[7]`: bumped by the kernel each time `pid` is reused. */
   readonly pidVersion: number;
+  /**
+   * Set for a sandboxed task: its application groups. The sandbox denies
+   * `mach-register` and `mach-lookup` (`BOOTSTRAP_NOT_PRIVILEGED`) of any name
+   * that does not begin with one of them and a period.
+   */
+  readonly appGroups: readonly string[] | undefined;
+  /** The bootstrap namespace whose names this task registers and looks up. */
+  readonly namespace: string;
   readonly uid: number;
   readonly gid: number;
   alive = true;
@@ -42,17 +51,55 @@ export class FakeTaskPorts {
   totalWorkerCalls = 0;
   /** The kernel this task lives in. */
   readonly kernel: FakeMachKernel;
-  #nextName = 0x103;
+  /**
+   * Free entry indices, most recently freed last: XNU's `ipc_entry_claim`
+   * takes the head of the space's free list, so a freed name's index is the
+   * next one reused.
+   */
+  readonly #freeIndices: number[] = [];
+  /** Each index's current generation (the low byte of its names). */
+  readonly #generations = new Map<number, number>();
+  /** Indices below this one are reserved (the task and bootstrap ports' names). */
+  #nextIndex = 0x10;
+
+  /**
+   * A new name as XNU makes one (`MACH_PORT_MAKE(index, gen)`): a freed
+   * index is reused at once with its generation stepped by 4
+   * (`IE_BITS_GEN_ONE`), rolling over after 64 uses, so a stale name is
+   * `KERN_INVALID_NAME` — until the generation comes round again and it
+   * names someone else's right.
+   */
+  #newName(): number {
+    const index = this.#freeIndices.pop() ?? this.#nextIndex++;
+    const previous = this.#generations.get(index);
+    const generation = previous === undefined ? 3 : (previous + 4) & 0xff;
+    this.#generations.set(index, generation);
+    return ((index << 8) | generation) >>> 0;
+  }
+
+  /** Gives `name`'s index back for reuse. */
+  protected freeName(name: number): void {
+    this.#freeIndices.push(name >>> 8);
+  }
 
   constructor(
     kernel: FakeMachKernel,
     taskSelf: number,
-    credentials: { pid: number; pidVersion: number; uid: number; gid: number },
+    credentials: {
+      pid: number;
+      pidVersion: number;
+      uid: number;
+      gid: number;
+      appGroups?: string[];
+      namespace: string;
+    },
   ) {
     this.kernel = kernel;
     this.taskSelf = taskSelf;
     this.pid = credentials.pid;
     this.pidVersion = credentials.pidVersion;
+    this.appGroups = credentials.appGroups;
+    this.namespace = credentials.namespace;
     this.uid = credentials.uid;
     this.gid = credentials.gid;
   }
@@ -62,8 +109,7 @@ export class FakeTaskPorts {
   #entryFor(port: FakePort): { name: number; entry: Entry } {
     let name = this.nameOf.get(port);
     if (name === undefined) {
-      name = this.#nextName;
-      this.#nextName += 0x100; // never reused: a stale name is caught as KERN_INVALID_NAME
+      name = this.#newName();
       this.names.set(name, { port, send: 0, sendOnce: 0, receive: false, dead: 0 });
       this.nameOf.set(port, name);
     }
@@ -97,6 +143,7 @@ export class FakeTaskPorts {
     if (e && e.send === 0 && e.sendOnce === 0 && !e.receive && e.dead === 0) {
       this.names.delete(name);
       this.nameOf.delete(e.port);
+      this.freeName(name);
     }
   }
 
@@ -136,8 +183,7 @@ export class FakeTaskPorts {
   mach_port_allocate(task: number, right: number, name: Uint8Array): number {
     if (!this.checkTask("mach_port_allocate", task)) return D.KERN_INVALID_TASK;
     if (right === D.MACH_PORT_RIGHT_PORT_SET) {
-      const setName = this.#nextName;
-      this.#nextName += 0x100;
+      const setName = this.#newName();
       this.portSets.set(setName, new FakePortSet());
       new DataView(name.buffer, name.byteOffset).setUint32(0, setName, true);
       return D.KERN_SUCCESS;
@@ -177,6 +223,7 @@ export class FakeTaskPorts {
   protected destroySet(name: number): void {
     const set = this.portSets.get(name)!;
     this.portSets.delete(name);
+    this.freeName(name);
     set.dead = true;
     for (const member of set.members) member.sets.delete(set);
     set.members.clear();
@@ -357,15 +404,21 @@ export class FakeTaskPorts {
    * launchd has not removed yet — `BOOTSTRAP_SERVICE_ACTIVE` to the task
    * that checked it in and `BOOTSTRAP_NOT_PRIVILEGED` to any other.
    */
+  /** True if this task's sandbox (if any) lets it register or look up `service`. */
+  #sandboxAllows(service: string): boolean {
+    return this.appGroups === undefined || this.appGroups.some((g) => service.startsWith(`${g}.`));
+  }
+
   bootstrap_check_in(bp: number, name: Uint8Array, sp: Uint8Array): number {
     if (bp !== BOOTSTRAP_PORT) return D.MACH_SEND_INVALID_DEST;
     const service = cString(name);
-    const existing = this.kernel.registration(service);
+    if (!this.#sandboxAllows(service)) return D.BOOTSTRAP_NOT_PRIVILEGED; // mach-register denied
+    const existing = this.kernel.registration(service, this.namespace);
     if (existing) {
       return existing.owner === this ? D.BOOTSTRAP_SERVICE_ACTIVE : D.BOOTSTRAP_NOT_PRIVILEGED;
     }
     const port = this.kernel.newPort(this);
-    this.kernel.registry.set(service, { port, owner: this });
+    this.kernel.registry.set(namespacedService(service, this.namespace), { port, owner: this });
     new DataView(sp.buffer, sp.byteOffset).setUint32(
       0,
       this.insert({ port, type: "receive" }),
@@ -377,7 +430,8 @@ export class FakeTaskPorts {
   /** A send right to a registered name; a dead one not yet removed comes back as `MACH_PORT_DEAD`. */
   bootstrap_look_up(bp: number, name: Uint8Array, sp: Uint8Array): number {
     if (bp !== BOOTSTRAP_PORT) return D.MACH_SEND_INVALID_DEST;
-    const registration = this.kernel.registration(cString(name));
+    if (!this.#sandboxAllows(cString(name))) return D.BOOTSTRAP_NOT_PRIVILEGED; // mach-lookup
+    const registration = this.kernel.registration(cString(name), this.namespace);
     if (!registration) return D.BOOTSTRAP_UNKNOWN_SERVICE;
     const out = new DataView(sp.buffer, sp.byteOffset);
     if (registration.port.dead) out.setUint32(0, D.MACH_PORT_DEAD, true);

@@ -28,6 +28,7 @@ import {
   toRGBA,
 } from "../../mod.ts";
 import { runtime } from "../../ffi/runtime.ts";
+import { libc } from "../../ffi/linux.ts";
 
 let counter = 0;
 const uniqueName = (what: string) => `rt-${what}-${process.pid}-${counter++}`;
@@ -66,6 +67,22 @@ test(`${runtime.name}: the runtime seam reports this host`, () => {
   assert.ok(["deno", "node", "bun"].includes(runtime.name));
   assert.equal(runtime.pid, process.pid);
   assert.equal(runtime.os, process.platform);
+});
+
+test(`${runtime.name}: runtime.addressOf of a small fresh typed array stays its address`, () => {
+  // A C struct keeps the address (a msghdr's iovec): it must not move when `.buffer` is first
+  // touched (on Bun a small typed array's bytes leave its heap cell then).
+  for (const size of [8, 16, 64]) {
+    const bytes = new Uint8Array(size);
+    const before = runtime.addressOf(bytes);
+    const view = new DataView(bytes.buffer);
+    view.setUint8(0, 0x7f);
+    assert.equal(runtime.addressOf(bytes), before, `${size} bytes`);
+    assert.equal(
+      new Uint8Array(runtime.arrayBufferAt(runtime.pointerFrom(before)!, size))[0],
+      0x7f,
+    );
+  }
 });
 
 test(`${runtime.name}: Surface.create gives zero-copy planes; close detaches every view`, () => {
@@ -260,5 +277,23 @@ test(`${runtime.name}: the GStreamer bridges carry a received frame to-gst → f
     sink.close();
     surface.close();
     pair.close();
+  }
+});
+
+test(`${runtime.name}: 100,000 waits off the main thread in a row each get their own result`, async () => {
+  // A wake-up meant for one call that lands while the next is waiting must not end that one
+  // (Node's Atomics-based hop did, about once in 30,000 calls, before it re-checked).
+  const lib = libc();
+  const fd = lib.eventfd(1, 0x80000 /* EFD_CLOEXEC */);
+  const fds = runtime.sharedBytes(8);
+  new DataView(fds.buffer).setInt32(0, fd, true);
+  new DataView(fds.buffer).setInt16(4, 1, /* POLLIN */ true);
+  try {
+    for (let i = 0; i < 100_000; i++) {
+      const ready = await lib.poll_wait(fds, 1n, 0);
+      if (ready !== 1) assert.fail(`wait ${i}: poll returned ${ready}`);
+    }
+  } finally {
+    lib.close(fd);
   }
 });
