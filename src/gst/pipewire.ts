@@ -420,8 +420,9 @@ export class PipeWireSink {
       if (this.#stop.signal.aborted) return;
       this.#lastError = lastError(process.errorText());
       this.#restarts++;
-      // A consumer that came and went after a while is normal: come back at once.
-      if (performance.now() - started > 2000) backoff = 50;
+      // A pipeline that ran (its consumer left: provide mode ends then) comes back at once; one
+      // that failed at start (no daemon) backs off.
+      if (performance.now() - started > 300) backoff = 50;
       await pause(backoff, this.#stop.signal);
     }
   }
