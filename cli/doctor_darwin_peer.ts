@@ -93,6 +93,13 @@ export async function runDoctorPeer(
           held = m.port;
           ack();
           break;
+        case DOCTOR_MSG.CHECK_IN: {
+          // The doctor's live name, checked in from this (another) process: refused.
+          const taken = checkIn(native, service);
+          if (taken.kr === DARWIN.BOOTSTRAP_SUCCESS) destroyReceive(native, taken.port);
+          ack([taken.kr]);
+          break;
+        }
         case DOCTOR_MSG.EXIT:
           return;
         default:
@@ -115,6 +122,7 @@ const notRun = (id: string, why: string): Check => ({ id, status: "not-run", det
 const PEER_CHECKS = [
   "macos.bootstrap.roundtrip",
   "macos.audit-trailer",
+  "macos.bootstrap.taken",
   "macos.inuse.port",
   "macos.inuse.queued",
   "macos.inuse.lookup",
@@ -200,6 +208,22 @@ export async function peerChecks(
         `euid val[1]=${audit[1]}, egid val[2]=${audit[2]} (security token ${euid}/${egid}, ` +
         `our euid ${native.geteuid()}), pid version val[7]=${audit[7]}`,
       facts: { audit, sender: hello.sender, peerPid: peer.pid },
+    });
+
+    // A live name checked in again: by this process, then by the peer.
+    const own = checkIn(native, service);
+    if (own.kr === DARWIN.BOOTSTRAP_SUCCESS) destroyReceive(native, own.port);
+    tell(DOCTOR_MSG.CHECK_IN);
+    const [byPeer] = (await acked()).words;
+    const takenOk = own.kr === DARWIN.BOOTSTRAP_SERVICE_ACTIVE &&
+      byPeer === DARWIN.BOOTSTRAP_NOT_PRIVILEGED;
+    checks.push({
+      id: "macos.bootstrap.taken",
+      status: takenOk ? "confirmed" : "refuted",
+      detail: `check-in of a live name: by its own process ${own.kr}, by another process ` +
+        `${byPeer} (SERVICE_ACTIVE 1103 and NOT_PRIVILEGED 1100 expected; listen() tells a ` +
+        "taken name from a closed one by a look-up after either)",
+      facts: { own: own.kr, byPeer },
     });
 
     // A surface's use count, step by step.

@@ -57,6 +57,7 @@ export const DOCTOR_MSG = {
   EXIT: 0x53504406,
   ACK: 0x53504407,
   PROBE: 0x53504408,
+  CHECK_IN: 0x53504409,
 } as const;
 
 /** u32 words of payload in every doctor message. */

@@ -108,6 +108,13 @@ export const libSystem = {
   getegid: { parameters: [], result: "u32" },
   /** pid_t getpid(void) */
   getpid: { parameters: [], result: "i32" },
+  /**
+   * int kill(pid_t pid, int sig) — only ever with sig 0: does `pid` exist (0), or not (-1,
+   * errno ESRCH), or exist but refuse our signals (-1, errno EPERM)?
+   */
+  kill: { parameters: ["i32", "i32"], result: "i32" },
+  /** int *__error(void) — libSystem's thread-local errno (what `errno` expands to) */
+  __error: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** CoreFoundation: reference counting and the property dictionaries IOSurfaceCreate takes. */

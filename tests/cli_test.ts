@@ -502,16 +502,19 @@ Deno.test({
     const without = await fetch(`${base}/api/list`);
     assert.equal(without.status, 403, "no token, no list");
     await without.body?.cancel();
-    // fetch() sets Host from the URL: a raw request carries the rebound name.
+    // fetch() sets Host from the URL: a raw request carries the rebound name. It carries the
+    // token too, so that the Host check alone is what refuses it.
     const connection = await Deno.connect({ hostname: "127.0.0.1", port });
     await connection.write(
       new TextEncoder().encode(
-        `GET /api/list HTTP/1.1\r\nHost: evil.example:${port}\r\nConnection: close\r\n\r\n`,
+        `GET /api/list HTTP/1.1\r\nHost: evil.example:${port}\r\nCookie: ${cookie}\r\n` +
+          "Connection: close\r\n\r\n",
       ),
     );
     let response = "";
     for await (const chunk of connection.readable) response += new TextDecoder().decode(chunk);
     assert.match(response, /^HTTP\/1\.1 403 /);
+    assert.match(response, /refused: Host "evil\.example:\d+" is not this preview server/);
     const upgrade = { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13" };
     const key = { "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" };
     const foreign = await fetch(`${base}/ws?name=x`, {

@@ -28,12 +28,13 @@ import { FakeMachKernel, type FakeTask } from "./fakes/fake_darwin.ts";
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The doctor task and a launcher that starts the peer as a second task (`reportedPid` to lie). */
-function setup(reportedPid?: number) {
+function setup(reportedPid?: number, patchPeer?: (task: FakeTask) => void) {
   const kernel = new FakeMachKernel();
   const doctor = kernel.createTask({ pid: 101, uid: 501, gid: 20 });
   const peers: FakeTask[] = [];
   const launch: PeerLauncher = (service) => {
     const task = kernel.createTask({ pid: 202, uid: 501, gid: 20 });
+    patchPeer?.(task);
     peers.push(task);
     let killed = false;
     const exited = runDoctorPeer(task, service, sleep).catch((error) => {
@@ -78,6 +79,7 @@ Deno.test("doctor/macOS over the test double: every check runs, every assumption
     "macos.cvpixelbuffer.use": "confirmed",
     "macos.bootstrap.roundtrip": "ok",
     "macos.audit-trailer": "confirmed",
+    "macos.bootstrap.taken": "confirmed",
     "macos.inuse.port": "confirmed",
     "macos.inuse.queued": "confirmed",
     "macos.inuse.lookup": "confirmed",
@@ -128,6 +130,16 @@ Deno.test("doctor/macOS over the test double: a double that behaves otherwise is
   assert.equal(possible.status, "refuted", possible.detail);
   assert.match(possible.detail, /no notification/);
   stuck.kernel.assertNoLeaks();
+
+  // Another process checking a live name in is told NAME_IN_USE, not NOT_PRIVILEGED: refuted.
+  const other = setup(undefined, (task) => {
+    task.bootstrap_check_in = () => DARWIN.BOOTSTRAP_NAME_IN_USE;
+  });
+  assert.equal(
+    status(await darwinChecks(other.doctor, other.launch, sleep))["macos.bootstrap.taken"],
+    "refuted",
+  );
+  other.kernel.assertNoLeaks();
 
   // A use count that never shows: every use-count assumption is refuted.
   const blind = setup();

@@ -14,6 +14,10 @@ import {
   extractFacts,
   FACTS_PATH,
   FFI_TABLES,
+  ffiSymbolNames,
+  LIBSYSTEM_SUPPLEMENT_PATH,
+  mergeLibsystemExports,
+  parseLibsystemExports,
   type SdkFacts,
 } from "../tools/sdk_facts_lib.ts";
 import { defaultLibsystemExports } from "../tools/sdk_facts.ts";
@@ -139,6 +143,46 @@ Deno.test("sdk facts: the comparison reports every kind of difference", () => {
   has(
     one({}, (f) => (f.exports._getpid.architectures = ["x86_64"])),
     /_getpid not exported for arm64/,
+  );
+});
+
+Deno.test("sdk facts: the repository's libSystem supplement is well-formed, only adds symbols the tables use, and is the facts' source for them", () => {
+  const text = Deno.readTextFileSync(`${root}${LIBSYSTEM_SUPPLEMENT_PATH}`);
+  const supplement = parseLibsystemExports(text, LIBSYSTEM_SUPPLEMENT_PATH);
+  const used = new Set(ffiSymbolNames().map((name) => `_${name}`));
+  for (const symbol of supplement.keys()) {
+    assert.ok(used.has(symbol), `${symbol}: no table uses it`);
+  }
+  for (const symbol of ["_kill", "___error"]) assert.ok(supplement.has(symbol), symbol);
+  const facts = committed();
+  const fromSupplement = Object.entries(facts.exports)
+    .filter(([, fact]) => fact.source === LIBSYSTEM_SUPPLEMENT_PATH).map(([symbol]) => symbol);
+  assert.deepEqual(fromSupplement.sort(), [...supplement.keys()].sort());
+  for (const symbol of supplement.keys()) {
+    assert.equal(facts.exports[symbol].library, supplement.get(symbol)!.library, symbol);
+  }
+
+  // What it refuses: each of these lines, and a symbol the shared file already lists.
+  const source = "MacOSX11.3.sdk/usr/lib/system/libsystem_kernel.tbd@" + "0".repeat(40);
+  const kernel = "/usr/lib/system/libsystem_kernel.dylib";
+  for (
+    const [line, problem] of [
+      [`_kill\t${kernel}`, /2 tab-separated fields/],
+      [`kill\t${kernel}\t${source}`, /not a C symbol/],
+      [`_kill\t/usr/lib/libc++.1.dylib\t${source}`, /neither a libSystem sub-library nor libbsm/],
+      [`_kill\t${kernel}\tlibsystem_kernel.tbd`, /not SDK\.sdk\/PATH\.tbd@COMMIT/],
+      [`_kill\t${kernel}\t${source}\n_kill\t${kernel}\t${source}`, /x\.txt:3: _kill listed twice/],
+    ] as const
+  ) {
+    assert.throws(() => parseLibsystemExports(`# comment\n${line}\n`, "x.txt"), problem);
+  }
+  assert.throws(
+    () =>
+      mergeLibsystemExports(
+        { file: "shared.txt", text: `_getpid\t${kernel}\t${source}\n` },
+        { file: "local.txt", text: `_getpid\t${kernel}\t${source}\n` },
+      ),
+    /local\.txt: _getpid is already in shared\.txt/,
   );
 });
 

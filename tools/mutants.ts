@@ -11,6 +11,7 @@
  * deno task mutants                  # every row, one at a time
  * deno task mutants --jobs 2         # two rows at a time (one scratch copy each)
  * deno task mutants --only a,b       # the rows with these ids
+ * deno task mutants --since main     # the rows whose file or tests differ from main
  * deno task mutants --check          # only validate the list (fast; also a test)
  * ```
  *
@@ -286,6 +287,20 @@ export async function runMutants(
   return outcomes;
 }
 
+/** The files that differ between `ref` and the working tree of `root` (committed or not). */
+async function changedSince(root: string, ref: string): Promise<Set<string>> {
+  const output = await new Deno.Command("git", {
+    args: ["diff", "--name-only", ref, "--"],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!output.success) {
+    throw new Error(`git diff ${ref} failed: ${new TextDecoder().decode(output.stderr)}`);
+  }
+  return new Set(new TextDecoder().decode(output.stdout).split("\n").filter((l) => l !== ""));
+}
+
 function option(name: string): string | undefined {
   const at = Deno.args.indexOf(name);
   return at >= 0 ? Deno.args[at + 1] : undefined;
@@ -302,7 +317,12 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const only = option("--only")?.split(",");
-  const rows = only ? MUTANTS.filter((row) => only.includes(row.id)) : MUTANTS;
+  let rows = only ? MUTANTS.filter((row) => only.includes(row.id)) : MUTANTS;
+  const since = option("--since");
+  if (since !== undefined) {
+    const changed = await changedSince(REPO_ROOT, since);
+    rows = rows.filter((row) => [row.file, ...row.tests].some((file) => changed.has(file)));
+  }
   if (only && rows.length !== only.length) {
     const unknown = only.filter((id) => !MUTANTS.some((row) => row.id === id));
     console.error(`mutants: no row with id ${unknown.join(", ")}`);
@@ -311,7 +331,9 @@ if (import.meta.main) {
   const jobs = Number(option("--jobs") ?? 1);
   const timeoutSeconds = Number(option("--timeout") ?? 240);
   if (!Number.isInteger(jobs) || jobs < 1 || !(timeoutSeconds > 0)) {
-    console.error("usage: deno task mutants [--jobs N] [--only id,id] [--timeout S] [--check]");
+    console.error(
+      "usage: deno task mutants [--jobs N] [--only id,id] [--since REF] [--timeout S] [--check]",
+    );
     Deno.exit(2);
   }
   // Ctrl-C reaches this process only: timeout(1) put each test run in a group of its own.

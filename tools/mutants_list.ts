@@ -8,7 +8,10 @@
  *
  * When you change code that a row names, update the row in the same commit
  * (`tests/mutants_list_test.ts` fails when a row's text no longer occurs
- * exactly once). Keep `tests` minimal, with a `filter` where a file is large:
+ * exactly once). The suite does not run the mutations: before landing,
+ * `deno task mutants --since main` runs the rows whose file or tests your
+ * change touched (a stronger check elsewhere can make a test stop catching
+ * its row: the preview's token made its Host test pass without the Host check). Keep `tests` minimal, with a `filter` where a file is large:
  * the whole list must run in a few minutes.
  *
  * @module
@@ -594,6 +597,26 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/darwin_xnu_test.ts"],
     filter: "defect 11",
     why: "issue 19 defect 11: a sandboxed app's channel names start with its application group",
+  },
+  {
+    id: "darwin-registry-pid-ignored",
+    file: "src/darwin/backend.ts",
+    find: '      if (probe === DARWIN.ESRCH) return "dead";',
+    replace: "",
+    tests: ["tests/darwin_registry_test.ts"],
+    filter: "dead owner's entry",
+    why: "issue 19 defect 7: a dead owner's entry counted as live while another process held " +
+      "its name (the pid was ignored), and an unresolvable one stayed on disk forever",
+  },
+  {
+    id: "darwin-registry-probes-process-group",
+    file: "src/darwin/backend.ts",
+    find: '      if (!(pid > 0 && pid <= 0x7fffffff)) return "dead";',
+    replace: "",
+    tests: ["tests/darwin_registry_test.ts"],
+    filter: "never probed as a process group",
+    why: "issue 19 defect 7: an entry's pid 0 or -1 must not reach kill(), which would probe " +
+      "this process's group or every process and find one alive",
   },
   // --- Issue 21: the runtime seam, Node and Bun ---------------------------------------------
   {

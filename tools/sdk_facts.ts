@@ -1,8 +1,8 @@
 /**
  * `deno task sdk-facts DIR`: regenerates `native/sdk-facts.json` from the
  * macOS SDK in DIR (include/ and Frameworks/, e.g. hexops/xcode-frameworks
- * unpacked) and `../shared/macos/libsystem-exports.txt` (or the path in
- * `LIBSYSTEM_EXPORTS`), then prints every difference between the facts and
+ * unpacked), `../shared/macos/libsystem-exports.txt` (or the path in
+ * `LIBSYSTEM_EXPORTS`) and its supplement `native/libsystem-exports-local.txt`, then prints every difference between the facts and
  * the TypeScript tables. Compiles with clang-19 (or `CLANG`); runs nothing
  * built for macOS. Exits 1 if the TypeScript disagrees with the SDK.
  *

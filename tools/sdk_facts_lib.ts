@@ -14,7 +14,8 @@
  *   clang's AST dump of the SDK headers, with the size, class and
  *   signedness of its result and parameter types (compiled and read back the
  *   same way), and the library that exports it, from the SDK's framework
- *   `.tbd` stubs and `../shared/macos/libsystem-exports.txt`.
+ *   `.tbd` stubs, `../shared/macos/libsystem-exports.txt` and this
+ *   repository's supplement to it ({@link LIBSYSTEM_SUPPLEMENT_PATH}).
  *
  * `deno task sdk-facts DIR` writes them to `native/sdk-facts.json`;
  * `tests/sdk_facts_test.ts` compares that file with the TypeScript in every
@@ -46,6 +47,70 @@ export type Architecture = typeof ARCHITECTURES[number];
 
 /** The committed facts file, relative to the repository root. */
 export const FACTS_PATH = "native/sdk-facts.json";
+
+/**
+ * The libSystem exports this repository needs beyond the shared
+ * `libsystem-exports.txt` (same format; relative to the repository root).
+ */
+export const LIBSYSTEM_SUPPLEMENT_PATH = "native/libsystem-exports-local.txt";
+
+/** One line of a `libsystem-exports.txt`: where Apple's stubs say a symbol is exported. */
+export interface LibsystemExport {
+  /** The install name of the exporting library. */
+  library: string;
+  /** The stub it was read from: `MacOSX….sdk/….tbd@COMMIT` (phracker/MacOSX-SDKs). */
+  source: string;
+}
+
+/**
+ * Parses a `libsystem-exports.txt` (symbol, install name, source; tab
+ * separated; `#` comments): symbol → where it is exported. Throws, naming
+ * `file` and the line, on anything else — a wrong field count, a library
+ * outside libSystem's sub-libraries and libbsm, a source that is not a
+ * stub path at a commit, a symbol listed twice.
+ */
+export function parseLibsystemExports(text: string, file: string): Map<string, LibsystemExport> {
+  const out = new Map<string, LibsystemExport>();
+  text.split("\n").forEach((line, i) => {
+    if (line.startsWith("#") || line.trim() === "") return;
+    const fields = line.split("\t");
+    const [symbol, library, source] = fields;
+    const problem = fields.length !== 3
+      ? `${fields.length} tab-separated fields, not 3`
+      : !/^(_\w+|dyld_stub_binder)$/.test(symbol)
+      ? `${JSON.stringify(symbol)} is not a C symbol`
+      : !/^\/usr\/lib\/(system\/\w+|libbsm\.0)\.dylib$/.test(library)
+      ? `${library} is neither a libSystem sub-library nor libbsm`
+      : !/^MacOSX[\d.]+\.sdk\/\S+\.tbd@[0-9a-f]{40}$/.test(source)
+      ? `${JSON.stringify(source)} is not SDK.sdk/PATH.tbd@COMMIT`
+      : out.has(symbol)
+      ? `${symbol} listed twice`
+      : undefined;
+    if (problem) throw new Error(`${file}:${i + 1}: ${problem}`);
+    out.set(symbol, { library, source });
+  });
+  return out;
+}
+
+/**
+ * The shared exports and the repository's supplement, each symbol with the
+ * file that lists it; throws if the supplement repeats a shared symbol
+ * (it only adds).
+ */
+export function mergeLibsystemExports(
+  shared: { file: string; text: string },
+  supplement: { file: string; text: string },
+): Map<string, LibsystemExport & { file: string }> {
+  const out = new Map<string, LibsystemExport & { file: string }>();
+  for (const { file, text } of [shared, supplement]) {
+    for (const [symbol, fact] of parseLibsystemExports(text, file)) {
+      const earlier = out.get(symbol);
+      if (earlier) throw new Error(`${file}: ${symbol} is already in ${earlier.file}`);
+      out.set(symbol, { ...fact, file });
+    }
+  }
+  return out;
+}
 
 /** The CoreVideo constant of each pixel format surfaceport writes. */
 const CORE_VIDEO_FORMATS: Readonly<Record<PixelFormat, string>> = {
@@ -126,6 +191,8 @@ const HEADERS = [
   "mach/message.h",
   "mach/notify.h",
   "servers/bootstrap.h",
+  "errno.h",
+  "signal.h",
   "unistd.h",
   "stddef.h",
 ];
@@ -252,6 +319,8 @@ export interface ExtractOptions {
   sdk: string;
   /** `libsystem-exports.txt`. */
   libsystemExports: string;
+  /** The supplement (default: {@link LIBSYSTEM_SUPPLEMENT_PATH} of this checkout). */
+  libsystemSupplement?: string;
   /** clang (default `clang-19`). */
   clang?: string;
   /** A scratch directory. */
@@ -555,14 +624,25 @@ async function exportFacts(options: ExtractOptions): Promise<Record<string, Expo
       exports: parseTbd(await Deno.readTextFile(file)),
     });
   }
-  const libsystem = new Map<string, { library: string; targets: string[] }>();
-  for (const line of (await Deno.readTextFile(options.libsystemExports)).split("\n")) {
-    if (line.startsWith("#") || line.trim() === "") continue;
-    const [symbol, library] = line.split("\t");
-    // The file states every symbol sits in an export block for both architectures.
-    libsystem.set(symbol, { library, targets: ["x86_64-macos", "arm64-macos"] });
+  const supplement = options.libsystemSupplement ??
+    new URL(`../${LIBSYSTEM_SUPPLEMENT_PATH}`, import.meta.url).pathname;
+  const libsystem = mergeLibsystemExports(
+    {
+      file: "../shared/macos/libsystem-exports.txt",
+      text: await Deno.readTextFile(options.libsystemExports),
+    },
+    { file: LIBSYSTEM_SUPPLEMENT_PATH, text: await Deno.readTextFile(supplement) },
+  );
+  for (const file of new Set([...libsystem.values()].map((fact) => fact.file))) {
+    const exports = new Map<string, { library: string; targets: string[] }>();
+    for (const [symbol, fact] of libsystem) {
+      // Both files state every symbol sits in an export block for both architectures.
+      if (fact.file === file) {
+        exports.set(symbol, { library: fact.library, targets: ["x86_64-macos", "arm64-macos"] });
+      }
+    }
+    sources.push({ file, exports });
   }
-  sources.push({ file: "../shared/macos/libsystem-exports.txt", exports: libsystem });
 
   const out: Record<string, ExportFact> = {};
   for (const name of ffiSymbolNames()) {

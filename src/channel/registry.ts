@@ -23,11 +23,12 @@
  * `pid` exists and holds a descriptor of a listening socket bound at the
  * entry's `address`, which is the address of its `name` (a reused pid, or
  * an entry that names a live endpoint of another process, is not live); on
- * macOS the process exists and the bootstrap name resolves. An entry judged
- * dead is deleted; one that cannot be judged (macOS: a name that does not
- * resolve from this bootstrap namespace while its process still exists, as
- * from an ssh session for the GUI login's names) is neither listed nor
- * deleted.
+ * macOS the process `pid` exists (`kill(pid, 0)`) and the bootstrap name
+ * resolves (an entry whose process is gone is dead, whoever holds its name
+ * now). An entry judged dead is deleted; one that cannot be judged (macOS: a
+ * name that does not resolve from this bootstrap namespace while its
+ * process still exists, as from an ssh session for the GUI login's names)
+ * is neither listed nor deleted.
  *
  * Everything here is best effort and never prompts: a process without
  * `--allow-read` and `--allow-write` for the directory does not register
@@ -172,11 +173,12 @@ export function register(
     if (dir) break;
   }
   if (!dir) return undefined;
-  const file = `${dir}/${fileName(runtime.pid, name)}`;
+  const pid = backend().currentPid();
+  const file = `${dir}/${fileName(pid, name)}`;
   let removed = false;
   const write = (count: number | undefined) => {
     if (removed) return;
-    const entry: EndpointInfo = { name, kind, pid: runtime.pid, address };
+    const entry: EndpointInfo = { name, kind, pid, address };
     if (count !== undefined) entry.subscribers = count;
     try {
       writeEntry(file, JSON.stringify(entry));
@@ -308,10 +310,11 @@ export function list(): Promise<EndpointInfo[]> {
       }
     }
     const states: EndpointState[] = backend().endpointStates(entries.map(({ entry }) => entry));
+    const self = backend().currentPid();
     const result: EndpointInfo[] = [];
     entries.forEach(({ entry, file, dir }, i) => {
       if (states[i] === "live") result.push(entry);
-      else if (states[i] === "dead" && entry.pid !== runtime.pid) removeEntry(file, dir);
+      else if (states[i] === "dead" && entry.pid !== self) removeEntry(file, dir);
     });
     result.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : a.pid - b.pid);
     return Promise.resolve(result);

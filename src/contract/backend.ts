@@ -224,6 +224,8 @@ export type EndpointState = "live" | "dead" | "unknown";
 export interface Backend {
   /** The effective uid of this process (the default peer check admits only this uid). */
   currentUid(): number;
+  /** The pid of this process (of the task whose calls this backend makes: a test double's own). */
+  currentPid(): number;
   /**
    * Microseconds since the Unix epoch from the system's real-time clock, the
    * same in every process. Optional: without it, timestamps come from

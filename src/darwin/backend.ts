@@ -44,6 +44,10 @@ export class DarwinBackend implements Backend {
     return this.#injected ? this.#injected.geteuid() : loadFrameworks().libSystem.geteuid();
   }
 
+  currentPid(): number {
+    return this.#injected ? this.#injected.getpid() : runtime.pid;
+  }
+
   allocateSurface: Backend["allocateSurface"] = (geometry) =>
     CreatedIOSurface.allocate(this.#resolve(), geometry);
 
@@ -78,14 +82,23 @@ export class DarwinBackend implements Backend {
     endpoints: readonly { name: string; pid: number; address: string }[],
   ): EndpointState[] {
     const native = this.#resolve();
-    return endpoints.map(({ name, address }) => {
+    return endpoints.map(({ name, pid, address }) => {
       const service = serviceName(name);
       if (address !== service) return "dead"; // not the address its name binds: no endpoint
+      // kill(pid, 0) only for a real pid: 0 would probe our process group, -1 every process.
+      if (!(pid > 0 && pid <= 0x7fffffff)) return "dead";
+      const probe = native.probeProcess(pid);
+      // No such process: its names died with it, whoever holds the name now.
+      if (probe === DARWIN.ESRCH) return "dead";
+      // EPERM: the process exists but refuses our signals. The entry was written into this
+      // user's own 0700 directory, so that is a sandboxed lister (the sandbox refuses the
+      // signal) or a pid reused by another user: alive for this check, judged by its name, and
+      // never deleted on its pid. Any other answer: not ours to judge.
+      if (probe !== 0 && probe !== DARWIN.EPERM) return "unknown";
       // A bootstrap name dies with the receive right of the task that checked it in. A name that
-      // does not resolve may still be live in another bootstrap namespace (an ssh session looking
-      // at the GUI login's names): not ours to judge, so neither listed nor deleted. Whether its
-      // pid still exists is not checked here: that needs libSystem's kill(), not yet in the
-      // symbol tables' SDK facts.
+      // does not resolve while its process lives may be live in another bootstrap namespace (an
+      // ssh session looking at the GUI login's names): not ours to judge, so neither listed nor
+      // deleted.
       try {
         lookUp(native, service).close();
         return "live";

@@ -64,6 +64,14 @@ export interface DarwinNative {
   readonly bootstrapPort: number;
   /** `geteuid()` */
   geteuid(): number;
+  /** `getpid()` */
+  getpid(): number;
+  /**
+   * `kill(pid, 0)`: 0 if process `pid` exists and this one may signal it,
+   * else the errno (`ESRCH`: no such process; `EPERM`: it exists but
+   * refuses this process's signals). Sends nothing; `pid` must be > 0.
+   */
+  probeProcess(pid: number): number;
 
   /** `mach_msg` on this thread: only with timeout 0, never waits. */
   mach_msg(
@@ -329,10 +337,19 @@ export function wrapLibraries(libs: DarwinLibraries): DarwinNative {
   };
   const n = (value: number | bigint) => Number(value);
   const set = (dict: Pointer, k: Pointer, v: Pointer) => cf.CFDictionarySetValue(dict, k, v);
+  let errnoView: Int32Array | undefined; // this thread's errno, made at first use
   return {
     taskSelf: sys.mach_task_self_,
     bootstrapPort: sys.bootstrap_port,
     geteuid: () => sys.geteuid(),
+    getpid: () => sys.getpid(),
+    probeProcess(pid) {
+      if (!(pid > 0 && pid <= 0x7fffffff)) throw new RangeError(`probeProcess(${pid}): not a pid`);
+      if (sys.kill(pid, 0) === 0) return 0;
+      // Read right after the call, on this thread (errno is thread-local).
+      errnoView ??= new Int32Array(runtime.arrayBufferAt(sys.__error()!, 4));
+      return errnoView[0];
+    },
     mach_msg: (msg, option, sendSize, rcvSize, rcvName, timeout, notify) =>
       sys.mach_msg(msg, option | 0, sendSize, rcvSize, rcvName, timeout, notify),
     mach_msg_wait: (msg, option, sendSize, rcvSize, rcvName, timeout, notify) =>

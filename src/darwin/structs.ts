@@ -8,9 +8,8 @@
  *
  * `tests/darwin_structs_test.ts` pins these codecs to golden bytes, and the
  * native shim (`native/shim.m`) reports the same numbers from the real SDK on
- * load; `compareAbiReport` in `abi.ts` refuses to run on any difference
- * (`native/shim.m` still names this file for `EXPECTED_ABI`: the prebuilt
- * shim is pinned to its source hash).
+ * load; `compareAbiReport` in `abi.ts` (which holds `EXPECTED_ABI`) refuses
+ * to run on any difference.
  *
  * @module
  */
@@ -148,6 +147,9 @@ export const DARWIN = {
   BOOTSTRAP_NO_MEMORY: 1105,
   BOOTSTRAP_NO_CHILDREN: 1106,
   BOOTSTRAP_MAX_NAME_LEN: 128,
+  // sys/errno.h — what kill(pid, 0) answers (the registry's liveness check)
+  EPERM: 1,
+  ESRCH: 3,
   // IOKit / IOSurface
   kIOReturnSuccess: 0,
   kIOReturnError: -536870212,

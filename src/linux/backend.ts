@@ -129,6 +129,7 @@ function processExists(pid: number): boolean {
 /** memfd + SCM_RIGHTS, all through libc (loaded by `ffi/linux.ts`). */
 export const linuxBackend: Backend = {
   currentUid: () => libc().geteuid(),
+  currentPid: () => runtime.pid,
   clockMicros: realtimeMicros,
   beforeWait: refillSpareDescriptions,
   allocateSurface: (geometry) => MemfdSurface.allocate(geometry),

@@ -163,6 +163,8 @@ export function fakeLibraries(task: FakeTask): DarwinLibraries {
     geteuid: () => task.uid,
     getegid: () => task.gid,
     getpid: () => task.pid,
+    kill: (pid, sig) => task.sysKill(pid, sig),
+    __error: () => runtime.pointerFrom(runtime.addressOf(task.errno)),
   };
 
   const coreFoundation: CoreFoundation = {

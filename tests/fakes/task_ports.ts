@@ -1,6 +1,7 @@
 /**
  * A fake task's port name space: rights and user references, port sets,
- * notifications, the bootstrap calls and `kill`.
+ * notifications, the bootstrap calls, the task's exit (`kill()`) and the
+ * `kill(2)` probe over the kernel's pid table (`sysKill`).
  *
  * @module
  */
@@ -16,6 +17,9 @@ import {
   namespacedService,
 } from "./model.ts";
 import type { FakeMachKernel } from "./kernel.ts";
+
+/** sys/errno.h's `EINVAL` (the library never branches on it, so it is not in `DARWIN`). */
+const EINVAL = 22;
 
 /** The port half of a fake task (see {@link FakeTask} in `task_surfaces.ts`). */
 export class FakeTaskPorts {
@@ -35,6 +39,8 @@ export class FakeTaskPorts {
   readonly uid: number;
   readonly gid: number;
   alive = true;
+  /** This task's `errno` (libSystem's thread-local `int`; one thread per fake task). */
+  readonly errno = new Int32Array(1);
   readonly names = new Map<number, Entry>();
   readonly nameOf = new Map<FakePort, number>();
   /** Out-of-line memory received and not yet deallocated: address → bytes. */
@@ -176,6 +182,48 @@ export class FakeTaskPorts {
 
   geteuid(): number {
     return this.uid;
+  }
+
+  getpid(): number {
+    return this.pid;
+  }
+
+  /**
+   * `kill(pid, sig)` as XNU's `kill()` answers it, over the kernel's pid
+   * table (each task its own process group, led by itself): `sig` outside
+   * 0..31 is `EINVAL`; `pid` > 0 names one process (`ESRCH` if no live task
+   * has it); 0 is the caller's group (itself); -1 is every process but
+   * pid 1 and below; < -1 is the group `-pid`. A target may be signalled by
+   * root or by the same uid (`cansignal`), else `EPERM`; a group with none
+   * found is `ESRCH`. Returns 0 or -1 with {@link errno} set. Only signal 0
+   * (a probe) is modelled: surfaceport never sends a signal, so any other is
+   * a violation. Sandbox policies (which may refuse signals too) are not.
+   */
+  sysKill(pid: number, sig: number): number {
+    const fail = (errno: number) => {
+      this.errno[0] = errno;
+      return -1;
+    };
+    if (!Number.isInteger(sig) || sig < 0 || sig >= 32) return fail(EINVAL);
+    if (sig !== 0) {
+      this.kernel.violation(`task ${this.pid}: kill(${pid}, ${sig}) sends a signal`);
+      return fail(EINVAL);
+    }
+    const may = (target: FakeTaskPorts) => this.uid === 0 || this.uid === target.uid;
+    if (pid > 0 || pid < -1) {
+      const target = this.kernel.processOf(Math.abs(pid));
+      if (!target) return fail(D.ESRCH);
+      return may(target) ? 0 : fail(D.EPERM);
+    }
+    if (pid === 0) return 0;
+    const found = this.kernel.tasks.filter((t) => t.alive && t.pid > 1 && may(t));
+    return found.length > 0 ? 0 : fail(D.ESRCH);
+  }
+
+  /** `kill(pid, 0)`: 0, or the errno it set (what `DarwinNative.probeProcess` returns). */
+  probeProcess(pid: number): number {
+    if (!(pid > 0 && pid <= 0x7fffffff)) throw new RangeError(`probeProcess(${pid}): not a pid`);
+    return this.sysKill(pid, 0) === 0 ? 0 : this.errno[0];
   }
 
   // --- ports ----------------------------------------------------------------------
