@@ -85,6 +85,10 @@ async function whyNot(): Promise<string | undefined> {
 }
 
 const reason = GST.reason ?? await whyNot();
+// The daemons' runtime directory lives in the chroot's /tmp: remove it when the tests end.
+globalThis.addEventListener("unload", () => {
+  if (GST.root) Deno.removeSync(`${GST.root}${RUNTIME}`, { recursive: true });
+});
 if (reason) console.log(`PipeWire tests skipped: ${reason}`);
 const skip = reason ? `(skipped: ${reason}) ` : "";
 
@@ -200,6 +204,7 @@ async function pipeWireFrames(node: string, count: number): Promise<Uint8Array> 
       return bytes;
     }
     failures.push(status ? consumer.stderr.trim().split("\n")[0] : "no frames in 8 s");
+    await Deno.remove(`${GST.root}${file}`).catch(() => {});
     await sleep(500);
   }
   throw new Error(`the PipeWire consumer failed 4 times: ${failures.join(" | ")}`);
