@@ -21,4 +21,4 @@ export const PREBUILT_SHIM_SHA256 =
  * the shipped dylib was built.
  */
 export const PREBUILT_SHIM_SOURCES_SHA256 =
-  "19664c31845fd73269b4655194e4cc397050692310359fafb53d231004505062";
+  "ec8d9c085322ae3fea0b3efcaa9880a8744c473a2b1173e87727dfa3ab98ff2a";
