@@ -11,6 +11,8 @@
  */
 
 import { listen, Surface, SurfacePool } from "../mod.ts";
+import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
+import { cpuUsage } from "node:process";
 import { allocatedBytes, Child, percentile, sizeKey, SIZES } from "./common.ts";
 
 interface DriverConfig {
@@ -59,6 +61,41 @@ interface RoundtripSession {
   allocatedPeer: number | null;
 }
 
+/**
+ * How parked waits wait: "poll", the default, on the shared poll (the peer
+ * has no doorbell: neither side rings the other); "bell" with the doorbell
+ * switched on in the peer too (both run with --allow-net).
+ */
+type Parking = "bell" | "poll";
+
+/**
+ * CPU milliseconds per second this process uses while one receive is parked
+ * for 2 s on an idle channel (the peer connected, sending nothing).
+ */
+async function idleCpu(parking: Parking): Promise<number> {
+  const name = channelName("idle");
+  const listener = listen(name);
+  const peer = spawnPeer(["echo", name, "0", "0", parking]);
+  using surface = Surface.create({ width: 64, height: 64 });
+  try {
+    using channel = await listener.accept({ timeout: WAIT_MS });
+    await peer.readLine(WAIT_MS);
+    for (let i = 0; i < 3; i++) {
+      await channel.send(surface); // the doorbells bind during these
+      (await channel.receive({ timeout: WAIT_MS })).close();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const start = cpuUsage();
+    const t0 = performance.now();
+    await channel.receive({ timeout: 2000 }).catch(() => {});
+    const used = cpuUsage(start);
+    return (used.user + used.system) / 1000 / ((performance.now() - t0) / 1000);
+  } finally {
+    listener.close();
+    await peer.stop();
+  }
+}
+
 /** Round trips of one surface: send, the peer touches the last byte and sends it back. */
 async function roundtrip(
   width: number,
@@ -66,6 +103,7 @@ async function roundtrip(
   spinMicros: number,
   iterations: number,
   warmup: number,
+  parking: Parking,
 ): Promise<RoundtripSession> {
   const name = channelName("rt");
   const listener = listen(name, { spinMicros });
@@ -73,7 +111,13 @@ async function roundtrip(
   // first thousands of frames of a fresh process also allocate for V8's own warm-up (feedback,
   // compiled code), which is not a per-frame cost.
   const measureFrom = Math.floor(iterations / 2);
-  const peer = spawnPeer(["echo", name, String(spinMicros), String(warmup + measureFrom)]);
+  const peer = spawnPeer([
+    "echo",
+    name,
+    String(spinMicros),
+    String(warmup + measureFrom),
+    parking,
+  ]);
   const surface = Surface.create({ width, height });
   try {
     const channel = await listener.accept({ timeout: WAIT_MS });
@@ -155,10 +199,14 @@ async function copyFrames(width: number, height: number, iterations: number): Pr
 }
 
 /** Pipelined handoffs per second: acquire from a pool, send, close; the peer closes each frame. */
-async function pipelined(spinMicros: number, milliseconds: number): Promise<number> {
+async function pipelined(
+  spinMicros: number,
+  milliseconds: number,
+  parking: Parking,
+): Promise<number> {
   const name = channelName("pipe");
   const listener = listen(name, { spinMicros });
-  const peer = spawnPeer(["sink", name, String(spinMicros)]);
+  const peer = spawnPeer(["sink", name, String(spinMicros), "0", parking]);
   const pool = new SurfacePool({ width: 1920, height: 1080, maxSurfaces: 4 });
   try {
     const channel = await listener.accept({ timeout: WAIT_MS });
@@ -196,7 +244,13 @@ const iterations = config.quick ? 200 : 2000;
 // Long enough that V8 has tiered the whole round trip up: a fresh process's first ~10,000 frames
 // also allocate feedback and compiled code, which is start-up cost, not a per-frame cost.
 const warmup = config.quick ? 20 : 20_000;
-const MODES = [["default", 0], ["lowLatency", config.spinMicros]] as const;
+// This process may be rung (its peers decide: a "poll" peer neither rings nor is rung).
+setDoorbellEnabled(true);
+const MODES = [
+  ["default", 0, "poll"],
+  ["doorbell", 0, "bell"],
+  ["lowLatency", config.spinMicros, "poll"],
+] as const;
 const summary = (samples: ArrayLike<number>) => {
   const list = Array.from(samples);
   return {
@@ -211,19 +265,23 @@ const result = {
   allocated: {} as Record<string, Record<string, { driver: number; peer: number | null }>>,
   copy: {} as Record<string, ReturnType<typeof summary>>,
   pipelined: {} as Record<string, number>,
+  idleCpuMsPerS: {} as Record<Parking, number>,
 };
-for (const [mode, spin] of MODES) {
+for (const [mode, spin, parking] of MODES) {
   result.roundtrip[mode] = {};
   result.allocated[mode] = {};
   for (const [width, height] of SIZES) {
-    const session = await roundtrip(width, height, spin, iterations, warmup);
+    const session = await roundtrip(width, height, spin, iterations, warmup, parking);
     result.roundtrip[mode][sizeKey(width, height)] = summary(session.samples);
     result.allocated[mode][sizeKey(width, height)] = {
       driver: session.allocatedDriver,
       peer: session.allocatedPeer,
     };
   }
-  result.pipelined[mode] = await pipelined(spin, config.quick ? 300 : 1500);
+  result.pipelined[mode] = await pipelined(spin, config.quick ? 300 : 1500, parking);
+}
+for (const parking of ["bell", "poll"] as const) {
+  result.idleCpuMsPerS[parking] = await idleCpu(parking);
 }
 for (const [width, height] of SIZES) {
   const frames = Math.round((config.quick ? 2e8 : 1.5e9) / (width * height * 4));

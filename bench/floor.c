@@ -51,6 +51,28 @@
  *     of microseconds on these VMs) that a spinning receiver never pays, so
  *     comparing a spinning library with it flatters the library.
  *
+ *   floor fanout W H FRAMES ROUNDS [PARENT_CPU CHILD_CPU]
+ *   floor fanout-spin W H FRAMES ROUNDS [PARENT_CPU CHILD_CPU]
+ *     The floor of publish/subscribe's fan-out: a publisher with 1 and with
+ *     4 subscriber processes (each on its own SOCK_SEQPACKET socketpair,
+ *     all children on CHILD_CPU), doing per frame exactly the per-subscriber
+ *     work of surfaceport's publisher: for each subscriber a new description
+ *     of the memfd through /proc/self/fd, an F_OFD_SETLK read lock, one
+ *     sendmsg of the 136-byte header with that descriptor, a close; then
+ *     reading each subscriber's 16-byte CREDIT. A subscriber receives,
+ *     closes the descriptor and answers with the CREDIT. One frame per
+ *     millisecond (nanosleep), as bench/publish.ts paces the library. The
+ *     two configurations alternate, ROUNDS batches of FRAMES frames each;
+ *     measured is the publisher's CPU time per frame (getrusage, user +
+ *     system) of each batch, and the wall time of each frame's sends and
+ *     credits. -spin: the publisher retries recvmsg(MSG_DONTWAIT) for the
+ *     credits instead of sleeping (the subscribers block: four spinning on
+ *     one core would starve each other), so its CPU includes the spinning
+ *     and only the wall time is the floor there.
+ *     Prints {"cpu_per_frame_us":{"1":..,"4":..},"per_subscriber_us":..,
+ *     "wall_per_frame_us":{"1":..,"4":..},"per_subscriber_wall_us":..}
+ *     (medians over the batches; per subscriber = (4 - 1) / 3).
+ *
  * PARENT_CPU / CHILD_CPU (-1: leave unpinned) pin each process to one core
  * with sched_setaffinity.
  */
@@ -63,6 +85,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -350,13 +373,108 @@ static void pipelined(size_t size, int pool, long milliseconds, int parent_cpu, 
          seconds);
 }
 
+/* --- fanout: the publisher's per-subscriber work (see the usage comment) -------------- */
+
+#define CREDIT_SIZE 16
+#define MAX_SUBSCRIBERS 4
+
+/* One subscriber: receive, close the descriptor, answer with a CREDIT, until the end. */
+static void subscriber(int sock) {
+  unsigned char buf[HEADER_SIZE], credit[CREDIT_SIZE] = {'S', 'P', 'R', 'T', 1, 0, 3, 0, 16};
+  credit[12] = 1;
+  for (;;) {
+    int fd = recv_msg(sock, buf, sizeof buf, NULL); /* exits at the publisher's end */
+    if (fd >= 0) close(fd);
+    send_msg(sock, credit, sizeof credit, -1);
+  }
+}
+
+static double cpu_us(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e6 + u.ru_utime.tv_usec + u.ru_stime.tv_usec;
+}
+
+static int compare_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *values, int n) {
+  qsort(values, (size_t)n, sizeof *values, compare_double);
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+static void fanout(size_t size, long frames, int rounds, int parent_cpu, int child_cpu) {
+  static const int counts[2] = {1, MAX_SUBSCRIBERS};
+  int socks[2][MAX_SUBSCRIBERS];
+  pid_t children[2][MAX_SUBSCRIBERS];
+  for (int c = 0; c < 2; c++) {
+    for (int i = 0; i < counts[c]; i++) {
+      int pair[2];
+      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) die("socketpair");
+      pid_t pid = fork();
+      if (pid < 0) die("fork");
+      if (pid == 0) {
+        close(pair[0]);
+        pin(child_cpu);
+        spin = 0; /* four spinning subscribers on one core would starve each other */
+        subscriber(pair[1]);
+        _exit(0);
+      }
+      close(pair[1]);
+      socks[c][i] = pair[0];
+      children[c][i] = pid;
+    }
+  }
+  pin(parent_cpu);
+  int memfd = make_surface(size);
+  unsigned char header[HEADER_SIZE] = {'S', 'P', 'R', 'T'}, credit[CREDIT_SIZE];
+  double *cpu[2], *wall[2];
+  for (int c = 0; c < 2; c++) {
+    cpu[c] = calloc((size_t)rounds, sizeof(double));
+    wall[c] = calloc((size_t)rounds * (size_t)frames, sizeof(double));
+  }
+  struct timespec pace = {0, 1000000};
+  for (int r = -1; r < rounds; r++) { /* round -1 warms up */
+    for (int c = 0; c < 2; c++) {
+      double start = cpu_us();
+      for (long k = 0; k < frames; k++) {
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < counts[c]; i++) {
+          int held = locked_description(memfd);
+          send_msg(socks[c][i], header, sizeof header, held);
+          close(held);
+        }
+        for (int i = 0; i < counts[c]; i++) recv_msg(socks[c][i], credit, sizeof credit, NULL);
+        if (r >= 0) wall[c][r * frames + k] = (double)(now_ns() - t0) / 1000.0;
+        nanosleep(&pace, NULL);
+      }
+      if (r >= 0) cpu[c][r] = (cpu_us() - start) / (double)frames;
+    }
+  }
+  double cpu1 = median(cpu[0], rounds), cpu4 = median(cpu[1], rounds);
+  double wall1 = median(wall[0], rounds * (int)frames), wall4 = median(wall[1], rounds * (int)frames);
+  printf("{\"cpu_per_frame_us\":{\"1\":%.2f,\"4\":%.2f},\"per_subscriber_us\":%.2f,"
+         "\"wall_per_frame_us\":{\"1\":%.2f,\"4\":%.2f},\"per_subscriber_wall_us\":%.2f}\n",
+         cpu1, cpu4, (cpu4 - cpu1) / 3, wall1, wall4, (wall4 - wall1) / 3);
+  fflush(stdout);
+  for (int c = 0; c < 2; c++) {
+    for (int i = 0; i < counts[c]; i++) {
+      close(socks[c][i]);
+      waitpid(children[c][i], NULL, 0);
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc < 6) {
     fprintf(stderr,
             "usage: floor roundtrip W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]\n"
             "       floor pipelined W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n"
             "       floor pipelined-tracked W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n"
-            "       floor roundtrip-spin | pipelined-tracked-spin (same arguments)\n");
+            "       floor fanout W H FRAMES ROUNDS [PARENT_CPU CHILD_CPU]\n"
+            "       floor roundtrip-spin | pipelined-tracked-spin | fanout-spin (same arguments)\n");
     return 2;
   }
   size_t size = (size_t)atol(argv[2]) * (size_t)atol(argv[3]) * 4;
@@ -370,6 +488,9 @@ int main(int argc, char **argv) {
   } else if (strcmp(mode, "pipelined-tracked-spin") == 0) {
     spin = 1;
     mode = "pipelined-tracked";
+  } else if (strcmp(mode, "fanout-spin") == 0) {
+    spin = 1;
+    mode = "fanout";
   }
   if (strcmp(mode, "roundtrip") == 0) {
     roundtrip(size, atol(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
@@ -378,6 +499,8 @@ int main(int argc, char **argv) {
     pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
   } else if (strcmp(mode, "pipelined") == 0) {
     pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
+  } else if (strcmp(mode, "fanout") == 0) {
+    fanout(size, atol(argv[4]), atoi(argv[5]), parent_cpu, child_cpu);
   } else {
     fprintf(stderr, "unknown mode %s\n", argv[1]);
     return 2;

@@ -23,9 +23,12 @@
  */
 
 import { connect, PeerClosedError } from "../mod.ts";
+import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
 import { allocatedBytes } from "./common.ts";
 
-const [mode, target, arg, arg2] = Deno.args;
+const [mode, target, arg, arg2, parking] = Deno.args;
+// "bell": with the doorbell (off by default); "poll": the shared poll only (the default).
+setDoorbellEnabled(parking === "bell");
 
 async function echo(name: string, spinMicros: number, warmup: number): Promise<void> {
   const channel = await connect(name, { timeout: 10_000, spinMicros });

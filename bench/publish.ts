@@ -40,9 +40,11 @@ import {
   SurfacePool,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
-import { Child, hasTaskset, percentile } from "./common.ts";
+import { allocatedBytes, Child, hasTaskset, percentile } from "./common.ts";
 
 const WIDTH = 1920, HEIGHT = 1080;
+/** Frames a subscriber receives before it starts counting its allocation. */
+const WARM_FRAMES = 300;
 const FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
 
 /** Subscriber / consumer side: runs in a child process until its peer goes away. */
@@ -51,10 +53,17 @@ async function serve(mode: string, name: string): Promise<void> {
     using subscription = await subscribe(name, { timeout: 10000 });
     console.log("ready");
     let received = 0;
+    // V8's allocation from the WARM_FRAMES-th frame on (before: V8's own warm-up), per frame.
+    let allocatedAtWarm = 0;
     for await (const frame of subscription) {
       frame.close();
-      received++;
-      if ((frame.meta as { report?: boolean } | undefined)?.report) console.log(`got ${received}`);
+      if (++received === WARM_FRAMES) allocatedAtWarm = allocatedBytes();
+      if ((frame.meta as { report?: boolean } | undefined)?.report) {
+        const perFrame = received > WARM_FRAMES
+          ? (allocatedBytes() - allocatedAtWarm) / (received - WARM_FRAMES)
+          : -1;
+        console.log(`got ${received} ${Math.round(perFrame)}`);
+      }
     }
   } else {
     using channel = await connect(name, { timeout: 10000 });
@@ -151,6 +160,61 @@ export interface PublishBenchResults {
   publish_per_extra_subscriber_wall_us: number;
   publish_one_subscriber_vs_channel: number;
   publish_received_fraction: Record<string, number>;
+  /** = publish_per_extra_subscriber_us: producer CPU per extra subscriber per frame (issue 20's name). */
+  fanout_per_subscriber_us: number;
+  /** The same for the C floor (`bench/floor.c fanout`, blocking), in the same rounds. */
+  fanout_floor_per_subscriber_us: number | null;
+  /** The C floor's wall time per extra subscriber per frame, blocking and spinning for credits. */
+  fanout_floor_per_subscriber_wall_us: number | null;
+  fanout_floor_spin_per_subscriber_wall_us: number | null;
+  /** fanout_per_subscriber_us / fanout_floor_per_subscriber_us within each round: median. */
+  fanout_over_floor: number | null;
+  /** Bytes V8 allocated in the producer per frame, 4 subscribers (after the first round). */
+  publish_allocated_bytes_per_frame: number;
+  /** Bytes V8 allocated per frame in a subscriber (receive + close; the slowest of the 4). */
+  subscribe_allocated_bytes_per_frame: number | null;
+}
+
+/** Builds bench/floor.c into a temporary directory: the path, or undefined without cc. */
+async function buildFloor(): Promise<string | undefined> {
+  try {
+    const dir = await Deno.makeTempDir({ prefix: "surfaceport-fanout-floor-" });
+    const out = `${dir}/floor`;
+    const source = new URL("./floor.c", import.meta.url).pathname;
+    const built = await new Deno.Command("cc", { args: ["-O2", "-o", out, source] }).output();
+    return built.success ? out : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+interface FanoutFloor {
+  per_subscriber_us: number;
+  per_subscriber_wall_us: number;
+}
+
+/** One run of the C fan-out floor: `rounds` batches of `frames` (pinned like the library). */
+async function fanoutFloor(
+  exe: string,
+  mode: "fanout" | "fanout-spin",
+  frames: number,
+  rounds: number,
+  receiverCpu: number | undefined,
+): Promise<FanoutFloor> {
+  const pin = receiverCpu === undefined ? [] : ["0", String(receiverCpu)];
+  const child = new Child(exe, [
+    mode,
+    String(WIDTH),
+    String(HEIGHT),
+    String(frames),
+    String(rounds),
+    ...pin,
+  ]);
+  try {
+    return JSON.parse(await child.readLine(120_000));
+  } finally {
+    await child.stop();
+  }
 }
 
 /** Runs the benchmark; prints a table and returns the numbers. */
@@ -161,28 +225,55 @@ export async function runPublishBench(
   const rounds = options.quick ? 2 : 5;
   const perRound = options.quick ? 150 : 400;
   const configs: Config[] = [];
+  const floorExe = await buildFloor();
+  const floorPerSubscriber: number[] = [], floorWall: number[] = [], ratios: number[] = [];
+  let allocatedFour = 0, framesFour = 0;
   using pool = new SurfacePool({ width: WIDTH, height: HEIGHT, format: "BGRA", maxSurfaces: 8 });
   try {
     for (const n of [0, 1, 2, 4]) configs.push(await setUp(n, receiverCpu));
     for (let round = 0; round < rounds; round++) {
+      // The C floor first, then the library: the same pinning, minutes apart at most.
+      const floor = floorExe
+        ? await fanoutFloor(floorExe, "fanout", perRound, 1, receiverCpu)
+        : undefined;
+      const cpuThisRound: Record<string, number> = {};
       for (const config of configs) {
         const before = cpuUsage();
+        const allocatedBefore = allocatedBytes();
         for (let i = 0; i < perRound; i++) {
           await config.send(pool);
           await new Promise((resolve) => setTimeout(resolve, 1)); // ~1 frame per ms
         }
         const used = cpuUsage(before);
         config.cpuPerFrame.push((used.user + used.system) / perRound);
+        cpuThisRound[key(config)] = (used.user + used.system) / perRound;
+        if (config.subscribers === 4 && round > 0) {
+          allocatedFour += allocatedBytes() - allocatedBefore;
+          framesFour += perRound;
+        }
+      }
+      if (floor) {
+        floorPerSubscriber.push(floor.per_subscriber_us);
+        floorWall.push(floor.per_subscriber_wall_us);
+        ratios.push((cpuThisRound["4"] - cpuThisRound["1"]) / 3 / floor.per_subscriber_us);
       }
     }
+    const spinFloor = floorExe
+      ? await fanoutFloor(floorExe, "fanout-spin", perRound, 1, receiverCpu)
+      : undefined;
     // A last frame that asks every receiver how many frames it got.
     const received: Record<string, number> = {};
+    let subscriberAllocated: number | null = null;
     for (const config of configs) {
       await new Promise((resolve) => setTimeout(resolve, 50));
       await config.send(pool, { report: true });
       const counts: number[] = [];
       for (const child of config.children) {
-        counts.push(Number((await child.readLine(20000)).split(" ")[1]));
+        const [, count, allocated] = (await child.readLine(20000)).split(" ");
+        counts.push(Number(count));
+        if (config.subscribers === 4 && allocated !== undefined && Number(allocated) >= 0) {
+          subscriberAllocated = Math.max(subscriberAllocated ?? 0, Number(allocated));
+        }
       }
       received[key(config)] = Math.round(Math.min(...counts) / config.sent * 1000) / 1000;
     }
@@ -203,6 +294,19 @@ export async function runPublishBench(
       publish_per_extra_subscriber_wall_us: round((p50["4"] - p50["1"]) / 3),
       publish_one_subscriber_vs_channel: Math.round(cpu["1"] / cpu["channel"] * 100) / 100,
       publish_received_fraction: received,
+      fanout_per_subscriber_us: round((cpu["4"] - cpu["1"]) / 3),
+      fanout_floor_per_subscriber_us: floorPerSubscriber.length
+        ? round(percentile(floorPerSubscriber, 50))
+        : null,
+      fanout_floor_per_subscriber_wall_us: floorWall.length
+        ? round(percentile(floorWall, 50))
+        : null,
+      fanout_floor_spin_per_subscriber_wall_us: spinFloor
+        ? round(spinFloor.per_subscriber_wall_us)
+        : null,
+      fanout_over_floor: ratios.length ? Math.round(percentile(ratios, 50) * 100) / 100 : null,
+      publish_allocated_bytes_per_frame: framesFour ? Math.round(allocatedFour / framesFour) : -1,
+      subscribe_allocated_bytes_per_frame: subscriberAllocated,
     };
     console.log(
       `\npublishing ${WIDTH}x${HEIGHT}, ${rounds} interleaved rounds of ${perRound} frames each` +
@@ -226,6 +330,14 @@ export async function runPublishBench(
       `each extra subscriber costs the producer ${results.publish_per_extra_subscriber_us} µs ` +
         `CPU per frame (wall p50: ${results.publish_per_extra_subscriber_wall_us} µs); ` +
         `1 subscriber / channel floor: ${results.publish_one_subscriber_vs_channel}x CPU`,
+    );
+    console.log(
+      `C fan-out floor (bench/floor.c fanout, same rounds): ${results.fanout_floor_per_subscriber_us} µs ` +
+        `CPU per extra subscriber (wall ${results.fanout_floor_per_subscriber_wall_us} µs; ` +
+        `spinning for credits ${results.fanout_floor_spin_per_subscriber_wall_us} µs wall); ` +
+        `library / floor ${results.fanout_over_floor}x (median of the rounds' ratios). ` +
+        `Allocated per frame: producer (4 subscribers) ${results.publish_allocated_bytes_per_frame} B, ` +
+        `a subscriber ${results.subscribe_allocated_bytes_per_frame} B`,
     );
     return results;
   } finally {

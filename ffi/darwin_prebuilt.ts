@@ -21,4 +21,4 @@ export const PREBUILT_SHIM_SHA256 =
  * the shipped dylib was built.
  */
 export const PREBUILT_SHIM_SOURCES_SHA256 =
-  "ec8d9c085322ae3fea0b3efcaa9880a8744c473a2b1173e87727dfa3ab98ff2a";
+  "5030f17f04e65b0058de182d480977632f55ab891a63d3b1eb896b4adf5b0fc8";

@@ -61,6 +61,11 @@ export const libcSymbols = {
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   /** ssize_t recvmsg(int fd, struct msghdr *msg, int flags) — read as `i32`, as `sendmsg` */
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  /**
+   * ssize_t send(int fd, const void *buf, size_t n, int flags) — read as `i32`, as `sendmsg`:
+   * the doorbell's one-byte ring (`MSG_DONTWAIT | MSG_NOSIGNAL`)
+   */
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
   /** int getsockopt(int fd, int level, int name, void *value, socklen_t *len) */
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   /** int setsockopt(int fd, int level, int name, const void *value, socklen_t len) */
@@ -106,6 +111,8 @@ export const libcSymbols = {
   inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   /** int clock_gettime(clockid_t clock, struct timespec *ts) */
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  /** char *getenv(const char *name) — `XDG_RUNTIME_DIR`, where the doorbell lives (no Deno permission: both ends of a channel must find the same directory) */
+  getenv: { parameters: ["buffer"], result: "pointer" },
   /** uid_t geteuid(void) */
   geteuid: { parameters: [], result: "u32" },
   /** int *__errno_location(void) — glibc's thread-local errno */

@@ -161,6 +161,30 @@ export interface RuntimeFiles {
   removeTree(path: string): void;
 }
 
+/**
+ * A Unix stream connection that the runtime's own event loop watches: the
+ * receiving end of a doorbell (`src/linux/doorbell.ts`).
+ */
+export interface ReactorStream {
+  /**
+   * Reads up to `buffer.length` bytes into `buffer`: their count, or `null`
+   * at the end of the stream (or once it is closed). One read at a time.
+   */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /** Closes the stream; a pending read resolves with `null` (or rejects). Idempotent. */
+  close(): void;
+  /** A pending read keeps the process alive (the default). */
+  ref(): void;
+  /** A pending read does not keep the process alive. */
+  unref(): void;
+}
+
+/** A listening Unix stream socket of {@link Runtime.listenUnix}. */
+export interface ReactorListener {
+  /** Stops listening. Idempotent. */
+  close(): void;
+}
+
 /** One host runtime (Deno, Node or Bun), as surfaceport uses it. */
 export interface Runtime {
   /** Which runtime this is. */
@@ -210,6 +234,17 @@ export interface Runtime {
   readonly standalone: boolean;
   /** The file operations. */
   readonly files: RuntimeFiles;
+  /**
+   * Listens on a Unix stream socket at `path` (which must not exist), with
+   * the runtime's own event loop (Deno.listen, Node's and Bun's `node:net`),
+   * handing each accepted connection to `onConnection`. A listener does not
+   * keep the process alive. Returns `undefined` where the runtime's
+   * permissions do not allow it (never prompts); throws if the bind fails.
+   */
+  listenUnix(
+    path: string,
+    onConnection: (stream: ReactorStream) => void,
+  ): ReactorListener | undefined;
 }
 
 /** Which host is running this code, and its version. */

@@ -11,7 +11,14 @@
 
 import { assertFfiComplete } from "../src/core/check_runtime.ts";
 import { offThreadCaller } from "./runtime_offthread.ts";
-import { archName, envValue, nodeFiles, osName, pid } from "./runtime_node_files.ts";
+import {
+  archName,
+  envValue,
+  nodeFiles,
+  nodeListenUnix,
+  osName,
+  pid,
+} from "./runtime_node_files.ts";
 import type {
   FunctionDefinition,
   Library,
@@ -126,6 +133,7 @@ export function bunRuntime(ffi: BunFfi, version: string): Runtime {
     // A single-executable build is not told apart yet: it takes the file: path.
     standalone: false,
     files: nodeFiles,
+    listenUnix: nodeListenUnix,
   };
 
   /**

@@ -8,7 +8,16 @@
  */
 
 import { createFileExclusive, readFileBounded } from "./runtime_node_files.ts";
-import type { FileInfo, Library, Pointer, PointerValue, Runtime, SymbolTable } from "./runtime.ts";
+import type {
+  FileInfo,
+  Library,
+  Pointer,
+  PointerValue,
+  ReactorListener,
+  ReactorStream,
+  Runtime,
+  SymbolTable,
+} from "./runtime.ts";
 
 const asDeno = (pointer: PointerValue) => pointer as unknown as Deno.PointerValue;
 const fromDeno = (pointer: Deno.PointerValue) => pointer as unknown as PointerValue;
@@ -20,6 +29,43 @@ function fileInfo(info: Deno.FileInfo): FileInfo {
     uid: info.uid ?? -1,
     mode: info.mode ?? 0,
     mtimeMs: info.mtime?.getTime(),
+  };
+}
+
+function granted(descriptor: Deno.PermissionDescriptor): boolean {
+  try {
+    return Deno.permissions.querySync(descriptor).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/** A Unix socket listener of Deno's (read, write and net permission for `path`, never prompted). */
+function listenUnix(
+  path: string,
+  onConnection: (stream: ReactorStream) => void,
+): ReactorListener | undefined {
+  if (
+    !granted({ name: "read", path }) || !granted({ name: "write", path }) ||
+    !granted({ name: "net", host: `unix:${path}` })
+  ) return undefined;
+  const listener = Deno.listen({ transport: "unix", path });
+  listener.unref();
+  (async () => {
+    try {
+      for (;;) onConnection(await listener.accept());
+    } catch {
+      // closed
+    }
+  })();
+  return {
+    close() {
+      try {
+        listener.close();
+      } catch {
+        // closed already
+      }
+    },
   };
 }
 
@@ -107,5 +153,7 @@ export function denoRuntime(): Runtime {
       },
       removeTree: (path) => Deno.removeSync(path, { recursive: true }),
     },
+    // A Deno.UnixConn is a ReactorStream as it is (read, close, ref, unref).
+    listenUnix,
   };
 }

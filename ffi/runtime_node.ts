@@ -15,6 +15,7 @@ import {
   archName,
   envValue,
   nodeFiles,
+  nodeListenUnix,
   nodePermission,
   osName,
   pid,
@@ -135,6 +136,7 @@ export function nodeRuntime(ffi: NodeFfi, version: string): Runtime {
     // A single-executable build is not told apart yet: it takes the file: path.
     standalone: false,
     files: nodeFiles,
+    listenUnix: nodeListenUnix,
   };
 
   function readStatic(address: bigint, type: string): unknown {

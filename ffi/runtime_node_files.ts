@@ -6,9 +6,10 @@
  */
 
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as os from "node:os";
 import process from "node:process";
-import type { FileInfo, RuntimeFiles } from "./runtime.ts";
+import type { FileInfo, ReactorListener, ReactorStream, RuntimeFiles } from "./runtime.ts";
 
 function fileInfo(info: fs.Stats): FileInfo {
   return {
@@ -134,3 +135,64 @@ export function envValue(name: string): string | undefined {
 
 /** This process's id. */
 export const pid: number = process.pid;
+
+/** A `net.Socket` in paused mode as a {@link ReactorStream}. */
+function socketStream(socket: net.Socket): ReactorStream {
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const poke = () => wake?.();
+  socket.on("readable", poke);
+  socket.on("end", () => (ended = true, poke()));
+  socket.on("close", () => (ended = true, poke()));
+  socket.on("error", () => (ended = true, poke()));
+  return {
+    read(buffer) {
+      return new Promise((resolve) => {
+        const attempt = (): boolean => {
+          const chunk = socket.read() as Uint8Array | null;
+          if (chunk !== null) {
+            const n = Math.min(chunk.length, buffer.length);
+            buffer.set(chunk.subarray(0, n));
+            if (chunk.length > n) socket.unshift(chunk.subarray(n));
+            resolve(n);
+            return true;
+          }
+          if (!ended && !socket.destroyed) return false;
+          resolve(null);
+          return true;
+        };
+        if (!attempt()) {
+          wake = () => {
+            if (attempt()) wake = undefined;
+          };
+        }
+      });
+    },
+    close() {
+      socket.destroy();
+      ended = true;
+      poke();
+    },
+    ref: () => void socket.ref(),
+    unref: () => void socket.unref(),
+  };
+}
+
+/**
+ * A Unix socket listener over `node:net` (Node and Bun), or `undefined`
+ * where Node's permission model (`--permission`) does not allow it.
+ */
+export function nodeListenUnix(
+  path: string,
+  onConnection: (stream: ReactorStream) => void,
+): ReactorListener | undefined {
+  const permission = nodePermission();
+  if (permission !== undefined && !permission.has("net")) return undefined;
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    onConnection(socketStream(socket));
+  });
+  server.on("error", () => server.close());
+  server.listen(path);
+  server.unref();
+  return { close: () => void server.close() };
+}

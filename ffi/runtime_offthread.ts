@@ -87,10 +87,15 @@ interface CallWorker {
   call(name: string, args: unknown[]): Promise<unknown>;
 }
 
+/** The error of a call whose worker died (it is never used again: the next call makes another). */
+const workerDied = (name: string, why: string) =>
+  new Error(`${name} on a worker thread: the worker died (${why})`);
+
 /** Bun: calls and results as messages. */
 class MessageWorker implements CallWorker {
   readonly #worker: Worker;
   #settle: Settle | undefined;
+  #dead: string | undefined;
 
   constructor(library: OffThreadLibrary, onIdle: (worker: CallWorker) => void) {
     this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: library });
@@ -102,17 +107,24 @@ class MessageWorker implements CallWorker {
       onIdle(this);
       settle?.(ok, value);
     });
-    this.#worker.on("error", (error: Error) => {
+    const die = (why: string) => {
+      this.#dead ??= why;
       const settle = this.#settle;
       this.#settle = undefined;
-      settle?.(false, error.message);
-    });
+      settle?.(false, undefined);
+    };
+    this.#worker.on("error", (error: Error) => die(error.message));
+    this.#worker.on("exit", (code: number) => die(`exit code ${code}`));
   }
 
   call(name: string, args: unknown[]): Promise<unknown> {
+    if (this.#dead) return Promise.reject(workerDied(name, this.#dead));
     return new Promise((resolve, reject) => {
-      this.#settle = (ok, value) =>
-        ok ? resolve(value) : reject(new Error(`${name} on a worker thread: ${value}`));
+      this.#settle = (ok, value) => {
+        if (ok) resolve(value);
+        else if (this.#dead) reject(workerDied(name, this.#dead));
+        else reject(new Error(`${name} on a worker thread: ${value}`));
+      };
       this.#worker.ref();
       this.#worker.postMessage([name, args]);
     });
@@ -125,6 +137,7 @@ class AtomicsWorker implements CallWorker {
   readonly #words = new Int32Array(new SharedArrayBuffer(8));
   readonly #port: MessagePort;
   readonly #onIdle: (worker: CallWorker) => void;
+  #dead: string | undefined;
 
   constructor(library: OffThreadLibrary, onIdle: (worker: CallWorker) => void) {
     const { port1, port2 } = new MessageChannel();
@@ -137,14 +150,18 @@ class AtomicsWorker implements CallWorker {
     });
     this.#worker.unref();
     port1.unref();
-    this.#worker.on("error", () => {
-      // A dead worker answers nothing: wake the pending call, which then finds no result.
+    const die = (why: string) => {
+      this.#dead ??= why;
+      // A dead worker answers nothing: wake the pending call, which then sees it died.
       Atomics.store(this.#words, 1, 1);
       Atomics.notify(this.#words, 1);
-    });
+    };
+    this.#worker.on("error", (error: Error) => die(error.message));
+    this.#worker.on("exit", (code: number) => die(`exit code ${code}`));
   }
 
   async call(name: string, args: unknown[]): Promise<unknown> {
+    if (this.#dead) throw workerDied(name, this.#dead);
     const words = this.#words;
     Atomics.store(words, 1, 0);
     this.#port.postMessage([name, args]);
@@ -162,8 +179,8 @@ class AtomicsWorker implements CallWorker {
       this.#worker.unref();
     }
     const reply = receiveMessageOnPort(this.#port)?.message as [boolean, unknown] | undefined;
+    if (!reply) throw workerDied(name, this.#dead ?? "no result");
     this.#onIdle(this);
-    if (!reply) throw new Error(`${name} on a worker thread: no result`);
     if (!reply[0]) throw new Error(`${name} on a worker thread: ${reply[1]}`);
     return reply[1];
   }
@@ -171,7 +188,9 @@ class AtomicsWorker implements CallWorker {
 
 /**
  * A function per nonblocking symbol of `library`, each returning a promise
- * of the C result, run on a worker thread.
+ * of the C result, run on a worker thread. A typed-array argument must be
+ * over shared memory (`runtime.sharedBytes`): the worker would otherwise
+ * write into a copy, and the caller never see what the call wrote.
  */
 export function offThreadCaller(
   library: OffThreadLibrary,
@@ -180,6 +199,13 @@ export function offThreadCaller(
   const onIdle = (worker: CallWorker) => idle.push(worker);
   const Kind = library.host === "node" ? AtomicsWorker : MessageWorker;
   return (name) => (...args) => {
+    for (const arg of args) {
+      if (ArrayBuffer.isView(arg) && !(arg.buffer instanceof SharedArrayBuffer)) {
+        return Promise.reject(
+          new TypeError(`${name}: a buffer argument of a nonblocking call must be shared memory`),
+        );
+      }
+    }
     const worker = idle.pop() ?? new Kind(library, onIdle);
     return worker.call(name, args);
   };

@@ -5,7 +5,7 @@
 // compiled against them on the user's (or CI's) Mac and reports the sizes,
 // offsets and constants the TypeScript writes with, so that the library
 // refuses to run (AbiMismatchError) instead of corrupting memory if they
-// ever differ. src/darwin/structs.ts (EXPECTED_ABI) holds the other side of
+// ever differ. src/darwin/abi.ts (EXPECTED_ABI) holds the other side of
 // the comparison; the keys must match exactly.
 //
 // Build: make -C native   (universal arm64 + x86_64, MACOSX_DEPLOYMENT_TARGET=11.0)

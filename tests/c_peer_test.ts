@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type Channel, listen, type PixelFormat, Surface } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
 import { Child, uniqueName } from "./helpers.ts";
+import { bellTower, doorbellStats } from "../src/linux/doorbell.ts";
 import { foreignSubscriberScenario } from "./pubsub_foreign.ts";
 
 const linux = Deno.build.os === "linux";
@@ -121,6 +122,47 @@ Deno.test({
       assert.equal(ids.size, 1, "one memfd, reused");
       await peer.line("done");
     });
+  },
+});
+
+Deno.test({
+  name: "C peer: rings our doorbell (docs/protocol.md) and our parked receives wake through it",
+  ignore,
+  async fn() {
+    const frames = 20;
+    for (const mode of ["produce-ring", "produce"]) {
+      const start = { ...doorbellStats };
+      let rung = false;
+      await withCPeer([mode, "64", "64", String(frames)], async (peer, channel) => {
+        // Without a doorbell (no --allow-net) nothing can ring us: only the poll is left.
+        rung = mode === "produce-ring" && bellTower.open;
+        const expected = rung ? "doorbell" : "no doorbell";
+        if (mode === "produce-ring") await peer.line(expected);
+        using ack = Surface.create({ width: 2, height: 2 });
+        let next = channel.receive({ timeout: 10000 });
+        for (let i = 0; i < frames; i++) {
+          using frame = await next;
+          assert.equal(frame.sequence, i);
+          assert.equal(verifyPattern(frame.surface, i), undefined);
+          frame.close();
+          await channel.send(ack);
+          // Receive at once: it parks until the peer (woken by the ack) sends and rings.
+          if (i + 1 < frames) next = channel.receive({ timeout: 10000 });
+          await peer.line(`sent ${i}`);
+        }
+        await peer.line("done");
+      });
+      const bell = doorbellStats.bellWaits - start.bellWaits;
+      const poll = doorbellStats.pollWaits - start.pollWaits;
+      console.log(`  ${mode}: ${bell} parked on the doorbell, ${poll} on the poll`);
+      if (rung) {
+        // The first receive may park before the doorbell is bound (its HELLO still in flight);
+        // a frame may beat a receive to the queue (then nothing parks).
+        assert.ok(bell >= frames / 2 && poll <= 2, `${mode}: bell ${bell}, poll ${poll}`);
+      } else {
+        assert.equal(bell, 0, `${mode}: a peer that does not ring is waited for on the poll`);
+      }
+    }
   },
 });
 

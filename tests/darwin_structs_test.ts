@@ -281,6 +281,14 @@ Deno.test("darwin ABI self-check: native/shim.m reports every key the TypeScript
   for (const [, name] of source.matchAll(/CONSTANT\(([^)#]+)\);/g)) reported.add(name);
   const missing = Object.keys(EXPECTED_ABI).filter((key) => !reported.has(key));
   assert.deepEqual(missing, [], "keys the shim never reports would always fail the check");
+  // The file the shim names as the other side of the comparison is the one that holds it.
+  const named = /(src\/darwin\/\w+\.ts) \(EXPECTED_ABI\)/.exec(source)?.[1];
+  assert.ok(named, "native/shim.m names the file holding EXPECTED_ABI");
+  assert.match(
+    Deno.readTextFileSync(new URL(`../${named}`, import.meta.url)),
+    /export const EXPECTED_ABI\b/,
+    `native/shim.m names ${named} for EXPECTED_ABI`,
+  );
   assert.match(source, /put\("version", SP_ABI_REPORT_VERSION\)/);
   assert.match(source, new RegExp(`#define SP_ABI_REPORT_VERSION ${ABI_REPORT_VERSION}\\b`));
 });

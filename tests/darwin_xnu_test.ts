@@ -29,6 +29,8 @@ import { connectMach } from "../src/darwin/listener.ts";
 import { INBOX_QUEUE_LIMIT, kernReturnName } from "../src/darwin/mach.ts";
 import { SEND_POSSIBLE_RECHECK_MS } from "../src/darwin/send.ts";
 import { DARWIN, encodeMachMsgHeader, machMsghBits } from "../src/darwin/structs.ts";
+import { backingOf } from "../src/surface/surface.ts";
+import { runtime } from "../ffi/runtime.ts";
 import type { FakeTask } from "./fakes/fake_darwin.ts";
 import { glueNative } from "./fakes/frameworks.ts";
 import { world } from "./fakes/world.ts";
@@ -446,6 +448,34 @@ Deno.test("fake: bootstrap namespaces: an ssh session's task neither sees nor co
   );
   const own = w.as(S, () => listen("xnu-ns")); // the same name, in its own namespace
   own.close();
+  listener.close();
+  w.kernel.assertNoLeaks();
+});
+
+Deno.test("fake (issue 23): each task maps a surface at its own address; a frame arrives byte for byte", async () => {
+  using w = world();
+  const { listener, producer, consumer } = await pair(w, "xnu-bytes");
+  using surface = Surface.create({ width: 64, height: 32, format: "420v" });
+  for (let plane = 0; plane < 2; plane++) {
+    const bytes = surface.bytes(plane);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + plane * 7 + (i >> 8)) & 0xff;
+  }
+  await producer.send(surface, null);
+  using frame = await w.as(w.B, () => consumer.receive({ timeout: 1000 }));
+  assert.notEqual(
+    runtime.pointerValue(backingOf(frame.surface, "test").baseAddress),
+    runtime.pointerValue(backingOf(surface, "test").baseAddress),
+    "the receiver sees the memory at its own address, as another process would",
+  );
+  for (let plane = 0; plane < 2; plane++) {
+    assert.deepEqual(frame.surface.bytes(plane), surface.bytes(plane), `plane ${plane}`);
+  }
+  surface.bytes(0)[0] ^= 0xff; // one memory behind both mappings
+  assert.equal(frame.surface.bytes(0)[0], surface.bytes(0)[0]);
+  frame.close();
+  surface.close();
+  producer.close();
+  consumer.close();
   listener.close();
   w.kernel.assertNoLeaks();
 });

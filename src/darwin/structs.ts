@@ -8,9 +8,8 @@
  *
  * `tests/darwin_structs_test.ts` pins these codecs to golden bytes, and the
  * native shim (`native/shim.m`) reports the same numbers from the real SDK on
- * load; `compareAbiReport` in `abi.ts` refuses to run on any difference
- * (`native/shim.m` still names this file for `EXPECTED_ABI`: the prebuilt
- * shim is pinned to its source hash).
+ * load; `compareAbiReport` in `abi.ts` (which holds `EXPECTED_ABI`) refuses
+ * to run on any difference.
  *
  * @module
  */

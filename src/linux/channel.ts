@@ -20,7 +20,22 @@ import {
   ProtocolError,
   throwIfAborted,
 } from "../core/errors.ts";
+import { runtime } from "../../ffi/runtime.ts";
 import { HEADER_SIZE, HeaderDecoder } from "../wire/wire.ts";
+import { encodeDoorbell, isDoorbell } from "../wire/doorbell_wire.ts";
+import {
+  type Bell,
+  bellTower,
+  createFlagPage,
+  doorbellEnabled,
+  doorbellStats,
+  type FlagPage,
+  mapFlagPage,
+  newToken,
+  openRing,
+  ring,
+  unmapFlagPage,
+} from "./doorbell.ts";
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { newEventFd, waitReady, wake } from "./poller.ts";
 import { MappingCache } from "./received.ts";
@@ -64,11 +79,21 @@ const NO_META = new Uint8Array(0);
 interface ConnectionResources {
   fds: number[];
   cache: MappingCache;
+  /** The ring to the peer's doorbell, or -1. */
+  ringFd: number;
+  /** This side's doorbell, once bound. */
+  bell: Bell | undefined;
+  /** The peer's parked flag (we ring when it is set) and ours (the peer's DOORBELL brought it). */
+  pages: FlagPage[];
 }
 
 const connectionFinalizer = new FinalizationRegistry<ConnectionResources>((r) => {
   r.cache.close();
   for (const fd of r.fds) closeQuietly(fd);
+  if (r.ringFd >= 0) closeQuietly(r.ringFd);
+  r.bell?.close();
+  for (const page of r.pages) unmapFlagPage(page);
+  bellTower.release();
 });
 
 /** One end of a connected `SOCK_SEQPACKET` socket. */
@@ -83,6 +108,19 @@ export class SocketConnection implements BackendConnection {
   #pendingWaits = 0;
   /** The last tryReceive() found nothing, and receive() has not run since. */
   #foundEmpty = false;
+  readonly #resources: ConnectionResources;
+  /** The ring to the peer's doorbell, or -1 if it has none. */
+  #ringFd = -1;
+  /** The peer's parked flag: a message sent while it is set rings the doorbell (and clears it). */
+  #peerParked: Int32Array | undefined;
+  /** This side's parked flag (on the page the peer's DOORBELL brought), set while parked on the bell. */
+  #parked: Int32Array | undefined;
+  /** This side's doorbell, bound when the peer's DOORBELL and its stream's HELLO agree. */
+  #bell: Bell | undefined;
+  /** The peer sent a DOORBELL (only its first counts). */
+  #doorbellClaimed = false;
+  /** Withdraws a claim whose stream has not come yet. */
+  #unclaim: (() => void) | undefined;
 
   // Message structures built once per connection, with their addresses: per call only the
   // lengths, the flags and the fd change, written through typed-array views (no DataView,
@@ -189,11 +227,112 @@ export class SocketConnection implements BackendConnection {
       controlLength: this.#receiveControl.length,
       flags: 0,
     });
-    connectionFinalizer.register(
-      this,
-      { fds: [fd, sendWake, receiveWake], cache: this.#cache },
-      this,
-    );
+    this.#resources = {
+      fds: [fd, sendWake, receiveWake],
+      cache: this.#cache,
+      ringFd: -1,
+      bell: undefined,
+      pages: [],
+    };
+    bellTower.acquire(); // released at close (or by the finalizer)
+    connectionFinalizer.register(this, this.#resources, this);
+  }
+
+  /**
+   * Offers the peer this side's rings (see `doorbell.ts`): if the peer has a
+   * doorbell, presents a fresh token on it and names the token in a
+   * DOORBELL message on this connection. Called once, right after the
+   * connection is made; without a doorbell at the peer (or with the peer in
+   * this very process), sends nothing.
+   */
+  offerDoorbell(): void {
+    // Both ends in this process share one event loop: no doorbell between them.
+    if (this.peer.pid === runtime.pid || !doorbellEnabled()) return;
+    const token = newToken();
+    const ringFd = openRing(this.peer, token);
+    if (ringFd < 0) return;
+    const made = createFlagPage();
+    if (made === undefined) return closeQuietly(ringFd);
+    let sent = false;
+    try {
+      // The DOORBELL carries the page's memfd (consumed by #trySend, sent or not).
+      sent = this.#trySend(encodeDoorbell(token), made.fd);
+    } catch {
+      // the peer is gone already: no doorbell
+    } finally {
+      closeQuietly(made.fd);
+    }
+    if (!sent) {
+      unmapFlagPage(made.page);
+      return closeQuietly(ringFd);
+    }
+    this.#ringFd = ringFd;
+    this.#peerParked = made.page.flag;
+    this.#resources.ringFd = ringFd;
+    this.#resources.pages.push(made.page);
+  }
+
+  /** Rings the peer's doorbell (its parked flag was set); a ring the peer closed is dropped. */
+  #ring(): void {
+    if (ring(this.#ringFd)) return;
+    closeQuietly(this.#ringFd);
+    this.#ringFd = -1;
+    this.#peerParked = undefined;
+    this.#resources.ringFd = -1;
+  }
+
+  /**
+   * The peer's DOORBELL (in the receive buffer) with `fd`, the memfd of its
+   * flag page (or -1): bind the stream that presents its token. A DOORBELL
+   * without a valid page, or after the first, binds nothing. Closes `fd`.
+   */
+  #claimDoorbell(fd: number): void {
+    const page = fd >= 0 && !this.#doorbellClaimed && !this.#closed ? mapFlagPage(fd) : undefined;
+    closeQuietly(fd);
+    if (page === undefined) return; // one per connection: a flood of them claims nothing more
+    this.#doorbellClaimed = true;
+    this.#resources.pages.push(page);
+    const token = this.#receiveBuffer.slice(16, 32);
+    this.#unclaim = bellTower.claim(token, (bell) => {
+      this.#unclaim = undefined;
+      if (this.#closed) return bell.close();
+      this.#bell = bell;
+      this.#parked = page.flag;
+      this.#resources.bell = bell;
+    });
+  }
+
+  /**
+   * This side's parked flag if the next park will be on the doorbell (the
+   * flag is then set: the caller looks for a message once more before it
+   * parks, since the peer only rings for messages sent after it saw the
+   * flag), else `undefined`.
+   */
+  #announcePark(): Int32Array | undefined {
+    const parked = this.#parked;
+    if (parked === undefined || !this.#bell!.live) return undefined;
+    Atomics.store(parked, 0, 1);
+    return parked;
+  }
+
+  /**
+   * Parks until the peer may have sent something: on the doorbell when it
+   * rings (one wake-up, by the runtime's reactor), else on the shared poll.
+   */
+  async #park(operation: string, deadline: number, signal?: AbortSignal): Promise<void> {
+    this.#pendingWaits++;
+    try {
+      const bell = this.#bell;
+      if (bell !== undefined && bell.live) {
+        doorbellStats.bellWaits++;
+        await bell.wait(operation, deadline, signal);
+      } else {
+        doorbellStats.pollWaits++;
+        await waitReady(this.#fd, LINUX.POLLIN, this.#receiveWake, operation, deadline, signal);
+      }
+    } finally {
+      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    }
   }
 
   async send(
@@ -239,7 +378,12 @@ export class SocketConnection implements BackendConnection {
     const lib = libc();
     for (;;) {
       const sent = lib.sendmsg(this.#fd, this.#sendMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL);
-      if (sent >= 0) return true;
+      if (sent >= 0) {
+        if (this.#peerParked !== undefined && Atomics.exchange(this.#peerParked, 0, 0) !== 0) {
+          this.#ring();
+        }
+        return true;
+      }
       const errno = readErrno();
       if (errno === ERRNO.EINTR) continue;
       if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) return false;
@@ -282,7 +426,12 @@ export class SocketConnection implements BackendConnection {
         this.#controlMsghdr,
         LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL,
       );
-      if (sent >= 0) return true;
+      if (sent >= 0) {
+        if (this.#peerParked !== undefined && Atomics.exchange(this.#peerParked, 0, 0) !== 0) {
+          this.#ring();
+        }
+        return true;
+      }
       const errno = readErrno();
       if (errno === ERRNO.EINTR) continue;
       if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
@@ -303,9 +452,18 @@ export class SocketConnection implements BackendConnection {
     for (;;) {
       this.#assertOpen("receive");
       throwIfAborted(signal);
-      const message = this.#tryReceiveControl();
+      let message = this.#tryReceiveControl();
       if (message) return message;
-      await this.#wait(LINUX.POLLIN, this.#receiveWake, "receive", deadline, signal);
+      const parked = this.#announcePark();
+      if (parked !== undefined) {
+        message = this.#tryReceiveControl();
+        if (message) {
+          Atomics.store(parked, 0, 0);
+          return message;
+        }
+      }
+      await this.#park("receive", deadline, signal);
+      if (parked !== undefined && !this.#closed) Atomics.store(parked, 0, 0);
     }
   }
 
@@ -314,8 +472,16 @@ export class SocketConnection implements BackendConnection {
     return this.#tryReceiveControl();
   }
 
-  /** One `recvmsg(MSG_DONTWAIT)` of a control message: its bytes, `undefined`, or a typed error. */
+  /** The next control message: its bytes, `undefined`, or a typed error (DOORBELLs are taken here). */
   #tryReceiveControl(): Uint8Array | undefined {
+    for (;;) {
+      const message = this.#tryReceiveControlOne();
+      if (message !== null) return message;
+    }
+  }
+
+  /** One `recvmsg(MSG_DONTWAIT)` of a control message: its bytes, `undefined`, null for a DOORBELL taken, or a typed error. */
+  #tryReceiveControlOne(): Uint8Array | undefined | null {
     const msghdr = new DataView(this.#receiveMsghdr.buffer);
     msghdr.setBigUint64(MSGHDR_CONTROLLEN_OFFSET, BigInt(this.#receiveControl.length), true);
     msghdr.setInt32(MSGHDR_FLAGS_OFFSET, 0, true);
@@ -328,12 +494,20 @@ export class SocketConnection implements BackendConnection {
     if (length < 0) return undefined;
     const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
     const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
+    const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
+    if (
+      control.fds.length <= 1 && !control.malformed &&
+      (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
+      isDoorbell(this.#receiveBuffer, length)
+    ) {
+      this.#claimDoorbell(control.fds[0] ?? -1);
+      return null;
+    }
     // A control message carries no descriptor: any that came along is closed here.
     for (const fd of control.fds) closeQuietly(fd);
     if (length === 0 && control.fds.length === 0 && this.#peerHungUp()) {
       throw new PeerClosedError();
     }
-    const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
     if (control.fds.length > 0 || control.malformed || flags & LINUX.MSG_CTRUNC) {
       throw new ProtocolError("EXTRA_HANDLES", "a control message carries descriptors");
     }
@@ -365,22 +539,34 @@ export class SocketConnection implements BackendConnection {
       } while (performance.now() < spinUntil);
     }
     for (;;) {
-      // (#wait inlined: one async layer less per parked receive.)
-      this.#pendingWaits++;
-      try {
-        await waitReady(this.#fd, LINUX.POLLIN, this.#receiveWake, "receive", deadline, signal);
-      } finally {
-        if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+      const parked = this.#announcePark();
+      if (parked !== undefined) {
+        message = this.#tryReceive();
+        if (message) {
+          Atomics.store(parked, 0, 0);
+          return message;
+        }
       }
+      await this.#park("receive", deadline, signal);
+      if (parked !== undefined && !this.#closed) Atomics.store(parked, 0, 0);
       this.#assertOpen("receive");
       throwIfAborted(signal);
       message = this.#tryReceive();
       if (message) return message;
+      doorbellStats.emptyWakes++;
     }
   }
 
-  /** One `recvmsg(MSG_DONTWAIT)`: a checked message, `undefined` if none is waiting, or a typed error. */
+  /** The next message: a checked message, `undefined` if none is waiting, or a typed error. */
   #tryReceive(): ReceivedMessage | undefined {
+    for (;;) {
+      const message = this.#tryReceiveOne();
+      if (message !== null) return message;
+    }
+  }
+
+  /** One `recvmsg(MSG_DONTWAIT)`: a checked message, `undefined` if none is waiting, null for a DOORBELL taken, or a typed error. */
+  #tryReceiveOne(): ReceivedMessage | undefined | null {
     const msghdr = this.#receiveMsghdrWords;
     // The kernel rewrites msg_controllen and msg_flags: reset them (the high word of
     // msg_controllen stays 0: the buffer is far smaller than 4 GiB).
@@ -392,6 +578,13 @@ export class SocketConnection implements BackendConnection {
     const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
     const received = this.#received;
     const malformed = scanControlRights(this.#receiveControlView, controlLength, received);
+    if (
+      received.count <= 1 && !malformed && (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
+      isDoorbell(this.#receiveBuffer, length)
+    ) {
+      this.#claimDoorbell(received.count === 1 ? received.fds[0] : -1);
+      return null;
+    }
     const { fds } = received;
     // Every received fd is closed on every path, except the one a returned surface owns.
     let adopted = false;
@@ -483,11 +676,24 @@ export class SocketConnection implements BackendConnection {
     wake(this.#sendWake);
     wake(this.#receiveWake);
     libc().shutdown(this.#fd, LINUX.SHUT_RDWR);
+    // After the shutdown, so that the peer woken by the ring's end sees the hang-up.
+    if (this.#ringFd >= 0) closeQuietly(this.#ringFd);
+    this.#ringFd = -1;
+    this.#resources.ringFd = -1;
+    this.#unclaim?.();
+    this.#bell?.close();
+    this.#peerParked = undefined;
+    this.#parked = undefined;
+    bellTower.release();
     this.#cache.close();
     if (this.#pendingWaits === 0) this.#closeFds();
   }
 
+  /** Closes the descriptors and unmaps the flag pages, once no wait can still use them. */
   #closeFds(): void {
+    // A parked receive that wakes after close() still clears its flag: only then may its page go.
+    for (const page of this.#resources.pages) unmapFlagPage(page);
+    this.#resources.pages.length = 0;
     closeQuietly(this.#fd);
     closeQuietly(this.#sendWake);
     closeQuietly(this.#receiveWake);

@@ -7,12 +7,13 @@
 
 import { type Libc, libc } from "../../ffi/linux.ts";
 import { type Pointer, runtime } from "../../ffi/runtime.ts";
-import { SystemCallError } from "../core/errors.ts";
+import { type PeerCredentials, SystemCallError } from "../core/errors.ts";
 import {
   decodeFlockType,
   decodeStatfsType,
   decodeStatx,
   decodeStatxInto,
+  decodeUcred,
   encodeFlock,
   FLOCK_SIZE,
   LINUX,
@@ -20,6 +21,7 @@ import {
   type Statx,
   STATX_SIZE,
   type StatxNumbers,
+  UCRED_SIZE,
 } from "./structs.ts";
 
 export { libc };
@@ -292,4 +294,16 @@ const statfsBuffer = new Uint8Array(STATFS_SIZE);
 export function fstatfsType(fd: number): number {
   check("fstatfs", libc().fstatfs(fd, statfsBuffer));
   return decodeStatfsType(new DataView(statfsBuffer.buffer));
+}
+
+/** The credentials of the process at the other end of the connected socket `fd` (`SO_PEERCRED`). */
+export function peerCredentials(fd: number): PeerCredentials {
+  const value = new Uint8Array(UCRED_SIZE);
+  const length = new Uint8Array(4);
+  new DataView(length.buffer).setUint32(0, UCRED_SIZE, true);
+  check(
+    "getsockopt(SO_PEERCRED)",
+    libc().getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, value, length),
+  );
+  return decodeUcred(new DataView(value.buffer));
 }

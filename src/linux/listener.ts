@@ -31,6 +31,7 @@ import {
   ERRNO,
   errnoName,
   libc,
+  peerCredentials,
   readErrno,
   systemError,
 } from "./libc.ts";
@@ -43,7 +44,13 @@ import {
 } from "./bind.ts";
 import { waitReady, wake } from "./poller.ts";
 import { SocketConnection } from "./channel.ts";
-import { decodeUcred, encodeSockaddrUn, LINUX, UCRED_SIZE } from "./structs.ts";
+import { bellTower } from "./doorbell.ts";
+import { encodeSockaddrUn, LINUX } from "./structs.ts";
+
+export { peerCredentials };
+
+/** A listener dropped without close() gives the doorbell back (see SocketListener). */
+const towerFinalizer = new FinalizationRegistry<undefined>(() => bellTower.release());
 
 /** The prefix of abstract socket names: `"\0surfaceport/" + name`. */
 export const ABSTRACT_PREFIX = "surfaceport/";
@@ -60,18 +67,6 @@ export function socketAddress(name: string): UnixSocketAddress {
     return { ...encodeSockaddrUn(encoder.encode(name), false), path: name };
   }
   return encodeSockaddrUn(encoder.encode(ABSTRACT_PREFIX + name), true);
-}
-
-/** The credentials of the process at the other end of the connected socket `fd` (`SO_PEERCRED`). */
-export function peerCredentials(fd: number): PeerCredentials {
-  const value = new Uint8Array(UCRED_SIZE);
-  const length = new Uint8Array(4);
-  new DataView(length.buffer).setUint32(0, UCRED_SIZE, true);
-  check(
-    "getsockopt(SO_PEERCRED)",
-    libc().getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, value, length),
-  );
-  return decodeUcred(new DataView(value.buffer));
 }
 
 interface ListenerResources {
@@ -240,6 +235,7 @@ export class SocketListener implements BackendListener {
   readonly address: string;
   readonly #socket: AcceptingSocket;
   readonly #limits: ConnectionLimits;
+  #closed = false;
 
   constructor(name: string, allowPeer: PeerPredicate, limits: ConnectionLimits) {
     const address = socketAddress(name);
@@ -250,13 +246,23 @@ export class SocketListener implements BackendListener {
     });
     this.address = address.path ?? `@${ABSTRACT_PREFIX}${name}`;
     this.#limits = limits;
+    bellTower.acquire(); // clients may ring this process from their first message on
+    towerFinalizer.register(this, undefined, this);
   }
 
   accept(signal?: AbortSignal): Promise<BackendConnection> {
-    return this.#socket.accept((fd, peer) => new SocketConnection(fd, peer, this.#limits), signal);
+    return this.#socket.accept((fd, peer) => {
+      const connection = new SocketConnection(fd, peer, this.#limits);
+      connection.offerDoorbell();
+      return connection;
+    }, signal);
   }
 
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    towerFinalizer.unregister(this);
+    bellTower.release();
     this.#socket.close();
   }
 }
@@ -297,6 +303,23 @@ export async function connectSocket(
 ): Promise<BackendConnection> {
   const address = socketAddress(name);
   throwIfAborted(signal);
+  // The listener may ring us as soon as it accepts: our doorbell must exist before we connect.
+  bellTower.acquire();
+  try {
+    return await connectTo(name, address, allowPeer, limits, deadline, signal);
+  } finally {
+    bellTower.release();
+  }
+}
+
+async function connectTo(
+  name: string,
+  address: UnixSocketAddress,
+  allowPeer: PeerPredicate,
+  limits: ConnectionLimits,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<BackendConnection> {
   const fd = check(
     "socket",
     libc().socket(
@@ -323,7 +346,9 @@ export async function connectSocket(
         }): the listener runs as uid ${peer.uid} (pid ${peer.pid}), which allowPeer refused`,
       );
     }
-    return new SocketConnection(fd, peer, limits);
+    const connection = new SocketConnection(fd, peer, limits);
+    connection.offerDoorbell();
+    return connection;
   } catch (error) {
     closeQuietly(fd);
     throw error;

@@ -19,6 +19,13 @@ import {
 import type { FakeTaskPorts } from "./task_ports.ts";
 import { FakeTask } from "./task_surfaces.ts";
 import { type Pointer, runtime } from "../../ffi/runtime.ts";
+import { closeQuietly, cString, libc, tryMapShared } from "../../src/linux/libc.ts";
+import { LINUX } from "../../src/linux/structs.ts";
+
+/** Unmaps a collected kernel's surface mappings (nothing can read them: the kernel held them). */
+const unmapWhenCollected = new FinalizationRegistry<[bigint, number][]>((mappings) => {
+  for (const [address, size] of mappings) libc().munmap(runtime.pointerFrom(address), BigInt(size));
+});
 
 /** A name checked in with the fake launchd. */
 export interface Registration {
@@ -69,6 +76,12 @@ export class FakeMachKernel {
   readonly violations: string[] = [];
   /** Every surface's memory, kept alive for the whole test so no view can outlive it. */
   readonly #graveyard: Uint8Array[] = [];
+  /** Every mapping of a surface's memfd (address, size): unmapped once the kernel is collected. */
+  readonly #mappings: [bigint, number][] = [];
+
+  constructor() {
+    unmapWhenCollected.register(this, this.#mappings);
+  }
   #nextSurfaceId = 0x100;
   #nextObject = 0x7f0000001000n;
   #nextRegion = 0x600000000000n;
@@ -216,19 +229,54 @@ export class FakeMachKernel {
       end = offset + bytesPerRow * plane.height;
       return { ...plane, bytesPerRow, offset };
     });
+    const size = align(Math.max(properties.allocSize, end), 16384);
+    const { bytes, views } = this.#surfaceMemory(size);
     const surface = new FakeSurface(
       this.#nextSurfaceId++,
       properties.width,
       properties.height,
       properties.pixelFormat,
-      align(Math.max(properties.allocSize, end), 16384),
+      size,
       planar ? planes : [],
       planar ? 0 : planes[0].bytesPerElement,
       planar ? 0 : planes[0].bytesPerRow,
+      bytes,
     );
-    this.#graveyard.push(surface.bytes);
+    for (const [task, view] of views) surface.views.set(task, view);
     this.surfaces.add(surface);
     return surface;
+  }
+
+  /**
+   * A surface's memory: on Linux one memfd, mapped once for the fake and
+   * once per task, so each task reads and writes it at its own address as
+   * processes do ("byte for byte" then crosses two mappings); elsewhere one
+   * buffer everybody shares.
+   */
+  #surfaceMemory(size: number): { bytes: Uint8Array; views: Map<FakeTask, Uint8Array> } {
+    const views = new Map<FakeTask, Uint8Array>();
+    const fd = runtime.os === "linux"
+      ? libc().memfd_create(cString("fake-iosurface"), LINUX.MFD_CLOEXEC)
+      : -1;
+    if (fd < 0) {
+      const bytes = new Uint8Array(size);
+      this.#graveyard.push(bytes);
+      return { bytes, views };
+    }
+    try {
+      if (libc().ftruncate(fd, BigInt(size)) !== 0) throw new Error("fake: ftruncate failed");
+      const map = () => {
+        const pointer = tryMapShared(fd, size);
+        if (pointer === null) throw new Error("fake: mmap of a surface's memfd failed");
+        this.#mappings.push([runtime.pointerValue(pointer), size]);
+        return new Uint8Array(runtime.arrayBufferAt(pointer, size));
+      };
+      const bytes = map();
+      for (const task of this.tasks) views.set(task, map());
+      return { bytes, views };
+    } finally {
+      closeQuietly(fd); // the mappings keep the memory
+    }
   }
 
   newObject(object: CFObject): Pointer {

@@ -132,7 +132,14 @@ export class FakeSurface {
   readonly planeInfo: IOSurfaceProperties["planes"];
   readonly bytesPerElement: number;
   readonly bytesPerRow: number;
+  /** The memory as the fake itself sees it (for its own checks). */
   readonly bytes: Uint8Array;
+  /**
+   * Each task's own mapping of the same memory (on Linux: one memfd mapped
+   * once per task, at different addresses, as two processes map an
+   * IOSurface); a task without one sees {@link bytes}.
+   */
+  readonly views = new Map<FakeTask, Uint8Array>();
   livePorts = 0;
   /** IOSurface's modification seed: a write lock's unlock bumps it, a read-only one does not. */
   seed = 1;
@@ -147,6 +154,7 @@ export class FakeSurface {
     planeInfo: IOSurfaceProperties["planes"],
     bytesPerElement: number,
     bytesPerRow: number,
+    bytes: Uint8Array,
   ) {
     this.id = id;
     this.width = width;
@@ -156,7 +164,12 @@ export class FakeSurface {
     this.planeInfo = planeInfo;
     this.bytesPerElement = bytesPerElement;
     this.bytesPerRow = bytesPerRow;
-    this.bytes = new Uint8Array(allocSize);
+    this.bytes = bytes;
+  }
+
+  /** The memory as `task` maps it. */
+  bytesFor(task: FakeTask): Uint8Array {
+    return this.views.get(task) ?? this.bytes;
   }
 }
 

@@ -175,14 +175,14 @@ export class FakeTask extends FakeTaskMessages implements DarwinNative {
   }
   IOSurfaceGetBaseAddress(p: Pointer): PointerValue {
     return runtime.pointerFrom(
-      runtime.addressOf(this.#surface("IOSurfaceGetBaseAddress", p).bytes),
+      runtime.addressOf(this.#surface("IOSurfaceGetBaseAddress", p).bytesFor(this)),
     );
   }
   IOSurfaceGetBaseAddressOfPlane(p: Pointer, plane: number): PointerValue {
     const surface = this.#surface("IOSurfaceGetBaseAddressOfPlane", p);
     const info = surface.planeInfo[plane];
     if (!info) return null;
-    return runtime.pointerFrom(runtime.addressOf(surface.bytes) + BigInt(info.offset));
+    return runtime.pointerFrom(runtime.addressOf(surface.bytesFor(this)) + BigInt(info.offset));
   }
   IOSurfaceGetWidthOfPlane(p: Pointer, plane: number): number {
     return this.#surface("IOSurfaceGetWidthOfPlane", p).planeInfo[plane]?.width ?? 0;

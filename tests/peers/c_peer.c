@@ -10,6 +10,12 @@
  *   c_peer echo NAME COUNT          receive, verify, write seed+1, send back
  *   c_peer produce NAME W H COUNT   send COUNT BGRA frames of our own memfd,
  *                                   waiting for a reply frame after each
+ *   c_peer produce-ring NAME W H COUNT
+ *                                   the same, ringing the receiver's doorbell
+ *                                   (docs/protocol.md, "Doorbell") when it
+ *                                   parks, 2 ms after each reply (so that it
+ *                                   has parked); prints "doorbell" or
+ *                                   "no doorbell"
  *   c_peer check NAME COUNT         listen as NAME, accept one client, judge
  *                                   COUNT messages by every receiver rule of
  *                                   docs/protocol.md in its order, and print
@@ -27,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -84,6 +91,76 @@ static void send_control(int s, uint16_t type, uint16_t field, uint32_t value) {
   wr16(message + 10, field);
   wr32(message + 12, value);
   if (send(s, message, sizeof message, MSG_NOSIGNAL) != (ssize_t)sizeof message) die("send");
+}
+
+/* One message with one descriptor in SCM_RIGHTS. */
+static void send_with_fd(int s, const void *bytes, size_t length, int fd) {
+  char control[CMSG_SPACE(sizeof(int))];
+  memset(control, 0, sizeof control);
+  struct iovec iov = { (void *)bytes, length };
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                        .msg_controllen = sizeof control };
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  if (sendmsg(s, &msg, MSG_NOSIGNAL) < 0) die("sendmsg");
+}
+
+/* --- the doorbell (docs/protocol.md, "Doorbell"): ring the receiver when it parks ----------- */
+
+static int ring_fd = -1;
+static int32_t *peer_parked; /* word 0 of the flag page we made and sent with DOORBELL */
+
+/* Offers our rings to the peer of s, if it has a doorbell; returns 1 if it does. */
+static int offer_doorbell(int s) {
+  struct ucred peer, bell;
+  socklen_t len = sizeof peer;
+  if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0) die("SO_PEERCRED");
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  int n = xdg && xdg[0] == '/'
+    ? snprintf(addr.sun_path, sizeof addr.sun_path, "%s/surfaceport/bell-%d", xdg, (int)peer.pid)
+    : snprintf(addr.sun_path, sizeof addr.sun_path, "/tmp/surfaceport-%u/bell-%d",
+               (unsigned)geteuid(), (int)peer.pid);
+  if (n < 0 || n >= (int)sizeof addr.sun_path) return 0;
+  int r = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (r < 0) die("socket");
+  len = sizeof bell;
+  if (connect(r, (struct sockaddr *)&addr, sizeof addr) < 0 ||
+      getsockopt(r, SOL_SOCKET, SO_PEERCRED, &bell, &len) < 0 ||
+      bell.pid != peer.pid || bell.uid != peer.uid) {
+    close(r); /* no doorbell, or not our peer's: never ring it */
+    return 0;
+  }
+  uint8_t token[16], hello[24] = { 0 }, message[32] = { 0 };
+  if (getrandom(token, sizeof token, 0) != (ssize_t)sizeof token) die("getrandom");
+  memcpy(hello, "SPBL", 4);
+  wr16(hello + 4, 1);
+  memcpy(hello + 8, token, 16);
+  if (send(r, hello, sizeof hello, MSG_NOSIGNAL) != (ssize_t)sizeof hello) die("send HELLO");
+  int page = memfd_create("doorbell", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (page < 0 || ftruncate(page, 4096) < 0 ||
+      fcntl(page, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) die("flag page");
+  peer_parked = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, page, 0);
+  if (peer_parked == MAP_FAILED) die("mmap flag page");
+  memcpy(message, "SPRT", 4);
+  wr16(message + 4, 1);
+  wr16(message + 6, 4); /* DOORBELL */
+  wr16(message + 8, 32);
+  memcpy(message + 16, token, 16);
+  send_with_fd(s, message, sizeof message, page);
+  close(page);
+  ring_fd = r;
+  return 1;
+}
+
+/* After each message sent: ring if the receiver said it parks (and clear its flag). */
+static void ring_if_parked(void) {
+  if (ring_fd >= 0 && __atomic_exchange_n(peer_parked, 0, __ATOMIC_SEQ_CST) != 0) {
+    (void)send(ring_fd, "\1", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
 }
 
 /* Receives one message; returns 0 at the end of the stream. */
@@ -170,17 +247,7 @@ static void send_frame(int s, const uint8_t header[HEADER_SIZE], uint32_t seed, 
   wr32(message + 28, 4);  /* metadata length */
   wr32(message + HEADER_SIZE, seed);
   int held = locked_description(memfd);
-  char control[CMSG_SPACE(sizeof(int))];
-  memset(control, 0, sizeof control);
-  struct iovec iov = { message, sizeof message };
-  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                        .msg_controllen = sizeof control };
-  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &held, sizeof(int));
-  if (sendmsg(s, &msg, MSG_NOSIGNAL) < 0) die("sendmsg");
+  send_with_fd(s, message, sizeof message, held);
   close(held); /* the queued message holds its own reference */
 }
 
@@ -455,7 +522,8 @@ int main(int argc, char **argv) {
       close(f.fd);
       if (subscribed) send_control(s, 3, 0, 1); /* CREDIT 1: done with it, send the next */
     }
-  } else if (!strcmp(mode, "produce") && argc >= 6) {
+  } else if ((!strcmp(mode, "produce") || !strcmp(mode, "produce-ring")) && argc >= 6) {
+    if (!strcmp(mode, "produce-ring")) printf(offer_doorbell(s) ? "doorbell\n" : "no doorbell\n");
     uint32_t w = (uint32_t)atol(argv[3]), h = (uint32_t)atol(argv[4]);
     long count = atol(argv[5]);
     uint32_t bpr = (w * 4 + 63) / 64 * 64;
@@ -482,10 +550,13 @@ int main(int argc, char **argv) {
     wr32(header + 84, 4);
     struct frame layout = { .plane_count = 1, .alloc_size = alloc };
     layout.planes[0] = (struct plane){ 0, bpr, w, h, 4 };
+    int ringing = !strcmp(mode, "produce-ring");
     for (long k = 0; k < count; k++) {
+      if (ringing) usleep(2000); /* let the receiver park first: then it must be rung */
       apply_pattern(base, &layout, (uint32_t)k, 0);
       wr64(header + 32, (uint64_t)k);
       send_frame(s, header, (uint32_t)k, memfd);
+      ring_if_parked();
       if (!receive_frame(s, &f)) { printf("eof\n"); return 1; }
       close(f.fd);
       printf("sent %ld\n", k);

@@ -297,3 +297,22 @@ test(`${runtime.name}: 100,000 waits off the main thread in a row each get their
     lib.close(fd);
   }
 });
+
+test(`${runtime.name}: a wait off the main thread refuses a buffer it could not share`, async () => {
+  const lib = libc();
+  const fd = lib.eventfd(1, 0x80000 /* EFD_CLOEXEC */);
+  const fds = new Uint8Array(8); // not runtime.sharedBytes
+  new DataView(fds.buffer).setInt32(0, fd, true);
+  new DataView(fds.buffer).setInt16(4, 1, /* POLLIN */ true);
+  try {
+    if (runtime.name === "deno") {
+      // Deno's nonblocking call reads and writes the caller's own buffer: nothing to refuse.
+      assert.equal(await lib.poll_wait(fds, 1n, 0), 1);
+    } else {
+      // A worker would poll a copy: the revents it wrote would never reach this buffer.
+      await assert.rejects(lib.poll_wait(fds, 1n, 0), TypeError);
+    }
+  } finally {
+    lib.close(fd);
+  }
+});
