@@ -10,6 +10,7 @@
  */
 
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { PREBUILT_SHIM_SHA256 } from "../ffi/darwin_prebuilt.ts";
 import {
   codeSignatureRefusal,
@@ -315,9 +316,15 @@ Deno.test("shim load: real permissions: --allow-ffi only, --allow-read, --allow-
   ]);
 
   const read = await child(["--allow-read"], ["", ""]);
+  // A checkout where `make -C native` ran (a Mac developer's, the macOS CI job's) has a local
+  // build, which wins once it can be seen: expect that one there, the shipped one elsewhere.
+  const built = `${ROOT}native/build/libsurfaceport_shim.dylib`;
+  const local = existsSync(built) ? Deno.readFileSync(built) : undefined;
   assert.deepEqual(
     [read.origin?.source, read.origin?.sha256, read.opened],
-    ["package", PREBUILT_SHIM_SHA256, [{ path: prebuilt, existed: true }]],
+    local
+      ? ["build", sha256HexSync(local), [{ path: built, existed: true }]]
+      : ["package", PREBUILT_SHIM_SHA256, [{ path: prebuilt, existed: true }]],
   );
 
   const env = await child(["--allow-env=" + SHIM_PATH_ENV], ["", ""], {
