@@ -131,9 +131,8 @@ for (const name of ["node", "bun"] as const) {
         for (let f = 0; f < frames; f++) {
           for (let i = 0; i < frameBytes; i++) {
             const got = bytes[f * frameBytes + i];
-            if (got !== ((i * 7 + f * 13) & 0xff)) {
-              assert.fail(`frame ${f} byte ${i}: ${got}, expected ${(i * 7 + f * 13) & 0xff}`);
-            }
+            const want = (i * 7 + f * 13) & 0xff;
+            if (got !== want) assert.fail(`frame ${f} byte ${i}: ${got}, expected ${want}`);
           }
         }
       } finally {
