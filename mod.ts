@@ -169,5 +169,25 @@ export type {
   NetworkSenderStats,
 } from "./src/gst/network.ts";
 export type { GstLauncher, GstProcess } from "./src/gst/launcher.ts";
+/**
+ * Linux only: PipeWire video nodes as surfaceport streams and back, through
+ * GStreamer's PipeWire plugin (`gst-launch-1.0`, started by a
+ * {@link GstLauncher}) and the bridges above. See docs/pipewire.md.
+ */
+export {
+  PipeWireSink,
+  pipeWireSinkPipeline,
+  PipeWireSource,
+  pipeWireSourcePipeline,
+} from "./src/gst/pipewire.ts";
+export type {
+  DaemonWatchOptions,
+  PipeWireCopyMode,
+  PipeWireFrameMeta,
+  PipeWireSinkOptions,
+  PipeWireSinkStats,
+  PipeWireSourceOptions,
+  PipeWireSourceStats,
+} from "./src/gst/pipewire.ts";
 export type { Pointer } from "./ffi/runtime.ts";
 export type { Inspect, InspectOptions } from "./src/core/inspect.ts";

@@ -43,6 +43,14 @@ export const COMMANDS: Readonly<Record<string, Command | LazyCommand>> = {
     "receive a stream sent with `send` on HOST:PORT and publish it as NAME",
     () => import("./network.ts").then((m) => m.receive),
   ),
+  "from-pipewire": lazy(
+    "publish a PipeWire video node (name or serial) as NAME",
+    () => import("./pipewire.ts").then((m) => m.fromPipeWire),
+  ),
+  "to-pipewire": lazy(
+    "make NAME a PipeWire Video/Source node",
+    () => import("./pipewire.ts").then((m) => m.toPipeWire),
+  ),
   doctor: lazy(
     "check this machine and print a report to paste into an issue",
     () => import("./doctor.ts").then((m) => m.doctor),

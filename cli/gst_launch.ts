@@ -30,6 +30,10 @@ function gstEnv(): Record<string, string> {
     const value = Deno.env.get(name);
     if (value !== undefined) env[name] = value;
   }
+  // Errors only, uncoloured: the bridges read the cause of a failure from them (e.g. unixfdsink's
+  // "Expecting buffers with FD memories" when PipeWire hands mapped memory).
+  env.GST_DEBUG ??= "*:1";
+  env.GST_DEBUG_NO_COLOR = "1";
   return env;
 }
 

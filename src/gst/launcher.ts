@@ -49,9 +49,12 @@ export function pause(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** The last non-empty line of `text` that GStreamer marked as an error, else its last line. */
+/**
+ * The first line of `text` that GStreamer marked as an error (the cause;
+ * later ones are consequences), else its last line.
+ */
 export function lastError(text: string): string {
   const lines = text.split("\n").map((line) => line.trim()).filter((line) => line.length > 0);
-  const error = lines.findLast((line) => line.startsWith("ERROR"));
-  return error ?? lines.at(-1) ?? "";
+  const error = lines.find((line) => /(^|\s)ERROR[\s:]/.test(line));
+  return (error ?? lines.at(-1) ?? "").replace(/^\S+\s+\d+\s+0x[0-9a-f]+\s+/, "");
 }

@@ -16,7 +16,13 @@
 
 import type { PixelFormat } from "../core/geometry.ts";
 import { type FromGstStats, GstSourceBridge, type SurfaceSink } from "./from_gst.ts";
-import { type GstLauncher, type GstProcess, pause, privateSocketName } from "./launcher.ts";
+import {
+  type GstLauncher,
+  type GstProcess,
+  lastError,
+  pause,
+  privateSocketName,
+} from "./launcher.ts";
 import { unixFdProperties } from "./launcher.ts";
 import type { GstNewBuffer } from "./protocol.ts";
 import { GstSinkBridge, type SurfaceFrame, type ToGstStats } from "./to_gst.ts";
@@ -358,7 +364,7 @@ export class GstNetworkSender {
 }
 
 function lastLine(process: GstProcess): string {
-  return process.errorText().trim().split("\n").at(-1) ?? "";
+  return lastError(process.errorText());
 }
 
 /** The metadata a {@link GstNetworkReceiver} republishes each frame with. */

@@ -4,8 +4,8 @@
  * macOS backend's channel, surface and pool logic runs on Linux. It is never
  * shipped as a backend: nothing under `src/` imports it. Split by subsystem:
  * `kernel.ts` (shared state, sweeps, leak checks), `task_ports.ts` (name
- * space, port sets, bootstrap), `task_messages.ts` (`mach_msg`, destroy,
- * `mach_vm_deallocate`), `task_surfaces.ts` (IOSurface, CF, CoreVideo),
+ * space, port sets, bootstrap), `task_memory.ts` (`mach_msg_destroy`,
+ * `mach_vm_deallocate`), `task_messages.ts` (`mach_msg`), `task_surfaces.ts` (IOSurface, CF, CoreVideo),
  * `model.ts` (the data model); this file re-exports what tests use.
  *
  * Where an independent review against XNU and launchd found it more

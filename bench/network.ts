@@ -1,0 +1,343 @@
+/**
+ * Latency and bandwidth of `cli send` / `cli receive` (every mode) and of a
+ * round trip through PipeWire (`to-pipewire` then `from-pipewire`), at
+ * 1920×1080 NV12 30/s by default, against a plain surfaceport hop measured in
+ * the same run (the floor). Needs root (network namespaces), the GStreamer
+ * chroot with its extras (scripts/gst-chroot.sh), and runs ~10 s a mode.
+ *
+ * Frames are a detailed texture that moves every frame (so the encoders work
+ * as on camera content). Latency: each frame carries its number in 16 large
+ * black/white blocks of its luma (they survive VP8 and H.264); the receiving subscriber, in this
+ * process, looks the number up in the send times. Bandwidth: bytes the
+ * sender's veth transmitted.
+ *
+ *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,pipewire]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { publish, subscribe, SurfacePool } from "../mod.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    width: { type: "string", default: "1920" },
+    height: { type: "string", default: "1080" },
+    seconds: { type: "string", default: "8" },
+    modes: { type: "string", default: "floor,raw,vp8,h264,pipewire" },
+    bitrate: { type: "string", default: "4000" },
+  },
+});
+const W = Number(values.width);
+const H = Number(values.height);
+const SECONDS = Number(values.seconds);
+const ROOT = "/var/cache/surfaceport-gst/trixie";
+const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
+const BLOCK = 32;
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  return new TextDecoder().decode(out.stdout);
+}
+
+function spawn(prefix: string[], args: string[], env: Record<string, string> = {}) {
+  const words = [...prefix, Deno.execPath(), "run", "-A", MAIN, ...args];
+  return new Deno.Command(words[0], {
+    args: words.slice(1),
+    env: { SURFACEPORT_GST_LAUNCH: `chroot ${ROOT} gst-launch-1.0`, ...env },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+async function stopChild(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, 5000);
+  await child.status;
+  clearTimeout(timer);
+}
+
+function writeNumber(y: Uint8Array, stride: number, n: number): void {
+  for (let bit = 0; bit < 16; bit++) {
+    const value = (n >> bit) & 1 ? 235 : 16;
+    for (let row = 0; row < BLOCK; row++) {
+      y.fill(value, row * stride + bit * BLOCK, row * stride + (bit + 1) * BLOCK);
+    }
+  }
+}
+
+function readNumber(y: Uint8Array, stride: number): number {
+  let n = 0;
+  for (let bit = 0; bit < 16; bit++) {
+    if (y[(BLOCK >> 1) * stride + bit * BLOCK + (BLOCK >> 1)] > 128) n |= 1 << bit;
+  }
+  return n;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] : NaN;
+}
+
+/** A detailed texture that moves every frame, so the encoders have real work (camera-like). */
+const TEXTURE = new Uint8Array(W * 4 + 4096).map((_, i) =>
+  (i * 7 + ((i >> 3) * 13) ^ (i >> 5)) & 255
+);
+
+function paintTexture(
+  plane: Uint8Array,
+  stride: number,
+  rowBytes: number,
+  rows: number,
+  n: number,
+) {
+  for (let row = 0; row < rows; row++) {
+    const offset = (n * 8 + row * 13) % 4096;
+    plane.set(TEXTURE.subarray(offset, offset + rowBytes), row * stride);
+  }
+}
+
+/** Publishes NV12 (or BGRA) frames at 30/s under `name`, recording send times. */
+async function produce(
+  name: string,
+  format: "420v" | "BGRA",
+  sent: Map<number, number>,
+  signal: AbortSignal,
+) {
+  using publisher = publish(name);
+  using pool = new SurfacePool({ width: W, height: H, format, maxSurfaces: 10 });
+  const start = performance.now();
+  for (let n = 0; !signal.aborted; n++) {
+    {
+      using surface = await pool.acquire({ timeout: 5000 });
+      const plane = surface.bytes(0);
+      const stride = surface.planes[0].bytesPerRow;
+      paintTexture(plane, stride, format === "BGRA" ? W * 4 : W, H, n);
+      if (format === "BGRA") {
+        // Gray blocks in BGRA: every channel the same, so luma equals it.
+        for (let bit = 0; bit < 16; bit++) {
+          const value = (n >> bit) & 1 ? 235 : 16;
+          for (let row = 0; row < BLOCK; row++) {
+            plane.fill(value, row * stride + bit * BLOCK * 4, row * stride + (bit + 1) * BLOCK * 4);
+          }
+        }
+      } else {
+        writeNumber(plane, stride, n & 0xffff);
+        paintTexture(surface.bytes(1), surface.planes[1].bytesPerRow, W, H / 2, n + 7);
+      }
+      sent.set(n & 0xffff, performance.now());
+      await publisher.send(surface, { n });
+    }
+    const next = start + (n + 1) * (1000 / 30);
+    await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
+  }
+}
+
+async function consume(name: string, sent: Map<number, number>, ms: number, bgra: boolean) {
+  using frames = await subscribe(name, { timeout: 30000 });
+  const latencies: number[] = [];
+  let count = 0;
+  const end = performance.now() + ms;
+  const warm = performance.now() + 2000;
+  while (performance.now() < end) {
+    using frame = await frames.receive({ timeout: 10000 });
+    const now = performance.now();
+    const plane = frame.surface.bytes(0);
+    const stride = frame.surface.planes[0].bytesPerRow;
+    let n: number;
+    if (bgra) {
+      n = 0;
+      for (let bit = 0; bit < 16; bit++) {
+        if (plane[(BLOCK >> 1) * stride + (bit * BLOCK + (BLOCK >> 1)) * 4 + 1] > 128) {
+          n |= 1 << bit;
+        }
+      }
+    } else n = readNumber(plane, stride);
+    const at = sent.get(n);
+    if (now > warm && at !== undefined) {
+      latencies.push(now - at);
+      count++;
+    }
+  }
+  latencies.sort((a, b) => a - b);
+  return {
+    count,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    fps: count / ((ms - 2000) / 1000),
+  };
+}
+
+async function withNet<T>(fn: (a: string[], b: string[], dev: string) => Promise<T>): Promise<T> {
+  const a = `spbA${Deno.pid}`;
+  const b = `spbB${Deno.pid}`;
+  const va = `vba${Deno.pid}`;
+  await run("ip", ["netns", "add", a]);
+  await run("ip", ["netns", "add", b]);
+  await run("ip", [
+    "link",
+    "add",
+    va,
+    "netns",
+    a,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    `vbb${Deno.pid}`,
+    "netns",
+    b,
+  ]);
+  await run("ip", ["-n", a, "addr", "add", "10.232.0.1/24", "dev", va]);
+  await run("ip", ["-n", b, "addr", "add", "10.232.0.2/24", "dev", `vbb${Deno.pid}`]);
+  for (const [ns, dev] of [[a, va], [b, `vbb${Deno.pid}`], [a, "lo"], [b, "lo"]]) {
+    await run("ip", ["-n", ns, "link", "set", dev, "up"]);
+  }
+  try {
+    return await fn(["ip", "netns", "exec", a], ["ip", "netns", "exec", b], va);
+  } finally {
+    for (const ns of [a, b]) {
+      for (const pid of (await run("ip", ["netns", "pids", ns])).split(/\s+/).filter(Boolean)) {
+        try {
+          Deno.kill(Number(pid), "SIGKILL");
+        } catch { /* gone */ }
+      }
+      await run("ip", ["netns", "del", ns]);
+    }
+  }
+}
+
+const dir = await Deno.makeTempDir({ prefix: "sp-bench-net-" });
+const results: string[] = [];
+for (const mode of values.modes!.split(",")) {
+  const sent = new Map<number, number>();
+  const stop = new AbortController();
+  const source = `${dir}/${mode}-src.sock`;
+  const out = `${dir}/${mode}-out.sock`;
+  if (mode === "floor") {
+    const producing = produce(source, "420v", sent, stop.signal);
+    const r = await consume(source, sent, SECONDS * 1000, false);
+    stop.abort();
+    await producing;
+    results.push(
+      `floor (publish → subscribe, same host): ${r.fps.toFixed(1)} frames/s  latency p50 ${
+        r.p50.toFixed(2)
+      } ms  p99 ${r.p99.toFixed(2)} ms`,
+    );
+    continue;
+  }
+  if (mode === "pipewire") {
+    const runtime = `/tmp/sp-bench-pw-${Deno.pid}`;
+    await Deno.mkdir(`${ROOT}${runtime}`, { recursive: true, mode: 0o700 });
+    const daemon = new Deno.Command("unshare", {
+      args: [
+        "--fork",
+        "--pid",
+        "--kill-child",
+        "--mount",
+        "--propagation",
+        "private",
+        `--mount-proc=${ROOT}/proc`,
+        "chroot",
+        ROOT,
+        "/usr/bin/env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        `XDG_RUNTIME_DIR=${runtime}`,
+        "HOME=/root",
+        "sh",
+        "-c",
+        "pipewire & sleep 0.3; exec wireplumber",
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await new Promise((r) => setTimeout(r, 2000));
+    const env = {
+      XDG_RUNTIME_DIR: runtime,
+      SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
+    };
+    const producing = produce(source, "BGRA", sent, stop.signal);
+    const to = spawn([], ["to-pipewire", source, "--node-name", `spbench${Deno.pid}`], env);
+    await new Promise((r) => setTimeout(r, 1500));
+    const from = spawn([], ["from-pipewire", `spbench${Deno.pid}`, out], env);
+    try {
+      const r = await consume(out, sent, SECONDS * 1000, true);
+      results.push(
+        `pipewire round trip (BGRA: to-pipewire → from-pipewire): ${
+          r.fps.toFixed(1)
+        } frames/s  latency p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms`,
+      );
+    } catch (error) {
+      results.push(`pipewire: failed: ${(error as Error).message}`);
+    } finally {
+      stop.abort();
+      await producing.catch(() => {});
+      await stopChild(from);
+      await stopChild(to);
+      try {
+        daemon.kill("SIGKILL");
+      } catch { /* gone */ }
+      await daemon.status;
+    }
+    continue;
+  }
+  await withNet(async (a, b, dev) => {
+    const producing = produce(source, "420v", sent, stop.signal);
+    const receiveArgs = mode === "raw"
+      ? ["--format", "420v", "--size", `${W}x${H}`]
+      : ["--format", "420v"];
+    const receiver = spawn(b, ["receive", "10.232.0.2:5004", out, "--mode", mode, ...receiveArgs]);
+    const sender = spawn(a, [
+      "send",
+      source,
+      "10.232.0.2:5004",
+      "--mode",
+      mode,
+      "--bitrate",
+      values.bitrate!,
+    ]);
+    const bytes = async () =>
+      Number(
+        (await run("ip", [
+          "netns",
+          "exec",
+          a.at(-1)!,
+          "cat",
+          `/sys/class/net/${dev}/statistics/tx_bytes`,
+        ])).trim(),
+      );
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const before = await bytes();
+      const began = performance.now();
+      const r = await consume(out, sent, SECONDS * 1000, false);
+      const after = await bytes();
+      if (!after) console.error(`no tx_bytes for ${dev}`);
+      const mbits = (after - before) * 8 / ((performance.now() - began) / 1000) / 1e6;
+      results.push(
+        `${mode} (veth between namespaces): ${r.fps.toFixed(1)} frames/s  latency p50 ${
+          r.p50.toFixed(2)
+        } ms  p99 ${r.p99.toFixed(2)} ms  ${mbits.toFixed(1)} Mbit/s on the wire`,
+      );
+    } catch (error) {
+      results.push(`${mode}: failed: ${(error as Error).message}`);
+    } finally {
+      stop.abort();
+      await producing.catch(() => {});
+      await stopChild(sender);
+      await stopChild(receiver);
+    }
+  });
+}
+await Deno.remove(dir, { recursive: true }).catch(() => {});
+console.log(
+  `${W}x${H} NV12 (PipeWire: BGRA) at 30 frames/s, ${SECONDS} s a mode (first 2 s not counted):`,
+);
+for (const line of results) console.log(`  ${line}`);

@@ -1,0 +1,449 @@
+/**
+ * PipeWire, the Linux desktop's video bus, through GStreamer's PipeWire
+ * plugin and the unixfd bridges: {@link PipeWireSource} publishes a
+ * PipeWire video node as a surfaceport stream (`pipewiresrc ! … !
+ * unixfdsink` → from-gst), {@link PipeWireSink} makes a surfaceport stream a
+ * PipeWire `Video/Source` node (to-gst → `unixfdsrc ! pipewiresink
+ * mode=provide`). Each pipeline runs in a `gst-launch-1.0` process that is
+ * restarted when it ends — when the PipeWire daemon restarts, and (a
+ * `pipewiresink` in provide mode fails when its consumer leaves) after each
+ * consumer of a sink node.
+ *
+ * Copies: PipeWire hands `pipewiresrc` its buffers as memfds (`MemFd`) or as
+ * mapped memory (`MemPtr`), depending on the producer. Memfds go to
+ * surfaceport without a copy, held for PipeWire until every surfaceport
+ * consumer let go (from-gst's use tracking). Mapped memory cannot be
+ * passed on: `unixfdsink` refuses it, and the source then restarts with a
+ * `videoconvert` that copies each frame once into `unixfdsink`'s memfds
+ * (twice when the source's format already is the one wanted: an exact
+ * channel or plane swap forces the copy), counted in `stats.copies`. Towards
+ * PipeWire, `pipewiresink` copies every frame once into the buffers
+ * PipeWire shares with its consumers (counted), and gives the surfaceport
+ * frame back right after.
+ *
+ * @module
+ */
+
+import type { PixelFormat } from "../core/geometry.ts";
+import { type FromGstStats, GstSourceBridge, type SurfaceSink } from "./from_gst.ts";
+import { gstFormatOf } from "./caps.ts";
+import {
+  type GstLauncher,
+  type GstProcess,
+  lastError,
+  pause,
+  privateSocketName,
+  unixFdProperties,
+} from "./launcher.ts";
+import type { GstNewBuffer } from "./protocol.ts";
+import { GstSinkBridge, type SurfaceFrame, type ToGstStats } from "./to_gst.ts";
+
+/** `pipewiresrc` in PipeWire 1.4 sets no `media.type`, and WirePlumber links no stream without one. */
+const CAPTURE_PROPERTIES = "p,media.type=Video,media.category=Capture,media.role=Camera";
+
+/** What `unixfdsink` says when a buffer is not fd memory (PipeWire handed mapped memory). */
+const NOT_FD_MEMORY = "Expecting buffers with FD memories";
+
+/** A format one exact swap away (see `network.ts`). */
+const DETOUR: Record<string, string> = { BGRA: "RGBA", RGBA: "BGRA", I420: "YV12" };
+
+function checkTarget(target: string): void {
+  if (!/^[A-Za-z0-9._:-]{1,200}$/.test(target)) {
+    throw new RangeError(`bad PipeWire node name or serial: ${JSON.stringify(target)}`);
+  }
+}
+
+/**
+ * How a {@link PipeWireSource} pipeline hands frames on: `"direct"` (the
+ * PipeWire buffer itself), `"convert"` (one copy) or `"swap"` (two copies).
+ */
+export type PipeWireCopyMode = "direct" | "convert" | "swap";
+
+/** The `gst-launch-1.0` words of a PipeWire source pipeline. */
+export function pipeWireSourcePipeline(
+  target: string,
+  address: string,
+  copy: PipeWireCopyMode,
+  format: PixelFormat = "BGRA",
+): string[] {
+  checkTarget(target);
+  const gstFormat = gstFormatOf(format);
+  const convert = copy === "direct" ? [] : [
+    ...(copy === "swap"
+      ? ["videoconvert", "!", `video/x-raw,format=${DETOUR[gstFormat] ?? "YV12"}`, "!"]
+      : []),
+    "videoconvert",
+    "!",
+    `video/x-raw,format=${gstFormat}`,
+    "!",
+  ];
+  return [
+    "pipewiresrc",
+    `target-object=${target}`,
+    "client-name=surfaceport",
+    `stream-properties=${CAPTURE_PROPERTIES}`,
+    "!",
+    ...convert,
+    "unixfdsink",
+    ...unixFdProperties(address),
+    "sync=false",
+    "wait-for-connection=true",
+  ];
+}
+
+/** The `gst-launch-1.0` words of a PipeWire sink pipeline providing node `nodeName`. */
+export function pipeWireSinkPipeline(address: string, nodeName: string): string[] {
+  checkTarget(nodeName);
+  return [
+    "unixfdsrc",
+    ...unixFdProperties(address),
+    "!",
+    "pipewiresink",
+    "mode=provide",
+    "client-name=surfaceport",
+    `stream-properties=p,node.name=${nodeName},media.class=Video/Source,media.role=Camera`,
+    "sync=false",
+  ];
+}
+
+/**
+ * How the bridges notice a PipeWire daemon restart. `pipewiresrc` and
+ * `pipewiresink` (PipeWire 1.4) neither fail nor end when the daemon dies:
+ * the source stalls and the sink goes on taking frames. So the caller says
+ * which daemon it is — typically the inode of its socket — and the bridge
+ * restarts its pipeline when that changes.
+ */
+export interface DaemonWatchOptions {
+  /** Who the daemon is now (e.g. its socket's inode), or undefined when there is none. */
+  daemonIdentity?: () => string | undefined;
+  /** How often to ask {@link daemonIdentity}, ms (default 500). */
+  watchInterval?: number;
+}
+
+/** Calls `onChange` whenever `options.daemonIdentity` changes; returns the stop function. */
+function watchDaemon(options: DaemonWatchOptions, onChange: () => void): () => void {
+  const identity = options.daemonIdentity;
+  if (!identity) return () => {};
+  let seen = identity();
+  const timer = setInterval(() => {
+    const now = identity();
+    if (now !== seen) {
+      seen = now;
+      onChange();
+    }
+  }, Math.max(50, options.watchInterval ?? 500));
+  return () => clearInterval(timer);
+}
+
+/** Options of {@link PipeWireSource.start}. */
+export interface PipeWireSourceOptions extends DaemonWatchOptions {
+  /** The format to publish when PipeWire's frames must be copied (default `"BGRA"`). */
+  format?: PixelFormat;
+  /** Buffers held for surfaceport consumers at most (default 4). */
+  maxOutstanding?: number;
+  /**
+   * Restart the pipeline when no frame came for this long, ms (default 3000;
+   * 0: never). PipeWire links sometimes stall after the node was provided
+   * again; a stalled `pipewiresrc` never says so.
+   */
+  stallTimeout?: number;
+}
+
+/** Counters of a {@link PipeWireSource}. */
+export interface PipeWireSourceStats extends FromGstStats {
+  /** How the frames come: PipeWire's own memory, or copied once or twice. */
+  copyMode: PipeWireCopyMode;
+  /** How often the pipeline was started again (daemon restart, node gone, copy mode found). */
+  restarts: number;
+  /** How often the daemon changed under the bridge (see {@link DaemonWatchOptions}). */
+  daemonRestarts: number;
+  /** How often the pipeline was restarted because no frame came for `stallTimeout`. */
+  stalls: number;
+}
+
+/** The metadata a {@link PipeWireSource} publishes each frame with. */
+export interface PipeWireFrameMeta {
+  /** Presentation time, ns on `CLOCK_MONOTONIC`, or null. */
+  pts: number | null;
+}
+
+/**
+ * Publishes the PipeWire video node `target` (a `node.name` or an
+ * `object.serial`) as surfaceport frames: see the module's description.
+ */
+export class PipeWireSource {
+  readonly #launch: GstLauncher;
+  readonly #target: string;
+  readonly #address = privateSocketName("pipewire-src");
+  readonly #format: PixelFormat;
+  readonly #maxOutstanding: number;
+  readonly #options: PipeWireSourceOptions;
+  readonly #stop = new AbortController();
+  #copy: PipeWireCopyMode = "direct";
+  #process: GstProcess | undefined;
+  #bridge: GstSourceBridge | undefined;
+  #restarts = 0;
+  #lastError = "";
+  #copies = 0;
+  #totals = { received: 0, forwarded: 0, copies: 0, dropped: 0, released: 0 };
+
+  private constructor(launch: GstLauncher, target: string, options: PipeWireSourceOptions) {
+    checkTarget(target);
+    this.#launch = launch;
+    this.#target = target;
+    this.#format = options.format ?? "BGRA";
+    this.#maxOutstanding = options.maxOutstanding ?? 4;
+    this.#options = options;
+  }
+
+  /** Checks the arguments; {@link run} starts the pipeline. */
+  static start(
+    launch: GstLauncher,
+    target: string,
+    options: PipeWireSourceOptions = {},
+  ): PipeWireSource {
+    return new PipeWireSource(launch, target, options);
+  }
+
+  /** A snapshot of the counters, summed over pipeline restarts. */
+  get stats(): PipeWireSourceStats {
+    const now = this.#bridge?.stats;
+    const sum = (key: "received" | "forwarded" | "dropped" | "released") =>
+      this.#totals[key] + (now?.[key] ?? 0);
+    return {
+      received: sum("received"),
+      forwarded: sum("forwarded"),
+      copies: this.#copies + (now?.copies ?? 0) + this.#totals.copies,
+      dropped: sum("dropped"),
+      released: sum("released"),
+      outstanding: now?.outstanding ?? 0,
+      copyMode: this.#copy,
+      restarts: this.#restarts,
+      daemonRestarts: this.#daemonRestarts,
+      stalls: this.#stalls,
+    };
+  }
+
+  /** The last error line of a pipeline that ended, or "". */
+  get lastError(): string {
+    return this.#lastError;
+  }
+
+  #stalls = 0;
+
+  /** Restarts a connected pipeline that delivered no frame for `stallTimeout` ms. */
+  #watchStalls(): () => void {
+    const timeout = this.#options.stallTimeout ?? 3000;
+    if (timeout <= 0) return () => {};
+    let seen: GstSourceBridge | undefined;
+    let count = -1;
+    let since = performance.now();
+    const timer = setInterval(() => {
+      const bridge = this.#bridge;
+      const received = bridge ? bridge.stats.received : -1;
+      if (bridge !== seen || received !== count) {
+        seen = bridge;
+        count = received;
+        since = performance.now();
+      } else if (bridge && performance.now() - since > timeout) {
+        this.#stalls++;
+        since = performance.now();
+        void this.#process?.stop();
+      }
+    }, Math.min(500, timeout));
+    return () => clearInterval(timer);
+  }
+
+  /** Publishes frames into `sink` until {@link close}. */
+  async run(sink: SurfaceSink<PipeWireFrameMeta>): Promise<void> {
+    const copiesPerFrame = () => (this.#copy === "direct" ? 0 : this.#copy === "convert" ? 1 : 2);
+    const toMeta = (buffer: GstNewBuffer): PipeWireFrameMeta => {
+      this.#copies += copiesPerFrame();
+      return { pts: buffer.pts === 0xffff_ffff_ffff_ffffn ? null : Number(buffer.pts) };
+    };
+    const unwatch = watchDaemon(this.#options, () => {
+      this.#daemonRestarts++;
+      void this.#process?.stop();
+    });
+    const unwatchStalls = this.#watchStalls();
+    try {
+      await this.#loop(sink, toMeta);
+    } finally {
+      unwatch();
+      unwatchStalls();
+    }
+  }
+
+  #daemonRestarts = 0;
+
+  async #loop(
+    sink: SurfaceSink<PipeWireFrameMeta>,
+    toMeta: (buffer: GstNewBuffer) => PipeWireFrameMeta,
+  ): Promise<void> {
+    for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 1000)) {
+      const process = this.#launch(
+        pipeWireSourcePipeline(this.#target, this.#address, this.#copy, this.#format),
+      );
+      this.#process = process;
+      const ended = new AbortController();
+      process.exited.then(() => ended.abort());
+      try {
+        this.#bridge = await GstSourceBridge.connect(this.#address, {
+          timeout: 60_000,
+          maxOutstanding: this.#maxOutstanding,
+          signal: AbortSignal.any([ended.signal, this.#stop.signal]),
+        });
+        await this.#bridge.run(sink, toMeta);
+        backoff = 100;
+      } catch (error) {
+        if (this.#stop.signal.aborted) break;
+        if (!ended.signal.aborted && !isPeerGone(error)) throw error;
+      } finally {
+        this.#retire();
+        await process.stop();
+      }
+      if (this.#stop.signal.aborted) break;
+      const text = process.errorText();
+      this.#lastError = lastError(text);
+      this.#restarts++;
+      if (this.#copy === "direct" && text.includes(NOT_FD_MEMORY)) {
+        // PipeWire hands this node's frames as mapped memory: copy them from now on.
+        const source = this.#lastSourceFormat;
+        this.#copy = source === gstFormatOf(this.#format) ? "swap" : "convert";
+        backoff = 0;
+      }
+      await pause(backoff, this.#stop.signal);
+    }
+  }
+
+  #lastSourceFormat: string | undefined;
+
+  #retire(): void {
+    const bridge = this.#bridge;
+    if (!bridge) return;
+    if (bridge.caps) this.#lastSourceFormat = bridge.caps.gstFormat;
+    const s = bridge.stats;
+    this.#totals.received += s.received;
+    this.#totals.forwarded += s.forwarded;
+    this.#totals.copies += s.copies;
+    this.#totals.dropped += s.dropped;
+    this.#totals.released += s.released;
+    bridge.close();
+    this.#bridge = undefined;
+  }
+
+  /** Stops the pipeline; idempotent. */
+  async close(): Promise<void> {
+    this.#stop.abort();
+    this.#bridge?.close();
+    await this.#process?.stop();
+  }
+}
+
+/** Options of {@link PipeWireSink.start}. */
+export interface PipeWireSinkOptions extends DaemonWatchOptions {
+  /** Frames held for GStreamer at most (default 4). */
+  maxOutstanding?: number;
+  /** Framerate announced to PipeWire (default 30). */
+  fps?: number;
+}
+
+/** Counters of a {@link PipeWireSink}. */
+export interface PipeWireSinkStats extends ToGstStats {
+  /** How often the pipeline was started again (a consumer left, or the daemon restarted). */
+  restarts: number;
+  /** How often the daemon changed under the bridge (see {@link DaemonWatchOptions}). */
+  daemonRestarts: number;
+}
+
+/**
+ * Provides a surfaceport stream as the PipeWire `Video/Source` node
+ * `nodeName`: see the module's description.
+ */
+export class PipeWireSink {
+  readonly #launch: GstLauncher;
+  readonly #bridge: GstSinkBridge;
+  readonly #pipeline: string[];
+  readonly #stop = new AbortController();
+  #process: GstProcess | undefined;
+  #supervisor: Promise<void> | undefined;
+  #restarts = 0;
+  #daemonRestarts = 0;
+  #lastError = "";
+  #unwatch: () => void = () => {};
+
+  private constructor(launch: GstLauncher, nodeName: string, options: PipeWireSinkOptions) {
+    const address = privateSocketName("pipewire-sink");
+    this.#pipeline = pipeWireSinkPipeline(address, nodeName);
+    this.#launch = launch;
+    this.#bridge = GstSinkBridge.listen(address, {
+      maxOutstanding: options.maxOutstanding ?? 4,
+      fps: options.fps ?? 30,
+    });
+  }
+
+  /** Listens on a private socket and starts providing the node. */
+  static start(
+    launch: GstLauncher,
+    nodeName: string,
+    options: PipeWireSinkOptions = {},
+  ): PipeWireSink {
+    const sink = new PipeWireSink(launch, nodeName, options);
+    sink.#supervisor = sink.#supervise();
+    sink.#unwatch = watchDaemon(options, () => {
+      sink.#daemonRestarts++;
+      void sink.#process?.stop();
+    });
+    return sink;
+  }
+
+  /** A snapshot of the counters; every frame sent is copied once by `pipewiresink`. */
+  get stats(): PipeWireSinkStats {
+    return {
+      ...this.#bridge.stats,
+      restarts: this.#restarts,
+      daemonRestarts: this.#daemonRestarts,
+    };
+  }
+
+  /** The last error line of a pipeline that ended, or "". */
+  get lastError(): string {
+    return this.#lastError;
+  }
+
+  async #supervise(): Promise<void> {
+    for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 1000)) {
+      const process = this.#launch(this.#pipeline);
+      this.#process = process;
+      const started = performance.now();
+      await process.exited;
+      if (this.#stop.signal.aborted) return;
+      this.#lastError = lastError(process.errorText());
+      this.#restarts++;
+      // A pipeline that ran (its consumer left: provide mode ends then) comes back at once; one
+      // that failed at start (no daemon) backs off.
+      if (performance.now() - started > 300) backoff = 50;
+      await pause(backoff, this.#stop.signal);
+    }
+  }
+
+  /** Serves every frame of `frames` to the node (frames arriving between consumers are dropped). */
+  async run(frames: AsyncIterable<SurfaceFrame>): Promise<void> {
+    await this.#bridge.run(frames);
+  }
+
+  /** Removes the node; idempotent. */
+  async close(): Promise<void> {
+    this.#unwatch();
+    this.#stop.abort();
+    this.#bridge.close();
+    await this.#process?.stop();
+    await this.#supervisor;
+  }
+}
+
+function isPeerGone(error: unknown): boolean {
+  return error instanceof Error &&
+    (error.name === "PeerClosedError" || error.name === "AbortError" ||
+      error.name === "TimeoutError");
+}
