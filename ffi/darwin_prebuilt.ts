@@ -21,4 +21,4 @@ export const PREBUILT_SHIM_SHA256 =
  * the shipped dylib was built.
  */
 export const PREBUILT_SHIM_SOURCES_SHA256 =
-  "ed19022cdf7a93415a9eeb965003138adc1cdc98e9bb9218972877a6454ee504";
+  "5030f17f04e65b0058de182d480977632f55ab891a63d3b1eb896b4adf5b0fc8";

@@ -4,11 +4,13 @@
 # link it strictly (every symbol bound to a named library, two-level
 # namespace) on a machine without the macOS SDK's own libSystem stubs.
 #
-#   libsystem-stubs.sh EXPORTS OUTDIR SYMBOL...
+#   libsystem-stubs.sh EXPORTS[:EXPORTS...] OUTDIR SYMBOL...
 #
 # EXPORTS is ../shared/macos/libsystem-exports.txt (symbol, install name and
-# source, tab separated, taken from Apple's MacOSX11.3 SDK stubs). Every
-# SYMBOL must be listed there, or this fails naming it: a symbol no stub
+# source, tab separated, taken from Apple's MacOSX11.3 SDK stubs) and, after
+# a colon, files in the same format that add to it (the Makefile passes
+# native/libsystem-exports-local.txt); a symbol listed in two of them fails.
+# Every SYMBOL must be listed, or this fails naming it: a symbol no stub
 # exports would otherwise only surface as a link error, or, with
 # -undefined dynamic_lookup, as a crash on a Mac.
 #
@@ -29,10 +31,19 @@ wanted=$(printf '%s\n' "$@" | LC_ALL=C sort -u)
 # symbol<TAB>install-name for every wanted symbol, sorted by library then symbol.
 pairs=$(printf '%s\n' "$wanted" | awk -F '\t' -v exports="$exports" '
   BEGIN {
-    while ((getline line < exports) > 0) {
-      if (line ~ /^#/ || line == "") continue
-      split(line, f, "\t")
-      lib[f[1]] = f[2]
+    n = split(exports, files, ":")
+    for (i = 1; i <= n; i++) {
+      while ((getline line < files[i]) > 0) {
+        if (line ~ /^#/ || line == "") continue
+        split(line, f, "\t")
+        if (f[1] in lib) {
+          print "libsystem-stubs.sh: " f[1] " is listed twice (" from[f[1]] ", " files[i] ")" > "/dev/stderr"
+          exit 1
+        }
+        lib[f[1]] = f[2]
+        from[f[1]] = files[i]
+      }
+      close(files[i])
     }
   }
   $0 == "" { next }
@@ -43,7 +54,9 @@ pairs=$(printf '%s\n' "$wanted" | awk -F '\t' -v exports="$exports" '
       print "libsystem-stubs.sh: not exported by libSystem or libbsm per " exports ":" missing > "/dev/stderr"
       exit 1
     }
-  }' | LC_ALL=C sort -t "$(printf '\t')" -k2,2 -k1,1)
+  }')
+# Sorted apart: in one pipeline sort's status would hide awk's failure from set -e.
+pairs=$(printf '%s\n' "$pairs" | LC_ALL=C sort -t "$(printf '\t')" -k2,2 -k1,1)
 
 document() { # install-name, umbrella (or empty), symbols...
   name=$1

@@ -108,3 +108,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test("libsystem-stubs.sh: reads the repository's supplement beside the shared exports; an unlisted or twice-listed symbol fails the run", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "libsystem-stubs-" });
+  try {
+    // A stand-in for ../shared/macos/libsystem-exports.txt (not in every checkout), same format.
+    const shared = `${dir}/shared.txt`;
+    const source = "MacOSX11.3.sdk/usr/lib/system/libsystem_kernel.tbd@" + "0".repeat(40);
+    await Deno.writeTextFile(
+      shared,
+      `# symbol\tinstall-name\tsource\n_mach_msg\t/usr/lib/system/libsystem_kernel.dylib\t${source}\n`,
+    );
+    const supplement = `${root}native/libsystem-exports-local.txt`;
+    const stubs = async (exports: string, out: string, ...symbols: string[]) => {
+      const { code, stderr } = await new Deno.Command("sh", {
+        args: [`${root}native/libsystem-stubs.sh`, exports, `${dir}/${out}`, ...symbols],
+        stderr: "piped",
+      }).output();
+      return { code, stderr: new TextDecoder().decode(stderr) };
+    };
+
+    assert.equal((await stubs(`${shared}:${supplement}`, "ok", "_mach_msg", "_kill")).code, 0);
+    const tbd = await Deno.readTextFile(`${dir}/ok/libSystem.tbd`);
+    assert.match(tbd, /install-name: '\/usr\/lib\/system\/libsystem_kernel\.dylib'/);
+    assert.match(tbd, /symbols: \[ _kill, _mach_msg \]/);
+
+    const unlisted = await stubs(shared, "unlisted", "_mach_msg", "_kill");
+    assert.notEqual(unlisted.code, 0, "a symbol only the supplement lists, without it");
+    assert.match(unlisted.stderr, /not exported by libSystem or libbsm per .*: _kill/);
+
+    const twice = await stubs(`${supplement}:${supplement}`, "twice", "_kill");
+    assert.notEqual(twice.code, 0);
+    assert.match(twice.stderr, /is listed twice/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
