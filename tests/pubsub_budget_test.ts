@@ -31,6 +31,11 @@ async function run(peer: Child, ...commands: string[]): Promise<string> {
   return answer;
 }
 
+/** True once `peer`'s process has exited (asked without waiting for it). */
+async function exitedYet(peer: Child): Promise<boolean> {
+  return await Promise.race([peer.process.status.then(() => true), sleep(0).then(() => false)]);
+}
+
 /** A peer that connects and never sends or reads anything. */
 async function idlePlainPeer(name: string): Promise<Child> {
   const peer = scriptedPeer(name);
@@ -185,7 +190,12 @@ Deno.test({
         `; testcard stderr:\n${card.stderr}`,
     );
     assert.equal(exited, false, `testcard exited: ${card.stderr}`);
-    assert.ok(plain.process.pid > 0 && deep.process.pid > 0);
+    // The measurement counts only if both idle peers were there all along (not exited early).
+    assert.deepEqual(
+      [await exitedYet(plain), await exitedYet(deep)],
+      [false, false],
+      "an idle peer exited during the measurement",
+    );
     card.process.kill("SIGINT");
     assert.equal((await card.exit()).code, 0, card.stderr);
     await card.line(/^testcard .*: sent \d+ frames, skipped 0$/);
@@ -308,6 +318,6 @@ Deno.test({
     assert.equal(await run(three, "recv 5000"), "eof");
     assert.equal(publisher.stats.refused, 1);
     assert.equal(await run(one, "recv 5000"), "frame 0");
-    assert.ok(two.process.pid > 0);
+    assert.equal(await run(two, "recv 5000"), "frame 0"); // the refusal cost the admitted nothing
   },
 });
