@@ -496,3 +496,34 @@ Deno.test({
     subscription.close();
   },
 });
+
+Deno.test({
+  name: "pubsub: a frame already waiting is returned at once (no promise layers, no thread hop); " +
+    "frames and credits still flow in order",
+  ignore,
+  async fn() {
+    const name = uniqueName("psfast");
+    using publisher = publish(name, { keepLast: false });
+    using subscription = await subscribe(name, { policy: "queue", depth: 4, timeout: 5000 });
+    await waitUntil(() => publisher.subscribers[0]?.state === "subscribed", 5000, "subscribed");
+    using surface = frameSurface();
+    // Three frames a round with depth 4: the credit of a round's last frame goes out with the
+    // next round's first receive, and the next three fit in the rest.
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 3; i++) await publisher.send(surface, { i }, { timeout: 5000 });
+      const sent = 3 * (round + 1);
+      await waitUntil(() => publisher.subscribers[0]?.sent === sent, 5000, "three frames sent");
+      for (let i = 0; i < 3; i++) {
+        const pending = subscription.receive({ timeout: 5000 });
+        // The fast path returns a settled promise: it wins a race with one resolved a turn later.
+        const first = await Promise.race([pending, Promise.resolve("not yet")]);
+        assert.notEqual(first, "not yet", `frame ${i} of round ${round} took the slow path`);
+        const frame = await pending;
+        assert.deepEqual(frame.meta, { i });
+        frame.close();
+      }
+    }
+    assert.equal(subscription.stats.received, 9);
+    assert.equal(subscription.stats.dropped, 0);
+  },
+});

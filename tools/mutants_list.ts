@@ -446,12 +446,20 @@ export const MUTANTS: Mutant[] = [
   {
     id: "credit-blocks-receive",
     file: "src/pubsub/subscribe.ts",
-    find: "        this.#returnCredits(connection);\n",
-    replace: "        while (this.#unacknowledged > 0) {\n" +
+    // (the slow path's call: the fast path in receive() is indented deeper and never waits)
+    find: "      try {\n        this.#returnCredits(connection);\n",
+    replace: "      try {\n        while (this.#unacknowledged > 0) {\n" +
       "          const count = Math.min(this.#unacknowledged, MAX_DEPTH);\n" +
       "          writeCredit(this.#creditView, count);\n" +
       "          await connection.sendControl(this.#credit, deadline, options.signal);\n" +
       "          this.#unacknowledged -= count;\n        }\n",
+    also: [{
+      // ... and the fast path, which would otherwise return the frame: it leaves owed credits to it.
+      find:
+        "          this.#returnCredits(connection);\n          received = connection.tryReceive();\n",
+      replace: '          if (this.#unacknowledged > 0) throw new Error("credits first");\n' +
+        "          received = connection.tryReceive();\n",
+    }],
     tests: ["tests/subscriber_credit_test.ts"],
     filter: "a publisher that stops reading CREDITs",
     why: "issue 18, defect 8: a receive timed out sending a credit with frames waiting",

@@ -14,6 +14,7 @@ import type {
   BackendConnection,
   ConnectionLimits,
   PeerPredicate,
+  ReceivedMessage,
 } from "../contract/backend.ts";
 import {
   abortableSleep,
@@ -112,6 +113,8 @@ export class Subscription<M = unknown> {
   #reconnects = 0;
   #closed = false;
   #receiveTail: Promise<unknown> = Promise.resolve();
+  /** receive() calls queued on {@link #receiveTail} and not yet settled. */
+  #receivesPending = 0;
 
   /** @ignore */
   constructor(
@@ -164,13 +167,52 @@ export class Subscription<M = unknown> {
       if (this.#closed) throw new ClosedError("subscription", "receive");
       const deadline = deadlineOf("receive", options.timeout);
       throwIfAborted(options.signal);
+      const connection = this.#connection;
+      if (this.#receivesPending === 0 && connection?.tryReceive) {
+        // Nothing queued: the credits go out and a frame already waiting is taken now, with no
+        // promise layers and no thread hop (as Channel.receive does).
+        let received;
+        try {
+          this.#returnCredits(connection);
+          received = connection.tryReceive();
+        } catch (error) {
+          if (error instanceof ProtocolError) {
+            this.#unacknowledged++; // a bad message used a credit too
+            throw error;
+          }
+          // The publisher is gone (or this closed): the slow path meets the same error and
+          // reconnects or reports it as receive() always has.
+        }
+        if (received) return Promise.resolve(this.#take(received));
+      }
+      this.#receivesPending++;
       const run = () => this.#receive(deadline, options);
       const result = this.#receiveTail.then(run, run);
-      this.#receiveTail = result.then(ignore, ignore);
+      const settled = () => void this.#receivesPending--;
+      this.#receiveTail = result.then(settled, settled);
       return result;
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** Counts a received message and wraps it in a Frame (both receive paths). */
+  #take(received: ReceivedMessage): Frame<M> {
+    this.#unacknowledged++;
+    const frame = frameOf<M>(received);
+    this.#received++;
+    // A gap counts only past the highest sequence seen, so a publisher whose numbers jump back
+    // and forth cannot count its frames twice; the sum saturates at 2^53-1 (across restarts).
+    if (frame.sequence > this.#lastSequence) {
+      if (this.#lastSequence >= 0) {
+        this.#dropped = Math.min(
+          Number.MAX_SAFE_INTEGER,
+          this.#dropped + (frame.sequence - this.#lastSequence - 1),
+        );
+      }
+      this.#lastSequence = frame.sequence;
+    }
+    return frame;
   }
 
   async #receive(deadline: number, options: WaitOptions): Promise<Frame<M>> {
@@ -186,21 +228,7 @@ export class Subscription<M = unknown> {
           if (error instanceof ProtocolError) this.#unacknowledged++; // it used a credit too
           throw error;
         }
-        this.#unacknowledged++;
-        const frame = frameOf<M>(received);
-        this.#received++;
-        // A gap counts only past the highest sequence seen, so a publisher whose numbers jump back
-        // and forth cannot count its frames twice; the sum saturates at 2^53-1 (across restarts).
-        if (frame.sequence > this.#lastSequence) {
-          if (this.#lastSequence >= 0) {
-            this.#dropped = Math.min(
-              Number.MAX_SAFE_INTEGER,
-              this.#dropped + (frame.sequence - this.#lastSequence - 1),
-            );
-          }
-          this.#lastSequence = frame.sequence;
-        }
-        return frame;
+        return this.#take(received);
       } catch (error) {
         if (error instanceof TimeoutError && options.timeout !== undefined) {
           throw new TimeoutError("receive", options.timeout);
@@ -330,7 +358,6 @@ export class Subscription<M = unknown> {
 }
 
 /** Settles a queue tail without holding on to the value it settled with. */
-function ignore(): void {}
 
 /**
  * Subscribes to the publisher bound under `name` (see `publish()`),
