@@ -319,7 +319,7 @@ Deno.test("shim load: real permissions: --allow-ffi only, --allow-read, --allow-
   // A checkout where `make -C native` ran (a Mac developer's, the macOS CI job's) has a local
   // build, which wins once it can be seen: expect that one there, the shipped one elsewhere.
   const built = `${ROOT}native/build/libsurfaceport_shim.dylib`;
-  const local = existsSync(built) ? Deno.readFileSync(built) : undefined;
+  const local = existsSync(built) ? await Deno.readFile(built) : undefined;
   assert.deepEqual(
     [read.origin?.source, read.origin?.sha256, read.opened],
     local
