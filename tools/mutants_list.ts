@@ -370,7 +370,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "malformed-message-fds-kept",
-    file: "src/linux/channel.ts",
+    file: "src/linux/socket_receiver.ts",
     find: "        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);\n",
     replace: "",
     tests: ["tests/hostile_test.ts"],

@@ -2,7 +2,8 @@
  * The Linux transport, one connection: a connected `SOCK_SEQPACKET` Unix
  * socket (message boundaries and hang-up detection from the kernel), one fd
  * per surface message in `SCM_RIGHTS`. How connections come to be (listen,
- * accept, connect, `SO_PEERCRED`) is in `listener.ts`.
+ * accept, connect, `SO_PEERCRED`) is in `listener.ts`; the receive buffers and
+ * the checked decoding of each received message in `socket_receiver.ts`.
  *
  * Every socket call is made with `MSG_DONTWAIT` on the JS thread first; only
  * when the kernel has nothing for us do we park on a nonblocking `poll` (one
@@ -17,12 +18,10 @@ import {
   ClosedError,
   PeerClosedError,
   type PeerCredentials,
-  ProtocolError,
   throwIfAborted,
 } from "../core/errors.ts";
 import { runtime } from "../../ffi/runtime.ts";
-import { HEADER_SIZE, HeaderDecoder } from "../wire/wire.ts";
-import { encodeDoorbell, isDoorbell } from "../wire/doorbell_wire.ts";
+import { encodeDoorbell } from "../wire/doorbell_wire.ts";
 import {
   type Bell,
   bellTower,
@@ -39,28 +38,17 @@ import {
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { newEventFd, waitReady, wake } from "./poller.ts";
 import { MappingCache } from "./received.ts";
+import { SocketReceiver } from "./socket_receiver.ts";
 import { refillSpareDescriptions } from "./surface.ts";
 import {
   cmsgSpace,
-  type ControlRights,
-  decodeControl,
-  decodePollRevents,
   encodeIovec,
   encodeMsghdr,
-  encodePollfd,
   encodeRights,
-  IOVEC_LEN_OFFSET,
   IOVEC_SIZE,
   LINUX,
-  MSGHDR_CONTROLLEN_OFFSET,
-  MSGHDR_FLAGS_OFFSET,
   MSGHDR_SIZE,
-  POLLFD_SIZE,
-  scanControlRights,
 } from "./structs.ts";
-
-/** How many descriptors a receive makes room for: more than one is a protocol error, but we must see them to close them. */
-const MAX_RECEIVED_FDS = 8;
 
 /**
  * How many failed `recvmsg` attempts a spinning receive makes between two
@@ -72,9 +60,6 @@ const SPIN_CLOCK_EVERY = 16;
 
 /** The ioctl request as the BigInt its `unsigned long` parameter takes (made once). */
 const SIOCOUTQ = BigInt(LINUX.SIOCOUTQ);
-
-/** The one metadata buffer of every message without metadata (it is never written). */
-const NO_META = new Uint8Array(0);
 
 interface ConnectionResources {
   fds: number[];
@@ -132,31 +117,7 @@ export class SocketConnection implements BackendConnection {
   readonly #sendControlWords = new Int32Array(this.#sendControl.buffer);
   /** The last message buffer sent and its address: a channel reuses one buffer for its headers. */
   #sentBuffer: Uint8Array | undefined;
-  readonly #receiveMsghdr = new Uint8Array(MSGHDR_SIZE);
-  readonly #receiveMsghdrWords = new Int32Array(this.#receiveMsghdr.buffer);
-  /** The receive iovec: referenced by address from the msghdr, so it must stay reachable. */
-  readonly #receiveIov = new Uint8Array(IOVEC_SIZE);
-  readonly #receiveControl = new Uint8Array(cmsgSpace(4 * MAX_RECEIVED_FDS));
-  readonly #receiveControlView = new DataView(this.#receiveControl.buffer);
-  readonly #received: ControlRights = {
-    fds: new Int32Array(this.#receiveControl.length / 4),
-    count: 0,
-  };
-  readonly #receiveBuffer: Uint8Array;
-  readonly #headerDecoder: HeaderDecoder;
-  /**
-   * What every receive returns, rewritten in place (no object or number box
-   * per message): its taker reads it before receiving again, as the
-   * {@link ReceivedMessage} contract says.
-   */
-  readonly #message: ReceivedMessage = {
-    metaKind: 0,
-    sequence: 0,
-    timestamp: 0.5, // a double from the start: later timestamps are stored in place
-    meta: NO_META,
-    surface: undefined as unknown as ReceivedMessage["surface"],
-  };
-  readonly #pollOne = new Uint8Array(POLLFD_SIZE);
+  readonly #receiver: SocketReceiver;
   // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
   readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
   readonly #controlIov = new Uint8Array(IOVEC_SIZE);
@@ -182,15 +143,7 @@ export class SocketConnection implements BackendConnection {
     }
     this.#sendWake = sendWake;
     this.#receiveWake = receiveWake;
-    // Exactly the largest valid message: anything longer, even by one byte, comes with MSG_TRUNC
-    // (MESSAGE_TRUNCATED, as docs/errors.md says); a buffer one byte longer let a message of
-    // 136 + maxMetaBytes + 1 bytes in whole, and it was reported as SHORT_MESSAGE.
-    this.#receiveBuffer = new Uint8Array(HEADER_SIZE + limits.maxMetaBytes);
-    this.#headerDecoder = new HeaderDecoder(
-      this.#receiveBuffer,
-      limits.maxSurfaceBytes,
-      limits.maxMetaBytes,
-    );
+    this.#receiver = new SocketReceiver(fd, limits, this.#cache, (fd) => this.#claimDoorbell(fd));
 
     encodeRights(new DataView(this.#sendControl.buffer), [-1]);
     encodeMsghdr(new DataView(this.#sendMsghdr.buffer), {
@@ -209,22 +162,6 @@ export class SocketConnection implements BackendConnection {
       iovLength: 1,
       control: 0n,
       controlLength: 0,
-      flags: 0,
-    });
-    const receiveIov = this.#receiveIov;
-    encodeIovec(
-      new DataView(receiveIov.buffer),
-      0,
-      addressOf(this.#receiveBuffer),
-      this.#receiveBuffer.length,
-    );
-    encodeMsghdr(new DataView(this.#receiveMsghdr.buffer), {
-      name: 0n,
-      nameLength: 0,
-      iov: addressOf(receiveIov),
-      iovLength: 1,
-      control: addressOf(this.#receiveControl),
-      controlLength: this.#receiveControl.length,
       flags: 0,
     });
     this.#resources = {
@@ -292,7 +229,7 @@ export class SocketConnection implements BackendConnection {
     if (page === undefined) return; // one per connection: a flood of them claims nothing more
     this.#doorbellClaimed = true;
     this.#resources.pages.push(page);
-    const token = this.#receiveBuffer.slice(16, 32);
+    const token = this.#receiver.buffer.slice(16, 32);
     this.#unclaim = bellTower.claim(token, (bell) => {
       this.#unclaim = undefined;
       if (this.#closed) return bell.close();
@@ -394,7 +331,7 @@ export class SocketConnection implements BackendConnection {
 
   tryReceive(): ReceivedMessage | undefined {
     this.#assertOpen("receive");
-    const message = this.#tryReceive();
+    const message = this.#receiver.tryReceive();
     this.#foundEmpty = message === undefined;
     return message;
   }
@@ -452,11 +389,11 @@ export class SocketConnection implements BackendConnection {
     for (;;) {
       this.#assertOpen("receive");
       throwIfAborted(signal);
-      let message = this.#tryReceiveControl();
+      let message = this.#receiver.tryReceiveControl();
       if (message) return message;
       const parked = this.#announcePark();
       if (parked !== undefined) {
-        message = this.#tryReceiveControl();
+        message = this.#receiver.tryReceiveControl();
         if (message) {
           Atomics.store(parked, 0, 0);
           return message;
@@ -469,52 +406,7 @@ export class SocketConnection implements BackendConnection {
 
   tryReceiveControl(): Uint8Array | undefined {
     this.#assertOpen("receive");
-    return this.#tryReceiveControl();
-  }
-
-  /** The next control message: its bytes, `undefined`, or a typed error (DOORBELLs are taken here). */
-  #tryReceiveControl(): Uint8Array | undefined {
-    for (;;) {
-      const message = this.#tryReceiveControlOne();
-      if (message !== null) return message;
-    }
-  }
-
-  /** One `recvmsg(MSG_DONTWAIT)` of a control message: its bytes, `undefined`, null for a DOORBELL taken, or a typed error. */
-  #tryReceiveControlOne(): Uint8Array | undefined | null {
-    const msghdr = new DataView(this.#receiveMsghdr.buffer);
-    msghdr.setBigUint64(MSGHDR_CONTROLLEN_OFFSET, BigInt(this.#receiveControl.length), true);
-    msghdr.setInt32(MSGHDR_FLAGS_OFFSET, 0, true);
-    new DataView(this.#receiveIov.buffer).setBigUint64(
-      IOVEC_LEN_OFFSET,
-      BigInt(this.#receiveBuffer.length),
-      true,
-    );
-    const length = this.#recvmsg();
-    if (length < 0) return undefined;
-    const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
-    const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
-    const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
-    if (
-      control.fds.length <= 1 && !control.malformed &&
-      (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
-      isDoorbell(this.#receiveBuffer, length)
-    ) {
-      this.#claimDoorbell(control.fds[0] ?? -1);
-      return null;
-    }
-    // A control message carries no descriptor: any that came along is closed here.
-    for (const fd of control.fds) closeQuietly(fd);
-    if (length === 0 && control.fds.length === 0 && this.#peerHungUp()) {
-      throw new PeerClosedError();
-    }
-    if (control.fds.length > 0 || control.malformed || flags & LINUX.MSG_CTRUNC) {
-      throw new ProtocolError("EXTRA_HANDLES", "a control message carries descriptors");
-    }
-    if (flags & LINUX.MSG_TRUNC) {
-      throw new ProtocolError("MESSAGE_TRUNCATED", "control message is too large");
-    }
-    return this.#receiveBuffer.slice(0, length);
+    return this.#receiver.tryReceiveControl();
   }
 
   async receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
@@ -522,7 +414,7 @@ export class SocketConnection implements BackendConnection {
     throwIfAborted(signal);
     // A tryReceive() that just found nothing (the channel's fast path) need not be repeated:
     // one recvmsg less per receive that waits. What arrives meanwhile, the spin or poll sees.
-    let message = this.#foundEmpty ? undefined : this.#tryReceive();
+    let message = this.#foundEmpty ? undefined : this.#receiver.tryReceive();
     this.#foundEmpty = false;
     if (message) return message;
     // About to wait: the time to reopen the descriptions that sends used (not while sending).
@@ -533,7 +425,7 @@ export class SocketConnection implements BackendConnection {
       const spinUntil = Math.min(performance.now() + this.#limits.spinMicros / 1000, deadline);
       do {
         for (let i = 0; i < SPIN_CLOCK_EVERY; i++) {
-          message = this.#tryReceive();
+          message = this.#receiver.tryReceive();
           if (message) return message;
         }
       } while (performance.now() < spinUntil);
@@ -541,7 +433,7 @@ export class SocketConnection implements BackendConnection {
     for (;;) {
       const parked = this.#announcePark();
       if (parked !== undefined) {
-        message = this.#tryReceive();
+        message = this.#receiver.tryReceive();
         if (message) {
           Atomics.store(parked, 0, 0);
           return message;
@@ -551,119 +443,10 @@ export class SocketConnection implements BackendConnection {
       if (parked !== undefined && !this.#closed) Atomics.store(parked, 0, 0);
       this.#assertOpen("receive");
       throwIfAborted(signal);
-      message = this.#tryReceive();
+      message = this.#receiver.tryReceive();
       if (message) return message;
       doorbellStats.emptyWakes++;
     }
-  }
-
-  /** The next message: a checked message, `undefined` if none is waiting, or a typed error. */
-  #tryReceive(): ReceivedMessage | undefined {
-    for (;;) {
-      const message = this.#tryReceiveOne();
-      if (message !== null) return message;
-    }
-  }
-
-  /** One `recvmsg(MSG_DONTWAIT)`: a checked message, `undefined` if none is waiting, null for a DOORBELL taken, or a typed error. */
-  #tryReceiveOne(): ReceivedMessage | undefined | null {
-    const msghdr = this.#receiveMsghdrWords;
-    // The kernel rewrites msg_controllen and msg_flags: reset them (the high word of
-    // msg_controllen stays 0: the buffer is far smaller than 4 GiB).
-    msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
-    msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
-    const length = this.#recvmsg();
-    if (length < 0) return undefined;
-    const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
-    const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
-    const received = this.#received;
-    const malformed = scanControlRights(this.#receiveControlView, controlLength, received);
-    if (
-      received.count <= 1 && !malformed && (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
-      isDoorbell(this.#receiveBuffer, length)
-    ) {
-      this.#claimDoorbell(received.count === 1 ? received.fds[0] : -1);
-      return null;
-    }
-    const { fds } = received;
-    // Every received fd is closed on every path, except the one a returned surface owns.
-    let adopted = false;
-    try {
-      if (length === 0 && received.count === 0 && this.#peerHungUp()) {
-        throw new PeerClosedError();
-      }
-      if (flags & LINUX.MSG_CTRUNC) {
-        throw new ProtocolError(
-          "CONTROL_TRUNCATED",
-          `control data was truncated (more than ${MAX_RECEIVED_FDS} fds?)`,
-        );
-      }
-      if (malformed) {
-        throw new ProtocolError("CONTROL_TRUNCATED", "malformed control message");
-      }
-      if (flags & LINUX.MSG_TRUNC) {
-        throw new ProtocolError(
-          "MESSAGE_TRUNCATED",
-          `message is larger than ${this.#receiveBuffer.length} bytes (the header and ` +
-            "maxMetaBytes of metadata)",
-        );
-      }
-      const header = this.#headerDecoder.decode(length);
-      if (received.count === 0) {
-        throw new ProtocolError("NO_HANDLE", "surface message carries no fd");
-      }
-      if (received.count > 1) {
-        throw new ProtocolError(
-          "EXTRA_HANDLES",
-          `surface message carries ${received.count} fds, expected 1`,
-        );
-      }
-      const surface = this.#cache.import(fds[0], header.geometry);
-      adopted = true; // the surface owns the fd now
-      const meta = header.metaLength === 0
-        ? NO_META
-        : this.#receiveBuffer.slice(HEADER_SIZE, HEADER_SIZE + header.metaLength);
-      // The decoder reuses its header record: only its scalars leave this call.
-      const message = this.#message;
-      message.metaKind = header.metaKind;
-      message.sequence = header.sequence;
-      message.timestamp = header.timestamp;
-      message.meta = meta;
-      message.surface = surface;
-      return message;
-    } finally {
-      if (!adopted) {
-        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);
-      }
-    }
-  }
-
-  /**
-   * One `recvmsg(MSG_DONTWAIT)` into the receive buffers (retried on EINTR):
-   * the length, or -1 if nothing is waiting; a hang-up (`ECONNRESET`) or
-   * another failure throws.
-   */
-  #recvmsg(): number {
-    const lib = libc();
-    for (;;) {
-      const length = Number(
-        lib.recvmsg(this.#fd, this.#receiveMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
-      );
-      if (length >= 0) return length;
-      const errno = readErrno();
-      if (errno === ERRNO.EINTR) continue;
-      if (errno === ERRNO.EAGAIN) return -1;
-      if (errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      throw systemError("recvmsg", errno);
-    }
-  }
-
-  /** A zero-length read is either an empty message or the end: POLLHUP tells which. */
-  #peerHungUp(): boolean {
-    const view = new DataView(this.#pollOne.buffer);
-    encodePollfd(view, 0, this.#fd, LINUX.POLLIN | 0x2000 /* POLLRDHUP */);
-    libc().poll(this.#pollOne, 1n, 0);
-    return (decodePollRevents(view, 0) & (LINUX.POLLHUP | 0x2000)) !== 0;
   }
 
   close(): void {
