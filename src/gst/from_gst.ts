@@ -87,6 +87,18 @@ export interface FromGstStats {
   outstanding: number;
 }
 
+/** The counters of {@link FromGstStats}: what a bridge did, summed over bridges one after another. */
+export type FromGstCounts = Omit<FromGstStats, "outstanding">;
+
+/** Adds a retired bridge's counters into `totals` (`outstanding` is a level, not a count). */
+export function addFromGstCounts(totals: FromGstCounts, stats: FromGstStats): void {
+  totals.received += stats.received;
+  totals.forwarded += stats.forwarded;
+  totals.copies += stats.copies;
+  totals.dropped += stats.dropped;
+  totals.released += stats.released;
+}
+
 const NONE = CLOCK_TIME_NONE;
 
 function nsOrNull(value: bigint): number | null {

@@ -15,7 +15,12 @@
  */
 
 import type { PixelFormat } from "../core/geometry.ts";
-import { type FromGstStats, GstSourceBridge, type SurfaceSink } from "./from_gst.ts";
+import {
+  addFromGstCounts,
+  type FromGstStats,
+  GstSourceBridge,
+  type SurfaceSink,
+} from "./from_gst.ts";
 import {
   type GstLauncher,
   type GstProcess,
@@ -535,12 +540,7 @@ export class GstNetworkReceiver {
     if (!bridge) return;
     const caps = bridge.caps;
     if (caps) this.#caps = `${caps.format} ${caps.width}x${caps.height}`;
-    const s = bridge.stats;
-    this.#totals.received += s.received;
-    this.#totals.forwarded += s.forwarded;
-    this.#totals.copies += s.copies;
-    this.#totals.dropped += s.dropped;
-    this.#totals.released += s.released;
+    addFromGstCounts(this.#totals, bridge.stats);
     bridge.close();
     this.#bridge = undefined;
   }

@@ -25,7 +25,12 @@
  */
 
 import type { PixelFormat } from "../core/geometry.ts";
-import { type FromGstStats, GstSourceBridge, type SurfaceSink } from "./from_gst.ts";
+import {
+  addFromGstCounts,
+  type FromGstStats,
+  GstSourceBridge,
+  type SurfaceSink,
+} from "./from_gst.ts";
 import { gstFormatOf } from "./caps.ts";
 import {
   type GstLauncher,
@@ -322,12 +327,7 @@ export class PipeWireSource {
     const bridge = this.#bridge;
     if (!bridge) return;
     if (bridge.caps) this.#lastSourceFormat = bridge.caps.gstFormat;
-    const s = bridge.stats;
-    this.#totals.received += s.received;
-    this.#totals.forwarded += s.forwarded;
-    this.#totals.copies += s.copies;
-    this.#totals.dropped += s.dropped;
-    this.#totals.released += s.released;
+    addFromGstCounts(this.#totals, bridge.stats);
     bridge.close();
     this.#bridge = undefined;
   }
