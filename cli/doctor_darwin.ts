@@ -36,6 +36,7 @@ import {
   MACH_MSG_HEADER_SIZE,
   RECEIVE_OPTIONS,
 } from "../src/darwin/structs.ts";
+import { alignedRequest } from "../src/darwin/surface.ts";
 import { readLayout } from "../src/darwin/verify.ts";
 import { probeHandoff } from "./doctor_handoff.ts";
 import { type Check, errorText, probe, probeAsync } from "./doctor_report.ts";
@@ -96,21 +97,7 @@ export function alignChecks(native: DarwinNative): Check[] {
   return PIXEL_FORMATS.map((format: PixelFormat) =>
     probe(`macos.align.${format}`, () => {
       const requested = computeGeometry(100, 50, format);
-      const planar = requested.planes.length > 1;
-      let end = 0;
-      const aligned = requested.planes.map((plane) => {
-        const bytesPerRow = native.IOSurfaceAlignProperty(
-          planar ? "kIOSurfacePlaneBytesPerRow" : "kIOSurfaceBytesPerRow",
-          plane.bytesPerRow,
-        );
-        const offset = planar ? native.IOSurfaceAlignProperty("kIOSurfacePlaneOffset", end) : 0;
-        end = offset + bytesPerRow * plane.height;
-        return { ...plane, bytesPerRow, offset };
-      });
-      const allocSize = native.IOSurfaceAlignProperty(
-        "kIOSurfaceAllocSize",
-        Math.max(end, requested.allocSize),
-      );
+      const { planes: aligned, allocSize } = alignedRequest(native, requested);
       const surface = native.createIOSurface({
         width: requested.width,
         height: requested.height,

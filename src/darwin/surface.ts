@@ -24,7 +24,7 @@
 import type { SurfaceBacking, UnsafeSurfaceHandle } from "../contract/backend.ts";
 import { detachBuffer, sharedBuffer } from "../core/shared_buffer.ts";
 import { LockStateError } from "../core/errors.ts";
-import { fourccOf, type SurfaceGeometry } from "../core/geometry.ts";
+import { fourccOf, type PlaneGeometry, type SurfaceGeometry } from "../core/geometry.ts";
 import { machError } from "./mach.ts";
 import type { DarwinNative } from "./native.ts";
 import { PixelBuffer, pixelBufferInternals } from "./pixel_buffer.ts";
@@ -153,6 +153,33 @@ export abstract class IOSurfaceHolder implements SurfaceBacking {
   }
 }
 
+/**
+ * The layout surfaceport asks IOSurface for: `requested`'s row bytes, plane
+ * offsets (planes moved apart where an aligned row grows one) and allocation
+ * size, each through `IOSurfaceAlignProperty` as `IOSurfaceRef.h` requires.
+ */
+export function alignedRequest(
+  native: DarwinNative,
+  requested: SurfaceGeometry,
+): { planes: PlaneGeometry[]; allocSize: number } {
+  const planar = requested.planes.length > 1;
+  let end = 0;
+  const planes = requested.planes.map((plane) => {
+    const bytesPerRow = native.IOSurfaceAlignProperty(
+      planar ? "kIOSurfacePlaneBytesPerRow" : "kIOSurfaceBytesPerRow",
+      plane.bytesPerRow,
+    );
+    const offset = planar ? native.IOSurfaceAlignProperty("kIOSurfacePlaneOffset", end) : 0;
+    end = offset + bytesPerRow * plane.height;
+    return { ...plane, bytesPerRow, offset };
+  });
+  const allocSize = native.IOSurfaceAlignProperty(
+    "kIOSurfaceAllocSize",
+    Math.max(end, requested.allocSize),
+  );
+  return { planes, allocSize };
+}
+
 /** An IOSurface this process created (or adopted from a CVPixelBuffer). */
 export class CreatedIOSurface extends IOSurfaceHolder {
   /**
@@ -165,21 +192,7 @@ export class CreatedIOSurface extends IOSurfaceHolder {
    * that real layout is what views use and what the wire header carries.
    */
   static allocate(native: DarwinNative, requested: SurfaceGeometry): CreatedIOSurface {
-    const planar = requested.planes.length > 1;
-    let end = 0;
-    const planes = requested.planes.map((plane) => {
-      const bytesPerRow = native.IOSurfaceAlignProperty(
-        planar ? "kIOSurfacePlaneBytesPerRow" : "kIOSurfaceBytesPerRow",
-        plane.bytesPerRow,
-      );
-      const offset = planar ? native.IOSurfaceAlignProperty("kIOSurfacePlaneOffset", end) : 0;
-      end = offset + bytesPerRow * plane.height;
-      return { ...plane, bytesPerRow, offset };
-    });
-    const allocSize = native.IOSurfaceAlignProperty(
-      "kIOSurfaceAllocSize",
-      Math.max(end, requested.allocSize),
-    );
+    const { planes, allocSize } = alignedRequest(native, requested);
     const surface = native.createIOSurface({
       width: requested.width,
       height: requested.height,
