@@ -386,9 +386,10 @@ Deno.test({
       const held = Number(/held (\d+)/.exec(await toPw.line(/held \d+/, 5000))![1]);
       assert.ok(held <= 4, `to-pipewire holds ${held} frames for a stopped consumer (max 4)`);
       stalled.process.kill("SIGKILL");
-      // Not checked here: that the node serves the next client at once. After a stopped client
-      // is killed, the provide-mode pipewiresink sometimes gave the next client no frames for
-      // 30 s (seen in 1 of ~6 runs); docs/pipewire.md says so.
+      const t0 = performance.now();
+      const bytes = await within(pipeWireFrames(node, 3), 40000, "frames after the stopped client");
+      console.log(`next client served in ${(performance.now() - t0).toFixed(0)} ms`);
+      checkFrame(bytes.subarray(2 * W * H * 4), W * 4, "RGBA");
     } finally {
       if (stalled) await stalled[Symbol.asyncDispose]();
       await stop(toPw);
@@ -398,6 +399,71 @@ Deno.test({
       // A publisher is never slowed down by a consumer (README); through a stopped PipeWire
       // client it must not be either. 1 s: far above a loaded machine's hiccups, far below a stall.
       assert.ok(longest >= 0 && longest < 1000, `publisher.send took ${longest} ms`);
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Frames `subscription` received in `ms` (a receive that waits past the end counts as none). */
+async function framesWithin(
+  subscription: { receive(): Promise<Disposable> },
+  ms: number,
+): Promise<number> {
+  const end = performance.now() + ms;
+  let frames = 0;
+  for (;;) {
+    const left = end - performance.now();
+    if (left <= 0) return frames;
+    const frame = await within(subscription.receive(), left, "").catch(() => undefined);
+    if (!frame) return frames;
+    frame[Symbol.dispose]();
+    frames++;
+  }
+}
+
+Deno.test({
+  name:
+    `${skip}from-pipewire: a subscriber that keeps 3 frames and stops reading never slows another one down`,
+  ignore: !!reason,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using daemon = await startPipeWire();
+    void daemon;
+    const dir = await Deno.makeTempDir({ prefix: "sp-pw-" });
+    const node = `sp-keeper-${Deno.pid}`;
+    const stopPublishing = new AbortController();
+    const publishing = publishFrames(`${dir}/card.sock`, stopPublishing.signal);
+    const toPw = cli(["to-pipewire", `${dir}/card.sock`, "--node-name", node, "--interval", "300"]);
+    const fromPw = cli([
+      ...["from-pipewire", node, `${dir}/out.sock`],
+      ...["--format", "RGBA", "--interval", "300"],
+    ]);
+    const kept: Disposable[] = [];
+    try {
+      using witness = await subscribe(`${dir}/out.sock`, { timeout: 20000 });
+      using _first = await within(witness.receive(), 45000, "a first frame from from-pipewire");
+      _first[Symbol.dispose]();
+      const alone = await framesWithin(witness, 2000);
+      // depth 4: it reads 3 frames and keeps them open, then reads nothing (4 more wait in its
+      // socket and one at the publisher: its budget). It is never cut off (it has credits).
+      using keeper = await subscribe(`${dir}/out.sock`, { timeout: 20000, depth: 4 });
+      for (let i = 0; i < 3; i++) kept.push(await within(keeper.receive(), 10000, "keeper frame"));
+      await sleep(300);
+      const beside = await framesWithin(witness, 2000);
+      console.log(`witness frames in 2 s: alone ${alone}, beside the keeper ${beside}`);
+      // 1 s at 30/s is ~30 frames: half the rate alone is far above a loaded machine's jitter,
+      // and far above what a starved witness gets (none: every held buffer is the keeper's).
+      assert.ok(alone >= 10, `the witness got only ${alone} frames in 2 s alone`);
+      assert.ok(beside >= alone / 2, `beside the keeper the witness got ${beside} (alone ${alone})`);
+      const line = await fromPw.line(/held (\d+)/, 5000);
+      console.log(line.trim());
+    } finally {
+      for (const frame of kept) frame[Symbol.dispose]();
+      await stop(fromPw);
+      await stop(toPw);
+      stopPublishing.abort();
+      await publishing.catch(() => {});
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },

@@ -144,7 +144,14 @@ function watchDaemon(options: DaemonWatchOptions, onChange: () => void): () => v
 export interface PipeWireSourceOptions extends DaemonWatchOptions {
   /** The format to publish when PipeWire's frames must be copied (default `"BGRA"`). */
   format?: PixelFormat;
-  /** Buffers held for surfaceport consumers at most (default 4). */
+  /**
+   * Buffers held for surfaceport consumers at most. Default: the sink's
+   * `surfaceBudget` (a `Publisher`'s: every frame its subscribers may hold
+   * within their budgets) + 1 for the frame being handed on, else 8. Fewer
+   * than the publisher's budget lets one subscriber that stops reading take
+   * every held buffer, and the bridge would drop every frame meant for the
+   * others.
+   */
   maxOutstanding?: number;
   /**
    * Restart the pipeline when no frame came for this long, ms (default 3000;
@@ -181,7 +188,7 @@ export class PipeWireSource {
   readonly #target: string;
   readonly #address = privateSocketName("pipewire-src");
   readonly #format: PixelFormat;
-  readonly #maxOutstanding: number;
+  #maxOutstanding: number | undefined;
   readonly #options: PipeWireSourceOptions;
   readonly #stop = new AbortController();
   #copy: PipeWireCopyMode = "direct";
@@ -197,7 +204,7 @@ export class PipeWireSource {
     this.#launch = launch;
     this.#target = target;
     this.#format = options.format ?? "BGRA";
-    this.#maxOutstanding = options.maxOutstanding ?? 4;
+    this.#maxOutstanding = options.maxOutstanding;
     this.#options = options;
   }
 
@@ -261,6 +268,7 @@ export class PipeWireSource {
 
   /** Publishes frames into `sink` until {@link close}. */
   async run(sink: SurfaceSink<PipeWireFrameMeta>): Promise<void> {
+    this.#maxOutstanding ??= heldForBudget(sink);
     const copiesPerFrame = () => (this.#copy === "direct" ? 0 : this.#copy === "convert" ? 1 : 2);
     const toMeta = (buffer: GstNewBuffer): PipeWireFrameMeta => {
       this.#copies += copiesPerFrame();
@@ -440,6 +448,12 @@ export class PipeWireSink {
     await this.#process?.stop();
     await this.#supervisor;
   }
+}
+
+/** What a source may hold for `sink`'s consumers: its `surfaceBudget` + 1 when it has one, else 8. */
+export function heldForBudget(sink: object): number {
+  const budget = (sink as { surfaceBudget?: unknown }).surfaceBudget;
+  return typeof budget === "number" && Number.isInteger(budget) && budget > 0 ? budget + 1 : 8;
 }
 
 function isPeerGone(error: unknown): boolean {
