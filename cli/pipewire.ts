@@ -159,7 +159,9 @@ export const toPipeWire: Command = {
       const sent = s.zeroCopy + s.copies;
       return `to-pipewire ${name} → ${nodeName}: received ${s.received}  sent ${sent}  ` +
         `copies ${sent + s.copies} (pipewiresink copies each)  dropped ${s.dropped}  ` +
-        `held ${s.outstanding}  pipeline restarts ${s.restarts}  daemon restarts ${s.daemonRestarts}` +
+        `held ${s.outstanding}  clients ${s.clients}  cut off ${s.cutOff}  ` +
+        `client lost ${s.clientLost}  ` +
+        `pipeline restarts ${s.restarts}  daemon restarts ${s.daemonRestarts}` +
         (sink.lastError ? `  last error: ${sink.lastError}` : "");
     });
     try {

@@ -43,6 +43,9 @@ import {
 import type { GstNewBuffer } from "./protocol.ts";
 import { GstSinkBridge, type SurfaceFrame, type ToGstStats } from "./to_gst.ts";
 
+/** How long a new sink pipeline's `unixfdsrc` may take to connect before the pipeline is restarted. */
+const STARTUP_CONNECT_MS = 5000;
+
 /** `pipewiresrc` in PipeWire 1.4 sets no `media.type`, and WirePlumber links no stream without one. */
 const CAPTURE_PROPERTIES = "p,media.type=Video,media.category=Capture,media.role=Camera";
 
@@ -354,6 +357,14 @@ export interface PipeWireSinkOptions extends DaemonWatchOptions {
   maxOutstanding?: number;
   /** Framerate announced to PipeWire (default 30). */
   fps?: number;
+  /**
+   * Restart the pipeline when its `unixfdsrc` has not been connected for
+   * this long, ms (default 1000). A consumer that stops taking buffers
+   * blocks `pipewiresink`, to-gst cuts the stalled `unixfdsrc` off, and
+   * the pipeline lives on with nothing to feed the node (`unixfdsrc` never
+   * reconnects, and nothing fails).
+   */
+  clientLostTimeout?: number;
 }
 
 /** Counters of a {@link PipeWireSink}. */
@@ -362,6 +373,8 @@ export interface PipeWireSinkStats extends ToGstStats {
   restarts: number;
   /** How often the daemon changed under the bridge (see {@link DaemonWatchOptions}). */
   daemonRestarts: number;
+  /** How often the pipeline was restarted because its `unixfdsrc` was gone (cut off or never connected). */
+  clientLost: number;
 }
 
 /**
@@ -379,6 +392,11 @@ export class PipeWireSink {
   #daemonRestarts = 0;
   #lastError = "";
   #unwatch: () => void = () => {};
+  #unwatchClient: () => void = () => {};
+  #clientLost = 0;
+  #started = 0;
+  /** The pipeline process while it runs. */
+  #running: GstProcess | undefined;
 
   private constructor(launch: GstLauncher, nodeName: string, options: PipeWireSinkOptions) {
     const address = privateSocketName("pipewire-sink");
@@ -402,7 +420,38 @@ export class PipeWireSink {
       sink.#daemonRestarts++;
       void sink.#process?.stop();
     });
+    sink.#unwatchClient = sink.#watchClient(options.clientLostTimeout ?? 1000);
     return sink;
+  }
+
+  /**
+   * Restarts a running pipeline whose `unixfdsrc` was cut off (it never
+   * reconnects), is gone for `timeout` ms, or did not connect within 5 s of
+   * the start.
+   */
+  #watchClient(timeout: number): () => void {
+    let seenAt = 0;
+    let cutOff = 0;
+    const timer = setInterval(() => {
+      const stats = this.#bridge.stats;
+      const now = performance.now();
+      const process = this.#running;
+      if (!process) return;
+      if (stats.clients > 0 && stats.cutOff === cutOff) {
+        seenAt = now;
+        return;
+      }
+      const lost = stats.cutOff > cutOff ||
+        (seenAt > this.#started
+          ? now - seenAt > timeout
+          : now - this.#started > Math.max(timeout, STARTUP_CONNECT_MS));
+      cutOff = stats.cutOff;
+      if (!lost) return;
+      this.#clientLost++;
+      this.#running = undefined;
+      void process.stop();
+    }, Math.max(50, Math.min(250, timeout / 4)));
+    return () => clearInterval(timer);
   }
 
   /** A snapshot of the counters; every frame sent is copied once by `pipewiresink`. */
@@ -411,6 +460,7 @@ export class PipeWireSink {
       ...this.#bridge.stats,
       restarts: this.#restarts,
       daemonRestarts: this.#daemonRestarts,
+      clientLost: this.#clientLost,
     };
   }
 
@@ -423,8 +473,10 @@ export class PipeWireSink {
     for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 1000)) {
       const process = this.#launch(this.#pipeline);
       this.#process = process;
-      const started = performance.now();
+      const started = this.#started = performance.now();
+      this.#running = process;
       await process.exited;
+      this.#running = undefined;
       if (this.#stop.signal.aborted) return;
       this.#lastError = lastError(process.errorText());
       this.#restarts++;
@@ -443,6 +495,7 @@ export class PipeWireSink {
   /** Removes the node; idempotent. */
   async close(): Promise<void> {
     this.#unwatch();
+    this.#unwatchClient();
     this.#stop.abort();
     this.#bridge.close();
     await this.#process?.stop();
