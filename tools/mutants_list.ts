@@ -43,6 +43,16 @@ export interface Mutant extends Edit {
 
 /** Every mutation `deno task mutants` runs. */
 export const MUTANTS: Mutant[] = [
+  // --- Issue 24: the doorbell ---------------------------------------------------------------
+  {
+    id: "bell-node-bun-not-listening",
+    file: "ffi/runtime_node_files.ts",
+    find: "  server.listen(path);",
+    replace: "",
+    tests: ["tests/doorbell_runtimes_test.ts"],
+    why: "issue 24: a Node or Bun receiver must be rung through its own reactor (node:net), " +
+      "not fall back to the shared poll",
+  },
   // --- Issue 23: mutations the named tests once let through (its table, and found by reading) -
   {
     id: "gst-release-unheld-kept",
