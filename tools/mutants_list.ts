@@ -678,4 +678,43 @@ export const MUTANTS: Mutant[] = [
     why: "issue 21 (found by the cross-runtime tests): a SUBSCRIBE drained inside send() was " +
       "offered the frame being sent as the last one, then got it again",
   },
+  // --- Issue 22: PipeWire -------------------------------------------------------------------
+  {
+    id: "pipewire-holds-below-budget",
+    file: "src/gst/pipewire.ts",
+    find: "budget > 0 ? budget + 1 : 8;",
+    replace: "budget > 0 ? 4 : 8;",
+    tests: ["tests/pipewire_test.ts"],
+    filter: "keeps 3 frames",
+    why: "issue 22: from-pipewire held 4 frames, below its publisher's surfaceBudget: a " +
+      "subscriber that kept 3 and stopped reading held all 4 and starved the others",
+  },
+  {
+    id: "pipewire-sink-feedless-pipeline-kept",
+    file: "src/gst/pipewire.ts",
+    find: "      if (!lost) return;",
+    replace: "      if (lost !== null) return;",
+    tests: ["tests/pipewire_test.ts"],
+    filter: "never lets go",
+    why: "issue 22: a to-pipewire pipeline whose unixfdsrc to-gst had cut off (behind a stopped " +
+      "PipeWire consumer) lived on feeding the node nothing: the next client got no frames",
+  },
+  {
+    id: "pipewire-direct-copies",
+    file: "src/gst/pipewire.ts",
+    find: '  #copy: PipeWireCopyMode = "direct";',
+    replace: '  #copy: PipeWireCopyMode = "swap";',
+    tests: ["tests/pipewire_zero_copy_test.ts"],
+    why: "issue 22: a producer's memfds reach subscribers without a copy (the subscriber maps " +
+      "the producer's inode)",
+  },
+  {
+    id: "pipewire-buffer-back-while-held",
+    file: "src/gst/from_gst.ts",
+    find: "      if (held.surface.inUse) continue;",
+    replace: "      if (held.surface.closed) continue;",
+    tests: ["tests/pipewire_zero_copy_test.ts"],
+    why: "issue 22: a PipeWire buffer goes back to its producer only once every surfaceport " +
+      "consumer let go of it",
+  },
 ];
