@@ -717,4 +717,45 @@ export const MUTANTS: Mutant[] = [
     why: "issue 22: a PipeWire buffer goes back to its producer only once every surfaceport " +
       "consumer let go of it",
   },
+  // --- Issue 22: the timestamp across the network --------------------------------------------
+  {
+    id: "network-timestamp-next-frame",
+    file: "src/gst/to_gst.ts",
+    find: "metas: this.#ntpMetasOf(frame.timestamp),",
+    replace: "metas: this.#ntpMetasOf(frame.timestamp! + 33_333),",
+    tests: ["tests/network_test.ts"],
+    filter: "send / receive H.264:",
+    why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +
+      "one frame off is a wrong timestamp, not a late one",
+  },
+  {
+    id: "network-ntp-rounding-kept",
+    file: "src/gst/timestamp_meta.ts",
+    find: "return Number((nanos + 1n) / 1000n) - NTP_TO_UNIX_MICROS;",
+    replace: "return Number(nanos / 1000n) - NTP_TO_UNIX_MICROS;",
+    tests: ["tests/network_test.ts"],
+    filter: "NTP's 32.32",
+    why: "issue 22: rtphdrextntp64 rounds down twice and may take 1 ns off; the µs timestamp " +
+      "must still come back exactly",
+  },
+  {
+    id: "network-merged-timestamps-trusted",
+    file: "src/gst/network.ts",
+    find: "        found = undefined;\n        break;",
+    replace: "        break;",
+    tests: ["tests/network_test.ts"],
+    filter: "SenderTimestamps",
+    why: "issue 22: a buffer carrying the timestamps of two frames (packets merged after a loss) " +
+      "must not be republished with either",
+  },
+  {
+    id: "network-repeated-timestamp-trusted",
+    file: "src/gst/network.ts",
+    find: "if (timestamp === null || timestamp === this.#last) {",
+    replace: "if (timestamp === null) {",
+    tests: ["tests/network_test.ts"],
+    filter: "SenderTimestamps",
+    why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
+      "with the next one's packet) must not be trusted",
+  },
 ];
