@@ -453,9 +453,9 @@ export const MUTANTS: Mutant[] = [
       "          this.#unacknowledged -= count;\n        }\n",
     also: [{
       // ... the common slow path (#wait) goes through that loop ...
-      find: "      this.#returnCredits(connection);\n      return connection.receive(",
+      find: "      this.#returnCredits(connection);\n      const received = connection.receive(",
       replace: "      return this.#settled(this.#receiveLoop(deadline, options));\n" +
-        "      return connection.receive(",
+        "      const received = connection.receive(",
     }, {
       // ... and the fast path, which would otherwise return the frame: it leaves owed credits to it.
       find:
