@@ -238,6 +238,9 @@ export class Delivery {
     if (subscriber.closed) return false;
     try {
       for (;;) {
+        // Subscribed with nothing in flight, it owes no credit: no `recvmsg` that would find
+        // nothing (one per subscriber per frame). A hang-up then shows at the frame's `sendmsg`.
+        if (subscriber.state === "subscribed" && subscriber.inFlight === 0) return true;
         const bytes = subscriber.connection.tryReceiveControl();
         if (!bytes) return true;
         this.#handleControl(subscriber, bytes);
