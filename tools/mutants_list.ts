@@ -769,4 +769,13 @@ export const MUTANTS: Mutant[] = [
     why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
       "with the next one's packet) must not be trusted",
   },
+  {
+    id: "frames-through-async-generator",
+    file: "src/channel/frame.ts",
+    find: "  return new FrameIterator(receive, isClosed);\n",
+    replace: "  return (async function* () {\n    for (;;) yield await receive();\n  })();\n",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Subscription.receive",
+    why: "issue 20: for await over an async generator cost ~0.9 KB per frame",
+  },
 ];
