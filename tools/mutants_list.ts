@@ -54,6 +54,16 @@ export const MUTANTS: Mutant[] = [
       "not fall back to the shared poll",
   },
   {
+    id: "bell-park-on-poll",
+    file: "src/linux/channel.ts",
+    find: "if (bell !== undefined && bell.live) {",
+    replace: "if (bell !== undefined && !bell.live) {",
+    tests: ["tests/doorbell_runtimes_test.ts"],
+    filter: "subscriber parks on its doorbell",
+    why: "issue 24: with the doorbell bound, a subscription's receives and the publisher's " +
+      "waits for credits and hang-ups park on it, not on the shared poll",
+  },
+  {
     id: "bell-deadline-timer-per-park",
     file: "src/linux/bell_tower.ts",
     find: "if (wait.deadline < this.#armedFor) this.#arm(wait.deadline);",
