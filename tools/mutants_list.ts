@@ -128,7 +128,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-duplicate-id-released",
     file: "src/gst/from_gst.ts",
-    find: "if (this.#held.has(buffer.id)) {",
+    find: "if (this.#held.holds(buffer)) {",
     replace: "if (false) {",
     tests: ["tests/gst_duplicate_id_test.ts"],
     why:
@@ -273,11 +273,30 @@ export const MUTANTS: Mutant[] = [
   {
     id: "from-gst-unbounded-holds",
     file: "src/gst/from_gst.ts",
-    find: "if (this.#held.size >= this.#maxOutstanding) {",
+    find: "if (this.#held.full) {",
     replace: "if (false) {",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "from-gst-release-blocks-receive",
+    file: "src/gst/held_buffers.ts",
+    find: "    if (this.#queued > 0) this.#flushLater();\n",
+    replace: "    if (this.#queued > 0) throw new Error(\"mutant: a release that must wait\");\n",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "from-gst",
+    why: "issue 20: a from-gst bridge that stops reading until its RELEASE_BUFFER is written " +
+      "deadlocks with unixfdsink (it writes NEW_BUFFER under the lock its release reader needs)",
+  },
+  {
+    id: "gst-record-length-reset",
+    file: "src/gst/protocol.ts",
+    find: "if (metas.length !== metaCount) metas.length = metaCount;",
+    replace: "metas.length = 0;",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "from-gst",
+    why: "issue 20: the NEW_BUFFER record must be rewritten in place, not rebuilt per frame",
   },
   {
     id: "socket-path-replaces-any-file",
