@@ -280,16 +280,6 @@ export const MUTANTS: Mutant[] = [
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
   },
   {
-    id: "from-gst-release-always-waits",
-    file: "src/gst/held_buffers.ts",
-    find: "      this.#wrote(this.#connection.trySend(this.#queue, this.#queued));\n    } catch",
-    replace: "      this.#flushLater();\n      return;\n    } catch",
-    tests: ["tests/gst_allocation_test.ts"],
-    filter: "from-gst",
-    why: "issue 20: a from-gst release goes out with a nonblocking sendmsg in the same turn; " +
-      "waiting for room first costs a parked wait per frame",
-  },
-  {
     id: "from-gst-fresh-decode",
     file: "src/gst/socket.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
