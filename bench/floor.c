@@ -73,6 +73,21 @@
  *     "wall_per_frame_us":{"1":..,"4":..},"per_subscriber_wall_us":..}
  *     (medians over the batches; per subscriber = (4 - 1) / 3).
  *
+ *   floor pingpong-stream W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]
+ *   floor pingpong-stream-epoll W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]
+ *   floor pingpong-seqpacket W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]
+ *     The wake-up alone, no descriptor and no mapping: a 1-byte ping-pong
+ *     (W and H are ignored; they keep roundtrip's argument positions) over
+ *     a socketpair.
+ *     -stream: SOCK_STREAM, each side blocks in read(). -stream-epoll: the
+ *     same sockets nonblocking, each side waits the way a runtime's reactor
+ *     does (tokio, libuv): read() first, on EAGAIN epoll_wait() on an
+ *     edge-triggered registration made once, then read() again.
+ *     -seqpacket: SOCK_SEQPACKET, blocking recv(). What the default mode's
+ *     round trip pays beyond these is the work around each handoff, not
+ *     the wake-up (docs/benchmarks.md, issue 24).
+ *     Prints {"p50_us":..,"p99_us":..,"mean_us":..,"iterations":..}.
+ *
  * PARENT_CPU / CHILD_CPU (-1: leave unpinned) pin each process to one core
  * with sched_setaffinity.
  */
@@ -84,6 +99,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -467,6 +483,84 @@ static void fanout(size_t size, long frames, int rounds, int parent_cpu, int chi
   }
 }
 
+/* pingpong modes: see the usage comment. */
+static int pp_epoll = 0;
+
+/* Reads the one byte of a ping: blocking, or the reactor's way (read, epoll_wait, read). */
+static void pp_read(int sock, int ep) {
+  char b;
+  for (;;) {
+    ssize_t n = read(sock, &b, 1);
+    if (n == 1) return;
+    if (n == 0) exit(0); /* peer closed: the run is over */
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) exit(0);
+    if (!(pp_epoll && errno == EAGAIN)) die("read");
+    struct epoll_event ev;
+    while (epoll_wait(ep, &ev, 1, -1) < 0) {
+      if (errno != EINTR) die("epoll_wait");
+    }
+  }
+}
+
+static void pp_write(int sock) {
+  char b = 1;
+  while (write(sock, &b, 1) != 1) {
+    if (errno == EPIPE || errno == ECONNRESET) exit(0);
+    if (errno != EINTR && errno != EAGAIN) die("write");
+  }
+}
+
+/* An epoll instance watching sock for input, edge-triggered (as tokio and libuv register). */
+static int pp_epoll_of(int sock) {
+  if (!pp_epoll) return -1;
+  if (fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK) != 0) die("O_NONBLOCK");
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) die("epoll_create1");
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = sock};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, sock, &ev) != 0) die("epoll_ctl");
+  return ep;
+}
+
+static void pingpong(int type, long iterations, long warmup, int parent_cpu, int child_cpu) {
+  int sv[2];
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    pin(child_cpu);
+    close(sv[0]);
+    int ep = pp_epoll_of(sv[1]);
+    for (;;) {
+      pp_read(sv[1], ep);
+      pp_write(sv[1]);
+    }
+  }
+  pin(parent_cpu);
+  close(sv[1]);
+  int ep = pp_epoll_of(sv[0]);
+  uint64_t *samples = calloc((size_t)iterations, sizeof *samples);
+  if (!samples) die("calloc");
+  double total = 0;
+  for (long i = -warmup; i < iterations; i++) {
+    uint64_t t0 = now_ns();
+    pp_write(sv[0]);
+    pp_read(sv[0], ep);
+    uint64_t t1 = now_ns();
+    if (i >= 0) {
+      samples[i] = t1 - t0;
+      total += (double)(t1 - t0);
+    }
+  }
+  close(sv[0]);
+  waitpid(child, NULL, 0);
+  qsort(samples, (size_t)iterations, sizeof *samples, compare_u64);
+  printf("{\"p50_us\":%.3f,\"p99_us\":%.3f,\"mean_us\":%.3f,\"iterations\":%ld}\n",
+         samples[iterations / 2] / 1e3, samples[(iterations * 99) / 100] / 1e3,
+         total / iterations / 1e3, iterations);
+  free(samples);
+}
+
 int main(int argc, char **argv) {
   if (argc < 6) {
     fprintf(stderr,
@@ -474,6 +568,7 @@ int main(int argc, char **argv) {
             "       floor pipelined W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n"
             "       floor pipelined-tracked W H POOL MILLISECONDS [PARENT_CPU CHILD_CPU]\n"
             "       floor fanout W H FRAMES ROUNDS [PARENT_CPU CHILD_CPU]\n"
+            "       floor pingpong-stream | pingpong-stream-epoll | pingpong-seqpacket W H ITERATIONS WARMUP [PARENT_CPU CHILD_CPU]\n"
             "       floor roundtrip-spin | pipelined-tracked-spin | fanout-spin (same arguments)\n");
     return 2;
   }
@@ -499,6 +594,13 @@ int main(int argc, char **argv) {
     pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
   } else if (strcmp(mode, "pipelined") == 0) {
     pipelined(size, atoi(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
+  } else if (strcmp(mode, "pingpong-stream") == 0) {
+    pingpong(SOCK_STREAM, atol(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
+  } else if (strcmp(mode, "pingpong-stream-epoll") == 0) {
+    pp_epoll = 1;
+    pingpong(SOCK_STREAM, atol(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
+  } else if (strcmp(mode, "pingpong-seqpacket") == 0) {
+    pingpong(SOCK_SEQPACKET, atol(argv[4]), atol(argv[5]), parent_cpu, child_cpu);
   } else if (strcmp(mode, "fanout") == 0) {
     fanout(size, atol(argv[4]), atoi(argv[5]), parent_cpu, child_cpu);
   } else {

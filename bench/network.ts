@@ -11,7 +11,7 @@
  * process, looks the number up in the send times. Bandwidth: bytes the
  * sender's veth transmitted.
  *
- *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,pipewire]
+ *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,srt,pipewire]
  *
  * @module
  */
@@ -25,7 +25,7 @@ const { values } = parseArgs({
     width: { type: "string", default: "1920" },
     height: { type: "string", default: "1080" },
     seconds: { type: "string", default: "8" },
-    modes: { type: "string", default: "floor,raw,vp8,h264,pipewire" },
+    modes: { type: "string", default: "floor,raw,vp8,h264,srt,pipewire" },
     bitrate: { type: "string", default: "4000" },
   },
 });

@@ -64,7 +64,9 @@ export const fromPipeWire: Command = {
     "Captures the PipeWire video node TARGET (its node.name or object.serial) through",
     "gst-launch-1.0 pipewiresrc and publishes its frames as NAME. Frames PipeWire hands",
     "as memfds go without a copy; mapped ones are copied once into --format (default",
-    "BGRA; twice when the node's format already is that one). Survives the node and",
+    "BGRA; twice when the node's format already is that one). At most --max-outstanding",
+    "frames are held for subscribers (default: the publisher's surface budget + 1, so",
+    "that a subscriber that stops reading never starves the others). Survives the node and",
     "the PipeWire daemon going away (the pipeline is restarted). XDG_RUNTIME_DIR or",
     "PIPEWIRE_REMOTE say which daemon; SURFACEPORT_GST_LAUNCH replaces gst-launch-1.0;",
     "SURFACEPORT_PIPEWIRE_SOCKET is the daemon's socket as seen from here, watched for",
@@ -81,7 +83,11 @@ export const fromPipeWire: Command = {
     const name = positionals[1];
     const format = values.format === undefined ? "BGRA" : canonicalFormat(values.format);
     if (!format) throw new UsageError(`unknown --format ${values.format}`);
-    const maxOutstanding = Math.max(1, integerOption(values, "max-outstanding", 4, 4096));
+    // Default: the publisher's surface budget + 1 (PipeWireSource asks it), so that one
+    // subscriber that stops reading cannot take every held buffer from the others.
+    const maxOutstanding = values["max-outstanding"] === undefined
+      ? undefined
+      : Math.max(1, integerOption(values, "max-outstanding", 1, 4096));
     const interval = Math.max(50, integerOption(values, "interval", 1000));
     const source = PipeWireSource.start(denoGstLauncher, target, {
       format,
@@ -153,7 +159,9 @@ export const toPipeWire: Command = {
       const sent = s.zeroCopy + s.copies;
       return `to-pipewire ${name} → ${nodeName}: received ${s.received}  sent ${sent}  ` +
         `copies ${sent + s.copies} (pipewiresink copies each)  dropped ${s.dropped}  ` +
-        `held ${s.outstanding}  pipeline restarts ${s.restarts}  daemon restarts ${s.daemonRestarts}` +
+        `held ${s.outstanding}  clients ${s.clients}  cut off ${s.cutOff}  ` +
+        `client lost ${s.clientLost}  ` +
+        `pipeline restarts ${s.restarts}  daemon restarts ${s.daemonRestarts}` +
         (sink.lastError ? `  last error: ${sink.lastError}` : "");
     });
     try {

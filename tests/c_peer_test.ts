@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { type Channel, listen, type PixelFormat, Surface } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
 import { Child, uniqueName } from "./helpers.ts";
-import { bellTower, doorbellStats } from "../src/linux/doorbell.ts";
+import { bellTower } from "../src/linux/bell_tower.ts";
+import { doorbellStats } from "../src/linux/doorbell.ts";
 import { foreignSubscriberScenario } from "./pubsub_foreign.ts";
 
 const linux = Deno.build.os === "linux";

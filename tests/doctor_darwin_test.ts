@@ -8,13 +8,12 @@
  */
 
 import assert from "node:assert/strict";
+import { darwinChecks, shimChecks } from "../cli/doctor_darwin.ts";
 import {
-  darwinChecks,
   portSetPeekCheck,
   queueLimitSetCheck,
   sendPossibleCheck,
-  shimChecks,
-} from "../cli/doctor_darwin.ts";
+} from "../cli/doctor_darwin_ports.ts";
 import { runDoctorPeer } from "../cli/doctor_darwin_peer.ts";
 import type { PeerLauncher } from "../cli/doctor_mach.ts";
 import { probeHandoff } from "../cli/doctor_handoff.ts";

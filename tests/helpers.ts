@@ -9,7 +9,8 @@ import { libc } from "../ffi/linux.ts";
 import { type Channel, type ChannelOptions, connect, listen, type Listener } from "../mod.ts";
 import { cString, openProcFdDirectory } from "../src/linux/libc.ts";
 import { openPollerControlFd } from "../src/linux/poller.ts";
-import { bellTower, setDoorbellEnabled } from "../src/linux/doorbell.ts";
+import { bellTower } from "../src/linux/bell_tower.ts";
+import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
 
 // The doorbell (src/linux/doorbell.ts, off by default) is on in every test process, so that the
 // suite runs both ways of parking: with peers that ring (bell_peer.ts, c_peer.c produce-ring) and

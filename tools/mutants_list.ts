@@ -43,6 +43,16 @@ export interface Mutant extends Edit {
 
 /** Every mutation `deno task mutants` runs. */
 export const MUTANTS: Mutant[] = [
+  // --- Issue 24: the doorbell ---------------------------------------------------------------
+  {
+    id: "bell-node-bun-not-listening",
+    file: "ffi/runtime_node_files.ts",
+    find: "  server.listen(path);",
+    replace: "",
+    tests: ["tests/doorbell_runtimes_test.ts"],
+    why: "issue 24: a Node or Bun receiver must be rung through its own reactor (node:net), " +
+      "not fall back to the shared poll",
+  },
   // --- Issue 23: mutations the named tests once let through (its table, and found by reading) -
   {
     id: "gst-release-unheld-kept",
@@ -658,5 +668,85 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/pubsub_subscribe_race_test.ts"],
     why: "issue 21 (found by the cross-runtime tests): a SUBSCRIBE drained inside send() was " +
       "offered the frame being sent as the last one, then got it again",
+  },
+  // --- Issue 22: PipeWire -------------------------------------------------------------------
+  {
+    id: "pipewire-holds-below-budget",
+    file: "src/gst/pipewire.ts",
+    find: "budget > 0 ? budget + 1 : 8;",
+    replace: "budget > 0 ? 4 : 8;",
+    tests: ["tests/pipewire_test.ts"],
+    filter: "keeps 3 frames",
+    why: "issue 22: from-pipewire held 4 frames, below its publisher's surfaceBudget: a " +
+      "subscriber that kept 3 and stopped reading held all 4 and starved the others",
+  },
+  {
+    id: "pipewire-sink-feedless-pipeline-kept",
+    file: "src/gst/pipewire.ts",
+    find: "      if (!lost) return;",
+    replace: "      if (lost !== null) return;",
+    tests: ["tests/pipewire_test.ts"],
+    filter: "never lets go",
+    why: "issue 22: a to-pipewire pipeline whose unixfdsrc to-gst had cut off (behind a stopped " +
+      "PipeWire consumer) lived on feeding the node nothing: the next client got no frames",
+  },
+  {
+    id: "pipewire-direct-copies",
+    file: "src/gst/pipewire.ts",
+    find: '  #copy: PipeWireCopyMode = "direct";',
+    replace: '  #copy: PipeWireCopyMode = "swap";',
+    tests: ["tests/pipewire_zero_copy_test.ts"],
+    why: "issue 22: a producer's memfds reach subscribers without a copy (the subscriber maps " +
+      "the producer's inode)",
+  },
+  {
+    id: "pipewire-buffer-back-while-held",
+    file: "src/gst/from_gst.ts",
+    find: "      if (held.surface.inUse) continue;",
+    replace: "      if (held.surface.closed) continue;",
+    tests: ["tests/pipewire_zero_copy_test.ts"],
+    why: "issue 22: a PipeWire buffer goes back to its producer only once every surfaceport " +
+      "consumer let go of it",
+  },
+  // --- Issue 22: the timestamp across the network --------------------------------------------
+  {
+    id: "network-timestamp-next-frame",
+    file: "src/gst/to_gst.ts",
+    find: "metas: this.#ntpMetasOf(frame.timestamp),",
+    replace: "metas: this.#ntpMetasOf(frame.timestamp! + 33_333),",
+    tests: ["tests/network_test.ts"],
+    filter: "send / receive H.264:",
+    why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +
+      "one frame off is a wrong timestamp, not a late one",
+  },
+  {
+    id: "network-ntp-rounding-kept",
+    file: "src/gst/timestamp_meta.ts",
+    find: "return Number((nanos + 1n) / 1000n) - NTP_TO_UNIX_MICROS;",
+    replace: "return Number(nanos / 1000n) - NTP_TO_UNIX_MICROS;",
+    tests: ["tests/network_test.ts"],
+    filter: "NTP's 32.32",
+    why: "issue 22: rtphdrextntp64 rounds down twice and may take 1 ns off; the µs timestamp " +
+      "must still come back exactly",
+  },
+  {
+    id: "network-merged-timestamps-trusted",
+    file: "src/gst/network.ts",
+    find: "        found = undefined;\n        break;",
+    replace: "        break;",
+    tests: ["tests/network_test.ts"],
+    filter: "SenderTimestamps",
+    why: "issue 22: a buffer carrying the timestamps of two frames (packets merged after a loss) " +
+      "must not be republished with either",
+  },
+  {
+    id: "network-repeated-timestamp-trusted",
+    file: "src/gst/network.ts",
+    find: "if (timestamp === null || timestamp === this.#last) {",
+    replace: "if (timestamp === null) {",
+    tests: ["tests/network_test.ts"],
+    filter: "SenderTimestamps",
+    why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
+      "with the next one's packet) must not be trusted",
   },
 ];

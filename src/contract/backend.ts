@@ -13,9 +13,9 @@
  * | checks of received memory | `linux/verify.ts` (seals, size, mode, filesystem) | `darwin/verify.ts` (IOSurface layout vs geometry) |
  * | transport: one connection | `linux/channel.ts` (`SOCK_SEQPACKET`, `SCM_RIGHTS`) | `darwin/channel.ts` (inboxes, `mach_msg`) |
  * | transport: listen, accept, connect | `linux/listener.ts` (socket names, `SO_PEERCRED`) | `darwin/listener.ts` (bootstrap, HELLO / WELCOME) |
- * | parked waits, one thread for all | `linux/poller.ts` (one `poll`; `doorbell.ts` where the peer rings) | `darwin/poller.ts` (`PortWaitSet`, one port set) |
+ * | parked waits, one thread for all | `linux/poller.ts` (one `poll`; `doorbell.ts` and `bell_tower.ts` where the peer rings) | `darwin/poller.ts` (`PortWaitSet`, one port set) |
  * | release events for pools | `InotifyReleaseWatcher` in `linux/surface.ts` | none (the pool re-probes `IOSurfaceIsInUse`) |
- * | platform only | `linux/doorbell.ts` (a parked wait woken by the event loop itself: the doorbell) | `darwin/messages.ts` (surfaceport's mach messages), `darwin/abi.ts` (the shim's ABI self-check), `darwin/native.ts`, `darwin/bootstrap.ts`, `darwin/ports.ts`, `darwin/pixel_buffer.ts` |
+ * | platform only | `linux/doorbell.ts` and `linux/bell_tower.ts` (a parked wait woken by the event loop itself: the doorbell; the ringer's part and the reactor's part) | `darwin/messages.ts` (surfaceport's mach messages), `darwin/abi.ts` (the shim's ABI self-check), `darwin/native.ts`, `darwin/bootstrap.ts`, `darwin/ports.ts`, `darwin/pixel_buffer.ts` |
  *
  * Nothing here is public API.
  *

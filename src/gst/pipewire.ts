@@ -43,6 +43,9 @@ import {
 import type { GstNewBuffer } from "./protocol.ts";
 import { GstSinkBridge, type SurfaceFrame, type ToGstStats } from "./to_gst.ts";
 
+/** How long a new sink pipeline's `unixfdsrc` may take to connect before the pipeline is restarted. */
+const STARTUP_CONNECT_MS = 5000;
+
 /** `pipewiresrc` in PipeWire 1.4 sets no `media.type`, and WirePlumber links no stream without one. */
 const CAPTURE_PROPERTIES = "p,media.type=Video,media.category=Capture,media.role=Camera";
 
@@ -144,7 +147,14 @@ function watchDaemon(options: DaemonWatchOptions, onChange: () => void): () => v
 export interface PipeWireSourceOptions extends DaemonWatchOptions {
   /** The format to publish when PipeWire's frames must be copied (default `"BGRA"`). */
   format?: PixelFormat;
-  /** Buffers held for surfaceport consumers at most (default 4). */
+  /**
+   * Buffers held for surfaceport consumers at most. Default: the sink's
+   * `surfaceBudget` (a `Publisher`'s: every frame its subscribers may hold
+   * within their budgets) + 1 for the frame being handed on, else 8. Fewer
+   * than the publisher's budget lets one subscriber that stops reading take
+   * every held buffer, and the bridge would drop every frame meant for the
+   * others.
+   */
   maxOutstanding?: number;
   /**
    * Restart the pipeline when no frame came for this long, ms (default 3000;
@@ -181,7 +191,7 @@ export class PipeWireSource {
   readonly #target: string;
   readonly #address = privateSocketName("pipewire-src");
   readonly #format: PixelFormat;
-  readonly #maxOutstanding: number;
+  #maxOutstanding: number | undefined;
   readonly #options: PipeWireSourceOptions;
   readonly #stop = new AbortController();
   #copy: PipeWireCopyMode = "direct";
@@ -197,7 +207,7 @@ export class PipeWireSource {
     this.#launch = launch;
     this.#target = target;
     this.#format = options.format ?? "BGRA";
-    this.#maxOutstanding = options.maxOutstanding ?? 4;
+    this.#maxOutstanding = options.maxOutstanding;
     this.#options = options;
   }
 
@@ -261,6 +271,7 @@ export class PipeWireSource {
 
   /** Publishes frames into `sink` until {@link close}. */
   async run(sink: SurfaceSink<PipeWireFrameMeta>): Promise<void> {
+    this.#maxOutstanding ??= heldForBudget(sink);
     const copiesPerFrame = () => (this.#copy === "direct" ? 0 : this.#copy === "convert" ? 1 : 2);
     const toMeta = (buffer: GstNewBuffer): PipeWireFrameMeta => {
       this.#copies += copiesPerFrame();
@@ -346,6 +357,14 @@ export interface PipeWireSinkOptions extends DaemonWatchOptions {
   maxOutstanding?: number;
   /** Framerate announced to PipeWire (default 30). */
   fps?: number;
+  /**
+   * Restart the pipeline when its `unixfdsrc` has not been connected for
+   * this long, ms (default 1000). A consumer that stops taking buffers
+   * blocks `pipewiresink`, to-gst cuts the stalled `unixfdsrc` off, and
+   * the pipeline lives on with nothing to feed the node (`unixfdsrc` never
+   * reconnects, and nothing fails).
+   */
+  clientLostTimeout?: number;
 }
 
 /** Counters of a {@link PipeWireSink}. */
@@ -354,6 +373,8 @@ export interface PipeWireSinkStats extends ToGstStats {
   restarts: number;
   /** How often the daemon changed under the bridge (see {@link DaemonWatchOptions}). */
   daemonRestarts: number;
+  /** How often the pipeline was restarted because its `unixfdsrc` was gone (cut off or never connected). */
+  clientLost: number;
 }
 
 /**
@@ -371,6 +392,11 @@ export class PipeWireSink {
   #daemonRestarts = 0;
   #lastError = "";
   #unwatch: () => void = () => {};
+  #unwatchClient: () => void = () => {};
+  #clientLost = 0;
+  #started = 0;
+  /** The pipeline process while it runs. */
+  #running: GstProcess | undefined;
 
   private constructor(launch: GstLauncher, nodeName: string, options: PipeWireSinkOptions) {
     const address = privateSocketName("pipewire-sink");
@@ -394,7 +420,38 @@ export class PipeWireSink {
       sink.#daemonRestarts++;
       void sink.#process?.stop();
     });
+    sink.#unwatchClient = sink.#watchClient(options.clientLostTimeout ?? 1000);
     return sink;
+  }
+
+  /**
+   * Restarts a running pipeline whose `unixfdsrc` was cut off (it never
+   * reconnects), is gone for `timeout` ms, or did not connect within 5 s of
+   * the start.
+   */
+  #watchClient(timeout: number): () => void {
+    let seenAt = 0;
+    let cutOff = 0;
+    const timer = setInterval(() => {
+      const stats = this.#bridge.stats;
+      const now = performance.now();
+      const process = this.#running;
+      if (!process) return;
+      if (stats.clients > 0 && stats.cutOff === cutOff) {
+        seenAt = now;
+        return;
+      }
+      const lost = stats.cutOff > cutOff ||
+        (seenAt > this.#started
+          ? now - seenAt > timeout
+          : now - this.#started > Math.max(timeout, STARTUP_CONNECT_MS));
+      cutOff = stats.cutOff;
+      if (!lost) return;
+      this.#clientLost++;
+      this.#running = undefined;
+      void process.stop();
+    }, Math.max(50, Math.min(250, timeout / 4)));
+    return () => clearInterval(timer);
   }
 
   /** A snapshot of the counters; every frame sent is copied once by `pipewiresink`. */
@@ -403,6 +460,7 @@ export class PipeWireSink {
       ...this.#bridge.stats,
       restarts: this.#restarts,
       daemonRestarts: this.#daemonRestarts,
+      clientLost: this.#clientLost,
     };
   }
 
@@ -415,8 +473,10 @@ export class PipeWireSink {
     for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 1000)) {
       const process = this.#launch(this.#pipeline);
       this.#process = process;
-      const started = performance.now();
+      const started = this.#started = performance.now();
+      this.#running = process;
       await process.exited;
+      this.#running = undefined;
       if (this.#stop.signal.aborted) return;
       this.#lastError = lastError(process.errorText());
       this.#restarts++;
@@ -435,11 +495,18 @@ export class PipeWireSink {
   /** Removes the node; idempotent. */
   async close(): Promise<void> {
     this.#unwatch();
+    this.#unwatchClient();
     this.#stop.abort();
     this.#bridge.close();
     await this.#process?.stop();
     await this.#supervisor;
   }
+}
+
+/** What a source may hold for `sink`'s consumers: its `surfaceBudget` + 1 when it has one, else 8. */
+export function heldForBudget(sink: object): number {
+  const budget = (sink as { surfaceBudget?: unknown }).surfaceBudget;
+  return typeof budget === "number" && Number.isInteger(budget) && budget > 0 ? budget + 1 : 8;
 }
 
 function isPeerGone(error: unknown): boolean {

@@ -22,9 +22,8 @@ import {
 } from "../core/errors.ts";
 import { runtime } from "../../ffi/runtime.ts";
 import { encodeDoorbell } from "../wire/doorbell_wire.ts";
+import { type Bell, bellTower } from "./bell_tower.ts";
 import {
-  type Bell,
-  bellTower,
   createFlagPage,
   doorbellEnabled,
   doorbellStats,

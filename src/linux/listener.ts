@@ -44,7 +44,7 @@ import {
 } from "./bind.ts";
 import { waitReady, wake } from "./poller.ts";
 import { SocketConnection } from "./channel.ts";
-import { bellTower } from "./doorbell.ts";
+import { bellTower } from "./bell_tower.ts";
 import { encodeSockaddrUn, LINUX } from "./structs.ts";
 
 export { peerCredentials };

@@ -338,7 +338,11 @@ def main() -> int:
     if mode == "subscribe":
         policy = {"latest": 1, "queue": 2}[sys.argv[3]]
         count = int(sys.argv[4])
-        sock.send(MAGIC + struct.pack("<HHHHI", 1, 2, 16, policy, 1))  # SUBSCRIBE, depth 1
+        try:
+            sock.send(MAGIC + struct.pack("<HHHHI", 1, 2, 16, policy, 1))  # SUBSCRIBE, depth 1
+        except (BrokenPipeError, ConnectionResetError):
+            print("eof", flush=True)  # the publisher hung up between accept and SUBSCRIBE
+            return 1
     if mode in ("recv", "subscribe"):
         for _ in range(count):
             header, fd = receive(sock)

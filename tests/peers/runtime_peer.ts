@@ -6,6 +6,8 @@
  * - `subscribe NAME FRAMES`: subscribes ("queue"), checks every byte of every frame
  * - `produce NAME FRAMES NV12|BGRA`: connects a channel and sends FRAMES patterned frames
  * - `listen NAME FRAMES`: listens, accepts one channel, checks every byte of every frame
+ * - `listen-parks NAME FRAMES`: as `listen`, then prints how its receives parked:
+ *   `parks {"bell":B,"poll":P}` (run with `SURFACEPORT_DOORBELL=1` to be rung)
  * - `hold NAME`: listens under NAME until killed (for `list()`)
  * - `list`: prints `list()` as JSON
  *
@@ -16,6 +18,7 @@ import process from "node:process";
 import { connect, list, listen, publish, subscribe, Surface } from "../../mod.ts";
 import { runtime } from "../../ffi/runtime.ts";
 import { fillPattern, verifyPattern } from "../../examples/pattern.ts";
+import { doorbellStats } from "../../src/linux/doorbell.ts";
 
 const [mode, name, framesArg, formatArg] = process.argv.slice(2);
 const frames = Number(framesArg ?? 0);
@@ -74,6 +77,16 @@ switch (mode) {
     say("ready");
     using channel = await listener.accept({ timeout: 10000 });
     await verifyFrames(() => channel.receive({ timeout: 10000 }));
+    break;
+  }
+  case "listen-parks": {
+    using listener = listen(name);
+    say("ready");
+    using channel = await listener.accept({ timeout: 10000 });
+    await verifyFrames(() => channel.receive({ timeout: 10000 }));
+    say(
+      `parks ${JSON.stringify({ bell: doorbellStats.bellWaits, poll: doorbellStats.pollWaits })}`,
+    );
     break;
   }
   case "hold": {
