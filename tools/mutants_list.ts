@@ -53,6 +53,25 @@ export const MUTANTS: Mutant[] = [
     why: "issue 24: a Node or Bun receiver must be rung through its own reactor (node:net), " +
       "not fall back to the shared poll",
   },
+  {
+    id: "bell-deadline-timer-per-park",
+    file: "src/linux/bell_tower.ts",
+    find: "if (wait.deadline < this.#armedFor) this.#arm(wait.deadline);",
+    replace: "this.#arm(wait.deadline);",
+    tests: ["tests/doorbell_test.ts"],
+    filter: "share one deadline timer",
+    why: "issue 24: a setTimeout + clearTimeout per park costs ~4 µs in Deno; parks on a bell " +
+      "share one deadline timer",
+  },
+  {
+    id: "bell-deadline-never-expires",
+    file: "src/linux/bell_tower.ts",
+    find: "if (wait.deadline <= now) {",
+    replace: "if (wait.deadline < 0) {",
+    tests: ["tests/doorbell_test.ts"],
+    filter: "share one deadline timer",
+    why: "issue 24: the shared deadline timer must still end a wait on a bell that nothing wakes",
+  },
   // --- Issue 23: mutations the named tests once let through (its table, and found by reading) -
   {
     id: "gst-release-unheld-kept",
