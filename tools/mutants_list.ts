@@ -720,9 +720,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "pipewire-buffer-back-while-held",
-    file: "src/gst/from_gst.ts",
-    find: "      if (held.surface.inUse) continue;",
-    replace: "      if (held.surface.closed) continue;",
+    file: "src/gst/held_buffers.ts",
+    find: "      if (surface.inUse) {",
+    replace: "      if (surface.closed) {",
     tests: ["tests/pipewire_zero_copy_test.ts"],
     why: "issue 22: a PipeWire buffer goes back to its producer only once every surfaceport " +
       "consumer let go of it",
