@@ -147,7 +147,7 @@ export type { GstVideoCaps } from "./src/gst/caps.ts";
  */
 export { adoptMemfd, ForeignMemfdAdopter } from "./src/gst/adopt.ts";
 /**
- * Linux only: frames to another machine as RTP over UDP (raw, VP8 or H.264)
+ * Linux only: frames to another machine as RTP over UDP (raw, VP8 or H.264) or SRT
  * through `gst-launch-1.0` pipelines and the bridges above. The caller
  * supplies a {@link GstLauncher} (the command line's spawns
  * `gst-launch-1.0`). See docs/network.md.
@@ -156,18 +156,20 @@ export {
   FrameGapCounter,
   GstNetworkReceiver,
   GstNetworkSender,
-  NETWORK_MODES,
-  receiverPipeline,
-  senderPipeline,
+  SenderTimestamps,
 } from "./src/gst/network.ts";
 export type {
   NetworkFrameMeta,
+  NetworkReceiverStats,
+  NetworkSenderStats,
+  TimedSurfaceSink,
+} from "./src/gst/network.ts";
+export { NETWORK_MODES, receiverPipeline, senderPipeline } from "./src/gst/network_pipelines.ts";
+export type {
   NetworkMode,
   NetworkReceiverOptions,
-  NetworkReceiverStats,
   NetworkSenderOptions,
-  NetworkSenderStats,
-} from "./src/gst/network.ts";
+} from "./src/gst/network_pipelines.ts";
 export type { GstLauncher, GstProcess } from "./src/gst/launcher.ts";
 /**
  * Linux only: PipeWire video nodes as surfaceport streams and back, through

@@ -39,6 +39,17 @@ export function allocatedBytes(): number {
     .total_allocated_bytes;
 }
 
+/** Limits for the backend's own connections (control messages only; no surface is sent). */
+export const CONTROL_LIMITS = {
+  maxSurfaceBytes: 1 << 20,
+  maxMetaBytes: 4096,
+  mappingCacheSize: 1,
+  spinMicros: 0,
+};
+
+/** A 16-byte control message (its content is not looked at). */
+export const CONTROL_MESSAGE: Uint8Array = new Uint8Array(16);
+
 /** Rejects with a message naming `what` if `promise` takes longer than `ms`. */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

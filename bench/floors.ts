@@ -23,6 +23,12 @@ export interface FloorRound {
   pipelined: number;
   trackedPipelined: number;
   spinTrackedPipelined: number;
+  /**
+   * The wake-up alone (1-byte ping-pongs, no descriptor): blocking `read` on
+   * a stream, `epoll_wait` + `read` as a runtime's reactor waits, blocking
+   * `recv` on a seqpacket socket (issue 24).
+   */
+  pingpong: { stream: FloorRoundtrip; streamEpoll: FloorRoundtrip; seqpacket: FloorRoundtrip };
 }
 
 /** Where the floors' processes run: the producer's and the consumer's core, or unpinned. */
@@ -75,6 +81,7 @@ export async function floorRound(
     pipelined: 0,
     trackedPipelined: 0,
     spinTrackedPipelined: 0,
+    pingpong: {} as FloorRound["pingpong"],
   };
   for (const [width, height] of SIZES) {
     const size = [String(width), String(height), iterations, "500"];
@@ -87,6 +94,15 @@ export async function floorRound(
       ...size,
     ], cpus) as unknown as FloorRoundtrip;
   }
+  const pingpong = (mode: string) =>
+    runFloor(exe, [mode, "1", "1", iterations, "500"], cpus) as Promise<unknown> as Promise<
+      FloorRoundtrip
+    >;
+  round.pingpong = {
+    stream: await pingpong("pingpong-stream"),
+    streamEpoll: await pingpong("pingpong-stream-epoll"),
+    seqpacket: await pingpong("pingpong-seqpacket"),
+  };
   const pipe = ["1920", "1080", "4", quick ? "300" : "1500"];
   round.pipelined = (await runFloor(exe, ["pipelined", ...pipe], cpus)).per_s;
   // The same, with surfaceport's use tracking (a fresh OFD-locked description per send,

@@ -13,7 +13,7 @@
  * process, looks the number up in the send times. Bandwidth: bytes the
  * sender's veth transmitted.
  *
- *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,pipewire,pwdirect]
+ *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,srt,pipewire,pwdirect]
  *
  * @module
  */
@@ -27,7 +27,7 @@ const { values } = parseArgs({
     width: { type: "string", default: "1920" },
     height: { type: "string", default: "1080" },
     seconds: { type: "string", default: "8" },
-    modes: { type: "string", default: "floor,raw,vp8,h264,pipewire,pwdirect" },
+    modes: { type: "string", default: "floor,raw,vp8,h264,srt,pipewire,pwdirect" },
     bitrate: { type: "string", default: "4000" },
   },
 });

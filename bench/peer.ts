@@ -11,6 +11,9 @@
  * - `peer.ts sink NAME SPIN`: the consumer of the pipelined run: for each
  *   frame, writes the last byte and closes the frame (which lets the
  *   producer's pool reuse the surface).
+ * - `peer.ts control NAME 0 0 PARKING`: the park without the surface work (issue
+ *   24): connects to NAME through the Linux backend itself and answers each
+ *   16-byte control message with one, parking between them like any receive.
  * - `peer.ts copy PATH BYTES`: the copy baseline: listens on the Unix stream
  *   socket `PATH` with Deno's own `Deno.listen({ transport: "unix" })`, reads
  *   frames of `BYTES` bytes into one buffer, writes the last byte and answers
@@ -24,7 +27,8 @@
 
 import { connect, PeerClosedError } from "../mod.ts";
 import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
-import { allocatedBytes } from "./common.ts";
+import { allocatedBytes, CONTROL_LIMITS, CONTROL_MESSAGE } from "./common.ts";
+import { linuxBackend } from "../src/linux/backend.ts";
 
 const [mode, target, arg, arg2, parking] = Deno.args;
 // "bell": with the doorbell (off by default); "poll": the shared poll only (the default).
@@ -96,12 +100,35 @@ async function copy(path: string, frameBytes: number): Promise<void> {
   }
 }
 
+async function control(name: string): Promise<void> {
+  const connection = await linuxBackend.connect(
+    name,
+    () => true,
+    CONTROL_LIMITS,
+    performance.now() + 10_000,
+  );
+  console.log("ready");
+  try {
+    for (;;) {
+      await connection.receiveControl(performance.now() + 10_000);
+      await connection.sendControl(CONTROL_MESSAGE, performance.now() + 10_000);
+    }
+  } catch (error) {
+    if (!(error instanceof PeerClosedError)) throw error;
+  } finally {
+    connection.close();
+  }
+}
+
 switch (mode) {
   case "echo":
     await echo(target, Number(arg), Number(arg2 ?? 0));
     break;
   case "sink":
     await sink(target, Number(arg));
+    break;
+  case "control":
+    await control(target);
     break;
   case "copy":
     await copy(target, Number(arg));

@@ -263,6 +263,16 @@ const results = {
   spin_floor_roundtrip_p99_us: haveFloor
     ? bySize(floorRounds, (r, k) => r.spinRoundtrip[k].p99_us)
     : null,
+  /** The wake-up alone, 1-byte C ping-pongs (issue 24): blocking stream, stream as a reactor waits, seqpacket. */
+  floor_stream_pingpong_p50_us: haveFloor
+    ? round1(stat(floorRounds, (r) => r.pingpong.stream.p50_us).median)
+    : null,
+  floor_stream_epoll_pingpong_p50_us: haveFloor
+    ? round1(stat(floorRounds, (r) => r.pingpong.streamEpoll.p50_us).median)
+    : null,
+  floor_seqpacket_pingpong_p50_us: haveFloor
+    ? round1(stat(floorRounds, (r) => r.pingpong.seqpacket.p50_us).median)
+    : null,
   floor_same_core_roundtrip_p50_us: floorSameCore ? round1(floorSameCore.p50_us) : null,
   floor_skipped: floorSkipped ?? null,
   copy_p50_us: bySize(driverRounds, (r, k) => r.copy[k].p50),

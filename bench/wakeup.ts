@@ -14,6 +14,9 @@
  *   reactor's way: `read`, `epoll_wait`, `read`) and `pingpong-seqpacket`;
  * - Deno's own stream ping-pong (`Deno.connect` / `Deno.listen`, one byte,
  *   no FFI: `bench/peer.ts copy` with 1-byte frames);
+ * - the park alone: 16-byte control messages back and forth over the Linux
+ *   backend's own connection (`bench/peer.ts control`: no descriptor, no
+ *   surface, no `Frame`), on the shared poll and with the doorbell;
  * - surfaceport's default mode (`spinMicros` 0), 640x480 round trips, on
  *   the shared poll and with the doorbell.
  *
@@ -25,7 +28,8 @@
 
 import { listen, Surface } from "../mod.ts";
 import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
-import { Child, percentile } from "./common.ts";
+import { linuxBackend } from "../src/linux/backend.ts";
+import { Child, CONTROL_LIMITS, CONTROL_MESSAGE, percentile } from "./common.ts";
 import { buildFloor, runFloor } from "./floors.ts";
 
 const rounds = Number(Deno.args[0] ?? 3);
@@ -98,6 +102,31 @@ async function library(parking: "poll" | "bell"): Promise<number[]> {
   }
 }
 
+async function control(parking: "poll" | "bell"): Promise<number[]> {
+  const name = `wakeup-ctl-${Deno.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const listener = linuxBackend.listen(name, () => true, CONTROL_LIMITS);
+  const child = peer(["control", name, "0", "0", parking]);
+  try {
+    const connection = await listener.accept();
+    try {
+      await child.readLine(WAIT_MS);
+      const samples: number[] = [];
+      for (let i = -warmup; i < iterations; i++) {
+        const t0 = performance.now();
+        await connection.sendControl(CONTROL_MESSAGE, t0 + WAIT_MS);
+        await connection.receiveControl(t0 + WAIT_MS);
+        if (i >= 0) samples.push((performance.now() - t0) * 1000);
+      }
+      return samples;
+    } finally {
+      connection.close();
+    }
+  } finally {
+    listener.close();
+    await child.stop();
+  }
+}
+
 setDoorbellEnabled(true); // this side may be rung; the peer decides ("poll" peers never ring)
 const dir = await Deno.makeTempDir({ prefix: "surfaceport-wakeup-" });
 try {
@@ -118,6 +147,8 @@ try {
       ["C pingpong-stream-epoll", await floor("pingpong-stream-epoll")],
       ["C pingpong-seqpacket", await floor("pingpong-seqpacket")],
       ["Deno stream ping-pong", stats(await denoStream())],
+      ["park alone, shared poll", stats(await control("poll"))],
+      ["park alone, doorbell", stats(await control("bell"))],
       ["default, shared poll", stats(await library("poll"))],
       ["default, doorbell", stats(await library("bell"))],
     ];

@@ -1,6 +1,6 @@
 /**
  * `surfaceport send NAME HOST:PORT` and `surfaceport receive HOST:PORT NAME`:
- * a stream to another machine over RTP/UDP through GStreamer
+ * a stream to another machine over RTP/UDP or SRT through GStreamer
  * (docs/network.md), with a counter line every interval. Linux only.
  *
  * @module
@@ -8,13 +8,8 @@
 
 import { publish, subscribe } from "../mod.ts";
 import { canonicalFormat } from "../src/core/geometry.ts";
-import {
-  GstNetworkReceiver,
-  GstNetworkSender,
-  NETWORK_MODES,
-  type NetworkMode,
-  rawSamplingOf,
-} from "../src/gst/network.ts";
+import { GstNetworkReceiver, GstNetworkSender } from "../src/gst/network.ts";
+import { NETWORK_MODES, type NetworkMode, rawSamplingOf } from "../src/gst/network_pipelines.ts";
 import {
   type Command,
   type CommandIO,
@@ -52,13 +47,15 @@ function ticker(io: CommandIO, interval: number, line: () => string): () => Prom
 
 /** `send NAME HOST:PORT`. */
 export const send: Command = {
-  summary: "send NAME's frames to HOST:PORT over RTP/UDP (GStreamer)",
+  summary: "send NAME's frames to HOST:PORT over RTP/UDP or SRT (GStreamer)",
   usage: [
-    "usage: surfaceport send NAME HOST:PORT [--mode raw|vp8|h264] [--bitrate KBITS] [--timeout MS] [--interval MS]",
+    "usage: surfaceport send NAME HOST:PORT [--mode raw|vp8|h264|srt] [--bitrate KBITS] [--timeout MS] [--interval MS]",
     "",
     "Subscribes to NAME (newest frame first) and sends it to HOST:PORT through a",
-    "gst-launch-1.0 pipeline: raw RTP (every pixel, ~1.5 Gbit/s for 1080p30 BGRA: a LAN)",
-    "or VP8 / H.264 (--bitrate, default 4000 kbit/s). Prints the matching receive command.",
+    "gst-launch-1.0 pipeline: raw RTP (every pixel, ~1.5 Gbit/s for 1080p30 BGRA: a LAN),",
+    "VP8 / H.264 in RTP (--bitrate, default 4000 kbit/s), or H.264 RTP over SRT (srt:",
+    "lost packets are retransmitted). Each frame's timestamp travels with it.",
+    "Prints the matching receive command.",
     "SURFACEPORT_GST_LAUNCH replaces the gst-launch-1.0 command (e.g. a chroot).",
   ].join("\n"),
   async run(args, io) {
@@ -120,14 +117,16 @@ export const send: Command = {
 export const receive: Command = {
   summary: "receive a stream sent with `send` on HOST:PORT and publish it as NAME",
   usage: [
-    "usage: surfaceport receive HOST:PORT NAME [--mode raw|vp8|h264] [--format F] [--size WxH]",
+    "usage: surfaceport receive HOST:PORT NAME [--mode raw|vp8|h264|srt] [--format F] [--size WxH]",
     "                           [--latency MS] [--interval MS]",
     "",
-    "Listens for RTP on HOST:PORT (0.0.0.0 for every interface) through a gst-launch-1.0",
-    "pipeline and publishes the frames as NAME. Raw RTP carries no caps: give the",
-    "sender's --format and --size (send prints them). Compressed modes republish",
-    "--format (default y420). Prints frames lost (gaps in the RTP timing) every interval.",
-    "  --latency MS   how long the jitter buffer waits for a late packet (default 40)",
+    "Listens for RTP (or SRT) on HOST:PORT (0.0.0.0 for every interface) through a",
+    "gst-launch-1.0 pipeline and publishes the frames as NAME, each with the sender's",
+    "timestamp. Raw mode: give the sender's --format and --size (send prints them).",
+    "Compressed modes republish --format (default y420). Prints frames lost (gaps in the",
+    "RTP timing) and frames that came without a timestamp (untimed) every interval.",
+    "  --latency MS   how long the jitter buffer waits for a late packet (default 40;",
+    "                 srt: how long SRT retransmits, default 120)",
   ].join("\n"),
   async run(args, io) {
     const { values, positionals } = parseCommandArgs(args, {
@@ -156,7 +155,7 @@ export const receive: Command = {
     if (mode === "raw" && (!format || !width || !height)) {
       throw new UsageError("raw mode needs the sender's --format and --size (send prints them)");
     }
-    const latency = integerOption(values, "latency", 40, 10_000);
+    const latency = integerOption(values, "latency", mode === "srt" ? 120 : 40, 10_000);
     const interval = Math.max(50, integerOption(values, "interval", 1000));
     let receiver: GstNetworkReceiver;
     try {
@@ -180,7 +179,7 @@ export const receive: Command = {
       return `receive ${host}:${port} → ${name}: ${
         receiver.caps || "no caps yet"
       }  received ${s.received}  ` +
-        `lost ${s.lost}  dropped ${s.dropped}  held ${s.outstanding}  pipeline restarts ${s.restarts}` +
+        `lost ${s.lost}  untimed ${s.untimed}  dropped ${s.dropped}  held ${s.outstanding}  pipeline restarts ${s.restarts}` +
         (receiver.lastError ? `  last error: ${receiver.lastError}` : "");
     });
     try {

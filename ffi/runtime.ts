@@ -245,6 +245,11 @@ export interface Runtime {
     path: string,
     onConnection: (stream: ReactorStream) => void,
   ): ReactorListener | undefined;
+  /**
+   * Lets the process exit while `timer` (a `setTimeout` of this runtime) is
+   * pending: `Deno.unrefTimer`, `Timeout.unref()` on Node and Bun.
+   */
+  unrefTimer(timer: ReturnType<typeof setTimeout>): void;
 }
 
 /** Which host is running this code, and its version. */

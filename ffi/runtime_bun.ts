@@ -18,6 +18,7 @@ import {
   nodeListenUnix,
   osName,
   pid,
+  unrefNodeTimer,
 } from "./runtime_node_files.ts";
 import type {
   FunctionDefinition,
@@ -134,6 +135,7 @@ export function bunRuntime(ffi: BunFfi, version: string): Runtime {
     standalone: false,
     files: nodeFiles,
     listenUnix: nodeListenUnix,
+    unrefTimer: unrefNodeTimer,
   };
 
   /**

@@ -155,5 +155,6 @@ export function denoRuntime(): Runtime {
     },
     // A Deno.UnixConn is a ReactorStream as it is (read, close, ref, unref).
     listenUnix,
+    unrefTimer: (timer) => Deno.unrefTimer(timer),
   };
 }

@@ -19,6 +19,7 @@ import {
   nodePermission,
   osName,
   pid,
+  unrefNodeTimer,
 } from "./runtime_node_files.ts";
 import type {
   FunctionDefinition,
@@ -137,6 +138,7 @@ export function nodeRuntime(ffi: NodeFfi, version: string): Runtime {
     standalone: false,
     files: nodeFiles,
     listenUnix: nodeListenUnix,
+    unrefTimer: unrefNodeTimer,
   };
 
   function readStatic(address: bigint, type: string): unknown {

@@ -128,6 +128,11 @@ export function osName(): string {
   return process.platform;
 }
 
+/** `unref()` on a Node or Bun `Timeout` (typed here as Deno's timer id). */
+export function unrefNodeTimer(timer: ReturnType<typeof setTimeout>): void {
+  (timer as unknown as { unref(): void }).unref();
+}
+
 /** An environment variable. */
 export function envValue(name: string): string | undefined {
   return process.env[name];

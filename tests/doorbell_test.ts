@@ -104,6 +104,29 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "doorbell: parked receives with a timeout share one deadline timer instead of arming one per park",
+  ignore,
+  async fn() {
+    await withEchoPeer(async (channel, surface) => {
+      const start = { ...doorbellStats };
+      await roundTrips(channel, surface, 20); // each receive parks with a 10 s timeout
+      const counts = since(start);
+      assert.ok(counts.bell >= 15, `receives park on the doorbell: ${JSON.stringify(counts)}`);
+      const timers = doorbellStats.deadlineTimers - start.deadlineTimers;
+      assert.ok(timers <= 1, `${timers} deadline timers armed for ${counts.bell} parks`);
+      // And the shared timer still ends a wait that nothing wakes, then re-arms for the next.
+      const late = await Promise.race([
+        channel.receive({ timeout: 30 }).catch((error) => error),
+        sleep(3000).then(() => new Error("the 30 ms timeout had not ended the wait after 3 s")),
+      ]);
+      assert.equal(late.name, "TimeoutError", late.message);
+      await roundTrips(channel, surface, 2);
+    });
+  },
+});
+
+Deno.test({
   name: "doorbell: a receiver parked for 2 s with no traffic uses at most 5 ms of CPU per second",
   ignore,
   async fn() {

@@ -53,6 +53,25 @@ export const MUTANTS: Mutant[] = [
     why: "issue 24: a Node or Bun receiver must be rung through its own reactor (node:net), " +
       "not fall back to the shared poll",
   },
+  {
+    id: "bell-deadline-timer-per-park",
+    file: "src/linux/bell_tower.ts",
+    find: "if (wait.deadline < this.#armedFor) this.#arm(wait.deadline);",
+    replace: "this.#arm(wait.deadline);",
+    tests: ["tests/doorbell_test.ts"],
+    filter: "share one deadline timer",
+    why: "issue 24: a setTimeout + clearTimeout per park costs ~4 µs in Deno; parks on a bell " +
+      "share one deadline timer",
+  },
+  {
+    id: "bell-deadline-never-expires",
+    file: "src/linux/bell_tower.ts",
+    find: "if (wait.deadline <= now) {",
+    replace: "if (wait.deadline < 0) {",
+    tests: ["tests/doorbell_test.ts"],
+    filter: "share one deadline timer",
+    why: "issue 24: the shared deadline timer must still end a wait on a bell that nothing wakes",
+  },
   // --- Issue 23: mutations the named tests once let through (its table, and found by reading) -
   {
     id: "gst-release-unheld-kept",
@@ -697,5 +716,46 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/pipewire_zero_copy_test.ts"],
     why: "issue 22: a PipeWire buffer goes back to its producer only once every surfaceport " +
       "consumer let go of it",
+  },
+  // --- Issue 22: the timestamp across the network --------------------------------------------
+  {
+    id: "network-timestamp-next-frame",
+    file: "src/gst/to_gst.ts",
+    find: "metas: this.#ntpMetasOf(frame.timestamp),",
+    replace: "metas: this.#ntpMetasOf(frame.timestamp! + 33_333),",
+    tests: ["tests/network_test.ts"],
+    filter: "send / receive H.264:",
+    why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +
+      "one frame off is a wrong timestamp, not a late one",
+  },
+  {
+    id: "network-ntp-rounding-kept",
+    file: "src/gst/timestamp_meta.ts",
+    find: "return Number((nanos + 1n) / 1000n) - NTP_TO_UNIX_MICROS;",
+    replace: "return Number(nanos / 1000n) - NTP_TO_UNIX_MICROS;",
+    tests: ["tests/network_test.ts"],
+    filter: "NTP's 32.32",
+    why: "issue 22: rtphdrextntp64 rounds down twice and may take 1 ns off; the µs timestamp " +
+      "must still come back exactly",
+  },
+  {
+    id: "network-merged-timestamps-trusted",
+    file: "src/gst/network.ts",
+    find: "        found = undefined;\n        break;",
+    replace: "        break;",
+    tests: ["tests/network_test.ts"],
+    filter: "SenderTimestamps",
+    why: "issue 22: a buffer carrying the timestamps of two frames (packets merged after a loss) " +
+      "must not be republished with either",
+  },
+  {
+    id: "network-repeated-timestamp-trusted",
+    file: "src/gst/network.ts",
+    find: "if (timestamp === null || timestamp === this.#last) {",
+    replace: "if (timestamp === null) {",
+    tests: ["tests/network_test.ts"],
+    filter: "SenderTimestamps",
+    why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
+      "with the next one's packet) must not be trusted",
   },
 ];

@@ -5,16 +5,14 @@
  * republishes what it decodes (through the from-gst bridge). The pipelines
  * are GStreamer's own elements: surfaceport adds no transport of its own.
  *
- * Modes: `raw` (`rtpvrawpay`, RFC 4175: every pixel exactly, ~1.5 Gbit/s
- * for 1080p30 BGRA: a LAN), `vp8` (`vp8enc` / `vp8dec`) and `h264`
- * (`x264enc` / `openh264dec`) for thin links. Raw RTP carries no caps, so a
- * raw receiver is told the format and size (the sender's command line
- * prints them); the compressed modes take the size from the bitstream.
+ * The pipelines, one pair per mode, are in `network_pipelines.ts`; this
+ * module runs them and the bridges, restarts a pipeline that died, and
+ * republishes each frame with the timestamp its sender gave it, carried in
+ * an RTP header extension (`timestamp_meta.ts`).
  *
  * @module
  */
 
-import type { PixelFormat } from "../core/geometry.ts";
 import {
   addFromGstCounts,
   type FromGstStats,
@@ -28,232 +26,16 @@ import {
   pause,
   privateSocketName,
 } from "./launcher.ts";
-import { unixFdProperties } from "./launcher.ts";
+import {
+  type NetworkReceiverOptions,
+  type NetworkSenderOptions,
+  receiverPipeline,
+  senderPipeline,
+} from "./network_pipelines.ts";
 import type { GstNewBuffer } from "./protocol.ts";
+import type { Surface } from "../surface/surface.ts";
+import { microsOfNtpNanos, ntpTimestampsOf } from "./timestamp_meta.ts";
 import { GstSinkBridge, type SurfaceFrame, type ToGstStats } from "./to_gst.ts";
-import { gstFormatOf } from "./caps.ts";
-
-/** How frames are carried: uncompressed RTP, or VP8 / H.264 in RTP. */
-export type NetworkMode = "raw" | "vp8" | "h264";
-
-/** Every {@link NetworkMode}. */
-export const NETWORK_MODES: readonly NetworkMode[] = ["raw", "vp8", "h264"];
-
-/** RTP payload type used by every mode (a dynamic one). */
-const PAYLOAD_TYPE = 96;
-/** Fits an Ethernet frame with IP, UDP and RTP headers. */
-const MTU = 1400;
-
-function checkEndpoint(host: string, port: number): void {
-  if (!/^[A-Za-z0-9.:_-]+$/.test(host)) throw new RangeError(`bad host: ${JSON.stringify(host)}`);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new RangeError(`bad UDP port: ${port}`);
-  }
-}
-
-/** The RFC 4175 sampling a raw stream of `format` travels as (NV12 and gray go as I420). */
-export function rawSamplingOf(format: PixelFormat): { sampling: string; gstFormat: string } {
-  if (format === "BGRA" || format === "RGBA") return { sampling: format, gstFormat: format };
-  return { sampling: "YCbCr-4:2:0", gstFormat: "I420" };
-}
-
-/** Options of {@link GstNetworkSender.start}. */
-export interface NetworkSenderOptions {
-  /** How to carry the frames (default `"raw"`). */
-  mode?: NetworkMode;
-  /** Raw mode: the frames' format (default: the first frame's). */
-  format?: PixelFormat;
-  /** Target bitrate of the compressed modes, kbit/s (default 4000). */
-  bitrate?: number;
-  /** A keyframe at least every this many frames in the compressed modes (default 15). */
-  keyframeInterval?: number;
-  /** Framerate announced to GStreamer (default variable). */
-  fps?: number;
-  /** Frames held for GStreamer at most (default 4). */
-  maxOutstanding?: number;
-}
-
-/** The `gst-launch-1.0` words of a sender pipeline reading `address` and sending to host:port. */
-export function senderPipeline(
-  address: string,
-  host: string,
-  port: number,
-  options: NetworkSenderOptions = {},
-): string[] {
-  checkEndpoint(host, port);
-  const mode = options.mode ?? "raw";
-  const bitrate = Math.max(50, Math.round(options.bitrate ?? 4000));
-  const keyframes = Math.max(1, Math.round(options.keyframeInterval ?? 15));
-  const source = ["unixfdsrc", ...unixFdProperties(address), "!", "queue", "max-size-buffers=2"];
-  const sink = ["udpsink", `host=${host}`, `port=${port}`, "sync=false", "async=false"];
-  switch (mode) {
-    case "raw":
-      return [
-        ...source,
-        "!",
-        "videoconvert",
-        "!",
-        `video/x-raw,format=${rawSamplingOf(options.format ?? "BGRA").gstFormat}`,
-        "!",
-        "rtpvrawpay",
-        `mtu=${MTU}`,
-        `pt=${PAYLOAD_TYPE}`,
-        "!",
-        ...sink,
-      ];
-    case "vp8":
-      return [
-        ...source,
-        "!",
-        "videoconvert",
-        "!",
-        "video/x-raw,format=I420",
-        "!",
-        "vp8enc",
-        "deadline=1",
-        "cpu-used=16",
-        "end-usage=cbr",
-        `target-bitrate=${bitrate * 1000}`,
-        `keyframe-max-dist=${keyframes}`,
-        "lag-in-frames=0",
-        "error-resilient=default",
-        "threads=2",
-        "!",
-        "rtpvp8pay",
-        `mtu=${MTU}`,
-        `pt=${PAYLOAD_TYPE}`,
-        "!",
-        ...sink,
-      ];
-    case "h264":
-      return [
-        ...source,
-        "!",
-        "videoconvert",
-        "!",
-        "video/x-raw,format=I420",
-        "!",
-        "x264enc",
-        "tune=zerolatency",
-        "speed-preset=ultrafast",
-        `bitrate=${bitrate}`,
-        `key-int-max=${keyframes}`,
-        "!",
-        "video/x-h264,profile=constrained-baseline",
-        "!",
-        "rtph264pay",
-        "config-interval=-1",
-        `mtu=${MTU}`,
-        `pt=${PAYLOAD_TYPE}`,
-        "!",
-        ...sink,
-      ];
-    default:
-      throw new RangeError(`unknown network mode ${JSON.stringify(mode)}`);
-  }
-}
-
-/** A format one exact swap away, for a copy that videoconvert would otherwise skip. */
-const DETOUR: Record<string, string> = { BGRA: "RGBA", RGBA: "BGRA", I420: "YV12" };
-
-/** Options of {@link GstNetworkReceiver.start}. */
-export interface NetworkReceiverOptions {
-  /** How the sender carries the frames (default `"raw"`). */
-  mode?: NetworkMode;
-  /** The format to republish (raw: required, the sender's; compressed: default `"y420"`). */
-  format?: PixelFormat;
-  /** Raw mode only (required there): the sender's frame size. */
-  width?: number;
-  /** Raw mode only (required there): the sender's frame size. */
-  height?: number;
-  /** The jitter buffer's latency in ms: how long a late packet is waited for (default 40). */
-  latency?: number;
-  /** GStreamer buffers held for surfaceport consumers at most (default 4). */
-  maxOutstanding?: number;
-}
-
-/** The `gst-launch-1.0` words of a receiver pipeline listening on bind:port, serving `address`. */
-export function receiverPipeline(
-  bind: string,
-  port: number,
-  address: string,
-  options: NetworkReceiverOptions = {},
-): string[] {
-  checkEndpoint(bind, port);
-  const mode = options.mode ?? "raw";
-  const latency = Math.max(0, Math.round(options.latency ?? 40));
-  const format = options.format ?? "y420";
-  const source = (caps: string) => [
-    "udpsrc",
-    `address=${bind}`,
-    `port=${port}`,
-    "buffer-size=16777216",
-    `caps=application/x-rtp,media=(string)video,clock-rate=(int)90000,payload=(int)${PAYLOAD_TYPE},${caps}`,
-    "!",
-    "rtpjitterbuffer",
-    `latency=${latency}`,
-    "!",
-  ];
-  const target = gstFormatOf(format);
-  // unixfdsink takes only fd memory, and rtpvrawdepay's frames are not: a videoconvert that
-  // converts (it does not when the formats match) writes them into unixfdsink's memfds. When the
-  // wire format is already the target, the frame takes an exact detour (a channel or plane swap).
-  // Decoders write into unixfdsink's memfds themselves.
-  const wire = mode === "raw" ? rawSamplingOf(format).gstFormat : "I420";
-  const detour = wire !== target ? [] : [
-    "videoconvert",
-    "!",
-    `video/x-raw,format=${DETOUR[target] ?? "YV12"}`,
-    "!",
-  ];
-  const sink = [
-    ...(mode === "raw" ? detour : []),
-    "videoconvert",
-    "!",
-    `video/x-raw,format=${target}`,
-    "!",
-    "unixfdsink",
-    ...unixFdProperties(address),
-    "sync=false",
-    "wait-for-connection=true",
-  ];
-  switch (mode) {
-    case "raw": {
-      const { width, height } = options;
-      if (!options.format || !width || !height) {
-        throw new RangeError("a raw receiver needs the sender's format, width and height");
-      }
-      if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-        throw new RangeError(`bad raw frame size ${width}x${height}`);
-      }
-      const { sampling } = rawSamplingOf(format);
-      return [
-        ...source(
-          `encoding-name=(string)RAW,sampling=(string)${sampling},depth=(string)8,` +
-            `width=(string)${width},height=(string)${height},colorimetry=(string)BT709-2`,
-        ),
-        "rtpvrawdepay",
-        "!",
-        ...sink,
-      ];
-    }
-    case "vp8":
-      return [...source("encoding-name=(string)VP8"), "rtpvp8depay", "!", "vp8dec", "!", ...sink];
-    case "h264":
-      return [
-        ...source("encoding-name=(string)H264"),
-        "rtph264depay",
-        "!",
-        "h264parse",
-        "!",
-        "openh264dec",
-        "!",
-        ...sink,
-      ];
-    default:
-      throw new RangeError(`unknown network mode ${JSON.stringify(mode)}`);
-  }
-}
 
 /** Counters of a {@link GstNetworkSender}. */
 export interface NetworkSenderStats extends ToGstStats {
@@ -295,6 +77,7 @@ export class GstNetworkSender {
     this.#bridge = GstSinkBridge.listen(this.#address, {
       maxOutstanding: options.maxOutstanding ?? 4,
       fps: options.fps,
+      ntpTimestamps: true,
     });
   }
 
@@ -374,6 +157,14 @@ function lastLine(process: GstProcess): string {
 
 /** The metadata a {@link GstNetworkReceiver} republishes each frame with. */
 export interface NetworkFrameMeta {
+  /**
+   * The timestamp the sender's frame had (µs, as `frame.timestamp` there),
+   * carried in the frame's RTP packets; the republished frame has it as its
+   * own `timestamp`. Null when the frame arrived without one (see
+   * {@link NetworkReceiverStats.untimed}): its `timestamp` is then the
+   * time it was republished.
+   */
+  timestamp: number | null;
   /** Presentation time in ns on the receiving pipeline's clock (from the RTP timestamps). */
   pts: number | null;
   /** Frames found missing so far (gaps in the RTP timing), see {@link NetworkReceiverStats.lost}. */
@@ -390,6 +181,51 @@ export interface NetworkReceiverStats extends FromGstStats {
   lost: number;
   /** How often the GStreamer pipeline was started again after it ended. */
   restarts: number;
+  /**
+   * Frames republished without the sender's timestamp: none arrived with
+   * them, several different ones did (packets of two frames merged), or the
+   * same one as the frame before.
+   */
+  untimed: number;
+}
+
+/** Where a {@link GstNetworkReceiver} republishes (a `Publisher`). */
+export interface TimedSurfaceSink<M = unknown> {
+  /** Hands `surface` on with `meta` and, when known, the sender's `timestamp`. */
+  send(surface: Surface, meta: M, options: { timestamp?: number }): Promise<void>;
+}
+
+/**
+ * The sender's timestamp of one received frame from the NTP reference
+ * timestamps GStreamer attached to it: exactly one distinct non-zero value
+ * (every packet of the frame carries the same one; 0 is what the extension
+ * holds for a buffer that had none), not the previous frame's. Anything else
+ * is not trusted: a wrong timestamp is worse than none.
+ */
+export class SenderTimestamps {
+  #last = Number.NaN;
+  /** Frames that had no trustworthy timestamp. */
+  untimed = 0;
+
+  /** The sender's timestamp (µs) of a frame with these reference timestamps, or null. */
+  take(ntpNanos: readonly bigint[]): number | null {
+    let found: bigint | undefined;
+    for (const value of ntpNanos) {
+      if (value === 0n) continue;
+      if (found !== undefined && found !== value) {
+        found = undefined;
+        break;
+      }
+      found = value;
+    }
+    const timestamp = found === undefined ? null : microsOfNtpNanos(found);
+    if (timestamp === null || timestamp === this.#last) {
+      this.untimed++;
+      return null;
+    }
+    this.#last = timestamp;
+    return timestamp;
+  }
 }
 
 /**
@@ -436,6 +272,7 @@ export class GstNetworkReceiver {
   readonly #maxOutstanding: number;
   readonly #stop = new AbortController();
   readonly #gaps = new FrameGapCounter();
+  readonly #timestamps = new SenderTimestamps();
   #process: GstProcess | undefined;
   #bridge: GstSourceBridge | undefined;
   #restarts = 0;
@@ -485,6 +322,7 @@ export class GstNetworkReceiver {
       outstanding: now?.outstanding ?? 0,
       lost: this.#gaps.lost,
       restarts: this.#restarts,
+      untimed: this.#timestamps.untimed,
     };
   }
 
@@ -501,11 +339,18 @@ export class GstNetworkReceiver {
   }
 
   /** Receives and hands on frames until {@link close}. */
-  async run(sink: SurfaceSink<NetworkFrameMeta>): Promise<void> {
+  async run(sink: TimedSurfaceSink<NetworkFrameMeta>): Promise<void> {
+    // The from-gst bridge calls toMeta and then send for the same buffer, one buffer at a time.
+    const options: { timestamp?: number } = {};
     const toMeta = (buffer: GstNewBuffer): NetworkFrameMeta => {
       const pts = buffer.pts === 0xffff_ffff_ffff_ffffn ? null : Number(buffer.pts);
       if (pts !== null) this.#gaps.note(pts);
-      return { pts, lost: this.#gaps.lost };
+      const timestamp = this.#timestamps.take(ntpTimestampsOf(buffer.metas));
+      options.timestamp = timestamp ?? undefined;
+      return { timestamp, pts, lost: this.#gaps.lost };
+    };
+    const timed: SurfaceSink<NetworkFrameMeta> = {
+      send: (surface, meta) => sink.send(surface, meta!, options),
     };
     for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 2000)) {
       const process = this.#launch(this.#pipeline);
@@ -519,7 +364,7 @@ export class GstNetworkReceiver {
           maxOutstanding: this.#maxOutstanding,
           signal,
         });
-        await this.#bridge.run(sink, toMeta);
+        await this.#bridge.run(timed, toMeta);
         backoff = 100;
       } catch (error) {
         if (this.#stop.signal.aborted) break;

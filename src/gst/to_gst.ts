@@ -45,6 +45,7 @@ import { backend } from "../platform.ts";
 import { backingOf, Surface } from "../surface/surface.ts";
 import { capsOf, defaultGstLayout, matchesDefaultLayout } from "./caps.ts";
 import { encodeCaps, encodeEos, encodeNewBuffer } from "./protocol.ts";
+import { NtpMetaRecord, ntpNanosOfMicros } from "./timestamp_meta.ts";
 import { type UnixFdConnection, UnixFdServer } from "./socket.ts";
 
 /** A received frame as the to-gst bridge needs it (`Frame` from a channel or a subscription). */
@@ -88,6 +89,12 @@ export interface ToGstOptions {
    * how long the frame took from its producer through GStreamer and back.
    */
   onReleased?: (timestamp: number | undefined) => void;
+  /**
+   * Attach each frame's timestamp as a `GstReferenceTimestampMeta`
+   * (`timestamp/x-ntp`, see `timestamp_meta.ts`), for a pipeline that
+   * carries it on (the network sender's RTP header extension). Default false.
+   */
+  ntpTimestamps?: boolean;
 }
 
 /** Counters of a to-gst bridge, for `watch`-style display. */
@@ -175,6 +182,9 @@ export class GstSinkBridge {
   readonly #signal: AbortSignal | undefined;
   readonly #onReleased: ((timestamp: number | undefined) => void) | undefined;
   readonly #message = new Uint8Array(256);
+  /** The timestamp meta record of {@link ToGstOptions.ntpTimestamps}, and the list it goes in. */
+  readonly #ntpMeta: NtpMetaRecord | undefined;
+  readonly #ntpMetas: Uint8Array[] = [];
   #messageInUse = false;
   #caps: string | undefined;
   #nextId = 1n;
@@ -200,6 +210,10 @@ export class GstSinkBridge {
     this.#stallTimeout = Math.max(0, options.stallTimeout ?? 2000);
     this.#sendTimeout = Math.max(0, options.sendTimeout ?? 1000);
     this.#fps = options.fps;
+    if (options.ntpTimestamps) {
+      this.#ntpMeta = new NtpMetaRecord();
+      this.#ntpMetas.push(this.#ntpMeta.bytes);
+    }
     this.#signal = options.signal;
     this.#onReleased = options.onReleased;
     this.#accepting = this.#acceptLoop();
@@ -300,6 +314,7 @@ export class GstSinkBridge {
       id,
       pts: monotonicNanos(),
       memories: [{ size: layout.size, offset: 0 }],
+      metas: this.#ntpMetasOf(frame.timestamp),
     }, reuse ? this.#message : undefined);
     if (reuse) this.#messageInUse = true;
     const entry: Outstanding = {
@@ -330,6 +345,16 @@ export class GstSinkBridge {
       // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.
       this.#settle(id, entry);
     }
+  }
+
+  /** The metas a frame with `timestamp` goes out with: its NTP timestamp, when asked for and known. */
+  #ntpMetasOf(timestamp: number | undefined): readonly Uint8Array[] | undefined {
+    const nanos = this.#ntpMeta && timestamp !== undefined
+      ? ntpNanosOfMicros(timestamp)
+      : undefined;
+    if (nanos === undefined) return undefined;
+    this.#ntpMeta!.set(nanos);
+    return this.#ntpMetas;
   }
 
   /**

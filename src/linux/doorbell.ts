@@ -245,4 +245,6 @@ export const doorbellStats = {
   pollWaits: 0,
   /** Parked receives woken with nothing to receive (a stale or stranger's ring, a timeout race). */
   emptyWakes: 0,
+  /** Deadline timers armed for waits parked on doorbells (one for many parks: see `bell_tower.ts`). */
+  deadlineTimers: 0,
 };
