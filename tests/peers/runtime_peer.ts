@@ -8,6 +8,7 @@
  * - `listen NAME FRAMES`: listens, accepts one channel, checks every byte of every frame
  * - `listen-parks NAME FRAMES`: as `listen`, then prints how its receives parked:
  *   `parks {"bell":B,"poll":P}` (run with `SURFACEPORT_DOORBELL=1` to be rung)
+ * - `subscribe-parks NAME FRAMES`: as `subscribe`, then prints `parks ...` as `listen-parks`
  * - `hold NAME`: listens under NAME until killed (for `list()`)
  * - `list`: prints `list()` as JSON
  *
@@ -59,6 +60,15 @@ switch (mode) {
     using subscription = await subscribe(name, { timeout: 10000, policy: "queue", depth: 2 });
     say("ready");
     await verifyFrames(() => subscription.receive({ timeout: 10000 }));
+    break;
+  }
+  case "subscribe-parks": {
+    using subscription = await subscribe(name, { timeout: 10000, policy: "queue", depth: 2 });
+    say("ready");
+    await verifyFrames(() => subscription.receive({ timeout: 10000 }));
+    say(
+      `parks ${JSON.stringify({ bell: doorbellStats.bellWaits, poll: doorbellStats.pollWaits })}`,
+    );
     break;
   }
   case "produce": {
