@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Session } from "node:inspector";
 import v8 from "node:v8";
 
 /** The frame sizes every latency benchmark runs, as [width, height] (BGRA, 4 bytes a pixel). */
@@ -37,6 +38,65 @@ export function percentile(samples: readonly number[], p: number): number {
 export function allocatedBytes(): number {
   return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
     .total_allocated_bytes;
+}
+
+/**
+ * V8's sampling heap profiler, counting what the JavaScript code allocates,
+ * collected garbage included, and nothing else. `allocatedBytes()` also
+ * counts what the garbage collector moves: a loop paced by timers leaves V8
+ * idle time, whose collections then add kilobytes per frame that no code
+ * allocated (measured: a subscriber's 4.1 KB per frame became 9.7 KB with
+ * 0.7 s pauses in the stream; its sampled allocation stayed ~3.4 KB). An
+ * estimate: each allocation is sampled with a probability proportional to
+ * its size (one sample per `interval` bytes on average).
+ */
+export class SampledAllocation {
+  readonly #session = new Session();
+  #interval: number;
+
+  constructor(interval = 64) {
+    this.#interval = interval;
+    this.#session.connect();
+  }
+
+  #post(method: string, params?: object): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) =>
+      this.#session.post(
+        method,
+        params ?? {},
+        (error, result) => error ? reject(error) : resolve(result as Record<string, unknown>),
+      )
+    );
+  }
+
+  /** Starts sampling (every allocation from now on, collected or not). */
+  async start(): Promise<void> {
+    await this.#post("HeapProfiler.enable");
+    await this.#post("HeapProfiler.startSampling", {
+      samplingInterval: this.#interval,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  }
+
+  /** Stops sampling: the bytes allocated since {@link start}, estimated. */
+  async stop(): Promise<number> {
+    const { profile } = await this.#post("HeapProfiler.stopSampling");
+    type Node = { selfSize: number; children: Node[] };
+    const sum = (node: Node): number =>
+      node.children.reduce((total, child) => total + sum(child), node.selfSize);
+    return sum((profile as { head: Node }).head);
+  }
+
+  /** Disconnects the inspector session. */
+  close(): void {
+    this.#session.disconnect();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }
 
 /** Limits for the backend's own connections (control messages only; no surface is sent). */

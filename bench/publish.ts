@@ -37,15 +37,21 @@ import {
   publish,
   type Publisher,
   subscribe,
+  type Surface,
   SurfacePool,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
-import { allocatedBytes, Child, hasTaskset, percentile } from "./common.ts";
+import { Child, hasTaskset, percentile, SampledAllocation } from "./common.ts";
 
 const WIDTH = 1920, HEIGHT = 1080;
-/** Frames a subscriber receives before it starts counting its allocation. */
-const WARM_FRAMES = 300;
-const FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
+// (--allow-sys: node:inspector, for the sampled allocation, SampledAllocation in common.ts)
+const FLAGS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+];
 
 /** Subscriber / consumer side: runs in a child process until its peer goes away. */
 async function serve(mode: string, name: string): Promise<void> {
@@ -53,15 +59,23 @@ async function serve(mode: string, name: string): Promise<void> {
     using subscription = await subscribe(name, { timeout: 10000 });
     console.log("ready");
     let received = 0;
-    // V8's allocation from the WARM_FRAMES-th frame on (before: V8's own warm-up), per frame.
-    let allocatedAtWarm = 0;
+    // What the code allocates per frame between the frames marked 1 and 2 (a Uint8Array meta),
+    // sampled: V8's cumulative count also has what its idle-time collections move (see
+    // SampledAllocation), which the rounds' idle seconds made most of it.
+    using sampler = new SampledAllocation();
+    let receivedAtMark = 0, perFrame = -1;
     for await (const frame of subscription) {
       frame.close();
-      if (++received === WARM_FRAMES) allocatedAtWarm = allocatedBytes();
-      if ((frame.meta as { report?: boolean } | undefined)?.report) {
-        const perFrame = received > WARM_FRAMES
-          ? (allocatedBytes() - allocatedAtWarm) / (received - WARM_FRAMES)
-          : -1;
+      received++;
+      const meta = frame.meta;
+      if (meta instanceof Uint8Array) {
+        if (meta[0] === 1) {
+          await sampler.start();
+          receivedAtMark = received;
+        } else if (receivedAtMark > 0) {
+          perFrame = (await sampler.stop()) / (received - receivedAtMark);
+        }
+      } else if ((meta as { report?: boolean } | undefined)?.report) {
         console.log(`got ${received} ${Math.round(perFrame)}`);
       }
     }
@@ -82,6 +96,8 @@ interface Config {
   label: string;
   subscribers: number;
   send: (pool: SurfacePool, meta?: unknown) => Promise<void>;
+  /** Sends `surface` itself (no pool, no timing). */
+  sendSurface: (surface: Surface, meta?: Uint8Array) => Promise<void>;
   children: Child[];
   /** Wall time of each send, µs. */
   samples: number[];
@@ -141,6 +157,8 @@ async function setUp(subscribers: number, cpu: number | undefined): Promise<Conf
       config.samples.push((performance.now() - start) * 1000);
       config.sent++;
     },
+    sendSurface: (surface, meta) =>
+      publisher ? publisher.send(surface, meta) : channel!.send(surface, meta),
     close() {
       publisher?.close();
       channel?.close();
@@ -169,9 +187,17 @@ export interface PublishBenchResults {
   fanout_floor_spin_per_subscriber_wall_us: number | null;
   /** fanout_per_subscriber_us / fanout_floor_per_subscriber_us within each round: median. */
   fanout_over_floor: number | null;
-  /** Bytes V8 allocated in the producer per frame, 4 subscribers (after the first round). */
+  /**
+   * Bytes V8 allocated in the producer per frame sent to 4 subscribers, the
+   * library alone: a batch sending one surface, less the same loop without
+   * the send.
+   */
   publish_allocated_bytes_per_frame: number;
-  /** Bytes V8 allocated per frame in a subscriber (receive + close; the slowest of the 4). */
+  /**
+   * Bytes V8 allocated per frame in a subscriber process (`for await` +
+   * `close`, each frame parked for), over the measured batch of frames sent
+   * back to back; the most of the 4.
+   */
   subscribe_allocated_bytes_per_frame: number | null;
 }
 
@@ -227,7 +253,7 @@ export async function runPublishBench(
   const configs: Config[] = [];
   const floorExe = await buildFloor();
   const floorPerSubscriber: number[] = [], floorWall: number[] = [], ratios: number[] = [];
-  let allocatedFour = 0, framesFour = 0;
+
   using pool = new SurfacePool({ width: WIDTH, height: HEIGHT, format: "BGRA", maxSurfaces: 8 });
   try {
     for (const n of [0, 1, 2, 4]) configs.push(await setUp(n, receiverCpu));
@@ -239,7 +265,6 @@ export async function runPublishBench(
       const cpuThisRound: Record<string, number> = {};
       for (const config of configs) {
         const before = cpuUsage();
-        const allocatedBefore = allocatedBytes();
         for (let i = 0; i < perRound; i++) {
           await config.send(pool);
           await new Promise((resolve) => setTimeout(resolve, 1)); // ~1 frame per ms
@@ -247,15 +272,37 @@ export async function runPublishBench(
         const used = cpuUsage(before);
         config.cpuPerFrame.push((used.user + used.system) / perRound);
         cpuThisRound[key(config)] = (used.user + used.system) / perRound;
-        if (config.subscribers === 4 && round > 0) {
-          allocatedFour += allocatedBytes() - allocatedBefore;
-          framesFour += perRound;
-        }
       }
       if (floor) {
         floorPerSubscriber.push(floor.per_subscriber_us);
         floorWall.push(floor.per_subscriber_wall_us);
         ratios.push((cpuThisRound["4"] - cpuThisRound["1"]) / 3 / floor.per_subscriber_us);
+      }
+    }
+    // The producer's allocation, library alone: one surface (no pool, whose waits for surfaces
+    // the subscribers still hold would count) sent to the 4 subscribers at the same pace, less
+    // the same loop without the send.
+    const four = configs.find((config) => config.subscribers === 4)!;
+    let allocatedFour = 0, allocatedLoop = 0;
+    {
+      using sampler = new SampledAllocation();
+      using surface = await pool.acquire({ timeout: 10000 });
+      const settled = Promise.resolve();
+      const marks = [new Uint8Array([1]), new Uint8Array([2])];
+      for (let batch = 0; batch < 3; batch++) {
+        const sending = batch % 2 === 0;
+        if (batch > 0) await sampler.start();
+        for (let i = 0; i < perRound; i++) {
+          // The last batch's first and last frames mark the subscribers' measurement.
+          const mark = batch === 2 && (i === 0 || i === perRound - 1) ? marks[i && 1] : undefined;
+          await (sending ? four.sendSurface(surface, mark) : settled);
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        if (sending) four.sent += perRound; // (the receivers' counts include these)
+        if (batch > 0) {
+          if (sending) allocatedFour = await sampler.stop();
+          else allocatedLoop = await sampler.stop();
+        }
       }
     }
     const spinFloor = floorExe
@@ -305,7 +352,7 @@ export async function runPublishBench(
         ? round(spinFloor.per_subscriber_wall_us)
         : null,
       fanout_over_floor: ratios.length ? Math.round(percentile(ratios, 50) * 100) / 100 : null,
-      publish_allocated_bytes_per_frame: framesFour ? Math.round(allocatedFour / framesFour) : -1,
+      publish_allocated_bytes_per_frame: Math.round((allocatedFour - allocatedLoop) / perRound),
       subscribe_allocated_bytes_per_frame: subscriberAllocated,
     };
     console.log(

@@ -167,7 +167,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-duplicate-id-released",
     file: "src/gst/from_gst.ts",
-    find: "if (this.#held.has(buffer.id)) {",
+    find: "if (this.#held.holds(buffer)) {",
     replace: "if (false) {",
     tests: ["tests/gst_duplicate_id_test.ts"],
     why:
@@ -312,11 +312,21 @@ export const MUTANTS: Mutant[] = [
   {
     id: "from-gst-unbounded-holds",
     file: "src/gst/from_gst.ts",
-    find: "if (this.#held.size >= this.#maxOutstanding) {",
+    find: "if (this.#held.full) {",
     replace: "if (false) {",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "from-gst-fresh-decode",
+    file: "src/gst/socket.ts",
+    find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
+    replace: "decodeSinkMessage(framed.command, framed.payload, framed.fds)",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "from-gst",
+    why: "issue 20: a NEW_BUFFER is decoded into one record per connection, not into fresh " +
+      "objects, arrays and BigInts per frame",
   },
   {
     id: "socket-path-replaces-any-file",
@@ -390,8 +400,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "keep-last-off",
     file: "src/pubsub/publish.ts",
-    find: "      if (this.#keepLast) {\n        const handle = backing.exportHandle();",
-    replace: "      if (false) {\n        const handle = backing.exportHandle();",
+    find: "      if (this.#keepLast) d.keepLast(message, backing.exportHandle());",
+    replace: "      if (false) d.keepLast(message, backing.exportHandle());",
     tests: ["tests/pubsub_test.ts"],
     filter: "with keepLast (default) the last frame stays in use",
     why: "README: with keepLast (default) a late subscriber gets the last frame at once, so it " +
@@ -401,8 +411,8 @@ export const MUTANTS: Mutant[] = [
     id: "queue-subscriber-as-latest",
     file: "src/pubsub/publish.ts",
     find: 'if (subscriber.state === "subscribed" && subscriber.policy === "queue") {\n' +
-      "          batch ??=",
-    replace: "if (false) {\n          batch ??=",
+      "            batch ??=",
+    replace: "if (false) {\n            batch ??=",
     tests: ["tests/pubsub_test.ts"],
     filter: "a stalled 'queue' subscriber back-pressures the publisher, and loses nothing",
     why: "README: policy 'queue' gets every frame in order and send waits for it",
@@ -427,11 +437,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "latest-keeps-oldest",
-    file: "src/pubsub/publish.ts",
-    find: "      this.#backend.releaseHandle(subscriber.pending.handle);\n" +
-      "      subscriber.dropped++;\n    }\n",
-    replace: "      this.#backend.releaseHandle(item.handle);\n" +
-      "      subscriber.dropped++;\n      return;\n    }\n",
+    file: "src/pubsub/delivery.ts",
+    find: "      this.#release(older);\n      subscriber.dropped++;\n    }\n",
+    replace: "      this.#release(item);\n      subscriber.dropped++;\n      return;\n    }\n",
     tests: ["tests/pubsub_test.ts"],
     filter: "a stalled 'latest' subscriber never slows the publisher, then gets the newest frame",
     why: "README: a 'latest' subscriber that falls behind gets the newest frame, not a stale one",
@@ -457,9 +465,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "publish-depth-not-capped",
-    file: "src/pubsub/publish.ts",
-    find: "      subscriber.depth = Math.min(message.depth, this.#budget.maxDepth);\n",
-    replace: "      subscriber.depth = message.depth;\n",
+    file: "src/pubsub/delivery.ts",
+    find: "      subscriber.depth = Math.min(depth, this.#budget.maxDepth);\n",
+    replace: "      subscriber.depth = depth;\n",
     tests: ["tests/pubsub_budget_test.ts"],
     filter: "a depth-64 subscriber that never read",
     why: "issue 18: a SUBSCRIBE depth 64 that never reads took the whole pool",
@@ -485,7 +493,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "credit-blocks-receive",
     file: "src/pubsub/subscribe.ts",
-    // (the slow path's call: the fast path in receive() is indented deeper and never waits)
+    // (the reconnecting loop's call: the fast path in receive() is indented deeper, #wait's less)
     find: "      try {\n        this.#returnCredits(connection);\n",
     replace: "      try {\n        while (this.#unacknowledged > 0) {\n" +
       "          const count = Math.min(this.#unacknowledged, MAX_DEPTH);\n" +
@@ -493,6 +501,11 @@ export const MUTANTS: Mutant[] = [
       "          await connection.sendControl(this.#credit, deadline, options.signal);\n" +
       "          this.#unacknowledged -= count;\n        }\n",
     also: [{
+      // ... the common slow path (#wait) goes through that loop ...
+      find: "      this.#returnCredits(connection);\n      const received = connection.receive(",
+      replace: "      return this.#settled(this.#receiveLoop(deadline, options));\n" +
+        "      const received = connection.receive(",
+    }, {
       // ... and the fast path, which would otherwise return the frame: it leaves owed credits to it.
       find:
         "          this.#returnCredits(connection);\n          received = connection.tryReceive();\n",
@@ -679,14 +692,41 @@ export const MUTANTS: Mutant[] = [
   {
     id: "publish-last-before-subscribers",
     file: "src/pubsub/publish.ts",
-    find: "      const b = this.#backend;\n      this.#busy();",
-    replace: "      const b = this.#backend;\n      if (this.#keepLast) {\n" +
-      "        const handle = backing.exportHandle();\n" +
-      "        if (this.#last) b.releaseHandle(this.#last.handle);\n" +
-      "        this.#last = { message, handle };\n      }\n      this.#busy();",
+    find: "      this.#busy();\n      let failure: unknown;",
+    replace: "      if (this.#keepLast) d.keepLast(message, backing.exportHandle());\n" +
+      "      this.#busy();\n      let failure: unknown;",
     tests: ["tests/pubsub_subscribe_race_test.ts"],
     why: "issue 21 (found by the cross-runtime tests): a SUBSCRIBE drained inside send() was " +
       "offered the frame being sent as the last one, then got it again",
+  },
+  // --- Publish/subscribe allocation per frame (issue 20) -------------------------------------
+  {
+    id: "publish-message-not-reused",
+    file: "src/pubsub/subscriber_state.ts",
+    find: "    if (spare.length === SPARE_MESSAGES) spare.shift();\n    spare.push(message);\n",
+    replace: "",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Publisher.send",
+    why: "issue 20: a new message buffer per frame (and a new iovec address per subscriber)",
+  },
+  {
+    id: "publish-send-through-hold",
+    file: "src/pubsub/delivery.ts",
+    find: "      subscriber.sending || !connection.trySend || subscriber.hasWaiting",
+    replace: "      true || subscriber.sending || !connection.trySend || subscriber.hasWaiting",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Publisher.send",
+    why: "issue 20: a frame a subscriber can take now went through a held record and the pump",
+  },
+  {
+    id: "subscription-wait-async-loop",
+    file: "src/pubsub/subscribe.ts",
+    find: "        return this.#receiveTail = this.#wait(deadline, options);",
+    replace:
+      "        return this.#receiveTail = this.#settled(this.#receiveLoop(deadline, options));",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Subscription.receive",
+    why: "issue 20: a parked receive through two async frames and a settling layer (5.3 KB)",
   },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
@@ -720,9 +760,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "pipewire-buffer-back-while-held",
-    file: "src/gst/from_gst.ts",
-    find: "      if (held.surface.inUse) continue;",
-    replace: "      if (held.surface.closed) continue;",
+    file: "src/gst/held_buffers.ts",
+    find: "      if (surface.inUse) {",
+    replace: "      if (surface.closed) {",
     tests: ["tests/pipewire_zero_copy_test.ts"],
     why: "issue 22: a PipeWire buffer goes back to its producer only once every surfaceport " +
       "consumer let go of it",
@@ -767,5 +807,14 @@ export const MUTANTS: Mutant[] = [
     filter: "SenderTimestamps",
     why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
       "with the next one's packet) must not be trusted",
+  },
+  {
+    id: "frames-through-async-generator",
+    file: "src/channel/frame.ts",
+    find: "  return new FrameIterator(receive, isClosed);\n",
+    replace: "  return (async function* () {\n    for (;;) yield await receive();\n  })();\n",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Subscription.receive",
+    why: "issue 20: for await over an async generator cost ~0.9 KB per frame",
   },
 ];

@@ -170,8 +170,10 @@ export interface BackendConnection {
    */
   unreadByPeer?(): number;
   /**
-   * Receives the next message as a control message: its bytes (a copy), not
-   * yet decoded. A message that carries a handle is a `ProtocolError` (its
+   * Receives the next message as a control message: its bytes, not yet
+   * decoded, valid until the next receive on this connection (a backend may
+   * return one array it rewrites: Linux does, so that a credit costs no
+   * garbage). A message that carries a handle is a `ProtocolError` (its
    * handles released). Used only on a publisher's side, which receives
    * nothing else.
    */

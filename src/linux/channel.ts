@@ -254,22 +254,36 @@ export class SocketConnection implements BackendConnection {
   /**
    * Parks until the peer may have sent something: on the doorbell when it
    * rings (one wake-up, by the runtime's reactor), else on the shared poll.
+   * Not an async function: a park per frame adds one `then` to the wait's
+   * promise, not a suspended frame of its own.
    */
-  async #park(operation: string, deadline: number, signal?: AbortSignal): Promise<void> {
+  #park(operation: string, deadline: number, signal?: AbortSignal): Promise<unknown> {
     this.#pendingWaits++;
+    let parked: Promise<unknown>;
     try {
       const bell = this.#bell;
       if (bell !== undefined && bell.live) {
         doorbellStats.bellWaits++;
-        await bell.wait(operation, deadline, signal);
+        parked = bell.wait(operation, deadline, signal);
       } else {
         doorbellStats.pollWaits++;
-        await waitReady(this.#fd, LINUX.POLLIN, this.#receiveWake, operation, deadline, signal);
+        parked = waitReady(this.#fd, LINUX.POLLIN, this.#receiveWake, operation, deadline, signal);
       }
-    } finally {
-      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    } catch (error) {
+      this.#parkEnded();
+      return Promise.reject(error);
     }
+    return parked.then(this.#parkEnded, this.#parkFailed);
   }
+
+  readonly #parkEnded = (): void => {
+    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+  };
+
+  readonly #parkFailed = (error: unknown): never => {
+    this.#parkEnded();
+    throw error;
+  };
 
   async send(
     message: Uint8Array,

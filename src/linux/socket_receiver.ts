@@ -12,17 +12,16 @@ import type { ConnectionLimits, ReceivedMessage } from "../contract/backend.ts";
 import { PeerClosedError, ProtocolError } from "../core/errors.ts";
 import { HEADER_SIZE, HeaderDecoder } from "../wire/wire.ts";
 import { isDoorbell } from "../wire/doorbell_wire.ts";
+import { CONTROL_SIZE } from "../wire/pubsub_wire.ts";
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import type { MappingCache } from "./received.ts";
 import {
   cmsgSpace,
   type ControlRights,
-  decodeControl,
   decodePollRevents,
   encodeIovec,
   encodeMsghdr,
   encodePollfd,
-  IOVEC_LEN_OFFSET,
   IOVEC_SIZE,
   LINUX,
   MSGHDR_CONTROLLEN_OFFSET,
@@ -74,6 +73,11 @@ export class SocketReceiver {
     surface: undefined as unknown as ReceivedMessage["surface"],
   };
   readonly #pollOne = new Uint8Array(POLLFD_SIZE);
+  /** The first 16 bytes of {@link #receiveBuffer}, as words. */
+  readonly #receiveWords: Uint32Array;
+  /** What {@link tryReceiveControl} returns for a 16-byte message, rewritten each time. */
+  readonly #controlMessage = new Uint8Array(CONTROL_SIZE);
+  readonly #controlWords = new Uint32Array(this.#controlMessage.buffer);
 
   /**
    * Receive buffers for socket `fd` sized by `limits`; surfaces are imported
@@ -92,6 +96,7 @@ export class SocketReceiver {
     // (MESSAGE_TRUNCATED, as docs/errors.md says); a buffer one byte longer let a message of
     // 136 + maxMetaBytes + 1 bytes in whole, and it was reported as SHORT_MESSAGE.
     this.#receiveBuffer = new Uint8Array(HEADER_SIZE + limits.maxMetaBytes);
+    this.#receiveWords = new Uint32Array(this.#receiveBuffer.buffer, 0, CONTROL_SIZE / 4);
     this.#headerDecoder = new HeaderDecoder(
       this.#receiveBuffer,
       limits.maxSurfaceBytes,
@@ -120,7 +125,12 @@ export class SocketReceiver {
     return this.#receiveBuffer;
   }
 
-  /** The next control message: its bytes, `undefined`, or a typed error (DOORBELLs are taken here). */
+  /**
+   * The next control message: its bytes, `undefined`, or a typed error
+   * (DOORBELLs are taken here). A message of {@link CONTROL_SIZE}
+   * bytes (every valid one) comes in one reused array, valid until the next
+   * receive on this socket; any other length as a copy.
+   */
   tryReceiveControl(): Uint8Array | undefined {
     for (;;) {
       const message = this.#tryReceiveControlOne();
@@ -130,39 +140,43 @@ export class SocketReceiver {
 
   /** One `recvmsg(MSG_DONTWAIT)` of a control message: its bytes, `undefined`, null for a DOORBELL taken, or a typed error. */
   #tryReceiveControlOne(): Uint8Array | undefined | null {
-    const msghdr = new DataView(this.#receiveMsghdr.buffer);
-    msghdr.setBigUint64(MSGHDR_CONTROLLEN_OFFSET, BigInt(this.#receiveControl.length), true);
-    msghdr.setInt32(MSGHDR_FLAGS_OFFSET, 0, true);
-    new DataView(this.#receiveIov.buffer).setBigUint64(
-      IOVEC_LEN_OFFSET,
-      BigInt(this.#receiveBuffer.length),
-      true,
-    );
+    // As in #tryReceiveOne: the lengths and flags are reset through 32-bit words, the control
+    // data scanned into reused fields (no DataView, no BigInt, no array per credit).
+    const msghdr = this.#receiveMsghdrWords;
+    msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
+    msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
     const length = this.#recvmsg();
     if (length < 0) return undefined;
-    const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
-    const control = decodeControl(new DataView(this.#receiveControl.buffer), controlLength);
-    const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
+    const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
+    const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
+    const received = this.#received;
+    const malformed = scanControlRights(this.#receiveControlView, controlLength, received);
     if (
-      control.fds.length <= 1 && !control.malformed &&
-      (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
+      received.count <= 1 && !malformed && (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
       isDoorbell(this.#receiveBuffer, length)
     ) {
-      this.#onDoorbell(control.fds[0] ?? -1);
+      this.#onDoorbell(received.count === 1 ? received.fds[0] : -1);
       return null;
     }
     // A control message carries no descriptor: any that came along is closed here.
-    for (const fd of control.fds) closeQuietly(fd);
-    if (length === 0 && control.fds.length === 0 && this.#peerHungUp()) {
+    for (let i = 0; i < received.count; i++) closeQuietly(received.fds[i]);
+    if (length === 0 && received.count === 0 && this.#peerHungUp()) {
       throw new PeerClosedError();
     }
-    if (control.fds.length > 0 || control.malformed || flags & LINUX.MSG_CTRUNC) {
+    if (received.count > 0 || malformed || flags & LINUX.MSG_CTRUNC) {
       throw new ProtocolError("EXTRA_HANDLES", "a control message carries descriptors");
     }
     if (flags & LINUX.MSG_TRUNC) {
       throw new ProtocolError("MESSAGE_TRUNCATED", "control message is too large");
     }
-    return this.#receiveBuffer.slice(0, length);
+    if (length !== CONTROL_SIZE) return this.#receiveBuffer.slice(0, length);
+    const words = this.#controlWords;
+    const from = this.#receiveWords;
+    words[0] = from[0];
+    words[1] = from[1];
+    words[2] = from[2];
+    words[3] = from[3];
+    return this.#controlMessage;
   }
 
   /** The next message: a checked message, `undefined` if none is waiting, or a typed error. */

@@ -117,6 +117,8 @@ export class BlockedWatch {
   readonly #serve: (subscriber: SubscriberState) => void;
   readonly #cutOff: (subscriber: SubscriberState, reason: Error) => void;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When {@link #timer} fires (`performance.now()` clock). */
+  #timerDue = Infinity;
   #closed = false;
 
   constructor(
@@ -152,7 +154,12 @@ export class BlockedWatch {
     clearTimeout(this.#timer);
   }
 
-  /** Soon if a plain peer is blocked, else at the earliest stall; not at all if none is blocked. */
+  /**
+   * Soon if a plain peer is blocked, else at the earliest stall; not at all
+   * if none is blocked. A timer already due no later stays (a "latest"
+   * subscriber a frame behind blocks and unblocks every few frames: no
+   * timer made and cleared each time).
+   */
   #schedule(): void {
     if (this.#closed) return;
     let due = Infinity;
@@ -162,12 +169,15 @@ export class BlockedWatch {
       if (subscriber.state === "plain") due = Math.min(due, PLAIN_PEER_POLL_MS);
       due = Math.min(due, subscriber.blockedSince + this.#stallTimeout - now);
     }
+    if (this.#timer !== undefined && this.#timerDue <= now + due) return;
     clearTimeout(this.#timer);
     this.#timer = due === Infinity ? undefined : setTimeout(this.#check, Math.max(0, due));
+    this.#timerDue = now + due;
   }
 
   readonly #check = (): void => {
     this.#timer = undefined;
+    this.#timerDue = Infinity;
     if (this.#closed) return;
     const now = performance.now();
     for (const subscriber of [...this.#subscribers]) {

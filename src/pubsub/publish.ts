@@ -24,33 +24,21 @@ import {
   resolvePeerCheck,
   type SendOptions,
 } from "../channel/options.ts";
-import {
-  ClosedError,
-  PeerClosedError,
-  ProtocolError,
-  throwIfAborted,
-  TimeoutError,
-} from "../core/errors.ts";
+import { ClosedError, throwIfAborted } from "../core/errors.ts";
 import { backend, nowMicros as clockNow } from "../platform.ts";
-import { decodeControlMessage, MESSAGE_SUBSCRIBE } from "../wire/pubsub_wire.ts";
 import { register, type Registration } from "../channel/registry.ts";
+import { type Budget, type BudgetOptions, resolveBudget, surfaceBudget } from "./budget.ts";
+import { Delivery, SendOutcome } from "./delivery.ts";
 import {
-  BlockedWatch,
-  type Budget,
-  type BudgetOptions,
-  resolveBudget,
-  surfaceBudget,
-} from "./budget.ts";
-import {
+  type FrameMessage,
   type Outgoing,
   SendBatch,
   type SubscriberInfo,
-  SubscriberState,
 } from "./subscriber_state.ts";
 import { backingOf, Surface } from "../surface/surface.ts";
 import {
   DEFAULT_MAX_META_BYTES,
-  encodeHeader,
+  encodeHeaderOver,
   encodeMeta,
   HEADER_SIZE,
   type Meta,
@@ -74,14 +62,14 @@ export interface PublishOptions extends ChannelOptions, BudgetOptions {
 /** A publisher that sent nothing for this long watches every subscriber for hang-ups (ms). */
 export const IDLE_MS = 100;
 
-/**
- * How long a new subscriber has to send SUBSCRIBE before it counts as a
- * plain peer (ms), counted from when the publisher accepts its connection.
- */
-export const SUBSCRIBE_GRACE_MS = 500;
-
 /** How many connections the accept loop takes before it lets the event loop turn. */
 const ACCEPT_BURST = 8;
+
+/** What `send` returns when no "queue" subscriber has to be waited for (one settled promise). */
+const SENT: Promise<void> = Promise.resolve();
+
+/** The options of a `send` called without any (one object, not one per call). */
+const NO_OPTIONS: SendOptions = Object.freeze({});
 
 /** What a {@link Publisher} counted since it was made. */
 export interface PublisherStats {
@@ -103,19 +91,16 @@ export class Publisher<M = unknown> {
   readonly #backend: Backend;
   readonly #listener: BackendListener;
   readonly #registration: Registration | undefined;
-  readonly #subscribers = new Set<SubscriberState>();
+  readonly #delivery: Delivery;
   readonly #keepLast: boolean;
   readonly #budget: Budget;
-  #last: Outgoing | undefined;
-  #cutOff = 0;
   #refused = 0;
-  readonly #blocked: BlockedWatch;
   #registryTimer: ReturnType<typeof setTimeout> | undefined;
-  #sequence = 0n;
+  #sequence = 0;
   #closed = false;
-  /** No frame was sent for {@link IDLE_MS}: every subscriber gets a parked wait (hang-ups). */
-  #idle = true;
-  #lastSend = 0;
+  /** Frames sent so far: the idle check compares it, so a send reads no clock. */
+  #sends = 0;
+  #sendsAtCheck = 0;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** @ignore */
@@ -134,12 +119,7 @@ export class Publisher<M = unknown> {
     this.#registration = registration;
     this.#keepLast = keepLast;
     this.#budget = budget;
-    this.#blocked = new BlockedWatch(
-      this.#subscribers,
-      budget.stallTimeout,
-      (subscriber) => this.#pump(subscriber),
-      (subscriber, reason) => this.#drop(subscriber, reason),
-    );
+    this.#delivery = new Delivery(over, budget, () => this.#registryChanged());
     this.#acceptLoop();
   }
 
@@ -150,12 +130,12 @@ export class Publisher<M = unknown> {
 
   /** The current subscribers (a snapshot). */
   get subscribers(): SubscriberInfo[] {
-    return [...this.#subscribers].map((s) => s.info());
+    return [...this.#delivery.subscribers].map((s) => s.info());
   }
 
   /** What it counted: subscribers cut off, peers refused (a snapshot). */
   get stats(): PublisherStats {
-    return { cutOff: this.#cutOff, refused: this.#refused };
+    return { cutOff: this.#delivery.cutOff, refused: this.#refused };
   }
 
   /**
@@ -188,8 +168,10 @@ export class Publisher<M = unknown> {
    * capability cannot be made for some subscriber (e.g. `EMFILE`), the
    * frame is withdrawn the same way and the promise rejects with that error.
    */
-  send(surface: Surface, meta?: M, options: SendOptions = {}): Promise<void> {
+  send(surface: Surface, meta?: M, options: SendOptions = NO_OPTIONS): Promise<void> {
     let batch: SendBatch | undefined;
+    let message: FrameMessage | undefined;
+    const d = this.#delivery;
     try {
       if (this.#closed) throw new ClosedError("publisher", "send");
       if (!(surface instanceof Surface)) throw new TypeError("send: expected a Surface");
@@ -200,49 +182,70 @@ export class Publisher<M = unknown> {
         throw new RangeError(`send: timestamp ${timestamp} is not a number within ±(2^53-1)`);
       }
       const encoded = encodeMeta(meta as Meta);
-      if (encoded.bytes.length > DEFAULT_MAX_META_BYTES) {
+      const metaLength = encoded.bytes.length;
+      if (metaLength > DEFAULT_MAX_META_BYTES) {
         throw new RangeError(
-          `send: metadata is ${encoded.bytes.length} bytes, the limit is ${DEFAULT_MAX_META_BYTES}`,
+          `send: metadata is ${metaLength} bytes, the limit is ${DEFAULT_MAX_META_BYTES}`,
         );
       }
       const backing = backingOf(surface, "send");
-      const message = new Uint8Array(HEADER_SIZE + encoded.bytes.length);
-      encodeHeader(
-        new DataView(message.buffer),
+      // The same buffer frame after frame while every subscriber takes each frame at once.
+      message = d.messages.take(HEADER_SIZE + metaLength);
+      message.geometry = encodeHeaderOver(
+        message.view,
+        message.geometry,
         backing.geometry,
         encoded.kind,
-        encoded.bytes.length,
+        metaLength,
         this.#sequence++,
         timestamp,
       );
-      message.set(encoded.bytes, HEADER_SIZE);
-      const b = this.#backend;
+      if (metaLength > 0) message.bytes.set(encoded.bytes, HEADER_SIZE);
       this.#busy();
-      for (const subscriber of this.#subscribers) {
+      let failure: unknown;
+      const subscribers = d.list();
+      for (let i = 0; i < subscribers.length; i++) {
+        const subscriber = subscribers[i];
         // Credits that came back since the last frame, read now without waiting.
-        if (!this.#drainControl(subscriber)) continue;
-        const item: Outgoing = { message, handle: backing.exportHandle() };
-        if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
-          batch ??= new SendBatch(b, deadline, options.timeout, options.signal);
-          item.batch = batch;
-          batch.add(subscriber, item);
-          subscriber.queue.push(item);
-        } else {
-          this.#hold(subscriber, item);
+        if (!d.drainControl(subscriber)) continue;
+        const handle = backing.exportHandle();
+        const outcome = d.sendNow(subscriber, message, handle);
+        if (outcome === SendOutcome.Failed) {
+          failure ??= d.failure;
+        } else if (outcome === SendOutcome.Wait) {
+          // It must wait: held ("latest", plain) or queued ("queue"), with its own record.
+          message.holders++;
+          const item: Outgoing = { message, handle };
+          if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
+            batch ??= new SendBatch(
+              this.#backend,
+              d.messages,
+              deadline,
+              options.timeout,
+              options.signal,
+            );
+            item.batch = batch;
+            batch.add(subscriber, item);
+            subscriber.queue.push(item);
+          } else {
+            d.hold(subscriber, item);
+          }
+          // No call (and no promise) for a subscriber that cannot take it now.
+          if (!subscriber.sending && subscriber.hasCredit) d.pump(subscriber);
         }
-        // No call (and no promise) for a subscriber that cannot take it now.
-        if (!subscriber.sending && subscriber.hasCredit) this.#pump(subscriber);
-        this.#waitIfNeeded(subscriber);
-        this.#blocked.note(subscriber);
+        d.waitIfNeeded(subscriber);
+        d.noteBlocked(subscriber);
       }
       // Only now the last frame: a SUBSCRIBE drained in the loop above must not be offered this
       // frame as "the last one" and then get it again as the frame itself.
-      if (this.#keepLast) {
-        const handle = backing.exportHandle();
-        if (this.#last) b.releaseHandle(this.#last.handle);
-        this.#last = { message, handle };
+      if (this.#keepLast) d.keepLast(message, backing.exportHandle());
+      if (failure !== undefined) {
+        // A send failed for some "queue" subscriber: withdrawn from the others too, as on expiry.
+        batch ??= new SendBatch(this.#backend, d.messages, deadline, undefined, undefined);
+        batch.fail(failure);
+        return batch.promise;
       }
-      if (!batch || batch.remaining === 0) return Promise.resolve();
+      if (!batch || batch.remaining === 0) return SENT;
       return batch.promise;
     } catch (error) {
       // Failed part-way (e.g. exporting a capability hit EMFILE): withdraw the frame from the
@@ -253,16 +256,9 @@ export class Publisher<M = unknown> {
         return batch.promise;
       }
       return Promise.reject(error);
+    } finally {
+      if (message) d.messages.release(message); // the send loop's hold
     }
-  }
-
-  /** Holds `item` as the subscriber's newest frame, releasing (dropping) an older one. */
-  #hold(subscriber: SubscriberState, item: Outgoing): void {
-    if (subscriber.pending) {
-      this.#backend.releaseHandle(subscriber.pending.handle);
-      subscriber.dropped++;
-    }
-    subscriber.pending = item;
   }
 
   async #acceptLoop(): Promise<void> {
@@ -286,234 +282,43 @@ export class Publisher<M = unknown> {
         connection.close();
         return;
       }
-      if (this.#subscribers.size >= this.#budget.maxSubscribers) {
+      if (this.#delivery.subscribers.size >= this.#budget.maxSubscribers) {
         this.#refused++;
         connection.close(); // it sees the end of the stream
         continue;
       }
-      this.#admit(connection);
-    }
-  }
-
-  #admit(connection: BackendConnection): void {
-    const subscriber = new SubscriberState(connection);
-    this.#subscribers.add(subscriber);
-    subscriber.graceTimer = setTimeout(() => {
-      if (subscriber.state !== "pending" || !this.#drainControl(subscriber)) return;
-      if (subscriber.state === "pending") {
-        subscriber.state = "plain";
-        this.#offerLast(subscriber);
-      }
-      this.#pump(subscriber);
-      this.#blocked.note(subscriber);
-    }, SUBSCRIBE_GRACE_MS);
-    this.#registryChanged();
-    this.#waitIfNeeded(subscriber);
-  }
-
-  /**
-   * Holds the most recent frame for a subscriber that has been sent nothing
-   * and holds nothing yet, once it is subscribed or plain (not at connect:
-   * a peer that connects and leaves at once costs no capability).
-   */
-  #offerLast(subscriber: SubscriberState): void {
-    if (!this.#last || subscriber.sent > 0 || subscriber.hasWaiting) return;
-    try {
-      const handle = this.#backend.duplicateHandle(this.#last.handle);
-      subscriber.pending = { message: this.#last.message, handle };
-    } catch {
-      // out of descriptors: this subscriber starts with the next frame
-    }
-  }
-
-  /** Applies one control message; throws on a protocol violation. */
-  #handleControl(subscriber: SubscriberState, bytes: Uint8Array): void {
-    const message = decodeControlMessage(bytes);
-    if (message.type === MESSAGE_SUBSCRIBE) {
-      if (subscriber.state === "subscribed") {
-        throw new ProtocolError("BAD_CONTROL", "a second SUBSCRIBE");
-      }
-      clearTimeout(subscriber.graceTimer);
-      subscriber.policy = message.policy;
-      subscriber.requestedDepth = message.depth;
-      subscriber.depth = Math.min(message.depth, this.#budget.maxDepth);
-      // inFlight stays: every frame sent on the connection (a plain peer's too) needs a credit.
-      subscriber.state = "subscribed";
-      this.#offerLast(subscriber);
-      if (message.policy === "queue" && subscriber.pending) {
-        subscriber.queue.push(subscriber.pending);
-        subscriber.pending = undefined;
-      }
-    } else {
-      if (subscriber.state !== "subscribed") {
-        throw new ProtocolError("BAD_CONTROL", "CREDIT before SUBSCRIBE");
-      }
-      subscriber.inFlight = Math.max(0, subscriber.inFlight - message.count);
-    }
-  }
-
-  /**
-   * Applies every control message queued now, without waiting. False if the
-   * subscriber is gone or misbehaved (then it is dropped).
-   */
-  #drainControl(subscriber: SubscriberState): boolean {
-    if (subscriber.closed) return false;
-    try {
-      for (;;) {
-        const bytes = subscriber.connection.tryReceiveControl();
-        if (!bytes) return true;
-        this.#handleControl(subscriber, bytes);
-      }
-    } catch (error) {
-      this.#drop(subscriber, error); // gone (PeerClosedError), or a protocol violation
-      return false;
-    }
-  }
-
-  /**
-   * Whether a subscriber needs a parked wait for its control messages: while
-   * something waits for its credit or SUBSCRIBE, and while the publisher is
-   * idle (to see hang-ups). A subscriber that keeps up has its credits read
-   * by the next `send` instead: no wake-up of a worker thread per frame.
-   */
-  #needsWait(subscriber: SubscriberState): boolean {
-    return !subscriber.closed &&
-      (this.#idle || subscriber.state === "pending" || subscriber.pending !== undefined ||
-        subscriber.queue.length > 0);
-  }
-
-  #waitIfNeeded(subscriber: SubscriberState): void {
-    if (!subscriber.waiting && this.#needsWait(subscriber)) this.#waitControl(subscriber);
-  }
-
-  /** Parks for control messages while {@link #needsWait}; never rejects. */
-  async #waitControl(subscriber: SubscriberState): Promise<void> {
-    subscriber.waiting = true;
-    try {
-      while (this.#needsWait(subscriber)) {
-        const bytes = await subscriber.connection.receiveControl(Infinity);
-        if (subscriber.closed) return;
-        this.#handleControl(subscriber, bytes);
-        if (!this.#drainControl(subscriber)) return;
-        this.#pump(subscriber);
-      }
-    } catch (error) {
-      this.#drop(subscriber, error); // gone (PeerClosedError), closed here, or a protocol violation
-    } finally {
-      subscriber.waiting = false;
+      this.#delivery.admit(connection);
     }
   }
 
   /** A frame is being sent: not idle; after {@link IDLE_MS} without one, idle again. */
   #busy(): void {
-    this.#lastSend = performance.now();
-    this.#idle = false;
+    this.#sends++;
+    this.#delivery.idle = false;
     this.#idleTimer ??= setTimeout(this.#checkIdle, IDLE_MS);
   }
 
+  /** Every {@link IDLE_MS} while frames flow: idle once a whole period passed without one. */
   readonly #checkIdle = (): void => {
     this.#idleTimer = undefined;
     if (this.#closed) return;
-    const quiet = performance.now() - this.#lastSend;
-    if (quiet < IDLE_MS) {
-      this.#idleTimer = setTimeout(this.#checkIdle, IDLE_MS - quiet);
+    if (this.#sends !== this.#sendsAtCheck) {
+      this.#sendsAtCheck = this.#sends;
+      this.#idleTimer = setTimeout(this.#checkIdle, IDLE_MS);
       return;
     }
-    this.#idle = true;
-    for (const subscriber of this.#subscribers) this.#waitIfNeeded(subscriber);
+    const d = this.#delivery;
+    d.idle = true;
+    for (const subscriber of d.subscribers) d.waitIfNeeded(subscriber);
   };
-
-  /** Sends what the subscriber has credit for; one pump per subscriber at a time, never rejects. */
-  async #pump(subscriber: SubscriberState): Promise<void> {
-    if (subscriber.sending) return;
-    subscriber.sending = true;
-    try {
-      while (!subscriber.closed && subscriber.hasCredit) {
-        let item: Outgoing | undefined;
-        if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
-          item = subscriber.queue.shift();
-        } else {
-          item = subscriber.pending;
-          subscriber.pending = undefined;
-        }
-        if (!item) return;
-        subscriber.inFlight++; // before the wait: a credit may arrive while the kernel is full
-        const batch = item.batch;
-        try {
-          await subscriber.connection.send(
-            item.message,
-            item.handle,
-            batch?.deadline ?? Infinity,
-            batch?.signal,
-          );
-        } catch (error) {
-          subscriber.inFlight--;
-          if (error instanceof PeerClosedError || error instanceof ClosedError) {
-            batch?.done();
-            this.#drop(subscriber);
-            return;
-          }
-          if (batch) {
-            // This send() timed out or was aborted; the backend released the handle.
-            subscriber.dropped++;
-            batch.fail(error);
-            continue;
-          }
-          this.#drop(subscriber); // anything else: this subscriber cannot be served
-          return;
-        }
-        subscriber.sent++;
-        batch?.done();
-      }
-    } catch {
-      this.#drop(subscriber);
-    } finally {
-      subscriber.sending = false;
-      this.#waitIfNeeded(subscriber); // e.g. out of credit with a frame held
-      this.#blocked.note(subscriber);
-    }
-  }
 
   /** The registry entry's subscriber count is rewritten at most once per {@link IDLE_MS}. */
   #registryChanged(): void {
     if (!this.#registration || this.#registryTimer !== undefined || this.#closed) return;
     this.#registryTimer = setTimeout(() => {
       this.#registryTimer = undefined;
-      if (!this.#closed) this.#registration?.update(this.#subscribers.size);
+      if (!this.#closed) this.#registration?.update(this.#delivery.subscribers.size);
     }, IDLE_MS);
-  }
-
-  /**
-   * Disconnects a subscriber and releases everything held for it. Idempotent.
-   * `reason`: why; a stall (`TimeoutError`) or a protocol violation
-   * (`ProtocolError`) counts as a cut-off and is reported to `onCutOff`.
-   */
-  #drop(subscriber: SubscriberState, reason?: unknown): void {
-    if (subscriber.closed) return;
-    const cutOff = !this.#closed &&
-      (reason instanceof ProtocolError || reason instanceof TimeoutError);
-    const info = cutOff ? subscriber.info() : undefined;
-    subscriber.closed = true;
-    subscriber.blockedSince = -1;
-    clearTimeout(subscriber.graceTimer);
-    this.#subscribers.delete(subscriber);
-    subscriber.connection.close();
-    const b = this.#backend;
-    if (subscriber.pending) b.releaseHandle(subscriber.pending.handle);
-    subscriber.pending = undefined;
-    for (const item of subscriber.queue.splice(0)) {
-      b.releaseHandle(item.handle);
-      item.batch?.done(); // a subscriber that is gone does not hold up send()
-    }
-    this.#registryChanged();
-    if (info) {
-      this.#cutOff++;
-      try {
-        this.#budget.onCutOff?.(info, reason as Error);
-      } catch {
-        // the callback's failure is not the publisher's
-      }
-    }
   }
 
   /**
@@ -525,13 +330,10 @@ export class Publisher<M = unknown> {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#idleTimer);
-    this.#blocked.close();
     clearTimeout(this.#registryTimer);
     this.#registration?.remove(); // first: a registry entry never outlives the bound name
     this.#listener.close();
-    for (const subscriber of [...this.#subscribers]) this.#drop(subscriber);
-    if (this.#last) this.#backend.releaseHandle(this.#last.handle);
-    this.#last = undefined;
+    this.#delivery.close();
   }
 
   /** Same as {@link close}, for `using`. */
@@ -546,7 +348,7 @@ export class Publisher<M = unknown> {
   /** Shows the name and the subscribers in `console.log`. */
   [customInspect](): string {
     return `Publisher(${JSON.stringify(this.name)}, ${
-      this.#closed ? "closed" : `${this.#subscribers.size} subscribers`
+      this.#closed ? "closed" : `${this.#delivery.subscribers.size} subscribers`
     })`;
   }
 }

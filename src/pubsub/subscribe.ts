@@ -44,6 +44,12 @@ import {
 } from "../wire/pubsub_wire.ts";
 import { customInspect, inspectOnNode } from "../core/inspect.ts";
 
+/** What {@link Subscription}'s `#failure` returns when the receive goes on with a new connection. */
+const RECONNECT = Symbol("reconnect");
+
+/** The options of a `receive` called without any (one object, not one per call). */
+const NO_OPTIONS: WaitOptions = Object.freeze({});
+
 /** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
 export interface SubscribeOptions extends ChannelOptions {
   /**
@@ -113,6 +119,10 @@ export class Subscription<M = unknown> {
   #reconnects = 0;
   #closed = false;
   #receiveTail: Promise<unknown> = Promise.resolve();
+  /** The connection the running `#wait` receives on, with its deadline and options. */
+  #waiting: BackendConnection | undefined;
+  #waitingDeadline = Infinity;
+  #waitingOptions: WaitOptions = NO_OPTIONS;
   /** receive() calls queued on {@link #receiveTail} and not yet settled. */
   #receivesPending = 0;
 
@@ -162,7 +172,7 @@ export class Subscription<M = unknown> {
    * Close each frame when done: the publisher's pool reuses its surface
    * only after every subscriber let go.
    */
-  receive(options: WaitOptions = {}): Promise<Frame<M>> {
+  receive(options: WaitOptions = NO_OPTIONS): Promise<Frame<M>> {
     try {
       if (this.#closed) throw new ClosedError("subscription", "receive");
       const deadline = deadlineOf("receive", options.timeout);
@@ -186,11 +196,12 @@ export class Subscription<M = unknown> {
         if (received) return Promise.resolve(this.#take(received));
       }
       this.#receivesPending++;
-      const run = () => this.#receive(deadline, options);
-      const result = this.#receiveTail.then(run, run);
-      const settled = () => void this.#receivesPending--;
-      this.#receiveTail = result.then(settled, settled);
-      return result;
+      if (this.#receivesPending === 1) {
+        // None before it: it waits at once, on the connection's own promise (no async frame).
+        return this.#receiveTail = this.#wait(deadline, options);
+      }
+      const run = () => this.#wait(deadline, options);
+      return this.#receiveTail = this.#receiveTail.then(run, run);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -215,7 +226,89 @@ export class Subscription<M = unknown> {
     return frame;
   }
 
-  async #receive(deadline: number, options: WaitOptions): Promise<Frame<M>> {
+  /**
+   * One queued receive: on a connection, its credits go out and its
+   * `receive` is awaited through one `then` (the common case: the
+   * publisher's next frame); while reconnecting, or after an error that
+   * may lead to reconnecting, the loop in {@link #receiveLoop}. Settles
+   * {@link #receivesPending}.
+   */
+  #wait(deadline: number, options: WaitOptions): Promise<Frame<M>> {
+    const connection = this.#connection;
+    if (this.#closed || !connection) return this.#settled(this.#receiveLoop(deadline, options));
+    try {
+      this.#returnCredits(connection);
+      const received = connection.receive(deadline, options.signal);
+      // One #wait runs at a time (receives queue): its arguments wait in fields, not a closure.
+      this.#waiting = connection;
+      this.#waitingDeadline = deadline;
+      this.#waitingOptions = options;
+      return received.then(this.#waitEnded, this.#waitFailed);
+    } catch (error) {
+      return this.#settled(this.#receiveFailed(connection, error, deadline, options));
+    }
+  }
+
+  /** The running {@link #wait}'s message came (one function for every receive). */
+  readonly #waitEnded = (received: ReceivedMessage): Frame<M> => {
+    this.#waiting = undefined;
+    this.#waitingOptions = NO_OPTIONS; // (it may hold a signal)
+    this.#receivesPending--;
+    return this.#take(received);
+  };
+
+  /** The running {@link #wait}'s receive failed. */
+  readonly #waitFailed = (error: unknown): Promise<Frame<M>> => {
+    const connection = this.#waiting!;
+    const options = this.#waitingOptions;
+    this.#waiting = undefined;
+    this.#waitingOptions = NO_OPTIONS;
+    return this.#settled(this.#receiveFailed(connection, error, this.#waitingDeadline, options));
+  };
+
+  /** Settles {@link #receivesPending} once `result` settles (the slow paths). */
+  async #settled(result: Promise<Frame<M>>): Promise<Frame<M>> {
+    try {
+      return await result;
+    } finally {
+      this.#receivesPending--;
+    }
+  }
+
+  /** A receive on `connection` failed: reconnect, or report it as {@link receive} documents. */
+  #receiveFailed(
+    connection: BackendConnection,
+    error: unknown,
+    deadline: number,
+    options: WaitOptions,
+  ): Promise<Frame<M>> {
+    if (error instanceof ProtocolError) this.#unacknowledged++; // it used a credit too
+    const failure = this.#failure(connection, error, options);
+    return failure === RECONNECT ? this.#receiveLoop(deadline, options) : Promise.reject(failure);
+  }
+
+  /**
+   * What a failed receive on `connection` becomes: the error to report, or
+   * {@link RECONNECT} (the publisher is gone and `reconnect` is set: the
+   * connection is closed and forgotten).
+   */
+  #failure(connection: BackendConnection, error: unknown, options: WaitOptions): unknown {
+    if (error instanceof TimeoutError && options.timeout !== undefined) {
+      return new TimeoutError("receive", options.timeout);
+    }
+    if (error instanceof PeerClosedError && this.#reconnect && !this.#closed) {
+      if (this.#connection === connection) this.#connection = undefined;
+      connection.close();
+      return RECONNECT;
+    }
+    if (error instanceof ClosedError && this.#closed) {
+      return new ClosedError("subscription", "receive");
+    }
+    return error;
+  }
+
+  /** Receives while reconnecting: waits for the publisher to come back, then for a frame. */
+  async #receiveLoop(deadline: number, options: WaitOptions): Promise<Frame<M>> {
     for (;;) {
       if (this.#closed) throw new ClosedError("subscription", "receive");
       const connection = this.#connection ?? await this.#resubscribe(deadline, options);
@@ -230,18 +323,8 @@ export class Subscription<M = unknown> {
         }
         return this.#take(received);
       } catch (error) {
-        if (error instanceof TimeoutError && options.timeout !== undefined) {
-          throw new TimeoutError("receive", options.timeout);
-        }
-        if (error instanceof PeerClosedError && this.#reconnect && !this.#closed) {
-          this.#connection = undefined;
-          connection.close();
-          continue;
-        }
-        if (error instanceof ClosedError && this.#closed) {
-          throw new ClosedError("subscription", "receive");
-        }
-        throw error;
+        const failure = this.#failure(connection, error, options);
+        if (failure !== RECONNECT) throw failure;
       }
     }
   }

@@ -8,6 +8,7 @@
 
 import type { Backend, BackendConnection } from "../contract/backend.ts";
 import { type PeerCredentials, TimeoutError } from "../core/errors.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
 import type { DeliveryPolicy } from "../wire/pubsub_wire.ts";
 
 /** What a publisher knows about one of its subscribers (a snapshot). */
@@ -50,9 +51,67 @@ export interface SubscriberInfo {
   state: "pending" | "subscribed" | "plain";
 }
 
-/** A frame on its way to one subscriber: the shared message bytes and its own capability. */
+/**
+ * One frame's wire message (header and metadata), shared by every
+ * subscriber it goes to and counted by {@link holders}: its bytes are
+ * rewritten for a later frame only once nothing holds it (see
+ * {@link MessagePool}). A backend reads the bytes only while it sends.
+ */
+export class FrameMessage {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  /** The send loop that writes it, each frame held for a subscriber, the kept last frame. */
+  holders = 0;
+  /** The geometry whose part of the header {@link bytes} hold (`encodeHeaderOver`). */
+  geometry: SurfaceGeometry | undefined;
+
+  constructor(length: number) {
+    this.bytes = new Uint8Array(length);
+    this.view = new DataView(this.bytes.buffer);
+  }
+}
+
+/** How many free messages a {@link MessagePool} keeps. */
+const SPARE_MESSAGES = 4;
+
+/**
+ * The messages of a publisher's frames, reused: in the steady state (every
+ * subscriber takes each frame while `send` runs) every frame is written
+ * into the same buffer, so it costs no allocation, and each connection sees
+ * the same buffer again (the Linux one then reuses its iovec's address).
+ */
+export class MessagePool {
+  readonly #spare: FrameMessage[] = [];
+
+  /** A message of `length` bytes that nothing holds, with one holder (the caller). */
+  take(length: number): FrameMessage {
+    const spare = this.#spare;
+    for (let i = spare.length - 1; i >= 0; i--) {
+      const message = spare[i];
+      if (message.bytes.length !== length) continue;
+      spare[i] = spare[spare.length - 1]; // (splice would make an array of what it removed)
+      spare.pop();
+      message.holders = 1;
+      return message;
+    }
+    const message = new FrameMessage(length);
+    message.holders = 1;
+    return message;
+  }
+
+  /** One holder let go: the last one's message becomes spare. */
+  release(message: FrameMessage): void {
+    if (--message.holders > 0) return;
+    const spare = this.#spare;
+    if (spare.length === SPARE_MESSAGES) spare.shift();
+    spare.push(message);
+  }
+}
+
+/** A frame on its way to one subscriber: the shared message and its own capability. */
 export interface Outgoing {
-  message: Uint8Array;
+  /** Held (counted in its `holders`) until the frame is sent or released. */
+  message: FrameMessage;
   /** Owned here until sent (the backend then owns it) or released. */
   handle: number;
   /** The `send()` waiting for it (queue policy only). */
@@ -74,14 +133,17 @@ export class SendBatch {
   readonly items: { subscriber: SubscriberState; item: Outgoing }[] = [];
 
   readonly #backend: Backend;
+  readonly #messages: MessagePool;
 
   constructor(
     over: Backend,
+    messages: MessagePool,
     deadline: number,
     timeout: number | undefined,
     signal: AbortSignal | undefined,
   ) {
     this.#backend = over;
+    this.#messages = messages;
     this.deadline = deadline;
     this.signal = signal;
     this.promise = new Promise((resolve, reject) => {
@@ -119,6 +181,7 @@ export class SendBatch {
       subscriber.queue.splice(at, 1);
       subscriber.dropped++;
       this.#backend.releaseHandle(item.handle);
+      this.#messages.release(item.message);
     }
     this.#settle(error);
   }

@@ -71,24 +71,36 @@ export function writeCredit(view: DataView, count: number): void {
   write(view, MESSAGE_CREDIT, 0, count);
 }
 
+function u16(bytes: Uint8Array, offset: number): number {
+  return bytes[offset] | (bytes[offset + 1] << 8);
+}
+
+function u32(bytes: Uint8Array, offset: number): number {
+  return (u16(bytes, offset) + u16(bytes, offset + 2) * 0x10000);
+}
+
 /**
- * Decodes and checks a control message; throws {@link ProtocolError} for
- * anything else, with the reason `docs/protocol.md` names for each fault
- * ("Errors" under "Publish / subscribe"), checked in its order.
+ * Checks a control message and returns its type; throws
+ * {@link ProtocolError} for anything else, with the reason
+ * `docs/protocol.md` names for each fault ("Errors" under "Publish /
+ * subscribe"), checked in its order. Allocates nothing for a valid message:
+ * a publisher checks every credit with it and reads the fields with
+ * {@link controlValue} and {@link controlPolicy}.
  */
-export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
+export function checkControlMessage(
+  bytes: Uint8Array,
+): typeof MESSAGE_SUBSCRIBE | typeof MESSAGE_CREDIT {
   if (bytes.length < 8) {
     throw new ProtocolError("SHORT_MESSAGE", `control message of ${bytes.length} bytes`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.getUint32(0, true) !== WIRE_MAGIC) {
+  if (u32(bytes, 0) !== WIRE_MAGIC) {
     throw new ProtocolError("BAD_MAGIC", `control message does not start with "SPRT"`);
   }
-  const version = view.getUint16(4, true);
+  const version = u16(bytes, 4);
   if (version !== WIRE_VERSION) {
     throw new ProtocolError("BAD_VERSION", `protocol version ${version}, this side speaks 1`);
   }
-  const type = view.getUint16(6, true);
+  const type = u16(bytes, 6);
   if (type !== MESSAGE_SUBSCRIBE && type !== MESSAGE_CREDIT) {
     throw new ProtocolError("BAD_TYPE", `a subscriber sent message type ${type}`);
   }
@@ -98,12 +110,12 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
       `control message is ${bytes.length} bytes, expected ${CONTROL_SIZE}`,
     );
   }
-  const size = view.getUint16(8, true);
+  const size = u16(bytes, 8);
   if (size !== CONTROL_SIZE) {
     throw new ProtocolError("BAD_HEADER", `control message size field ${size}, expected 16`);
   }
-  const field = view.getUint16(10, true);
-  const value = view.getUint32(12, true);
+  const field = u16(bytes, 10);
+  const value = u32(bytes, 12);
   if (value < 1 || value > MAX_DEPTH) {
     throw new ProtocolError(
       "BAD_CONTROL",
@@ -112,10 +124,29 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
   }
   if (type === MESSAGE_CREDIT) {
     if (field !== 0) throw new ProtocolError("BAD_CONTROL", `CREDIT with reserved field ${field}`);
-    return { type, count: value };
-  }
-  if (field !== POLICY_LATEST && field !== POLICY_QUEUE) {
+  } else if (field !== POLICY_LATEST && field !== POLICY_QUEUE) {
     throw new ProtocolError("BAD_CONTROL", `unknown delivery policy ${field}`);
   }
-  return { type, policy: field === POLICY_QUEUE ? "queue" : "latest", depth: value };
+  return type;
+}
+
+/** A checked control message's depth (SUBSCRIBE) or count of frames done (CREDIT). */
+export function controlValue(bytes: Uint8Array): number {
+  return u32(bytes, 12);
+}
+
+/** A checked SUBSCRIBE's delivery policy. */
+export function controlPolicy(bytes: Uint8Array): DeliveryPolicy {
+  return u16(bytes, 10) === POLICY_QUEUE ? "queue" : "latest";
+}
+
+/**
+ * Decodes and checks a control message (see {@link checkControlMessage}
+ * for the checks), as a new object.
+ */
+export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
+  const type = checkControlMessage(bytes);
+  return type === MESSAGE_CREDIT
+    ? { type, count: controlValue(bytes) }
+    : { type, policy: controlPolicy(bytes), depth: controlValue(bytes) };
 }

@@ -278,17 +278,42 @@ export class HeaderEncoder {
     sequence: number,
     timestamp: number,
   ): Uint8Array {
-    const view = this.#view;
-    if (geometry !== this.#geometry) {
-      encodeHeader(view, geometry, metaKind, metaLength, 0n, 0);
-      this.#geometry = geometry;
-    }
-    view.setUint16(10, metaKind & 3, true);
-    view.setUint32(28, metaLength, true);
-    setInt64(view, 32, sequence);
-    setInt64(view, 40, Math.trunc(timestamp));
+    this.#geometry = encodeHeaderOver(
+      this.#view,
+      this.#geometry,
+      geometry,
+      metaKind,
+      metaLength,
+      sequence,
+      timestamp,
+    );
     return this.header;
   }
+}
+
+/**
+ * Writes a surface header into `view`, which holds a header for `written`
+ * (the geometry last written there, or `undefined`): the geometry part is
+ * rewritten only when `geometry` is another object, the rest always, with
+ * no BigInt. `sequence` and `timestamp` are integers below 2^53 in
+ * magnitude. Returns `geometry`, what `view` now holds. For buffers reused
+ * from frame to frame ({@link HeaderEncoder}, a publisher's messages).
+ */
+export function encodeHeaderOver(
+  view: DataView,
+  written: SurfaceGeometry | undefined,
+  geometry: SurfaceGeometry,
+  metaKind: number,
+  metaLength: number,
+  sequence: number,
+  timestamp: number,
+): SurfaceGeometry {
+  if (geometry !== written) encodeHeader(view, geometry, metaKind, metaLength, 0n, 0);
+  view.setUint16(10, metaKind & 3, true);
+  view.setUint32(28, metaLength, true);
+  setInt64(view, 32, sequence);
+  setInt64(view, 40, Math.trunc(timestamp));
+  return geometry;
 }
 
 /** Words of a header the {@link HeaderDecoder} compares with the last one: all but flags, metadata length, sequence and timestamp. */
