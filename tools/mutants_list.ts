@@ -817,6 +817,17 @@ export const MUTANTS: Mutant[] = [
     why: "issue 20: a pointer and a BigInt per sendmsg when a publisher's two messages alternate",
   },
   {
+    id: "darwin-publish-extra-export",
+    file: "src/pubsub/publish.ts",
+    find: "        const handle = backing.exportHandle();\n",
+    replace: "        this.#backend.releaseHandle(backing.exportHandle());\n" +
+      "        const handle = backing.exportHandle();\n",
+    tests: ["tests/darwin_glue_test.ts"],
+    filter: "issue 20",
+    why: "issue 20: the macOS publisher's framework calls per frame over the fake (a port per " +
+      "subscriber, one for the kept last frame)",
+  },
+  {
     id: "frames-through-async-generator",
     file: "src/channel/frame.ts",
     find: "  return new FrameIterator(receive, isClosed);\n",
