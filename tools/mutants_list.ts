@@ -167,7 +167,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-duplicate-id-released",
     file: "src/gst/from_gst.ts",
-    find: "if (this.#held.has(buffer.id)) {",
+    find: "if (this.#held.holds(buffer)) {",
     replace: "if (false) {",
     tests: ["tests/gst_duplicate_id_test.ts"],
     why:
@@ -312,11 +312,21 @@ export const MUTANTS: Mutant[] = [
   {
     id: "from-gst-unbounded-holds",
     file: "src/gst/from_gst.ts",
-    find: "if (this.#held.size >= this.#maxOutstanding) {",
+    find: "if (this.#held.full) {",
     replace: "if (false) {",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "from-gst-fresh-decode",
+    file: "src/gst/socket.ts",
+    find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
+    replace: "decodeSinkMessage(framed.command, framed.payload, framed.fds)",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "from-gst",
+    why: "issue 20: a NEW_BUFFER is decoded into one record per connection, not into fresh " +
+      "objects, arrays and BigInts per frame",
   },
   {
     id: "socket-path-replaces-any-file",
@@ -750,9 +760,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "pipewire-buffer-back-while-held",
-    file: "src/gst/from_gst.ts",
-    find: "      if (held.surface.inUse) continue;",
-    replace: "      if (held.surface.closed) continue;",
+    file: "src/gst/held_buffers.ts",
+    find: "      if (surface.inUse) {",
+    replace: "      if (surface.closed) {",
     tests: ["tests/pipewire_zero_copy_test.ts"],
     why: "issue 22: a PipeWire buffer goes back to its producer only once every surfaceport " +
       "consumer let go of it",
@@ -826,6 +836,25 @@ export const MUTANTS: Mutant[] = [
     filter: "issue 20",
     why: "issue 20: the macOS publisher's framework calls per frame over the fake (a port per " +
       "subscriber, one for the kept last frame)",
+  },
+  {
+    id: "network-meta-of-next-frame",
+    file: "src/gst/network.ts",
+    find: "const joined = this.#senderMetas.take(timestamp);",
+    replace: "const joined = this.#senderMetas.take(timestamp + 33_333);",
+    tests: ["tests/network_test.ts"],
+    filter: "send / receive H.264:",
+    why: "issue 22: the sender's metadata of a frame must arrive with that frame, joined by its " +
+      "timestamp, not with its neighbour",
+  },
+  {
+    id: "network-meta-record-length-unchecked",
+    file: "src/gst/network_meta.ts",
+    find: "if (length < META_RECORD_HEADER - 4 || length > MAX_META_RECORD - 4) {",
+    replace: "if (length < META_RECORD_HEADER - 4) {",
+    tests: ["tests/network_test.ts"],
+    filter: "metadata records survive",
+    why: "issue 22: a side-channel peer announcing a 2 GiB record must be cut off, not buffered",
   },
   {
     id: "frames-through-async-generator",

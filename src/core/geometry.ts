@@ -194,8 +194,10 @@ export function validateGeometry(geometry: SurfaceGeometry): string | undefined 
   const { width, height, format, planes, allocSize } = geometry;
   if (!isPixelFormat(format)) return `unknown format ${String(format)}`;
   if (!Number.isSafeInteger(allocSize) || allocSize <= 0) return `bad allocSize ${allocSize}`;
-  for (const [name, v] of [["width", width], ["height", height]] as const) {
-    if (!Number.isInteger(v) || v <= 0 || v > MAX_DIMENSION) return `bad ${name} ${v}`;
+  // Two checks, not a loop over [name, value] pairs: this runs per received frame.
+  if (!Number.isInteger(width) || width <= 0 || width > MAX_DIMENSION) return `bad width ${width}`;
+  if (!Number.isInteger(height) || height <= 0 || height > MAX_DIMENSION) {
+    return `bad height ${height}`;
   }
   const info = FORMAT_INFO[format];
   if (planes.length !== info.planes.length) {

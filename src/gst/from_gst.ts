@@ -32,15 +32,22 @@ import {
   TimeoutError,
   UnsupportedError,
 } from "../core/errors.ts";
-import { check, closeQuietly, fstatx, libc, procFdPath } from "../linux/libc.ts";
-import { newEventFd, waitReady, wake } from "../linux/poller.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
+import { closeQuietly, fstatxNumbers, libc } from "../linux/libc.ts";
 import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface/surface.ts";
 import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
 import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
 import { GstBufferCopier } from "./copy.ts";
-import { CLOCK_TIME_NONE, encodeRelease, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
+import { HeldBuffers } from "./held_buffers.ts";
+import {
+  bufferNumberOrNull,
+  type GstMessage,
+  type GstNewBuffer,
+  GstProtocolError,
+  type GstVideoMetaRecord,
+} from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
 
 /** Where the from-gst bridge hands its surfaces: a `Publisher`, a `Channel`, or anything with `send`. */
@@ -99,15 +106,21 @@ export function addFromGstCounts(totals: FromGstCounts, stats: FromGstStats): vo
   totals.released += stats.released;
 }
 
-const NONE = CLOCK_TIME_NONE;
+/** What the bridge's mapping cache may keep mapped of GStreamer's memfds, in bytes. */
+const MAPPED_BYTES = 512 << 20;
 
-function nsOrNull(value: bigint): number | null {
-  return value === NONE ? null : Number(value);
-}
-
-interface Held {
-  id: bigint;
-  surface: Surface;
+/**
+ * How many of GStreamer's memfds the bridge keeps mapped, for memfds of
+ * `bytes`: as many as fit in {@link MAPPED_BYTES}, never fewer than 32 nor
+ * more than 1024. A pool that rotates through more memfds than the cache
+ * holds is mapped afresh at every buffer (least recently used evicts
+ * exactly the memfd that comes next: a verify, an mmap, a munmap and
+ * ~2.5-4 KB of garbage per frame), and GStreamer's pools grow with the
+ * buffers in flight (videotestsrc flat out at 64x64: 50 to 1000 memfds).
+ * A cached mapping keeps its memfd alive after GStreamer lets go of it.
+ */
+function mappingCacheSize(bytes: number): number {
+  return Math.max(32, Math.min(1024, Math.floor(MAPPED_BYTES / Math.max(1, bytes))));
 }
 
 /** The pause before reconnecting to a sink that went away: doubling from MIN to MAX (ms). */
@@ -128,52 +141,35 @@ function pauseFor(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
-/** Re-probe held buffers at least this often even without an inotify event (events are hints). */
-const REPROBE_MS = 200;
-
 /**
  * A connection to one `unixfdsink`, turning its buffers into surfaces.
  * Create with {@link GstSourceBridge.connect}, then {@link run}.
  */
 export class GstSourceBridge {
   readonly #connection: UnixFdConnection;
-  readonly #adopter = new ForeignMemfdAdopter(32);
-  readonly #maxOutstanding: number;
-  readonly #held = new Map<bigint, Held>();
+  /** Made at the first buffer, sized from its memfd (see {@link mappingCacheSize}). */
+  #adopter: ForeignMemfdAdopter | undefined;
+  readonly #held: HeldBuffers;
   readonly #signal: AbortSignal | undefined;
-  readonly #releaseMessage = new Uint8Array(16);
-  #inotify = -1;
-  #releaseLoopRunning = false;
-  #wakeFd = -1;
-  #kick: (() => void) | undefined;
   readonly #copier: GstBufferCopier;
+  readonly #geometries = new GeometryCache();
   #caps: GstVideoCaps | undefined;
   #capsError: Error | undefined;
   #closed = false;
-  #stats: FromGstStats = {
+  #stats: FromGstCounts = {
     received: 0,
     forwarded: 0,
     copies: 0,
     dropped: 0,
     released: 0,
-    outstanding: 0,
   };
 
   private constructor(connection: UnixFdConnection, options: FromGstOptions) {
     this.#connection = connection;
-    this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
-    this.#copier = new GstBufferCopier(this.#maxOutstanding + 1);
+    const maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
+    this.#copier = new GstBufferCopier(maxOutstanding + 1);
     this.#signal = options.signal;
-    this.#inotify = check(
-      "inotify_init1",
-      libc().inotify_init1(LINUX.IN_NONBLOCK | LINUX.IN_CLOEXEC),
-    );
-    try {
-      this.#wakeFd = newEventFd();
-    } catch (error) {
-      closeQuietly(this.#inotify);
-      throw error;
-    }
+    this.#held = new HeldBuffers(connection, maxOutstanding);
   }
 
   /**
@@ -254,7 +250,7 @@ export class GstSourceBridge {
 
   /** A snapshot of the counters. */
   get stats(): FromGstStats {
-    return { ...this.#stats, outstanding: this.#held.size };
+    return { ...this.#stats, released: this.#held.released, outstanding: this.#held.size };
   }
 
   /**
@@ -268,13 +264,16 @@ export class GstSourceBridge {
     sink: SurfaceSink<M>,
     toMeta: (buffer: GstNewBuffer) => M = defaultMeta as (buffer: GstNewBuffer) => M,
   ): Promise<void> {
-    const releases = this.#releaseLoop();
+    const releases = this.#held.watchLoop();
     try {
       for (;;) {
-        let message;
+        let message: GstMessage | undefined;
         try {
-          message = await this.#connection.receive(Infinity, this.#signal);
+          // A message already waiting is taken without a promise; only an empty socket parks.
+          if (!this.#signal?.aborted) message = this.#connection.tryReceive();
+          message ??= await this.#connection.receive(Infinity, this.#signal);
         } catch (error) {
+          if (this.#held.failure) throw this.#held.failure;
           if (this.#closed) return;
           throw error;
         }
@@ -292,33 +291,32 @@ export class GstSourceBridge {
           continue;
         }
         if (message.type !== "new-buffer") continue;
+        // The buffer is the connection's record, valid until its next receive (none below).
+        const buffer = message.buffer;
         this.#stats.received++;
-        if (message.buffer.memories.length > 1) {
+        if (buffer.memories.length > 1) {
           // Planes spread over several memories: one surface cannot adopt them. Copy.
-          const copy = await this.#copyBuffer(message.buffer, message.fds);
+          const copy = await this.#copyBuffer(buffer, message.fds);
           if (!copy) continue;
           try {
-            await sink.send(copy, toMeta(message.buffer));
+            await sink.send(copy, toMeta(buffer));
             this.#stats.forwarded++;
           } finally {
             copy.close(); // back to the copy pool, which reuses it only once subscribers let go
           }
           continue;
         }
-        const surface = this.#adoptBuffer(message.buffer, message.fds);
+        const surface = this.#adoptBuffer(buffer, message.fds);
         if (!surface) continue;
         try {
-          await sink.send(surface, toMeta(message.buffer));
+          await sink.send(surface, toMeta(buffer));
           this.#stats.forwarded++;
         } catch (error) {
           surface.close();
-          await this.#release(message.buffer.id);
+          this.#held.release(buffer);
           throw error;
         }
-        this.#held.set(message.buffer.id, { id: message.buffer.id, surface });
-        this.#kick?.();
-        this.#kick = undefined;
-        await this.#probe();
+        this.#held.hold(buffer, surface);
       }
     } finally {
       this.close();
@@ -339,7 +337,7 @@ export class GstSourceBridge {
             "the bridge takes fd memory (GStreamer's shm allocator), not DMABuf",
         );
       }
-      if (this.#held.has(buffer.id)) {
+      if (this.#held.holds(buffer)) {
         // Never answered with RELEASE: GStreamer would take it for the held buffer's release
         // and reuse memory a consumer still reads.
         throw new GstProtocolError(
@@ -347,9 +345,9 @@ export class GstSourceBridge {
           `NEW_BUFFER with id ${buffer.id}, which the bridge still holds`,
         );
       }
-      if (this.#held.size >= this.#maxOutstanding) {
+      if (this.#held.full) {
         this.#stats.dropped++;
-        this.#sendRelease(buffer.id);
+        this.#held.release(buffer);
         return undefined;
       }
       const fd = fds[0];
@@ -359,21 +357,17 @@ export class GstSourceBridge {
         throw new ProtocolError("NOT_SHARED_MEMORY", "memory 0 is not a memfd");
       }
       sealForSharing(fd); // first: with shrink and grow sealed, the size read next is final
-      const fileSize = Number(fstatx(fd).size);
+      const fileSize = fstatxNumbers(fd).size;
       const memory = buffer.memories[0];
-      const geometry = geometryOfGstBuffer(
+      const geometry = this.#geometries.get(
         this.#caps,
         buffer.videoMeta,
         memory.offset,
         memory.size,
         fileSize,
       );
-      // Best effort (e.g. the watch limit): without it, the REPROBE_MS re-probes still release.
-      libc().inotify_add_watch(
-        this.#inotify,
-        procFdPath(fd),
-        LINUX.IN_CLOSE_WRITE | LINUX.IN_CLOSE_NOWRITE,
-      );
+      this.#held.watch(fd);
+      this.#adopter ??= new ForeignMemfdAdopter(mappingCacheSize(fileSize));
       const surface = this.#adopter.adopt(fd, geometry);
       adopted = true;
       return surface;
@@ -403,77 +397,8 @@ export class GstSourceBridge {
       return surface;
     } finally {
       for (const fd of fds) closeQuietly(fd);
-      this.#sendRelease(buffer.id);
+      this.#held.release(buffer);
     }
-  }
-
-  /** Gives back every held buffer no surfaceport holder uses any more. */
-  async #probe(): Promise<void> {
-    for (const held of this.#held.values()) {
-      if (held.surface.inUse) continue;
-      this.#held.delete(held.id);
-      held.surface.close();
-      await this.#release(held.id);
-    }
-  }
-
-  #sendRelease(id: bigint): void {
-    this.#release(id).catch(() => {});
-  }
-
-  async #release(id: bigint): Promise<void> {
-    if (this.#connection.closed) return;
-    try {
-      await this.#connection.send(encodeRelease(id, this.#releaseMessage).slice());
-      this.#stats.released++;
-    } catch (error) {
-      if (!(error instanceof PeerClosedError) && !this.#closed) throw error;
-    }
-  }
-
-  async #releaseLoop(): Promise<void> {
-    const scratch = new Uint8Array(4096);
-    this.#releaseLoopRunning = true;
-    try {
-      while (!this.#closed) {
-        if (this.#held.size === 0) {
-          // Nothing to give back: sleep until run() holds a buffer or close().
-          await new Promise<void>((resolve) => this.#kick = resolve);
-          continue;
-        }
-        try {
-          await waitReady(
-            this.#inotify,
-            LINUX.POLLIN,
-            this.#wakeFd,
-            "release",
-            performance.now() + REPROBE_MS,
-            undefined,
-          );
-        } catch (error) {
-          if (!(error instanceof TimeoutError)) throw error;
-        }
-        while (libc().read(this.#inotify, scratch, BigInt(scratch.length)) > 0) {
-          // drain: which memfd it was does not matter, every held one is probed
-        }
-        if (this.#closed) break;
-        try {
-          await this.#probe();
-        } catch {
-          // the connection failed: run() sees it on its next receive
-        }
-      }
-    } finally {
-      this.#releaseLoopRunning = false;
-      this.#closeWatchFds(); // only here once the loop ran: no poll still watches them
-    }
-  }
-
-  #closeWatchFds(): void {
-    closeQuietly(this.#inotify);
-    closeQuietly(this.#wakeFd);
-    this.#inotify = -1;
-    this.#wakeFd = -1;
   }
 
   /**
@@ -485,17 +410,9 @@ export class GstSourceBridge {
     if (this.#closed) return;
     this.#closed = true;
     this.#connection.close();
-    for (const held of this.#held.values()) held.surface.close();
-    this.#held.clear();
-    this.#adopter.close();
+    this.#held.close();
+    this.#adopter?.close();
     this.#copier.close();
-    if (this.#releaseLoopRunning) {
-      // Its poll sees the wake at once; the loop then closes the fds.
-      wake(this.#wakeFd);
-      this.#kick?.();
-    } else {
-      this.#closeWatchFds();
-    }
   }
 
   /** Same as {@link close}. */
@@ -523,8 +440,76 @@ export class GstSourceBridge {
 
 function defaultMeta(buffer: GstNewBuffer): GstFrameMeta {
   return {
-    pts: nsOrNull(buffer.pts),
-    duration: nsOrNull(buffer.duration),
-    offset: nsOrNull(buffer.offset),
+    pts: bufferNumberOrNull(buffer, "pts"),
+    duration: bufferNumberOrNull(buffer, "duration"),
+    offset: bufferNumberOrNull(buffer, "offset"),
   };
+}
+
+/**
+ * The geometry of the last buffer, reused while the next one has the same
+ * caps, video meta, memory range and file size ({@link geometryOfGstBuffer}
+ * is a pure function of those): a steady stream costs no geometry object
+ * per frame. A geometry is never modified once made, so surfaces share it.
+ */
+class GeometryCache {
+  #caps: GstVideoCaps | undefined;
+  #hasMeta = false;
+  readonly #offsets: number[] = [];
+  readonly #strides: number[] = [];
+  #metaFields = [0, 0, 0, 0];
+  #memoryOffset = -1;
+  #memorySize = -1;
+  #fileSize = -1;
+  #geometry: SurfaceGeometry | undefined;
+
+  get(
+    caps: GstVideoCaps,
+    videoMeta: GstVideoMetaRecord | undefined,
+    memoryOffset: number,
+    memorySize: number,
+    fileSize: number,
+  ): SurfaceGeometry {
+    if (
+      this.#geometry !== undefined && caps === this.#caps && memoryOffset === this.#memoryOffset &&
+      memorySize === this.#memorySize && fileSize === this.#fileSize && this.#sameMeta(videoMeta)
+    ) {
+      return this.#geometry;
+    }
+    this.#geometry = undefined; // a throw below leaves no stale entry
+    const geometry = geometryOfGstBuffer(caps, videoMeta, memoryOffset, memorySize, fileSize);
+    this.#caps = caps;
+    this.#memoryOffset = memoryOffset;
+    this.#memorySize = memorySize;
+    this.#fileSize = fileSize;
+    this.#hasMeta = videoMeta !== undefined;
+    if (videoMeta) {
+      this.#metaFields = [videoMeta.flags, videoMeta.format, videoMeta.width, videoMeta.height];
+      this.#offsets.length = 0;
+      this.#offsets.push(...videoMeta.offsets);
+      this.#strides.length = 0;
+      this.#strides.push(...videoMeta.strides);
+    }
+    this.#geometry = geometry;
+    return geometry;
+  }
+
+  #sameMeta(meta: GstVideoMetaRecord | undefined): boolean {
+    if (meta === undefined) return !this.#hasMeta;
+    if (!this.#hasMeta) return false;
+    const fields = this.#metaFields;
+    if (
+      meta.flags !== fields[0] || meta.format !== fields[1] || meta.width !== fields[2] ||
+      meta.height !== fields[3] || meta.offsets.length !== this.#offsets.length ||
+      meta.strides.length !== this.#strides.length
+    ) {
+      return false;
+    }
+    for (let i = 0; i < this.#offsets.length; i++) {
+      if (meta.offsets[i] !== this.#offsets[i] || meta.strides[i] !== this.#strides[i]) {
+        return false;
+      }
+    }
+    return true;
+  }
 }

@@ -154,24 +154,56 @@ export type GstMessage =
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const encoder = new TextEncoder();
 
-/** Reads a u64 that must fit a JS number exactly (a size or an offset). */
+/** Reads a u64 that must fit a JS number exactly (a size or an offset), without a BigInt. */
 function safeU64(view: DataView, at: number, what: string): number {
-  const value = view.getBigUint64(at, true);
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new GstProtocolError("SHORT_PAYLOAD", `${what} ${value} is out of range`);
+  const low = view.getUint32(at, true);
+  const high = view.getUint32(at + 4, true);
+  if (high > MAX_SAFE_HIGH) {
+    throw new GstProtocolError(
+      "SHORT_PAYLOAD",
+      `${what} ${view.getBigUint64(at, true)} is out of range`,
+    );
   }
-  return Number(value);
+  return high * 2 ** 32 + low;
+}
+
+/** The high word of `Number.MAX_SAFE_INTEGER` (2^53 - 1): a u64 fits a number iff its high word is at most this. */
+const MAX_SAFE_HIGH = 0x1fffff;
+
+/** A decoded command header. */
+export interface GstCommandHeader {
+  /** The command code. */
+  command: number;
+  /** Bytes of payload that follow. */
+  payloadSize: number;
 }
 
 /** Decodes the 8-byte command header; rejects payloads over `maxPayload`. */
 export function decodeCommandHeader(
   bytes: Uint8Array,
   maxPayload: number = DEFAULT_MAX_PAYLOAD,
-): { command: number; payloadSize: number } {
+): GstCommandHeader {
   if (bytes.length < COMMAND_HEADER_SIZE) {
     throw new GstProtocolError("SHORT_PAYLOAD", `command header has ${bytes.length} of 8 bytes`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, COMMAND_HEADER_SIZE);
+  const header = { command: 0, payloadSize: 0 };
+  decodeCommandHeaderInto(
+    new DataView(bytes.buffer, bytes.byteOffset, COMMAND_HEADER_SIZE),
+    maxPayload,
+    header,
+  );
+  return header;
+}
+
+/**
+ * {@link decodeCommandHeader} for the hot path: reads the header at the
+ * start of `view` (at least 8 bytes) into `into`, allocating nothing.
+ */
+export function decodeCommandHeaderInto(
+  view: DataView,
+  maxPayload: number,
+  into: GstCommandHeader,
+): void {
   const command = view.getUint32(0, true);
   const payloadSize = view.getUint32(4, true);
   if (payloadSize > maxPayload) {
@@ -180,13 +212,54 @@ export function decodeCommandHeader(
       `command ${command} announces ${payloadSize} payload bytes, over the limit of ${maxPayload}`,
     );
   }
-  return { command, payloadSize };
+  into.command = command;
+  into.payloadSize = payloadSize;
 }
 
 /** Decodes serialized metas (`count` of them) from `bytes`. */
 export function decodeMetas(bytes: Uint8Array, count: number): GstSerializedMeta[] {
-  const metas: GstSerializedMeta[] = [];
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const slots: MetaSlot[] = [];
+  scanMetas(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), count, slots);
+  return slots.map((slot) => ({ name: slot.name, version: slot.version, payload: slot.payload }));
+}
+
+/**
+ * A serialized meta found in a payload: its name and version, and where its
+ * own payload lies (read lazily, so finding a meta allocates no view).
+ * Rewritten in place by {@link GstNewBufferRecord}.
+ */
+class MetaSlot implements GstSerializedMeta {
+  name = "";
+  version = 0;
+  bytes: Uint8Array = EMPTY;
+  start = 0;
+  end = 0;
+
+  get payload(): Uint8Array {
+    return this.bytes.subarray(this.start, this.end);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+const EMPTY_VIEW = new DataView(EMPTY.buffer);
+/** The one meta name the bridge reads, compared as bytes: no string is decoded for it. */
+const VIDEO_META_NAME = "GstVideoMeta";
+const VIDEO_META_NAME_BYTES = encoder.encode(VIDEO_META_NAME);
+
+/** Whether `bytes[at, at + length)` spells `name`. */
+function bytesEqual(bytes: Uint8Array, at: number, length: number, name: Uint8Array): boolean {
+  if (length !== name.length) return false;
+  for (let i = 0; i < length; i++) if (bytes[at + i] !== name[i]) return false;
+  return true;
+}
+
+/**
+ * Finds `count` serialized metas in `bytes` (`view` over the same bytes),
+ * checking each as {@link decodeMetas} says, into `slots` (reused: grown as
+ * needed, its first `count` rewritten). Allocates nothing for a
+ * `GstVideoMeta` (its name is the constant); another name is decoded.
+ */
+function scanMetas(bytes: Uint8Array, view: DataView, count: number, slots: MetaSlot[]): void {
   let at = 0;
   for (let i = 0; i < count; i++) {
     if (bytes.length - at < 10) {
@@ -208,47 +281,97 @@ export function decodeMetas(bytes: Uint8Array, count: number): GstSerializedMeta
       throw new GstProtocolError("BAD_META", `meta ${i}: name is not NUL-terminated`);
     }
     let name: string;
-    try {
-      name = decoder.decode(bytes.subarray(at + 8, at + 8 + nameLength));
-    } catch {
-      throw new GstProtocolError("BAD_META", `meta ${i}: name is not UTF-8`);
+    if (bytesEqual(bytes, at + 8, nameLength, VIDEO_META_NAME_BYTES)) {
+      name = VIDEO_META_NAME;
+    } else {
+      try {
+        name = decoder.decode(bytes.subarray(at + 8, at + 8 + nameLength));
+      } catch {
+        throw new GstProtocolError("BAD_META", `meta ${i}: name is not UTF-8`);
+      }
     }
-    metas.push({
-      name,
-      version: bytes[at + headerSize - 1],
-      payload: bytes.subarray(at + headerSize, at + total),
-    });
+    const slot = slots[i] ??= new MetaSlot();
+    slot.name = name;
+    slot.version = bytes[at + headerSize - 1];
+    slot.bytes = bytes;
+    slot.start = at + headerSize;
+    slot.end = at + total;
     at += total;
   }
-  return metas;
+}
+
+/** A {@link GstVideoMetaRecord} that the hot path rewrites in place. */
+interface MutableVideoMeta {
+  flags: number;
+  format: number;
+  width: number;
+  height: number;
+  offsets: number[];
+  strides: number[];
+}
+
+function newVideoMeta(): MutableVideoMeta {
+  return { flags: 0, format: 0, width: 0, height: 0, offsets: [], strides: [] };
+}
+
+/**
+ * Decodes a GstVideoMeta payload of `version` at `[start, end)` of `view`
+ * into `into`; false for another version or a short one.
+ */
+function decodeVideoMetaAt(
+  view: DataView,
+  start: number,
+  end: number,
+  version: number,
+  into: MutableVideoMeta,
+): boolean {
+  if (version !== 0) return false;
+  const length = end - start;
+  if (length < 20) return false;
+  const planes = view.getUint32(start + 16, true);
+  if (planes < 1 || planes > 4 || length < 36 + planes * 16) return false;
+  for (let i = 0; i < planes; i++) {
+    const high = view.getUint32(start + 20 + 8 * i + 4, true);
+    if (high > MAX_SAFE_HIGH) return false;
+  }
+  // Lengths change only when the plane count does (a reset would drop the backing store).
+  if (into.offsets.length !== planes) into.offsets.length = into.strides.length = planes;
+  for (let i = 0; i < planes; i++) {
+    const at = start + 20 + 8 * i;
+    into.offsets[i] = view.getUint32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
+    into.strides[i] = view.getInt32(start + 20 + 8 * planes + 4 * i, true);
+  }
+  into.flags = view.getInt32(start, true);
+  into.format = view.getInt32(start + 4, true);
+  into.width = view.getUint32(start + 8, true);
+  into.height = view.getUint32(start + 12, true);
+  return true;
 }
 
 /** Decodes a GstVideoMeta payload (version 0); `undefined` for another version or a short one. */
 export function decodeVideoMeta(meta: GstSerializedMeta): GstVideoMetaRecord | undefined {
-  if (meta.version !== 0) return undefined;
   const bytes = meta.payload;
-  if (bytes.length < 20) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const planes = view.getUint32(16, true);
-  if (planes < 1 || planes > 4 || bytes.length < 36 + planes * 16) {
-    return undefined;
-  }
-  const offsets: number[] = [];
-  const strides: number[] = [];
-  for (let i = 0; i < planes; i++) {
-    const offset = view.getBigUint64(20 + 8 * i, true);
-    if (offset > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
-    offsets.push(Number(offset));
-    strides.push(view.getInt32(20 + 8 * planes + 4 * i, true));
-  }
-  return {
-    flags: view.getInt32(0, true),
-    format: view.getInt32(4, true),
-    width: view.getUint32(8, true),
-    height: view.getUint32(12, true),
-    offsets,
-    strides,
-  };
+  const record = newVideoMeta();
+  return decodeVideoMetaAt(view, 0, bytes.length, meta.version, record) ? record : undefined;
+}
+
+/**
+ * What {@link decodeSinkMessage} rewrites instead of allocating, when given
+ * one: the NEW_BUFFER message, its {@link GstNewBufferRecord}, and as its
+ * `fds` the very list passed in (the caller's, e.g. the framer's reused one).
+ */
+export interface ReusedSinkMessage {
+  /** The buffer record every NEW_BUFFER is decoded into. */
+  readonly record: GstNewBufferRecord;
+  /** The message returned for every NEW_BUFFER. */
+  readonly message: { readonly type: "new-buffer"; buffer: GstNewBuffer; fds: number[] };
+}
+
+/** A fresh {@link ReusedSinkMessage}. */
+export function reusedSinkMessage(): ReusedSinkMessage {
+  const record = new GstNewBufferRecord();
+  return { record, message: { type: "new-buffer", buffer: record, fds: [] } };
 }
 
 /**
@@ -256,12 +379,15 @@ export function decodeVideoMeta(meta: GstSerializedMeta): GstVideoMetaRecord | u
  * sink: `payload` is exactly `payloadSize` bytes and `fds` every descriptor
  * that arrived with it. On success the descriptors are handed to the
  * returned NEW_BUFFER message (and none arrive with any other message); on
- * a throw the caller still owns them and must close them.
+ * a throw the caller still owns them and must close them. With `reuse`, a
+ * NEW_BUFFER is decoded into it (valid until the next decode into it, and
+ * reading `payload` and `fds` as they are) instead of fresh objects.
  */
 export function decodeSinkMessage(
   command: number,
   payload: Uint8Array,
   fds: readonly number[],
+  reuse?: ReusedSinkMessage,
 ): GstMessage {
   if (command !== GST_COMMAND.NEW_BUFFER && fds.length > 0) {
     throw new GstProtocolError(
@@ -271,6 +397,11 @@ export function decodeSinkMessage(
   }
   switch (command) {
     case GST_COMMAND.NEW_BUFFER:
+      if (reuse) {
+        reuse.record.decode(payload, fds.length);
+        reuse.message.fds = fds as number[];
+        return reuse.message;
+      }
       return { type: "new-buffer", buffer: decodeNewBuffer(payload, fds.length), fds: [...fds] };
     case GST_COMMAND.CAPS:
       return { type: "caps", caps: decodeCaps(payload) };
@@ -332,65 +463,218 @@ function decodeCaps(payload: Uint8Array): string {
 }
 
 function decodeNewBuffer(payload: Uint8Array, fdCount: number): GstNewBuffer {
-  if (payload.length < NEW_BUFFER_SIZE) {
-    throw new GstProtocolError(
-      "SHORT_PAYLOAD",
-      `NEW_BUFFER has ${payload.length} of ${NEW_BUFFER_SIZE} bytes`,
-    );
+  const record = new GstNewBufferRecord();
+  record.decode(payload, fdCount);
+  return record.snapshot();
+}
+
+/** Byte offsets of the u64 fields of the NEW_BUFFER record. */
+const FIELD = { id: 0, pts: 8, dts: 16, duration: 24, offset: 32, offsetEnd: 40 } as const;
+
+/**
+ * A NEW_BUFFER decoded in place, for the from-gst hot path: every check of
+ * {@link decodeSinkMessage}, but one record rewritten by each
+ * {@link decode} (valid until the next one, reading the payload it was
+ * given), so a frame costs no objects, arrays, views or strings. The u64
+ * fields are read when asked for (a BigInt each); {@link numberOrNull} and
+ * {@link copyId} read them without one.
+ */
+export class GstNewBufferRecord implements GstNewBuffer {
+  #view: DataView = EMPTY_VIEW;
+  #bytes: Uint8Array = EMPTY;
+  /** `GstBufferFlags`. */
+  flags = 0;
+  /** `"memfd"` (any fd memory) or `"dmabuf"`. */
+  memoryType: "memfd" | "dmabuf" = "memfd";
+  /** The memories, in order (rewritten in place). */
+  readonly memories: { size: number; offset: number }[] = [];
+  readonly #memorySlots: { size: number; offset: number }[] = [];
+  /** The serialized metas, in order (rewritten in place; each payload is read lazily). */
+  readonly metas: MetaSlot[] = [];
+  readonly #metaSlots: MetaSlot[] = [];
+  /** The first GstVideoMeta, decoded (rewritten in place), if there is one. */
+  videoMeta: GstVideoMetaRecord | undefined;
+  readonly #videoMeta = newVideoMeta();
+
+  /** The sink's handle for the buffer. */
+  get id(): bigint {
+    return this.#view.getBigUint64(FIELD.id, true);
   }
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const type = view.getUint8(52);
-  const memoryCount = view.getUint8(53);
-  const metaCount = view.getUint16(54, true);
-  if (type > 1) throw new GstProtocolError("BAD_MEMORY_TYPE", `unknown memory type ${type}`);
-  const fixed = NEW_BUFFER_SIZE + MEMORY_RECORD_SIZE * memoryCount;
-  if (payload.length < fixed) {
-    throw new GstProtocolError(
-      "SHORT_PAYLOAD",
-      `NEW_BUFFER with ${memoryCount} memories needs ${fixed} bytes, has ${payload.length}`,
-    );
+  /** Presentation time, ns, or {@link CLOCK_TIME_NONE}. */
+  get pts(): bigint {
+    return this.#view.getBigUint64(FIELD.pts, true);
   }
-  if (fdCount !== memoryCount) {
-    throw new GstProtocolError(
-      "FD_COUNT",
-      `NEW_BUFFER has ${memoryCount} memories but came with ${fdCount} descriptors`,
-    );
+  /** Decoding time, ns, or {@link CLOCK_TIME_NONE}. */
+  get dts(): bigint {
+    return this.#view.getBigUint64(FIELD.dts, true);
   }
-  const memories: GstMemoryRecord[] = [];
-  for (let i = 0; i < memoryCount; i++) {
-    const at = NEW_BUFFER_SIZE + MEMORY_RECORD_SIZE * i;
-    memories.push({
-      size: safeU64(view, at, `memory ${i} size`),
-      offset: safeU64(view, at + 8, `memory ${i} offset`),
-    });
+  /** Duration, ns, or {@link CLOCK_TIME_NONE}. */
+  get duration(): bigint {
+    return this.#view.getBigUint64(FIELD.duration, true);
   }
-  const metas = decodeMetas(payload.subarray(fixed), metaCount);
-  let videoMeta: GstVideoMetaRecord | undefined;
-  for (const meta of metas) {
-    if (meta.name === "GstVideoMeta") {
-      videoMeta = decodeVideoMeta(meta);
-      if (!videoMeta) {
-        throw new GstProtocolError(
-          "BAD_META",
-          "GstVideoMeta is malformed or of an unknown version",
-        );
-      }
-      break;
+  /** `GST_BUFFER_OFFSET`. */
+  get offset(): bigint {
+    return this.#view.getBigUint64(FIELD.offset, true);
+  }
+  /** `GST_BUFFER_OFFSET_END`. */
+  get offsetEnd(): bigint {
+    return this.#view.getBigUint64(FIELD.offsetEnd, true);
+  }
+
+  /**
+   * A u64 field as a number (`Number(field)`'s rounding), or null when it is
+   * all ones ({@link CLOCK_TIME_NONE}): no BigInt made.
+   */
+  numberOrNull(field: "pts" | "dts" | "duration" | "offset" | "offsetEnd"): number | null {
+    const at = FIELD[field];
+    const low = this.#view.getUint32(at, true);
+    const high = this.#view.getUint32(at + 4, true);
+    return low === 0xffffffff && high === 0xffffffff ? null : high * 2 ** 32 + low;
+  }
+
+  /** Copies the id's 8 bytes (as the sink sent them) into `out` at `at`. */
+  copyId(out: Uint8Array, at: number): void {
+    for (let i = 0; i < 8; i++) out[at + i] = this.#bytes[i];
+  }
+
+  /**
+   * Decodes `payload` (a NEW_BUFFER's, `fdCount` descriptors with it) into
+   * this record, checking it as {@link decodeSinkMessage} does. The record
+   * reads `payload` until the next call.
+   */
+  decode(payload: Uint8Array, fdCount: number): void {
+    if (payload.length < NEW_BUFFER_SIZE) {
+      throw new GstProtocolError(
+        "SHORT_PAYLOAD",
+        `NEW_BUFFER has ${payload.length} of ${NEW_BUFFER_SIZE} bytes`,
+      );
     }
+    if (this.#bytes !== payload) {
+      // A view per payload buffer, not per message: the framer reuses its buffer.
+      this.#bytes = payload;
+      this.#view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    }
+    const view = this.#view;
+    const type = view.getUint8(52);
+    const memoryCount = view.getUint8(53);
+    const metaCount = view.getUint16(54, true);
+    if (type > 1) throw new GstProtocolError("BAD_MEMORY_TYPE", `unknown memory type ${type}`);
+    const fixed = NEW_BUFFER_SIZE + MEMORY_RECORD_SIZE * memoryCount;
+    if (payload.length < fixed) {
+      throw new GstProtocolError(
+        "SHORT_PAYLOAD",
+        `NEW_BUFFER with ${memoryCount} memories needs ${fixed} bytes, has ${payload.length}`,
+      );
+    }
+    if (fdCount !== memoryCount) {
+      throw new GstProtocolError(
+        "FD_COUNT",
+        `NEW_BUFFER has ${memoryCount} memories but came with ${fdCount} descriptors`,
+      );
+    }
+    const memories = this.memories;
+    // Lengths change only when the counts do: resetting an array to 0 drops its backing store.
+    if (memories.length !== memoryCount) memories.length = memoryCount;
+    for (let i = 0; i < memoryCount; i++) {
+      const at = NEW_BUFFER_SIZE + MEMORY_RECORD_SIZE * i;
+      const memory = this.#memorySlots[i] ??= { size: 0, offset: 0 };
+      memory.size = safeU64(view, at, `memory ${i} size`);
+      memory.offset = safeU64(view, at + 8, `memory ${i} offset`);
+      memories[i] = memory;
+    }
+    // The metas are scanned in the payload itself (a view per buffer, cached as above).
+    const metaBytes = this.#metaBytes(fixed);
+    scanMetas(metaBytes, this.#metaView!, metaCount, this.#metaSlots);
+    const metas = this.metas;
+    if (metas.length !== metaCount) metas.length = metaCount;
+    for (let i = 0; i < metaCount; i++) metas[i] = this.#metaSlots[i];
+    this.videoMeta = undefined;
+    for (let i = 0; i < metaCount; i++) {
+      const meta = metas[i];
+      if (meta.name === VIDEO_META_NAME) {
+        if (
+          !decodeVideoMetaAt(this.#metaView!, meta.start, meta.end, meta.version, this.#videoMeta)
+        ) {
+          throw new GstProtocolError(
+            "BAD_META",
+            "GstVideoMeta is malformed or of an unknown version",
+          );
+        }
+        this.videoMeta = this.#videoMeta;
+        break;
+      }
+    }
+    this.flags = view.getUint32(48, true);
+    this.memoryType = type === 1 ? "dmabuf" : "memfd";
   }
-  return {
-    id: view.getBigUint64(0, true),
-    pts: view.getBigUint64(8, true),
-    dts: view.getBigUint64(16, true),
-    duration: view.getBigUint64(24, true),
-    offset: view.getBigUint64(32, true),
-    offsetEnd: view.getBigUint64(40, true),
-    flags: view.getUint32(48, true),
-    memoryType: type === 1 ? "dmabuf" : "memfd",
-    memories,
-    metas,
-    videoMeta,
-  };
+
+  #metaSource: Uint8Array = EMPTY;
+  #metaStart = -1;
+  #metaSubarray: Uint8Array = EMPTY;
+  #metaView: DataView | undefined;
+
+  /** The metas' bytes (after the memory records), as one view cached per payload buffer and start. */
+  #metaBytes(start: number): Uint8Array {
+    const payload = this.#bytes;
+    if (
+      this.#metaSource !== payload || this.#metaStart !== start ||
+      this.#metaSubarray.length !== payload.length - start
+    ) {
+      this.#metaSource = payload;
+      this.#metaStart = start;
+      this.#metaSubarray = payload.subarray(start);
+      this.#metaView = new DataView(
+        payload.buffer,
+        payload.byteOffset + start,
+        payload.length - start,
+      );
+    }
+    return this.#metaSubarray;
+  }
+
+  /** A fresh, plain copy of the decoded buffer (what {@link decodeSinkMessage} returns). */
+  snapshot(): GstNewBuffer {
+    const videoMeta = this.videoMeta;
+    return {
+      id: this.id,
+      pts: this.pts,
+      dts: this.dts,
+      duration: this.duration,
+      offset: this.offset,
+      offsetEnd: this.offsetEnd,
+      flags: this.flags,
+      memoryType: this.memoryType,
+      memories: this.memories.map((m) => ({ size: m.size, offset: m.offset })),
+      metas: this.metas.map((m) => ({ name: m.name, version: m.version, payload: m.payload })),
+      videoMeta: videoMeta && {
+        flags: videoMeta.flags,
+        format: videoMeta.format,
+        width: videoMeta.width,
+        height: videoMeta.height,
+        offsets: [...videoMeta.offsets],
+        strides: [...videoMeta.strides],
+      },
+    };
+  }
+}
+
+/** Writes `buffer`'s id as its 8 wire bytes into `out` at `at` (no BigInt for a record). */
+export function copyBufferId(buffer: GstNewBuffer, out: Uint8Array, at: number): void {
+  if (buffer instanceof GstNewBufferRecord) return buffer.copyId(out, at);
+  new DataView(out.buffer, out.byteOffset + at, 8).setBigUint64(0, buffer.id, true);
+}
+
+/**
+ * A u64 time or offset field of `buffer` as a number, or null when it is
+ * {@link CLOCK_TIME_NONE} (no BigInt for a record).
+ */
+export function bufferNumberOrNull(
+  buffer: GstNewBuffer,
+  field: "pts" | "dts" | "duration" | "offset" | "offsetEnd",
+): number | null {
+  if (buffer instanceof GstNewBufferRecord) return buffer.numberOrNull(field);
+  const value = buffer[field];
+  return value === CLOCK_TIME_NONE ? null : Number(value);
 }
 
 // --- encoding (the bridge as a sink, and tests) -----------------------------

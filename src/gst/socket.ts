@@ -36,16 +36,18 @@ import { AcceptingSocket, peerCredentials } from "../linux/listener.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import {
   cmsgSpace,
-  decodeControl,
+  type ControlRights,
   encodeIovec,
   encodeMsghdr,
   encodeRights,
   encodeSockaddrUn,
+  IOVEC_LEN_OFFSET,
   IOVEC_SIZE,
   LINUX,
   MSGHDR_CONTROLLEN_OFFSET,
   MSGHDR_FLAGS_OFFSET,
   MSGHDR_SIZE,
+  scanControlRights,
 } from "../linux/structs.ts";
 import {
   decodeClientMessage,
@@ -53,6 +55,8 @@ import {
   DEFAULT_MAX_PAYLOAD,
   type GstMessage,
   GstProtocolError,
+  type ReusedSinkMessage,
+  reusedSinkMessage,
 } from "./protocol.ts";
 import { UnixFdFramer } from "./framer.ts";
 
@@ -81,6 +85,18 @@ export function unixFdAddress(
   return { ...encodeSockaddrUn(encoder.encode(address), false), path: address, display: address };
 }
 
+/**
+ * Counters for tests: the parked waits of unixfd connections (each one a
+ * wait on the shared poll, the allocation a frame cannot avoid when its
+ * message is not there yet).
+ */
+export const unixFdStats = {
+  /** Receives that found no whole message and parked. */
+  receiveWaits: 0,
+  /** Sends that found the socket full and parked. */
+  sendWaits: 0,
+};
+
 const connectionFinalizer = new FinalizationRegistry<number[]>((fds) => {
   for (const fd of fds) closeQuietly(fd);
 });
@@ -102,12 +118,25 @@ export class UnixFdConnection {
   #sending: Promise<void> = Promise.resolve();
 
   readonly #msghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #msghdrWords = new Int32Array(this.#msghdr.buffer);
   readonly #iov = new Uint8Array(IOVEC_SIZE);
+  readonly #iovWords = new Int32Array(this.#iov.buffer);
   readonly #control = new Uint8Array(cmsgSpace(4 * MAX_FDS));
+  readonly #controlView = new DataView(this.#control.buffer);
+  readonly #received: ControlRights = { fds: new Int32Array(this.#control.length / 4), count: 0 };
   readonly #buffer = new Uint8Array(64 * 1024);
+  /** What a receive returns for a NEW_BUFFER: one record, rewritten by each (see {@link receive}). */
+  readonly #reused: ReusedSinkMessage = reusedSinkMessage();
   readonly #sendMsghdr = new Uint8Array(MSGHDR_SIZE);
   readonly #sendIov = new Uint8Array(IOVEC_SIZE);
   readonly #sendControl = new Uint8Array(cmsgSpace(4 * MAX_FDS));
+  /** {@link trySend}'s msghdr and iovec: built once per buffer sent from, then only the length changes. */
+  readonly #tryMsghdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #tryIov = new Uint8Array(IOVEC_SIZE);
+  readonly #tryIovWords = new Int32Array(this.#tryIov.buffer);
+  #tryFrom: Uint8Array | undefined;
+  /** Sends queued by {@link send} and not finished: {@link trySend} must not overtake them. */
+  #queuedSends = 0;
 
   /** Wraps a connected socket `fd` (owned from now on). */
   constructor(
@@ -122,6 +151,26 @@ export class UnixFdConnection {
     this.#framer = new UnixFdFramer(maxPayload);
     this.#wakeFd = newEventFd();
     connectionFinalizer.register(this, [fd, this.#wakeFd], this);
+    // The receive msghdr points at fixed buffers: each receive only sets lengths and flags.
+    encodeIovec(new DataView(this.#iov.buffer), 0, addressOf(this.#buffer), this.#buffer.length);
+    encodeMsghdr(new DataView(this.#msghdr.buffer), {
+      name: 0n,
+      nameLength: 0,
+      iov: addressOf(this.#iov),
+      iovLength: 1,
+      control: addressOf(this.#control),
+      controlLength: this.#control.length,
+      flags: 0,
+    });
+    encodeMsghdr(new DataView(this.#tryMsghdr.buffer), {
+      name: 0n,
+      nameLength: 0,
+      iov: addressOf(this.#tryIov),
+      iovLength: 1,
+      control: 0n,
+      controlLength: 0,
+      flags: 0,
+    });
   }
 
   /** True once {@link close} has run. */
@@ -134,31 +183,34 @@ export class UnixFdConnection {
    * `performance.now()` clock) or `signal`. Throws `PeerClosedError` at the
    * end of the stream and {@link GstProtocolError} for a malformed message
    * (its descriptors closed; the connection is then unusable: close it).
+   * A NEW_BUFFER message, its buffer and its descriptor list are one
+   * object rewritten by every receive: read them before receiving again.
    */
   async receive(deadline = Infinity, signal?: AbortSignal): Promise<GstMessage> {
     for (;;) {
       if (this.#closed) throw new ClosedError("unixfd connection", "receive");
       throwIfAborted(signal);
-      const message = this.#tryReceive();
+      const message = this.tryReceive();
       if (message) return message;
       await this.#wait(LINUX.POLLIN, "receive", deadline, signal);
     }
   }
 
-  #tryReceive(): GstMessage | undefined {
+  /**
+   * {@link receive} without waiting: the next message if one is whole in
+   * the socket, else undefined. No promise, and (once warm) no allocation
+   * for a NEW_BUFFER.
+   */
+  tryReceive(): GstMessage | undefined {
+    if (this.#closed) throw new ClosedError("unixfd connection", "receive");
+    const msghdr = this.#msghdrWords;
+    const received = this.#received;
     for (;;) {
       const want = Math.min(this.#framer.want(), this.#buffer.length);
-      const msghdr = new DataView(this.#msghdr.buffer);
-      encodeIovec(new DataView(this.#iov.buffer), 0, addressOf(this.#buffer), want);
-      encodeMsghdr(msghdr, {
-        name: 0n,
-        nameLength: 0,
-        iov: addressOf(this.#iov),
-        iovLength: 1,
-        control: addressOf(this.#control),
-        controlLength: this.#control.length,
-        flags: 0,
-      });
+      // The kernel rewrites msg_controllen and msg_flags; the high words stay 0 (small buffers).
+      this.#iovWords[IOVEC_LEN_OFFSET / 4] = want;
+      msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#control.length;
+      msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
       const n = Number(
         libc().recvmsg(this.#fd, this.#msghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_CMSG_CLOEXEC),
       );
@@ -169,16 +221,11 @@ export class UnixFdConnection {
         if (errno === ERRNO.ECONNRESET) throw this.#fail(new PeerClosedError());
         throw this.#fail(systemError("recvmsg", errno));
       }
-      const controlLength = Number(msghdr.getBigUint64(MSGHDR_CONTROLLEN_OFFSET, true));
-      const flags = msghdr.getInt32(MSGHDR_FLAGS_OFFSET, true);
-      const control = decodeControl(new DataView(this.#control.buffer), controlLength);
-      let framed;
-      try {
-        framed = this.#framer.feed(this.#buffer.subarray(0, n), control.fds);
-      } catch (error) {
-        throw this.#fail(error as Error);
-      }
-      if (flags & LINUX.MSG_CTRUNC || control.malformed) {
+      const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
+      const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
+      const malformed = scanControlRights(this.#controlView, controlLength, received);
+      if (flags & LINUX.MSG_CTRUNC || malformed) {
+        for (let i = 0; i < received.count; i++) closeQuietly(received.fds[i]);
         throw this.#fail(
           new GstProtocolError(
             "UNEXPECTED_FDS",
@@ -186,7 +233,13 @@ export class UnixFdConnection {
           ),
         );
       }
-      if (n === 0 && control.fds.length === 0) {
+      let framed;
+      try {
+        framed = this.#framer.feed(this.#buffer, received.fds, n, received.count);
+      } catch (error) {
+        throw this.#fail(error as Error);
+      }
+      if (n === 0 && received.count === 0) {
         throw this.#fail(
           new PeerClosedError(
             this.#framer.atBoundary
@@ -198,7 +251,7 @@ export class UnixFdConnection {
       if (!framed) continue;
       try {
         return this.role === "client"
-          ? decodeSinkMessage(framed.command, framed.payload, framed.fds)
+          ? decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)
           : decodeClientMessage(framed.command, framed.payload, framed.fds);
       } catch (error) {
         for (const fd of framed.fds) closeQuietly(fd);
@@ -220,12 +273,55 @@ export class UnixFdConnection {
    */
   send(bytes: Uint8Array, fds: readonly number[] = [], deadline = Infinity): Promise<void> {
     const previous = this.#sending;
+    this.#queuedSends++;
     const next = previous.then(
       () => this.#send(bytes, fds, deadline),
       () => this.#send(bytes, fds, deadline),
-    );
+    ).finally(() => this.#queuedSends--);
     this.#sending = next.catch(() => {});
     return next;
+  }
+
+  /**
+   * One nonblocking `sendmsg` of the first `length` bytes of `bytes`, no
+   * descriptors, no promise: how many bytes went (possibly fewer: the rest
+   * is the caller's to send next, before anything else), or -1 when the
+   * socket has no room or a {@link send} is still queued (the caller waits
+   * with {@link waitWritable}). Throws `PeerClosedError` when the peer went
+   * away, else the `sendmsg` error.
+   */
+  trySend(bytes: Uint8Array, length: number): number {
+    if (this.#closed) throw new ClosedError("unixfd connection", "send");
+    if (this.#queuedSends > 0) return -1;
+    if (this.#tryFrom !== bytes) {
+      this.#tryFrom = bytes;
+      encodeIovec(new DataView(this.#tryIov.buffer), 0, addressOf(bytes), length);
+    }
+    this.#tryIovWords[IOVEC_LEN_OFFSET / 4] = length;
+    for (;;) {
+      const n = Number(
+        libc().sendmsg(this.#fd, this.#tryMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL),
+      );
+      if (n >= 0) return n;
+      const errno = readErrno();
+      if (errno === ERRNO.EINTR) continue;
+      if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) return -1;
+      if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) {
+        throw new PeerClosedError("the GStreamer side closed the connection");
+      }
+      throw systemError("sendmsg", errno);
+    }
+  }
+
+  /**
+   * Waits until the socket has room to send (or `deadline`), and for every
+   * {@link send} queued before: what a {@link trySend} that returned -1
+   * waits for. Rejects with `ClosedError` once closed.
+   */
+  async waitWritable(deadline = Infinity): Promise<void> {
+    await this.#sending;
+    if (this.#closed) throw new ClosedError("unixfd connection", "send");
+    await this.#wait(LINUX.POLLOUT, "send", deadline, undefined);
   }
 
   async #send(bytes: Uint8Array, fds: readonly number[], deadline: number): Promise<void> {
@@ -267,6 +363,8 @@ export class UnixFdConnection {
   }
 
   async #wait(events: number, operation: string, deadline: number, signal?: AbortSignal) {
+    if (events === LINUX.POLLIN) unixFdStats.receiveWaits++;
+    else unixFdStats.sendWaits++;
     this.#pendingWaits++;
     try {
       await waitReady(this.#fd, events, this.#wakeFd, operation, deadline, signal);

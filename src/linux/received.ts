@@ -158,9 +158,11 @@ export class MappingCache {
     while (this.#entries.size > this.#capacity) {
       let oldestKey = key;
       let oldest = mapping;
-      for (const [k, m] of this.#entries) {
+      // Over the values, keyed by their id (= the inode number, the key of every cached entry):
+      // a [key, value] pair per entry made a full cache cost ~20 B per entry per eviction.
+      for (const m of this.#entries.values()) {
         if (m.lastUsed < oldest.lastUsed) {
-          oldestKey = k;
+          oldestKey = m.id;
           oldest = m;
         }
       }

@@ -1,0 +1,179 @@
+/**
+ * Steady-state allocation per frame of the GStreamer bridges (issue 20),
+ * against real GStreamer 1.26 in its own process (the chroot of
+ * scripts/gst-chroot.sh; skipped with the reason printed where it cannot be
+ * built). Measured as tests/allocation_test.ts does: V8's cumulative
+ * `total_allocated_bytes`, read only at the two edges of the measured batch
+ * (in Deno 2.9 each reading itself allocates ~100 KB), after a long warm-up,
+ * 64x64 BGRA so that the run stays seconds long. Library alone: the
+ * from-gst sink hands each surface nowhere (a settled promise), the to-gst
+ * frames come from four surfaces the test recycles.
+ *
+ * from-gst, measured (GStreamer's `videotestsrc ! unixfdsink sync=false`
+ * flat out): ~4.0 KB per frame, most of it GStreamer making a new memfd for
+ * about one buffer in five (each first sight costs ~3.9 KB: verify, map,
+ * evict an old mapping) and the surface adopted per frame (~0.4 KB). Before
+ * (main at 67cccea): ~20 KB per frame, and the bridge deadlocked with the
+ * sink after 1-10k frames (it waited for each RELEASE_BUFFER to be written
+ * while the sink, blocked writing NEW_BUFFER under the lock its release
+ * reader needs, read none): the test then times out.
+ *
+ * to-gst, measured: ~15 KB per frame (not yet cut: the bound is a
+ * regression guard, see docs/benchmarks.md).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import v8 from "node:v8";
+import { GstSourceBridge } from "../src/gst/from_gst.ts";
+import { unixFdStats } from "../src/gst/socket.ts";
+import { GstSinkBridge, type SurfaceFrame } from "../src/gst/to_gst.ts";
+import { fstatxNumbers } from "../src/linux/libc.ts";
+import { Surface } from "../src/surface/surface.ts";
+import { GST, gstLaunch, within } from "./gst_helpers.ts";
+import { uniqueName } from "./helpers.ts";
+
+function allocatedBytes(): number {
+  // Cumulative since start, not reset by collections (absent from the node:v8 typings).
+  return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
+    .total_allocated_bytes;
+}
+
+const ignore = GST.root === undefined;
+const WARMUP = 10_000;
+const FRAMES = 10_000;
+/** from-gst bytes per frame besides new memfds and parked waits: measured 600-750 B. */
+const FROM_GST_LIMIT = 1024;
+/**
+ * What a memfd GStreamer makes during the window may add (verified, mapped,
+ * an older one evicted: measured ~3.9 KB; the test's own Set entry).
+ */
+const NEW_MEMFD_ALLOWANCE = 8 * 1024;
+/**
+ * What one parked receive (GStreamer's next buffer not there yet) may add:
+ * the shared poll's waiter, its promise and closures, Deno's nonblocking
+ * FFI call and the poll rounds it causes (`src/linux/poller.ts`, not the
+ * bridge's; 15-25 KB each here by the runs' spread). Flat out the bridge
+ * rarely parks (26-461 times in 10,000 frames). A release that has to wait
+ * for room is the bridge's own cost: not allowed for.
+ */
+const WAIT_ALLOWANCE = 32 * 1024;
+/** to-gst bytes per frame: measured ~15 KB; a regression guard until to-gst is cut. */
+const TO_GST_LIMIT = 20 * 1024;
+
+Deno.test({
+  name: `gst allocation: from-gst allocates < ${FROM_GST_LIMIT} B per frame in the steady state`,
+  ignore,
+  async fn() {
+    const socket = uniqueName("gstalloc");
+    await using _gst = gstLaunch([
+      "videotestsrc",
+      `num-buffers=${WARMUP + FRAMES + 20}`,
+      "pattern=black",
+      "!",
+      "video/x-raw,format=BGRA,width=64,height=64",
+      "!",
+      // Without the queue, videotestsrc's pool kept growing (a new memfd every few buffers, each
+      // verified and mapped); behind it the pool levels off at a few hundred memfds.
+      "queue",
+      "max-size-buffers=1",
+      "!",
+      "unixfdsink",
+      `socket-path=${socket}`,
+      "socket-type=abstract",
+      "wait-for-connection=true",
+      "sync=false",
+    ]);
+    const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
+    try {
+      let frames = 0;
+      let before = 0;
+      let after = 0;
+      // GStreamer's memfds by inode: one first seen in the window is mapped then, and allowed for.
+      const memfds = new Set<number>();
+      let newMemfds = 0;
+      let waitsBefore = 0;
+      let waits = 0;
+      const settled = Promise.resolve();
+      const sink = {
+        send(surface: Surface): Promise<void> {
+          frames++;
+          const handle = surface.unsafeHandle;
+          const inode = handle.kind === "memfd" ? fstatxNumbers(handle.fd).ino : -1;
+          if (!memfds.has(inode)) {
+            memfds.add(inode);
+            if (frames > WARMUP && frames <= WARMUP + FRAMES) newMemfds++;
+          }
+          if (frames === WARMUP) {
+            before = allocatedBytes();
+            waitsBefore = unixFdStats.receiveWaits;
+          } else if (frames === WARMUP + FRAMES) {
+            after = allocatedBytes();
+            waits = unixFdStats.receiveWaits - waitsBefore;
+          }
+          return settled;
+        },
+      };
+      await within(bridge.run(sink), 60_000, "from-gst to forward every frame and end at EOS");
+      assert.equal(frames, WARMUP + FRAMES + 20, "every buffer was forwarded");
+      const perFrame = (after - before) / FRAMES;
+      const limit = FROM_GST_LIMIT + (newMemfds * NEW_MEMFD_ALLOWANCE + waits * WAIT_ALLOWANCE) /
+          FRAMES;
+      console.log(
+        `  from-gst: ${perFrame.toFixed(0)} B per frame (${newMemfds} new memfds in the window, ` +
+          `${memfds.size} in all; ${waits} parked receives; limit ${limit.toFixed(0)} B)`,
+      );
+      assert.ok(perFrame < limit, `${perFrame.toFixed(0)} B per frame, limit ${limit.toFixed(0)}`);
+    } finally {
+      bridge.close();
+    }
+  },
+});
+
+Deno.test({
+  name: `gst allocation: to-gst allocates < ${TO_GST_LIMIT} B per frame in the steady state`,
+  ignore,
+  async fn() {
+    const socket = uniqueName("gstalloc");
+    let released = 0;
+    let wake: (() => void) | undefined;
+    using bridge = GstSinkBridge.listen(`@${socket}`, {
+      onReleased: () => {
+        released++;
+        wake?.();
+      },
+    });
+    await using _gst = gstLaunch([
+      "unixfdsrc",
+      `socket-path=${socket}`,
+      "socket-type=abstract",
+      "!",
+      "fakesink",
+      "sync=false",
+    ]);
+    await bridge.waitForClient(10_000);
+    const surfaces = [0, 1, 2, 3].map(() => Surface.create({ width: 64, height: 64 }));
+    try {
+      const frames: SurfaceFrame[] = surfaces.map((surface) => ({ surface, close() {} }));
+      let before = 0;
+      const serve = async () => {
+        for (let i = 0; i < WARMUP + FRAMES; i++) {
+          if (i === WARMUP) before = allocatedBytes();
+          // At most two frames out (the bridge's default maxOutstanding): wait for a release.
+          while (i - released >= 2) await new Promise<void>((resolve) => wake = resolve);
+          await bridge.send(frames[i & 3]);
+        }
+      };
+      await within(serve(), 60_000, "to-gst to serve every frame (GStreamer releasing them)");
+      const perFrame = (allocatedBytes() - before) / FRAMES;
+      console.log(`  to-gst: ${perFrame.toFixed(0)} B per frame (${bridge.stats.dropped} dropped)`);
+      assert.ok(
+        perFrame < TO_GST_LIMIT,
+        `${perFrame.toFixed(0)} B per frame, limit ${TO_GST_LIMIT}`,
+      );
+    } finally {
+      for (const surface of surfaces) surface.close();
+    }
+  },
+});
