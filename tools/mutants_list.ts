@@ -86,8 +86,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-release-unheld-kept",
     file: "src/gst/to_gst.ts",
-    find: "if (!this.#release(client, message.id)) break;",
-    replace: "if (!this.#release(client, message.id)) continue;",
+    find: "if (!this.#release(client, releaseIdNumber(message))) break;",
+    replace: "if (!this.#release(client, releaseIdNumber(message))) continue;",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "to-gst hands each client a locked descriptor",
     why: "issue 23: a RELEASE for an id the client does not hold must drop the client, as " +
@@ -158,8 +158,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-shared-record-buffer",
     file: "src/gst/to_gst.ts",
-    find: "const reuse = !this.#messageInUse;",
-    replace: "const reuse = true;",
+    find: "const rest = message.slice(Math.max(0, sent));",
+    replace: "const rest = message.subarray(Math.max(0, sent));",
     tests: ["tests/gst_concurrent_send_test.ts"],
     why: "6a18dc0: overlapping to-gst sends shared one NEW_BUFFER record: the first queued send " +
       "read the second call's id",
@@ -189,8 +189,8 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/to_gst.ts",
     find:
       "      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.\n" +
-      "      this.#settle(id, entry);\n    }\n",
-    replace: "    }\n    this.#settle(id, entry);\n",
+      "      this.#settle(entry);\n    }\n",
+    replace: "    }\n    this.#settle(entry);\n",
     tests: ["tests/gst_send_export_fail_test.ts"],
     why: "266972e: a send whose descriptor export threw kept its frame outstanding (and its " +
       "maxOutstanding slot) until close",
@@ -317,6 +317,16 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "to-gst-queued-sends",
+    file: "src/gst/to_gst.ts",
+    find: "      sent = client.trySend(message, message.length, handle);",
+    replace: "      sent = -1;",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "to-gst",
+    why: "issue 20: a to-gst frame goes to a client with room in one nonblocking sendmsg, not " +
+      "through a queued send (a copy, promises and a chain per client per frame)",
   },
   {
     id: "from-gst-fresh-decode",
@@ -771,8 +781,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "network-timestamp-next-frame",
     file: "src/gst/to_gst.ts",
-    find: "metas: this.#ntpMetasOf(frame.timestamp),",
-    replace: "metas: this.#ntpMetasOf(frame.timestamp! + 33_333),",
+    find: "const message = this.#recordFor(id, frame.timestamp);",
+    replace: "const message = this.#recordFor(id, frame.timestamp! + 33_333);",
     tests: ["tests/network_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +

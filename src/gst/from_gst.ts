@@ -270,8 +270,15 @@ export class GstSourceBridge {
         let message: GstMessage | undefined;
         try {
           // A message already waiting is taken without a promise; only an empty socket parks.
-          if (!this.#signal?.aborted) message = this.#connection.tryReceive();
-          message ??= await this.#connection.receive(Infinity, this.#signal);
+          if (this.#signal?.aborted) {
+            message = await this.#connection.receive(Infinity, this.#signal); // throws the abort
+          } else {
+            message = this.#connection.tryReceive();
+            if (!message) {
+              await this.#connection.waitReadable(Infinity, this.#signal);
+              continue;
+            }
+          }
         } catch (error) {
           if (this.#held.failure) throw this.#held.failure;
           if (this.#closed) return;

@@ -357,6 +357,40 @@ export function decodeVideoMeta(meta: GstSerializedMeta): GstVideoMetaRecord | u
 }
 
 /**
+ * A RELEASE_BUFFER decoded in place (the to-gst hot path): what
+ * {@link decodeClientMessage} returns when given one, rewritten by each
+ * decode. {@link idNumber} reads the id without a BigInt.
+ */
+export class GstReleaseRecord {
+  /** The message type. */
+  readonly type = "release-buffer";
+  #low = 0;
+  #high = 0;
+
+  /** The id released, as a BigInt (made when read). */
+  get id(): bigint {
+    return (BigInt(this.#high) << 32n) | BigInt(this.#low);
+  }
+
+  /** The id released as a number, or -1 if it is past 2^53 (no buffer of ours has such an id). */
+  get idNumber(): number {
+    return this.#high > MAX_SAFE_HIGH ? -1 : this.#high * 2 ** 32 + this.#low;
+  }
+
+  /** Reads the id from a RELEASE_BUFFER payload (checked to be long enough). */
+  decode(payload: Uint8Array): void {
+    this.#low = (payload[0] | payload[1] << 8 | payload[2] << 16 | payload[3] << 24) >>> 0;
+    this.#high = (payload[4] | payload[5] << 8 | payload[6] << 16 | payload[7] << 24) >>> 0;
+  }
+}
+
+/** The id of a RELEASE_BUFFER message as a number (-1 past 2^53): no BigInt for a record. */
+export function releaseIdNumber(message: { readonly id: bigint }): number {
+  if (message instanceof GstReleaseRecord) return message.idNumber;
+  return message.id > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(message.id);
+}
+
+/**
  * What {@link decodeSinkMessage} rewrites instead of allocating, when given
  * one: the NEW_BUFFER message, its {@link GstNewBufferRecord}, and as its
  * `fds` the very list passed in (the caller's, e.g. the framer's reused one).
@@ -422,6 +456,7 @@ export function decodeClientMessage(
   command: number,
   payload: Uint8Array,
   fds: readonly number[],
+  reuse?: GstReleaseRecord,
 ): GstMessage {
   if (fds.length > 0) {
     throw new GstProtocolError(
@@ -436,6 +471,10 @@ export function decodeClientMessage(
           "SHORT_PAYLOAD",
           `RELEASE_BUFFER has ${payload.length} of ${RELEASE_BUFFER_SIZE} bytes`,
         );
+      }
+      if (reuse) {
+        reuse.decode(payload);
+        return reuse;
       }
       const view = new DataView(payload.buffer, payload.byteOffset, RELEASE_BUFFER_SIZE);
       return { type: "release-buffer", id: view.getBigUint64(0, true) };
