@@ -165,6 +165,7 @@ export type {
   TimedSurfaceSink,
 } from "./src/gst/network.ts";
 export { NETWORK_MODES, receiverPipeline, senderPipeline } from "./src/gst/network_pipelines.ts";
+export { encodeMetaRecord, MetaRecordReader, SenderMetas } from "./src/gst/network_meta.ts";
 export type {
   NetworkMode,
   NetworkReceiverOptions,

@@ -18,6 +18,8 @@ import {
   UsageError,
 } from "./command.ts";
 import { denoGstLauncher } from "./gst_launch.ts";
+import { MetaLinkListener, MetaLinkSender, netAllowed } from "./network_meta_link.ts";
+import { encodeMetaRecord, SenderMetas } from "../src/gst/network_meta.ts";
 
 /** Splits `HOST:PORT` (an IPv4 address or a name; the port 1–65535). */
 export function parseEndpoint(text: string): { host: string; port: number } {
@@ -54,7 +56,8 @@ export const send: Command = {
     "Subscribes to NAME (newest frame first) and sends it to HOST:PORT through a",
     "gst-launch-1.0 pipeline: raw RTP (every pixel, ~1.5 Gbit/s for 1080p30 BGRA: a LAN),",
     "VP8 / H.264 in RTP (--bitrate, default 4000 kbit/s), or H.264 RTP over SRT (srt:",
-    "lost packets are retransmitted). Each frame's timestamp travels with it.",
+    "lost packets are retransmitted). Each frame's timestamp travels with it; its metadata",
+    "goes beside it over TCP to the same port number (with --allow-net).",
     "Prints the matching receive command.",
     "SURFACEPORT_GST_LAUNCH replaces the gst-launch-1.0 command (e.g. a chroot).",
   ].join("\n"),
@@ -74,6 +77,12 @@ export const send: Command = {
     const interval = Math.max(50, integerOption(values, "interval", 1000));
     using subscription = await subscribe(name, { timeout, signal: io.signal });
     const sender = GstNetworkSender.start(denoGstLauncher, host, port, { mode, bitrate });
+    const metaLink = netAllowed(host) ? new MetaLinkSender(host, port) : undefined;
+    if (!metaLink) {
+      await io.out(
+        `metadata not sent: it goes over TCP to ${host}:${port}, which needs --allow-net\n`,
+      );
+    }
     const onAbort = () => subscription.close();
     io.signal.addEventListener("abort", onAbort, { once: true });
     let announced = false;
@@ -91,6 +100,13 @@ export const send: Command = {
               `as ${mode}; receive with: receive 0.0.0.0:${port} NAME --mode ${mode}${shape}\n`,
           );
         }
+        if (metaLink) {
+          try {
+            metaLink.send(encodeMetaRecord(frame.timestamp, frame.meta));
+          } catch {
+            metaLink.dropped++; // not JSON-serialisable again (cannot happen for wire metadata)
+          }
+        }
         yield frame;
       }
     })();
@@ -99,6 +115,7 @@ export const send: Command = {
       return `send ${name} → ${host}:${port} (${mode}): received ${s.received}  sent ${
         s.zeroCopy + s.copies
       }  dropped ${s.dropped}  held ${s.outstanding}  pipeline restarts ${s.restarts}` +
+        (metaLink ? `  metadata sent ${metaLink.sent} dropped ${metaLink.dropped}` : "") +
         (sender.lastError ? `  last error: ${sender.lastError}` : "");
     });
     try {
@@ -106,6 +123,7 @@ export const send: Command = {
     } finally {
       io.signal.removeEventListener("abort", onAbort);
       await sender.close();
+      await metaLink?.close();
       await stop();
     }
     await io.out(io.signal.aborted ? "interrupted\n" : "end of stream\n");
@@ -122,7 +140,8 @@ export const receive: Command = {
     "",
     "Listens for RTP (or SRT) on HOST:PORT (0.0.0.0 for every interface) through a",
     "gst-launch-1.0 pipeline and publishes the frames as NAME, each with the sender's",
-    "timestamp. Raw mode: give the sender's --format and --size (send prints them).",
+    "timestamp and (with --allow-net: TCP on the same port number) its metadata.",
+    "Raw mode: give the sender's --format and --size (send prints them).",
     "Compressed modes republish --format (default y420). Prints frames lost (gaps in the",
     "RTP timing) and frames that came without a timestamp (untimed) every interval.",
     "  --latency MS   how long the jitter buffer waits for a late packet (default 40;",
@@ -157,6 +176,19 @@ export const receive: Command = {
     }
     const latency = integerOption(values, "latency", mode === "srt" ? 120 : 40, 10_000);
     const interval = Math.max(50, integerOption(values, "interval", 1000));
+    const senderMetas = netAllowed(host) ? new SenderMetas() : undefined;
+    let metaListener: MetaLinkListener | undefined;
+    if (senderMetas) {
+      try {
+        metaListener = new MetaLinkListener(host, port, senderMetas);
+      } catch (error) {
+        await io.out(`metadata not received: TCP ${host}:${port}: ${(error as Error).message}\n`);
+      }
+    } else {
+      await io.out(
+        `metadata not received: it comes over TCP on ${host}:${port}, which needs --allow-net\n`,
+      );
+    }
     let receiver: GstNetworkReceiver;
     try {
       receiver = GstNetworkReceiver.start(denoGstLauncher, host, port, {
@@ -165,8 +197,10 @@ export const receive: Command = {
         width,
         height,
         latency,
+        senderMetas: metaListener ? senderMetas : undefined,
       });
     } catch (error) {
+      await metaListener?.close();
       if (error instanceof RangeError) throw new UsageError(error.message);
       throw error;
     }
@@ -179,7 +213,9 @@ export const receive: Command = {
       return `receive ${host}:${port} → ${name}: ${
         receiver.caps || "no caps yet"
       }  received ${s.received}  ` +
-        `lost ${s.lost}  untimed ${s.untimed}  dropped ${s.dropped}  held ${s.outstanding}  pipeline restarts ${s.restarts}` +
+        `lost ${s.lost}  untimed ${s.untimed}  ${
+          metaListener ? `metadata missing ${s.metaMissing}  ` : ""
+        }dropped ${s.dropped}  held ${s.outstanding}  pipeline restarts ${s.restarts}` +
         (receiver.lastError ? `  last error: ${receiver.lastError}` : "");
     });
     try {
@@ -187,6 +223,7 @@ export const receive: Command = {
     } finally {
       io.signal.removeEventListener("abort", onAbort);
       await receiver.close();
+      await metaListener?.close();
       await stop();
     }
     await io.out("interrupted\n");

@@ -17,11 +17,20 @@ import { publish, subscribe, type Subscription, SurfacePool, toRGBA } from "../m
 import { FrameGapCounter, SenderTimestamps } from "../src/gst/network.ts";
 import type { NetworkFrameMeta } from "../src/gst/network.ts";
 import { microsOfNtpNanos, ntpNanosOfMicros } from "../src/gst/timestamp_meta.ts";
+import { encodeMetaRecord, MetaRecordReader, SenderMetas } from "../src/gst/network_meta.ts";
+import { ProtocolError } from "../src/core/errors.ts";
 import { GST, missingInChroot, within } from "./gst_helpers.ts";
 import { Child, sleep } from "./helpers.ts";
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
-const FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env", "--allow-run"];
+const FLAGS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-run",
+  "--allow-net",
+];
 
 async function run(command: string, args: string[]): Promise<{ ok: boolean; text: string }> {
   const out = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
@@ -163,6 +172,11 @@ function flat(n: number, x: number, y: number): [number, number, number] {
   return x < W / 2 ? [220, 30, 30] : [30, 40, 210];
 }
 
+/** Frame n's metadata: JSON for even n, bytes for odd n (both kinds cross). */
+function metaOf(n: number): unknown {
+  return n % 2 === 0 ? { n, text: "é" } : new Uint8Array([n & 255, n >> 8, 7]);
+}
+
 /** Publishes frames n = 0, 1, ... at ~30/s, frame n with timestamp {@link timestampOf}(n). */
 async function publishFrames(
   name: string,
@@ -186,7 +200,7 @@ async function publishFrames(
           bytes[i + 3] = 255;
         }
       }
-      await publisher.send(surface, { n }, { timestamp: timestampOf(n) });
+      await publisher.send(surface, metaOf(n), { timestamp: timestampOf(n) });
     }
     await sleep(33);
   }
@@ -228,9 +242,10 @@ async function receiveOne(frames: Subscription): Promise<Received> {
   };
 }
 
-/** The far side's frame has exactly the timestamp the sender gave the frame it shows. */
+/** The far side's frame has exactly the timestamp (and metadata) the sender gave the frame it shows. */
 function checkTimestamp(got: Received): void {
   assert.deepEqual(got.meta.timestamp, got.timestamp, "meta.timestamp is the frame's timestamp");
+  checkSenderMeta(got);
   assert.deepEqual(
     numberOfTimestamp(got.timestamp),
     got.n,
@@ -238,6 +253,21 @@ function checkTimestamp(got: Received): void {
       (got.timestamp - T0) / PERIOD
     }`,
   );
+}
+
+/** Whatever sender metadata a frame came with is that of the frame its timestamp names. */
+function checkSenderMeta(got: Received, required = true): void {
+  const n = (got.timestamp - T0) / PERIOD;
+  const { meta, metaBytes } = got.meta;
+  if (meta === undefined && metaBytes === undefined) {
+    assert(!required, `frame ${n} arrived without its metadata`);
+    return;
+  }
+  if (n % 2 === 0) assert.deepEqual(meta, metaOf(n), `metadata of frame ${n}`);
+  else {
+    const bytes = Uint8Array.from(atob(metaBytes ?? ""), (c) => c.charCodeAt(0));
+    assert.deepEqual(bytes, metaOf(n), `metadata bytes of frame ${n}`);
+  }
 }
 
 /** Raw: every pixel exactly as painted. */
@@ -407,6 +437,7 @@ async function crossNetwork({ mode, lossEvery, portOffset }: Case): Promise<void
       timed++;
       assert(got.timestamp > last, `timestamp ${got.timestamp} after ${last}`);
       assert(numberOfTimestamp(got.timestamp) >= 0, `${got.timestamp} is not a sender's`);
+      checkSenderMeta(got, false);
       last = got.timestamp;
       if (exactPixels) {
         checkTimestamp(got);
@@ -527,4 +558,41 @@ Deno.test("SenderTimestamps trusts one timestamp per frame, never a merged or re
   assert.deepEqual(stamps.take([0n]), null);
   assert.deepEqual(stamps.take([b]), timestampOf(1));
   assert.deepEqual(stamps.untimed, 4);
+});
+
+Deno.test("metadata records survive any split of the stream; a malformed one is a ProtocolError", () => {
+  const records = [
+    encodeMetaRecord(T0, { n: 0 }),
+    encodeMetaRecord(timestampOf(1), new Uint8Array([1, 2, 3])),
+    encodeMetaRecord(-5, undefined),
+  ];
+  const stream = new Uint8Array(records.reduce((sum, r) => sum + r.length, 0));
+  let at = 0;
+  for (const record of records) {
+    stream.set(record, at);
+    at += record.length;
+  }
+  for (const step of [1, 3, 7, stream.length]) {
+    const got: [number, unknown][] = [];
+    const reader = new MetaRecordReader((timestamp, meta) => got.push([timestamp, meta]));
+    for (let i = 0; i < stream.length; i += step) reader.push(stream.subarray(i, i + step));
+    assert.deepEqual(got, [[T0, { n: 0 }], [timestampOf(1), new Uint8Array([1, 2, 3])], [
+      -5,
+      undefined,
+    ]]);
+  }
+  const huge = new Uint8Array(8);
+  new DataView(huge.buffer).setUint32(0, 0x7fff_ffff, true);
+  assert.throws(() => new MetaRecordReader(() => {}).push(huge), ProtocolError);
+  const badKind = encodeMetaRecord(T0, { n: 0 });
+  badKind[12] = 9;
+  assert.throws(() => new MetaRecordReader(() => {}).push(badKind), ProtocolError);
+});
+
+Deno.test("SenderMetas keeps the newest records only, and each is taken once", () => {
+  const metas = new SenderMetas(3);
+  for (let n = 0; n < 5; n++) metas.put(timestampOf(n), { n });
+  assert.deepEqual(metas.take(timestampOf(1)).found, false); // evicted
+  assert.deepEqual(metas.take(timestampOf(4)), { found: true, meta: { n: 4 } });
+  assert.deepEqual(metas.take(timestampOf(4)).found, false);
 });

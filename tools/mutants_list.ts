@@ -819,6 +819,25 @@ export const MUTANTS: Mutant[] = [
       "with the next one's packet) must not be trusted",
   },
   {
+    id: "network-meta-of-next-frame",
+    file: "src/gst/network.ts",
+    find: "const joined = this.#senderMetas.take(timestamp);",
+    replace: "const joined = this.#senderMetas.take(timestamp + 33_333);",
+    tests: ["tests/network_test.ts"],
+    filter: "send / receive H.264:",
+    why: "issue 22: the sender's metadata of a frame must arrive with that frame, joined by its " +
+      "timestamp, not with its neighbour",
+  },
+  {
+    id: "network-meta-record-length-unchecked",
+    file: "src/gst/network_meta.ts",
+    find: "if (length < META_RECORD_HEADER - 4 || length > MAX_META_RECORD - 4) {",
+    replace: "if (length < META_RECORD_HEADER - 4) {",
+    tests: ["tests/network_test.ts"],
+    filter: "metadata records survive",
+    why: "issue 22: a side-channel peer announcing a 2 GiB record must be cut off, not buffered",
+  },
+  {
     id: "frames-through-async-generator",
     file: "src/channel/frame.ts",
     find: "  return new FrameIterator(receive, isClosed);\n",

@@ -32,6 +32,7 @@ import {
   receiverPipeline,
   senderPipeline,
 } from "./network_pipelines.ts";
+import type { SenderMetas } from "./network_meta.ts";
 import type { GstNewBuffer } from "./protocol.ts";
 import type { Surface } from "../surface/surface.ts";
 import { microsOfNtpNanos, ntpTimestampsOf } from "./timestamp_meta.ts";
@@ -167,6 +168,13 @@ export interface NetworkFrameMeta {
   timestamp: number | null;
   /** Presentation time in ns on the receiving pipeline's clock (from the RTP timestamps). */
   pts: number | null;
+  /**
+   * The sender's JSON metadata of this frame, when its record arrived on the
+   * side channel ({@link NetworkReceiverOptions.senderMetas}); absent otherwise.
+   */
+  meta?: unknown;
+  /** The sender's byte metadata of this frame (base64), when it had bytes rather than JSON. */
+  metaBytes?: string;
   /** Frames found missing so far (gaps in the RTP timing), see {@link NetworkReceiverStats.lost}. */
   lost: number;
 }
@@ -187,6 +195,11 @@ export interface NetworkReceiverStats extends FromGstStats {
    * same one as the frame before.
    */
   untimed: number;
+  /**
+   * Frames with a timestamp whose metadata record had not arrived on the
+   * side channel (only counted when there is one).
+   */
+  metaMissing: number;
 }
 
 /** Where a {@link GstNetworkReceiver} republishes (a `Publisher`). */
@@ -273,6 +286,8 @@ export class GstNetworkReceiver {
   readonly #stop = new AbortController();
   readonly #gaps = new FrameGapCounter();
   readonly #timestamps = new SenderTimestamps();
+  readonly #senderMetas: SenderMetas | undefined;
+  #metaMissing = 0;
   #process: GstProcess | undefined;
   #bridge: GstSourceBridge | undefined;
   #restarts = 0;
@@ -297,6 +312,7 @@ export class GstNetworkReceiver {
     this.#pipeline = receiverPipeline(bind, port, this.#address, options);
     this.#launch = launch;
     this.#maxOutstanding = options.maxOutstanding ?? 4;
+    this.#senderMetas = options.senderMetas;
   }
 
   /** Checks the options; {@link run} starts the pipeline. */
@@ -323,6 +339,7 @@ export class GstNetworkReceiver {
       lost: this.#gaps.lost,
       restarts: this.#restarts,
       untimed: this.#timestamps.untimed,
+      metaMissing: this.#metaMissing,
     };
   }
 
@@ -347,7 +364,14 @@ export class GstNetworkReceiver {
       if (pts !== null) this.#gaps.note(pts);
       const timestamp = this.#timestamps.take(ntpTimestampsOf(buffer.metas));
       options.timestamp = timestamp ?? undefined;
-      return { timestamp, pts, lost: this.#gaps.lost };
+      const meta: NetworkFrameMeta = { timestamp, pts, lost: this.#gaps.lost };
+      if (timestamp !== null && this.#senderMetas) {
+        const joined = this.#senderMetas.take(timestamp);
+        if (!joined.found) this.#metaMissing++;
+        else if (joined.meta instanceof Uint8Array) meta.metaBytes = base64(joined.meta);
+        else if (joined.meta !== undefined) meta.meta = joined.meta;
+      }
+      return meta;
     };
     const timed: SurfaceSink<NetworkFrameMeta> = {
       send: (surface, meta) => sink.send(surface, meta!, options),
@@ -396,6 +420,14 @@ export class GstNetworkReceiver {
     this.#bridge?.close();
     await this.#process?.stop();
   }
+}
+
+function base64(bytes: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return btoa(text);
 }
 
 function isPeerGone(error: unknown): boolean {

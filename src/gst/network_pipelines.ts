@@ -25,6 +25,7 @@
 import type { PixelFormat } from "../core/geometry.ts";
 import { gstFormatOf } from "./caps.ts";
 import { unixFdProperties } from "./launcher.ts";
+import type { SenderMetas } from "./network_meta.ts";
 
 /** How frames are carried: uncompressed RTP, VP8 / H.264 in RTP over UDP, or H.264 RTP over SRT. */
 export type NetworkMode = "raw" | "vp8" | "h264" | "srt";
@@ -205,6 +206,12 @@ export interface NetworkReceiverOptions {
   latency?: number;
   /** GStreamer buffers held for surfaceport consumers at most (default 4). */
   maxOutstanding?: number;
+  /**
+   * Where the sender's metadata records arrive (`network_meta.ts`; the
+   * command line fills it from a TCP side channel): each frame republished
+   * with a timestamp gets its record's metadata. Default none.
+   */
+  senderMetas?: SenderMetas;
 }
 
 /** The `gst-launch-1.0` words of a receiver pipeline listening on bind:port, serving `address`. */
