@@ -189,8 +189,8 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/to_gst.ts",
     find:
       "      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.\n" +
-      "      this.#settle(entry);\n    }\n",
-    replace: "    }\n    this.#settle(entry);\n",
+      "      this.#frames.settle(entry);\n    }\n",
+    replace: "    }\n    this.#frames.settle(entry);\n",
     tests: ["tests/gst_send_export_fail_test.ts"],
     why: "266972e: a send whose descriptor export threw kept its frame outstanding (and its " +
       "maxOutstanding slot) until close",
@@ -781,8 +781,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "network-timestamp-next-frame",
     file: "src/gst/to_gst.ts",
-    find: "const message = this.#recordFor(id, frame.timestamp);",
-    replace: "const message = this.#recordFor(id, frame.timestamp! + 33_333);",
+    find: "const message = this.#writer.recordFor(id, frame.timestamp);",
+    replace: "const message = this.#writer.recordFor(id, frame.timestamp! + 33_333);",
     tests: ["tests/network_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +
