@@ -329,6 +329,16 @@ export const MUTANTS: Mutant[] = [
       "through a queued send (a copy, promises and a chain per client per frame)",
   },
   {
+    id: "to-gst-settles-mid-send",
+    file: "src/gst/frame_slots.ts",
+    find: "    if (entry.pending.length > 0 || entry.id === 0 || entry.sending) return;",
+    replace: "    if (entry.pending.length > 0 || entry.id === 0) return;",
+    tests: ["tests/gst_concurrent_send_test.ts"],
+    filter: "fails mid-send",
+    why: "a to-gst client whose send fails at once must not settle (close) the frame before the " +
+      "clients still to be served got it",
+  },
+  {
     id: "from-gst-fresh-decode",
     file: "src/gst/socket.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",

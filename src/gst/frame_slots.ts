@@ -31,6 +31,8 @@ export interface Outstanding {
   readonly pending: UnixFdConnection[];
   /** True once a client got it: only then does its settling count as a release. */
   delivered: boolean;
+  /** True while its clients are being served: it does not settle then. */
+  sending: boolean;
 }
 
 /** The slots of the frames out with clients. */
@@ -66,6 +68,7 @@ export class FrameSlots {
         timestamp: undefined,
         pending: [],
         delivered: false,
+        sending: false,
       };
       this.#slots.push(entry);
     }
@@ -97,7 +100,7 @@ export class FrameSlots {
 
   /** Frees `entry`'s slot once no client holds it, closing its frame (or freeing its copy). */
   settle(entry: Outstanding): void {
-    if (entry.pending.length > 0 || entry.id === 0) return;
+    if (entry.pending.length > 0 || entry.id === 0 || entry.sending) return;
     entry.id = 0;
     this.#count--;
     const { frame, copy } = entry;
@@ -114,6 +117,7 @@ export class FrameSlots {
       if (entry.id === 0) continue;
       entry.pending.length = 0;
       entry.delivered = false;
+      entry.sending = false;
       this.settle(entry);
     }
   }

@@ -290,6 +290,9 @@ export class GstSinkBridge {
     const message = this.#writer.recordFor(id, frame.timestamp);
     let waiting: Promise<void>[] | undefined;
     let sent = 0;
+    // While the clients are served, a client dropped on the way must not settle the frame for
+    // the ones still to come.
+    entry.sending = true;
     try {
       const backing = backingOf(surface, "GstSinkBridge.send");
       // Backwards: a client dropped on the way is spliced out behind us.
@@ -305,8 +308,10 @@ export class GstSinkBridge {
         const rest = this.#trySendTo(state.client, message, handle);
         if (rest) (waiting ??= []).push(rest);
       }
+      entry.sending = false;
       if (waiting) await Promise.all(waiting);
     } finally {
+      entry.sending = false;
       if (sent === 0) this.#stats.dropped++; // its clients went away meanwhile
       if (waiting) await Promise.all(waiting); // an export that threw: let the sends started end
       // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.
