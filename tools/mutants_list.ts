@@ -339,6 +339,17 @@ export const MUTANTS: Mutant[] = [
       "clients still to be served got it",
   },
   {
+    id: "from-gst-waits-to-release",
+    file: "src/gst/from_gst.ts",
+    find: "        this.#held.hold(buffer, surface);\n",
+    replace:
+      "        this.#held.hold(buffer, surface);\n        await this.#connection.waitWritable();\n",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "flat out",
+    why: "issue 20: a from-gst bridge that stops reading until it may write its releases " +
+      "deadlocks with unixfdsink, which writes NEW_BUFFER under the lock its release reader needs",
+  },
+  {
     id: "from-gst-fresh-decode",
     file: "src/gst/socket.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
