@@ -12,11 +12,11 @@
  * from-gst runs behind `videotestsrc ! queue ! unixfdsink sync=false` flat
  * out; to-gst serves `unixfdsrc ! fakesink sync=false`, at most two frames
  * out. The bounds and what the numbers hold are at the constants below.
- * Before this test, on main at 7522237: from-gst 12.5 KB per frame (and,
- * without the queue, the bridge deadlocked with the sink after 1-10k
- * frames: it waited for each RELEASE_BUFFER to be written while the sink,
- * blocked writing NEW_BUFFER under the lock its release reader needs, read
- * none), to-gst 13.7 KB.
+ * Before this test, on main at 7522237: from-gst 12.5 KB per frame, to-gst
+ * 13.7 KB; and without the queue the bridge deadlocked with the sink after
+ * 1-10k frames (it waited for each RELEASE_BUFFER to be written while the
+ * sink, blocked writing NEW_BUFFER under the lock its release reader needs,
+ * read none): the last test here, which stalled at 1,076 buffers there.
  *
  * @module
  */
@@ -174,6 +174,49 @@ Deno.test({
       );
     } finally {
       for (const surface of surfaces) surface.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "gst allocation: from-gst forwards 20,000 buffers of a unixfdsink flat out (a release " +
+    "never waits for the sink)",
+  ignore,
+  async fn() {
+    // No queue: the sink writes NEW_BUFFER from the streaming thread, under the lock its release
+    // reader needs. A bridge that stopped reading until its RELEASE_BUFFER was written deadlocked
+    // with it after 1,000-10,000 buffers (both sockets full, each side waiting to write).
+    const buffers = 20_000;
+    const socket = uniqueName("gstflat");
+    await using _gst = gstLaunch([
+      "videotestsrc",
+      `num-buffers=${buffers}`,
+      "pattern=black",
+      "!",
+      "video/x-raw,format=BGRA,width=64,height=64",
+      "!",
+      "unixfdsink",
+      `socket-path=${socket}`,
+      "socket-type=abstract",
+      "wait-for-connection=true",
+      "sync=false",
+    ]);
+    const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
+    try {
+      let frames = 0;
+      const settled = Promise.resolve();
+      const running = bridge.run({
+        send(): Promise<void> {
+          frames++;
+          return settled;
+        },
+      });
+      await within(running, 30_000, `from-gst to forward ${buffers} buffers`).catch((error) => {
+        throw new Error(`${(error as Error).message}: stalled at ${frames}`);
+      });
+      assert.equal(frames, buffers);
+    } finally {
+      bridge.close();
     }
   },
 });

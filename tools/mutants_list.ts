@@ -189,8 +189,8 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/to_gst.ts",
     find:
       "      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.\n" +
-      "      this.#settle(entry);\n    }\n",
-    replace: "    }\n    this.#settle(entry);\n",
+      "      this.#frames.settle(entry);\n    }\n",
+    replace: "    }\n    this.#frames.settle(entry);\n",
     tests: ["tests/gst_send_export_fail_test.ts"],
     why: "266972e: a send whose descriptor export threw kept its frame outstanding (and its " +
       "maxOutstanding slot) until close",
@@ -327,6 +327,27 @@ export const MUTANTS: Mutant[] = [
     filter: "to-gst",
     why: "issue 20: a to-gst frame goes to a client with room in one nonblocking sendmsg, not " +
       "through a queued send (a copy, promises and a chain per client per frame)",
+  },
+  {
+    id: "to-gst-settles-mid-send",
+    file: "src/gst/frame_slots.ts",
+    find: "    if (entry.pending.length > 0 || entry.id === 0 || entry.sending) return;",
+    replace: "    if (entry.pending.length > 0 || entry.id === 0) return;",
+    tests: ["tests/gst_concurrent_send_test.ts"],
+    filter: "fails mid-send",
+    why: "a to-gst client whose send fails at once must not settle (close) the frame before the " +
+      "clients still to be served got it",
+  },
+  {
+    id: "from-gst-waits-to-release",
+    file: "src/gst/from_gst.ts",
+    find: "        this.#held.hold(buffer, surface);\n",
+    replace:
+      "        this.#held.hold(buffer, surface);\n        await this.#connection.waitWritable();\n",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "flat out",
+    why: "issue 20: a from-gst bridge that stops reading until it may write its releases " +
+      "deadlocks with unixfdsink, which writes NEW_BUFFER under the lock its release reader needs",
   },
   {
     id: "from-gst-fresh-decode",
@@ -781,8 +802,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "network-timestamp-next-frame",
     file: "src/gst/to_gst.ts",
-    find: "const message = this.#recordFor(id, frame.timestamp);",
-    replace: "const message = this.#recordFor(id, frame.timestamp! + 33_333);",
+    find: "const message = this.#writer.recordFor(id, frame.timestamp);",
+    replace: "const message = this.#writer.recordFor(id, frame.timestamp! + 33_333);",
     tests: ["tests/network_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +

@@ -41,8 +41,8 @@ import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
 import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
 import { GstBufferCopier } from "./copy.ts";
 import { HeldBuffers } from "./held_buffers.ts";
+import { bufferNumberOrNull } from "./decode.ts";
 import {
-  bufferNumberOrNull,
   type GstMessage,
   type GstNewBuffer,
   GstProtocolError,

@@ -53,13 +53,11 @@ import {
 import {
   decodeClientMessage,
   decodeSinkMessage,
-  DEFAULT_MAX_PAYLOAD,
-  type GstMessage,
-  GstProtocolError,
   GstReleaseRecord,
   type ReusedSinkMessage,
   reusedSinkMessage,
-} from "./protocol.ts";
+} from "./decode.ts";
+import { DEFAULT_MAX_PAYLOAD, type GstMessage, GstProtocolError } from "./protocol.ts";
 import { UnixFdFramer } from "./framer.ts";
 
 const SOCK_STREAM = 1;

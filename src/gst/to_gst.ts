@@ -39,24 +39,17 @@ import {
   type InspectOptions,
 } from "../core/inspect.ts";
 import { ClosedError, type PeerCredentials, TimeoutError } from "../core/errors.ts";
-import type { PixelFormat, SurfaceGeometry } from "../core/geometry.ts";
-import { closeQuietly, libc } from "../linux/libc.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
+import { closeQuietly } from "../linux/libc.ts";
 import { backend } from "../platform.ts";
 import { backingOf, type Surface } from "../surface/surface.ts";
-import { capsOf, defaultGstLayout } from "./caps.ts";
+import { capsOf } from "./caps.ts";
+import { FrameSlots, type Outstanding } from "./frame_slots.ts";
 import { LayoutCopies, type LayoutCopy } from "./layout_copy.ts";
-import {
-  COMMAND_HEADER_SIZE,
-  encodeCaps,
-  encodeEos,
-  encodeNewBuffer,
-  releaseIdNumber,
-} from "./protocol.ts";
-import { NtpMetaRecord, ntpNanosOfMicros } from "./timestamp_meta.ts";
+import { releaseIdNumber } from "./decode.ts";
+import { encodeCaps, encodeEos } from "./protocol.ts";
+import { NewBufferWriter } from "./new_buffer_writer.ts";
 import { type UnixFdConnection, UnixFdServer } from "./socket.ts";
-
-/** GStreamer's default layout of one format and size (`defaultGstLayout`). */
-type GstLayout = ReturnType<typeof defaultGstLayout>;
 
 /** A received frame as the to-gst bridge needs it (`Frame` from a channel or a subscription). */
 export interface SurfaceFrame {
@@ -131,21 +124,6 @@ export interface ToGstStats {
   clients: number;
 }
 
-/** One frame GStreamer may hold: a slot, reused (`id` 0 when free). */
-interface Outstanding {
-  /** The NEW_BUFFER id, or 0 while the slot is free. */
-  id: number;
-  /** The frame to close once every client let go (zero-copy), or undefined. */
-  frame: SurfaceFrame | undefined;
-  /** The copy to give back to the copy pool once every client let go, or undefined. */
-  copy: LayoutCopy | undefined;
-  timestamp: number | undefined;
-  /** The clients that hold it (sent, not released). */
-  readonly pending: UnixFdConnection[];
-  /** True once a client got it: only then does its settling count as a release. */
-  delivered: boolean;
-}
-
 /** What the bridge knows of one connected client. */
 interface ClientState {
   readonly client: UnixFdConnection;
@@ -157,22 +135,6 @@ interface ClientState {
   admittedFor: number;
 }
 
-/** `struct timespec` of `clock_gettime`, read as 32-bit words: no BigInt. */
-const monotonic = new Uint32Array(4);
-const monotonicBytes = new Uint8Array(monotonic.buffer);
-
-/** `CLOCK_MONOTONIC` in ns (exact below 2^53 ns, 104 days of uptime): unixfdsrc expects it. */
-function monotonicNanos(): number {
-  libc().clock_gettime(1, /* CLOCK_MONOTONIC */ monotonicBytes);
-  return (monotonic[1] * 2 ** 32 + monotonic[0]) * 1e9 + monotonic[2];
-}
-
-/** Writes `value` (a non-negative safe integer) as a little-endian u64 at `at`. */
-function setU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, value >>> 0, true);
-  view.setUint32(at + 4, Math.floor(value / 2 ** 32), true);
-}
-
 /**
  * A unixfd server handing surfaceport frames to `unixfdsrc` clients.
  * Create with {@link GstSinkBridge.listen}, then {@link run} over frames.
@@ -182,8 +144,8 @@ export class GstSinkBridge {
   readonly #clients = new Map<UnixFdConnection, ClientState>();
   /** The same clients as a list, walked by index on every frame (no iterator or entry pair). */
   readonly #clientList: ClientState[] = [];
-  readonly #slots: Outstanding[] = [];
-  #outstanding = 0;
+  /** The frames the clients hold. */
+  readonly #frames: FrameSlots;
   readonly #copies: LayoutCopies;
   readonly #maxOutstanding: number;
   readonly #clientBudget: number;
@@ -192,21 +154,8 @@ export class GstSinkBridge {
   readonly #fps: number | undefined;
   readonly #signal: AbortSignal | undefined;
   readonly #onReleased: ((timestamp: number | undefined) => void) | undefined;
-  /**
-   * The NEW_BUFFER of the current layout, id and pts patched per frame. A
-   * send that cannot go out at once copies what is left of it first, so
-   * the next frame may patch it while that send waits.
-   */
-  #record: Uint8Array = new Uint8Array(0);
-  #recordView = new DataView(this.#record.buffer);
-  /** The layout {@link #record}, {@link #caps} and {@link #zeroCopy} are for. */
-  #format: PixelFormat | undefined;
-  #width = -1;
-  #height = -1;
-  #layout: GstLayout | undefined;
-  /** The timestamp meta record of {@link ToGstOptions.ntpTimestamps}, and the list it goes in. */
-  readonly #ntpMeta: NtpMetaRecord | undefined;
-  readonly #ntpMetas: Uint8Array[] = [];
+  /** The NEW_BUFFER of each frame, in the current layout. */
+  readonly #writer: NewBufferWriter;
   #caps: string | undefined;
   #nextId = 1;
   #closed = false;
@@ -228,14 +177,15 @@ export class GstSinkBridge {
     this.#server = server;
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 2);
     this.#copies = new LayoutCopies(this.#maxOutstanding);
+    this.#frames = new FrameSlots((timestamp) => {
+      this.#stats.released++;
+      this.#onReleased?.(timestamp);
+    });
     this.#clientBudget = Math.max(1, options.clientBudget ?? 2);
     this.#stallTimeout = Math.max(0, options.stallTimeout ?? 2000);
     this.#sendTimeout = Math.max(0, options.sendTimeout ?? 1000);
     this.#fps = options.fps;
-    if (options.ntpTimestamps) {
-      this.#ntpMeta = new NtpMetaRecord();
-      this.#ntpMetas.push(this.#ntpMeta.bytes);
-    }
+    this.#writer = new NewBufferWriter(options.ntpTimestamps ?? false);
     this.#signal = options.signal;
     this.#onReleased = options.onReleased;
     this.#accepting = this.#acceptLoop();
@@ -260,7 +210,7 @@ export class GstSinkBridge {
 
   /** A snapshot of the counters. */
   get stats(): ToGstStats {
-    return { ...this.#stats, outstanding: this.#outstanding, clients: this.#clients.size };
+    return { ...this.#stats, outstanding: this.#frames.count, clients: this.#clients.size };
   }
 
   /** Resolves once at least one client is connected (or rejects at `timeout` ms). */
@@ -306,22 +256,17 @@ export class GstSinkBridge {
     try {
       // A new format or size announces its caps first (the only wait before the frame goes).
       const geometry = frame.surface.geometry;
-      if (
-        !this.#closed && (geometry.format !== this.#format || geometry.width !== this.#width ||
-          geometry.height !== this.#height)
-      ) {
-        await this.#newLayout(geometry.format, geometry.width, geometry.height);
-      }
+      if (!this.#closed && !this.#writer.isFor(geometry)) await this.#newLayout(geometry);
       // Then, whatever happens to this frame: clients stalled at their budget are cut off here.
       // From here to the sends nothing waits, so the clients' admission marks stay this frame's.
       const admitted = this.#closed ? 0 : this.#admit(id);
-      if (admitted === 0 || this.#outstanding >= this.#maxOutstanding) {
+      if (admitted === 0 || this.#frames.count >= this.#maxOutstanding) {
         this.#stats.dropped++; // no client, every client at its budget, or maxOutstanding held
         frame.close();
         return;
       }
-      entry = this.#take(id, frame.timestamp);
-      if (this.#zeroCopy(geometry)) {
+      entry = this.#frames.take(id, frame.timestamp);
+      if (this.#writer.zeroCopy(geometry)) {
         surface = frame.surface;
         entry.frame = frame;
         this.#stats.zeroCopy++;
@@ -330,7 +275,7 @@ export class GstSinkBridge {
         try {
           copy = this.#copies.copyOf(frame.surface);
         } catch (error) {
-          this.#settle(entry); // no client got it: the slot is free again
+          this.#frames.settle(entry); // no client got it: the slot is free again
           throw error;
         }
         frame.close();
@@ -342,9 +287,12 @@ export class GstSinkBridge {
       frame.close();
       throw error;
     }
-    const message = this.#recordFor(id, frame.timestamp);
+    const message = this.#writer.recordFor(id, frame.timestamp);
     let waiting: Promise<void>[] | undefined;
     let sent = 0;
+    // While the clients are served, a client dropped on the way must not settle the frame for
+    // the ones still to come.
+    entry.sending = true;
     try {
       const backing = backingOf(surface, "GstSinkBridge.send");
       // Backwards: a client dropped on the way is spliced out behind us.
@@ -360,12 +308,14 @@ export class GstSinkBridge {
         const rest = this.#trySendTo(state.client, message, handle);
         if (rest) (waiting ??= []).push(rest);
       }
+      entry.sending = false;
       if (waiting) await Promise.all(waiting);
     } finally {
+      entry.sending = false;
       if (sent === 0) this.#stats.dropped++; // its clients went away meanwhile
       if (waiting) await Promise.all(waiting); // an export that threw: let the sends started end
       // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.
-      this.#settle(entry);
+      this.#frames.settle(entry);
     }
   }
 
@@ -409,82 +359,14 @@ export class GstSinkBridge {
     }
   }
 
-  /** Takes a free slot for frame `id`. */
-  #take(id: number, timestamp: number | undefined): Outstanding {
-    let entry = this.#slots.find((slot) => slot.id === 0);
-    if (!entry) {
-      entry = {
-        id: 0,
-        frame: undefined,
-        copy: undefined,
-        timestamp: undefined,
-        pending: [],
-        delivered: false,
-      };
-      this.#slots.push(entry);
-    }
-    entry.id = id;
-    entry.timestamp = timestamp;
-    entry.delivered = false;
-    this.#outstanding++;
-    return entry;
-  }
-
-  /** A frame of a new format or size: its caps go out first, and its record is made. */
-  async #newLayout(format: PixelFormat, width: number, height: number): Promise<void> {
-    this.#format = format;
-    this.#width = width;
-    this.#height = height;
-    this.#layout = defaultGstLayout(format, width, height);
-    this.#record = encodeNewBuffer({
-      id: 0n,
-      memories: [{ size: this.#layout.size, offset: 0 }],
-    });
-    this.#recordView = new DataView(this.#record.buffer);
-    const caps = capsOf(format, width, height, this.#fps);
+  /** A frame of a new format or size: its record is laid out, and its caps go out first. */
+  async #newLayout(geometry: SurfaceGeometry): Promise<void> {
+    this.#writer.setLayout(geometry.format, geometry.width, geometry.height);
+    const caps = capsOf(geometry.format, geometry.width, geometry.height, this.#fps);
     if (caps !== this.#caps) {
       this.#caps = caps;
       await this.#broadcast(encodeCaps(caps), []);
     }
-  }
-
-  /** True if `geometry`'s planes sit where GStreamer's default layout puts them (no copy needed). */
-  #zeroCopy(geometry: SurfaceGeometry): boolean {
-    const layout = this.#layout!;
-    const planes = geometry.planes;
-    for (let i = 0; i < planes.length; i++) {
-      const expected = layout.planes[i];
-      if (planes[i].bytesPerRow !== expected.bytesPerRow || planes[i].offset !== expected.offset) {
-        return false;
-      }
-    }
-    return geometry.allocSize >= layout.size;
-  }
-
-  /** The NEW_BUFFER of frame `id`: the record patched, or encoded afresh with a timestamp meta. */
-  #recordFor(id: number, timestamp: number | undefined): Uint8Array {
-    const metas = this.#ntpMetasOf(timestamp);
-    if (metas) {
-      return encodeNewBuffer({
-        id: BigInt(id),
-        pts: BigInt(monotonicNanos()),
-        memories: [{ size: this.#layout!.size, offset: 0 }],
-        metas,
-      });
-    }
-    setU64(this.#recordView, COMMAND_HEADER_SIZE, id);
-    setU64(this.#recordView, COMMAND_HEADER_SIZE + 8, monotonicNanos());
-    return this.#record;
-  }
-
-  /** The metas a frame with `timestamp` goes out with: its NTP timestamp, when asked for and known. */
-  #ntpMetasOf(timestamp: number | undefined): readonly Uint8Array[] | undefined {
-    const nanos = this.#ntpMeta && timestamp !== undefined
-      ? ntpNanosOfMicros(timestamp)
-      : undefined;
-    if (nanos === undefined) return undefined;
-    this.#ntpMeta!.set(nanos);
-    return this.#ntpMetas;
   }
 
   /**
@@ -528,42 +410,25 @@ export class GstSinkBridge {
     }));
   }
 
-  /** Frees `entry`'s slot once no client holds it, closing its frame (or freeing its copy). */
-  #settle(entry: Outstanding): void {
-    if (entry.pending.length > 0 || entry.id === 0) return;
-    entry.id = 0;
-    this.#outstanding--;
-    const { frame, copy } = entry;
-    entry.frame = undefined;
-    entry.copy = undefined;
-    frame?.close();
-    if (copy) copy.busy = false;
-    if (!entry.delivered) return;
-    this.#stats.released++;
-    this.#onReleased?.(entry.timestamp);
-  }
-
   #dropClient(client: UnixFdConnection): void {
     const state = this.#clients.get(client);
     if (!state) return;
     this.#clients.delete(client);
     this.#clientList.splice(this.#clientList.indexOf(state), 1);
     client.close();
-    for (const entry of this.#slots) {
-      if (entry.id !== 0 && removeClient(entry.pending, client)) this.#settle(entry);
-    }
+    this.#frames.dropClient(client);
   }
 
   /** `client` gave back frame `id` (RELEASE_BUFFER): false if it did not hold it. */
   #release(client: UnixFdConnection, id: number): boolean {
-    const entry = id > 0 ? this.#slots.find((slot) => slot.id === id) : undefined;
-    if (!entry || !removeClient(entry.pending, client)) return false;
+    const entry = this.#frames.find(id);
+    if (!entry || !entry.pending.includes(client)) return false;
     const state = this.#clients.get(client);
     if (state) {
       state.held--;
       state.lastRelease = performance.now();
     }
-    this.#settle(entry);
+    this.#frames.release(entry, client);
     return true;
   }
 
@@ -626,12 +491,7 @@ export class GstSinkBridge {
     this.#closed = true;
     this.#server.close();
     for (const client of [...this.#clients.keys()]) this.#dropClient(client);
-    for (const entry of this.#slots) {
-      if (entry.id === 0) continue;
-      entry.pending.length = 0;
-      entry.delivered = false;
-      this.#settle(entry);
-    }
+    this.#frames.close();
     this.#copies.close();
     this.#accepting.catch(() => {});
   }
@@ -657,13 +517,4 @@ export class GstSinkBridge {
       )
     }`;
   }
-}
-
-/** Removes `client` from `clients` (order does not matter); false if it was not there. */
-function removeClient(clients: UnixFdConnection[], client: UnixFdConnection): boolean {
-  const at = clients.indexOf(client);
-  if (at < 0) return false;
-  clients[at] = clients[clients.length - 1];
-  clients.pop();
-  return true;
 }
