@@ -43,6 +43,16 @@ export interface Mutant extends Edit {
 
 /** Every mutation `deno task mutants` runs. */
 export const MUTANTS: Mutant[] = [
+  // --- Pipelines outlive no bridge ----------------------------------------------------------
+  {
+    id: "gst-launch-no-pdeathsig",
+    file: "cli/gst_launch.ts",
+    find: "  if (setpriv === null) setpriv = findSetpriv();",
+    replace: "  setpriv = undefined;",
+    tests: ["tests/gst_launch_test.ts"],
+    why: "a SIGKILLed bridge left its gst-launch-1.0 serving a dead socket (a to-pipewire node " +
+      "stayed listed; test daemons ran for an hour at 35% CPU each)",
+  },
   // --- Issue 24: the doorbell ---------------------------------------------------------------
   {
     id: "bell-node-bun-not-listening",
