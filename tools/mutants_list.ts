@@ -846,4 +846,15 @@ export const MUTANTS: Mutant[] = [
     filter: "Subscription.receive",
     why: "issue 20: for await over an async generator cost ~0.9 KB per frame",
   },
+  {
+    id: "pipewire-recolour-passthrough",
+    file: "src/gst/pipewire.ts",
+    find: 'const colorimetry = sourceColorimetry === "1:1:0:0" ? "1:1:1:0" : "1:1:0:0";',
+    replace: 'const colorimetry = sourceColorimetry ?? "sRGB";',
+    tests: ["tests/pipewire_test.ts"],
+    filter: "daemon killed",
+    why: "issue 22: an RGB node already in the format wanted is copied once (recolour); caps " +
+      "equal to the source's let videoconvert pass mapped memory through (unixfdsink refuses " +
+      "it), and the bridge fell back to two copies",
+  },
 ];
