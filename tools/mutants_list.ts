@@ -43,6 +43,16 @@ export interface Mutant extends Edit {
 
 /** Every mutation `deno task mutants` runs. */
 export const MUTANTS: Mutant[] = [
+  // --- Pipelines outlive no bridge ----------------------------------------------------------
+  {
+    id: "gst-launch-no-pdeathsig",
+    file: "cli/gst_launch.ts",
+    find: "  if (setpriv === null) setpriv = findSetpriv();",
+    replace: "  setpriv = undefined;",
+    tests: ["tests/gst_launch_test.ts"],
+    why: "a SIGKILLed bridge left its gst-launch-1.0 serving a dead socket (a to-pipewire node " +
+      "stayed listed; test daemons ran for an hour at 35% CPU each)",
+  },
   // --- Issue 24: the doorbell ---------------------------------------------------------------
   {
     id: "bell-node-bun-not-listening",
@@ -866,5 +876,16 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/pubsub_allocation_test.ts"],
     filter: "Subscription.receive",
     why: "issue 20: for await over an async generator cost ~0.9 KB per frame",
+  },
+  {
+    id: "pipewire-recolour-passthrough",
+    file: "src/gst/pipewire.ts",
+    find: 'const colorimetry = sourceColorimetry === "1:1:0:0" ? "1:1:1:0" : "1:1:0:0";',
+    replace: 'const colorimetry = sourceColorimetry ?? "sRGB";',
+    tests: ["tests/pipewire_test.ts"],
+    filter: "daemon killed",
+    why: "issue 22: an RGB node already in the format wanted is copied once (recolour); caps " +
+      "equal to the source's let videoconvert pass mapped memory through (unixfdsink refuses " +
+      "it), and the bridge fell back to two copies",
   },
 ];
