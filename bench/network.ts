@@ -1,6 +1,8 @@
 /**
  * Latency and bandwidth of `cli send` / `cli receive` (every mode) and of a
- * round trip through PipeWire (`to-pipewire` then `from-pipewire`), at
+ * round trip through PipeWire (`to-pipewire` then `from-pipewire`), and of
+ * from-pipewire alone behind a native producer that hands memfds (`pwdirect`:
+ * no copy; tests/fixtures/pipewire_memfd_producer.ts), at
  * 1920×1080 NV12 30/s by default, against a plain surfaceport hop measured in
  * the same run (the floor). Needs root (network namespaces), the GStreamer
  * chroot with its extras (scripts/gst-chroot.sh), and runs ~10 s a mode.
@@ -11,7 +13,7 @@
  * process, looks the number up in the send times. Bandwidth: bytes the
  * sender's veth transmitted.
  *
- *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,srt,pipewire]
+ *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,srt,pipewire,pwdirect]
  *
  * @module
  */
@@ -25,7 +27,7 @@ const { values } = parseArgs({
     width: { type: "string", default: "1920" },
     height: { type: "string", default: "1080" },
     seconds: { type: "string", default: "8" },
-    modes: { type: "string", default: "floor,raw,vp8,h264,srt,pipewire" },
+    modes: { type: "string", default: "floor,raw,vp8,h264,srt,pipewire,pwdirect" },
     bitrate: { type: "string", default: "4000" },
   },
 });
@@ -35,6 +37,7 @@ const SECONDS = Number(values.seconds);
 const ROOT = "/var/cache/surfaceport-gst/trixie";
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const BLOCK = 32;
+const FIXTURE = new URL("../tests/fixtures/pipewire_memfd_producer.ts", import.meta.url).pathname;
 
 async function run(cmd: string, args: string[]): Promise<string> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
@@ -139,7 +142,12 @@ async function produce(
   }
 }
 
-async function consume(name: string, sent: Map<number, number>, ms: number, bgra: boolean) {
+async function consume(
+  name: string,
+  sent: Map<number, number>,
+  ms: number,
+  bgra: boolean | "memfd",
+) {
   using frames = await subscribe(name, { timeout: 30000 });
   const latencies: number[] = [];
   let count = 0;
@@ -151,7 +159,9 @@ async function consume(name: string, sent: Map<number, number>, ms: number, bgra
     const plane = frame.surface.bytes(0);
     const stride = frame.surface.planes[0].bytesPerRow;
     let n: number;
-    if (bgra) {
+    if (bgra === "memfd") {
+      n = plane[1]; // the memfd producer's frame number, mod 256: green (or, as RGBA, still byte 1)
+    } else if (bgra) {
       n = 0;
       for (let bit = 0; bit < 16; bit++) {
         if (plane[(BLOCK >> 1) * stride + (bit * BLOCK + (BLOCK >> 1)) * 4 + 1] > 128) {
@@ -160,7 +170,8 @@ async function consume(name: string, sent: Map<number, number>, ms: number, bgra
       }
     } else n = readNumber(plane, stride);
     const at = sent.get(n);
-    if (now > warm && at !== undefined) {
+    // (A time 4 s old or more is a frame number's previous round: the memfd producer counts mod 256.)
+    if (now > warm && at !== undefined && now - at < 4000) {
       latencies.push(now - at);
       count++;
     }
@@ -172,6 +183,80 @@ async function consume(name: string, sent: Map<number, number>, ms: number, bgra
     p99: percentile(latencies, 0.99),
     fps: count / ((ms - 2000) / 1000),
   };
+}
+
+/** A PipeWire daemon and WirePlumber in the chroot, in a pid namespace of their own. */
+async function startPipeWire(): Promise<{ runtime: string; daemon: Deno.ChildProcess }> {
+  const runtime = `/tmp/sp-bench-pw-${Deno.pid}`;
+  await Deno.mkdir(`${ROOT}${runtime}`, { recursive: true, mode: 0o700 });
+  const daemon = new Deno.Command("unshare", {
+    args: [
+      "--fork",
+      "--pid",
+      "--kill-child",
+      "--mount",
+      "--propagation",
+      "private",
+      `--mount-proc=${ROOT}/proc`,
+      "chroot",
+      ROOT,
+      "/usr/bin/env",
+      "-i",
+      "PATH=/usr/bin:/bin",
+      `XDG_RUNTIME_DIR=${runtime}`,
+      "HOME=/root",
+      "sh",
+      "-c",
+      "pipewire & sleep 0.3; exec wireplumber",
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await new Promise((r) => setTimeout(r, 2000));
+  return { runtime, daemon };
+}
+
+/**
+ * The native memfd producer of the tests (tests/fixtures), in the chroot at
+ * W×H, recording when it queued each frame (by its number mod 256, painted
+ * in the top row's green byte) into `sent`, on this process's clock.
+ */
+async function startMemfdProducer(
+  runtime: string,
+  node: string,
+  sent: Map<number, number>,
+): Promise<Deno.ChildProcess> {
+  const dir = `/tmp/sp-bench-deno-${Deno.pid}`;
+  await Deno.mkdir(`${ROOT}${dir}/cache`, { recursive: true });
+  await Deno.link(Deno.execPath(), `${ROOT}${dir}/deno`).catch(() =>
+    Deno.copyFile(Deno.execPath(), `${ROOT}${dir}/deno`)
+  );
+  await Deno.copyFile(FIXTURE, `${ROOT}${dir}/producer.ts`);
+  const child = new Deno.Command("chroot", {
+    args: [
+      ROOT,
+      ...["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp"],
+      ...[`XDG_RUNTIME_DIR=${runtime}`, `DENO_DIR=${dir}/cache`],
+      ...[`${dir}/deno`, "run", "--allow-ffi", `${dir}/producer.ts`, node, String(W), String(H)],
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  (async () => {
+    let text = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      let i;
+      while ((i = text.indexOf("\n")) >= 0) {
+        const words = text.slice(0, i).split(" ");
+        text = text.slice(i + 1);
+        if (words[0] === "queued") {
+          sent.set(Number(words[2]) & 255, Number(words[3]) - performance.timeOrigin);
+        }
+      }
+    }
+  })().finally(() => Deno.remove(`${ROOT}${dir}`, { recursive: true }).catch(() => {}));
+  return child;
 }
 
 async function withNet<T>(fn: (a: string[], b: string[], dev: string) => Promise<T>): Promise<T> {
@@ -232,33 +317,38 @@ for (const mode of values.modes!.split(",")) {
     );
     continue;
   }
+  if (mode === "pwdirect") {
+    // A native producer handing memfds → from-pipewire (the same memfds, no copy) → a subscriber.
+    const { runtime, daemon } = await startPipeWire();
+    const env = {
+      XDG_RUNTIME_DIR: runtime,
+      SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
+    };
+    const node = `spmemfd${Deno.pid}`;
+    const producer = await startMemfdProducer(runtime, node, sent);
+    await new Promise((r) => setTimeout(r, 1500));
+    const from = spawn([], ["from-pipewire", node, out], env);
+    try {
+      const r = await consume(out, sent, SECONDS * 1000, "memfd");
+      results.push(
+        `pwdirect (a native producer's BGRA memfds → from-pipewire, no copy): ${
+          r.fps.toFixed(1)
+        } frames/s  latency p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms`,
+      );
+    } catch (error) {
+      results.push(`${mode}: failed: ${(error as Error).message}`);
+    } finally {
+      await stopChild(from);
+      await stopChild(producer);
+      try {
+        daemon.kill("SIGKILL");
+      } catch { /* gone */ }
+      await daemon.status;
+    }
+    continue;
+  }
   if (mode === "pipewire") {
-    const runtime = `/tmp/sp-bench-pw-${Deno.pid}`;
-    await Deno.mkdir(`${ROOT}${runtime}`, { recursive: true, mode: 0o700 });
-    const daemon = new Deno.Command("unshare", {
-      args: [
-        "--fork",
-        "--pid",
-        "--kill-child",
-        "--mount",
-        "--propagation",
-        "private",
-        `--mount-proc=${ROOT}/proc`,
-        "chroot",
-        ROOT,
-        "/usr/bin/env",
-        "-i",
-        "PATH=/usr/bin:/bin",
-        `XDG_RUNTIME_DIR=${runtime}`,
-        "HOME=/root",
-        "sh",
-        "-c",
-        "pipewire & sleep 0.3; exec wireplumber",
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    await new Promise((r) => setTimeout(r, 2000));
+    const { runtime, daemon } = await startPipeWire();
     const env = {
       XDG_RUNTIME_DIR: runtime,
       SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,

@@ -176,6 +176,8 @@ export const receive: Command = {
     }
     const latency = integerOption(values, "latency", mode === "srt" ? 120 : 40, 10_000);
     const interval = Math.max(50, integerOption(values, "interval", 1000));
+    // First, so that a name already taken fails before a TCP listener is left open.
+    using publisher = publish(name);
     const senderMetas = netAllowed(host) ? new SenderMetas() : undefined;
     let metaListener: MetaLinkListener | undefined;
     if (senderMetas) {
@@ -204,7 +206,6 @@ export const receive: Command = {
       if (error instanceof RangeError) throw new UsageError(error.message);
       throw error;
     }
-    using publisher = publish(name);
     const onAbort = () => void receiver.close();
     io.signal.addEventListener("abort", onAbort, { once: true });
     await io.out(`receiving ${mode} on ${host}:${port} as ${name}\n`);

@@ -2,8 +2,9 @@
  * The command line's side channel for the sender's metadata
  * (`src/gst/network_meta.ts`): records over TCP to the same port number as
  * the video's UDP (or SRT) port. The sender connects (again and again, if
- * the receiver is not there yet or went away) and never waits for it: at
- * most 64 records wait to be written, newer ones are dropped and counted.
+ * the receiver is not there yet or went away) and never waits for it: the
+ * newest 64 records wait to be written (meanwhile too), older ones are
+ * dropped and counted.
  * The receiver accepts at most 4 connections at once. Needs `--allow-net`.
  *
  * @module
@@ -30,7 +31,7 @@ export class MetaLinkSender {
   #loop: Promise<void>;
   /** Records written to the connection. */
   sent = 0;
-  /** Records dropped: no connection, or 64 already waiting. */
+  /** Records dropped: 64 newer ones were waiting. */
   dropped = 0;
 
   /** Starts connecting to `host:port`. */
@@ -40,12 +41,12 @@ export class MetaLinkSender {
     this.#loop = this.#run();
   }
 
-  /** Queues `record` (dropped, and counted, when 64 are waiting). */
+  /** Queues `record` (the oldest waiting one is dropped, and counted, when 64 are waiting). */
   send(record: Uint8Array): void {
     if (this.#stop.signal.aborted) return;
     if (this.#queue.length >= 64) {
+      this.#queue.shift();
       this.dropped++;
-      return;
     }
     this.#queue.push(record);
     this.#wake?.();
@@ -70,15 +71,13 @@ export class MetaLinkSender {
           this.sent++;
         }
       } catch {
-        // not there (yet), or gone: what waited is dropped, and the connection tried again
-        this.dropped += this.#queue.length;
-        this.#queue.length = 0;
+        // not there (yet), or gone: tried again; the newest records wait meanwhile
       } finally {
         try {
           conn?.close();
         } catch { /* closed by abort */ }
       }
-      if (!signal.aborted) await new Promise((resolve) => setTimeout(resolve, 250));
+      if (!signal.aborted) await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
 

@@ -64,7 +64,7 @@ export const fromPipeWire: Command = {
     "Captures the PipeWire video node TARGET (its node.name or object.serial) through",
     "gst-launch-1.0 pipewiresrc and publishes its frames as NAME. Frames PipeWire hands",
     "as memfds go without a copy; mapped ones are copied once into --format (default",
-    "BGRA; twice when the node's format already is that one). At most --max-outstanding",
+    "BGRA; a YUV node already in --format twice). At most --max-outstanding",
     "frames are held for subscribers (default: the publisher's surface budget + 1, so",
     "that a subscriber that stops reading never starves the others). Survives the node and",
     "the PipeWire daemon going away (the pipeline is restarted). XDG_RUNTIME_DIR or",

@@ -407,11 +407,17 @@ async function crossNetwork({ mode, lossEvery, portOffset }: Case): Promise<void
     const announced = await sender.line("receive with:", 20000);
     if (raw) assert(announced.includes(`--format BGRA --size ${W}x${H}`), announced);
     using frames = await subscribe(target, { timeout: 20000, policy: "queue" });
-    // The first frames may come before a keyframe settled, or (raw) after the caps, which take
-    // the first packet and so the extension: from the fourth on every frame counts.
-    for (let i = 0; i < 13; i++) {
+    // The first frames may come before a keyframe settled, without a timestamp (the first after
+    // the sender's pipeline started), or before the metadata's TCP connection was up: from the
+    // first with its metadata on, every frame counts.
+    let first: Received | undefined;
+    for (let i = 0; i < 60 && !first; i++) {
       const got = await receiveOne(frames);
-      if (i < 3) continue;
+      if (i >= 3 && (got.meta.meta !== undefined || got.meta.metaBytes !== undefined)) first = got;
+    }
+    assert(first, "no frame of the first 60 arrived with its metadata");
+    for (let i = 0; i < 10; i++) {
+      const got = i === 0 ? first : await receiveOne(frames);
       check(got);
       checkTimestamp(got);
     }

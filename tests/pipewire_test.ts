@@ -29,7 +29,7 @@ import {
   W,
 } from "./pipewire_helpers.ts";
 
-Deno.test("from-pipewire pipelines: direct first, then one or two exact conversions", () => {
+Deno.test("from-pipewire pipelines: direct first, then one exact conversion (two for a YUV format already wanted)", () => {
   const direct = pipeWireSourcePipeline("cam", "@a", "direct");
   assert.ok(direct.includes("unixfdsink") && !direct.includes("videoconvert"));
   assert.ok(direct.some((w) => w.includes("media.type=Video")), "WirePlumber needs media.type");
@@ -40,6 +40,15 @@ Deno.test("from-pipewire pipelines: direct first, then one or two exact conversi
   assert.equal(
     pipeWireSourcePipeline("cam", "@a", "swap", "BGRA").filter((w) => w === "videoconvert").length,
     2,
+  );
+  const recolour = pipeWireSourcePipeline("cam", "@a", "recolour", "BGRA", "sRGB");
+  assert.equal(recolour.filter((w) => w === "videoconvert").length, 1);
+  assert.ok(recolour.includes("video/x-raw,format=BGRA,colorimetry=1:1:0:0"));
+  assert.ok(
+    pipeWireSourcePipeline("cam", "@a", "recolour", "BGRA", "1:1:0:0").includes(
+      "video/x-raw,format=BGRA,colorimetry=1:1:1:0",
+    ),
+    "the colorimetry must differ from the source's, or videoconvert passes the frame through",
   );
   assert.throws(() => pipeWireSourcePipeline("a b ! filesrc", "@a", "direct"), RangeError);
 });
@@ -123,8 +132,6 @@ Deno.test({
       "from-pipewire",
       node,
       `${dir}/out.sock`,
-      "--format",
-      "RGBA",
       "--interval",
       "300",
     ]);
@@ -132,7 +139,7 @@ Deno.test({
       using frames = await subscribe(`${dir}/out.sock`, { timeout: 20000 });
       {
         using frame = await within(frames.receive(), 45000, "a frame before the restart");
-        checkFrame(frame.surface.bytes(), frame.surface.planes[0].bytesPerRow, "RGBA");
+        checkFrame(frame.surface.bytes(), frame.surface.planes[0].bytesPerRow, "BGRA");
       }
       await daemon[Symbol.asyncDispose]();
       await sleep(500);
@@ -144,7 +151,7 @@ Deno.test({
           for (;;) {
             using frame = await frames.receive();
             if (frames.stats.received > before + 3) {
-              checkFrame(frame.surface.bytes(), frame.surface.planes[0].bytesPerRow, "RGBA");
+              checkFrame(frame.surface.bytes(), frame.surface.planes[0].bytesPerRow, "BGRA");
               return;
             }
           }
@@ -152,7 +159,9 @@ Deno.test({
         30000,
         "frames after the daemon restart",
       );
+      // The node is BGRA, as wanted: PipeWire hands mapped memory, copied once, unchanged.
       const line = await fromPw.line(/daemon restarts [1-9]/, 10000);
+      assert.match(line, /copies [1-9]\d* \(recolour\)/);
       console.log(line.trim());
     } finally {
       await stop(fromPw);

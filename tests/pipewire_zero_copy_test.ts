@@ -113,7 +113,7 @@ Deno.test({
       // of this memfd were about its earlier frames.
       const number = held.surface.bytes()[1]; // painted frame number, mod 256
       for (;;) {
-        const line = await producer.line(new RegExp(`^queued ${heldInode} \\d+$`), 5000);
+        const line = await producer.line(new RegExp(`^queued ${heldInode} \\d+ `), 5000);
         if ((Number(line.split(" ")[2]) & 255) === number) break;
       }
       const returnedWhileHeld: string[] = [];

@@ -15,8 +15,9 @@
  * consumer let go (from-gst's use tracking). Mapped memory cannot be
  * passed on: `unixfdsink` refuses it, and the source then restarts with a
  * `videoconvert` that copies each frame once into `unixfdsink`'s memfds
- * (twice when the source's format already is the one wanted: an exact
- * channel or plane swap forces the copy), counted in `stats.copies`. Towards
+ * (for a source already in the format wanted: an RGB frame once, unchanged,
+ * by a colorimetry change `videoconvert` does not act on; other formats
+ * twice, an exact swap and back), counted in `stats.copies`. Towards
  * PipeWire, `pipewiresink` copies every frame once into the buffers
  * PipeWire shares with its consumers (counted), and gives the surfaceport
  * frame back right after.
@@ -55,6 +56,18 @@ const NOT_FD_MEMORY = "Expecting buffers with FD memories";
 /** A format one exact swap away (see `network.ts`). */
 const DETOUR: Record<string, string> = { BGRA: "RGBA", RGBA: "BGRA", I420: "YV12" };
 
+/**
+ * For an RGB source of the format wanted: caps that differ from the source's
+ * only in a colorimetry field `videoconvert` does not act on by default
+ * (transfer and primaries: its gamma and primaries modes are "none"), so it
+ * copies each frame once, unchanged, instead of passing the mapped memory
+ * through to `unixfdsink`, which refuses it.
+ */
+function recolourCaps(gstFormat: string, sourceColorimetry: string | undefined): string {
+  const colorimetry = sourceColorimetry === "1:1:0:0" ? "1:1:1:0" : "1:1:0:0";
+  return `video/x-raw,format=${gstFormat},colorimetry=${colorimetry}`;
+}
+
 function checkTarget(target: string): void {
   if (!/^[A-Za-z0-9._:-]{1,200}$/.test(target)) {
     throw new RangeError(`bad PipeWire node name or serial: ${JSON.stringify(target)}`);
@@ -63,9 +76,12 @@ function checkTarget(target: string): void {
 
 /**
  * How a {@link PipeWireSource} pipeline hands frames on: `"direct"` (the
- * PipeWire buffer itself), `"convert"` (one copy) or `"swap"` (two copies).
+ * PipeWire buffer itself), `"convert"` (one copy into another format),
+ * `"recolour"` (one unchanged copy of an RGB frame already in the format
+ * wanted) or `"swap"` (two copies: an exact channel or plane swap and back,
+ * for other formats that already are the one wanted).
  */
-export type PipeWireCopyMode = "direct" | "convert" | "swap";
+export type PipeWireCopyMode = "direct" | "convert" | "recolour" | "swap";
 
 /** The `gst-launch-1.0` words of a PipeWire source pipeline. */
 export function pipeWireSourcePipeline(
@@ -73,18 +89,30 @@ export function pipeWireSourcePipeline(
   address: string,
   copy: PipeWireCopyMode,
   format: PixelFormat = "BGRA",
+  sourceColorimetry?: string,
 ): string[] {
   checkTarget(target);
   const gstFormat = gstFormatOf(format);
-  const convert = copy === "direct" ? [] : [
-    ...(copy === "swap"
-      ? ["videoconvert", "!", `video/x-raw,format=${DETOUR[gstFormat] ?? "YV12"}`, "!"]
-      : []),
-    "videoconvert",
-    "!",
-    `video/x-raw,format=${gstFormat}`,
-    "!",
-  ];
+  const convert = copy === "direct" ? [] : copy === "recolour"
+    ? [
+      // pipewiresrc's caps leave colorimetry open, so the source would take the one wanted and
+      // videoconvert would pass through: pin the source to what it had (sRGB by default).
+      `video/x-raw,colorimetry=${sourceColorimetry ?? "sRGB"}`,
+      "!",
+      "videoconvert",
+      "!",
+      recolourCaps(gstFormat, sourceColorimetry),
+      "!",
+    ]
+    : [
+      ...(copy === "swap"
+        ? ["videoconvert", "!", `video/x-raw,format=${DETOUR[gstFormat] ?? "YV12"}`, "!"]
+        : []),
+      "videoconvert",
+      "!",
+      `video/x-raw,format=${gstFormat}`,
+      "!",
+    ];
   return [
     "pipewiresrc",
     `target-object=${target}`,
@@ -272,7 +300,7 @@ export class PipeWireSource {
   /** Publishes frames into `sink` until {@link close}. */
   async run(sink: SurfaceSink<PipeWireFrameMeta>): Promise<void> {
     this.#maxOutstanding ??= heldForBudget(sink);
-    const copiesPerFrame = () => (this.#copy === "direct" ? 0 : this.#copy === "convert" ? 1 : 2);
+    const copiesPerFrame = () => (this.#copy === "direct" ? 0 : this.#copy === "swap" ? 2 : 1);
     const toMeta = (buffer: GstNewBuffer): PipeWireFrameMeta => {
       this.#copies += copiesPerFrame();
       return { pts: buffer.pts === 0xffff_ffff_ffff_ffffn ? null : Number(buffer.pts) };
@@ -298,7 +326,13 @@ export class PipeWireSource {
   ): Promise<void> {
     for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 1000)) {
       const process = this.#launch(
-        pipeWireSourcePipeline(this.#target, this.#address, this.#copy, this.#format),
+        pipeWireSourcePipeline(
+          this.#target,
+          this.#address,
+          this.#copy,
+          this.#format,
+          this.#lastSourceColorimetry,
+        ),
       );
       this.#process = process;
       const ended = new AbortController();
@@ -323,9 +357,22 @@ export class PipeWireSource {
       this.#lastError = lastError(text);
       this.#restarts++;
       if (this.#copy === "direct" && text.includes(NOT_FD_MEMORY)) {
-        // PipeWire hands this node's frames as mapped memory: copy them from now on.
+        // PipeWire hands this node's frames as mapped memory: copy them from now on, once
+        // (into another format, or unchanged for RGB), else twice.
         const source = this.#lastSourceFormat;
-        this.#copy = source === gstFormatOf(this.#format) ? "swap" : "convert";
+        const wanted = gstFormatOf(this.#format);
+        this.#copy = source !== wanted
+          ? "convert"
+          : wanted === "BGRA" || wanted === "RGBA"
+          ? "recolour"
+          : "swap";
+        backoff = 0;
+      } else if (
+        this.#copy === "recolour" &&
+        (text.includes(NOT_FD_MEMORY) || text.includes("not-negotiated"))
+      ) {
+        // videoconvert passed the frames through after all, or the pinned colorimetry did not fit.
+        this.#copy = "swap";
         backoff = 0;
       }
       await pause(backoff, this.#stop.signal);
@@ -333,11 +380,16 @@ export class PipeWireSource {
   }
 
   #lastSourceFormat: string | undefined;
+  #lastSourceColorimetry: string | undefined;
 
   #retire(): void {
     const bridge = this.#bridge;
     if (!bridge) return;
-    if (bridge.caps) this.#lastSourceFormat = bridge.caps.gstFormat;
+    if (bridge.caps && this.#copy === "direct") {
+      // What the node itself hands (a copying pipeline's caps are its own output's).
+      this.#lastSourceFormat = bridge.caps.gstFormat;
+      this.#lastSourceColorimetry = bridge.caps.colorimetry;
+    }
     addFromGstCounts(this.#totals, bridge.stats);
     bridge.close();
     this.#bridge = undefined;
