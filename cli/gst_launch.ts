@@ -37,13 +37,36 @@ function gstEnv(): Record<string, string> {
   return env;
 }
 
+/**
+ * util-linux's `setpriv`, if this machine has it: `setpriv --pdeathsig KILL` execs the pipeline
+ * with a parent-death signal, so a bridge that is killed (SIGKILL, a crash: no `stop()`) takes its
+ * pipelines with it instead of leaving them serving a dead socket (a PipeWire node stays listed).
+ */
+function findSetpriv(): string | undefined {
+  if (Deno.build.os !== "linux") return undefined;
+  for (const path of ["/usr/bin/setpriv", "/bin/setpriv"]) {
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not there (or no --allow-read for it): the pipeline runs without a parent-death signal
+    }
+  }
+  return undefined;
+}
+
+let setpriv: string | undefined | null = null;
+
 /** Starts `gst-launch-1.0 -q ARGS`, keeping the last 4 KiB of its stderr for messages. */
 export const denoGstLauncher: GstLauncher = (args: readonly string[]): GstProcess => {
   const [command, ...prefix] = gstLaunchCommand();
+  if (setpriv === null) setpriv = findSetpriv();
+  const [file, argv] = setpriv
+    ? [setpriv, ["--pdeathsig", "KILL", command, ...prefix, "-q", ...args]]
+    : [command, [...prefix, "-q", ...args]];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(command, {
-      args: [...prefix, "-q", ...args],
+    child = new Deno.Command(file, {
+      args: argv,
       env: gstEnv(),
       clearEnv: true,
       stdin: "null",

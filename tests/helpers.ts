@@ -195,6 +195,15 @@ export function stallWatchdog(progress: () => number, ms: number, what: string):
   return { signal: controller.signal, [Symbol.dispose]: () => clearInterval(timer) };
 }
 
+/** util-linux's `setpriv`, if this machine has it (it execs the command: the pid stays the child's). */
+const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((path) => {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+});
+
 /** A child process with line-oriented stdout. */
 export class Child implements AsyncDisposable {
   readonly process: Deno.ChildProcess;
@@ -205,8 +214,14 @@ export class Child implements AsyncDisposable {
   #ended = false;
 
   constructor(command: string, args: string[], env?: Record<string, string>) {
-    this.process = new Deno.Command(command, {
+    // setpriv --pdeathsig: the child is killed if this test process dies without disposing of it
+    // (a timeout's SIGKILL, a crash); a daemon left running would load every later test.
+    const [file, argv] = SETPRIV ? [SETPRIV, ["--pdeathsig", "KILL", command, ...args]] : [
+      command,
       args,
+    ];
+    this.process = new Deno.Command(file, {
+      args: argv,
       env,
       stdin: "piped",
       stdout: "piped",
