@@ -751,7 +751,7 @@ export const MUTANTS: Mutant[] = [
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",
-    file: "src/gst/pipewire.ts",
+    file: "src/gst/from_gst.ts",
     find: "budget > 0 ? budget + 1 : 8;",
     replace: "budget > 0 ? 4 : 8;",
     tests: ["tests/pipewire_test.ts"],
