@@ -198,6 +198,37 @@ async function copyFrames(width: number, height: number, iterations: number): Pr
   }
 }
 
+/**
+ * Deno's own 1-byte stream ping-pong (`Deno.connect` to the peer's `Deno.listen`, no FFI): the
+ * wake-up through the runtime's reactor alone, beside the C ping-pongs of `bench/floor.c`.
+ */
+async function streamPingPong(iterations: number, warmup: number): Promise<number[]> {
+  const path = await Deno.makeTempFile({ prefix: "surfaceport-bench-", suffix: ".sock" });
+  await Deno.remove(path);
+  const peer = spawnPeer(["copy", path, "1"]);
+  try {
+    await peer.readLine(WAIT_MS);
+    const conn = await Deno.connect({ transport: "unix", path });
+    try {
+      const ping = new Uint8Array(1);
+      const pong = new Uint8Array(1);
+      const samples: number[] = [];
+      for (let i = -warmup; i < iterations; i++) {
+        const t0 = performance.now();
+        await conn.write(ping);
+        if (await conn.read(pong) !== 1) throw new Error("stream peer hung up");
+        if (i >= 0) samples.push((performance.now() - t0) * 1000);
+      }
+      return samples;
+    } finally {
+      conn.close();
+    }
+  } finally {
+    await peer.stop();
+    await Deno.remove(path).catch(() => {});
+  }
+}
+
 /** Pipelined handoffs per second: acquire from a pool, send, close; the peer closes each frame. */
 async function pipelined(
   spinMicros: number,
@@ -264,6 +295,7 @@ const result = {
   roundtrip: {} as Record<string, Record<string, ReturnType<typeof summary>>>,
   allocated: {} as Record<string, Record<string, { driver: number; peer: number | null }>>,
   copy: {} as Record<string, ReturnType<typeof summary>>,
+  streamPingPong: {} as ReturnType<typeof summary>,
   pipelined: {} as Record<string, number>,
   idleCpuMsPerS: {} as Record<Parking, number>,
 };
@@ -283,6 +315,7 @@ for (const [mode, spin, parking] of MODES) {
 for (const parking of ["bell", "poll"] as const) {
   result.idleCpuMsPerS[parking] = await idleCpu(parking);
 }
+result.streamPingPong = summary(await streamPingPong(iterations, config.quick ? 20 : 3000));
 for (const [width, height] of SIZES) {
   const frames = Math.round((config.quick ? 2e8 : 1.5e9) / (width * height * 4));
   const samples = await copyFrames(width, height, Math.max(5, Math.min(frames, 200)));

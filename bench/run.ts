@@ -104,6 +104,8 @@ interface DriverRound {
   roundtrip: Record<Mode, Record<string, Latency>>;
   allocated: Record<Mode, Record<string, { driver: number; peer: number | null }>>;
   copy: Record<string, Latency>;
+  /** Deno's own 1-byte stream ping-pong (`Deno.connect` / `Deno.listen`, no FFI; issue 24). */
+  streamPingPong: Latency;
   pipelined: Record<Mode, number>;
   /** CPU ms per second of a receive parked 2 s on an idle channel, by how it parks. */
   idleCpuMsPerS: Record<"bell" | "poll", number>;
@@ -273,6 +275,8 @@ const results = {
   floor_seqpacket_pingpong_p50_us: haveFloor
     ? round1(stat(floorRounds, (r) => r.pingpong.seqpacket.p50_us).median)
     : null,
+  /** The same ping-pong through Deno's own reactor (`Deno.connect` / `Deno.listen`). */
+  deno_stream_pingpong_p50_us: round1(stat(driverRounds, (r) => r.streamPingPong.p50).median),
   floor_same_core_roundtrip_p50_us: floorSameCore ? round1(floorSameCore.p50_us) : null,
   floor_skipped: floorSkipped ?? null,
   copy_p50_us: bySize(driverRounds, (r, k) => r.copy[k].p50),

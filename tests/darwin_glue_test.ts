@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, listen, Surface, SurfacePool } from "../mod.ts";
+import { connect, listen, publish, subscribe, Surface, SurfacePool } from "../mod.ts";
 import type { DarwinLibraries } from "../ffi/darwin.ts";
 import type { Backend } from "../src/contract/backend.ts";
 import { createDarwinBackend } from "../src/darwin/backend.ts";
@@ -17,6 +17,7 @@ import { setBackendForTesting } from "../src/platform.ts";
 import { FakeMachKernel, type FakeTask } from "./fakes/fake_darwin.ts";
 import { fakeLibraries, glueNative } from "./fakes/frameworks.ts";
 import { world } from "./fakes/world.ts";
+import { waitUntil } from "./helpers.ts";
 
 /** The fake's record of the surface behind `surface` (by its IOSurfaceID). */
 function fakeSurfaceOf(kernel: FakeMachKernel, surface: Surface) {
@@ -164,6 +165,59 @@ Deno.test("defect 12: a received frame of a surface seen before costs 5 IOSurfac
     consumer.close();
     listener.close();
     kernel.assertNoLeaks();
+  } finally {
+    setBackendForTesting(undefined);
+  }
+});
+
+Deno.test("issue 20: a frame published to 3 subscribers costs the publisher 4 IOSurface/CF calls (a port per subscriber and one for the kept last frame), no more", async () => {
+  const kernel = new FakeMachKernel();
+  const { backend: A, calls } = countedBackend(kernel.createTask({ pid: 101 }));
+  const others = [202, 203, 204].map((pid) =>
+    createDarwinBackend(glueNative(kernel.createTask({ pid })))
+  );
+  const as = <T>(backend: Backend, fn: () => T): T => {
+    setBackendForTesting(backend);
+    try {
+      return fn();
+    } finally {
+      setBackendForTesting(A);
+    }
+  };
+  setBackendForTesting(A);
+  try {
+    const publisher = publish("glue-fanout");
+    const subscriptions: Awaited<ReturnType<typeof subscribe>>[] = [];
+    for (const backend of others) {
+      subscriptions.push(await as(backend, () => subscribe("glue-fanout", { timeout: 2000 })));
+    }
+    await waitUntil(
+      () => publisher.subscribers.filter((s) => s.state === "subscribed").length === 3,
+      2000,
+      "three subscriptions",
+    );
+    const surface = Surface.create({ width: 64, height: 32, format: "420v" });
+    // The publisher's calls while one frame goes to all three and each receives and closes it.
+    const perFrame = async () => {
+      const before = total(calls);
+      await publisher.send(surface);
+      for (const subscription of subscriptions) {
+        (await subscription.receive({ timeout: 1000 })).close();
+      }
+      return total(calls) - before;
+    };
+    for (let i = 0; i < 3; i++) await perFrame();
+    const counts: number[] = [];
+    for (let i = 0; i < 10; i++) counts.push(await perFrame());
+    assert.deepEqual(
+      counts,
+      counts.map(() => 4),
+      `IOSurface/CF calls of the publisher per frame: ${counts} ` +
+        `(${JSON.stringify(Object.fromEntries(calls))})`,
+    );
+    surface.close();
+    for (const subscription of subscriptions) subscription.close();
+    publisher.close();
   } finally {
     setBackendForTesting(undefined);
   }

@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
+import { decodeClientMessage, decodeCommandHeader, decodeSinkMessage } from "../src/gst/decode.ts";
+import { decodeMetas } from "../src/gst/meta_decode.ts";
 import {
   CLOCK_TIME_NONE,
-  decodeClientMessage,
-  decodeCommandHeader,
-  decodeMetas,
-  decodeSinkMessage,
   encodeCaps,
   encodeEos,
   encodeMeta,

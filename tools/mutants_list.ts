@@ -106,8 +106,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-release-unheld-kept",
     file: "src/gst/to_gst.ts",
-    find: "if (!this.#release(client, message.id)) break;",
-    replace: "if (!this.#release(client, message.id)) continue;",
+    find: "if (!this.#release(client, releaseIdNumber(message))) break;",
+    replace: "if (!this.#release(client, releaseIdNumber(message))) continue;",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "to-gst hands each client a locked descriptor",
     why: "issue 23: a RELEASE for an id the client does not hold must drop the client, as " +
@@ -178,8 +178,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-shared-record-buffer",
     file: "src/gst/to_gst.ts",
-    find: "const reuse = !this.#messageInUse;",
-    replace: "const reuse = true;",
+    find: "const rest = message.slice(Math.max(0, sent));",
+    replace: "const rest = message.subarray(Math.max(0, sent));",
     tests: ["tests/gst_concurrent_send_test.ts"],
     why: "6a18dc0: overlapping to-gst sends shared one NEW_BUFFER record: the first queued send " +
       "read the second call's id",
@@ -209,8 +209,8 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/to_gst.ts",
     find:
       "      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.\n" +
-      "      this.#settle(id, entry);\n    }\n",
-    replace: "    }\n    this.#settle(id, entry);\n",
+      "      this.#frames.settle(entry);\n    }\n",
+    replace: "    }\n    this.#frames.settle(entry);\n",
     tests: ["tests/gst_send_export_fail_test.ts"],
     why: "266972e: a send whose descriptor export threw kept its frame outstanding (and its " +
       "maxOutstanding slot) until close",
@@ -337,6 +337,37 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "to-gst-queued-sends",
+    file: "src/gst/to_gst.ts",
+    find: "      sent = client.trySend(message, message.length, handle);",
+    replace: "      sent = -1;",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "to-gst",
+    why: "issue 20: a to-gst frame goes to a client with room in one nonblocking sendmsg, not " +
+      "through a queued send (a copy, promises and a chain per client per frame)",
+  },
+  {
+    id: "to-gst-settles-mid-send",
+    file: "src/gst/frame_slots.ts",
+    find: "    if (entry.pending.length > 0 || entry.id === 0 || entry.sending) return;",
+    replace: "    if (entry.pending.length > 0 || entry.id === 0) return;",
+    tests: ["tests/gst_concurrent_send_test.ts"],
+    filter: "fails mid-send",
+    why: "a to-gst client whose send fails at once must not settle (close) the frame before the " +
+      "clients still to be served got it",
+  },
+  {
+    id: "from-gst-waits-to-release",
+    file: "src/gst/from_gst.ts",
+    find: "        this.#held.hold(buffer, surface);\n",
+    replace:
+      "        this.#held.hold(buffer, surface);\n        await this.#connection.waitWritable();\n",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "flat out",
+    why: "issue 20: a from-gst bridge that stops reading until it may write its releases " +
+      "deadlocks with unixfdsink, which writes NEW_BUFFER under the lock its release reader needs",
   },
   {
     id: "from-gst-fresh-decode",
@@ -791,8 +822,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "network-timestamp-next-frame",
     file: "src/gst/to_gst.ts",
-    find: "metas: this.#ntpMetasOf(frame.timestamp),",
-    replace: "metas: this.#ntpMetasOf(frame.timestamp! + 33_333),",
+    find: "const message = this.#writer.recordFor(id, frame.timestamp);",
+    replace: "const message = this.#writer.recordFor(id, frame.timestamp! + 33_333);",
     tests: ["tests/network_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +
@@ -827,6 +858,35 @@ export const MUTANTS: Mutant[] = [
     filter: "SenderTimestamps",
     why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
       "with the next one's packet) must not be trusted",
+  },
+  {
+    id: "publish-held-record-not-reused",
+    file: "src/pubsub/delivery.ts",
+    find: "      this.#spareItems.push(item);\n",
+    replace: "",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Publisher.send",
+    why: "issue 20: a record per frame held for a subscriber a frame behind",
+  },
+  {
+    id: "sendmsg-address-per-buffer-switch",
+    file: "src/linux/channel.ts",
+    find: "message === this.#otherBuffer ? this.#otherAddress : addressOf(message);",
+    replace: "addressOf(message);",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Publisher.send",
+    why: "issue 20: a pointer and a BigInt per sendmsg when a publisher's two messages alternate",
+  },
+  {
+    id: "darwin-publish-extra-export",
+    file: "src/pubsub/publish.ts",
+    find: "        const handle = backing.exportHandle();\n",
+    replace: "        this.#backend.releaseHandle(backing.exportHandle());\n" +
+      "        const handle = backing.exportHandle();\n",
+    tests: ["tests/darwin_glue_test.ts"],
+    filter: "issue 20",
+    why: "issue 20: the macOS publisher's framework calls per frame over the fake (a port per " +
+      "subscriber, one for the kept last frame)",
   },
   {
     id: "network-meta-of-next-frame",

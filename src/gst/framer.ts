@@ -5,13 +5,8 @@
  * @module
  */
 
-import {
-  COMMAND_HEADER_SIZE,
-  decodeCommandHeaderInto,
-  DEFAULT_MAX_PAYLOAD,
-  type GstCommandHeader,
-  GstProtocolError,
-} from "./protocol.ts";
+import { decodeCommandHeaderInto, type GstCommandHeader } from "./decode.ts";
+import { COMMAND_HEADER_SIZE, DEFAULT_MAX_PAYLOAD, GstProtocolError } from "./protocol.ts";
 
 /**
  * The most descriptors one message may bring: a NEW_BUFFER's `n_memory` is

@@ -41,8 +41,8 @@ import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
 import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
 import { GstBufferCopier } from "./copy.ts";
 import { HeldBuffers } from "./held_buffers.ts";
+import { bufferNumberOrNull } from "./decode.ts";
 import {
-  bufferNumberOrNull,
   type GstMessage,
   type GstNewBuffer,
   GstProtocolError,
@@ -282,8 +282,15 @@ export class GstSourceBridge {
         let message: GstMessage | undefined;
         try {
           // A message already waiting is taken without a promise; only an empty socket parks.
-          if (!this.#signal?.aborted) message = this.#connection.tryReceive();
-          message ??= await this.#connection.receive(Infinity, this.#signal);
+          if (this.#signal?.aborted) {
+            message = await this.#connection.receive(Infinity, this.#signal); // throws the abort
+          } else {
+            message = this.#connection.tryReceive();
+            if (!message) {
+              await this.#connection.waitReadable(Infinity, this.#signal);
+              continue;
+            }
+          }
         } catch (error) {
           if (this.#held.failure) throw this.#held.failure;
           if (this.#closed) return;

@@ -24,9 +24,9 @@ import { check, closeQuietly, libc, procFdPath } from "../linux/libc.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import { LINUX } from "../linux/structs.ts";
 import type { Surface } from "../surface/surface.ts";
+import { copyBufferId } from "./decode.ts";
 import {
   COMMAND_HEADER_SIZE,
-  copyBufferId,
   GST_COMMAND,
   type GstNewBuffer,
   RELEASE_BUFFER_SIZE,

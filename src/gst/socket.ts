@@ -35,6 +35,7 @@ import { connectErrno } from "../linux/bind.ts";
 import { AcceptingSocket, peerCredentials } from "../linux/listener.ts";
 import { newEventFd, waitReady, wake } from "../linux/poller.ts";
 import {
+  CMSGHDR_SIZE,
   cmsgSpace,
   type ControlRights,
   encodeIovec,
@@ -52,12 +53,11 @@ import {
 import {
   decodeClientMessage,
   decodeSinkMessage,
-  DEFAULT_MAX_PAYLOAD,
-  type GstMessage,
-  GstProtocolError,
+  GstReleaseRecord,
   type ReusedSinkMessage,
   reusedSinkMessage,
-} from "./protocol.ts";
+} from "./decode.ts";
+import { DEFAULT_MAX_PAYLOAD, type GstMessage, GstProtocolError } from "./protocol.ts";
 import { UnixFdFramer } from "./framer.ts";
 
 const SOCK_STREAM = 1;
@@ -127,11 +127,17 @@ export class UnixFdConnection {
   readonly #buffer = new Uint8Array(64 * 1024);
   /** What a receive returns for a NEW_BUFFER: one record, rewritten by each (see {@link receive}). */
   readonly #reused: ReusedSinkMessage = reusedSinkMessage();
+  /** What a receive returns for a RELEASE_BUFFER (server side): one record, rewritten. */
+  readonly #release = new GstReleaseRecord();
   readonly #sendMsghdr = new Uint8Array(MSGHDR_SIZE);
   readonly #sendIov = new Uint8Array(IOVEC_SIZE);
   readonly #sendControl = new Uint8Array(cmsgSpace(4 * MAX_FDS));
   /** {@link trySend}'s msghdr and iovec: built once per buffer sent from, then only the length changes. */
   readonly #tryMsghdr = new Uint8Array(MSGHDR_SIZE);
+  /** The same with one descriptor attached ({@link #tryControl}). */
+  readonly #tryMsghdrFd = new Uint8Array(MSGHDR_SIZE);
+  readonly #tryControl = new Uint8Array(cmsgSpace(4));
+  readonly #tryControlWords = new Int32Array(this.#tryControl.buffer);
   readonly #tryIov = new Uint8Array(IOVEC_SIZE);
   readonly #tryIovWords = new Int32Array(this.#tryIov.buffer);
   #tryFrom: Uint8Array | undefined;
@@ -171,6 +177,16 @@ export class UnixFdConnection {
       controlLength: 0,
       flags: 0,
     });
+    const controlLength = encodeRights(new DataView(this.#tryControl.buffer), [-1]);
+    encodeMsghdr(new DataView(this.#tryMsghdrFd.buffer), {
+      name: 0n,
+      nameLength: 0,
+      iov: addressOf(this.#tryIov),
+      iovLength: 1,
+      control: addressOf(this.#tryControl),
+      controlLength,
+      flags: 0,
+    });
   }
 
   /** True once {@link close} has run. */
@@ -192,8 +208,19 @@ export class UnixFdConnection {
       throwIfAborted(signal);
       const message = this.tryReceive();
       if (message) return message;
-      await this.#wait(LINUX.POLLIN, "receive", deadline, signal);
+      await this.waitReadable(deadline, signal);
     }
+  }
+
+  /**
+   * Parks on the shared poll until the socket is readable (true), the
+   * connection is closed (false) or `deadline` / `signal` (rejects): what
+   * a {@link tryReceive} that found nothing waits for. One promise over the
+   * poll's own, no async layers.
+   */
+  waitReadable(deadline = Infinity, signal?: AbortSignal): Promise<boolean> {
+    unixFdStats.receiveWaits++;
+    return this.#wait(LINUX.POLLIN, "receive", deadline, signal);
   }
 
   /**
@@ -252,7 +279,7 @@ export class UnixFdConnection {
       try {
         return this.role === "client"
           ? decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)
-          : decodeClientMessage(framed.command, framed.payload, framed.fds);
+          : decodeClientMessage(framed.command, framed.payload, framed.fds, this.#release);
       } catch (error) {
         for (const fd of framed.fds) closeQuietly(fd);
         throw this.#fail(error as Error);
@@ -283,14 +310,15 @@ export class UnixFdConnection {
   }
 
   /**
-   * One nonblocking `sendmsg` of the first `length` bytes of `bytes`, no
-   * descriptors, no promise: how many bytes went (possibly fewer: the rest
-   * is the caller's to send next, before anything else), or -1 when the
+   * One nonblocking `sendmsg` of the first `length` bytes of `bytes`, with
+   * `fd` attached when given (it stays the caller's; it went with the first
+   * byte if any byte went), no promise: how many bytes went (possibly
+   * fewer: the rest is the caller's to send next, before anything else), or -1 when the
    * socket has no room or a {@link send} is still queued (the caller waits
    * with {@link waitWritable}). Throws `PeerClosedError` when the peer went
    * away, else the `sendmsg` error.
    */
-  trySend(bytes: Uint8Array, length: number): number {
+  trySend(bytes: Uint8Array, length: number, fd = -1): number {
     if (this.#closed) throw new ClosedError("unixfd connection", "send");
     if (this.#queuedSends > 0) return -1;
     if (this.#tryFrom !== bytes) {
@@ -298,9 +326,12 @@ export class UnixFdConnection {
       encodeIovec(new DataView(this.#tryIov.buffer), 0, addressOf(bytes), length);
     }
     this.#tryIovWords[IOVEC_LEN_OFFSET / 4] = length;
+    // The descriptor is the last int of the one SCM_RIGHTS header built in the constructor.
+    if (fd >= 0) this.#tryControlWords[CMSGHDR_SIZE / 4] = fd;
+    const msghdr = fd >= 0 ? this.#tryMsghdrFd : this.#tryMsghdr;
     for (;;) {
       const n = Number(
-        libc().sendmsg(this.#fd, this.#tryMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL),
+        libc().sendmsg(this.#fd, msghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL),
       );
       if (n >= 0) return n;
       const errno = readErrno();
@@ -321,6 +352,7 @@ export class UnixFdConnection {
   async waitWritable(deadline = Infinity): Promise<void> {
     await this.#sending;
     if (this.#closed) throw new ClosedError("unixfd connection", "send");
+    unixFdStats.sendWaits++;
     await this.#wait(LINUX.POLLOUT, "send", deadline, undefined);
   }
 
@@ -352,6 +384,7 @@ export class UnixFdConnection {
       const errno = readErrno();
       if (errno === ERRNO.EINTR) continue;
       if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) {
+        unixFdStats.sendWaits++;
         await this.#wait(LINUX.POLLOUT, "send", deadline, undefined);
         continue;
       }
@@ -362,16 +395,26 @@ export class UnixFdConnection {
     }
   }
 
-  async #wait(events: number, operation: string, deadline: number, signal?: AbortSignal) {
-    if (events === LINUX.POLLIN) unixFdStats.receiveWaits++;
-    else unixFdStats.sendWaits++;
+  #wait(
+    events: number,
+    operation: string,
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
     this.#pendingWaits++;
-    try {
-      await waitReady(this.#fd, events, this.#wakeFd, operation, deadline, signal);
-    } finally {
-      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
-    }
+    return waitReady(this.#fd, events, this.#wakeFd, operation, deadline, signal)
+      .then(this.#waitEnded, this.#waitFailed);
   }
+
+  /** The last wait to end after close() closes the descriptors (bound once: no closure per wait). */
+  readonly #waitEnded = (ready: boolean): boolean => {
+    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    return ready;
+  };
+  readonly #waitFailed = (error: unknown): never => {
+    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    throw error;
+  };
 
   /** Closes the connection and wakes pending calls. Idempotent. */
   close(): void {

@@ -39,13 +39,16 @@ import {
   type InspectOptions,
 } from "../core/inspect.ts";
 import { ClosedError, type PeerCredentials, TimeoutError } from "../core/errors.ts";
-import { alignUp, type SurfaceGeometry } from "../core/geometry.ts";
-import { closeQuietly, libc } from "../linux/libc.ts";
+import type { SurfaceGeometry } from "../core/geometry.ts";
+import { closeQuietly } from "../linux/libc.ts";
 import { backend } from "../platform.ts";
-import { backingOf, Surface } from "../surface/surface.ts";
-import { capsOf, defaultGstLayout, matchesDefaultLayout } from "./caps.ts";
-import { encodeCaps, encodeEos, encodeNewBuffer } from "./protocol.ts";
-import { NtpMetaRecord, ntpNanosOfMicros } from "./timestamp_meta.ts";
+import { backingOf, type Surface } from "../surface/surface.ts";
+import { capsOf } from "./caps.ts";
+import { FrameSlots, type Outstanding } from "./frame_slots.ts";
+import { LayoutCopies, type LayoutCopy } from "./layout_copy.ts";
+import { releaseIdNumber } from "./decode.ts";
+import { encodeCaps, encodeEos } from "./protocol.ts";
+import { NewBufferWriter } from "./new_buffer_writer.ts";
 import { type UnixFdConnection, UnixFdServer } from "./socket.ts";
 
 /** A received frame as the to-gst bridge needs it (`Frame` from a channel or a subscription). */
@@ -121,48 +124,15 @@ export interface ToGstStats {
   clients: number;
 }
 
-interface Outstanding {
-  /** What to close once every client let go: the frame, or the copy's surface. */
-  close: () => void;
-  timestamp: number | undefined;
-  pending: Set<UnixFdConnection>;
-  /** True once a client got it: only then does its settling count as a release. */
-  delivered: boolean;
-}
-
 /** What the bridge knows of one connected client. */
 interface ClientState {
+  readonly client: UnixFdConnection;
   /** Frames it holds (sent, not released). */
   held: number;
   /** When it last released a frame, or connected (ms, `performance.now()`). */
   lastRelease: number;
-}
-
-interface CopySurface {
-  surface: Surface;
-  geometry: SurfaceGeometry;
-  busy: boolean;
-}
-
-const monotonic = new BigInt64Array(2);
-const monotonicBytes = new Uint8Array(monotonic.buffer);
-
-/** `CLOCK_MONOTONIC` in ns: unixfdsrc expects timestamps on that clock. */
-function monotonicNanos(): bigint {
-  libc().clock_gettime(1, /* CLOCK_MONOTONIC */ monotonicBytes);
-  return monotonic[0] * 1_000_000_000n + monotonic[1];
-}
-
-/** GStreamer's default layout as a surfaceport geometry, for the copy path's memfds. */
-function gstGeometry(source: SurfaceGeometry): SurfaceGeometry {
-  const layout = defaultGstLayout(source.format, source.width, source.height);
-  return {
-    width: source.width,
-    height: source.height,
-    format: source.format,
-    planes: layout.planes,
-    allocSize: alignUp(layout.size, 4096),
-  };
+  /** The id of the last frame admitted to it. */
+  admittedFor: number;
 }
 
 /**
@@ -172,8 +142,11 @@ function gstGeometry(source: SurfaceGeometry): SurfaceGeometry {
 export class GstSinkBridge {
   readonly #server: UnixFdServer;
   readonly #clients = new Map<UnixFdConnection, ClientState>();
-  readonly #outstanding = new Map<bigint, Outstanding>();
-  readonly #copies: CopySurface[] = [];
+  /** The same clients as a list, walked by index on every frame (no iterator or entry pair). */
+  readonly #clientList: ClientState[] = [];
+  /** The frames the clients hold. */
+  readonly #frames: FrameSlots;
+  readonly #copies: LayoutCopies;
   readonly #maxOutstanding: number;
   readonly #clientBudget: number;
   readonly #stallTimeout: number;
@@ -181,13 +154,10 @@ export class GstSinkBridge {
   readonly #fps: number | undefined;
   readonly #signal: AbortSignal | undefined;
   readonly #onReleased: ((timestamp: number | undefined) => void) | undefined;
-  readonly #message = new Uint8Array(256);
-  /** The timestamp meta record of {@link ToGstOptions.ntpTimestamps}, and the list it goes in. */
-  readonly #ntpMeta: NtpMetaRecord | undefined;
-  readonly #ntpMetas: Uint8Array[] = [];
-  #messageInUse = false;
+  /** The NEW_BUFFER of each frame, in the current layout. */
+  readonly #writer: NewBufferWriter;
   #caps: string | undefined;
-  #nextId = 1n;
+  #nextId = 1;
   #closed = false;
   #accepting: Promise<void>;
   #stats: ToGstStats = {
@@ -206,14 +176,16 @@ export class GstSinkBridge {
   private constructor(server: UnixFdServer, options: ToGstOptions) {
     this.#server = server;
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 2);
+    this.#copies = new LayoutCopies(this.#maxOutstanding);
+    this.#frames = new FrameSlots((timestamp) => {
+      this.#stats.released++;
+      this.#onReleased?.(timestamp);
+    });
     this.#clientBudget = Math.max(1, options.clientBudget ?? 2);
     this.#stallTimeout = Math.max(0, options.stallTimeout ?? 2000);
     this.#sendTimeout = Math.max(0, options.sendTimeout ?? 1000);
     this.#fps = options.fps;
-    if (options.ntpTimestamps) {
-      this.#ntpMeta = new NtpMetaRecord();
-      this.#ntpMetas.push(this.#ntpMeta.bytes);
-    }
+    this.#writer = new NewBufferWriter(options.ntpTimestamps ?? false);
     this.#signal = options.signal;
     this.#onReleased = options.onReleased;
     this.#accepting = this.#acceptLoop();
@@ -238,7 +210,7 @@ export class GstSinkBridge {
 
   /** A snapshot of the counters. */
   get stats(): ToGstStats {
-    return { ...this.#stats, outstanding: this.#outstanding.size, clients: this.#clients.size };
+    return { ...this.#stats, outstanding: this.#frames.count, clients: this.#clients.size };
   }
 
   /** Resolves once at least one client is connected (or rejects at `timeout` ms). */
@@ -269,124 +241,116 @@ export class GstSinkBridge {
     await this.endOfStream();
   }
 
-  /** Serves one frame; takes ownership of it (closed when every client gave it back). */
+  /**
+   * Serves one frame; takes ownership of it (closed when every client gave
+   * it back). In the steady state it allocates only its own promise: each
+   * client's NEW_BUFFER goes out with a nonblocking `sendmsg` from one
+   * reused record; a client whose socket is full gets the rest of a copy,
+   * by a send that waits until `sendTimeout`.
+   */
   async send(frame: SurfaceFrame): Promise<void> {
     this.#stats.received++;
-    // First, whatever happens to this frame: clients stalled at their budget are cut off here.
-    const admitted = this.#closed ? [] : this.#admitted();
-    if (admitted.length === 0 || this.#outstanding.size >= this.#maxOutstanding) {
-      this.#stats.dropped++; // no client, every client at its budget, or maxOutstanding held
-      frame.close();
-      return;
-    }
+    const id = this.#nextId++;
     let surface: Surface;
-    let close: () => void;
+    let entry: Outstanding;
     try {
+      // A new format or size announces its caps first (the only wait before the frame goes).
       const geometry = frame.surface.geometry;
-      const caps = capsOf(geometry.format, geometry.width, geometry.height, this.#fps);
-      if (caps !== this.#caps) {
-        this.#caps = caps;
-        await this.#broadcast(encodeCaps(caps), []);
+      if (!this.#closed && !this.#writer.isFor(geometry)) await this.#newLayout(geometry);
+      // Then, whatever happens to this frame: clients stalled at their budget are cut off here.
+      // From here to the sends nothing waits, so the clients' admission marks stay this frame's.
+      const admitted = this.#closed ? 0 : this.#admit(id);
+      if (admitted === 0 || this.#frames.count >= this.#maxOutstanding) {
+        this.#stats.dropped++; // no client, every client at its budget, or maxOutstanding held
+        frame.close();
+        return;
       }
-      if (matchesDefaultLayout(geometry)) {
+      entry = this.#frames.take(id, frame.timestamp);
+      if (this.#writer.zeroCopy(geometry)) {
         surface = frame.surface;
-        close = () => frame.close();
+        entry.frame = frame;
         this.#stats.zeroCopy++;
       } else {
-        const copy = this.#copyOf(frame.surface);
+        let copy: LayoutCopy;
+        try {
+          copy = this.#copies.copyOf(frame.surface);
+        } catch (error) {
+          this.#frames.settle(entry); // no client got it: the slot is free again
+          throw error;
+        }
         frame.close();
         surface = copy.surface;
-        close = () => {
-          copy.busy = false;
-        };
+        entry.copy = copy;
         this.#stats.copies++;
       }
     } catch (error) {
       frame.close();
       throw error;
     }
-    const id = this.#nextId++;
-    const layout = defaultGstLayout(surface.format, surface.width, surface.height);
-    // The reused record buffer only while no other send() is still sending from it: a client's
-    // send is queued, and reads the bytes later.
-    const reuse = !this.#messageInUse;
-    const message = encodeNewBuffer({
-      id,
-      pts: monotonicNanos(),
-      memories: [{ size: layout.size, offset: 0 }],
-      metas: this.#ntpMetasOf(frame.timestamp),
-    }, reuse ? this.#message : undefined);
-    if (reuse) this.#messageInUse = true;
-    const entry: Outstanding = {
-      close,
-      timestamp: frame.timestamp,
-      pending: new Set(),
-      delivered: false,
-    };
-    this.#outstanding.set(id, entry);
-    const sends: Promise<void>[] = [];
+    const message = this.#writer.recordFor(id, frame.timestamp);
+    let waiting: Promise<void>[] | undefined;
+    let sent = 0;
+    // While the clients are served, a client dropped on the way must not settle the frame for
+    // the ones still to come.
+    entry.sending = true;
     try {
       const backing = backingOf(surface, "GstSinkBridge.send");
-      const deadline = performance.now() + this.#sendTimeout;
-      for (const client of admitted) {
-        if (!this.#clients.has(client)) continue; // dropped while the caps went out
+      // Backwards: a client dropped on the way is spliced out behind us.
+      for (let i = this.#clientList.length - 1; i >= 0; i--) {
+        const state = this.#clientList[i];
+        if (state.admittedFor !== id) continue; // not admitted, or joined after the check
         // One locked description per client: GStreamer's mapping keeps the frame in use.
         const handle = backing.exportHandle();
-        entry.pending.add(client);
+        entry.pending.push(state.client);
         entry.delivered = true;
-        this.#clients.get(client)!.held++;
-        sends.push(this.#sendTo(client, message, handle, deadline));
+        state.held++;
+        sent++;
+        const rest = this.#trySendTo(state.client, message, handle);
+        if (rest) (waiting ??= []).push(rest);
       }
-      await Promise.all(sends);
+      entry.sending = false;
+      if (waiting) await Promise.all(waiting);
     } finally {
-      if (sends.length === 0) this.#stats.dropped++; // its clients went away meanwhile
-      await Promise.all(sends); // an export that threw: let the sends already started end
-      if (reuse) this.#messageInUse = false;
+      entry.sending = false;
+      if (sent === 0) this.#stats.dropped++; // its clients went away meanwhile
+      if (waiting) await Promise.all(waiting); // an export that threw: let the sends started end
       // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.
-      this.#settle(id, entry);
+      this.#frames.settle(entry);
     }
-  }
-
-  /** The metas a frame with `timestamp` goes out with: its NTP timestamp, when asked for and known. */
-  #ntpMetasOf(timestamp: number | undefined): readonly Uint8Array[] | undefined {
-    const nanos = this.#ntpMeta && timestamp !== undefined
-      ? ntpNanosOfMicros(timestamp)
-      : undefined;
-    if (nanos === undefined) return undefined;
-    this.#ntpMeta!.set(nanos);
-    return this.#ntpMetas;
   }
 
   /**
-   * The clients that may take one more frame now. A client at its budget is
-   * skipped, and cut off once it has been there for `stallTimeout`.
+   * Sends `message` with `handle` to `client` now if its socket takes it
+   * (closing `handle`), else returns the send of the rest, which waits
+   * until `sendTimeout`. A client that fails is dropped.
    */
-  #admitted(): UnixFdConnection[] {
-    const now = performance.now();
-    const admitted: UnixFdConnection[] = [];
-    for (const [client, state] of [...this.#clients]) {
-      if (state.held < this.#clientBudget) {
-        admitted.push(client);
-        continue;
-      }
-      this.#stats.skipped++;
-      if (now - state.lastRelease > this.#stallTimeout) {
-        this.#stats.cutOff++;
-        this.#dropClient(client);
-      }
-    }
-    return admitted;
-  }
-
-  /** Sends one NEW_BUFFER with `handle` (closed here) to `client`; a client that fails is dropped. */
-  async #sendTo(
+  #trySendTo(
     client: UnixFdConnection,
     message: Uint8Array,
     handle: number,
-    deadline: number,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
+    let sent: number;
     try {
-      await client.send(message, [handle], deadline);
+      sent = client.trySend(message, message.length, handle);
+    } catch {
+      closeQuietly(handle);
+      this.#dropClient(client);
+      return undefined;
+    }
+    if (sent === message.length) {
+      closeQuietly(handle); // the client has its own reference now
+      return undefined;
+    }
+    if (sent > 0) closeQuietly(handle); // it went with the first byte
+    // A copy: the record is patched for the next frame while this send waits.
+    const rest = message.slice(Math.max(0, sent));
+    return this.#sendRest(client, rest, sent > 0 ? -1 : handle);
+  }
+
+  /** Sends `rest` (with `handle` if not -1, closed here) to `client` by `sendTimeout`. */
+  async #sendRest(client: UnixFdConnection, rest: Uint8Array, handle: number): Promise<void> {
+    try {
+      await client.send(rest, handle >= 0 ? [handle] : [], performance.now() + this.#sendTimeout);
     } catch (error) {
       if (error instanceof TimeoutError) this.#stats.cutOff++;
       this.#dropClient(client);
@@ -395,51 +359,43 @@ export class GstSinkBridge {
     }
   }
 
+  /** A frame of a new format or size: its record is laid out, and its caps go out first. */
+  async #newLayout(geometry: SurfaceGeometry): Promise<void> {
+    this.#writer.setLayout(geometry.format, geometry.width, geometry.height);
+    const caps = capsOf(geometry.format, geometry.width, geometry.height, this.#fps);
+    if (caps !== this.#caps) {
+      this.#caps = caps;
+      await this.#broadcast(encodeCaps(caps), []);
+    }
+  }
+
+  /**
+   * Marks the clients that may take one more frame now with `id`; returns
+   * how many. A client at its budget is skipped, and cut off once it has
+   * been there for `stallTimeout`.
+   */
+  #admit(id: number): number {
+    const now = performance.now();
+    let admitted = 0;
+    for (let i = this.#clientList.length - 1; i >= 0; i--) {
+      const state = this.#clientList[i];
+      if (state.held < this.#clientBudget) {
+        state.admittedFor = id;
+        admitted++;
+        continue;
+      }
+      this.#stats.skipped++;
+      if (now - state.lastRelease > this.#stallTimeout) {
+        this.#stats.cutOff++;
+        this.#dropClient(state.client);
+      }
+    }
+    return admitted;
+  }
+
   /** Sends EOS to every client. */
   async endOfStream(): Promise<void> {
     await this.#broadcast(encodeEos(), []);
-  }
-
-  /** A copy of `source` in GStreamer's default layout, in a memfd the bridge reuses. */
-  #copyOf(source: Surface): CopySurface {
-    const target = gstGeometry(source.geometry);
-    let copy = this.#copies.find((c) =>
-      !c.busy && c.geometry.allocSize === target.allocSize && c.geometry.format === target.format &&
-      c.geometry.width === target.width && c.geometry.height === target.height && !c.surface.inUse
-    );
-    if (!copy) {
-      // Never more memfds than frames that can be outstanding, plus one being filled.
-      for (
-        let i = this.#copies.length - 1;
-        i >= 0 && this.#copies.length > this.#maxOutstanding;
-        i--
-      ) {
-        const c = this.#copies[i];
-        if (!c.busy && !c.surface.inUse) {
-          c.surface.close();
-          this.#copies.splice(i, 1);
-        }
-      }
-      const backing = backend().allocateSurface(target);
-      copy = {
-        surface: new Surface(backing, backing, false),
-        geometry: target,
-        busy: false,
-      };
-      this.#copies.push(copy);
-    }
-    copy.busy = true;
-    for (let p = 0; p < target.planes.length; p++) {
-      const from = source.bytes(p);
-      const to = copy.surface.bytes(p);
-      const s = source.planes[p];
-      const d = target.planes[p];
-      const row = d.width * d.bytesPerElement;
-      for (let y = 0; y < d.height; y++) {
-        to.set(from.subarray(y * s.bytesPerRow, y * s.bytesPerRow + row), y * d.bytesPerRow);
-      }
-    }
-    return copy;
   }
 
   async #broadcast(message: Uint8Array, fds: number[]): Promise<void> {
@@ -454,33 +410,25 @@ export class GstSinkBridge {
     }));
   }
 
-  #settle(id: bigint, entry: Outstanding): void {
-    if (entry.pending.size > 0 || !this.#outstanding.has(id)) return;
-    this.#outstanding.delete(id);
-    entry.close();
-    if (!entry.delivered) return;
-    this.#stats.released++;
-    this.#onReleased?.(entry.timestamp);
-  }
-
   #dropClient(client: UnixFdConnection): void {
-    if (!this.#clients.delete(client)) return;
+    const state = this.#clients.get(client);
+    if (!state) return;
+    this.#clients.delete(client);
+    this.#clientList.splice(this.#clientList.indexOf(state), 1);
     client.close();
-    for (const [id, entry] of this.#outstanding) {
-      if (entry.pending.delete(client)) this.#settle(id, entry);
-    }
+    this.#frames.dropClient(client);
   }
 
   /** `client` gave back frame `id` (RELEASE_BUFFER): false if it did not hold it. */
-  #release(client: UnixFdConnection, id: bigint): boolean {
-    const entry = this.#outstanding.get(id);
-    if (!entry || !entry.pending.delete(client)) return false;
+  #release(client: UnixFdConnection, id: number): boolean {
+    const entry = this.#frames.find(id);
+    if (!entry || !entry.pending.includes(client)) return false;
     const state = this.#clients.get(client);
     if (state) {
       state.held--;
       state.lastRelease = performance.now();
     }
-    this.#settle(id, entry);
+    this.#frames.release(entry, client);
     return true;
   }
 
@@ -504,7 +452,9 @@ export class GstSinkBridge {
         pause = Math.min(pause * 2, 1000);
         continue;
       }
-      this.#clients.set(client, { held: 0, lastRelease: performance.now() });
+      const state = { client, held: 0, lastRelease: performance.now(), admittedFor: 0 };
+      this.#clients.set(client, state);
+      this.#clientList.push(state);
       if (this.#caps) {
         client.send(encodeCaps(this.#caps), [], performance.now() + this.#sendTimeout)
           .catch(() => this.#dropClient(client));
@@ -516,10 +466,15 @@ export class GstSinkBridge {
   async #clientLoop(client: UnixFdConnection): Promise<void> {
     try {
       for (;;) {
-        const message = await client.receive();
+        // A release already waiting is taken without a promise; else one park on the poll.
+        const message = client.tryReceive();
+        if (!message) {
+          await client.waitReadable();
+          continue;
+        }
         if (message.type !== "release-buffer") continue;
         // An id this client does not hold is a protocol error, as in unixfdsink: drop it.
-        if (!this.#release(client, message.id)) break;
+        if (!this.#release(client, releaseIdNumber(message))) break;
       }
     } catch {
       // disconnected or misbehaved
@@ -536,10 +491,8 @@ export class GstSinkBridge {
     this.#closed = true;
     this.#server.close();
     for (const client of [...this.#clients.keys()]) this.#dropClient(client);
-    for (const entry of this.#outstanding.values()) entry.close();
-    this.#outstanding.clear();
-    for (const copy of this.#copies) copy.surface.close();
-    this.#copies.length = 0;
+    this.#frames.close();
+    this.#copies.close();
     this.#accepting.catch(() => {});
   }
 

@@ -114,8 +114,18 @@ export class SocketConnection implements BackendConnection {
   readonly #sendIovWords = new Uint32Array(this.#sendIov.buffer);
   readonly #sendControl = new Uint8Array(cmsgSpace(4));
   readonly #sendControlWords = new Int32Array(this.#sendControl.buffer);
-  /** The last message buffer sent and its address: a channel reuses one buffer for its headers. */
+  /**
+   * The last two message buffers sent and their addresses: a channel reuses
+   * one buffer for its headers, a publisher one per frame in the steady state
+   * and two in turn while a subscriber holds a frame (no pointer and BigInt
+   * made per send either way).
+   */
   #sentBuffer: Uint8Array | undefined;
+  #sentAddress = 0n;
+  #otherBuffer: Uint8Array | undefined;
+  #otherAddress = 0n;
+  /** The iovec's base address, as a 64-bit word. */
+  readonly #sendIovBase = new BigUint64Array(this.#sendIov.buffer, 0, 1);
   readonly #receiver: SocketReceiver;
   // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
   readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
@@ -321,8 +331,12 @@ export class SocketConnection implements BackendConnection {
     this.#sendControlWords[4] = handle; // CMSG_DATA, offset 16
     const words = this.#sendIovWords;
     if (message !== this.#sentBuffer) {
-      encodeIovec(new DataView(this.#sendIov.buffer), 0, addressOf(message), message.length);
+      const address = message === this.#otherBuffer ? this.#otherAddress : addressOf(message);
+      this.#otherBuffer = this.#sentBuffer;
+      this.#otherAddress = this.#sentAddress;
       this.#sentBuffer = message;
+      this.#sentAddress = address;
+      this.#sendIovBase[0] = address;
     }
     words[2] = message.length; // iov_len, low word (the high word stays 0)
     const lib = libc();

@@ -53,6 +53,9 @@ export const SendOutcome = {
   Failed: 2,
 } as const;
 
+/** How many records of held frames a {@link Delivery} keeps for reuse. */
+const SPARE_ITEMS = 16;
+
 /** Every subscriber of one publisher and how frames reach each. */
 export class Delivery {
   /** The connected subscribers. */
@@ -72,6 +75,12 @@ export class Delivery {
   /** {@link subscribers} as an array for the send loop, rebuilt only after it changed. */
   #list: SubscriberState[] = [];
   #listStale = false;
+  /**
+   * Records of frames held for "latest" subscribers, reused: a subscriber a
+   * frame behind has one held every frame. (Not those of a `send()` waiting
+   * for "queue" subscribers: its batch keeps them to withdraw.)
+   */
+  readonly #spareItems: Outgoing[] = [];
   /** The most recent frame, kept for new subscribers: its own copy of the message. */
   #last: Outgoing | undefined;
   #closed = false;
@@ -148,6 +157,22 @@ export class Delivery {
     subscriber.inFlight++;
     subscriber.sent++;
     return SendOutcome.Done;
+  }
+
+  /** A record for a frame held for a subscriber: `message` (the caller's hold on it) and `handle`. */
+  item(message: FrameMessage, handle: number): Outgoing {
+    const item = this.#spareItems.pop();
+    if (item === undefined) return { message, handle, batch: undefined };
+    item.message = message;
+    item.handle = handle;
+    return item;
+  }
+
+  /** `item` is sent or released, and nothing refers to it any more: reused if it has no batch. */
+  #recycle(item: Outgoing): void {
+    if (item.batch === undefined && this.#spareItems.length < SPARE_ITEMS) {
+      this.#spareItems.push(item);
+    }
   }
 
   /** Holds `item` as the subscriber's newest frame, releasing (dropping) an older one. */
@@ -334,6 +359,7 @@ export class Delivery {
       this.messages.release(item.message);
       subscriber.sent++;
       item.batch?.done();
+      this.#recycle(item);
     }
     this.waitIfNeeded(subscriber); // e.g. out of credit with a frame held
     this.#blocked.note(subscriber);
@@ -383,6 +409,7 @@ export class Delivery {
         } finally {
           this.messages.release(item.message);
         }
+        this.#recycle(item);
         item = !subscriber.closed && subscriber.hasCredit ? this.#next(subscriber) : undefined;
       }
     } catch {
@@ -397,6 +424,7 @@ export class Delivery {
   #release(item: Outgoing): void {
     this.#backend.releaseHandle(item.handle);
     this.messages.release(item.message);
+    if (item !== this.#last) this.#recycle(item);
   }
 
   /**

@@ -29,12 +29,7 @@ import { backend, nowMicros as clockNow } from "../platform.ts";
 import { register, type Registration } from "../channel/registry.ts";
 import { type Budget, type BudgetOptions, resolveBudget, surfaceBudget } from "./budget.ts";
 import { Delivery, SendOutcome } from "./delivery.ts";
-import {
-  type FrameMessage,
-  type Outgoing,
-  SendBatch,
-  type SubscriberInfo,
-} from "./subscriber_state.ts";
+import { type FrameMessage, SendBatch, type SubscriberInfo } from "./subscriber_state.ts";
 import { backingOf, Surface } from "../surface/surface.ts";
 import {
   DEFAULT_MAX_META_BYTES,
@@ -215,7 +210,7 @@ export class Publisher<M = unknown> {
         } else if (outcome === SendOutcome.Wait) {
           // It must wait: held ("latest", plain) or queued ("queue"), with its own record.
           message.holders++;
-          const item: Outgoing = { message, handle };
+          const item = d.item(message, handle);
           if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
             batch ??= new SendBatch(
               this.#backend,

@@ -29,9 +29,8 @@ import {
   parseVideoCaps,
   planCopy,
 } from "../../src/gst/caps.ts";
+import { decodeClientMessage, decodeSinkMessage } from "../../src/gst/decode.ts";
 import {
-  decodeClientMessage,
-  decodeSinkMessage,
   encodeCaps,
   encodeEos,
   encodeMeta,
