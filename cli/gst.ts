@@ -63,7 +63,8 @@ export const fromGst: Command = {
     "is copied, and counted). A buffer goes back to GStreamer once every subscriber",
     "closed it. Give the sink wait-for-connection=true. Ends at EOS, unless --reconnect.",
     "  --timeout MS          how long to wait for the sink to appear (default 5000)",
-    "  --max-outstanding N   buffers held for subscribers at most (default 8)",
+    "  --max-outstanding N   buffers held for subscribers at most (default: what the publisher's",
+    "                        subscribers may hold, + 1; fewer lets one subscriber stall the others)",
     "  --interval MS         how often to print the counters (default 1000)",
     "  --reconnect           outlive the pipeline: when the sink goes away (EOS, a restart,",
     "                        a crash) wait for it and connect again, until Ctrl-C",
@@ -77,7 +78,10 @@ export const fromGst: Command = {
     const [socket, name] = positionals;
     const timeout = integerOption(values, "timeout", 5000);
     const interval = Math.max(50, integerOption(values, "interval", 1000));
-    const maxOutstanding = Math.max(1, integerOption(values, "max-outstanding", 8, 4096));
+    // Default: the publisher's surfaceBudget + 1 (GstSourceBridge.forward's).
+    const maxOutstanding = values["max-outstanding"] === undefined
+      ? undefined
+      : Math.max(1, integerOption(values, "max-outstanding", 1, 4096));
     const reconnect = values.reconnect === true;
     using publisher = publish(name);
     let bridge: GstSourceBridge | undefined;

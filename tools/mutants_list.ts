@@ -53,6 +53,16 @@ export const MUTANTS: Mutant[] = [
     why: "a SIGKILLed bridge left its gst-launch-1.0 serving a dead socket (a to-pipewire node " +
       "stayed listed; test daemons ran for an hour at 35% CPU each)",
   },
+  {
+    id: "from-gst-holds-8",
+    file: "src/gst/from_gst.ts",
+    find: "          maxOutstanding: options.maxOutstanding ?? heldForBudget(sink),",
+    replace: "          maxOutstanding: options.maxOutstanding ?? 8,",
+    tests: ["tests/gst_from_budget_test.ts"],
+    why: "from-gst held at most 8 buffers, below its publisher's budget: subscribers keeping " +
+      "frames within their own budgets starved every other one (witness: 2 frames in 2 s, not 60)",
+  },
+
   // --- Issue 24: the doorbell ---------------------------------------------------------------
   {
     id: "bell-node-bun-not-listening",
@@ -772,7 +782,7 @@ export const MUTANTS: Mutant[] = [
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",
-    file: "src/gst/pipewire.ts",
+    file: "src/gst/from_gst.ts",
     find: "budget > 0 ? budget + 1 : 8;",
     replace: "budget > 0 ? 4 : 8;",
     tests: ["tests/pipewire_test.ts"],

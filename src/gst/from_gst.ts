@@ -66,13 +66,24 @@ export interface GstFrameMeta {
   offset: number | null;
 }
 
+/** What a source may hold for `sink`'s consumers: its `surfaceBudget` + 1 when it has one, else 8. */
+export function heldForBudget(sink: object): number {
+  const budget = (sink as { surfaceBudget?: unknown }).surfaceBudget;
+  return typeof budget === "number" && Number.isInteger(budget) && budget > 0 ? budget + 1 : 8;
+}
+
 /** Options of {@link GstSourceBridge.connect}. */
 export interface FromGstOptions {
   /** Which unixfdsink processes to trust; default: the same uid as this process. */
   allowPeer?: (peer: PeerCredentials) => boolean;
   /** How long to wait for the sink to appear, in ms (default: fail at once). */
   timeout?: number;
-  /** Most GStreamer buffers held for surfaceport consumers at once (default 8). */
+  /**
+   * Most GStreamer buffers held for surfaceport consumers at once. Default: 8, and in
+   * {@link GstSourceBridge.forward} the sink's `surfaceBudget` + 1 when it has one (a
+   * `Publisher`'s: below it, subscribers keeping frames within their own budgets could hold every
+   * buffer, and every frame after would be dropped for the others).
+   */
   maxOutstanding?: number;
   /** Aborts connecting and {@link GstSourceBridge.run}. */
   signal?: AbortSignal;
@@ -210,6 +221,7 @@ export class GstSourceBridge {
       try {
         bridge = await GstSourceBridge.connect(socket, {
           ...options,
+          maxOutstanding: options.maxOutstanding ?? heldForBudget(sink),
           // Reconnecting waits as long as it takes (until aborted); the first connect keeps
           // the caller's timeout.
           timeout: first || !options.reconnect ? options.timeout : 2 ** 30,

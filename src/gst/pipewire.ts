@@ -30,6 +30,7 @@ import {
   addFromGstCounts,
   type FromGstStats,
   GstSourceBridge,
+  heldForBudget,
   type SurfaceSink,
 } from "./from_gst.ts";
 import { gstFormatOf } from "./caps.ts";
@@ -553,12 +554,6 @@ export class PipeWireSink {
     await this.#process?.stop();
     await this.#supervisor;
   }
-}
-
-/** What a source may hold for `sink`'s consumers: its `surfaceBudget` + 1 when it has one, else 8. */
-export function heldForBudget(sink: object): number {
-  const budget = (sink as { surfaceBudget?: unknown }).surfaceBudget;
-  return typeof budget === "number" && Number.isInteger(budget) && budget > 0 ? budget + 1 : 8;
 }
 
 function isPeerGone(error: unknown): boolean {
