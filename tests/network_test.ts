@@ -245,7 +245,9 @@ async function receiveOne(frames: Subscription): Promise<Received> {
 /** The far side's frame has exactly the timestamp (and metadata) the sender gave the frame it shows. */
 function checkTimestamp(got: Received): void {
   assert.deepEqual(got.meta.timestamp, got.timestamp, "meta.timestamp is the frame's timestamp");
-  checkSenderMeta(got);
+  // A record may come after its frame on a loaded machine (counted as missing): when it is
+  // there it must be this frame's.
+  checkSenderMeta(got, false);
   assert.deepEqual(
     numberOfTimestamp(got.timestamp),
     got.n,
