@@ -760,15 +760,7 @@ export const MUTANTS: Mutant[] = [
     filter: "Publisher.send",
     why: "issue 20: a new message buffer per frame (and a new iovec address per subscriber)",
   },
-  {
-    id: "publish-send-through-hold",
-    file: "src/pubsub/delivery.ts",
-    find: "      subscriber.sending || !connection.trySend || subscriber.hasWaiting",
-    replace: "      true || subscriber.sending || !connection.trySend || subscriber.hasWaiting",
-    tests: ["tests/pubsub_allocation_test.ts"],
-    filter: "Publisher.send",
-    why: "issue 20: a frame a subscriber can take now went through a held record and the pump",
-  },
+
   {
     id: "subscription-wait-async-loop",
     file: "src/pubsub/subscribe.ts",
