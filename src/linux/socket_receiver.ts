@@ -34,6 +34,11 @@ import {
 /** How many descriptors a receive makes room for: more than one is a protocol error, but we must see them to close them. */
 const MAX_RECEIVED_FDS = 8;
 
+/** {@link SocketReceiver}'s one `recvmsg` found nothing waiting. */
+const NOTHING = -1;
+/** {@link SocketReceiver}'s one `recvmsg` took a DOORBELL (handed to its `onDoorbell`). */
+const DOORBELL_TAKEN = -2;
+
 /** The one metadata buffer of every message without metadata (it is never written). */
 const NO_META = new Uint8Array(0);
 
@@ -58,6 +63,10 @@ export class SocketReceiver {
     fds: new Int32Array(this.#receiveControl.length / 4),
     count: 0,
   };
+  /** The last receive's `msg_flags`. */
+  #flags = 0;
+  /** Whether the last receive's control data was malformed. */
+  #malformed = false;
   readonly #receiveBuffer: Uint8Array;
   readonly #headerDecoder: HeaderDecoder;
   /**
@@ -140,24 +149,12 @@ export class SocketReceiver {
 
   /** One `recvmsg(MSG_DONTWAIT)` of a control message: its bytes, `undefined`, null for a DOORBELL taken, or a typed error. */
   #tryReceiveControlOne(): Uint8Array | undefined | null {
-    // As in #tryReceiveOne: the lengths and flags are reset through 32-bit words, the control
-    // data scanned into reused fields (no DataView, no BigInt, no array per credit).
-    const msghdr = this.#receiveMsghdrWords;
-    msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
-    msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
-    const length = this.#recvmsg();
-    if (length < 0) return undefined;
-    const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
-    const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
+    const length = this.#receiveOne();
+    if (length === NOTHING) return undefined;
+    if (length === DOORBELL_TAKEN) return null;
+    const flags = this.#flags;
+    const malformed = this.#malformed;
     const received = this.#received;
-    const malformed = scanControlRights(this.#receiveControlView, controlLength, received);
-    if (
-      received.count <= 1 && !malformed && (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
-      isDoorbell(this.#receiveBuffer, length)
-    ) {
-      this.#onDoorbell(received.count === 1 ? received.fds[0] : -1);
-      return null;
-    }
     // A control message carries no descriptor: any that came along is closed here.
     for (let i = 0; i < received.count; i++) closeQuietly(received.fds[i]);
     if (length === 0 && received.count === 0 && this.#peerHungUp()) {
@@ -189,24 +186,12 @@ export class SocketReceiver {
 
   /** One `recvmsg(MSG_DONTWAIT)`: a checked message, `undefined` if none is waiting, null for a DOORBELL taken, or a typed error. */
   #tryReceiveOne(): ReceivedMessage | undefined | null {
-    const msghdr = this.#receiveMsghdrWords;
-    // The kernel rewrites msg_controllen and msg_flags: reset them (the high word of
-    // msg_controllen stays 0: the buffer is far smaller than 4 GiB).
-    msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
-    msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
-    const length = this.#recvmsg();
-    if (length < 0) return undefined;
-    const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
-    const flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
+    const length = this.#receiveOne();
+    if (length === NOTHING) return undefined;
+    if (length === DOORBELL_TAKEN) return null;
+    const flags = this.#flags;
+    const malformed = this.#malformed;
     const received = this.#received;
-    const malformed = scanControlRights(this.#receiveControlView, controlLength, received);
-    if (
-      received.count <= 1 && !malformed && (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
-      isDoorbell(this.#receiveBuffer, length)
-    ) {
-      this.#onDoorbell(received.count === 1 ? received.fds[0] : -1);
-      return null;
-    }
     const { fds } = received;
     // Every received fd is closed on every path, except the one a returned surface owns.
     let adopted = false;
@@ -265,6 +250,39 @@ export class SocketReceiver {
    * the length, or -1 if nothing is waiting; a hang-up (`ECONNRESET`) or
    * another failure throws.
    */
+  /**
+   * One `recvmsg(MSG_DONTWAIT)` into the reused buffers, shared by both kinds of receive: the
+   * length, {@link NOTHING} if none is waiting, or {@link DOORBELL_TAKEN}. Its flags, whether the
+   * control data was malformed and the descriptors it carried are left in `#flags`, `#malformed`
+   * and `#received`. The lengths and flags are reset and read through 32-bit words, the control
+   * data scanned into reused fields (no DataView, no BigInt, no array per message).
+   */
+  #receiveOne(): number {
+    const msghdr = this.#receiveMsghdrWords;
+    // The kernel rewrites msg_controllen and msg_flags: reset them (the high word of
+    // msg_controllen stays 0: the buffer is far smaller than 4 GiB).
+    msghdr[MSGHDR_CONTROLLEN_OFFSET / 4] = this.#receiveControl.length;
+    msghdr[MSGHDR_FLAGS_OFFSET / 4] = 0;
+    const length = this.#recvmsg();
+    if (length < 0) return NOTHING;
+    const controlLength = msghdr[MSGHDR_CONTROLLEN_OFFSET / 4];
+    const flags = this.#flags = msghdr[MSGHDR_FLAGS_OFFSET / 4];
+    const received = this.#received;
+    const malformed = this.#malformed = scanControlRights(
+      this.#receiveControlView,
+      controlLength,
+      received,
+    );
+    if (
+      received.count <= 1 && !malformed && (flags & (LINUX.MSG_TRUNC | LINUX.MSG_CTRUNC)) === 0 &&
+      isDoorbell(this.#receiveBuffer, length)
+    ) {
+      this.#onDoorbell(received.count === 1 ? received.fds[0] : -1);
+      return DOORBELL_TAKEN;
+    }
+    return length;
+  }
+
   #recvmsg(): number {
     const lib = libc();
     for (;;) {
