@@ -38,9 +38,8 @@ function gstEnv(): Record<string, string> {
 }
 
 /**
- * util-linux's `setpriv`, if this machine has it: `setpriv --pdeathsig KILL` execs the pipeline
- * with a parent-death signal, so a bridge that is killed (SIGKILL, a crash: no `stop()`) takes its
- * pipelines with it instead of leaving them serving a dead socket (a PipeWire node stays listed).
+ * util-linux's `setpriv`, if this machine has it: `setpriv --pdeathsig KILL` execs the command
+ * (the pid stays the child's) with a parent-death signal.
  */
 function findSetpriv(): string | undefined {
   if (Deno.build.os !== "linux") return undefined;
@@ -48,7 +47,7 @@ function findSetpriv(): string | undefined {
     try {
       if (Deno.statSync(path).isFile) return path;
     } catch {
-      // not there (or no --allow-read for it): the pipeline runs without a parent-death signal
+      // not there (or no --allow-read for it): the command runs without a parent-death signal
     }
   }
   return undefined;
@@ -56,13 +55,21 @@ function findSetpriv(): string | undefined {
 
 let setpriv: string | undefined | null = null;
 
+/**
+ * The program and arguments that run `command ARGS` killed with this process, where `setpriv`
+ * exists: a process killed outright (SIGKILL, a crash: no `stop()` runs) takes it along instead of
+ * leaving it running (a pipeline serving a dead socket, a PipeWire node that stays listed).
+ * Otherwise `command ARGS` as they are.
+ */
+export function killedWithParent(command: string, args: string[]): [string, string[]] {
+  if (setpriv === null) setpriv = findSetpriv();
+  return setpriv ? [setpriv, ["--pdeathsig", "KILL", command, ...args]] : [command, args];
+}
+
 /** Starts `gst-launch-1.0 -q ARGS`, keeping the last 4 KiB of its stderr for messages. */
 export const denoGstLauncher: GstLauncher = (args: readonly string[]): GstProcess => {
   const [command, ...prefix] = gstLaunchCommand();
-  if (setpriv === null) setpriv = findSetpriv();
-  const [file, argv] = setpriv
-    ? [setpriv, ["--pdeathsig", "KILL", command, ...prefix, "-q", ...args]]
-    : [command, [...prefix, "-q", ...args]];
+  const [file, argv] = killedWithParent(command, [...prefix, "-q", ...args]);
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(file, {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { killedWithParent } from "../cli/gst_launch.ts";
 import { libc } from "../ffi/linux.ts";
 import { type Channel, type ChannelOptions, connect, listen, type Listener } from "../mod.ts";
 import { cString, openProcFdDirectory } from "../src/linux/libc.ts";
@@ -195,15 +196,6 @@ export function stallWatchdog(progress: () => number, ms: number, what: string):
   return { signal: controller.signal, [Symbol.dispose]: () => clearInterval(timer) };
 }
 
-/** util-linux's `setpriv`, if this machine has it (it execs the command: the pid stays the child's). */
-const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((path) => {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-});
-
 /** A child process with line-oriented stdout. */
 export class Child implements AsyncDisposable {
   readonly process: Deno.ChildProcess;
@@ -214,12 +206,9 @@ export class Child implements AsyncDisposable {
   #ended = false;
 
   constructor(command: string, args: string[], env?: Record<string, string>) {
-    // setpriv --pdeathsig: the child is killed if this test process dies without disposing of it
-    // (a timeout's SIGKILL, a crash); a daemon left running would load every later test.
-    const [file, argv] = SETPRIV ? [SETPRIV, ["--pdeathsig", "KILL", command, ...args]] : [
-      command,
-      args,
-    ];
+    // Killed if this test process dies without disposing of it (a timeout's SIGKILL, a crash):
+    // a daemon left running would load every later test.
+    const [file, argv] = killedWithParent(command, args);
     this.process = new Deno.Command(file, {
       args: argv,
       env,
