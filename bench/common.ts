@@ -201,3 +201,40 @@ export class Child {
     return this.#stopped;
   }
 }
+
+/**
+ * Deno's own 1-byte stream ping-pong (`Deno.connect` to a `bench/peer.ts copy PATH 1` that
+ * `spawnPeer` starts, no FFI): the wake-up through the runtime's reactor alone, beside the C
+ * ping-pongs of `bench/floor.c`. Round trips in µs, after `warmup` untimed ones.
+ */
+export async function denoStreamPingPong(
+  spawnPeer: (args: string[]) => Child,
+  iterations: number,
+  warmup: number,
+  waitMs: number,
+): Promise<number[]> {
+  const path = await Deno.makeTempFile({ prefix: "surfaceport-bench-", suffix: ".sock" });
+  await Deno.remove(path);
+  const peer = spawnPeer(["copy", path, "1"]);
+  try {
+    await peer.readLine(waitMs);
+    const conn = await Deno.connect({ transport: "unix", path });
+    try {
+      const ping = new Uint8Array(1);
+      const pong = new Uint8Array(1);
+      const samples: number[] = [];
+      for (let i = -warmup; i < iterations; i++) {
+        const t0 = performance.now();
+        await conn.write(ping);
+        if (await conn.read(pong) !== 1) throw new Error("stream peer hung up");
+        if (i >= 0) samples.push((performance.now() - t0) * 1000);
+      }
+      return samples;
+    } finally {
+      conn.close();
+    }
+  } finally {
+    await peer.stop();
+    await Deno.remove(path).catch(() => {});
+  }
+}

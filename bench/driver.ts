@@ -13,7 +13,7 @@
 import { listen, Surface, SurfacePool } from "../mod.ts";
 import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
 import { cpuUsage } from "node:process";
-import { allocatedBytes, Child, percentile, sizeKey, SIZES } from "./common.ts";
+import { allocatedBytes, Child, denoStreamPingPong, percentile, sizeKey, SIZES } from "./common.ts";
 
 interface DriverConfig {
   /** The core to pin peers to, or null for none. */
@@ -198,37 +198,6 @@ async function copyFrames(width: number, height: number, iterations: number): Pr
   }
 }
 
-/**
- * Deno's own 1-byte stream ping-pong (`Deno.connect` to the peer's `Deno.listen`, no FFI): the
- * wake-up through the runtime's reactor alone, beside the C ping-pongs of `bench/floor.c`.
- */
-async function streamPingPong(iterations: number, warmup: number): Promise<number[]> {
-  const path = await Deno.makeTempFile({ prefix: "surfaceport-bench-", suffix: ".sock" });
-  await Deno.remove(path);
-  const peer = spawnPeer(["copy", path, "1"]);
-  try {
-    await peer.readLine(WAIT_MS);
-    const conn = await Deno.connect({ transport: "unix", path });
-    try {
-      const ping = new Uint8Array(1);
-      const pong = new Uint8Array(1);
-      const samples: number[] = [];
-      for (let i = -warmup; i < iterations; i++) {
-        const t0 = performance.now();
-        await conn.write(ping);
-        if (await conn.read(pong) !== 1) throw new Error("stream peer hung up");
-        if (i >= 0) samples.push((performance.now() - t0) * 1000);
-      }
-      return samples;
-    } finally {
-      conn.close();
-    }
-  } finally {
-    await peer.stop();
-    await Deno.remove(path).catch(() => {});
-  }
-}
-
 /** Pipelined handoffs per second: acquire from a pool, send, close; the peer closes each frame. */
 async function pipelined(
   spinMicros: number,
@@ -315,7 +284,9 @@ for (const [mode, spin, parking] of MODES) {
 for (const parking of ["bell", "poll"] as const) {
   result.idleCpuMsPerS[parking] = await idleCpu(parking);
 }
-result.streamPingPong = summary(await streamPingPong(iterations, config.quick ? 20 : 3000));
+result.streamPingPong = summary(
+  await denoStreamPingPong(spawnPeer, iterations, config.quick ? 20 : 3000, WAIT_MS),
+);
 for (const [width, height] of SIZES) {
   const frames = Math.round((config.quick ? 2e8 : 1.5e9) / (width * height * 4));
   const samples = await copyFrames(width, height, Math.max(5, Math.min(frames, 200)));

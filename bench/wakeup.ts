@@ -29,7 +29,13 @@
 import { listen, Surface } from "../mod.ts";
 import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
 import { linuxBackend } from "../src/linux/backend.ts";
-import { Child, CONTROL_LIMITS, CONTROL_MESSAGE, percentile } from "./common.ts";
+import {
+  Child,
+  CONTROL_LIMITS,
+  CONTROL_MESSAGE,
+  denoStreamPingPong,
+  percentile,
+} from "./common.ts";
 import { buildFloor, runFloor } from "./floors.ts";
 
 const rounds = Number(Deno.args[0] ?? 3);
@@ -49,33 +55,6 @@ const WAIT_MS = 15_000;
 
 function peer(args: string[]): Child {
   return new Child(Deno.execPath(), [...PEER_FLAGS, peerScript, ...args], cpus.consumer);
-}
-
-async function denoStream(): Promise<number[]> {
-  const path = await Deno.makeTempFile({ prefix: "surfaceport-wakeup-", suffix: ".sock" });
-  await Deno.remove(path);
-  const child = peer(["copy", path, "1"]);
-  try {
-    await child.readLine(WAIT_MS);
-    const conn = await Deno.connect({ transport: "unix", path });
-    try {
-      const ping = new Uint8Array(1);
-      const pong = new Uint8Array(1);
-      const samples: number[] = [];
-      for (let i = -warmup; i < iterations; i++) {
-        const t0 = performance.now();
-        await conn.write(ping);
-        if (await conn.read(pong) !== 1) throw new Error("stream peer hung up");
-        if (i >= 0) samples.push((performance.now() - t0) * 1000);
-      }
-      return samples;
-    } finally {
-      conn.close();
-    }
-  } finally {
-    await child.stop();
-    await Deno.remove(path).catch(() => {});
-  }
 }
 
 async function library(parking: "poll" | "bell"): Promise<number[]> {
@@ -146,7 +125,7 @@ try {
       ["C pingpong-stream", await floor("pingpong-stream")],
       ["C pingpong-stream-epoll", await floor("pingpong-stream-epoll")],
       ["C pingpong-seqpacket", await floor("pingpong-seqpacket")],
-      ["Deno stream ping-pong", stats(await denoStream())],
+      ["Deno stream ping-pong", stats(await denoStreamPingPong(peer, iterations, warmup, WAIT_MS))],
       ["park alone, shared poll", stats(await control("poll"))],
       ["park alone, doorbell", stats(await control("bell"))],
       ["default, shared poll", stats(await library("poll"))],
