@@ -419,6 +419,16 @@ export const MUTANTS: Mutant[] = [
       "(its fixed 5 ms bound on one difference could fail under load)",
   },
   {
+    id: "darwin-waitset-no-interrupt",
+    file: "src/darwin/poller.ts",
+    find: "    if (round.interruptPending) return;",
+    replace: "    return;",
+    tests: ["tests/darwin_waitset_test.ts"],
+    filter: "timeouts, aborts and closes",
+    why: "a receive with a nearer deadline than the shared wait's must interrupt it, not time " +
+      "out when it ends (MAX_PARK_MS); judged against MAX_PARK_MS / 2, not a tight bound",
+  },
+  {
     id: "stats-latency-monotonic-clock",
     file: "cli/stats.ts",
     find: "  constructor(clockMicros: () => number = nowMicros) {",
