@@ -31,7 +31,7 @@ const TEST_FLAGS = [
   "--allow-run",
   "--allow-env",
   "--allow-net=127.0.0.1",
-  "--allow-sys=inspector",
+  "--allow-sys",
   "--v8-flags=--expose-gc",
   // The mutated copy is type-checked by nobody: a mutation is a behaviour change, and checking
   // the whole graph again for each one would cost more than the tests.
