@@ -51,6 +51,31 @@ export function paintBGRA(
   }
 }
 
+/**
+ * Removes the directories in `parent` named `PREFIX<pid>` or `PREFIX<pid>-...`
+ * whose process is gone: what test processes killed outright (SIGKILL, a
+ * timeout: no `finally` or unload ran) left behind. A live pid's, or this
+ * process's, stays.
+ */
+export function removeDeadProcessesDirs(parent: string, prefix: string): void {
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(parent)].map((entry) => entry.name);
+  } catch {
+    return; // no such directory: nothing left there
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = /^(\d+)(?:-|$)/.exec(name.slice(prefix.length))?.[1];
+    if (pid === undefined || Number(pid) === Deno.pid) continue;
+    try {
+      Deno.statSync(`/proc/${pid}`); // alive (or the pid was taken again): leave it
+    } catch {
+      Deno.removeSync(`${parent}/${name}`, { recursive: true });
+    }
+  }
+}
+
 /** Highest descriptor number the counters look at. */
 const FD_SCAN_LIMIT = 65536;
 

@@ -10,7 +10,7 @@
 
 import { publish, SurfacePool } from "../mod.ts";
 import { GST, missingInChroot, within } from "./gst_helpers.ts";
-import { Child, paintBGRA, sleep } from "./helpers.ts";
+import { Child, paintBGRA, removeDeadProcessesDirs, sleep } from "./helpers.ts";
 
 /** The CLI's entry point. */
 export const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
@@ -87,6 +87,8 @@ export async function whyNot(): Promise<string | undefined> {
   return undefined;
 }
 
+// What test processes killed outright left (their daemons died with them: Child).
+if (GST.root) removeDeadProcessesDirs(`${GST.root}/tmp`, "sp-pipewire-");
 /** Why the PipeWire tests skip, or undefined. */
 export const reason = GST.reason ?? await whyNot();
 // The daemons' runtime directory lives in the chroot's /tmp: remove it when the tests end.
