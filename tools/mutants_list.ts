@@ -791,6 +791,25 @@ export const MUTANTS: Mutant[] = [
     filter: "Subscription.receive",
     why: "issue 20: a parked receive through two async frames and a settling layer (5.3 KB)",
   },
+  {
+    id: "received-frame-registered-with-token",
+    file: "src/surface/surface.ts",
+    find: 'if (origin === "received") finalizers.received.register(this, owner);',
+    replace: 'if (origin === "received") finalizers.received.register(this, owner, this);',
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Subscription.receive",
+    why: "issue 20: an unregister token per received frame cost ~52 B (V8's token map entry)",
+  },
+  {
+    id: "received-finalizer-ignores-release",
+    file: "src/surface/surface.ts",
+    find: '    if (!(owner as SurfaceBacking).released) dropped(owner, "received");',
+    replace: '    dropped(owner, "received");',
+    tests: ["tests/channel_test.ts"],
+    filter: "not finalized again",
+    why: "issue 20: received frames keep their registration after close(); the finalizer of a " +
+      "closed frame must not release, count or warn again",
+  },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",
