@@ -76,8 +76,12 @@ export const MUTANTS: Mutant[] = [
   {
     id: "bell-park-on-poll",
     file: "src/linux/channel.ts",
-    find: "if (bell !== undefined && bell.live) {",
-    replace: "if (bell !== undefined && !bell.live) {",
+    find: "if (bell !== undefined && bell.live) {\n          doorbellStats.bellWaits++;",
+    replace: "if (bell !== undefined && !bell.live) {\n          doorbellStats.bellWaits++;",
+    also: [{
+      find: "if (bell !== undefined && bell.live) {\n        doorbellStats.bellWaits++;",
+      replace: "if (bell !== undefined && !bell.live) {\n        doorbellStats.bellWaits++;",
+    }],
     tests: ["tests/doorbell_runtimes_test.ts"],
     filter: "subscriber parks on its doorbell",
     why: "issue 24: with the doorbell bound, a subscription's receives and the publisher's " +
