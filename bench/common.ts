@@ -40,6 +40,31 @@ export function allocatedBytes(): number {
     .total_allocated_bytes;
 }
 
+type ProfileNode = {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: ProfileNode[];
+};
+
+/** Bytes one function allocated itself when called from `caller`, in a sampled profile. */
+interface AllocationSite {
+  name: string;
+  caller: string;
+  bytes: number;
+}
+
+function subtreeBytes(node: ProfileNode): number {
+  let bytes = node.selfSize;
+  for (const child of node.children) bytes += subtreeBytes(child);
+  return bytes;
+}
+
+/** `name file:line` of a sampled frame (the file's last two path parts; the function's line). */
+function frameName({ functionName, url, lineNumber }: ProfileNode["callFrame"]): string {
+  const file = url.split("/").slice(-2).join("/");
+  return `${functionName || "(anonymous)"}${file ? ` ${file}:${lineNumber + 1}` : ""}`;
+}
+
 /**
  * V8's sampling heap profiler, counting what the JavaScript code allocates,
  * collected garbage included, and nothing else. `allocatedBytes()` also
@@ -53,6 +78,8 @@ export function allocatedBytes(): number {
 export class SampledAllocation {
   readonly #session = new Session();
   #interval: number;
+  #sites: AllocationSite[] = [];
+  #head: ProfileNode | undefined;
 
   constructor(interval = 64) {
     this.#interval = interval;
@@ -82,10 +109,59 @@ export class SampledAllocation {
   /** Stops sampling: the bytes allocated since {@link start}, estimated. */
   async stop(): Promise<number> {
     const { profile } = await this.#post("HeapProfiler.stopSampling");
-    type Node = { selfSize: number; children: Node[] };
-    const sum = (node: Node): number =>
-      node.children.reduce((total, child) => total + sum(child), node.selfSize);
-    return sum((profile as { head: Node }).head);
+    const sites = new Map<string, AllocationSite>();
+    let total = 0;
+    const visit = (node: ProfileNode, caller: string): void => {
+      const name = frameName(node.callFrame);
+      if (node.selfSize > 0) {
+        const key = `${name} <- ${caller}`;
+        const site = sites.get(key);
+        if (site) site.bytes += node.selfSize;
+        else sites.set(key, { name, caller, bytes: node.selfSize });
+        total += node.selfSize;
+      }
+      for (const child of node.children) visit(child, name);
+    };
+    this.#head = (profile as { head: ProfileNode }).head;
+    visit(this.#head, "(root)");
+    this.#sites = [...sites.values()].sort((a, b) => b.bytes - a.bytes);
+    return total;
+  }
+
+  /**
+   * The bytes of the last {@link stop} that belong to the code of `file`
+   * (a URL suffix: the measuring test itself): what its frames allocated
+   * themselves, and everything under a frame of it that code under `src/`
+   * called (a callback: a sink's `send`, an `onReleased`). What `file`'s
+   * frames call is theirs only then: a test's loop calling the library
+   * measures the library.
+   */
+  bytesFrom(file: string): number {
+    const walk = (node: ProfileNode, underSrc: boolean): number => {
+      const url = node.callFrame.url;
+      if (url.endsWith(file)) {
+        if (underSrc) return subtreeBytes(node);
+        let bytes = node.selfSize;
+        for (const child of node.children) bytes += walk(child, false);
+        return bytes;
+      }
+      const src = underSrc || url.includes("/src/");
+      let bytes = 0;
+      for (const child of node.children) bytes += walk(child, src);
+      return bytes;
+    };
+    return this.#head ? walk(this.#head, false) : 0;
+  }
+
+  /**
+   * Where the last {@link stop}'s bytes were allocated, most first: one line
+   * per call site (function, file:line, and its caller), with its bytes
+   * divided by `per` (e.g. the frames of the window).
+   */
+  top(count = 12, per = 1): string[] {
+    return this.#sites.slice(0, count).map(({ name, caller, bytes }) =>
+      `${(bytes / per).toFixed(1).padStart(8)} B  ${name} <- ${caller}`
+    );
   }
 
   /** Disconnects the inspector session. */

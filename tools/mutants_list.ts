@@ -370,6 +370,16 @@ export const MUTANTS: Mutant[] = [
       "deadlocks with unixfdsink, which writes NEW_BUFFER under the lock its release reader needs",
   },
   {
+    id: "from-gst-geometry-per-frame",
+    file: "src/gst/from_gst.ts",
+    find: "      this.#geometry !== undefined && caps === this.#caps &&",
+    replace: "      this.#geometry !== undefined && caps === this.#caps && Math.random() < 0 &&",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "from-gst allocates",
+    why: "issue 20: a steady from-gst stream reuses the last buffer's geometry instead of " +
+      "computing and validating a new one per frame (~650 B)",
+  },
+  {
     id: "from-gst-fresh-decode",
     file: "src/gst/socket.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
