@@ -40,31 +40,6 @@ export function allocatedBytes(): number {
     .total_allocated_bytes;
 }
 
-type ProfileNode = {
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  selfSize: number;
-  children: ProfileNode[];
-};
-
-/** Bytes one function allocated itself when called from `caller`, in a sampled profile. */
-interface AllocationSite {
-  name: string;
-  caller: string;
-  bytes: number;
-}
-
-function subtreeBytes(node: ProfileNode): number {
-  let bytes = node.selfSize;
-  for (const child of node.children) bytes += subtreeBytes(child);
-  return bytes;
-}
-
-/** `name file:line` of a sampled frame (the file's last two path parts; the function's line). */
-function frameName({ functionName, url, lineNumber }: ProfileNode["callFrame"]): string {
-  const file = url.split("/").slice(-2).join("/");
-  return `${functionName || "(anonymous)"}${file ? ` ${file}:${lineNumber + 1}` : ""}`;
-}
-
 /**
  * V8's sampling heap profiler, counting what the JavaScript code allocates,
  * collected garbage included, and nothing else. `allocatedBytes()` also
@@ -78,8 +53,6 @@ function frameName({ functionName, url, lineNumber }: ProfileNode["callFrame"]):
 export class SampledAllocation {
   readonly #session = new Session();
   #interval: number;
-  #sites: AllocationSite[] = [];
-  #head: ProfileNode | undefined;
 
   constructor(interval = 64) {
     this.#interval = interval;
@@ -108,33 +81,79 @@ export class SampledAllocation {
 
   /** Stops sampling: the bytes allocated since {@link start}, estimated. */
   async stop(): Promise<number> {
+    return (await this.stopProfile()).total;
+  }
+
+  /** Stops sampling: the bytes allocated since {@link start} by allocating function, estimated. */
+  async stopProfile(): Promise<AllocationProfile> {
     const { profile } = await this.#post("HeapProfiler.stopSampling");
-    const sites = new Map<string, AllocationSite>();
+    return new AllocationProfile((profile as { head: ProfileNode }).head);
+  }
+
+  /** Disconnects the inspector session. */
+  close(): void {
+    this.#session.disconnect();
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** A node of V8's sampling heap profile (`HeapProfiler.SamplingHeapProfileNode`). */
+interface ProfileNode {
+  callFrame: { functionName: string; url: string };
+  selfSize: number;
+  children: ProfileNode[];
+}
+
+/** Bytes a function allocated itself (not its callees), as the profile attributes them. */
+export interface AllocationSite {
+  /** `name (file)`; `(anonymous)` for an unnamed function, a builtin's name alone. */
+  where: string;
+  bytes: number;
+}
+
+/**
+ * A sampled allocation profile: the estimated total, and the bytes by the
+ * JavaScript function that allocated them (a builtin's allocation, a
+ * promise's, counts for the function that called it; what no JavaScript was
+ * running for, the runtime's own, under V8's `(root)` or `(V8 API)`).
+ */
+export class AllocationProfile {
+  /** The estimated bytes allocated while sampling. */
+  readonly total: number;
+  readonly #sites = new Map<string, number>();
+  readonly #head: ProfileNode;
+
+  constructor(head: ProfileNode) {
+    this.#head = head;
     let total = 0;
-    const visit = (node: ProfileNode, caller: string): void => {
-      const name = frameName(node.callFrame);
+    const visit = (node: ProfileNode): void => {
+      total += node.selfSize;
       if (node.selfSize > 0) {
-        const key = `${name} <- ${caller}`;
-        const site = sites.get(key);
-        if (site) site.bytes += node.selfSize;
-        else sites.set(key, { name, caller, bytes: node.selfSize });
-        total += node.selfSize;
+        const where = siteName(node.callFrame);
+        this.#sites.set(where, (this.#sites.get(where) ?? 0) + node.selfSize);
       }
-      for (const child of node.children) visit(child, name);
+      for (const child of node.children) visit(child);
     };
-    this.#head = (profile as { head: ProfileNode }).head;
-    visit(this.#head, "(root)");
-    this.#sites = [...sites.values()].sort((a, b) => b.bytes - a.bytes);
-    return total;
+    visit(head);
+    this.total = total;
+  }
+
+  /** The `count` sites that allocated most, most first. */
+  top(count = 8): AllocationSite[] {
+    return [...this.#sites].map(([where, bytes]) => ({ where, bytes }))
+      .sort((a, b) => b.bytes - a.bytes).slice(0, count);
   }
 
   /**
-   * The bytes of the last {@link stop} that belong to the code of `file`
-   * (a URL suffix: the measuring test itself): what its frames allocated
-   * themselves, and everything under a frame of it that code under `src/`
-   * called (a callback: a sink's `send`, an `onReleased`). What `file`'s
-   * frames call is theirs only then: a test's loop calling the library
-   * measures the library.
+   * The bytes that belong to the code of the file whose URL ends with
+   * `file` (the measuring test itself): what its functions allocated
+   * themselves, and everything under one of them that code under `src/`
+   * called (a callback: a sink's `send`, an `onReleased`). What the file's
+   * own loop calls of the library is the library's.
    */
   bytesFrom(file: string): number {
     const walk = (node: ProfileNode, underSrc: boolean): number => {
@@ -150,29 +169,38 @@ export class SampledAllocation {
       for (const child of node.children) bytes += walk(child, src);
       return bytes;
     };
-    return this.#head ? walk(this.#head, false) : 0;
+    return walk(this.#head, false);
   }
 
-  /**
-   * Where the last {@link stop}'s bytes were allocated, most first: one line
-   * per call site (function, file:line, and its caller), with its bytes
-   * divided by `per` (e.g. the frames of the window).
-   */
-  top(count = 12, per = 1): string[] {
-    return this.#sites.slice(0, count).map(({ name, caller, bytes }) =>
-      `${(bytes / per).toFixed(1).padStart(8)} B  ${name} <- ${caller}`
-    );
+  /** Bytes allocated by functions whose source URL contains `part` (e.g. a file name). */
+  bytesIn(part: string): number {
+    let bytes = 0;
+    for (const [where, size] of this.#sites) if (where.includes(part)) bytes += size;
+    return bytes;
   }
 
-  /** Disconnects the inspector session. */
-  close(): void {
-    this.#session.disconnect();
+  /** The top sites as lines, in bytes per `per` (e.g. per frame), for a failed bound's message. */
+  describe(per = 1, count = 8): string {
+    return this.top(count).map(({ where, bytes }) =>
+      `    ${(bytes / per).toFixed(1).padStart(8)} B  ${where}`
+    ).join("\n");
   }
+}
 
-  /** Same as {@link close}, for `using`. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
+function subtreeBytes(node: ProfileNode): number {
+  let bytes = node.selfSize;
+  for (const child of node.children) bytes += subtreeBytes(child);
+  return bytes;
+}
+
+function siteName(frame: ProfileNode["callFrame"]): string {
+  const name = frame.functionName || "(anonymous)";
+  if (!frame.url) return name; // (root), (V8 API), (GC)...
+  // This project's files by their path in it, others (the runtime's) by their last name.
+  const file = /\/((?:src|ffi|tests|bench)\/.*)$/.exec(frame.url)?.[1] ??
+    frame.url.replace(/^.*\//, "");
+  // (No line: the profile's are the function's in the runtime's transpiled JavaScript.)
+  return `${name} (${file})`;
 }
 
 /** Limits for the backend's own connections (control messages only; no surface is sent). */

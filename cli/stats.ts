@@ -50,6 +50,7 @@ const POOL_HORIZON = 256;
 
 /** Running statistics of received frames. Allocates nothing per frame in steady state. */
 export class StreamStats {
+  readonly #clockMicros: () => number;
   #latencies = new Float64Array(WINDOW);
   #count = 0;
   #windowStart = performance.now();
@@ -65,9 +66,17 @@ export class StreamStats {
   #p99 = 0;
   #seen = new Map<number, SeenSurface>();
 
+  /**
+   * `clockMicros` is the receiver's clock, in the senders' timebase
+   * (`nowMicros`); a test passes a fixed one to get exact latencies.
+   */
+  constructor(clockMicros: () => number = nowMicros) {
+    this.#clockMicros = clockMicros;
+  }
+
   /** Records a received frame (before it is closed). */
   add(frame: Frame): void {
-    const latency = nowMicros() - frame.timestamp;
+    const latency = this.#clockMicros() - frame.timestamp;
     if (this.#count < WINDOW) this.#latencies[this.#count++] = latency;
     this.#frames++;
     // Only past the highest sequence seen, saturating: a lying producer cannot inflate it.

@@ -3,17 +3,22 @@ import assert from "node:assert/strict";
 import { type Frame, nowMicros } from "../mod.ts";
 import { metaText, StreamStats } from "../cli/stats.ts";
 
+/** The receiver's clock of the tests that need exact latencies: it never moves. */
+const NOW = 1_765_000_000_000_000;
+
 function frame(sequence: number, id: number, ageMicros: number, meta?: unknown): Frame {
   return {
     sequence,
-    timestamp: nowMicros() - ageMicros,
+    timestamp: NOW - ageMicros,
     meta,
     surface: { id, format: "420v", width: 64, height: 32 },
   } as unknown as Frame;
 }
 
 Deno.test("StreamStats: sequence gaps are drops, latency percentiles, the pool's ids", () => {
-  const stats = new StreamStats();
+  // A fixed clock: the percentiles are exact whatever the machine's load (a real clock moved
+  // by a preemption between making a frame up and add() made the p50 bound flaky).
+  const stats = new StreamStats(() => NOW);
   const latencies = [100, 200, 300, 400, 500, 600, 700, 800, 900, 10000];
   let sequence = 10;
   for (let i = 0; i < latencies.length; i++) {
@@ -26,10 +31,8 @@ Deno.test("StreamStats: sequence gaps are drops, latency percentiles, the pool's
   assert.equal(report.sequence, sequence - 1);
   assert.deepEqual(report.meta, { i: 9 });
   assert.equal(report.format, "420v");
-  // Ages are made up at creation; a little real time passes before add() measures them.
-  const p50 = report.latencyP50Micros, p99 = report.latencyP99Micros;
-  assert.ok(p50 >= 500 && p50 < 600, `p50 ${p50}`);
-  assert.ok(p99 >= 900 && p99 < 10000, `p99 ${p99}: the 9th of 10 sorted, not the outlier`);
+  assert.equal(report.latencyP50Micros, 500, "the median: the 5th of 10 sorted");
+  assert.equal(report.latencyP99Micros, 900, "the 9th of 10 sorted, not the outlier");
   assert.deepEqual(report.pool.map((s) => s.id).sort(), [100, 101, 102]);
   assert.equal(report.pool[0].lastSequence, report.sequence, "most recent first");
   assert.equal(report.pool.reduce((n, s) => n + s.frames, 0), 10);
@@ -39,6 +42,19 @@ Deno.test("StreamStats: sequence gaps are drops, latency percentiles, the pool's
   // A surface not seen for 256 frames leaves the pool view.
   stats.add(frame(sequence + 300, 555, 100));
   assert.deepEqual(stats.report(0).pool.map((s) => s.id), [555]);
+});
+
+Deno.test("StreamStats: latency is the receiver's nowMicros() less the sender's timestamp", () => {
+  const stats = new StreamStats();
+  const before = nowMicros();
+  stats.add({ ...frame(1, 1, 0), timestamp: before - 5000 } as Frame);
+  const after = nowMicros();
+  const latency = stats.report(0).latencyP50Micros;
+  // Between the two readings of the clock that bracket add(), whatever time the machine took.
+  assert.ok(
+    latency >= 5000 && latency <= 5000 + (after - before),
+    `latency ${latency} µs, add() took ${after - before} µs`,
+  );
 });
 
 Deno.test("metaText: JSON, bytes and long values in one short line", () => {

@@ -28,6 +28,7 @@
 
 import assert from "node:assert/strict";
 import { SampledAllocation } from "../bench/common.ts";
+import { assertBelow, type PerOperation } from "./sampled_allocation.ts";
 import { GstSourceBridge } from "../src/gst/from_gst.ts";
 import { unixFdStats } from "../src/gst/socket.ts";
 import { GstSinkBridge, type SurfaceFrame } from "../src/gst/to_gst.ts";
@@ -36,9 +37,9 @@ import { Surface } from "../src/surface/surface.ts";
 import { GST, gstLaunch, within } from "./gst_helpers.ts";
 import { uniqueName } from "./helpers.ts";
 
-/** The library's bytes in the last window of `sampler`: all but this file's own (its callbacks'). */
-function libraryBytes(sampler: SampledAllocation, total: number): number {
-  return total - sampler.bytesFrom("/tests/gst_allocation_test.ts");
+/** What this file's own functions (the sinks, the loop, the waits) allocated per frame. */
+function ownBytes({ profile, count }: PerOperation): number {
+  return profile.bytesFrom("/tests/gst_allocation_test.ts") / count;
 }
 
 const ignore = GST.root === undefined;
@@ -107,7 +108,7 @@ Deno.test({
     try {
       using sampler = new SampledAllocation();
       let frames = 0;
-      let sampled = 0;
+      let measured: PerOperation | undefined;
       // GStreamer's memfds by inode, with the use that last saw each: the bridge's cache (least
       // recently used) as the test sees it. A miss in the window is mapped then, and allowed for.
       const memfds = new Map<number, number>();
@@ -136,24 +137,23 @@ Deno.test({
           }
           if (frames === WARMUP + FRAMES) {
             waits = unixFdStats.receiveWaits - waitsBefore;
-            return sampler.stop().then((total) => void (sampled = libraryBytes(sampler, total)));
+            return sampler.stopProfile().then((profile) => {
+              measured = { bytes: profile.total / FRAMES, profile, count: FRAMES };
+            });
           }
           return settled;
         },
       };
       await within(bridge.run(sink), 60_000, "from-gst to forward every frame and end at EOS");
       assert.equal(frames, WARMUP + FRAMES + 20, "every buffer was forwarded");
-      const perFrame = sampled / FRAMES;
+      assert.ok(measured, "the window was sampled");
+      const own = ownBytes(measured);
       const limit = FROM_GST_LIMIT + (waits * PARK_ALLOWANCE + misses * MAPPING_ALLOWANCE) / FRAMES;
       console.log(
-        `  from-gst: ${perFrame.toFixed(0)} B per frame (${misses} buffers mapped afresh; ` +
-          `${waits} parked receives; limit ${limit.toFixed(0)} B)`,
+        `  from-gst: ${(measured.bytes - own).toFixed(0)} B per frame (${misses} buffers mapped ` +
+          `afresh; ${waits} parked receives; limit ${limit.toFixed(0)} B)`,
       );
-      assert.ok(
-        perFrame < limit,
-        `${perFrame.toFixed(0)} B per frame, limit ${limit.toFixed(0)}; per frame by call site:\n` +
-          sampler.top(12, FRAMES).join("\n"),
-      );
+      assertBelow("from-gst", measured, limit, own);
     } finally {
       bridge.close();
     }
@@ -186,7 +186,7 @@ Deno.test({
     try {
       const frames: SurfaceFrame[] = surfaces.map((surface) => ({ surface, close() {} }));
       using sampler = new SampledAllocation();
-      let sampled = 0;
+      let measured: PerOperation | undefined;
       const serve = async () => {
         for (let i = 0; i < WARMUP + FRAMES; i++) {
           if (i === WARMUP) await sampler.start();
@@ -194,16 +194,17 @@ Deno.test({
           while (i - released >= 2) await new Promise<void>((resolve) => wake = resolve);
           await bridge.send(frames[i & 3]);
         }
-        sampled = libraryBytes(sampler, await sampler.stop());
+        const profile = await sampler.stopProfile();
+        measured = { bytes: profile.total / FRAMES, profile, count: FRAMES };
       };
       await within(serve(), 60_000, "to-gst to serve every frame (GStreamer releasing them)");
-      const perFrame = sampled / FRAMES;
-      console.log(`  to-gst: ${perFrame.toFixed(0)} B per frame (${bridge.stats.dropped} dropped)`);
-      assert.ok(
-        perFrame < TO_GST_LIMIT,
-        `${perFrame.toFixed(0)} B per frame, limit ${TO_GST_LIMIT}; per frame by call site:\n` +
-          sampler.top(12, FRAMES).join("\n"),
+      assert.ok(measured, "the window was sampled");
+      const own = ownBytes(measured);
+      console.log(
+        `  to-gst: ${(measured.bytes - own).toFixed(0)} B per frame ` +
+          `(${bridge.stats.dropped} dropped)`,
       );
+      assertBelow("to-gst", measured, TO_GST_LIMIT, own);
     } finally {
       for (const surface of surfaces) surface.close();
     }

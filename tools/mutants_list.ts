@@ -418,6 +418,26 @@ export const MUTANTS: Mutant[] = [
     why: "issue 18 defect 4: the preview served any local user who forged Host and Origin",
   },
   {
+    id: "stats-latency-monotonic-clock",
+    file: "cli/stats.ts",
+    find: "  constructor(clockMicros: () => number = nowMicros) {",
+    replace: "  constructor(clockMicros: () => number = () => performance.now() * 1000) {",
+    tests: ["tests/cli_stats_test.ts"],
+    filter: "receiver's nowMicros()",
+    why: "watch and preview measure latency against the sender's nowMicros() (the real-time " +
+      "clock): a process-local clock gives nonsense latencies",
+  },
+  {
+    id: "stats-p50-off-by-one",
+    file: "cli/stats.ts",
+    find: "sorted[Math.floor(0.5 * (this.#count - 1))]",
+    replace: "sorted[Math.floor(0.5 * this.#count)]",
+    tests: ["tests/cli_stats_test.ts"],
+    filter: "latency percentiles",
+    why: "the p50 of watch and preview is the median; the test judges it exactly with a fixed " +
+      "clock (its wall-clock bound was flaky under load)",
+  },
+  {
     id: "to-gst-no-client-budget",
     file: "src/gst/to_gst.ts",
     find: "      if (state.held < this.#clientBudget) {",
