@@ -418,6 +418,27 @@ export const MUTANTS: Mutant[] = [
     why: "issue 18 defect 4: the preview served any local user who forged Host and Origin",
   },
   {
+    id: "linux-clock-monotonic",
+    file: "src/linux/backend.ts",
+    find: "  libc().clock_gettime(0, /* CLOCK_REALTIME */ timespecBytes);",
+    replace: "  libc().clock_gettime(1, /* CLOCK_MONOTONIC */ timespecBytes);",
+    tests: ["tests/channel_test.ts"],
+    filter: "the system real-time clock",
+    why: "frames are stamped with the real-time clock, so that nowMicros() - timestamp is a " +
+      "latency across processes and hosts; the test brackets it between two Date.now() readings " +
+      "(its fixed 5 ms bound on one difference could fail under load)",
+  },
+  {
+    id: "darwin-waitset-no-interrupt",
+    file: "src/darwin/poller.ts",
+    find: "    if (round.interruptPending) return;",
+    replace: "    return;",
+    tests: ["tests/darwin_waitset_test.ts"],
+    filter: "timeouts, aborts and closes",
+    why: "a receive with a nearer deadline than the shared wait's must interrupt it, not time " +
+      "out when it ends (MAX_PARK_MS); judged against MAX_PARK_MS / 2, not a tight bound",
+  },
+  {
     id: "stats-latency-monotonic-clock",
     file: "cli/stats.ts",
     find: "  constructor(clockMicros: () => number = nowMicros) {",
