@@ -20,6 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { publish, subscribe, SurfacePool } from "../mod.ts";
+import { killedWithParent } from "../cli/gst_launch.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -44,10 +45,50 @@ async function run(cmd: string, args: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
+/**
+ * What this run made outside its processes (directories in the chroot's /tmp,
+ * network namespaces), each with its synchronous removal: the `finally` that
+ * made it removes it, and SIGINT or SIGTERM (no `finally` runs then) removes
+ * whatever is left. The processes themselves die with this one
+ * ({@link killedWithParent}).
+ */
+const made = new Set<() => void>();
+
+/** Records `remove` until the returned function runs it (once). */
+function undoable(remove: () => void): () => void {
+  made.add(remove);
+  return () => {
+    if (!made.delete(remove)) return;
+    try {
+      remove();
+    } catch { /* already gone */ }
+  };
+}
+
+/** Removes everything still listed in {@link made}, newest first. */
+function removeMade(): void {
+  for (const remove of [...made].reverse()) {
+    made.delete(remove);
+    try {
+      remove();
+    } catch { /* already gone */ }
+  }
+}
+
+function onSignal(): void {
+  removeMade();
+  Deno.exit(130);
+}
+
+/** `command ARGS`, killed with this process (no bench daemon outlives a killed bench). */
+function command(file: string, args: string[], options: Deno.CommandOptions): Deno.Command {
+  const [program, argv] = killedWithParent(file, args);
+  return new Deno.Command(program, { ...options, args: argv });
+}
+
 function spawn(prefix: string[], args: string[], env: Record<string, string> = {}) {
   const words = [...prefix, Deno.execPath(), "run", "-A", MAIN, ...args];
-  return new Deno.Command(words[0], {
-    args: words.slice(1),
+  return command(words[0], words.slice(1), {
     env: { SURFACEPORT_GST_LAUNCH: `chroot ${ROOT} gst-launch-1.0`, ...env },
     stdout: "null",
     stderr: "null",
@@ -185,12 +226,19 @@ async function consume(
   };
 }
 
-/** A PipeWire daemon and WirePlumber in the chroot, in a pid namespace of their own. */
-async function startPipeWire(): Promise<{ runtime: string; daemon: Deno.ChildProcess }> {
+/**
+ * Runs `fn` with a PipeWire daemon and WirePlumber in the chroot (in a pid
+ * namespace of their own), given their XDG_RUNTIME_DIR inside the chroot.
+ * However `fn` ends, both are killed and awaited and the runtime directory
+ * is removed from the chroot's /tmp.
+ */
+async function withPipeWire<T>(fn: (runtime: string) => Promise<T>): Promise<T> {
   const runtime = `/tmp/sp-bench-pw-${Deno.pid}`;
-  await Deno.mkdir(`${ROOT}${runtime}`, { recursive: true, mode: 0o700 });
-  const daemon = new Deno.Command("unshare", {
-    args: [
+  const removeRuntime = undoable(() => Deno.removeSync(`${ROOT}${runtime}`, { recursive: true }));
+  let daemon: Deno.ChildProcess | undefined;
+  try {
+    await Deno.mkdir(`${ROOT}${runtime}`, { recursive: true, mode: 0o700 });
+    daemon = command("unshare", [
       "--fork",
       "--pid",
       "--kill-child",
@@ -208,12 +256,18 @@ async function startPipeWire(): Promise<{ runtime: string; daemon: Deno.ChildPro
       "sh",
       "-c",
       "pipewire & sleep 0.3; exec wireplumber",
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await new Promise((r) => setTimeout(r, 2000));
-  return { runtime, daemon };
+    ], { stdout: "null", stderr: "null" }).spawn();
+    await new Promise((r) => setTimeout(r, 2000));
+    return await fn(runtime);
+  } finally {
+    if (daemon) {
+      try {
+        daemon.kill("SIGKILL"); // unshare --kill-child takes the namespace's processes along
+      } catch { /* gone */ }
+      await daemon.status;
+    }
+    removeRuntime();
+  }
 }
 
 /**
@@ -227,21 +281,25 @@ async function startMemfdProducer(
   sent: Map<number, number>,
 ): Promise<Deno.ChildProcess> {
   const dir = `/tmp/sp-bench-deno-${Deno.pid}`;
-  await Deno.mkdir(`${ROOT}${dir}/cache`, { recursive: true });
-  await Deno.link(Deno.execPath(), `${ROOT}${dir}/deno`).catch(() =>
-    Deno.copyFile(Deno.execPath(), `${ROOT}${dir}/deno`)
-  );
-  await Deno.copyFile(FIXTURE, `${ROOT}${dir}/producer.ts`);
-  const child = new Deno.Command("chroot", {
-    args: [
+  const removeDir = undoable(() => Deno.removeSync(`${ROOT}${dir}`, { recursive: true }));
+  let child: Deno.ChildProcess;
+  try {
+    await Deno.mkdir(`${ROOT}${dir}/cache`, { recursive: true });
+    await Deno.link(Deno.execPath(), `${ROOT}${dir}/deno`).catch(() =>
+      Deno.copyFile(Deno.execPath(), `${ROOT}${dir}/deno`)
+    );
+    await Deno.copyFile(FIXTURE, `${ROOT}${dir}/producer.ts`);
+    child = command("chroot", [
       ROOT,
       ...["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp"],
       ...[`XDG_RUNTIME_DIR=${runtime}`, `DENO_DIR=${dir}/cache`],
       ...[`${dir}/deno`, "run", "--allow-ffi", `${dir}/producer.ts`, node, String(W), String(H)],
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
+    ], { stdout: "piped", stderr: "null" }).spawn();
+  } catch (error) {
+    removeDir();
+    throw error;
+  }
+  // Removed once the producer's stdout ends (it exited), or by the run's last cleanup.
   (async () => {
     let text = "";
     for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
@@ -255,7 +313,7 @@ async function startMemfdProducer(
         }
       }
     }
-  })().finally(() => Deno.remove(`${ROOT}${dir}`, { recursive: true }).catch(() => {}));
+  })().finally(removeDir);
   return child;
 }
 
@@ -263,28 +321,34 @@ async function withNet<T>(fn: (a: string[], b: string[], dev: string) => Promise
   const a = `spbA${Deno.pid}`;
   const b = `spbB${Deno.pid}`;
   const va = `vba${Deno.pid}`;
-  await run("ip", ["netns", "add", a]);
-  await run("ip", ["netns", "add", b]);
-  await run("ip", [
-    "link",
-    "add",
-    va,
-    "netns",
-    a,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    `vbb${Deno.pid}`,
-    "netns",
-    b,
-  ]);
-  await run("ip", ["-n", a, "addr", "add", "10.232.0.1/24", "dev", va]);
-  await run("ip", ["-n", b, "addr", "add", "10.232.0.2/24", "dev", `vbb${Deno.pid}`]);
-  for (const [ns, dev] of [[a, va], [b, `vbb${Deno.pid}`], [a, "lo"], [b, "lo"]]) {
-    await run("ip", ["-n", ns, "link", "set", dev, "up"]);
-  }
+  const removeNamespaces = undoable(() => {
+    for (const ns of [a, b]) {
+      new Deno.Command("ip", { args: ["netns", "del", ns], stdout: "null", stderr: "null" })
+        .outputSync();
+    }
+  });
   try {
+    await run("ip", ["netns", "add", a]);
+    await run("ip", ["netns", "add", b]);
+    await run("ip", [
+      "link",
+      "add",
+      va,
+      "netns",
+      a,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      `vbb${Deno.pid}`,
+      "netns",
+      b,
+    ]);
+    await run("ip", ["-n", a, "addr", "add", "10.232.0.1/24", "dev", va]);
+    await run("ip", ["-n", b, "addr", "add", "10.232.0.2/24", "dev", `vbb${Deno.pid}`]);
+    for (const [ns, dev] of [[a, va], [b, `vbb${Deno.pid}`], [a, "lo"], [b, "lo"]]) {
+      await run("ip", ["-n", ns, "link", "set", dev, "up"]);
+    }
     return await fn(["ip", "netns", "exec", a], ["ip", "netns", "exec", b], va);
   } finally {
     for (const ns of [a, b]) {
@@ -293,14 +357,13 @@ async function withNet<T>(fn: (a: string[], b: string[], dev: string) => Promise
           Deno.kill(Number(pid), "SIGKILL");
         } catch { /* gone */ }
       }
-      await run("ip", ["netns", "del", ns]);
     }
+    removeNamespaces();
   }
 }
 
-const dir = await Deno.makeTempDir({ prefix: "sp-bench-net-" });
-const results: string[] = [];
-for (const mode of values.modes!.split(",")) {
+/** Measures `mode` with sockets in `dir`, adding its line to `results`. */
+async function measure(mode: string, dir: string, results: string[]): Promise<void> {
   const sent = new Map<number, number>();
   const stop = new AbortController();
   const source = `${dir}/${mode}-src.sock`;
@@ -315,68 +378,65 @@ for (const mode of values.modes!.split(",")) {
         r.p50.toFixed(2)
       } ms  p99 ${r.p99.toFixed(2)} ms`,
     );
-    continue;
+    return;
   }
   if (mode === "pwdirect") {
     // A native producer handing memfds → from-pipewire (the same memfds, no copy) → a subscriber.
-    const { runtime, daemon } = await startPipeWire();
-    const env = {
-      XDG_RUNTIME_DIR: runtime,
-      SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
-    };
-    const node = `spmemfd${Deno.pid}`;
-    const producer = await startMemfdProducer(runtime, node, sent);
-    await new Promise((r) => setTimeout(r, 1500));
-    const from = spawn([], ["from-pipewire", node, out], env);
-    try {
-      const r = await consume(out, sent, SECONDS * 1000, "memfd");
-      results.push(
-        `pwdirect (a native producer's BGRA memfds → from-pipewire, no copy): ${
-          r.fps.toFixed(1)
-        } frames/s  latency p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms`,
-      );
-    } catch (error) {
-      results.push(`${mode}: failed: ${(error as Error).message}`);
-    } finally {
-      await stopChild(from);
-      await stopChild(producer);
+    await withPipeWire(async (runtime) => {
+      const env = {
+        XDG_RUNTIME_DIR: runtime,
+        SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
+      };
+      const node = `spmemfd${Deno.pid}`;
+      const producer = await startMemfdProducer(runtime, node, sent);
+      let from: Deno.ChildProcess | undefined;
       try {
-        daemon.kill("SIGKILL");
-      } catch { /* gone */ }
-      await daemon.status;
-    }
-    continue;
+        await new Promise((r) => setTimeout(r, 1500));
+        from = spawn([], ["from-pipewire", node, out], env);
+        const r = await consume(out, sent, SECONDS * 1000, "memfd");
+        results.push(
+          `pwdirect (a native producer's BGRA memfds → from-pipewire, no copy): ${
+            r.fps.toFixed(1)
+          } frames/s  latency p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms`,
+        );
+      } catch (error) {
+        results.push(`${mode}: failed: ${(error as Error).message}`);
+      } finally {
+        if (from) await stopChild(from);
+        await stopChild(producer);
+      }
+    });
+    return;
   }
   if (mode === "pipewire") {
-    const { runtime, daemon } = await startPipeWire();
-    const env = {
-      XDG_RUNTIME_DIR: runtime,
-      SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
-    };
-    const producing = produce(source, "BGRA", sent, stop.signal);
-    const to = spawn([], ["to-pipewire", source, "--node-name", `spbench${Deno.pid}`], env);
-    await new Promise((r) => setTimeout(r, 1500));
-    const from = spawn([], ["from-pipewire", `spbench${Deno.pid}`, out], env);
-    try {
-      const r = await consume(out, sent, SECONDS * 1000, true);
-      results.push(
-        `pipewire round trip (BGRA: to-pipewire → from-pipewire): ${
-          r.fps.toFixed(1)
-        } frames/s  latency p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms`,
-      );
-    } catch (error) {
-      results.push(`pipewire: failed: ${(error as Error).message}`);
-    } finally {
-      stop.abort();
-      await producing.catch(() => {});
-      await stopChild(from);
-      await stopChild(to);
+    await withPipeWire(async (runtime) => {
+      const env = {
+        XDG_RUNTIME_DIR: runtime,
+        SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
+      };
+      const producing = produce(source, "BGRA", sent, stop.signal);
+      let to: Deno.ChildProcess | undefined;
+      let from: Deno.ChildProcess | undefined;
       try {
-        daemon.kill("SIGKILL");
-      } catch { /* gone */ }
-      await daemon.status;
-    }
-    continue;
+        to = spawn([], ["to-pipewire", source, "--node-name", `spbench${Deno.pid}`], env);
+        await new Promise((r) => setTimeout(r, 1500));
+        from = spawn([], ["from-pipewire", `spbench${Deno.pid}`, out], env);
+        const r = await consume(out, sent, SECONDS * 1000, true);
+        results.push(
+          `pipewire round trip (BGRA: to-pipewire → from-pipewire): ${
+            r.fps.toFixed(1)
+          } frames/s  latency p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms`,
+        );
+      } catch (error) {
+        results.push(`pipewire: failed: ${(error as Error).message}`);
+      } finally {
+        stop.abort();
+        await producing.catch(() => {});
+        if (from) await stopChild(from);
+        if (to) await stopChild(to);
+      }
+    });
+    return;
   }
   await withNet(async (a, b, dev) => {
     const producing = produce(source, "420v", sent, stop.signal);
@@ -426,7 +486,43 @@ for (const mode of values.modes!.split(",")) {
     }
   });
 }
-await Deno.remove(dir, { recursive: true }).catch(() => {});
+
+/**
+ * Removes what an earlier run killed outright (SIGKILL: none of its cleanup
+ * ran) left in the chroot's /tmp: this bench's directories named after a
+ * process that is gone.
+ */
+function removeStale(): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(`${ROOT}/tmp`)];
+  } catch {
+    return; // no chroot: the PipeWire modes say so
+  }
+  for (const { name } of entries) {
+    const pid = /^sp-bench-(?:pw|deno)-(\d+)$/.exec(name)?.[1];
+    if (pid === undefined || pid === String(Deno.pid)) continue;
+    try {
+      Deno.statSync(`/proc/${pid}`);
+    } catch {
+      Deno.removeSync(`${ROOT}/tmp/${name}`, { recursive: true });
+    }
+  }
+}
+
+removeStale();
+// No finally runs on a signal: what this run made is removed by onSignal then.
+for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, onSignal);
+const dir = await Deno.makeTempDir({ prefix: "sp-bench-net-" });
+const removeTemp = undoable(() => Deno.removeSync(dir, { recursive: true }));
+const results: string[] = [];
+try {
+  for (const mode of values.modes!.split(",")) await measure(mode, dir, results);
+} finally {
+  removeTemp();
+  removeMade(); // a producer's directory whose stdout has not ended yet
+  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);
+}
 console.log(
   `${W}x${H} NV12 (PipeWire: BGRA) at 30 frames/s, ${SECONDS} s a mode (first 2 s not counted):`,
 );

@@ -374,6 +374,16 @@ export const MUTANTS: Mutant[] = [
       "deadlocks with unixfdsink, which writes NEW_BUFFER under the lock its release reader needs",
   },
   {
+    id: "from-gst-geometry-per-frame",
+    file: "src/gst/from_gst.ts",
+    find: "      this.#geometry !== undefined && caps === this.#caps &&",
+    replace: "      this.#geometry !== undefined && caps === this.#caps && Math.random() < 0 &&",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "from-gst allocates",
+    why: "issue 20: a steady from-gst stream reuses the last buffer's geometry instead of " +
+      "computing and validating a new one per frame (~650 B)",
+  },
+  {
     id: "from-gst-fresh-decode",
     file: "src/gst/socket.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
@@ -410,6 +420,27 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/cli_test.ts"],
     filter: "refuses foreign Hosts",
     why: "issue 18 defect 4: the preview served any local user who forged Host and Origin",
+  },
+  {
+    id: "linux-clock-monotonic",
+    file: "src/linux/backend.ts",
+    find: "  libc().clock_gettime(0, /* CLOCK_REALTIME */ timespecBytes);",
+    replace: "  libc().clock_gettime(1, /* CLOCK_MONOTONIC */ timespecBytes);",
+    tests: ["tests/channel_test.ts"],
+    filter: "the system real-time clock",
+    why: "frames are stamped with the real-time clock, so that nowMicros() - timestamp is a " +
+      "latency across processes and hosts; the test brackets it between two Date.now() readings " +
+      "(its fixed 5 ms bound on one difference could fail under load)",
+  },
+  {
+    id: "darwin-waitset-no-interrupt",
+    file: "src/darwin/poller.ts",
+    find: "    if (round.interruptPending) return;",
+    replace: "    return;",
+    tests: ["tests/darwin_waitset_test.ts"],
+    filter: "timeouts, aborts and closes",
+    why: "a receive with a nearer deadline than the shared wait's must interrupt it, not time " +
+      "out when it ends (MAX_PARK_MS); judged against MAX_PARK_MS / 2, not a tight bound",
   },
   {
     id: "stats-latency-monotonic-clock",
