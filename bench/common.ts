@@ -125,8 +125,10 @@ export class AllocationProfile {
   /** The estimated bytes allocated while sampling. */
   readonly total: number;
   readonly #sites = new Map<string, number>();
+  readonly #head: ProfileNode;
 
   constructor(head: ProfileNode) {
+    this.#head = head;
     let total = 0;
     const visit = (node: ProfileNode): void => {
       total += node.selfSize;
@@ -146,6 +148,30 @@ export class AllocationProfile {
       .sort((a, b) => b.bytes - a.bytes).slice(0, count);
   }
 
+  /**
+   * The bytes that belong to the code of the file whose URL ends with
+   * `file` (the measuring test itself): what its functions allocated
+   * themselves, and everything under one of them that code under `src/`
+   * called (a callback: a sink's `send`, an `onReleased`). What the file's
+   * own loop calls of the library is the library's.
+   */
+  bytesFrom(file: string): number {
+    const walk = (node: ProfileNode, underSrc: boolean): number => {
+      const url = node.callFrame.url;
+      if (url.endsWith(file)) {
+        if (underSrc) return subtreeBytes(node);
+        let bytes = node.selfSize;
+        for (const child of node.children) bytes += walk(child, false);
+        return bytes;
+      }
+      const src = underSrc || url.includes("/src/");
+      let bytes = 0;
+      for (const child of node.children) bytes += walk(child, src);
+      return bytes;
+    };
+    return walk(this.#head, false);
+  }
+
   /** Bytes allocated by functions whose source URL contains `part` (e.g. a file name). */
   bytesIn(part: string): number {
     let bytes = 0;
@@ -159,6 +185,12 @@ export class AllocationProfile {
       `    ${(bytes / per).toFixed(1).padStart(8)} B  ${where}`
     ).join("\n");
   }
+}
+
+function subtreeBytes(node: ProfileNode): number {
+  let bytes = node.selfSize;
+  for (const child of node.children) bytes += subtreeBytes(child);
+  return bytes;
 }
 
 function siteName(frame: ProfileNode["callFrame"]): string {
