@@ -81,11 +81,13 @@ export class SampledAllocation {
 
   /** Stops sampling: the bytes allocated since {@link start}, estimated. */
   async stop(): Promise<number> {
+    return (await this.stopProfile()).total;
+  }
+
+  /** Stops sampling: the bytes allocated since {@link start} by allocating function, estimated. */
+  async stopProfile(): Promise<AllocationProfile> {
     const { profile } = await this.#post("HeapProfiler.stopSampling");
-    type Node = { selfSize: number; children: Node[] };
-    const sum = (node: Node): number =>
-      node.children.reduce((total, child) => total + sum(child), node.selfSize);
-    return sum((profile as { head: Node }).head);
+    return new AllocationProfile((profile as { head: ProfileNode }).head);
   }
 
   /** Disconnects the inspector session. */
@@ -97,6 +99,76 @@ export class SampledAllocation {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** A node of V8's sampling heap profile (`HeapProfiler.SamplingHeapProfileNode`). */
+interface ProfileNode {
+  callFrame: { functionName: string; url: string };
+  selfSize: number;
+  children: ProfileNode[];
+}
+
+/** Bytes a function allocated itself (not its callees), as the profile attributes them. */
+export interface AllocationSite {
+  /** `name (file)`; `(anonymous)` for an unnamed function, a builtin's name alone. */
+  where: string;
+  bytes: number;
+}
+
+/**
+ * A sampled allocation profile: the estimated total, and the bytes by the
+ * JavaScript function that allocated them (a builtin's allocation, a
+ * promise's, counts for the function that called it; what no JavaScript was
+ * running for, the runtime's own, under V8's `(root)` or `(V8 API)`).
+ */
+export class AllocationProfile {
+  /** The estimated bytes allocated while sampling. */
+  readonly total: number;
+  readonly #sites = new Map<string, number>();
+
+  constructor(head: ProfileNode) {
+    let total = 0;
+    const visit = (node: ProfileNode): void => {
+      total += node.selfSize;
+      if (node.selfSize > 0) {
+        const where = siteName(node.callFrame);
+        this.#sites.set(where, (this.#sites.get(where) ?? 0) + node.selfSize);
+      }
+      for (const child of node.children) visit(child);
+    };
+    visit(head);
+    this.total = total;
+  }
+
+  /** The `count` sites that allocated most, most first. */
+  top(count = 8): AllocationSite[] {
+    return [...this.#sites].map(([where, bytes]) => ({ where, bytes }))
+      .sort((a, b) => b.bytes - a.bytes).slice(0, count);
+  }
+
+  /** Bytes allocated by functions whose source URL contains `part` (e.g. a file name). */
+  bytesIn(part: string): number {
+    let bytes = 0;
+    for (const [where, size] of this.#sites) if (where.includes(part)) bytes += size;
+    return bytes;
+  }
+
+  /** The top sites as lines, in bytes per `per` (e.g. per frame), for a failed bound's message. */
+  describe(per = 1, count = 8): string {
+    return this.top(count).map(({ where, bytes }) =>
+      `    ${(bytes / per).toFixed(1).padStart(8)} B  ${where}`
+    ).join("\n");
+  }
+}
+
+function siteName(frame: ProfileNode["callFrame"]): string {
+  const name = frame.functionName || "(anonymous)";
+  if (!frame.url) return name; // (root), (V8 API), (GC)...
+  // This project's files by their path in it, others (the runtime's) by their last name.
+  const file = /\/((?:src|ffi|tests|bench)\/.*)$/.exec(frame.url)?.[1] ??
+    frame.url.replace(/^.*\//, "");
+  // (No line: the profile's are the function's in the runtime's transpiled JavaScript.)
+  return `${name} (${file})`;
 }
 
 /** Limits for the backend's own connections (control messages only; no surface is sent). */
