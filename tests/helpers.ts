@@ -407,8 +407,10 @@ export async function runRepoScript(
   args: string[] = [],
   ms = 60000,
 ): Promise<ScriptOutput> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, script, ...args],
+  // Killed with this test process too, as a Child is (a script left waiting would outlive it).
+  const [file, argv] = killedWithParent(Deno.execPath(), ["run", ...flags, script, ...args]);
+  const child = new Deno.Command(file, {
+    args: argv,
     cwd: new URL("..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",
