@@ -375,6 +375,18 @@ export function holdUntilKilled(): Promise<never> {
   });
 }
 
+/** The CLI's entry point. */
+export const CLI: string = new URL("../cli/main.ts", import.meta.url).pathname;
+/** `deno run` and the permissions of the CLI's commands under test (preview serves 127.0.0.1). */
+export const CLI_FLAGS = [
+  "run",
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net=127.0.0.1",
+];
+
 /** Deno permission flags the peer scripts need. */
 export const PEER_FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
 
@@ -395,8 +407,10 @@ export async function runRepoScript(
   args: string[] = [],
   ms = 60000,
 ): Promise<ScriptOutput> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, script, ...args],
+  // Killed with this test process too, as a Child is (a script left waiting would outlive it).
+  const [file, argv] = killedWithParent(Deno.execPath(), ["run", ...flags, script, ...args]);
+  const child = new Deno.Command(file, {
+    args: argv,
     cwd: new URL("..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",
