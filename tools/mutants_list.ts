@@ -855,6 +855,16 @@ export const MUTANTS: Mutant[] = [
     why: "issue 20: received frames keep their registration after close(); the finalizer of a " +
       "closed frame must not release, count or warn again",
   },
+  {
+    id: "bell-read-async-frame",
+    file: "src/linux/bell_tower.ts",
+    find: "      return this.#conn.read(this.#buffer).then(this.#ringsRead, this.#readFailed);",
+    replace: "      return (async () => this.#ringsRead(await this.#conn.read(this.#buffer)))()\n" +
+      "        .catch(this.#readFailed);",
+    tests: ["tests/wakeup_allocation_test.ts"],
+    why: "issue 20: the doorbell's read of its rings as an async function cost ~300 B per " +
+      "parked receive",
+  },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",
