@@ -72,8 +72,9 @@ const LIMIT_RECEIVE_WAITING = 300;
 const LIMIT_ITERATION = 250;
 /**
  * A receive parked on the shared poll when its frame comes. Measured
- * 1.04-1.38 KB sampled, of which ~0.4-0.5 KB is the runtime's own (Deno's
- * nonblocking FFI call of the shared `poll`, and its `then`). Before (main
+ * 1.04-1.38 KB sampled, of which 0.25-0.57 KB is the runtime's own (Deno's
+ * nonblocking FFI call of the shared `poll`: its bare cost is measured in
+ * `wakeup_allocation_test.ts`). Before (main
  * at f17f994): 1.69-1.77 KB, with `SocketConnection.receive` an async
  * function (~470 B of suspended frame) and a promise and resolvers per park
  * from the shared poll (~190 B).
