@@ -46,8 +46,8 @@ if (linux && !python) console.warn("wake-up allocation test skipped: no python3 
  * A receive parked on the doorbell, and the frame's close, beyond the bare
  * parked read of a Deno socket measured beside it (~1.22 KB: what Deno's
  * reactor allocates to wake a `read`, its op's promise and bookkeeping).
- * Measured 0.94-0.96 KB above it (2.17 KB in all): the frame as a waiting
- * receive costs it (~0.27 KB), the promise the connection's receive returns
+ * Measured 0.94-0.96 KB above it (2.15-2.18 KB in all): the frame as a waiting
+ * receive costs it (~0.24 KB), the promise the connection's receive returns
  * and its resolvers (~0.2 KB), and a `then` each where the bell's read, the
  * connection's park and the subscription's wait are chained. With the
  * bell's read an async function (f17f994..d1155a0): 1.29 KB above it.
