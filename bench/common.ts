@@ -151,9 +151,10 @@ export class AllocationProfile {
   /**
    * The bytes that belong to the code of the file whose URL ends with
    * `file` (the measuring test itself): what its functions allocated
-   * themselves, and everything under one of them that code under `src/`
-   * called (a callback: a sink's `send`, an `onReleased`). What the file's
-   * own loop calls of the library is the library's.
+   * themselves or through a builtin (a `Promise` it makes), and everything
+   * under one of them that code under `src/` called (a callback: a sink's
+   * `send`, an `onReleased`). What the file's own loop calls of the
+   * library is the library's.
    */
   bytesFrom(file: string): number {
     const walk = (node: ProfileNode, underSrc: boolean): number => {
@@ -161,7 +162,9 @@ export class AllocationProfile {
       if (url.endsWith(file)) {
         if (underSrc) return subtreeBytes(node);
         let bytes = node.selfSize;
-        for (const child of node.children) bytes += walk(child, false);
+        for (const child of node.children) {
+          bytes += child.callFrame.url === "" ? subtreeBytes(child) : walk(child, false);
+        }
         return bytes;
       }
       const src = underSrc || url.includes("/src/");
