@@ -11,6 +11,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
+import { openReceivedCount } from "../src/surface/surface.ts";
 import {
   assertNoFdLeak,
   fdTargets,
@@ -395,6 +396,42 @@ Deno.test({
     await collectGarbage();
     assert.equal(surface.inUse, false, "the finalizer closed every held descriptor");
     assert.deepEqual(fdTargets(baseline), []);
+  },
+});
+
+Deno.test({
+  name: "channel: a frame closed before it is collected is not finalized again (its " +
+    "registration stays: no second release, no warning, the open counts stay right)",
+  ignore: !linux,
+  async fn() {
+    using p = await pair();
+    using surface = Surface.create({ width: 64, height: 64 });
+    await p.client.send(surface);
+    using held = await p.server.receive({ timeout: 1000 });
+    const warn = console.warn;
+    const warnings: unknown[] = [];
+    console.warn = (...args: unknown[]) => warnings.push(args);
+    try {
+      await (async () => {
+        for (let i = 0; i < 10; i++) {
+          await p.client.send(surface);
+          const frame = await p.server.receive({ timeout: 1000 });
+          assert.equal(openReceivedCount(surface.id), 2);
+          frame.close();
+        }
+      })();
+      const { collectGarbage } = await import("./helpers.ts");
+      await collectGarbage();
+    } finally {
+      console.warn = warn;
+    }
+    assert.deepEqual(warnings, [], "a closed frame's finalizer warned");
+    assert.equal(openReceivedCount(surface.id), 1, "the frame still open counts once");
+    assert.equal(surface.inUse, true, "the frame still open holds the surface");
+    // A frame is its own surface (one object per frame), and `frame.surface` still works.
+    assert.ok(held instanceof Surface);
+    assert.equal(held.surface, held);
+    assert.equal(held.bytes().length, 64 * 64 * 4);
   },
 });
 

@@ -38,6 +38,9 @@ function failingSurface(real: Surface, failAt: number): Surface {
     },
     unsafeHandle: () => backing.unsafeHandle(),
     release: () => {}, // `real` owns the memory
+    get released() {
+      return backing.released;
+    },
   };
   return new Surface(proxy, proxy, false);
 }

@@ -76,8 +76,12 @@ export const MUTANTS: Mutant[] = [
   {
     id: "bell-park-on-poll",
     file: "src/linux/channel.ts",
-    find: "if (bell !== undefined && bell.live) {",
-    replace: "if (bell !== undefined && !bell.live) {",
+    find: "if (bell !== undefined && bell.live) {\n          doorbellStats.bellWaits++;",
+    replace: "if (bell !== undefined && !bell.live) {\n          doorbellStats.bellWaits++;",
+    also: [{
+      find: "if (bell !== undefined && bell.live) {\n        doorbellStats.bellWaits++;",
+      replace: "if (bell !== undefined && !bell.live) {\n        doorbellStats.bellWaits++;",
+    }],
     tests: ["tests/doorbell_runtimes_test.ts"],
     filter: "subscriber parks on its doorbell",
     why: "issue 24: with the doorbell bound, a subscription's receives and the publisher's " +
@@ -821,6 +825,25 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/pubsub_allocation_test.ts"],
     filter: "Subscription.receive",
     why: "issue 20: a parked receive through two async frames and a settling layer (5.3 KB)",
+  },
+  {
+    id: "received-frame-registered-with-token",
+    file: "src/surface/surface.ts",
+    find: 'if (origin === "received") finalizers.received.register(this, owner);',
+    replace: 'if (origin === "received") finalizers.received.register(this, owner, this);',
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "Subscription.receive",
+    why: "issue 20: an unregister token per received frame cost ~52 B (V8's token map entry)",
+  },
+  {
+    id: "received-finalizer-ignores-release",
+    file: "src/surface/surface.ts",
+    find: '    if (!(owner as SurfaceBacking).released) dropped(owner, "received");',
+    replace: '    dropped(owner, "received");',
+    tests: ["tests/channel_test.ts"],
+    filter: "not finalized again",
+    why: "issue 20: received frames keep their registration after close(); the finalizer of a " +
+      "closed frame must not release, count or warn again",
   },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ReceivedMessage } from "../contract/backend.ts";
+import type { ReceivedMessage, SurfaceBacking } from "../contract/backend.ts";
 import { ClosedError, PeerClosedError } from "../core/errors.ts";
 import {
   customInspect,
@@ -18,13 +18,13 @@ import { Surface } from "../surface/surface.ts";
 import { decodeMeta } from "../wire/wire.ts";
 
 /**
- * A surface received from a peer, with what was sent along with it. `M` is
- * the metadata's type as the application knows it (not checked: it is
- * whatever the sender sent).
+ * A surface received from a peer, with what was sent along with it: the
+ * frame is the received {@link Surface} itself (`frame.bytes()`,
+ * `frame.width`..., and `frame.surface` is the frame), one object per frame.
+ * `M` is the metadata's type as the application knows it (not checked: it
+ * is whatever the sender sent).
  */
-export class Frame<M = unknown> {
-  /** The received surface: the very memory the sender wrote, not a copy. */
-  readonly surface: Surface;
+export class Frame<M = unknown> extends Surface {
   /** The metadata as sent: a `Uint8Array` (an empty one too), a parsed JSON value, or `undefined`. */
   readonly meta: M | undefined;
   /**
@@ -41,21 +41,27 @@ export class Frame<M = unknown> {
   readonly timestamp: number;
 
   /** @ignore */
-  constructor(surface: Surface, meta: M | undefined, sequence: number, timestamp: number) {
-    this.surface = surface;
+  constructor(
+    backing: SurfaceBacking,
+    meta: M | undefined,
+    sequence: number,
+    timestamp: number,
+  ) {
+    // The surface's one finalizer registration (held value: the backing itself) releases the
+    // backing if the frame is dropped: no closure, no second registration.
+    super(backing, backing, true, "received");
     this.meta = meta;
     this.sequence = sequence;
     this.timestamp = timestamp;
   }
 
-  /** Closes the surface: the sender's pool may reuse it once no one else holds it. */
-  close(): void {
-    this.surface.close();
-  }
-
-  /** Same as {@link close}, for `using`. */
-  [Symbol.dispose](): void {
-    this.close();
+  /**
+   * The received surface: the very memory the sender wrote, not a copy.
+   * The frame itself (a frame is its surface; kept for code written when
+   * they were two objects).
+   */
+  get surface(): Surface {
+    return this;
   }
 
   static {
@@ -63,7 +69,7 @@ export class Frame<M = unknown> {
   }
 
   /** What `console.log` shows: sequence, age, metadata, the surface. */
-  [customInspect](
+  override [customInspect](
     inspect: Inspect,
     options: InspectOptions,
   ): string {
@@ -72,25 +78,22 @@ export class Frame<M = unknown> {
       timestamp: this.timestamp,
       ageMicros: clockNow() - this.timestamp,
       meta: this.meta,
-      closed: this.surface.closed,
-      surface: this.surface,
+      closed: this.closed,
     };
-    return `Frame ${inspect(state, options)}`;
+    return `Frame ${inspect(state, options)} of ${super[customInspect](inspect, options)}`;
   }
 }
 
-/** Internal: the {@link Frame} for a received message; the frame owns its surface. */
+/** Internal: the {@link Frame} for a received message; the frame owns its backing. */
 export function frameOf<M>(received: ReceivedMessage): Frame<M> {
-  // The surface's one finalizer registration (held value: the backing itself) releases the
-  // backing if the frame is dropped: no closure, no second registration.
-  const surface = new Surface(received.surface, received.surface, true, "received");
+  let meta;
   try {
-    const meta = decodeMeta(received.metaKind, received.meta) as M | undefined;
-    return new Frame<M>(surface, meta, received.sequence, received.timestamp);
+    meta = decodeMeta(received.metaKind, received.meta) as M | undefined;
   } catch (error) {
-    surface.close();
+    received.surface.release();
     throw error;
   }
+  return new Frame<M>(received.surface, meta, received.sequence, received.timestamp);
 }
 
 /**

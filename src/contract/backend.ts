@@ -73,6 +73,8 @@ export interface SurfaceBacking {
   unsafeHandle(): UnsafeSurfaceHandle;
   /** Gives this holder's reference up. Idempotent. */
   release(): void;
+  /** True once {@link release} has run (a dropped frame's finalizer asks). */
+  readonly released: boolean;
   /**
    * macOS only (absent on Linux): a new CVPixelBuffer over this surface
    * (`CVPixelBufferCreateWithIOSurface`) that keeps it in use until closed —

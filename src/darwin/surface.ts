@@ -133,6 +133,10 @@ export abstract class IOSurfaceHolder implements SurfaceBacking {
     return PixelBuffer.ofSurface(native, surface);
   }
 
+  get released(): boolean {
+    return this.resources === undefined;
+  }
+
   release(): void {
     const r = this.resources;
     if (!r) return;

@@ -35,7 +35,7 @@ import {
   unmapFlagPage,
 } from "./doorbell.ts";
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
-import { newEventFd, waitReady, wake } from "./poller.ts";
+import { newEventFd, PollWaiter, waitReady, wake } from "./poller.ts";
 import { MappingCache } from "./received.ts";
 import { SocketReceiver } from "./socket_receiver.ts";
 import { refillSpareDescriptions } from "./surface.ts";
@@ -79,6 +79,17 @@ const connectionFinalizer = new FinalizationRegistry<ConnectionResources>((r) =>
   for (const page of r.pages) unmapFlagPage(page);
   bellTower.release();
 });
+
+function ignoreValue(): void {}
+
+/** The connection whose receive promise is being made: {@link captureReceiveResolvers} fills it. */
+let capturingConnection: SocketConnection | undefined;
+
+/** Takes a receive promise's resolvers into {@link capturingConnection} (no closure per receive). */
+let captureReceiveResolvers: (
+  resolve: (message: ReceivedMessage) => void,
+  reject: (error: unknown) => void,
+) => void;
 
 /** One end of a connected `SOCK_SEQPACKET` socket. */
 export class SocketConnection implements BackendConnection {
@@ -135,6 +146,23 @@ export class SocketConnection implements BackendConnection {
   #controlBuffer: Uint8Array | undefined;
   readonly #outq = new Uint8Array(4);
   readonly #outqValue = new Int32Array(this.#outq.buffer);
+  /** The running parked receive's promise and its resolvers, deadline and signal. */
+  #receiving: Promise<ReceivedMessage> | undefined;
+  #resolveReceive: (message: ReceivedMessage) => void = ignoreValue;
+  #rejectReceive: (error: unknown) => void = ignoreValue;
+  #receiveDeadline = Infinity;
+  #receiveSignal: AbortSignal | undefined;
+  /** This side's parked flag while the running receive is parked on the doorbell. */
+  #receiveParked: Int32Array | undefined;
+  /** The running receive's one wait record in the shared poll (re-armed per park). */
+  readonly #receiveWaiter: PollWaiter;
+
+  static {
+    captureReceiveResolvers = (resolve, reject) => {
+      capturingConnection!.#resolveReceive = resolve;
+      capturingConnection!.#rejectReceive = reject;
+    };
+  }
 
   constructor(fd: number, peer: PeerCredentials, limits: ConnectionLimits) {
     this.#fd = fd;
@@ -153,6 +181,7 @@ export class SocketConnection implements BackendConnection {
     this.#sendWake = sendWake;
     this.#receiveWake = receiveWake;
     this.#receiver = new SocketReceiver(fd, limits, this.#cache, (fd) => this.#claimDoorbell(fd));
+    this.#receiveWaiter = new PollWaiter(this.#receiveWoken);
 
     encodeRights(new DataView(this.#sendControl.buffer), [-1]);
     encodeMsghdr(new DataView(this.#sendMsghdr.buffer), {
@@ -436,44 +465,136 @@ export class SocketConnection implements BackendConnection {
     return this.#receiver.tryReceiveControl();
   }
 
-  async receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
-    this.#assertOpen("receive");
-    throwIfAborted(signal);
-    // A tryReceive() that just found nothing (the channel's fast path) need not be repeated:
-    // one recvmsg less per receive that waits. What arrives meanwhile, the spin or poll sees.
-    let message = this.#foundEmpty ? undefined : this.#receiver.tryReceive();
-    this.#foundEmpty = false;
-    if (message) return message;
-    // About to wait: the time to reopen the descriptions that sends used (not while sending).
-    refillSpareDescriptions();
-    if (this.#limits.spinMicros > 0) {
-      // Low-latency mode: retry on this thread before paying the hop to a worker thread. The
-      // clock is read every SPIN_CLOCK_EVERY attempts, not on each.
-      const spinUntil = Math.min(performance.now() + this.#limits.spinMicros / 1000, deadline);
-      do {
-        for (let i = 0; i < SPIN_CLOCK_EVERY; i++) {
-          message = this.#receiver.tryReceive();
-          if (message) return message;
-        }
-      } while (performance.now() < spinUntil);
-    }
-    for (;;) {
-      const parked = this.#announcePark();
-      if (parked !== undefined) {
-        message = this.#receiver.tryReceive();
-        if (message) {
-          Atomics.store(parked, 0, 0);
-          return message;
-        }
-      }
-      await this.#park("receive", deadline, signal);
-      if (parked !== undefined && !this.#closed) Atomics.store(parked, 0, 0);
+  receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
+    let message;
+    try {
       this.#assertOpen("receive");
       throwIfAborted(signal);
-      message = this.#receiver.tryReceive();
-      if (message) return message;
-      doorbellStats.emptyWakes++;
+      // A tryReceive() that just found nothing (the channel's fast path) need not be repeated:
+      // one recvmsg less per receive that waits. What arrives meanwhile, the spin or poll sees.
+      message = this.#foundEmpty ? undefined : this.#receiver.tryReceive();
+      this.#foundEmpty = false;
+      if (message) return Promise.resolve(message);
+      // About to wait: the time to reopen the descriptions that sends used (not while sending).
+      refillSpareDescriptions();
+      if (this.#limits.spinMicros > 0) message = this.#spin(deadline);
+    } catch (error) {
+      return Promise.reject(error);
     }
+    if (message) return Promise.resolve(message);
+    // One parked receive at a time keeps its state in fields (the channel and the subscription
+    // queue theirs); another that comes meanwhile waits for it first.
+    if (this.#receiving !== undefined) {
+      return this.#receiving.then(
+        () => this.receive(deadline, signal),
+        () => this.receive(deadline, signal),
+      );
+    }
+    capturingConnection = this;
+    const promise = new Promise<ReceivedMessage>(captureReceiveResolvers);
+    capturingConnection = undefined;
+    this.#receiving = promise;
+    this.#receiveDeadline = deadline;
+    this.#receiveSignal = signal;
+    this.#parkReceive();
+    return promise;
+  }
+
+  /**
+   * Low-latency mode: retries on this thread before paying the hop to a
+   * worker thread. The clock is read every SPIN_CLOCK_EVERY attempts, not on
+   * each.
+   */
+  #spin(deadline: number): ReceivedMessage | undefined {
+    const spinUntil = Math.min(performance.now() + this.#limits.spinMicros / 1000, deadline);
+    do {
+      for (let i = 0; i < SPIN_CLOCK_EVERY; i++) {
+        const message = this.#receiver.tryReceive();
+        if (message) return message;
+      }
+    } while (performance.now() < spinUntil);
+    return undefined;
+  }
+
+  /**
+   * Parks the running receive until the peer may have sent something: on
+   * the doorbell when it rings (one wake-up, by the runtime's reactor), else
+   * in the shared poll through this connection's one {@link PollWaiter},
+   * re-armed for every park (no promise, closure or suspended frame per
+   * park). {@link #receiveWoken} looks again.
+   */
+  #parkReceive(): void {
+    try {
+      const parked = this.#announcePark();
+      if (parked !== undefined) {
+        const message = this.#receiver.tryReceive();
+        if (message) {
+          Atomics.store(parked, 0, 0);
+          return this.#receiveEnded(message, undefined);
+        }
+      }
+      this.#receiveParked = parked;
+      const bell = this.#bell;
+      this.#pendingWaits++;
+      try {
+        if (bell !== undefined && bell.live) {
+          doorbellStats.bellWaits++;
+          bell.wait("receive", this.#receiveDeadline, this.#receiveSignal)
+            .then(this.#bellRang, this.#bellFailed);
+        } else {
+          doorbellStats.pollWaits++;
+          this.#receiveWaiter.arm(
+            this.#fd,
+            LINUX.POLLIN,
+            this.#receiveWake,
+            "receive",
+            this.#receiveDeadline,
+            this.#receiveSignal,
+          );
+        }
+      } catch (error) {
+        this.#pendingWaits--;
+        throw error;
+      }
+    } catch (error) {
+      this.#receiveEnded(undefined, error);
+    }
+  }
+
+  readonly #bellRang = (): void => this.#receiveWoken(true, undefined);
+
+  readonly #bellFailed = (error: unknown): void => this.#receiveWoken(false, error);
+
+  /** A park of the running receive ended: look again, park again, or settle it. */
+  readonly #receiveWoken = (_ready: boolean, failure: unknown): void => {
+    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    const parked = this.#receiveParked;
+    this.#receiveParked = undefined;
+    if (parked !== undefined && !this.#closed) Atomics.store(parked, 0, 0);
+    if (failure !== undefined) return this.#receiveEnded(undefined, failure);
+    let message;
+    try {
+      this.#assertOpen("receive");
+      throwIfAborted(this.#receiveSignal);
+      message = this.#receiver.tryReceive();
+    } catch (error) {
+      return this.#receiveEnded(undefined, error);
+    }
+    if (message) return this.#receiveEnded(message, undefined);
+    doorbellStats.emptyWakes++;
+    this.#parkReceive();
+  };
+
+  /** Settles the running receive with `message`, or with `failure` if there is none. */
+  #receiveEnded(message: ReceivedMessage | undefined, failure: unknown): void {
+    const resolve = this.#resolveReceive;
+    const reject = this.#rejectReceive;
+    this.#receiving = undefined;
+    this.#resolveReceive = ignoreValue;
+    this.#rejectReceive = ignoreValue;
+    this.#receiveSignal = undefined; // (it may hold a signal's listeners alive)
+    if (message) resolve(message);
+    else reject(failure);
   }
 
   close(): void {

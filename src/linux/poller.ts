@@ -12,61 +12,142 @@ import { decodePollRevents, encodePollfd, LINUX, POLLFD_SIZE } from "./structs.t
 import { runtime } from "../../ffi/runtime.ts";
 
 /**
+ * How a wait ended, as a {@link PollWaiter}'s callback gets it: `failure`
+ * undefined and `ready` true (the fd is ready) or false (woken through the
+ * wake fd: re-check your state); or `failure` set, the wait's
+ * `TimeoutError`, its signal's reason (never undefined: an abort without
+ * one has a `DOMException`) or the poll's error.
+ */
+export type WaitEnded = (ready: boolean, failure: unknown) => void;
+
+/**
  * One parked wait: `fd` ready for `events`, or `wakeFd` readable, until
- * `deadline`. Reused: a settled wait's record goes back to {@link idleWaiters}
- * (a parked receive per frame costs no record, closure or array), except
- * one whose signal aborted, which a round of the poll may still hold.
+ * `deadline`. Reused: its owner re-arms it for the next wait (a parked
+ * receive per frame costs no record, closure, array or promise of its own).
  */
 class Waiter {
   fd = -1;
   events = 0;
   /** Its index in the poller's list while parked there, else -1. */
   slot = -1;
+  /** Counts its arms: a poll round skips a record re-armed since the round began. */
+  arms = 0;
   wakeFd = -1;
   deadline = Infinity;
   operation = "";
   /** The ms it was given, for its TimeoutError. */
   timeout = 0;
   signal: AbortSignal | undefined = undefined;
-  resolve: (ready: boolean) => void = ignore;
-  reject: (error: unknown) => void = ignore;
   /** Made once per record: its signal's abort handler. */
   readonly onAbort = (): void => {
-    poller.remove(this);
-    const { reject, signal } = this;
-    this.#clear(); // not reused: a poll round may still hold it
-    reject(signal!.reason);
+    const signal = this.signal!;
+    if (!poller.remove(this)) return; // (settled already)
+    this.#end(false, signal.reason);
   };
 
-  /** Settles the wait: true (fd ready), false (woken), or an error; the record is reused. */
+  readonly ended: WaitEnded;
+
+  constructor(ended: WaitEnded) {
+    this.ended = ended;
+  }
+
+  /** Settles the wait: true (fd ready), false (woken), or an error. */
   settle(result: boolean | Error): void {
-    const { resolve, reject, signal } = this;
-    signal?.removeEventListener("abort", this.onAbort);
-    this.#clear();
-    if (idleWaiters.length < MAX_IDLE_WAITERS) idleWaiters.push(this);
-    if (result instanceof Error) reject(result);
-    else resolve(result);
+    if (result instanceof Error) this.#end(false, result);
+    else this.#end(result, undefined);
   }
 
   timeoutError(): TimeoutError {
     return new TimeoutError(this.operation, this.timeout);
   }
 
-  #clear(): void {
+  #end(ready: boolean, failure: unknown): void {
+    this.signal?.removeEventListener("abort", this.onAbort);
     this.signal = undefined;
+    try {
+      this.ended(ready, failure);
+    } catch (error) {
+      // An owner's callback must not throw; if it does, it must not take the other waits down.
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+  }
+}
+
+/**
+ * A wait record its owner keeps and re-arms, for a wait repeated per frame:
+ * {@link arm} parks it in the shared poll and allocates nothing (no promise,
+ * record or closure per wait: what the runtime's poll costs per round
+ * remains); the callback its owner made once is called when the wait ends.
+ * At most one wait at a time.
+ */
+export class PollWaiter {
+  readonly #waiter: Waiter;
+
+  /** `ended` is called once per {@link arm}, from the poller (it must not throw). */
+  constructor(ended: WaitEnded) {
+    this.#waiter = new Waiter(ended);
+  }
+
+  /** True while armed (parked in the poll). */
+  get armed(): boolean {
+    return this.#waiter.slot >= 0;
+  }
+
+  /**
+   * Parks until `fd` is ready for `events`, the wake fd fires, the deadline
+   * passes or the signal aborts, as {@link waitReady} does. Throws (and
+   * stays unarmed) if the signal has aborted, the deadline has passed or it
+   * is armed already.
+   */
+  arm(
+    fd: number,
+    events: number,
+    wakeFd: number,
+    operation: string,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): void {
+    const waiter = this.#waiter;
+    if (waiter.slot >= 0) throw new Error("internal: PollWaiter armed twice");
+    throwIfAborted(signal);
+    const remaining = deadline === Infinity ? Infinity : deadline - performance.now();
+    if (remaining <= 0) throw new TimeoutError(operation, Math.round(remaining));
+    waiter.fd = fd;
+    waiter.events = events;
+    waiter.wakeFd = wakeFd;
+    waiter.deadline = deadline;
+    waiter.operation = operation;
+    waiter.timeout = remaining === Infinity ? 0 : Math.round(remaining);
+    waiter.signal = signal;
+    signal?.addEventListener("abort", waiter.onAbort, { once: true });
+    poller.add(waiter);
+  }
+}
+
+/** A pooled record's promise: {@link waitReady}'s. */
+class PromisedWait {
+  resolve: (ready: boolean) => void = ignore;
+  reject: (error: unknown) => void = ignore;
+  readonly waiter: PollWaiter = new PollWaiter((ready, failure) => {
+    const { resolve, reject } = this;
     this.resolve = ignore;
     this.reject = ignore;
-  }
+    if (idleWaits.length < MAX_IDLE_WAITS) idleWaits.push(this);
+    if (failure === undefined) resolve(ready);
+    else reject(failure);
+  });
 }
 
 function ignore(): void {}
 
-/** Settled wait records kept for reuse (more are made while more waits are parked at once). */
-const idleWaiters: Waiter[] = [];
-const MAX_IDLE_WAITERS = 64;
+/** Settled {@link waitReady} records kept for reuse (more are made while more waits are parked at once). */
+const idleWaits: PromisedWait[] = [];
+const MAX_IDLE_WAITS = 64;
 
 /** The record whose promise is being made: {@link captureResolvers} fills it (no closure per wait). */
-let capturing: Waiter | undefined;
+let capturing: PromisedWait | undefined;
 
 function captureResolvers(resolve: (ready: boolean) => void, reject: (error: unknown) => void) {
   capturing!.resolve = resolve;
@@ -103,6 +184,8 @@ class Poller {
   #polling = false;
   /** The waiters of the current round (reused; emptied after each round). */
   readonly #round: (Waiter | undefined)[] = [];
+  /** Each round waiter's {@link Waiter.arms} when the round began. */
+  readonly #roundArms: number[] = [];
   #roundSize = 0;
   #nfds = 0n;
   /**
@@ -118,14 +201,18 @@ class Poller {
   }
 
   add(waiter: Waiter): void {
+    waiter.arms++;
     waiter.slot = this.#waiters.length;
     this.#waiters.push(waiter);
     if (this.#polling) wake(this.#controlFd);
     else if (!this.#active) this.#schedule();
   }
 
-  remove(waiter: Waiter): void {
-    if (this.#delete(waiter) && this.#polling) wake(this.#controlFd);
+  /** Takes a parked wait off the poll; false if it was not parked. */
+  remove(waiter: Waiter): boolean {
+    if (!this.#delete(waiter)) return false;
+    if (this.#polling) wake(this.#controlFd);
+    return true;
   }
 
   /** Takes a wait off the list (the last one takes its slot); false if it was not there. */
@@ -158,7 +245,10 @@ class Poller {
       // This round's waiters, in a reused array (cleared after it: it must not keep them alive).
       const waiters = this.#round;
       const n = this.#waiters.length;
-      for (let i = 0; i < n; i++) waiters[i] = this.#waiters[i];
+      for (let i = 0; i < n; i++) {
+        waiters[i] = this.#waiters[i];
+        this.#roundArms[i] = this.#waiters[i].arms;
+      }
       this.#roundSize = n;
       const count = 1 + 2 * n;
       if (this.#fds.length < count * POLLFD_SIZE) {
@@ -203,7 +293,8 @@ class Poller {
         for (let i = 0; i < n; i++) {
           const w = waiters[i]!;
           waiters[i] = undefined;
-          if (w.slot < 0) continue; // aborted meanwhile
+          // Aborted meanwhile, or aborted and armed again (its fds in this round are another wait's).
+          if (w.slot < 0 || w.arms !== this.#roundArms[i]) continue;
           let result: boolean | Error | undefined;
           if (decodePollRevents(view, 2 + 2 * i) & LINUX.POLLIN) {
             drain(w.wakeFd); // (a second waiter on the same wake fd drains nothing: harmless)
@@ -277,21 +368,18 @@ export function waitReady(
   } catch (error) {
     return Promise.reject(error);
   }
-  const remaining = deadline === Infinity ? Infinity : deadline - performance.now();
-  if (remaining <= 0) return Promise.reject(new TimeoutError(operation, Math.round(remaining)));
-  const waiter = idleWaiters.pop() ?? new Waiter();
-  waiter.fd = fd;
-  waiter.events = events;
-  waiter.wakeFd = wakeFd;
-  waiter.deadline = deadline;
-  waiter.operation = operation;
-  waiter.timeout = remaining === Infinity ? 0 : Math.round(remaining);
-  waiter.signal = signal;
-  capturing = waiter;
+  const wait = idleWaits.pop() ?? new PromisedWait();
+  capturing = wait;
   const promise = new Promise<boolean>(captureResolvers);
   capturing = undefined;
-  signal?.addEventListener("abort", waiter.onAbort, { once: true });
-  poller.add(waiter);
+  try {
+    wait.waiter.arm(fd, events, wakeFd, operation, deadline, signal);
+  } catch (error) {
+    wait.resolve = ignore;
+    wait.reject = ignore;
+    idleWaits.push(wait);
+    return Promise.reject(error);
+  }
   return promise;
 }
 

@@ -244,6 +244,10 @@ export class ReceivedSurface implements SurfaceBacking {
     return { kind: "memfd", fd: this.#fd };
   }
 
+  get released(): boolean {
+    return this.#fd === -1;
+  }
+
   release(): void {
     if (this.#fd === -1) return;
     closeQuietly(this.#fd);

@@ -231,6 +231,10 @@ export class MemfdSurface implements SurfaceBacking {
     return exportLockedHandle(this.#open().spare.take());
   }
 
+  get released(): boolean {
+    return this.#resources === undefined;
+  }
+
   release(): void {
     const r = this.#resources;
     if (!r) return;

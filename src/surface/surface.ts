@@ -96,11 +96,23 @@ function dropped(owner: SurfaceOwner, origin: SurfaceOrigin): void {
   );
 }
 
-/** One registry per origin, so that the held value can be the owner itself. */
+/**
+ * One registry per origin, so that the held value can be the owner itself.
+ *
+ * Received frames register without an unregister token, and `close()`
+ * leaves their registration: a token cost ~52 B per frame (V8's entry for
+ * it in the registry's token map), a fifth of a frame's whole budget
+ * (issue 20). Their owner is always their backing, which knows whether it
+ * was released: the callback of a frame closed before it was collected
+ * does nothing. Created and pooled surfaces, made far less often, keep the
+ * token (a pool entry's owner is reused by the next surface of the entry).
+ */
 const finalizers: Record<SurfaceOrigin, FinalizationRegistry<SurfaceOwner>> = {
   created: new FinalizationRegistry((owner) => dropped(owner, "created")),
   pool: new FinalizationRegistry((owner) => dropped(owner, "pool")),
-  received: new FinalizationRegistry((owner) => dropped(owner, "received")),
+  received: new FinalizationRegistry((owner) => {
+    if (!(owner as SurfaceBacking).released) dropped(owner, "received");
+  }),
 };
 
 /**
@@ -195,7 +207,9 @@ export class Surface {
     this.#owner = owner;
     this.#origin = origin;
     if (origin === "received") noteReceivedOpen(backing.id);
-    if (finalize) finalizers[origin].register(this, owner, this);
+    if (!finalize) return;
+    if (origin === "received") finalizers.received.register(this, owner);
+    else finalizers[origin].register(this, owner, this);
   }
 
   /**
@@ -247,7 +261,7 @@ export class Surface {
    * surface is. Throws `UnsupportedError` on other platforms.
    */
   pixelBuffer(): PixelBuffer {
-    this.#assertOpen("pixelBuffer");
+    if (!this.#owner) throwClosed("pixelBuffer");
     const backing = this.#backing;
     if (!backing.pixelBuffer) {
       throw new UnsupportedError(
@@ -327,7 +341,7 @@ export class Surface {
    * Throws `ClosedError` once the surface is closed.
    */
   get unsafeHandle(): UnsafeSurfaceHandle {
-    this.#assertOpen("unsafeHandle");
+    if (!this.#owner) throwClosed("unsafeHandle");
     return this.#backing.unsafeHandle();
   }
 
@@ -338,7 +352,7 @@ export class Surface {
    * (`F_OFD_GETLK` on Linux, `IOSurfaceIsInUse` on macOS).
    */
   get inUse(): boolean {
-    this.#assertOpen("inUse");
+    if (!this.#owner) throwClosed("inUse");
     return this.#backing.inUseElsewhere();
   }
 
@@ -348,13 +362,15 @@ export class Surface {
    * unmapped; see the class documentation for views kept past {@link close}.
    */
   bytes(plane = 0): Uint8Array<ArrayBuffer> {
-    this.#assertOpen("bytes");
+    if (!this.#owner) throwClosed("bytes");
     const planes = this.#backing.geometry.planes;
     if (!Number.isInteger(plane) || plane < 0 || plane >= planes.length) {
       throw new RangeError(`plane must be an integer from 0 to ${planes.length - 1}, got ${plane}`);
     }
     const geometry = planes[plane];
-    const memory = this.#memory();
+    // The backing keeps its one buffer (no field here: a Surface is made per frame). It
+    // references the backing, never a Surface: no cycle through this surface's finalizer.
+    const memory = this.#backing.memory();
     const length = planeByteLength(geometry);
     // Every surface over one mapping shares its buffer, and so its views: a frame that comes
     // back gets the view it had last time instead of a new one per call.
@@ -371,7 +387,7 @@ export class Surface {
    * memory barrier only, with the same rules and errors.
    */
   lock(options: LockOptions = {}): void {
-    this.#assertOpen("lock");
+    if (!this.#owner) throwClosed("lock");
     const readOnly = options.readOnly === true;
     if (this.#locks !== 0 && (this.#locks < 0) !== readOnly) {
       throw new LockStateError(
@@ -384,7 +400,7 @@ export class Surface {
 
   /** Ends CPU access begun by {@link lock}. Throws `LockStateError` if not locked so. */
   unlock(options: LockOptions = {}): void {
-    this.#assertOpen("unlock");
+    if (!this.#owner) throwClosed("unlock");
     const readOnly = options.readOnly === true;
     if (this.#locks === 0) throw new LockStateError("unlock: the surface is not locked");
     if ((this.#locks < 0) !== readOnly) {
@@ -407,7 +423,8 @@ export class Surface {
     const owner = this.#owner;
     if (!owner) return;
     this.#owner = undefined;
-    finalizers[this.#origin].unregister(this);
+    // (A received frame's registration stays: see `finalizers`.)
+    if (this.#origin !== "received") finalizers[this.#origin].unregister(this);
     if (this.#origin === "received") noteReceivedClosed(this.#backing.id);
     while (this.#locks !== 0) {
       const readOnly = this.#locks < 0;
@@ -447,16 +464,15 @@ export class Surface {
     }
     return `Surface ${inspect(state, options)}`;
   }
+}
 
-  #memory(): ArrayBuffer {
-    // The backing keeps its one buffer (no field here: a Surface is made per frame). It
-    // references the backing, never a Surface: no cycle through this surface's finalizer.
-    return this.#backing.memory();
-  }
-
-  #assertOpen(operation: string): void {
-    if (!this.#owner) throw new ClosedError("surface", `Surface.${operation}`);
-  }
+/**
+ * Throws the `ClosedError` of `Surface.<operation>` on a closed surface. A
+ * function, not a private method: a class with private methods gives each
+ * instance a brand slot, 8 bytes per frame.
+ */
+function throwClosed(operation: string): never {
+  throw new ClosedError("surface", `Surface.${operation}`);
 }
 
 /** Internal: the backing of an open surface, for channels and pools. */
