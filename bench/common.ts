@@ -175,6 +175,25 @@ export class AllocationProfile {
     return walk(this.#head, false);
   }
 
+  /**
+   * Bytes allocated by the code of files whose URL contains `part` (e.g.
+   * `/src/`): by its functions and by the builtins they called (a `Promise`
+   * one makes), less the code of files whose URL contains `except`, and
+   * nothing under a function of the file `callbacks` (a URL suffix: the
+   * measuring test) that code of `part` called back. The runtime's own
+   * functions (a nonblocking call's promise) have files of their own.
+   */
+  bytesOf(part: string, except?: string, callbacks?: string): number {
+    const walk = (node: ProfileNode, inherited: string): number => {
+      const url = node.callFrame.url || inherited;
+      if (callbacks && url.endsWith(callbacks) && inherited.includes(part)) return 0;
+      let bytes = url.includes(part) && !(except && url.includes(except)) ? node.selfSize : 0;
+      for (const child of node.children) bytes += walk(child, url);
+      return bytes;
+    };
+    return walk(this.#head, "");
+  }
+
   /** Bytes allocated by functions whose source URL contains `part` (e.g. a file name). */
   bytesIn(part: string): number {
     let bytes = 0;

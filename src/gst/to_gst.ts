@@ -41,6 +41,7 @@ import {
 import { ClosedError, type PeerCredentials, TimeoutError } from "../core/errors.ts";
 import type { SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly } from "../linux/libc.ts";
+import type { WaitEnded } from "../linux/poller.ts";
 import { backend } from "../platform.ts";
 import { backingOf, type Surface } from "../surface/surface.ts";
 import { capsOf } from "./caps.ts";
@@ -136,6 +137,8 @@ interface ClientState {
   lastRelease: number;
   /** The id of the last frame admitted to it. */
   admittedFor: number;
+  /** Its wait for releases ended (made once per client). */
+  readonly onReadable: WaitEnded;
 }
 
 /**
@@ -510,34 +513,45 @@ export class GstSinkBridge {
         pause = Math.min(pause * 2, 1000);
         continue;
       }
-      const state = { client, held: 0, lastRelease: performance.now(), admittedFor: 0 };
+      const state: ClientState = {
+        client,
+        held: 0,
+        lastRelease: performance.now(),
+        admittedFor: 0,
+        onReadable: (ready, failure) => {
+          if (!ready || failure !== undefined) this.#dropClient(client); // closed, or the poll failed
+          else this.#readReleases(client);
+        },
+      };
       this.#clients.set(client, state);
       this.#clientList.push(state);
       if (this.#caps) {
         client.send(encodeCaps(this.#caps), [], performance.now() + this.#sendTimeout)
           .catch(() => this.#dropClient(client));
       }
-      this.#clientLoop(client);
+      this.#readReleases(client);
     }
   }
 
-  async #clientLoop(client: UnixFdConnection): Promise<void> {
+  /**
+   * Reads the client's RELEASE_BUFFERs as they come: whatever is waiting,
+   * then a park on the shared poll through the connection's one wait record,
+   * re-armed after each (no promise, record or async frame per release: a
+   * release costs only the poll's round). Drops the client when it goes
+   * away, misbehaves, or releases an id it does not hold (as unixfdsink).
+   */
+  #readReleases(client: UnixFdConnection): void {
     try {
       for (;;) {
-        // A release already waiting is taken without a promise; else one park on the poll.
         const message = client.tryReceive();
-        if (!message) {
-          await client.waitReadable();
-          continue;
-        }
+        if (!message) break;
         if (message.type !== "release-buffer") continue;
-        // An id this client does not hold is a protocol error, as in unixfdsink: drop it.
-        if (!this.#release(client, releaseIdNumber(message))) break;
+        if (!this.#release(client, releaseIdNumber(message))) throw new Error("not held");
       }
+      client.armReadable(this.#clients.get(client)!.onReadable);
     } catch {
-      // disconnected or misbehaved
+      this.#dropClient(client); // disconnected, closed or misbehaved
     }
-    this.#dropClient(client);
   }
 
   /**
