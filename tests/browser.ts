@@ -5,6 +5,9 @@
  * @module
  */
 
+import { killedWithParent } from "../cli/gst_launch.ts";
+import { removeDeadProcessesDirs } from "./helpers.ts";
+
 /** The Chromium binary, or `undefined` with the reason it is missing. */
 export function findChromium(): { path?: string; reason?: string } {
   for (const path of ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]) {
@@ -40,32 +43,38 @@ export class Browser implements AsyncDisposable {
 
   /** Launches Chromium on `url` and connects to its page (bounded by `ms`). */
   static async open(executable: string, url: string, ms = 30000): Promise<Browser> {
-    const profile = Deno.makeTempDirSync({ prefix: "surfaceport-chromium-" });
+    // Named after this process: a profile whose test process was killed outright (no dispose
+    // ran) is removed by the next test run.
+    const profile = Deno.makeTempDirSync({ prefix: `surfaceport-chromium-${Deno.pid}-` });
+    removeDeadProcessesDirs(profile.slice(0, profile.lastIndexOf("/")), "surfaceport-chromium-");
     // Chromium makes its singleton-socket directory (org.chromium.Chromium.*) in TMPDIR and
     // leaves it behind when killed: inside the profile, it goes with the profile.
     const tmp = `${profile}/tmp`;
     Deno.mkdirSync(tmp);
-    const process = new Deno.Command(executable, {
+    // Killed with this test process too (a timeout's SIGKILL, a crash: no dispose runs), or
+    // Chromium outlives the run under init. Its helpers go when the browser process dies.
+    const [program, args] = killedWithParent(executable, [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--hide-scrollbars",
+      "--disable-crash-reporter",
+      "--disable-breakpad",
+      "--force-device-scale-factor=1",
+      "--window-size=1100,600",
+      `--user-data-dir=${profile}`,
+      "--remote-debugging-address=127.0.0.1",
+      "--remote-debugging-port=0",
+      url,
+    ]);
+    const process = new Deno.Command(program, {
       env: { TMPDIR: tmp },
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--disable-crash-reporter",
-        "--disable-breakpad",
-        "--force-device-scale-factor=1",
-        "--window-size=1100,600",
-        `--user-data-dir=${profile}`,
-        "--remote-debugging-address=127.0.0.1",
-        "--remote-debugging-port=0",
-        url,
-      ],
+      args,
       stdin: "null",
       stdout: "null",
       stderr: "piped",

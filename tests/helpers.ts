@@ -7,7 +7,14 @@
 
 import { killedWithParent } from "../cli/gst_launch.ts";
 import { libc } from "../ffi/linux.ts";
-import { type Channel, type ChannelOptions, connect, listen, type Listener } from "../mod.ts";
+import {
+  type Channel,
+  type ChannelOptions,
+  connect,
+  listen,
+  type Listener,
+  type Surface,
+} from "../mod.ts";
 import { cString, openProcFdDirectory } from "../src/linux/libc.ts";
 import { openPollerControlFd } from "../src/linux/poller.ts";
 import { bellTower } from "../src/linux/bell_tower.ts";
@@ -23,6 +30,50 @@ import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
 if (Deno.build.os === "linux") {
   setDoorbellEnabled(true);
   bellTower.acquire();
+}
+
+/** Paints a BGRA `surface` opaque, pixel (x, y) in `colour(x, y)` (red, green, blue). */
+export function paintBGRA(
+  surface: Surface,
+  colour: (x: number, y: number) => readonly [number, number, number],
+): void {
+  const bytes = surface.bytes();
+  const stride = surface.planes[0].bytesPerRow;
+  for (let y = 0; y < surface.height; y++) {
+    for (let x = 0; x < surface.width; x++) {
+      const [r, g, b] = colour(x, y);
+      const i = y * stride + x * 4;
+      bytes[i] = b;
+      bytes[i + 1] = g;
+      bytes[i + 2] = r;
+      bytes[i + 3] = 255;
+    }
+  }
+}
+
+/**
+ * Removes the directories in `parent` named `PREFIX<pid>` or `PREFIX<pid>-...`
+ * whose process is gone: what test processes killed outright (SIGKILL, a
+ * timeout: no `finally` or unload ran) left behind. A live pid's, or this
+ * process's, stays.
+ */
+export function removeDeadProcessesDirs(parent: string, prefix: string): void {
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(parent)].map((entry) => entry.name);
+  } catch {
+    return; // no such directory: nothing left there
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = /^(\d+)(?:-|$)/.exec(name.slice(prefix.length))?.[1];
+    if (pid === undefined || Number(pid) === Deno.pid) continue;
+    try {
+      Deno.statSync(`/proc/${pid}`); // alive (or the pid was taken again): leave it
+    } catch {
+      Deno.removeSync(`${parent}/${name}`, { recursive: true });
+    }
+  }
 }
 
 /** Highest descriptor number the counters look at. */
@@ -324,6 +375,18 @@ export function holdUntilKilled(): Promise<never> {
   });
 }
 
+/** The CLI's entry point. */
+export const CLI: string = new URL("../cli/main.ts", import.meta.url).pathname;
+/** `deno run` and the permissions of the CLI's commands under test (preview serves 127.0.0.1). */
+export const CLI_FLAGS = [
+  "run",
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net=127.0.0.1",
+];
+
 /** Deno permission flags the peer scripts need. */
 export const PEER_FLAGS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
 
@@ -344,8 +407,10 @@ export async function runRepoScript(
   args: string[] = [],
   ms = 60000,
 ): Promise<ScriptOutput> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, script, ...args],
+  // Killed with this test process too, as a Child is (a script left waiting would outlive it).
+  const [file, argv] = killedWithParent(Deno.execPath(), ["run", ...flags, script, ...args]);
+  const child = new Deno.Command(file, {
+    args: argv,
     cwd: new URL("..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",

@@ -20,7 +20,7 @@ import { microsOfNtpNanos, ntpNanosOfMicros } from "../src/gst/timestamp_meta.ts
 import { encodeMetaRecord, MetaRecordReader, SenderMetas } from "../src/gst/network_meta.ts";
 import { ProtocolError } from "../src/core/errors.ts";
 import { GST, missingInChroot, within } from "./gst_helpers.ts";
-import { Child, sleep } from "./helpers.ts";
+import { Child, paintBGRA, sleep } from "./helpers.ts";
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const FLAGS = [
@@ -188,18 +188,7 @@ async function publishFrames(
   for (let n = 0; !signal.aborted; n++) {
     {
       using surface = await pool.acquire({ timeout: 2000 });
-      const bytes = surface.bytes();
-      const stride = surface.planes[0].bytesPerRow;
-      for (let y = 0; y < H; y++) {
-        for (let x = 0; x < W; x++) {
-          const [r, g, b] = paint(n, x, y);
-          const i = y * stride + x * 4;
-          bytes[i] = b;
-          bytes[i + 1] = g;
-          bytes[i + 2] = r;
-          bytes[i + 3] = 255;
-        }
-      }
+      paintBGRA(surface, (x, y) => paint(n, x, y));
       await publisher.send(surface, metaOf(n), { timestamp: timestampOf(n) });
     }
     await sleep(33);

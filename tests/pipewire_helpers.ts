@@ -10,7 +10,7 @@
 
 import { publish, SurfacePool } from "../mod.ts";
 import { GST, missingInChroot, within } from "./gst_helpers.ts";
-import { Child, sleep } from "./helpers.ts";
+import { Child, paintBGRA, removeDeadProcessesDirs, sleep } from "./helpers.ts";
 
 /** The CLI's entry point. */
 export const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
@@ -87,6 +87,8 @@ export async function whyNot(): Promise<string | undefined> {
   return undefined;
 }
 
+// What test processes killed outright left (their daemons died with them: Child).
+if (GST.root) removeDeadProcessesDirs(`${GST.root}/tmp`, "sp-pipewire-");
 /** Why the PipeWire tests skip, or undefined. */
 export const reason = GST.reason ?? await whyNot();
 // The daemons' runtime directory lives in the chroot's /tmp: remove it when the tests end.
@@ -169,18 +171,7 @@ export async function publishFrames(name: string, signal: AbortSignal): Promise<
   for (let n = 0; !signal.aborted; n++) {
     {
       using surface = await pool.acquire({ timeout: 2000 });
-      const bytes = surface.bytes();
-      const stride = surface.planes[0].bytesPerRow;
-      for (let y = 0; y < H; y++) {
-        for (let x = 0; x < W; x++) {
-          const [r, g, b] = colour(n, x, y);
-          const i = y * stride + x * 4;
-          bytes[i] = b;
-          bytes[i + 1] = g;
-          bytes[i + 2] = r;
-          bytes[i + 3] = 255;
-        }
-      }
+      paintBGRA(surface, (x, y) => colour(n, x, y));
       const start = performance.now();
       await publisher.send(surface, { n });
       longest = Math.max(longest, performance.now() - start);

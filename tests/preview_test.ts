@@ -8,19 +8,10 @@
 
 import assert from "node:assert/strict";
 import { libc } from "../ffi/linux.ts";
-import { Child, uniqueName } from "./helpers.ts";
+import { Child, CLI, CLI_FLAGS, uniqueName } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
 const isRoot = linux && libc().geteuid() === 0;
-const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
-const CLI_FLAGS = [
-  "run",
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-net=127.0.0.1",
-];
 const PROBE = new URL("./peers/preview_probe.py", import.meta.url).pathname;
 
 interface Probed {

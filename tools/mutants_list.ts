@@ -472,6 +472,16 @@ export const MUTANTS: Mutant[] = [
     why: "issue 18 defect 4: the preview served any local user who forged Host and Origin",
   },
   {
+    id: "preview-page-stops-asking",
+    file: "cli/preview_page.ts",
+    find: '    socket.send("ready");\n  };',
+    replace: '    if (shown < 3) socket.send("ready");\n  };',
+    tests: ["tests/cli_test.ts"],
+    filter: "headless Chromium",
+    why: "the preview keeps showing frames (its counter moves on), judged within 20 s instead " +
+      "of a fixed 500 ms a starved Chromium could miss",
+  },
+  {
     id: "linux-clock-monotonic",
     file: "src/linux/backend.ts",
     find: "  libc().clock_gettime(0, /* CLOCK_REALTIME */ timespecBytes);",

@@ -33,7 +33,7 @@ import {
 } from "../linux/libc.ts";
 import { connectErrno } from "../linux/bind.ts";
 import { AcceptingSocket, peerCredentials } from "../linux/listener.ts";
-import { newEventFd, PollWaiter, waitReady, type WaitEnded, wake } from "../linux/poller.ts";
+import { newEventFd, PollWaiter, type WaitEnded, waitReady, wake } from "../linux/poller.ts";
 import {
   CMSGHDR_SIZE,
   cmsgSpace,
