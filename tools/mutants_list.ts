@@ -806,6 +806,19 @@ export const MUTANTS: Mutant[] = [
       "(by timers); a live listener's name fails at once",
   },
   {
+    id: "darwin-listen-blocks-for-held-name",
+    file: "src/darwin/listener.ts",
+    find: "    const first = checkInOnce(native, service);\n",
+    replace: "    let first = checkInOnce(native, service);\n" +
+      "    for (const end = performance.now() + 250; first === STILL_HELD && performance.now() < end;) {\n" +
+      "      first = checkInOnce(native, service);\n" +
+      "    }\n",
+    tests: ["tests/darwin_xnu_test.ts"],
+    filter: "defect 10",
+    why: "issue 19 defect 10: listen() of a name launchd still holds retries on timers, never on " +
+      "the thread; judged by the check-ins made during the call, not by how long it took",
+  },
+  {
     id: "darwin-sandbox-unexplained",
     file: "src/darwin/bootstrap.ts",
     find:
