@@ -487,25 +487,44 @@ async function measure(mode: string, dir: string, results: string[]): Promise<vo
   });
 }
 
+/** True if process `pid` is gone (not this one, not alive; a pid taken again counts as alive). */
+function gone(pid: string): boolean {
+  if (pid === String(Deno.pid)) return false;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
 /**
  * Removes what an earlier run killed outright (SIGKILL: none of its cleanup
- * ran) left in the chroot's /tmp: this bench's directories named after a
- * process that is gone.
+ * ran) left: this bench's directories in the chroot's /tmp and its network
+ * namespaces, named after a process that is gone.
  */
 function removeStale(): void {
-  let entries: Deno.DirEntry[];
+  let entries: Deno.DirEntry[] = [];
   try {
     entries = [...Deno.readDirSync(`${ROOT}/tmp`)];
   } catch {
-    return; // no chroot: the PipeWire modes say so
+    // no chroot: the PipeWire modes say so
   }
   for (const { name } of entries) {
     const pid = /^sp-bench-(?:pw|deno)-(\d+)$/.exec(name)?.[1];
-    if (pid === undefined || pid === String(Deno.pid)) continue;
-    try {
-      Deno.statSync(`/proc/${pid}`);
-    } catch {
-      Deno.removeSync(`${ROOT}/tmp/${name}`, { recursive: true });
+    if (pid !== undefined && gone(pid)) Deno.removeSync(`${ROOT}/tmp/${name}`, { recursive: true });
+  }
+  let namespaces = "";
+  try {
+    const listed = new Deno.Command("ip", { args: ["netns", "list"], stderr: "null" }).outputSync();
+    namespaces = new TextDecoder().decode(listed.stdout);
+  } catch {
+    // no ip(8): the network modes say so
+  }
+  for (const [, name, pid] of namespaces.matchAll(/^(spb[AB](\d+))\b/gm)) {
+    if (gone(pid)) {
+      new Deno.Command("ip", { args: ["netns", "del", name], stdout: "null", stderr: "null" })
+        .outputSync();
     }
   }
 }

@@ -51,7 +51,22 @@ interface Net {
   close(): Promise<void>;
 }
 
+/**
+ * Deletes the namespaces that network tests killed outright (SIGKILL, a
+ * timeout: no close ran) left behind: those named after a process that is
+ * gone. (What ran in them died with the test process: Child.)
+ */
+async function removeDeadProcessesNamespaces(): Promise<void> {
+  const listed = await run("ip", ["netns", "list"]);
+  for (const [, name, pid] of listed.text.matchAll(/^(sp[AB](\d+))\b/gm)) {
+    if (Number(pid) === Deno.pid) continue;
+    const alive = await Deno.stat(`/proc/${pid}`).then(() => true, () => false);
+    if (!alive) await run("ip", ["netns", "del", name]);
+  }
+}
+
 async function makeNet(): Promise<Net> {
+  await removeDeadProcessesNamespaces();
   const a = `spA${Deno.pid}`;
   const b = `spB${Deno.pid}`;
   const loopback: Net = {
