@@ -930,6 +930,15 @@ export const MUTANTS: Mutant[] = [
     why: "issue 20: the doorbell's read of its rings as an async function cost ~300 B per " +
       "parked receive",
   },
+  {
+    id: "subscription-wait-through-then",
+    file: "src/pubsub/subscribe.ts",
+    find: "      if (connection.receiveThen) {",
+    replace: "      if (connection.receiveThen && this.#closed) {",
+    tests: ["tests/wakeup_allocation_test.ts"],
+    why: "issue 20: a parked subscriber receive chained a `then` on the connection's own " +
+      "promise (and its resolvers) instead of being called back",
+  },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",
