@@ -668,9 +668,9 @@ export const MUTANTS: Mutant[] = [
       "          this.#unacknowledged -= count;\n        }\n",
     also: [{
       // ... the common slow path (#wait) goes through that loop ...
-      find: "      this.#returnCredits(connection);\n      const received = connection.receive(",
+      find: "      this.#returnCredits(connection);\n      // One #wait runs at a time",
       replace: "      return this.#settled(this.#receiveLoop(deadline, options));\n" +
-        "      const received = connection.receive(",
+        "      // One #wait runs at a time",
     }, {
       // ... and the fast path, which would otherwise return the frame: it leaves owed credits to it.
       find:
