@@ -121,8 +121,9 @@ export const releaseOwner: unique symbol = Symbol("surfaceport.releaseOwner");
  * One registry per origin, so that the held value can be the owner itself.
  *
  * Received (and adopted) frames register without an unregister token, and `close()`
- * leaves their registration: a token cost ~52 B per frame (V8's entry for
- * it in the registry's token map), a fifth of a frame's whole budget
+ * leaves their registration: registering with a token and unregistering
+ * it at `close()` cost ~52 B per frame (V8's bookkeeping of the token; a
+ * token never unregistered costs ~7 B), a fifth of a frame's whole budget
  * (issue 20). Their owner is always their backing, which knows whether it
  * was released: the callback of a frame closed before it was collected
  * does nothing. Created and pooled surfaces, made far less often, keep the
