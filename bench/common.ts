@@ -151,9 +151,10 @@ export class AllocationProfile {
   /**
    * The bytes that belong to the code of the file whose URL ends with
    * `file` (the measuring test itself): what its functions allocated
-   * themselves, and everything under one of them that code under `src/`
-   * called (a callback: a sink's `send`, an `onReleased`). What the file's
-   * own loop calls of the library is the library's.
+   * themselves or through a builtin (a `Promise` it makes), and everything
+   * under one of them that code under `src/` called (a callback: a sink's
+   * `send`, an `onReleased`). What the file's own loop calls of the
+   * library is the library's.
    */
   bytesFrom(file: string): number {
     const walk = (node: ProfileNode, underSrc: boolean): number => {
@@ -161,7 +162,9 @@ export class AllocationProfile {
       if (url.endsWith(file)) {
         if (underSrc) return subtreeBytes(node);
         let bytes = node.selfSize;
-        for (const child of node.children) bytes += walk(child, false);
+        for (const child of node.children) {
+          bytes += child.callFrame.url === "" ? subtreeBytes(child) : walk(child, false);
+        }
         return bytes;
       }
       const src = underSrc || url.includes("/src/");
@@ -170,6 +173,25 @@ export class AllocationProfile {
       return bytes;
     };
     return walk(this.#head, false);
+  }
+
+  /**
+   * Bytes allocated by the code of files whose URL contains `part` (e.g.
+   * `/src/`): by its functions and by the builtins they called (a `Promise`
+   * one makes), less the code of files whose URL contains `except`, and
+   * nothing under a function of the file `callbacks` (a URL suffix: the
+   * measuring test) that code of `part` called back. The runtime's own
+   * functions (a nonblocking call's promise) have files of their own.
+   */
+  bytesOf(part: string, except?: string, callbacks?: string): number {
+    const walk = (node: ProfileNode, inherited: string): number => {
+      const url = node.callFrame.url || inherited;
+      if (callbacks && url.endsWith(callbacks) && inherited.includes(part)) return 0;
+      let bytes = url.includes(part) && !(except && url.includes(except)) ? node.selfSize : 0;
+      for (const child of node.children) bytes += walk(child, url);
+      return bytes;
+    };
+    return walk(this.#head, "");
   }
 
   /** Bytes allocated by functions whose source URL contains `part` (e.g. a file name). */

@@ -110,7 +110,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gst-release-unheld-kept",
     file: "src/gst/to_gst.ts",
-    find: "if (!this.#release(client, releaseIdNumber(message))) break;",
+    find: 'if (!this.#release(client, releaseIdNumber(message))) throw new Error("not held");',
     replace: "if (!this.#release(client, releaseIdNumber(message))) continue;",
     tests: ["tests/gst_bridge_test.ts"],
     filter: "to-gst hands each client a locked descriptor",
@@ -212,9 +212,8 @@ export const MUTANTS: Mutant[] = [
     id: "gst-export-fail-keeps-slot",
     file: "src/gst/to_gst.ts",
     find:
-      "      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.\n" +
-      "      this.#frames.settle(entry);\n    }\n",
-    replace: "    }\n    this.#frames.settle(entry);\n",
+      "      if (!waiting) {\n        this.#frames.settle(entry);\n        throw error;\n      }\n",
+    replace: "      if (!waiting) throw error;\n",
     tests: ["tests/gst_send_export_fail_test.ts"],
     why: "266972e: a send whose descriptor export threw kept its frame outstanding (and its " +
       "maxOutstanding slot) until close",
@@ -341,6 +340,57 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/gst_bridge_test.ts"],
     filter: "from-gst holds at most maxOutstanding",
     why: "README: from-gst holds at most maxOutstanding buffers and gives the rest back at once",
+  },
+  {
+    id: "to-gst-send-promise-per-frame",
+    file: "src/gst/to_gst.ts",
+    find: "      return this.#sendNow(frame, id) ?? SETTLED;",
+    replace: "      return Promise.resolve(this.#sendNow(frame, id));",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "to-gst",
+    why: "issue 20: a to-gst frame that every client's socket took returns one shared settled " +
+      "promise, no promise (or async function) per frame",
+  },
+  {
+    id: "to-gst-release-wait-per-release",
+    file: "src/gst/to_gst.ts",
+    find: "      client.armReadable(this.#clients.get(client)!.onReadable);",
+    replace:
+      "      client.waitReadable().then((ready) => this.#clients.get(client)?.onReadable(ready, " +
+      "undefined));",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "to-gst",
+    why: "issue 20: to-gst waits for each client's RELEASE_BUFFERs by re-arming one wait record, " +
+      "not with a promise, a reaction and a closure per release",
+  },
+  {
+    id: "to-gst-slots-iterated",
+    file: "src/gst/frame_slots.ts",
+    find: "    for (let i = 0; i < slots.length; i++) if (slots[i].id === id) return slots[i];",
+    replace: "    for (const slot of slots) if (slot.id === id) return slot;",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "to-gst",
+    why: "issue 20: a release finds its frame's slot by index (a for-of's iterator cost ~50 B)",
+  },
+  {
+    id: "from-gst-awaits-settled-send",
+    file: "src/gst/from_gst.ts",
+    find: "          if (handedOver !== fulfilled) {",
+    replace: "          if (handedOver !== undefined) {",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "from-gst allocates",
+    why: "issue 20: from-gst does not suspend its loop per frame on a promise from sink.send it " +
+      "has already seen fulfilled (a Publisher's or Channel's shared one)",
+  },
+  {
+    id: "from-gst-adopted-with-token",
+    file: "src/gst/adopt.ts",
+    find: '    return new Surface(backing, backing, true, "adopted");',
+    replace: '    return new Surface(backing, backing, true, "created");',
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "adopting a cached memfd",
+    why: "issue 20: a surface adopted per GStreamer buffer registers its finalizer without an " +
+      "unregister token (~52 B per frame)",
   },
   {
     id: "to-gst-queued-sends",
@@ -852,8 +902,10 @@ export const MUTANTS: Mutant[] = [
   {
     id: "received-frame-registered-with-token",
     file: "src/surface/surface.ts",
-    find: 'if (origin === "received") finalizers.received.register(this, owner);',
-    replace: 'if (origin === "received") finalizers.received.register(this, owner, this);',
+    find:
+      'if (origin === "received" || origin === "adopted") finalizers[origin].register(this, owner);',
+    replace:
+      'if (origin === "received" || origin === "adopted") finalizers[origin].register(this, owner, this);',
     tests: ["tests/pubsub_allocation_test.ts"],
     filter: "Subscription.receive",
     why: "issue 20: an unregister token per received frame cost ~52 B (V8's token map entry)",

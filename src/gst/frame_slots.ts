@@ -53,10 +53,12 @@ export class FrameSlots {
 
   /** Takes a free slot for frame `id`. */
   take(id: number, timestamp: number | undefined): Outstanding {
+    // Indexed loops: a for-of's iterator cost ~50 B per call here (sampled).
     let entry: Outstanding | undefined;
-    for (const slot of this.#slots) {
-      if (slot.id === 0) {
-        entry = slot;
+    const slots = this.#slots;
+    for (let i = 0; i < slots.length; i++) {
+      if (slots[i].id === 0) {
+        entry = slots[i];
         break;
       }
     }
@@ -82,7 +84,8 @@ export class FrameSlots {
   /** The slot of frame `id`, if it is out. */
   find(id: number): Outstanding | undefined {
     if (id <= 0) return undefined;
-    for (const slot of this.#slots) if (slot.id === id) return slot;
+    const slots = this.#slots;
+    for (let i = 0; i < slots.length; i++) if (slots[i].id === id) return slots[i];
     return undefined;
   }
 

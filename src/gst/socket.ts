@@ -33,7 +33,7 @@ import {
 } from "../linux/libc.ts";
 import { connectErrno } from "../linux/bind.ts";
 import { AcceptingSocket, peerCredentials } from "../linux/listener.ts";
-import { newEventFd, waitReady, wake } from "../linux/poller.ts";
+import { newEventFd, PollWaiter, type WaitEnded, waitReady, wake } from "../linux/poller.ts";
 import {
   CMSGHDR_SIZE,
   cmsgSpace,
@@ -222,6 +222,31 @@ export class UnixFdConnection {
     unixFdStats.receiveWaits++;
     return this.#wait(LINUX.POLLIN, "receive", deadline, signal);
   }
+
+  /**
+   * {@link waitReadable} with no promise: parks on the shared poll until the
+   * socket is readable, then calls `onReadable(true, undefined)` (false:
+   * woken, the connection was closed; or the poll's error as `failure`).
+   * For a wait repeated per message by one owner: the record is made at the
+   * first call and re-armed by each, so a wait costs only the poll's round.
+   * At most one at a time; `onReadable` must not throw.
+   */
+  armReadable(onReadable: WaitEnded): void {
+    if (this.#closed) throw new ClosedError("unixfd connection", "receive");
+    this.#readable ??= new PollWaiter(this.#readableEnded);
+    this.#onReadable = onReadable;
+    this.#readable.arm(this.#fd, LINUX.POLLIN, this.#wakeFd, "receive", Infinity, undefined);
+    this.#pendingWaits++;
+    unixFdStats.receiveWaits++;
+  }
+
+  /** {@link armReadable}'s wait, made at its first call. */
+  #readable: PollWaiter | undefined;
+  #onReadable: WaitEnded = () => {};
+  readonly #readableEnded: WaitEnded = (ready, failure) => {
+    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    this.#onReadable(ready, failure);
+  };
 
   /**
    * {@link receive} without waiting: the next message if one is whole in

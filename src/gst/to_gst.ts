@@ -41,6 +41,7 @@ import {
 import { ClosedError, type PeerCredentials, TimeoutError } from "../core/errors.ts";
 import type { SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly } from "../linux/libc.ts";
+import type { WaitEnded } from "../linux/poller.ts";
 import { backend } from "../platform.ts";
 import { backingOf, type Surface } from "../surface/surface.ts";
 import { capsOf } from "./caps.ts";
@@ -124,6 +125,9 @@ export interface ToGstStats {
   clients: number;
 }
 
+/** What {@link GstSinkBridge.send} returns when nothing is left to wait for. */
+const SETTLED: Promise<void> = Promise.resolve();
+
 /** What the bridge knows of one connected client. */
 interface ClientState {
   readonly client: UnixFdConnection;
@@ -133,6 +137,8 @@ interface ClientState {
   lastRelease: number;
   /** The id of the last frame admitted to it. */
   admittedFor: number;
+  /** Its wait for releases ended (made once per client). */
+  readonly onReadable: WaitEnded;
 }
 
 /**
@@ -243,29 +249,63 @@ export class GstSinkBridge {
 
   /**
    * Serves one frame; takes ownership of it (closed when every client gave
-   * it back). In the steady state it allocates only its own promise: each
-   * client's NEW_BUFFER goes out with a nonblocking `sendmsg` from one
-   * reused record; a client whose socket is full gets the rest of a copy,
-   * by a send that waits until `sendTimeout`.
+   * it back). In the steady state it allocates nothing: each client's
+   * NEW_BUFFER goes out with a nonblocking `sendmsg` from one reused record,
+   * and the promise returned is a settled one shared by every call. A
+   * client whose socket is full gets the rest of a copy, by a send that
+   * waits until `sendTimeout` (the promise then waits for it); a new format
+   * or size sends its caps first.
    */
-  async send(frame: SurfaceFrame): Promise<void> {
+  send(frame: SurfaceFrame): Promise<void> {
     this.#stats.received++;
     const id = this.#nextId++;
-    let surface: Surface;
-    let entry: Outstanding;
     try {
       // A new format or size announces its caps first (the only wait before the frame goes).
       const geometry = frame.surface.geometry;
-      if (!this.#closed && !this.#writer.isFor(geometry)) await this.#newLayout(geometry);
-      // Then, whatever happens to this frame: clients stalled at their budget are cut off here.
+      if (!this.#closed && !this.#writer.isFor(geometry)) {
+        return this.#sendAfterCaps(frame, id, geometry);
+      }
+    } catch (error) {
+      frame.close();
+      return Promise.reject(error);
+    }
+    try {
+      return this.#sendNow(frame, id) ?? SETTLED;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** {@link send} of a frame whose layout is new: its caps go out first. */
+  async #sendAfterCaps(frame: SurfaceFrame, id: number, geometry: SurfaceGeometry): Promise<void> {
+    try {
+      await this.#newLayout(geometry);
+    } catch (error) {
+      frame.close();
+      throw error;
+    }
+    await this.#sendNow(frame, id);
+  }
+
+  /**
+   * Admits the clients, takes a slot and sends frame `id` to each, all
+   * without waiting; returns the wait for the sends a full socket delayed,
+   * if any. Owns `frame` (closes it on a throw).
+   */
+  #sendNow(frame: SurfaceFrame, id: number): Promise<void> | undefined {
+    let surface: Surface;
+    let entry: Outstanding;
+    try {
+      // Whatever happens to this frame: clients stalled at their budget are cut off here.
       // From here to the sends nothing waits, so the clients' admission marks stay this frame's.
       const admitted = this.#closed ? 0 : this.#admit(id);
       if (admitted === 0 || this.#frames.count >= this.#maxOutstanding) {
         this.#stats.dropped++; // no client, every client at its budget, or maxOutstanding held
         frame.close();
-        return;
+        return undefined;
       }
       entry = this.#frames.take(id, frame.timestamp);
+      const geometry = frame.surface.geometry;
       if (this.#writer.zeroCopy(geometry)) {
         surface = frame.surface;
         entry.frame = frame;
@@ -308,13 +348,34 @@ export class GstSinkBridge {
         const rest = this.#trySendTo(state.client, message, handle);
         if (rest) (waiting ??= []).push(rest);
       }
-      entry.sending = false;
-      if (waiting) await Promise.all(waiting);
+    } catch (error) {
+      // An export that threw (e.g. EMFILE): let the sends started end, then settle (a frame no
+      // client got is closed now).
+      this.#sendsEnded(entry, sent);
+      if (!waiting) {
+        this.#frames.settle(entry);
+        throw error;
+      }
+      return this.#settleAfter(entry, waiting).then(() => Promise.reject(error));
+    }
+    this.#sendsEnded(entry, sent);
+    if (!waiting) {
+      this.#frames.settle(entry);
+      return undefined;
+    }
+    return this.#settleAfter(entry, waiting);
+  }
+
+  #sendsEnded(entry: Outstanding, sent: number): void {
+    entry.sending = false;
+    if (sent === 0) this.#stats.dropped++; // its clients went away meanwhile
+  }
+
+  /** Settles `entry` once the delayed sends ended (they never reject: a failed client is dropped). */
+  async #settleAfter(entry: Outstanding, waiting: Promise<void>[]): Promise<void> {
+    try {
+      await Promise.all(waiting);
     } finally {
-      entry.sending = false;
-      if (sent === 0) this.#stats.dropped++; // its clients went away meanwhile
-      if (waiting) await Promise.all(waiting); // an export that threw: let the sends started end
-      // Also when an export failed (e.g. EMFILE): a frame no client got is closed now.
       this.#frames.settle(entry);
     }
   }
@@ -452,34 +513,45 @@ export class GstSinkBridge {
         pause = Math.min(pause * 2, 1000);
         continue;
       }
-      const state = { client, held: 0, lastRelease: performance.now(), admittedFor: 0 };
+      const state: ClientState = {
+        client,
+        held: 0,
+        lastRelease: performance.now(),
+        admittedFor: 0,
+        onReadable: (ready, failure) => {
+          if (!ready || failure !== undefined) this.#dropClient(client); // closed, or the poll failed
+          else this.#readReleases(client);
+        },
+      };
       this.#clients.set(client, state);
       this.#clientList.push(state);
       if (this.#caps) {
         client.send(encodeCaps(this.#caps), [], performance.now() + this.#sendTimeout)
           .catch(() => this.#dropClient(client));
       }
-      this.#clientLoop(client);
+      this.#readReleases(client);
     }
   }
 
-  async #clientLoop(client: UnixFdConnection): Promise<void> {
+  /**
+   * Reads the client's RELEASE_BUFFERs as they come: whatever is waiting,
+   * then a park on the shared poll through the connection's one wait record,
+   * re-armed after each (no promise, record or async frame per release: a
+   * release costs only the poll's round). Drops the client when it goes
+   * away, misbehaves, or releases an id it does not hold (as unixfdsink).
+   */
+  #readReleases(client: UnixFdConnection): void {
     try {
       for (;;) {
-        // A release already waiting is taken without a promise; else one park on the poll.
         const message = client.tryReceive();
-        if (!message) {
-          await client.waitReadable();
-          continue;
-        }
+        if (!message) break;
         if (message.type !== "release-buffer") continue;
-        // An id this client does not hold is a protocol error, as in unixfdsink: drop it.
-        if (!this.#release(client, releaseIdNumber(message))) break;
+        if (!this.#release(client, releaseIdNumber(message))) throw new Error("not held");
       }
+      client.armReadable(this.#clients.get(client)!.onReadable);
     } catch {
-      // disconnected or misbehaved
+      this.#dropClient(client); // disconnected, closed or misbehaved
     }
-    this.#dropClient(client);
   }
 
   /**

@@ -48,10 +48,14 @@ export interface LockOptions {
 
 /**
  * Where a surface came from, for the warning about surfaces dropped without
- * `close()` and for a pool's account of who holds its surfaces.
+ * `close()` and for a pool's account of who holds its surfaces. `adopted`:
+ * a frame made per buffer of another program (GStreamer's memfds, from-gst),
+ * registered as a received frame is but kept out of that account (no pool
+ * of this process holds those memfds; their count per inode cost ~190 B per
+ * frame over GStreamer's hundreds of memfds).
  * @ignore
  */
-export type SurfaceOrigin = "created" | "pool" | "received";
+export type SurfaceOrigin = "created" | "pool" | "received" | "adopted";
 
 /**
  * What a surface's `close()` or finaliser lets go of: the backing itself, or
@@ -85,6 +89,8 @@ function dropped(owner: SurfaceOwner, origin: SurfaceOrigin): void {
   const { geometry, id } = backing;
   const what = origin === "received"
     ? "a received Frame"
+    : origin === "adopted"
+    ? "a Surface adopted from another program (from-gst)"
     : origin === "pool"
     ? "a Surface from SurfacePool.acquire()"
     : "a Surface";
@@ -99,7 +105,7 @@ function dropped(owner: SurfaceOwner, origin: SurfaceOrigin): void {
 /**
  * One registry per origin, so that the held value can be the owner itself.
  *
- * Received frames register without an unregister token, and `close()`
+ * Received (and adopted) frames register without an unregister token, and `close()`
  * leaves their registration: a token cost ~52 B per frame (V8's entry for
  * it in the registry's token map), a fifth of a frame's whole budget
  * (issue 20). Their owner is always their backing, which knows whether it
@@ -112,6 +118,9 @@ const finalizers: Record<SurfaceOrigin, FinalizationRegistry<SurfaceOwner>> = {
   pool: new FinalizationRegistry((owner) => dropped(owner, "pool")),
   received: new FinalizationRegistry((owner) => {
     if (!(owner as SurfaceBacking).released) dropped(owner, "received");
+  }),
+  adopted: new FinalizationRegistry((owner) => {
+    if (!(owner as SurfaceBacking).released) dropped(owner, "adopted");
   }),
 };
 
@@ -208,7 +217,7 @@ export class Surface {
     this.#origin = origin;
     if (origin === "received") noteReceivedOpen(backing.id);
     if (!finalize) return;
-    if (origin === "received") finalizers.received.register(this, owner);
+    if (origin === "received" || origin === "adopted") finalizers[origin].register(this, owner);
     else finalizers[origin].register(this, owner, this);
   }
 
@@ -423,8 +432,10 @@ export class Surface {
     const owner = this.#owner;
     if (!owner) return;
     this.#owner = undefined;
-    // (A received frame's registration stays: see `finalizers`.)
-    if (this.#origin !== "received") finalizers[this.#origin].unregister(this);
+    // (A received or adopted frame's registration stays: see `finalizers`.)
+    if (this.#origin !== "received" && this.#origin !== "adopted") {
+      finalizers[this.#origin].unregister(this);
+    }
     if (this.#origin === "received") noteReceivedClosed(this.#backing.id);
     while (this.#locks !== 0) {
       const readOnly = this.#locks < 0;
