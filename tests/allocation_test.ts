@@ -35,6 +35,15 @@ import { assertBelow, perOperation } from "./sampled_allocation.ts";
 const LIMIT_PER_ROUNDTRIP = 1200;
 /** Bytes allocated per pooled handoff (acquire, send, receive, close), both sides together. */
 const LIMIT_PER_HANDOFF = 1250;
+/**
+ * Bytes allocated per channel receive that parks on the shared poll until
+ * the frame comes, with the frame's close and the send that wakes it (both
+ * sides, one process). Measured 1.01-1.23 KB sampled, of which 0.25-0.57 KB
+ * is the runtime's nonblocking call of the shared `poll`; before the
+ * connection called the channel back (`receiveThen`), with an async
+ * function, its closure and a `then` per parked receive: 1.57-1.74 KB.
+ */
+const LIMIT_PER_PARKED_RECEIVE = 1400;
 const WARMUP = 20_000;
 const ROUNDTRIPS = 20_000;
 
@@ -88,6 +97,33 @@ Deno.test(`allocation: a pooled handoff allocates < ${LIMIT_PER_HANDOFF} B (acqu
       measured.profile.describe(ROUNDTRIPS),
   );
   assertBelow("a pooled handoff", measured, LIMIT_PER_HANDOFF);
+});
+
+Deno.test({
+  name: `allocation: a channel receive that parks until its frame comes allocates < ` +
+    `${LIMIT_PER_PARKED_RECEIVE} B (+ close)`,
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    using channels = await pair();
+    using surface = Surface.create({ width: 64, height: 64 });
+    const measured = await perOperation(
+      async (count) => {
+        for (let i = 0; i < count; i++) {
+          // receive() first: nothing is there, it parks on the shared poll; the send wakes it.
+          const received = channels.client.receive();
+          await channels.server.send(surface);
+          (await received).close();
+        }
+      },
+      WARMUP,
+      ROUNDTRIPS,
+    );
+    console.log(
+      `  ${measured.bytes.toFixed(0)} B per parked receive (+ the send, both sides)\n` +
+        measured.profile.describe(ROUNDTRIPS),
+    );
+    assertBelow("a parked channel receive", measured, LIMIT_PER_PARKED_RECEIVE);
+  },
 });
 
 Deno.test({
