@@ -38,6 +38,16 @@ const SECONDS = Number(values.seconds);
 const ROOT = "/var/cache/surfaceport-gst/trixie";
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const BLOCK = 32;
+// Each frame's number is 16 blocks side by side in its top rows: a narrower frame would cut it
+// off, and every latency would come from a misread number.
+if (!(W >= 16 * BLOCK && H >= BLOCK && W % 2 === 0 && H % 2 === 0 && SECONDS > 2)) {
+  console.error(
+    `bench/network.ts: --width ${values.width} --height ${values.height} --seconds ` +
+      `${values.seconds}: needs an even width of at least ${16 * BLOCK} (the frame number's ` +
+      `blocks), an even height of at least ${BLOCK}, and more than 2 s (the first 2 are warm-up)`,
+  );
+  Deno.exit(2);
+}
 const FIXTURE = new URL("../tests/fixtures/pipewire_memfd_producer.ts", import.meta.url).pathname;
 
 async function run(cmd: string, args: string[]): Promise<string> {
