@@ -425,7 +425,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-geometry-per-frame",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/geometry_cache.ts",
     find: "      this.#geometry !== undefined && caps === this.#caps &&",
     replace: "      this.#geometry !== undefined && caps === this.#caps && Math.random() < 0 &&",
     tests: ["tests/gst_allocation_test.ts"],
