@@ -14,7 +14,7 @@
  * A bound that fails lists the functions that allocated most.
  *
  * Measured, sampled (both sides together, test harness and its awaits
- * included): a round trip 1.08-1.09 KB, a pooled handoff 1.19 KB, an empty
+ * included): a round trip 1.02-1.03 KB, a pooled handoff 1.15 KB, an empty
  * receive attempt ~0 B; before a Frame was its own Surface and received
  * frames registered without a token: a round trip 1.27 KB, which the bound
  * refuses. With the cumulative counter before: 1.31 KB and

@@ -84,7 +84,7 @@ const PARK_ALLOWANCE = 1536;
  * most buffers miss: 1.3-1.8 KB per frame).
  */
 const MAPPING_ALLOWANCE = 3072;
-/** The bridge's mapping cache for 64x64 BGRA memfds: `mappingCacheSize` in from_gst.ts. */
+/** The bridge's mapping cache for 64x64 BGRA memfds: `foreignCacheSize` in adopt.ts. */
 const MAPPING_CACHE = 1024;
 /**
  * to-gst bytes per frame, sampled, library alone: measured 568-842 B (same

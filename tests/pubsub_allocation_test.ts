@@ -56,14 +56,17 @@ const FRAMES = 20_000;
  */
 const LIMIT_PUBLISH = 128;
 /**
- * A receive that finds its frame waiting, and the frame's close. Measured
- * 270-275 B sampled: the Frame, which is its own Surface (80 B), its
- * timestamp's number box (16 B), V8's finalizer cell for it (72 B), the
- * received backing (48 B) and the promise `receive` returns (48 B). Before
- * (main at f2c7f90, this file): 369 B, when the Frame and its Surface were
- * two objects (+56 B) and the registration had an unregister token (+52 B).
+ * A receive that finds its frame waiting, and the frame's close: issue 20's
+ * goal. Measured 240 B sampled: the Frame, which is its own Surface (72 B),
+ * V8's finalizer cell for it (72 B), the received backing (48 B) and the
+ * promise `receive` returns (48 B). Before (main at f2c7f90, this file):
+ * 369 B, when the Frame and its Surface were two objects (+56 B), the
+ * registration had an unregister token (+52 B), the timestamp was a number
+ * box (+16 B net), the Surface kept its owner, origin and lock count in
+ * three fields (+16 B) and it and the received backing had private methods
+ * (a brand slot each, +16 B).
  */
-const LIMIT_RECEIVE_WAITING = 300;
+const LIMIT_RECEIVE_WAITING = 256;
 /**
  * What the async iterator adds to a receive (`for await`): measured ~190 B
  * sampled (a `then`, its promise and reaction, and the result object); an
@@ -72,13 +75,15 @@ const LIMIT_RECEIVE_WAITING = 300;
 const LIMIT_ITERATION = 250;
 /**
  * A receive parked on the shared poll when its frame comes. Measured
- * 1.04-1.38 KB sampled, of which ~0.4-0.5 KB is the runtime's own (Deno's
- * nonblocking FFI call of the shared `poll`, and its `then`). Before (main
- * at f17f994): 1.69-1.77 KB, with `SocketConnection.receive` an async
- * function (~470 B of suspended frame) and a promise and resolvers per park
- * from the shared poll (~190 B).
+ * 0.90-1.24 KB sampled (it varies from run to run with what the runtime
+ * keeps per pending call), of which 0.25-0.57 KB is the runtime's own
+ * (Deno's nonblocking FFI call of the shared `poll`: its bare cost is
+ * measured in `wakeup_allocation_test.ts`). Before (f2c7f90): 1.69-1.89
+ * KB, with `SocketConnection.receive` an async function (~470 B of
+ * suspended frame), a promise and resolvers per park from the shared poll
+ * (~190 B) and the subscription's `then` on the connection's promise.
  */
-const LIMIT_RECEIVE_PARKED = 1550;
+const LIMIT_RECEIVE_PARKED = 1400;
 
 const limits: ConnectionLimits = {
   maxSurfaceBytes: 1 << 30,

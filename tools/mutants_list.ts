@@ -425,7 +425,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-geometry-per-frame",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/geometry_cache.ts",
     find: "      this.#geometry !== undefined && caps === this.#caps &&",
     replace: "      this.#geometry !== undefined && caps === this.#caps && Math.random() < 0 &&",
     tests: ["tests/gst_allocation_test.ts"],
@@ -668,9 +668,9 @@ export const MUTANTS: Mutant[] = [
       "          this.#unacknowledged -= count;\n        }\n",
     also: [{
       // ... the common slow path (#wait) goes through that loop ...
-      find: "      this.#returnCredits(connection);\n      const received = connection.receive(",
+      find: "      this.#returnCredits(connection);\n      // One #wait runs at a time",
       replace: "      return this.#settled(this.#receiveLoop(deadline, options));\n" +
-        "      const received = connection.receive(",
+        "      // One #wait runs at a time",
     }, {
       // ... and the fast path, which would otherwise return the frame: it leaves owed credits to it.
       find:
@@ -906,9 +906,15 @@ export const MUTANTS: Mutant[] = [
       'if (origin === "received" || origin === "adopted") finalizers[origin].register(this, owner);',
     replace:
       'if (origin === "received" || origin === "adopted") finalizers[origin].register(this, owner, this);',
+    also: [{
+      // ... and close() unregisters it (a token never unregistered costs V8 little).
+      find: 'else if (origin !== "adopted") finalizers[origin].unregister(this);',
+      replace: "finalizers[origin].unregister(this);",
+    }],
     tests: ["tests/pubsub_allocation_test.ts"],
     filter: "Subscription.receive",
-    why: "issue 20: an unregister token per received frame cost ~52 B (V8's token map entry)",
+    why: "issue 20: registering each received frame with an unregister token, unregistered at " +
+      "close(), cost ~52 B per frame (V8's token map)",
   },
   {
     id: "received-finalizer-ignores-release",
@@ -919,6 +925,25 @@ export const MUTANTS: Mutant[] = [
     filter: "not finalized again",
     why: "issue 20: received frames keep their registration after close(); the finalizer of a " +
       "closed frame must not release, count or warn again",
+  },
+  {
+    id: "bell-read-async-frame",
+    file: "src/linux/bell_tower.ts",
+    find: "      return this.#conn.read(this.#buffer).then(this.#ringsRead, this.#readFailed);",
+    replace: "      return (async () => this.#ringsRead(await this.#conn.read(this.#buffer)))()\n" +
+      "        .catch(this.#readFailed);",
+    tests: ["tests/wakeup_allocation_test.ts"],
+    why: "issue 20: the doorbell's read of its rings as an async function cost ~300 B per " +
+      "parked receive",
+  },
+  {
+    id: "subscription-wait-through-then",
+    file: "src/pubsub/subscribe.ts",
+    find: "      if (connection.receiveThen) {",
+    replace: "      if (connection.receiveThen && this.#closed) {",
+    tests: ["tests/wakeup_allocation_test.ts"],
+    why: "issue 20: a parked subscriber receive chained a `then` on the connection's own " +
+      "promise (and its resolvers) instead of being called back",
   },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {

@@ -35,10 +35,12 @@ export class Frame<M = unknown> extends Surface {
    */
   readonly sequence: number;
   /**
-   * When the sender sent it, in microseconds since the Unix epoch (unless it
-   * passed its own): `nowMicros() - frame.timestamp` is the handoff latency.
+   * The timestamp's high 32 bits and its low 32 bits as a signed 32-bit
+   * integer: two small integers, where the number itself (~2^50 µs) would
+   * need a heap box per frame (16 B).
    */
-  readonly timestamp: number;
+  readonly #timestampHigh: number;
+  readonly #timestampLow: number;
 
   /** @ignore */
   constructor(
@@ -52,7 +54,17 @@ export class Frame<M = unknown> extends Surface {
     super(backing, backing, true, "received");
     this.meta = meta;
     this.sequence = sequence;
-    this.timestamp = timestamp;
+    const high = Math.floor(timestamp / TWO_32);
+    this.#timestampHigh = high;
+    this.#timestampLow = (timestamp - high * TWO_32) | 0;
+  }
+
+  /**
+   * When the sender sent it, in microseconds since the Unix epoch (unless it
+   * passed its own): `nowMicros() - frame.timestamp` is the handoff latency.
+   */
+  get timestamp(): number {
+    return this.#timestampHigh * TWO_32 + (this.#timestampLow >>> 0);
   }
 
   /**
@@ -83,6 +95,8 @@ export class Frame<M = unknown> extends Surface {
     return `Frame ${inspect(state, options)} of ${super[customInspect](inspect, options)}`;
   }
 }
+
+const TWO_32 = 2 ** 32;
 
 /** Internal: the {@link Frame} for a received message; the frame owns its backing. */
 export function frameOf<M>(received: ReceivedMessage): Frame<M> {

@@ -108,6 +108,9 @@ export interface ReceivedMessage {
   surface: SurfaceBacking;
 }
 
+/** How {@link BackendConnection.receiveThen} ends: a message, or (with none) the failure. */
+export type ReceiveEnded = (message: ReceivedMessage | undefined, failure: unknown) => void;
+
 /** Options every backend connection honours. */
 export interface ConnectionLimits {
   /** Largest surface accepted from the peer, in bytes. */
@@ -145,6 +148,14 @@ export interface BackendConnection {
   trySend?(message: Uint8Array, handle: number): boolean;
   /** Receives the next message, waiting until `deadline` or `signal`. */
   receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage>;
+  /**
+   * Optional form of {@link receive} without a promise of its own, for a
+   * caller that waits for one message at a time and keeps `ended` (made
+   * once): calls `ended(message, undefined)` when the next message is here
+   * (during the call if one is waiting), or `ended(undefined, error)` with
+   * what {@link receive} would reject with.
+   */
+  receiveThen?(deadline: number, signal: AbortSignal | undefined, ended: ReceiveEnded): void;
   /**
    * Optional synchronous fast path of {@link receive}: the next message if
    * one is waiting, `undefined` if none is (nothing waited for), or throws

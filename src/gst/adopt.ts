@@ -33,6 +33,23 @@ export function sealForSharing(fd: number): void {
   libc().fcntl(fd, LINUX.F_ADD_SEALS, LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW);
 }
 
+/** What a from-gst bridge's mapping cache may keep mapped of GStreamer's memfds, in bytes. */
+const MAPPED_BYTES = 512 << 20;
+
+/**
+ * How many of GStreamer's memfds a from-gst bridge keeps mapped, for memfds of
+ * `bytes`: as many as fit in {@link MAPPED_BYTES}, never fewer than 32 nor
+ * more than 1024. A pool that rotates through more memfds than the cache
+ * holds is mapped afresh at every buffer (least recently used evicts
+ * exactly the memfd that comes next: a verify, an mmap, a munmap and
+ * ~2.5-4 KB of garbage per frame), and GStreamer's pools grow with the
+ * buffers in flight (videotestsrc flat out at 64x64: 50 to 1000 memfds).
+ * A cached mapping keeps its memfd alive after GStreamer lets go of it.
+ */
+export function foreignCacheSize(bytes: number): number {
+  return Math.max(32, Math.min(1024, Math.floor(MAPPED_BYTES / Math.max(1, bytes))));
+}
+
 /**
  * Adopts memfds from outside surfaceport as surfaces. Keeps a mapping cache
  * (keyed by inode, like a channel's), so a producer that cycles through a

@@ -32,22 +32,17 @@ import {
   TimeoutError,
   UnsupportedError,
 } from "../core/errors.ts";
-import type { SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly, fstatxNumbers, libc } from "../linux/libc.ts";
 import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface/surface.ts";
-import { ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
-import { geometryOfGstBuffer, type GstVideoCaps, parseVideoCaps } from "./caps.ts";
+import { foreignCacheSize, ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
+import { type GstVideoCaps, parseVideoCaps } from "./caps.ts";
+import { GeometryCache } from "./geometry_cache.ts";
 import { GstBufferCopier } from "./copy.ts";
 import { HeldBuffers } from "./held_buffers.ts";
 import { bufferNumberOrNull } from "./decode.ts";
-import {
-  type GstMessage,
-  type GstNewBuffer,
-  GstProtocolError,
-  type GstVideoMetaRecord,
-} from "./protocol.ts";
+import { type GstMessage, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
 
 /** Where the from-gst bridge hands its surfaces: a `Publisher`, a `Channel`, or anything with `send`. */
@@ -115,23 +110,6 @@ export function addFromGstCounts(totals: FromGstCounts, stats: FromGstStats): vo
   totals.copies += stats.copies;
   totals.dropped += stats.dropped;
   totals.released += stats.released;
-}
-
-/** What the bridge's mapping cache may keep mapped of GStreamer's memfds, in bytes. */
-const MAPPED_BYTES = 512 << 20;
-
-/**
- * How many of GStreamer's memfds the bridge keeps mapped, for memfds of
- * `bytes`: as many as fit in {@link MAPPED_BYTES}, never fewer than 32 nor
- * more than 1024. A pool that rotates through more memfds than the cache
- * holds is mapped afresh at every buffer (least recently used evicts
- * exactly the memfd that comes next: a verify, an mmap, a munmap and
- * ~2.5-4 KB of garbage per frame), and GStreamer's pools grow with the
- * buffers in flight (videotestsrc flat out at 64x64: 50 to 1000 memfds).
- * A cached mapping keeps its memfd alive after GStreamer lets go of it.
- */
-function mappingCacheSize(bytes: number): number {
-  return Math.max(32, Math.min(1024, Math.floor(MAPPED_BYTES / Math.max(1, bytes))));
 }
 
 /** The pause before reconnecting to a sink that went away: doubling from MIN to MAX (ms). */
@@ -395,7 +373,7 @@ export class GstSourceBridge {
         fileSize,
       );
       this.#held.watch(fd);
-      this.#adopter ??= new ForeignMemfdAdopter(mappingCacheSize(fileSize));
+      this.#adopter ??= new ForeignMemfdAdopter(foreignCacheSize(fileSize));
       const surface = this.#adopter.adopt(fd, geometry);
       adopted = true;
       return surface;
@@ -472,72 +450,4 @@ function defaultMeta(buffer: GstNewBuffer): GstFrameMeta {
     duration: bufferNumberOrNull(buffer, "duration"),
     offset: bufferNumberOrNull(buffer, "offset"),
   };
-}
-
-/**
- * The geometry of the last buffer, reused while the next one has the same
- * caps, video meta, memory range and file size ({@link geometryOfGstBuffer}
- * is a pure function of those): a steady stream costs no geometry object
- * per frame. A geometry is never modified once made, so surfaces share it.
- */
-class GeometryCache {
-  #caps: GstVideoCaps | undefined;
-  #hasMeta = false;
-  readonly #offsets: number[] = [];
-  readonly #strides: number[] = [];
-  #metaFields = [0, 0, 0, 0];
-  #memoryOffset = -1;
-  #memorySize = -1;
-  #fileSize = -1;
-  #geometry: SurfaceGeometry | undefined;
-
-  get(
-    caps: GstVideoCaps,
-    videoMeta: GstVideoMetaRecord | undefined,
-    memoryOffset: number,
-    memorySize: number,
-    fileSize: number,
-  ): SurfaceGeometry {
-    if (
-      this.#geometry !== undefined && caps === this.#caps && memoryOffset === this.#memoryOffset &&
-      memorySize === this.#memorySize && fileSize === this.#fileSize && this.#sameMeta(videoMeta)
-    ) {
-      return this.#geometry;
-    }
-    this.#geometry = undefined; // a throw below leaves no stale entry
-    const geometry = geometryOfGstBuffer(caps, videoMeta, memoryOffset, memorySize, fileSize);
-    this.#caps = caps;
-    this.#memoryOffset = memoryOffset;
-    this.#memorySize = memorySize;
-    this.#fileSize = fileSize;
-    this.#hasMeta = videoMeta !== undefined;
-    if (videoMeta) {
-      this.#metaFields = [videoMeta.flags, videoMeta.format, videoMeta.width, videoMeta.height];
-      this.#offsets.length = 0;
-      this.#offsets.push(...videoMeta.offsets);
-      this.#strides.length = 0;
-      this.#strides.push(...videoMeta.strides);
-    }
-    this.#geometry = geometry;
-    return geometry;
-  }
-
-  #sameMeta(meta: GstVideoMetaRecord | undefined): boolean {
-    if (meta === undefined) return !this.#hasMeta;
-    if (!this.#hasMeta) return false;
-    const fields = this.#metaFields;
-    if (
-      meta.flags !== fields[0] || meta.format !== fields[1] || meta.width !== fields[2] ||
-      meta.height !== fields[3] || meta.offsets.length !== this.#offsets.length ||
-      meta.strides.length !== this.#strides.length
-    ) {
-      return false;
-    }
-    for (let i = 0; i < this.#offsets.length; i++) {
-      if (meta.offsets[i] !== this.#offsets[i] || meta.strides[i] !== this.#strides[i]) {
-        return false;
-      }
-    }
-    return true;
-  }
 }

@@ -54,7 +54,7 @@ const CAPTURE_PROPERTIES = "p,media.type=Video,media.category=Capture,media.role
 /** What `unixfdsink` says when a buffer is not fd memory (PipeWire handed mapped memory). */
 const NOT_FD_MEMORY = "Expecting buffers with FD memories";
 
-/** A format one exact swap away (see `network.ts`). */
+/** A format one exact swap away (see `network_pipelines.ts`). */
 const DETOUR: Record<string, string> = { BGRA: "RGBA", RGBA: "BGRA", I420: "YV12" };
 
 /**

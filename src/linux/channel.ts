@@ -13,7 +13,12 @@
  * @module
  */
 
-import type { BackendConnection, ConnectionLimits, ReceivedMessage } from "../contract/backend.ts";
+import type {
+  BackendConnection,
+  ConnectionLimits,
+  ReceivedMessage,
+  ReceiveEnded,
+} from "../contract/backend.ts";
 import {
   ClosedError,
   PeerClosedError,
@@ -150,6 +155,8 @@ export class SocketConnection implements BackendConnection {
   #receiving: Promise<ReceivedMessage> | undefined;
   #resolveReceive: (message: ReceivedMessage) => void = ignoreValue;
   #rejectReceive: (error: unknown) => void = ignoreValue;
+  /** The running parked receiveThen's callback. */
+  #receiveEndedCallback: ReceiveEnded | undefined;
   #receiveDeadline = Infinity;
   #receiveSignal: AbortSignal | undefined;
   /** This side's parked flag while the running receive is parked on the doorbell. */
@@ -468,20 +475,14 @@ export class SocketConnection implements BackendConnection {
   receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
     let message;
     try {
-      this.#assertOpen("receive");
-      throwIfAborted(signal);
-      // A tryReceive() that just found nothing (the channel's fast path) need not be repeated:
-      // one recvmsg less per receive that waits. What arrives meanwhile, the spin or poll sees.
-      message = this.#foundEmpty ? undefined : this.#receiver.tryReceive();
-      this.#foundEmpty = false;
-      if (message) return Promise.resolve(message);
-      // About to wait: the time to reopen the descriptions that sends used (not while sending).
-      refillSpareDescriptions();
-      if (this.#limits.spinMicros > 0) message = this.#spin(deadline);
+      message = this.#receiveAtOnce(deadline, signal);
     } catch (error) {
       return Promise.reject(error);
     }
     if (message) return Promise.resolve(message);
+    if (this.#receiveEndedCallback !== undefined) {
+      return Promise.reject(new Error("internal: a receiveThen is parked on this connection"));
+    }
     // One parked receive at a time keeps its state in fields (the channel and the subscription
     // queue theirs); another that comes meanwhile waits for it first.
     if (this.#receiving !== undefined) {
@@ -498,6 +499,37 @@ export class SocketConnection implements BackendConnection {
     this.#receiveSignal = signal;
     this.#parkReceive();
     return promise;
+  }
+
+  receiveThen(deadline: number, signal: AbortSignal | undefined, ended: ReceiveEnded): void {
+    let message;
+    try {
+      message = this.#receiveAtOnce(deadline, signal);
+      if (!message && (this.#receiving !== undefined || this.#receiveEndedCallback !== undefined)) {
+        throw new Error("internal: a receive is parked on this connection already");
+      }
+    } catch (error) {
+      return ended(undefined, error);
+    }
+    if (message) return ended(message, undefined);
+    this.#receiveEndedCallback = ended;
+    this.#receiveDeadline = deadline;
+    this.#receiveSignal = signal;
+    this.#parkReceive();
+  }
+
+  /** The message already here, or after the spin of the low-latency mode; throws as receive does. */
+  #receiveAtOnce(deadline: number, signal: AbortSignal | undefined): ReceivedMessage | undefined {
+    this.#assertOpen("receive");
+    throwIfAborted(signal);
+    // A tryReceive() that just found nothing (the channel's fast path) need not be repeated:
+    // one recvmsg less per receive that waits. What arrives meanwhile, the spin or poll sees.
+    const message = this.#foundEmpty ? undefined : this.#receiver.tryReceive();
+    this.#foundEmpty = false;
+    if (message) return message;
+    // About to wait: the time to reopen the descriptions that sends used (not while sending).
+    refillSpareDescriptions();
+    return this.#limits.spinMicros > 0 ? this.#spin(deadline) : undefined;
   }
 
   /**
@@ -587,6 +619,12 @@ export class SocketConnection implements BackendConnection {
 
   /** Settles the running receive with `message`, or with `failure` if there is none. */
   #receiveEnded(message: ReceivedMessage | undefined, failure: unknown): void {
+    const ended = this.#receiveEndedCallback;
+    if (ended !== undefined) {
+      this.#receiveEndedCallback = undefined;
+      this.#receiveSignal = undefined;
+      return ended(message, failure);
+    }
     const resolve = this.#resolveReceive;
     const reject = this.#rejectReceive;
     this.#receiving = undefined;

@@ -95,6 +95,19 @@ export interface SubscriptionStats {
   reconnects: number;
 }
 
+function ignore(): void {}
+
+/** The subscription whose wait's promise is being made: {@link captureWaitResolvers} fills it. */
+// deno-lint-ignore no-explicit-any
+let capturingSubscription: Subscription<any> | undefined;
+
+/** Takes a wait's resolvers into {@link capturingSubscription} (no closure per wait). */
+let captureWaitResolvers: (
+  // deno-lint-ignore no-explicit-any
+  resolve: (frame: any) => void,
+  reject: (error: unknown) => void,
+) => void;
+
 /** A subscription to a publisher. Create one with {@link subscribe}. */
 export class Subscription<M = unknown> {
   /** The publisher's name. */
@@ -125,6 +138,16 @@ export class Subscription<M = unknown> {
   #waitingOptions: WaitOptions = NO_OPTIONS;
   /** receive() calls queued on {@link #receiveTail} and not yet settled. */
   #receivesPending = 0;
+  /** The running {@link #wait}'s promise's resolvers, when its connection calls back. */
+  #resolveWait: (frame: Frame<M> | Promise<Frame<M>>) => void = ignore;
+  #rejectWait: (error: unknown) => void = ignore;
+
+  static {
+    captureWaitResolvers = (resolve, reject) => {
+      capturingSubscription!.#resolveWait = resolve;
+      capturingSubscription!.#rejectWait = reject;
+    };
+  }
 
   /** @ignore */
   constructor(
@@ -238,16 +261,38 @@ export class Subscription<M = unknown> {
     if (this.#closed || !connection) return this.#settled(this.#receiveLoop(deadline, options));
     try {
       this.#returnCredits(connection);
-      const received = connection.receive(deadline, options.signal);
       // One #wait runs at a time (receives queue): its arguments wait in fields, not a closure.
       this.#waiting = connection;
       this.#waitingDeadline = deadline;
       this.#waitingOptions = options;
-      return received.then(this.#waitEnded, this.#waitFailed);
+      if (connection.receiveThen) {
+        // The connection calls back: this promise is the receive's only one (no `then` on the
+        // connection's own).
+        capturingSubscription = this;
+        const waited = new Promise<Frame<M>>(captureWaitResolvers);
+        capturingSubscription = undefined;
+        connection.receiveThen(deadline, options.signal, this.#waitCalledBack);
+        return waited;
+      }
+      return connection.receive(deadline, options.signal).then(this.#waitEnded, this.#waitFailed);
     } catch (error) {
       return this.#settled(this.#receiveFailed(connection, error, deadline, options));
     }
   }
+
+  /** The running {@link #wait}'s `receiveThen` ended: settles its promise. */
+  readonly #waitCalledBack = (received: ReceivedMessage | undefined, failure: unknown): void => {
+    const resolve = this.#resolveWait;
+    const reject = this.#rejectWait;
+    this.#resolveWait = ignore;
+    this.#rejectWait = ignore;
+    if (received === undefined) return resolve(this.#waitFailed(failure));
+    try {
+      resolve(this.#waitEnded(received));
+    } catch (error) {
+      reject(error);
+    }
+  };
 
   /** The running {@link #wait}'s message came (one function for every receive). */
   readonly #waitEnded = (received: ReceivedMessage): Frame<M> => {

@@ -23,7 +23,7 @@ import {
   type SurfaceGeometry,
 } from "../core/geometry.ts";
 import { backend } from "../platform.ts";
-import { openReceivedCount, Surface } from "./surface.ts";
+import { openReceivedCount, releaseOwner, Surface } from "./surface.ts";
 
 /** Options of {@link SurfacePool}. */
 export interface SurfacePoolOptions {
@@ -74,6 +74,21 @@ interface PoolEntry {
   readonly origin: "pool";
   /** Hands the entry back to the pool: the owner of every surface lent from it (made once). */
   release(): void;
+}
+
+/** A surface lent by a pool: closing it gives its entry back (the entry owns the backing). */
+class PooledSurface extends Surface {
+  readonly #entry: PoolEntry;
+
+  constructor(entry: PoolEntry) {
+    super(entry.backing, entry, true, "pool");
+    this.#entry = entry;
+  }
+
+  /** Gives the entry back to its pool (the backing stays with the pool). */
+  override [releaseOwner](): void {
+    this.#entry.release();
+  }
 }
 
 /**
@@ -385,7 +400,7 @@ export class SurfacePool {
     const entries = this.#entries;
     for (let i = entries.indexOf(entry); i < entries.length - 1; i++) entries[i] = entries[i + 1];
     entries[entries.length - 1] = entry;
-    return new Surface(entry.backing, entry, true, "pool");
+    return new PooledSurface(entry);
   }
 
   #giveBack(entry: PoolEntry): void {

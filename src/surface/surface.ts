@@ -102,12 +102,28 @@ function dropped(owner: SurfaceOwner, origin: SurfaceOrigin): void {
   );
 }
 
+/** The origins by their code in a surface's state (see `Surface`). */
+const ORIGINS: readonly SurfaceOrigin[] = ["created", "pool", "received", "adopted"];
+
+/** A surface's state bit for "closed". */
+const CLOSED = 4;
+
+/** One lock in a surface's state: the count sits above the origin's two bits and {@link CLOSED}. */
+const ONE_LOCK = 8;
+
+/**
+ * Internal: the method `close()` calls to let go of the surface's owner,
+ * which a pool's surfaces override.
+ */
+export const releaseOwner: unique symbol = Symbol("surfaceport.releaseOwner");
+
 /**
  * One registry per origin, so that the held value can be the owner itself.
  *
  * Received (and adopted) frames register without an unregister token, and `close()`
- * leaves their registration: a token cost ~52 B per frame (V8's entry for
- * it in the registry's token map), a fifth of a frame's whole budget
+ * leaves their registration: registering with a token and unregistering
+ * it at `close()` cost ~52 B per frame (V8's bookkeeping of the token; a
+ * token never unregistered costs ~7 B), a fifth of a frame's whole budget
  * (issue 20). Their owner is always their backing, which knows whether it
  * was released: the callback of a frame closed before it was collected
  * does nothing. Created and pooled surfaces, made far less often, keep the
@@ -189,11 +205,13 @@ let backingOfSurface: (surface: Surface) => SurfaceBacking;
  */
 export class Surface {
   #backing: SurfaceBacking;
-  #owner: SurfaceOwner | undefined;
-  /** Nested CPU locks: their count, negative when read-only (one field: a Surface is made per frame). */
-  #locks = 0;
-
-  #origin: SurfaceOrigin;
+  /**
+   * Where it came from, whether it is closed and its nested CPU locks, in
+   * one number (a Surface is made per frame): the origin's index in
+   * {@link ORIGINS} in the low two bits, then {@link CLOSED}, above them the
+   * count of locks, negative when read-only.
+   */
+  #state: number;
 
   static {
     backingOfSurface = (surface) => surface.#backing;
@@ -201,9 +219,11 @@ export class Surface {
 
   /**
    * Internal: surfaces come from {@link Surface.create}, a pool or a channel.
-   * `owner.release()` runs once: at `close()`, or (with `finalize`) when the
-   * surface is garbage-collected unclosed — one finalizer registration per
-   * surface, the only one for a received frame.
+   * `owner.release()` runs once: at `close()` (through {@link releaseOwner}),
+   * or (with `finalize`) when the surface is garbage-collected unclosed — one
+   * finalizer registration per surface, the only one for a received frame.
+   * The owner is the backing itself, except for a pool's surfaces (a
+   * subclass that keeps its pool entry: no field for it in every frame).
    * @ignore
    */
   constructor(
@@ -213,8 +233,7 @@ export class Surface {
     origin: SurfaceOrigin = "created",
   ) {
     this.#backing = backing;
-    this.#owner = owner;
-    this.#origin = origin;
+    this.#state = ORIGINS.indexOf(origin);
     if (origin === "received") noteReceivedOpen(backing.id);
     if (!finalize) return;
     if (origin === "received" || origin === "adopted") finalizers[origin].register(this, owner);
@@ -270,7 +289,7 @@ export class Surface {
    * surface is. Throws `UnsupportedError` on other platforms.
    */
   pixelBuffer(): PixelBuffer {
-    if (!this.#owner) throwClosed("pixelBuffer");
+    if (this.#state & CLOSED) throwClosed("pixelBuffer");
     const backing = this.#backing;
     if (!backing.pixelBuffer) {
       throw new UnsupportedError(
@@ -322,7 +341,7 @@ export class Surface {
 
   /** True once {@link close} has run. */
   get closed(): boolean {
-    return this.#owner === undefined;
+    return (this.#state & CLOSED) !== 0;
   }
 
   /**
@@ -350,7 +369,7 @@ export class Surface {
    * Throws `ClosedError` once the surface is closed.
    */
   get unsafeHandle(): UnsafeSurfaceHandle {
-    if (!this.#owner) throwClosed("unsafeHandle");
+    if (this.#state & CLOSED) throwClosed("unsafeHandle");
     return this.#backing.unsafeHandle();
   }
 
@@ -361,7 +380,7 @@ export class Surface {
    * (`F_OFD_GETLK` on Linux, `IOSurfaceIsInUse` on macOS).
    */
   get inUse(): boolean {
-    if (!this.#owner) throwClosed("inUse");
+    if (this.#state & CLOSED) throwClosed("inUse");
     return this.#backing.inUseElsewhere();
   }
 
@@ -371,7 +390,7 @@ export class Surface {
    * unmapped; see the class documentation for views kept past {@link close}.
    */
   bytes(plane = 0): Uint8Array<ArrayBuffer> {
-    if (!this.#owner) throwClosed("bytes");
+    if (this.#state & CLOSED) throwClosed("bytes");
     const planes = this.#backing.geometry.planes;
     if (!Number.isInteger(plane) || plane < 0 || plane >= planes.length) {
       throw new RangeError(`plane must be an integer from 0 to ${planes.length - 1}, got ${plane}`);
@@ -396,31 +415,33 @@ export class Surface {
    * memory barrier only, with the same rules and errors.
    */
   lock(options: LockOptions = {}): void {
-    if (!this.#owner) throwClosed("lock");
+    if (this.#state & CLOSED) throwClosed("lock");
     const readOnly = options.readOnly === true;
-    if (this.#locks !== 0 && (this.#locks < 0) !== readOnly) {
+    const locks = this.#state >> 3;
+    if (locks !== 0 && (locks < 0) !== readOnly) {
       throw new LockStateError(
-        `lock: the surface is already locked ${this.#locks < 0 ? "read-only" : "read-write"}`,
+        `lock: the surface is already locked ${locks < 0 ? "read-only" : "read-write"}`,
       );
     }
     this.#backing.lock(readOnly);
-    this.#locks += readOnly ? -1 : 1;
+    this.#state += readOnly ? -ONE_LOCK : ONE_LOCK;
   }
 
   /** Ends CPU access begun by {@link lock}. Throws `LockStateError` if not locked so. */
   unlock(options: LockOptions = {}): void {
-    if (!this.#owner) throwClosed("unlock");
+    if (this.#state & CLOSED) throwClosed("unlock");
     const readOnly = options.readOnly === true;
-    if (this.#locks === 0) throw new LockStateError("unlock: the surface is not locked");
-    if ((this.#locks < 0) !== readOnly) {
+    const locks = this.#state >> 3;
+    if (locks === 0) throw new LockStateError("unlock: the surface is not locked");
+    if ((locks < 0) !== readOnly) {
       throw new LockStateError(
         `unlock: locked ${
-          this.#locks < 0 ? "read-only" : "read-write"
+          locks < 0 ? "read-only" : "read-write"
         }, unlocked with readOnly: ${readOnly}`,
       );
     }
     this.#backing.unlock(readOnly);
-    this.#locks += readOnly ? 1 : -1;
+    this.#state += readOnly ? ONE_LOCK : -ONE_LOCK;
   }
 
   /**
@@ -429,27 +450,34 @@ export class Surface {
    * (see the class documentation). Idempotent.
    */
   close(): void {
-    const owner = this.#owner;
-    if (!owner) return;
-    this.#owner = undefined;
+    if (this.#state & CLOSED) return;
+    this.#state |= CLOSED;
+    const origin = ORIGINS[this.#state & 3];
     // (A received or adopted frame's registration stays: see `finalizers`.)
-    if (this.#origin !== "received" && this.#origin !== "adopted") {
-      finalizers[this.#origin].unregister(this);
-    }
-    if (this.#origin === "received") noteReceivedClosed(this.#backing.id);
-    while (this.#locks !== 0) {
-      const readOnly = this.#locks < 0;
+    if (origin === "received") noteReceivedClosed(this.#backing.id);
+    else if (origin !== "adopted") finalizers[origin].unregister(this);
+    while (this.#state >> 3 !== 0) {
+      const readOnly = this.#state < 0;
       this.#backing.unlock(readOnly);
-      this.#locks += readOnly ? 1 : -1;
+      this.#state += readOnly ? ONE_LOCK : -ONE_LOCK;
     }
     // The backing's shared buffer stays: the backing detaches it right before
     // the memory is unmapped, so no view ever reaches unmapped memory.
-    owner.release();
+    this[releaseOwner]();
   }
 
   /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * Internal: lets go of what this surface owns, once, at `close()`: its
+   * backing (a pool's surface gives its entry back instead).
+   * @ignore
+   */
+  [releaseOwner](): void {
+    this.#backing.release();
   }
 
   static {
@@ -466,7 +494,7 @@ export class Surface {
       format,
       size: `${width}x${height}`,
       id: this.#backing.id,
-      from: this.#origin === "created" ? "Surface.create" : this.#origin,
+      from: (this.#state & 3) === 0 ? "Surface.create" : ORIGINS[this.#state & 3],
       closed: this.closed,
     };
     if (!this.closed) {
