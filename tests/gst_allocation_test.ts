@@ -290,11 +290,85 @@ Deno.test({
   },
 });
 
+/** Frames (after as many of warm-up) from a live source at {@link LIVE_FPS}: a park per frame. */
+const LIVE_FRAMES = 1500;
+const LIVE_FPS = 500;
+/**
+ * from-gst behind a live source, where each frame finds no buffer waiting
+ * and parks on the shared poll (a camera's case), library alone: measured
+ * 1,732-1,735 B per frame (1,807-1,818 B with a promise and a reaction per
+ * park over a pooled record, before `waitReadable` re-armed the
+ * connection's own). Of it ~1 KB is the wait itself: the shared poll's
+ * round and Deno's nonblocking call under it (its promise, resolvers and op
+ * bookkeeping), the promise the loop awaits and its reaction.
+ */
+const LIVE_LIMIT = 2560;
+
+Deno.test({
+  name: `gst allocation: from-gst behind a live source allocates < ${LIVE_LIMIT} B per frame ` +
+    "(a park per frame)",
+  ignore,
+  async fn() {
+    const socket = uniqueName("gstlive");
+    await using _gst = gstLaunch([
+      "videotestsrc",
+      `num-buffers=${2 * LIVE_FRAMES + 20}`,
+      "pattern=black",
+      "is-live=true",
+      "!",
+      `video/x-raw,format=BGRA,width=64,height=64,framerate=${LIVE_FPS}/1`,
+      "!",
+      "unixfdsink",
+      `socket-path=${socket}`,
+      "socket-type=abstract",
+      "wait-for-connection=true",
+      "sync=false",
+    ]);
+    const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
+    try {
+      using sampler = new SampledAllocation();
+      let frames = 0;
+      let waitsBefore = 0;
+      let waits = 0;
+      let measured: PerOperation | undefined;
+      const settled = Promise.resolve();
+      const sink = {
+        send(): Promise<void> {
+          frames++;
+          if (frames === LIVE_FRAMES) {
+            waitsBefore = unixFdStats.receiveWaits;
+            return sampler.start();
+          }
+          if (frames === 2 * LIVE_FRAMES) {
+            waits = unixFdStats.receiveWaits - waitsBefore;
+            return sampler.stopProfile().then((profile) => {
+              measured = { bytes: profile.total / LIVE_FRAMES, profile, count: LIVE_FRAMES };
+            });
+          }
+          return settled;
+        },
+      };
+      await within(bridge.run(sink), 60_000, "from-gst to forward every frame and end at EOS");
+      assert.ok(measured, "the window was sampled");
+      const own = ownBytes(measured);
+      const poll = measured.profile.bytesOf("/src/linux/poller.ts") / LIVE_FRAMES;
+      console.log(
+        `  from-gst live: ${(measured.bytes - own).toFixed(0)} B per frame, ${poll.toFixed(0)} B ` +
+          `by the shared poll (${waits} parked receives)`,
+      );
+      assert.ok(waits > LIVE_FRAMES / 2, `only ${waits} of ${LIVE_FRAMES} frames parked`);
+      assertBelow("from-gst behind a live source", measured, LIVE_LIMIT, own);
+    } finally {
+      bridge.close();
+    }
+  },
+});
+
 /**
  * What adopting a memfd the mapping cache holds costs, in one process (no
  * GStreamer): the Surface (~56 B), its backing (~56 B) and V8's finalizer
  * registration without an unregister token (origin "adopted", ~72 B):
- * measured 185 B. With a token, as a created surface has, 238 B; with the
+ * measured 161-185 B. With a token, as a created surface has, 238 B; with the
  * account of received frames by inode too, ~190 B more.
  */
 const ADOPT_LIMIT = 212;

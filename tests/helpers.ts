@@ -76,6 +76,17 @@ export function removeDeadProcessesDirs(parent: string, prefix: string): void {
   }
 }
 
+/**
+ * A new temporary directory named after this process (`PREFIX<pid>-…`), for
+ * a test that may be killed before its `finally` removes it: one that a dead
+ * test process left is removed first.
+ */
+export async function processTempDir(prefix: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: `${prefix}${Deno.pid}-` });
+  removeDeadProcessesDirs(dir.slice(0, dir.lastIndexOf("/")), prefix);
+  return dir;
+}
+
 /** Highest descriptor number the counters look at. */
 const FD_SCAN_LIMIT = 65536;
 

@@ -20,7 +20,7 @@ import { microsOfNtpNanos, ntpNanosOfMicros } from "../src/gst/timestamp_meta.ts
 import { encodeMetaRecord, MetaRecordReader, SenderMetas } from "../src/gst/network_meta.ts";
 import { ProtocolError } from "../src/core/errors.ts";
 import { GST, missingInChroot, within } from "./gst_helpers.ts";
-import { Child, paintBGRA, sleep } from "./helpers.ts";
+import { Child, paintBGRA, processTempDir, sleep } from "./helpers.ts";
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const FLAGS = [
@@ -382,7 +382,7 @@ interface Case {
 /** Sends the pattern in `mode` and checks pixels and timestamps, then (if asked) under loss. */
 async function crossNetwork({ mode, lossEvery, portOffset }: Case): Promise<void> {
   const net = await makeNet();
-  const dir = await Deno.makeTempDir({ prefix: "sp-net-" });
+  const dir = await processTempDir("sp-net-");
   const source = `${dir}/card.sock`;
   const target = `${dir}/out.sock`;
   const stopPublishing = new AbortController();

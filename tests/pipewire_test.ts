@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { subscribe } from "../mod.ts";
 import { pipeWireSourcePipeline } from "../src/gst/pipewire.ts";
 import { within } from "./gst_helpers.ts";
-import { type Child, sleep } from "./helpers.ts";
+import { type Child, processTempDir, sleep } from "./helpers.ts";
 import {
   checkFrame,
   cli,
@@ -62,7 +62,7 @@ Deno.test({
   async fn() {
     await using daemon = await startPipeWire();
     void daemon;
-    const dir = await Deno.makeTempDir({ prefix: "sp-pw-" });
+    const dir = await processTempDir("sp-pw-");
     const node = `sp-card-${Deno.pid}`;
     const stopPublishing = new AbortController();
     const publishing = publishFrames(`${dir}/card.sock`, stopPublishing.signal);
@@ -123,7 +123,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     let daemon = await startPipeWire();
-    const dir = await Deno.makeTempDir({ prefix: "sp-pw-" });
+    const dir = await processTempDir("sp-pw-");
     const node = `sp-restart-${Deno.pid}`;
     const stopPublishing = new AbortController();
     const publishing = publishFrames(`${dir}/card.sock`, stopPublishing.signal);
@@ -183,7 +183,7 @@ Deno.test({
   async fn() {
     await using daemon = await startPipeWire();
     void daemon;
-    const dir = await Deno.makeTempDir({ prefix: "sp-pw-" });
+    const dir = await processTempDir("sp-pw-");
     const node = `sp-hoard-${Deno.pid}`;
     const stopPublishing = new AbortController();
     const publishing = publishFrames(`${dir}/card.sock`, stopPublishing.signal);
@@ -249,7 +249,7 @@ Deno.test({
   async fn() {
     await using daemon = await startPipeWire();
     void daemon;
-    const dir = await Deno.makeTempDir({ prefix: "sp-pw-" });
+    const dir = await processTempDir("sp-pw-");
     const node = `sp-keeper-${Deno.pid}`;
     const stopPublishing = new AbortController();
     const publishing = publishFrames(`${dir}/card.sock`, stopPublishing.signal);

@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { subscribe, type Surface } from "../mod.ts";
 import { fstatx } from "../src/linux/libc.ts";
 import { GST, within } from "./gst_helpers.ts";
-import { Child } from "./helpers.ts";
+import { Child, processTempDir } from "./helpers.ts";
 import {
   checkFrame,
   cli,
@@ -74,7 +74,7 @@ Deno.test({
     await using daemon = await startPipeWire();
     void daemon;
     await placeDeno();
-    const dir = await Deno.makeTempDir({ prefix: "sp-pw-" });
+    const dir = await processTempDir("sp-pw-");
     const node = `sp-memfd-${Deno.pid}`;
     const producer = startProducer(node);
     let fromPw: Child | undefined;

@@ -97,6 +97,8 @@ export const unixFdStats = {
   sendWaits: 0,
 };
 
+function ignore(): void {}
+
 const connectionFinalizer = new FinalizationRegistry<number[]>((fds) => {
   for (const fd of fds) closeQuietly(fd);
 });
@@ -215,13 +217,46 @@ export class UnixFdConnection {
   /**
    * Parks on the shared poll until the socket is readable (true), the
    * connection is closed (false) or `deadline` / `signal` (rejects): what
-   * a {@link tryReceive} that found nothing waits for. One promise over the
-   * poll's own, no async layers.
+   * a {@link tryReceive} that found nothing waits for. One promise, settled
+   * by the connection's one wait record (re-armed per wait: a from-gst
+   * bridge behind a live source parks at every frame); a second wait while
+   * one is parked goes through a record of its own.
    */
   waitReadable(deadline = Infinity, signal?: AbortSignal): Promise<boolean> {
     unixFdStats.receiveWaits++;
-    return this.#wait(LINUX.POLLIN, "receive", deadline, signal);
+    const parked = this.#parked ??= new PollWaiter(this.#parkedEnded);
+    if (parked.armed) return this.#wait(LINUX.POLLIN, "receive", deadline, signal);
+    const promise = new Promise<boolean>(this.#captureParked);
+    try {
+      parked.arm(this.#fd, LINUX.POLLIN, this.#wakeFd, "receive", deadline, signal);
+    } catch (error) {
+      this.#resolveParked = this.#rejectParked = ignore;
+      return Promise.reject(error);
+    }
+    this.#pendingWaits++;
+    return promise;
   }
+
+  /** {@link waitReadable}'s wait record, made at its first park, and its promise's resolvers. */
+  #parked: PollWaiter | undefined;
+  #resolveParked: (ready: boolean) => void = ignore;
+  #rejectParked: (error: unknown) => void = ignore;
+  /** The promise's executor, made once (no closure per wait). */
+  readonly #captureParked = (
+    resolve: (ready: boolean) => void,
+    reject: (error: unknown) => void,
+  ): void => {
+    this.#resolveParked = resolve;
+    this.#rejectParked = reject;
+  };
+  readonly #parkedEnded: WaitEnded = (ready, failure) => {
+    const resolve = this.#resolveParked;
+    const reject = this.#rejectParked;
+    this.#resolveParked = this.#rejectParked = ignore;
+    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    if (failure === undefined) resolve(ready);
+    else reject(failure);
+  };
 
   /**
    * {@link waitReadable} with no promise: parks on the shared poll until the
