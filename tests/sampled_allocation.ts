@@ -9,6 +9,8 @@
  */
 
 import { type AllocationProfile, SampledAllocation } from "../bench/common.ts";
+import { libc } from "../ffi/linux.ts";
+import { runtime } from "../ffi/runtime.ts";
 
 /** What `run(count)` allocated per operation, and the profile it came from. */
 export interface PerOperation {
@@ -55,4 +57,24 @@ export function assertBelow(
       `; the functions that allocated most (B per operation, sampled):\n` +
       measured.profile.describe(measured.count),
   );
+}
+
+/**
+ * What the runtime itself allocates per nonblocking FFI call awaited (the
+ * shared poll's `poll`, of no descriptor: it returns at once on a worker
+ * thread), measured now, in this process: a parked receive pays it once per
+ * park, and how much it is depends on the process's state (Deno keeps its
+ * pending calls' promises in a ring, and in a map when the ring is busy:
+ * 0.25-0.57 KB alone, ~0.6 KB in the full suite's process). Linux.
+ */
+export async function nonblockingCallFloor(warmup: number, count: number): Promise<number> {
+  const pollfds = runtime.sharedBytes(8);
+  const measured = await perOperation(
+    async (calls) => {
+      for (let i = 0; i < calls; i++) await libc().poll_wait(pollfds, 0n, 0);
+    },
+    warmup,
+    count,
+  );
+  return measured.bytes;
 }

@@ -956,6 +956,16 @@ export const MUTANTS: Mutant[] = [
     why: "issue 20: a parked subscriber receive chained a `then` on the connection's own " +
       "promise (and its resolvers) instead of being called back",
   },
+  {
+    id: "channel-receive-async-run",
+    file: "src/channel/channel.ts",
+    find: "      if (this.#receivesPending === 1 && connection.receiveThen) {",
+    replace: "      if (this.#receivesPending === 1 && connection.receiveThen && this.#closed) {",
+    tests: ["tests/allocation_test.ts"],
+    filter: "parks until its frame comes",
+    why: "issue 20: a parked channel receive ran an async function with its closure and a `then` " +
+      "on the connection's promise (~0.5 KB per frame)",
+  },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",

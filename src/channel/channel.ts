@@ -47,6 +47,19 @@ const SENT: Promise<void> = Promise.resolve();
 /** A queue tail with nothing pending. */
 const IDLE: Promise<unknown> = Promise.resolve();
 
+function ignore(): void {}
+
+/** The channel whose receive promise is being made: {@link captureReceiveResolvers} fills it. */
+// deno-lint-ignore no-explicit-any
+let capturingChannel: Channel<any> | undefined;
+
+/** Takes a receive promise's resolvers into {@link capturingChannel} (no closure per receive). */
+let captureReceiveResolvers: (
+  // deno-lint-ignore no-explicit-any
+  resolve: (frame: any) => void,
+  reject: (error: unknown) => void,
+) => void;
+
 /** Options when none are given: one frozen object, not a fresh `{}` per call. */
 const NO_OPTIONS: SendOptions = Object.freeze({});
 
@@ -67,6 +80,17 @@ export class Channel<M = unknown> {
   #sendTail: Promise<unknown> = IDLE;
   #receivesPending = 0;
   #receiveTail: Promise<unknown> = IDLE;
+  /** The running receive's promise's resolvers and timeout, when its connection calls back. */
+  #resolveReceive: (frame: Frame<M>) => void = ignore;
+  #rejectReceive: (error: unknown) => void = ignore;
+  #receiveTimeout: number | undefined;
+
+  static {
+    captureReceiveResolvers = (resolve, reject) => {
+      capturingChannel!.#resolveReceive = resolve;
+      capturingChannel!.#rejectReceive = reject;
+    };
+  }
 
   /** @ignore */
   constructor(connection: BackendConnection) {
@@ -172,6 +196,21 @@ export class Channel<M = unknown> {
       }
       const deadline = deadlineOf("receive", options.timeout);
       this.#receivesPending++;
+      if (this.#receivesPending === 1 && connection.receiveThen) {
+        // None queued: the connection calls back, and this promise is the receive's only one
+        // (no async function, closure or `then` per parked receive).
+        capturingChannel = this;
+        const result = new Promise<Frame<M>>(captureReceiveResolvers);
+        capturingChannel = undefined;
+        this.#receiveTimeout = options.timeout;
+        this.#receiveTail = result;
+        try {
+          connection.receiveThen(deadline, options.signal, this.#receiveCalledBack);
+        } catch (error) {
+          this.#receiveCalledBack(undefined, error); // (it reports failures through the callback)
+        }
+        return result;
+      }
       const run = async () => {
         let received: ReceivedMessage;
         try {
@@ -191,6 +230,24 @@ export class Channel<M = unknown> {
       return Promise.reject(error);
     }
   }
+
+  /** The running receive's `receiveThen` ended: settles its promise. */
+  readonly #receiveCalledBack = (received: ReceivedMessage | undefined, failure: unknown): void => {
+    const resolve = this.#resolveReceive;
+    const reject = this.#rejectReceive;
+    this.#resolveReceive = ignore;
+    this.#rejectReceive = ignore;
+    // Back to idle: the tail never keeps the last Frame reachable.
+    if (--this.#receivesPending === 0) this.#receiveTail = IDLE;
+    if (received === undefined) {
+      return reject(callersTimeout(failure, "receive", this.#receiveTimeout));
+    }
+    try {
+      resolve(frameOf<M>(received));
+    } catch (error) {
+      reject(error);
+    }
+  };
 
   /**
    * Yields frames until the peer closes the channel (or this side does).
