@@ -523,6 +523,17 @@ export const MUTANTS: Mutant[] = [
       "clock (its wall-clock bound was flaky under load)",
   },
   {
+    id: "to-gst-stall-clock-from-last-release",
+    file: "src/gst/to_gst.ts",
+    find: "if (state.held + 1 === this.#clientBudget) state.fullSince = now;",
+    replace: "",
+    tests: ["tests/gst_client_budget_test.ts"],
+    filter: "filled its budget",
+    why: "a client's stall was timed from its last release: after a pause in the stream longer " +
+      "than stallTimeout, the frame that found it at its budget cut it off at once (the " +
+      "gst_client_budget flake under load)",
+  },
+  {
     id: "to-gst-no-client-budget",
     file: "src/gst/to_gst.ts",
     find: "      if (state.held < this.#clientBudget) {",

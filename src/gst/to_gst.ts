@@ -133,8 +133,14 @@ interface ClientState {
   readonly client: UnixFdConnection;
   /** Frames it holds (sent, not released). */
   held: number;
-  /** When it last released a frame, or connected (ms, `performance.now()`). */
-  lastRelease: number;
+  /**
+   * When the frame that filled its budget was admitted (ms,
+   * `performance.now()`): still at its budget `stallTimeout` later, it is
+   * cut off. From that moment, not from its last release: a client that
+   * released everything and then saw no frame for a while (a pause in the
+   * stream) is not stalled the instant it holds its budget again.
+   */
+  fullSince: number;
   /** The id of the last frame admitted to it. */
   admittedFor: number;
   /** Its wait for releases ended (made once per client). */
@@ -442,11 +448,12 @@ export class GstSinkBridge {
       const state = this.#clientList[i];
       if (state.held < this.#clientBudget) {
         state.admittedFor = id;
+        if (state.held + 1 === this.#clientBudget) state.fullSince = now; // this frame fills it
         admitted++;
         continue;
       }
       this.#stats.skipped++;
-      if (now - state.lastRelease > this.#stallTimeout) {
+      if (now - state.fullSince > this.#stallTimeout) {
         this.#stats.cutOff++;
         this.#dropClient(state.client);
       }
@@ -485,10 +492,7 @@ export class GstSinkBridge {
     const entry = this.#frames.find(id);
     if (!entry || !entry.pending.includes(client)) return false;
     const state = this.#clients.get(client);
-    if (state) {
-      state.held--;
-      state.lastRelease = performance.now();
-    }
+    if (state) state.held--;
     this.#frames.release(entry, client);
     return true;
   }
@@ -516,7 +520,7 @@ export class GstSinkBridge {
       const state: ClientState = {
         client,
         held: 0,
-        lastRelease: performance.now(),
+        fullSince: 0,
         admittedFor: 0,
         onReadable: (ready, failure) => {
           if (!ready || failure !== undefined) this.#dropClient(client); // closed, or the poll failed
