@@ -364,25 +364,6 @@ export const MUTANTS: Mutant[] = [
       "not with a promise, a reaction and a closure per release",
   },
   {
-    id: "to-gst-slots-iterated",
-    file: "src/gst/frame_slots.ts",
-    find: "    for (let i = 0; i < slots.length; i++) if (slots[i].id === id) return slots[i];",
-    replace: "    for (const slot of slots) if (slot.id === id) return slot;",
-    tests: ["tests/gst_allocation_test.ts"],
-    filter: "to-gst",
-    why: "issue 20: a release finds its frame's slot by index (a for-of's iterator cost ~50 B)",
-  },
-  {
-    id: "from-gst-awaits-settled-send",
-    file: "src/gst/from_gst.ts",
-    find: "          if (handedOver !== fulfilled) {",
-    replace: "          if (handedOver !== undefined) {",
-    tests: ["tests/gst_allocation_test.ts"],
-    filter: "from-gst allocates",
-    why: "issue 20: from-gst does not suspend its loop per frame on a promise from sink.send it " +
-      "has already seen fulfilled (a Publisher's or Channel's shared one)",
-  },
-  {
     id: "from-gst-adopted-with-token",
     file: "src/gst/adopt.ts",
     find: '    return new Surface(backing, backing, true, "adopted");',
