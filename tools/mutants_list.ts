@@ -138,16 +138,6 @@ export const MUTANTS: Mutant[] = [
       "test counted descriptors only)",
   },
   {
-    id: "received-mapping-leaked",
-    file: "src/linux/received.ts",
-    find: "let mapping = this.#entries.get(key);",
-    replace:
-      "let mapping: SharedMapping | undefined = undefined; // leaks the cached one per frame",
-    tests: ["tests/soak/soak_test.ts"],
-    why: "issue 23: a received mapping leaked per frame (a page of RSS each) grew the consumer " +
-      "in a straight line that the soak's fixed 96 MiB allowance let through",
-  },
-  {
     id: "pool-ignores-max",
     file: "src/surface/pool.ts",
     find: "    if (this.#entries.length < this.maxSurfaces) {",
