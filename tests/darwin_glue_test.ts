@@ -117,20 +117,23 @@ function countedBackend(task: FakeTask) {
   return { backend: createDarwinBackend(wrapLibraries(libs)), calls };
 }
 
+/** Runs `fn` with `backend` as the process's backend, then makes `home` the backend again. */
+function inBackend<T>(backend: Backend, home: Backend, fn: () => T): T {
+  setBackendForTesting(backend);
+  try {
+    return fn();
+  } finally {
+    setBackendForTesting(home);
+  }
+}
+
 Deno.test("defect 12: a received frame of a surface seen before costs 5 IOSurface/CF calls (lookup, ID, alloc size, base, release), not 14-20", async () => {
   const kernel = new FakeMachKernel();
   const a = kernel.createTask({ pid: 101 });
   const b = kernel.createTask({ pid: 202 });
   const A: Backend = createDarwinBackend(glueNative(a));
   const { backend: B, calls } = countedBackend(b);
-  const as = <T>(backend: Backend, fn: () => T): T => {
-    setBackendForTesting(backend);
-    try {
-      return fn();
-    } finally {
-      setBackendForTesting(A);
-    }
-  };
+  const as = <T>(backend: Backend, fn: () => T): T => inBackend(backend, A, fn);
   setBackendForTesting(A);
   try {
     const listener = as(B, () => listen("glue-count"));
@@ -176,14 +179,7 @@ Deno.test("issue 20: a frame published to 3 subscribers costs the publisher 4 IO
   const others = [202, 203, 204].map((pid) =>
     createDarwinBackend(glueNative(kernel.createTask({ pid })))
   );
-  const as = <T>(backend: Backend, fn: () => T): T => {
-    setBackendForTesting(backend);
-    try {
-      return fn();
-    } finally {
-      setBackendForTesting(A);
-    }
-  };
+  const as = <T>(backend: Backend, fn: () => T): T => inBackend(backend, A, fn);
   setBackendForTesting(A);
   try {
     const publisher = publish("glue-fanout");
