@@ -434,7 +434,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-fresh-decode",
-    file: "src/gst/socket.ts",
+    file: "src/gst/unixfd_connection.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
     replace: "decodeSinkMessage(framed.command, framed.payload, framed.fds)",
     tests: ["tests/gst_allocation_test.ts"],
