@@ -1104,7 +1104,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "pipewire-recolour-passthrough",
-    file: "src/gst/pipewire.ts",
+    file: "src/gst/pipewire_pipelines.ts",
     find: 'const colorimetry = sourceColorimetry === "1:1:0:0" ? "1:1:1:0" : "1:1:0:0";',
     replace: 'const colorimetry = sourceColorimetry ?? "sRGB";',
     tests: ["tests/pipewire_test.ts"],
