@@ -1056,7 +1056,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "sendmsg-address-per-buffer-switch",
-    file: "src/linux/channel.ts",
+    file: "src/linux/socket_sender.ts",
     find: "message === this.#otherBuffer ? this.#otherAddress : addressOf(message);",
     replace: "addressOf(message);",
     tests: ["tests/pubsub_allocation_test.ts"],
