@@ -128,6 +128,38 @@ export const MUTANTS: Mutant[] = [
       "addresses, and mmap hands back the one just freed)",
   },
   {
+    id: "received-cache-evicts-through-map-iterator",
+    file: "src/linux/received.ts",
+    find: "      for (let i = 1; i < list.length; i++) {\n" +
+      "        if (list[i].lastUsed < list[oldestAt].lastUsed) oldestAt = i;\n      }",
+    replace: "      for (const m of this.#entries.values()) {\n" +
+      "        if (m.lastUsed < list[oldestAt].lastUsed) oldestAt = list.indexOf(m);\n      }",
+    tests: ["tests/mapping_cache_test.ts"],
+    filter: "an eviction from a full cache of 1024 allocates",
+    why: "1be6902: the scan for the least recently used mapping went through the map's " +
+      "iterator, a result object per cached entry before V8 optimized it (~41 KB per eviction " +
+      "from a full cache of 1024 unoptimized; 827 B per frame of from-gst in the CI run)",
+  },
+  {
+    id: "received-cache-evicts-first-listed",
+    file: "src/linux/received.ts",
+    find: "if (list[i].lastUsed < list[oldestAt].lastUsed) oldestAt = i;",
+    replace: "if (list[i].lastUsed < 0) oldestAt = i; // evicts whatever is listed first",
+    tests: ["tests/mapping_cache_test.ts"],
+    filter: "each new memfd evicts exactly one mapping, the least recently used",
+    why: "the cache evicts the least recently used mapping, not the first one it listed (a " +
+      "surface a pool keeps returning would be unmapped and mapped again)",
+  },
+  {
+    id: "received-evicted-mapping-kept",
+    file: "src/linux/received.ts",
+    find: "      oldest.evict(); // unmapped now, or when its last frame closes",
+    replace: "      // oldest.evict(): dropped from the cache, never unmapped",
+    tests: ["tests/mapping_cache_test.ts"],
+    why: "a mapping the cache lets go of for a new memfd is unmapped (now, or when its last " +
+      "frame closes): kept, every new memfd past the cache's capacity leaked a mapping",
+  },
+  {
     id: "finalizer-no-unmap",
     file: "src/linux/surface.ts",
     find: "  r.spare.close();\n  unmap(r.pointer, r.size);\n  closeQuietly(r.fd);\n});",
