@@ -75,13 +75,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "bell-park-on-poll",
-    file: "src/linux/channel.ts",
-    find: "if (bell !== undefined && bell.live) {\n          doorbellStats.bellWaits++;",
-    replace: "if (bell !== undefined && !bell.live) {\n          doorbellStats.bellWaits++;",
-    also: [{
-      find: "if (bell !== undefined && bell.live) {\n        doorbellStats.bellWaits++;",
-      replace: "if (bell !== undefined && !bell.live) {\n        doorbellStats.bellWaits++;",
-    }],
+    file: "src/linux/channel_doorbell.ts",
+    find: "if (bell !== undefined && bell.live) {\n      doorbellStats.bellWaits++;",
+    replace: "if (bell !== undefined && !bell.live) {\n      doorbellStats.bellWaits++;",
     tests: ["tests/doorbell_runtimes_test.ts"],
     filter: "subscriber parks on its doorbell",
     why: "issue 24: with the doorbell bound, a subscription's receives and the publisher's " +
