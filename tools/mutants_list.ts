@@ -156,6 +156,18 @@ export const MUTANTS: Mutant[] = [
       "frame closes): kept, every new memfd past the cache's capacity leaked a mapping",
   },
   {
+    id: "received-uncached-mapping-leaked",
+    file: "src/linux/received.ts",
+    find: "    this.#references--;\n    this.#unmapIfUnused();",
+    replace: "    this.#references--; // a mapping the cache no longer keeps stays mapped",
+    tests: ["tests/soak/soak_test.ts"],
+    filter: "a consumer that caches no mapping",
+    why: "issue 23: the soak's page-leak check (received-mapping-leaked, dropped in 26f21e9 as " +
+      "equivalent): a frame whose mapping the cache does not keep leaves it mapped when it " +
+      "closes, a page of the consumer's RSS per frame (4.2 KB per handoff against 1 KB); the " +
+      "descriptors stay flat, so only the memory check sees it",
+  },
+  {
     id: "finalizer-no-unmap",
     file: "src/linux/surface.ts",
     find: "  r.spare.close();\n  unmap(r.pointer, r.size);\n  closeQuietly(r.fd);\n});",
@@ -384,12 +396,49 @@ export const MUTANTS: Mutant[] = [
   {
     id: "from-gst-adopted-with-token",
     file: "src/gst/adopt.ts",
-    find: '    return new Surface(backing, backing, true, "adopted");',
-    replace: '    return new Surface(backing, backing, true, "created");',
+    find: '    return new Surface(backing, backing, finalize, "adopted");',
+    replace: '    return new Surface(backing, backing, finalize, "created");',
     tests: ["tests/gst_allocation_test.ts"],
     filter: "adopting a cached memfd",
     why: "issue 20: a surface adopted per GStreamer buffer registers its finalizer without an " +
       "unregister token (~52 B per frame)",
+  },
+  {
+    id: "from-gst-adopts-with-finalizer",
+    file: "src/gst/adopt.ts",
+    find: "    return this.#adopt(fd, geometry, false);",
+    replace: "    return this.#adopt(fd, geometry, true);",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "adopts a cached memfd in",
+    why: "issue 20: the from-gst bridge owns and closes every surface it adopts, so it registers " +
+      "no finalizer per frame (V8's ~72 B)",
+  },
+  {
+    id: "from-gst-close-leaves-sending",
+    file: "src/gst/from_gst.ts",
+    find: "    this.#sending?.close();\n",
+    replace: "",
+    tests: ["tests/gst_owned_surfaces_test.ts"],
+    why: "with no finalizer behind the surfaces it adopts, the from-gst bridge's close() must " +
+      "close the one a sink's unsettled send still has (its descriptor and mapping leaked)",
+  },
+  {
+    id: "from-gst-meta-double-fields",
+    file: "src/gst/from_gst.ts",
+    find: "  const meta: GstFrameMeta = { pts: null, duration: null, offset: null };\n" +
+      '  meta.pts = bufferNumberOrNull(buffer, "pts");\n' +
+      '  meta.duration = bufferNumberOrNull(buffer, "duration");\n' +
+      '  meta.offset = bufferNumberOrNull(buffer, "offset");\n' +
+      "  return meta;\n",
+    replace: "  return {\n" +
+      '    pts: bufferNumberOrNull(buffer, "pts"),\n' +
+      '    duration: bufferNumberOrNull(buffer, "duration"),\n' +
+      '    offset: bufferNumberOrNull(buffer, "offset"),\n' +
+      "  };\n",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "default meta",
+    why: "issue 20: the default meta's fields stay tagged; made of numbers, V8 gives it double " +
+      "fields, each boxed apart per frame (~32 B)",
   },
   {
     id: "to-gst-queued-sends",
