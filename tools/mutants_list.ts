@@ -156,6 +156,18 @@ export const MUTANTS: Mutant[] = [
       "frame closes): kept, every new memfd past the cache's capacity leaked a mapping",
   },
   {
+    id: "received-uncached-mapping-leaked",
+    file: "src/linux/received.ts",
+    find: "    this.#references--;\n    this.#unmapIfUnused();",
+    replace: "    this.#references--; // a mapping the cache no longer keeps stays mapped",
+    tests: ["tests/soak/soak_test.ts"],
+    filter: "a consumer that caches no mapping",
+    why: "issue 23: the soak's page-leak check (received-mapping-leaked, dropped in 26f21e9 as " +
+      "equivalent): a frame whose mapping the cache does not keep leaves it mapped when it " +
+      "closes, a page of the consumer's RSS per frame (4.2 KB per handoff against 1 KB); the " +
+      "descriptors stay flat, so only the memory check sees it",
+  },
+  {
     id: "finalizer-no-unmap",
     file: "src/linux/surface.ts",
     find: "  r.spare.close();\n  unmap(r.pointer, r.size);\n  closeQuietly(r.fd);\n});",
