@@ -506,7 +506,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-fresh-decode",
-    file: "src/gst/socket.ts",
+    file: "src/gst/unixfd_connection.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
     replace: "decodeSinkMessage(framed.command, framed.payload, framed.fds)",
     tests: ["tests/gst_allocation_test.ts"],
@@ -1128,7 +1128,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "sendmsg-address-per-buffer-switch",
-    file: "src/linux/channel.ts",
+    file: "src/linux/socket_sender.ts",
     find: "message === this.#otherBuffer ? this.#otherAddress : addressOf(message);",
     replace: "addressOf(message);",
     tests: ["tests/pubsub_allocation_test.ts"],
@@ -1176,7 +1176,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "pipewire-recolour-passthrough",
-    file: "src/gst/pipewire.ts",
+    file: "src/gst/pipewire_pipelines.ts",
     find: 'const colorimetry = sourceColorimetry === "1:1:0:0" ? "1:1:1:0" : "1:1:0:0";',
     replace: 'const colorimetry = sourceColorimetry ?? "sRGB";',
     tests: ["tests/pipewire_test.ts"],
