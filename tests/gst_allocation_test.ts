@@ -69,12 +69,13 @@ const FROM_GST_LIMIT = 512;
 const FROM_GST_CODE_LIMIT = 256;
 /**
  * What each parked receive adds (the bridge found no buffer waiting and
- * parked on the shared poll, `src/linux/poller.ts`: measured ~1.15 KB),
+ * parked on the shared poll, `src/linux/poller.ts`: measured ~0.3 KB since
+ * the poll's thread calls back, ~1.15 KB as nonblocking calls),
  * counted by `unixFdStats.receiveWaits`: flat out GStreamer is usually
  * ahead, and how often it is not depends on the load (4-800 parks in
  * 10,000 frames).
  */
-const PARK_ALLOWANCE = 1536;
+const PARK_ALLOWANCE = 768;
 /**
  * What a buffer whose memfd is not in the bridge's mapping cache may add
  * (verified, mapped, an older one evicted: measured 0.5-2.6 KB): a memfd
@@ -87,14 +88,15 @@ const MAPPING_ALLOWANCE = 3072;
 /** The bridge's mapping cache for 64x64 BGRA memfds: `foreignCacheSize` in adopt.ts. */
 const MAPPING_CACHE = 1024;
 /**
- * to-gst bytes per frame, sampled, library alone: measured 568-842 B (same
- * runs; 2,310-2,710 B before this revision, main at 7522237: 12.5-13.7 KB
- * cumulative). All of it is the wake-up per frame for the client's
- * RELEASE_BUFFER: the shared poll's round (`src/linux/poller.ts`) and
- * Deno's nonblocking FFI call under it (its promise, resolvers and op
- * bookkeeping), what any wait in this runtime costs.
+ * to-gst bytes per frame, sampled, library alone: measured 100-110 B since
+ * the shared poll runs on its thread and calls back (`src/linux/poller.ts`,
+ * `ffi/runtime_deno_poll.ts`): what remains is the promise of the wait for
+ * each RELEASE_BUFFER. 568-842 B while the poll was a nonblocking call per
+ * round (its promise, our `then` and Deno's op bookkeeping); 2,310-2,710 B
+ * before this project's allocation passes (main at 7522237: 12.5-13.7 KB
+ * cumulative).
  */
-const TO_GST_LIMIT = 1024;
+const TO_GST_LIMIT = 256;
 /**
  * What the rest of the library allocates per to-gst frame (all of src/
  * but the shared poll): measured 0-12 B. `send` returns a shared settled
@@ -296,13 +298,13 @@ const LIVE_FPS = 500;
 /**
  * from-gst behind a live source, where each frame finds no buffer waiting
  * and parks on the shared poll (a camera's case), library alone: measured
- * 1,732-1,735 B per frame (1,807-1,818 B with a promise and a reaction per
- * park over a pooled record, before `waitReadable` re-armed the
- * connection's own). Of it ~1 KB is the wait itself: the shared poll's
- * round and Deno's nonblocking call under it (its promise, resolvers and op
- * bookkeeping), the promise the loop awaits and its reaction.
+ * 0.65 KB per frame since the poll runs on its thread and calls back (its
+ * wake-up allocates nothing: what the park adds to a frame flat out is the
+ * promise the loop awaits and its settling); 1,732-1,735 B while it was a
+ * nonblocking call per round (~1 KB of it the wait: the poll's round,
+ * Deno's call under it with its promise and op bookkeeping).
  */
-const LIVE_LIMIT = 2560;
+const LIVE_LIMIT = 1024;
 
 Deno.test({
   name: `gst allocation: from-gst behind a live source allocates < ${LIVE_LIMIT} B per frame ` +
