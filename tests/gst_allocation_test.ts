@@ -29,7 +29,9 @@
 import assert from "node:assert/strict";
 import { SampledAllocation } from "../bench/common.ts";
 import { assertBelow, type PerOperation, perOperation } from "./sampled_allocation.ts";
-import { GstSourceBridge } from "../src/gst/from_gst.ts";
+import { defaultMeta, GstSourceBridge } from "../src/gst/from_gst.ts";
+import { GstNewBufferRecord } from "../src/gst/decode.ts";
+import { COMMAND_HEADER_SIZE, encodeNewBuffer } from "../src/gst/protocol.ts";
 import { unixFdStats } from "../src/gst/socket.ts";
 import { GstSinkBridge, type SurfaceFrame } from "../src/gst/to_gst.ts";
 import { check, fstatxNumbers, libc } from "../src/linux/libc.ts";
@@ -50,29 +52,32 @@ const WARMUP = 10_000;
 const FRAMES = 10_000;
 /**
  * from-gst bytes per frame, sampled, library alone, parked receives and
- * mapped memfds aside: measured 349-409 B (18:05-18:20 UTC on 2026-12-07,
- * load average 2-3; 445-510 B before this revision, main at 7522237: 12.5
- * KB cumulative). What remains is the frame a sink is handed, a public
- * object per frame (never recycled: a use after close must not touch
- * another frame): the Surface (~40 B), its backing (~60 B), V8's finalizer
- * registration (~70 B, without unregister token), the meta object and its
- * pts (~55 B); then the NEW_BUFFER's decoding (~30 B) and what the bridge's
- * loop and held buffers make (~100 B).
+ * mapped memfds aside (issue 20's goal): measured 180-203 B with up to 300
+ * parks in 10,000 frames, 226-279 B with ~900 (20:45-20:50 UTC on
+ * 2026-12-07, load average 3-4; 329-357 B and 404-472 B before this
+ * revision, main at c47dbd4; 12.5 KB cumulative at 7522237). What remains
+ * is the frame a sink is handed, public objects made per frame (never
+ * recycled: a use after close must not touch another frame): the Surface
+ * (~40 B), its backing (~48 B), the meta object (48 B) and its pts (16 B,
+ * nanoseconds past 2^31); no finalizer registration (the bridge closes
+ * every surface it adopts: `adoptHeld`), no string or number box of the
+ * NEW_BUFFER's decoding. The pieces have bounds of their own below.
  */
-const FROM_GST_LIMIT = 512;
+const FROM_GST_LIMIT = 256;
 /**
  * What the bridge's own code (src/gst/, and the builtins it calls)
- * allocates per frame: measured 227-234 B in the same runs (inlined callees
- * from other floors count here too). Steadier than the whole: no parks, no
- * mapping; a regression of a few dozen bytes shows.
+ * allocates per frame: measured 110-136 B in the same runs, 147 B with
+ * 1,487 parks (211-248 B before; inlined callees from other floors count
+ * here too): the meta with its pts, the Surface `#adopt` makes, and the
+ * promise of a park (`waitReadable`, src/gst/socket.ts). No mapping.
  */
-const FROM_GST_CODE_LIMIT = 256;
+const FROM_GST_CODE_LIMIT = 192;
 /**
  * What each parked receive adds (the bridge found no buffer waiting and
  * parked on the shared poll, `src/linux/poller.ts`: measured ~0.3 KB since
- * the poll's thread calls back, ~1.15 KB as nonblocking calls),
+ * the poll's thread calls back, 0.55-1.15 KB as nonblocking calls),
  * counted by `unixFdStats.receiveWaits`: flat out GStreamer is usually
- * ahead, and how often it is not depends on the load (4-800 parks in
+ * ahead, and how often it is not depends on the load (4-1,500 parks in
  * 10,000 frames).
  */
 const PARK_ALLOWANCE = 768;
@@ -298,13 +303,17 @@ const LIVE_FPS = 500;
 /**
  * from-gst behind a live source, where each frame finds no buffer waiting
  * and parks on the shared poll (a camera's case), library alone: measured
- * 0.65 KB per frame since the poll runs on its thread and calls back (its
- * wake-up allocates nothing: what the park adds to a frame flat out is the
- * promise the loop awaits and its settling); 1,732-1,735 B while it was a
- * nonblocking call per round (~1 KB of it the wait: the poll's round,
- * Deno's call under it with its promise and op bookkeeping).
+ * 453-460 B per frame since the poll runs on its thread and calls back (its
+ * wake-up allocates nothing: what a park adds to a frame flat out is the
+ * promise the loop awaits and its settling). 1,319-1,345 B at 20:50 UTC on
+ * 2026-12-07 while it was a nonblocking call per round (~1 KB of it the
+ * wait: the poll's round and Deno's call under it, with its promise and op
+ * bookkeeping); 1,732-1,735 B before the frame lost its finalizer
+ * registration and its meta's number boxes; 1,807-1,818 B with a promise
+ * and a reaction per park over a pooled record, before `waitReadable`
+ * re-armed the connection's own.
  */
-const LIVE_LIMIT = 1024;
+const LIVE_LIMIT = 640;
 
 Deno.test({
   name: `gst allocation: from-gst behind a live source allocates < ${LIVE_LIMIT} B per frame ` +
@@ -394,4 +403,63 @@ Deno.test({
     console.log(`  adopt + close: ${measured.bytes.toFixed(0)} B`);
     assertBelow("adopt + close", measured, ADOPT_LIMIT);
   },
+});
+
+/**
+ * What the from-gst bridge's own adoption of a buffer costs (`adoptHeld`):
+ * the Surface (~40 B) and its backing (~48 B), and no finalizer
+ * registration (the bridge closes every surface it adopts:
+ * tests/gst_owned_surfaces_test.ts): measured 88-89 B. With the
+ * registration, as {@link ForeignMemfdAdopter.adopt} makes, 160-185 B.
+ */
+const ADOPT_HELD_LIMIT = 128;
+
+Deno.test({
+  name: `gst allocation: the from-gst bridge adopts a cached memfd in < ${ADOPT_HELD_LIMIT} B ` +
+    "(no finalizer registration)",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    using source = Surface.create({ width: 64, height: 64 });
+    const handle = source.unsafeHandle;
+    assert.equal(handle.kind, "memfd");
+    const fd = (handle as { fd: number }).fd;
+    using adopter = new ForeignMemfdAdopter(4);
+    const geometry = source.geometry;
+    const adoptAndClose = (count: number) => {
+      for (let i = 0; i < count; i++) {
+        adopter.adoptHeld(check("dup", libc().dup(fd)), geometry).close();
+      }
+    };
+    const measured = await perOperation(adoptAndClose, 20_000, 20_000);
+    console.log(`  adoptHeld + close: ${measured.bytes.toFixed(0)} B`);
+    assertBelow("adoptHeld + close", measured, ADOPT_HELD_LIMIT);
+  },
+});
+
+/**
+ * The meta the from-gst bridge hands with each frame by default: a fresh
+ * object (48 B; a sink may keep it) and its pts (16 B: nanoseconds past
+ * 2^31 are a heap number): measured 64-65 B. A literal of the three
+ * numbers made V8 give it double fields, each boxed apart: 96-97 B.
+ */
+const META_LIMIT = 80;
+
+Deno.test(`gst allocation: from-gst's default meta allocates < ${META_LIMIT} B per frame`, async () => {
+  const record = new GstNewBufferRecord();
+  const message = encodeNewBuffer({
+    id: 1n,
+    pts: 31_166_620_927_647n, // as videotestsrc's were: past 2^31, a heap number
+    duration: 33_333_333n,
+    offset: 0n,
+    memories: [{ size: 16384, offset: 0 }],
+  });
+  record.decode(message.subarray(COMMAND_HEADER_SIZE), 1);
+  const kept: unknown[] = [undefined];
+  const metas = (count: number) => {
+    for (let i = 0; i < count; i++) kept[0] = defaultMeta(record);
+  };
+  const measured = await perOperation(metas, 100_000, 100_000);
+  assert.deepEqual(kept[0], { pts: 31_166_620_927_647, duration: 33_333_333, offset: 0 });
+  console.log(`  default meta: ${measured.bytes.toFixed(0)} B`);
+  assertBelow("defaultMeta", measured, META_LIMIT);
 });

@@ -75,13 +75,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "bell-park-on-poll",
-    file: "src/linux/channel.ts",
-    find: "if (bell !== undefined && bell.live) {\n          doorbellStats.bellWaits++;",
-    replace: "if (bell !== undefined && !bell.live) {\n          doorbellStats.bellWaits++;",
-    also: [{
-      find: "if (bell !== undefined && bell.live) {\n        doorbellStats.bellWaits++;",
-      replace: "if (bell !== undefined && !bell.live) {\n        doorbellStats.bellWaits++;",
-    }],
+    file: "src/linux/channel_doorbell.ts",
+    find: "if (bell !== undefined && bell.live) {\n      doorbellStats.bellWaits++;",
+    replace: "if (bell !== undefined && !bell.live) {\n      doorbellStats.bellWaits++;",
     tests: ["tests/doorbell_runtimes_test.ts"],
     filter: "subscriber parks on its doorbell",
     why: "issue 24: with the doorbell bound, a subscription's receives and the publisher's " +
@@ -126,6 +122,50 @@ export const MUTANTS: Mutant[] = [
     filter: "a surface that returns is not remapped",
     why: "issue 23: with the mapping cache off every frame is mapped again (the test compared " +
       "addresses, and mmap hands back the one just freed)",
+  },
+  {
+    id: "received-cache-evicts-through-map-iterator",
+    file: "src/linux/received.ts",
+    find: "      for (let i = 1; i < list.length; i++) {\n" +
+      "        if (list[i].lastUsed < list[oldestAt].lastUsed) oldestAt = i;\n      }",
+    replace: "      for (const m of this.#entries.values()) {\n" +
+      "        if (m.lastUsed < list[oldestAt].lastUsed) oldestAt = list.indexOf(m);\n      }",
+    tests: ["tests/mapping_cache_test.ts"],
+    filter: "an eviction from a full cache of 1024 allocates",
+    why: "1be6902: the scan for the least recently used mapping went through the map's " +
+      "iterator, a result object per cached entry before V8 optimized it (~41 KB per eviction " +
+      "from a full cache of 1024 unoptimized; 827 B per frame of from-gst in the CI run)",
+  },
+  {
+    id: "received-cache-evicts-first-listed",
+    file: "src/linux/received.ts",
+    find: "if (list[i].lastUsed < list[oldestAt].lastUsed) oldestAt = i;",
+    replace: "if (list[i].lastUsed < 0) oldestAt = i; // evicts whatever is listed first",
+    tests: ["tests/mapping_cache_test.ts"],
+    filter: "each new memfd evicts exactly one mapping, the least recently used",
+    why: "the cache evicts the least recently used mapping, not the first one it listed (a " +
+      "surface a pool keeps returning would be unmapped and mapped again)",
+  },
+  {
+    id: "received-evicted-mapping-kept",
+    file: "src/linux/received.ts",
+    find: "      oldest.evict(); // unmapped now, or when its last frame closes",
+    replace: "      // oldest.evict(): dropped from the cache, never unmapped",
+    tests: ["tests/mapping_cache_test.ts"],
+    why: "a mapping the cache lets go of for a new memfd is unmapped (now, or when its last " +
+      "frame closes): kept, every new memfd past the cache's capacity leaked a mapping",
+  },
+  {
+    id: "received-uncached-mapping-leaked",
+    file: "src/linux/received.ts",
+    find: "    this.#references--;\n    this.#unmapIfUnused();",
+    replace: "    this.#references--; // a mapping the cache no longer keeps stays mapped",
+    tests: ["tests/soak/soak_test.ts"],
+    filter: "a consumer that caches no mapping",
+    why: "issue 23: the soak's page-leak check (received-mapping-leaked, dropped in 26f21e9 as " +
+      "equivalent): a frame whose mapping the cache does not keep leaves it mapped when it " +
+      "closes, a page of the consumer's RSS per frame (4.2 KB per handoff against 1 KB); the " +
+      "descriptors stay flat, so only the memory check sees it",
   },
   {
     id: "finalizer-no-unmap",
@@ -356,12 +396,49 @@ export const MUTANTS: Mutant[] = [
   {
     id: "from-gst-adopted-with-token",
     file: "src/gst/adopt.ts",
-    find: '    return new Surface(backing, backing, true, "adopted");',
-    replace: '    return new Surface(backing, backing, true, "created");',
+    find: '    return new Surface(backing, backing, finalize, "adopted");',
+    replace: '    return new Surface(backing, backing, finalize, "created");',
     tests: ["tests/gst_allocation_test.ts"],
     filter: "adopting a cached memfd",
     why: "issue 20: a surface adopted per GStreamer buffer registers its finalizer without an " +
       "unregister token (~52 B per frame)",
+  },
+  {
+    id: "from-gst-adopts-with-finalizer",
+    file: "src/gst/adopt.ts",
+    find: "    return this.#adopt(fd, geometry, false);",
+    replace: "    return this.#adopt(fd, geometry, true);",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "adopts a cached memfd in",
+    why: "issue 20: the from-gst bridge owns and closes every surface it adopts, so it registers " +
+      "no finalizer per frame (V8's ~72 B)",
+  },
+  {
+    id: "from-gst-close-leaves-sending",
+    file: "src/gst/from_gst.ts",
+    find: "    this.#sending?.close();\n",
+    replace: "",
+    tests: ["tests/gst_owned_surfaces_test.ts"],
+    why: "with no finalizer behind the surfaces it adopts, the from-gst bridge's close() must " +
+      "close the one a sink's unsettled send still has (its descriptor and mapping leaked)",
+  },
+  {
+    id: "from-gst-meta-double-fields",
+    file: "src/gst/from_gst.ts",
+    find: "  const meta: GstFrameMeta = { pts: null, duration: null, offset: null };\n" +
+      '  meta.pts = bufferNumberOrNull(buffer, "pts");\n' +
+      '  meta.duration = bufferNumberOrNull(buffer, "duration");\n' +
+      '  meta.offset = bufferNumberOrNull(buffer, "offset");\n' +
+      "  return meta;\n",
+    replace: "  return {\n" +
+      '    pts: bufferNumberOrNull(buffer, "pts"),\n' +
+      '    duration: bufferNumberOrNull(buffer, "duration"),\n' +
+      '    offset: bufferNumberOrNull(buffer, "offset"),\n' +
+      "  };\n",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "default meta",
+    why: "issue 20: the default meta's fields stay tagged; made of numbers, V8 gives it double " +
+      "fields, each boxed apart per frame (~32 B)",
   },
   {
     id: "to-gst-queued-sends",

@@ -15,7 +15,7 @@
  * | transport: listen, accept, connect | `linux/listener.ts` (socket names, `SO_PEERCRED`) | `darwin/listener.ts` (bootstrap, HELLO / WELCOME) |
  * | parked waits, one thread for all | `linux/poller.ts` (one `poll`; `doorbell.ts` and `bell_tower.ts` where the peer rings) | `darwin/poller.ts` (`PortWaitSet`, one port set) |
  * | release events for pools | `InotifyReleaseWatcher` in `linux/surface.ts` | none (the pool re-probes `IOSurfaceIsInUse`) |
- * | platform only | `linux/doorbell.ts` and `linux/bell_tower.ts` (a parked wait woken by the event loop itself: the doorbell; the ringer's part and the reactor's part) | `darwin/messages.ts` (surfaceport's mach messages), `darwin/abi.ts` (the shim's ABI self-check), `darwin/native.ts`, `darwin/bootstrap.ts`, `darwin/ports.ts`, `darwin/pixel_buffer.ts` |
+ * | platform only | `linux/doorbell.ts`, `linux/bell_tower.ts` and `linux/channel_doorbell.ts` (a parked wait woken by the event loop itself: the doorbell; the ringer's part, the reactor's part, and a connection's two ends of it, the base class of `SocketConnection`) | `darwin/messages.ts` (surfaceport's mach messages), `darwin/abi.ts` (the shim's ABI self-check), `darwin/native.ts`, `darwin/bootstrap.ts`, `darwin/ports.ts`, `darwin/pixel_buffer.ts` |
  *
  * Nothing here is public API.
  *

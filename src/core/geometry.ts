@@ -208,7 +208,9 @@ export function validateGeometry(geometry: SurfaceGeometry): string | undefined 
   }
   for (let i = 0; i < planes.length; i++) {
     const p = planes[i];
-    const [bpe, sx, sy] = info.planes[i];
+    // By index, not destructured: an array pattern runs the iterator protocol, and this is per frame.
+    const shape = info.planes[i];
+    const bpe = shape[0], sx = shape[1], sy = shape[2];
     if (p.width !== width / sx || p.height !== height / sy || p.bytesPerElement !== bpe) {
       return `plane ${i} is ${p.width}x${p.height}x${p.bytesPerElement}, ` +
         `expected ${width / sx}x${height / sy}x${bpe}`;

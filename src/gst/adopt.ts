@@ -77,6 +77,22 @@ export class ForeignMemfdAdopter {
    * `BAD_ACCESS`, ...); the caller still owns `fd` then.
    */
   adopt(fd: number, geometry: SurfaceGeometry): Surface {
+    return this.#adopt(fd, geometry, true);
+  }
+
+  /**
+   * Internal: {@link adopt} for an owner that closes every surface it
+   * adopts and keeps it reachable until then (the from-gst bridge holds
+   * each one until it gives the buffer back, and closes those it still
+   * holds at its own `close()`): no finalizer registration, V8's ~72 B per
+   * frame, the largest object a bridged frame made.
+   * @ignore
+   */
+  adoptHeld(fd: number, geometry: SurfaceGeometry): Surface {
+    return this.#adopt(fd, geometry, false);
+  }
+
+  #adopt(fd: number, geometry: SurfaceGeometry, finalize: boolean): Surface {
     if (this.#closed) throw new Error("ForeignMemfdAdopter used after close");
     const problem = validateGeometry(geometry);
     if (problem) throw new ProtocolError("BAD_GEOMETRY", problem);
@@ -84,7 +100,7 @@ export class ForeignMemfdAdopter {
     const backing = this.#cache.import(fd, geometry);
     // A frame from outside, made per buffer: registered without an unregister token, as a
     // received one is (~52 B less per frame; its backing knows whether it was released).
-    return new Surface(backing, backing, true, "adopted");
+    return new Surface(backing, backing, finalize, "adopted");
   }
 
   /** Unmaps cached memfds (those still used by open surfaces go when they close). Idempotent. */

@@ -145,6 +145,8 @@ export class GstSourceBridge {
   #caps: GstVideoCaps | undefined;
   #capsError: Error | undefined;
   #closed = false;
+  /** The surface the sink is being handed (owned by the bridge like the held ones). */
+  #sending: Surface | undefined;
   #stats: FromGstCounts = {
     received: 0,
     forwarded: 0,
@@ -307,6 +309,9 @@ export class GstSourceBridge {
         }
         const surface = this.#adoptBuffer(buffer, message.fds);
         if (!surface) continue;
+        // The bridge owns the surface from here until it closes it (no finalizer backs it up:
+        // see `adoptHeld`): while the sink has it, close() closes it as `#sending`.
+        this.#sending = surface;
         try {
           const handedOver = sink.send(surface, toMeta(buffer));
           // A Publisher or Channel that sent at once returns the same settled promise each time:
@@ -319,9 +324,13 @@ export class GstSourceBridge {
           this.#stats.forwarded++;
         } catch (error) {
           surface.close();
+          if (this.#closed) return; // closed while the sink had it (which may be why it failed)
           this.#held.release(buffer);
           throw error;
+        } finally {
+          this.#sending = undefined;
         }
+        if (this.#closed) return; // closed while the sink had it: close() closed the surface
         this.#held.hold(buffer, surface);
       }
     } finally {
@@ -374,7 +383,7 @@ export class GstSourceBridge {
       );
       this.#held.watch(fd);
       this.#adopter ??= new ForeignMemfdAdopter(foreignCacheSize(fileSize));
-      const surface = this.#adopter.adopt(fd, geometry);
+      const surface = this.#adopter.adoptHeld(fd, geometry);
       adopted = true;
       return surface;
     } finally {
@@ -416,6 +425,7 @@ export class GstSourceBridge {
     if (this.#closed) return;
     this.#closed = true;
     this.#connection.close();
+    this.#sending?.close();
     this.#held.close();
     this.#adopter?.close();
     this.#copier.close();
@@ -444,10 +454,17 @@ export class GstSourceBridge {
   }
 }
 
-function defaultMeta(buffer: GstNewBuffer): GstFrameMeta {
-  return {
-    pts: bufferNumberOrNull(buffer, "pts"),
-    duration: bufferNumberOrNull(buffer, "duration"),
-    offset: bufferNumberOrNull(buffer, "offset"),
-  };
+/**
+ * The {@link GstFrameMeta} of `buffer`, the bridge's default `toMeta`: a
+ * fresh object per frame (a sink may keep it), of 64 B with its pts.
+ */
+export function defaultMeta(buffer: GstNewBuffer): GstFrameMeta {
+  // Made with nulls, then filled: its fields stay tagged (V8 keeps a number that fits a small
+  // integer as is), where a literal of three numbers had three double fields, each a box of its
+  // own per frame (~32 B more).
+  const meta: GstFrameMeta = { pts: null, duration: null, offset: null };
+  meta.pts = bufferNumberOrNull(buffer, "pts");
+  meta.duration = bufferNumberOrNull(buffer, "duration");
+  meta.offset = bufferNumberOrNull(buffer, "offset");
+  return meta;
 }

@@ -59,6 +59,8 @@ export class HeldBuffers {
   #written = 0;
   #flushing = false;
   #failure: Error | undefined;
+  /** The sink closed its end: releases have nowhere to go. */
+  #peerGone = false;
   #inotify = -1;
   #wakeFd = -1;
   #loopRunning = false;
@@ -181,7 +183,7 @@ export class HeldBuffers {
   }
 
   #enqueueId(from: Uint8Array, at: number): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#peerGone) return;
     if (this.#queued + RELEASE_MESSAGE_SIZE > this.#queue.length) {
       const grown = new Uint8Array(this.#queue.length * 2);
       grown.set(this.#queue.subarray(0, this.#queued));
@@ -238,7 +240,13 @@ export class HeldBuffers {
    */
   #fail(error: Error): void {
     this.#queued = 0;
-    if (this.#closed || error instanceof PeerClosedError || error instanceof ClosedError) return;
+    if (error instanceof PeerClosedError) {
+      // Nobody to give buffers back to: later releases are dropped, not each met with a new error
+      // (with its stack trace) as the sink's memfds close after it.
+      this.#peerGone = true;
+      return;
+    }
+    if (this.#closed || error instanceof ClosedError) return;
     this.#failure ??= error;
     this.#connection.close();
   }

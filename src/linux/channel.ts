@@ -3,7 +3,9 @@
  * socket (message boundaries and hang-up detection from the kernel), one fd
  * per surface message in `SCM_RIGHTS`. How connections come to be (listen,
  * accept, connect, `SO_PEERCRED`) is in `listener.ts`; the receive buffers and
- * the checked decoding of each received message in `socket_receiver.ts`.
+ * the checked decoding of each received message in `socket_receiver.ts`; the
+ * connection's doorbell (the ring to the peer, its own bell, their flag
+ * pages) in `channel_doorbell.ts`, its base class.
  *
  * Every socket call is made with `MSG_DONTWAIT` on the JS thread first; only
  * when the kernel has nothing for us do we park on a nonblocking `poll` (one
@@ -25,20 +27,8 @@ import {
   type PeerCredentials,
   throwIfAborted,
 } from "../core/errors.ts";
-import { runtime } from "../../ffi/runtime.ts";
-import { encodeDoorbell } from "../wire/doorbell_wire.ts";
-import { type Bell, bellTower } from "./bell_tower.ts";
-import {
-  createFlagPage,
-  doorbellEnabled,
-  doorbellStats,
-  type FlagPage,
-  mapFlagPage,
-  newToken,
-  openRing,
-  ring,
-  unmapFlagPage,
-} from "./doorbell.ts";
+import { DoorbellConnection } from "./channel_doorbell.ts";
+import { doorbellStats } from "./doorbell.ts";
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { newEventFd, PollWaiter, waitReady, wake } from "./poller.ts";
 import { MappingCache } from "./received.ts";
@@ -68,21 +58,12 @@ const SIOCOUTQ = BigInt(LINUX.SIOCOUTQ);
 interface ConnectionResources {
   fds: number[];
   cache: MappingCache;
-  /** The ring to the peer's doorbell, or -1. */
-  ringFd: number;
-  /** This side's doorbell, once bound. */
-  bell: Bell | undefined;
-  /** The peer's parked flag (we ring when it is set) and ours (the peer's DOORBELL brought it). */
-  pages: FlagPage[];
 }
 
+// The doorbell's resources have their own finalizer (`channel_doorbell.ts`).
 const connectionFinalizer = new FinalizationRegistry<ConnectionResources>((r) => {
   r.cache.close();
   for (const fd of r.fds) closeQuietly(fd);
-  if (r.ringFd >= 0) closeQuietly(r.ringFd);
-  r.bell?.close();
-  for (const page of r.pages) unmapFlagPage(page);
-  bellTower.release();
 });
 
 function ignoreValue(): void {}
@@ -97,7 +78,7 @@ let captureReceiveResolvers: (
 ) => void;
 
 /** One end of a connected `SOCK_SEQPACKET` socket. */
-export class SocketConnection implements BackendConnection {
+export class SocketConnection extends DoorbellConnection implements BackendConnection {
   readonly peer: PeerCredentials;
   readonly #fd: number;
   readonly #sendWake: number;
@@ -109,18 +90,6 @@ export class SocketConnection implements BackendConnection {
   /** The last tryReceive() found nothing, and receive() has not run since. */
   #foundEmpty = false;
   readonly #resources: ConnectionResources;
-  /** The ring to the peer's doorbell, or -1 if it has none. */
-  #ringFd = -1;
-  /** The peer's parked flag: a message sent while it is set rings the doorbell (and clears it). */
-  #peerParked: Int32Array | undefined;
-  /** This side's parked flag (on the page the peer's DOORBELL brought), set while parked on the bell. */
-  #parked: Int32Array | undefined;
-  /** This side's doorbell, bound when the peer's DOORBELL and its stream's HELLO agree. */
-  #bell: Bell | undefined;
-  /** The peer sent a DOORBELL (only its first counts). */
-  #doorbellClaimed = false;
-  /** Withdraws a claim whose stream has not come yet. */
-  #unclaim: (() => void) | undefined;
 
   // Message structures built once per connection, with their addresses: per call only the
   // lengths, the flags and the fd change, written through typed-array views (no DataView,
@@ -172,11 +141,6 @@ export class SocketConnection implements BackendConnection {
   }
 
   constructor(fd: number, peer: PeerCredentials, limits: ConnectionLimits) {
-    this.#fd = fd;
-    this.peer = peer;
-    this.#limits = limits;
-    // Channel senders send OFD-locked descriptions: forwarding dup()s them.
-    this.#cache = new MappingCache(limits.mappingCacheSize, limits, true);
     const sendWake = newEventFd();
     let receiveWake: number;
     try {
@@ -185,9 +149,20 @@ export class SocketConnection implements BackendConnection {
       closeQuietly(sendWake);
       throw error;
     }
+    super(); // holds the bell tower open until close (or the finalizer)
+    this.#fd = fd;
+    this.peer = peer;
+    this.#limits = limits;
+    // Channel senders send OFD-locked descriptions: forwarding dup()s them.
+    this.#cache = new MappingCache(limits.mappingCacheSize, limits, true);
     this.#sendWake = sendWake;
     this.#receiveWake = receiveWake;
-    this.#receiver = new SocketReceiver(fd, limits, this.#cache, (fd) => this.#claimDoorbell(fd));
+    this.#receiver = new SocketReceiver(
+      fd,
+      limits,
+      this.#cache,
+      (fd) => this.claimDoorbell(fd, this.#receiver.buffer),
+    );
     this.#receiveWaiter = new PollWaiter(this.#receiveWoken);
 
     encodeRights(new DataView(this.#sendControl.buffer), [-1]);
@@ -209,92 +184,8 @@ export class SocketConnection implements BackendConnection {
       controlLength: 0,
       flags: 0,
     });
-    this.#resources = {
-      fds: [fd, sendWake, receiveWake],
-      cache: this.#cache,
-      ringFd: -1,
-      bell: undefined,
-      pages: [],
-    };
-    bellTower.acquire(); // released at close (or by the finalizer)
+    this.#resources = { fds: [fd, sendWake, receiveWake], cache: this.#cache };
     connectionFinalizer.register(this, this.#resources, this);
-  }
-
-  /**
-   * Offers the peer this side's rings (see `doorbell.ts`): if the peer has a
-   * doorbell, presents a fresh token on it and names the token in a
-   * DOORBELL message on this connection. Called once, right after the
-   * connection is made; without a doorbell at the peer (or with the peer in
-   * this very process), sends nothing.
-   */
-  offerDoorbell(): void {
-    // Both ends in this process share one event loop: no doorbell between them.
-    if (this.peer.pid === runtime.pid || !doorbellEnabled()) return;
-    const token = newToken();
-    const ringFd = openRing(this.peer, token);
-    if (ringFd < 0) return;
-    const made = createFlagPage();
-    if (made === undefined) return closeQuietly(ringFd);
-    let sent = false;
-    try {
-      // The DOORBELL carries the page's memfd (consumed by #trySend, sent or not).
-      sent = this.#trySend(encodeDoorbell(token), made.fd);
-    } catch {
-      // the peer is gone already: no doorbell
-    } finally {
-      closeQuietly(made.fd);
-    }
-    if (!sent) {
-      unmapFlagPage(made.page);
-      return closeQuietly(ringFd);
-    }
-    this.#ringFd = ringFd;
-    this.#peerParked = made.page.flag;
-    this.#resources.ringFd = ringFd;
-    this.#resources.pages.push(made.page);
-  }
-
-  /** Rings the peer's doorbell (its parked flag was set); a ring the peer closed is dropped. */
-  #ring(): void {
-    if (ring(this.#ringFd)) return;
-    closeQuietly(this.#ringFd);
-    this.#ringFd = -1;
-    this.#peerParked = undefined;
-    this.#resources.ringFd = -1;
-  }
-
-  /**
-   * The peer's DOORBELL (in the receive buffer) with `fd`, the memfd of its
-   * flag page (or -1): bind the stream that presents its token. A DOORBELL
-   * without a valid page, or after the first, binds nothing. Closes `fd`.
-   */
-  #claimDoorbell(fd: number): void {
-    const page = fd >= 0 && !this.#doorbellClaimed && !this.#closed ? mapFlagPage(fd) : undefined;
-    closeQuietly(fd);
-    if (page === undefined) return; // one per connection: a flood of them claims nothing more
-    this.#doorbellClaimed = true;
-    this.#resources.pages.push(page);
-    const token = this.#receiver.buffer.slice(16, 32);
-    this.#unclaim = bellTower.claim(token, (bell) => {
-      this.#unclaim = undefined;
-      if (this.#closed) return bell.close();
-      this.#bell = bell;
-      this.#parked = page.flag;
-      this.#resources.bell = bell;
-    });
-  }
-
-  /**
-   * This side's parked flag if the next park will be on the doorbell (the
-   * flag is then set: the caller looks for a message once more before it
-   * parks, since the peer only rings for messages sent after it saw the
-   * flag), else `undefined`.
-   */
-  #announcePark(): Int32Array | undefined {
-    const parked = this.#parked;
-    if (parked === undefined || !this.#bell!.live) return undefined;
-    Atomics.store(parked, 0, 1);
-    return parked;
   }
 
   /**
@@ -307,11 +198,9 @@ export class SocketConnection implements BackendConnection {
     this.#pendingWaits++;
     let parked: Promise<unknown>;
     try {
-      const bell = this.#bell;
-      if (bell !== undefined && bell.live) {
-        doorbellStats.bellWaits++;
-        parked = bell.wait(operation, deadline, signal);
-      } else {
+      const rung = this.waitForRing(operation, deadline, signal);
+      if (rung !== undefined) parked = rung;
+      else {
         doorbellStats.pollWaits++;
         parked = waitReady(this.#fd, LINUX.POLLIN, this.#receiveWake, operation, deadline, signal);
       }
@@ -362,6 +251,11 @@ export class SocketConnection implements BackendConnection {
     return true;
   }
 
+  /** The DOORBELL's send (`channel_doorbell.ts`): one {@link #trySend}. */
+  protected trySendWithDescriptor(message: Uint8Array, handle: number): boolean {
+    return this.#trySend(message, handle);
+  }
+
   /** One `sendmsg(MSG_DONTWAIT)`; false if the socket buffer is full. */
   #trySend(message: Uint8Array, handle: number): boolean {
     this.#sendControlWords[4] = handle; // CMSG_DATA, offset 16
@@ -379,9 +273,7 @@ export class SocketConnection implements BackendConnection {
     for (;;) {
       const sent = lib.sendmsg(this.#fd, this.#sendMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL);
       if (sent >= 0) {
-        if (this.#peerParked !== undefined && Atomics.exchange(this.#peerParked, 0, 0) !== 0) {
-          this.#ring();
-        }
+        this.ringIfParked();
         return true;
       }
       const errno = readErrno();
@@ -427,9 +319,7 @@ export class SocketConnection implements BackendConnection {
         LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL,
       );
       if (sent >= 0) {
-        if (this.#peerParked !== undefined && Atomics.exchange(this.#peerParked, 0, 0) !== 0) {
-          this.#ring();
-        }
+        this.ringIfParked();
         return true;
       }
       const errno = readErrno();
@@ -454,7 +344,7 @@ export class SocketConnection implements BackendConnection {
       throwIfAborted(signal);
       let message = this.#receiver.tryReceiveControl();
       if (message) return message;
-      const parked = this.#announcePark();
+      const parked = this.announcePark();
       if (parked !== undefined) {
         message = this.#receiver.tryReceiveControl();
         if (message) {
@@ -557,7 +447,7 @@ export class SocketConnection implements BackendConnection {
    */
   #parkReceive(): void {
     try {
-      const parked = this.#announcePark();
+      const parked = this.announcePark();
       if (parked !== undefined) {
         const message = this.#receiver.tryReceive();
         if (message) {
@@ -566,14 +456,11 @@ export class SocketConnection implements BackendConnection {
         }
       }
       this.#receiveParked = parked;
-      const bell = this.#bell;
       this.#pendingWaits++;
       try {
-        if (bell !== undefined && bell.live) {
-          doorbellStats.bellWaits++;
-          bell.wait("receive", this.#receiveDeadline, this.#receiveSignal)
-            .then(this.#bellRang, this.#bellFailed);
-        } else {
+        const rung = this.waitForRing("receive", this.#receiveDeadline, this.#receiveSignal);
+        if (rung !== undefined) rung.then(this.#bellRang, this.#bellFailed);
+        else {
           doorbellStats.pollWaits++;
           this.#receiveWaiter.arm(
             this.#fd,
@@ -646,14 +533,7 @@ export class SocketConnection implements BackendConnection {
     wake(this.#receiveWake);
     libc().shutdown(this.#fd, LINUX.SHUT_RDWR);
     // After the shutdown, so that the peer woken by the ring's end sees the hang-up.
-    if (this.#ringFd >= 0) closeQuietly(this.#ringFd);
-    this.#ringFd = -1;
-    this.#resources.ringFd = -1;
-    this.#unclaim?.();
-    this.#bell?.close();
-    this.#peerParked = undefined;
-    this.#parked = undefined;
-    bellTower.release();
+    this.closeDoorbell();
     this.#cache.close();
     if (this.#pendingWaits === 0) this.#closeFds();
   }
@@ -661,8 +541,7 @@ export class SocketConnection implements BackendConnection {
   /** Closes the descriptors and unmaps the flag pages, once no wait can still use them. */
   #closeFds(): void {
     // A parked receive that wakes after close() still clears its flag: only then may its page go.
-    for (const page of this.#resources.pages) unmapFlagPage(page);
-    this.#resources.pages.length = 0;
+    this.unmapFlagPages();
     closeQuietly(this.#fd);
     closeQuietly(this.#sendWake);
     closeQuietly(this.#receiveWake);

@@ -7,6 +7,9 @@
  * resident set size, V8 heap size and live heap: see `Sample` in
  * tests/soak/soak.ts). Prints `done FRAMES CORRUPT` when the producer hangs up.
  *
+ * `consumer.ts NAME SAMPLE_EVERY [MAPPING_CACHE_SIZE]`: the channel's
+ * `mappingCacheSize` (default the channel's own).
+ *
  * @module
  */
 
@@ -14,10 +17,11 @@ import { connect } from "../../mod.ts";
 import { fdCount, settleRuntimeFds } from "../helpers.ts";
 import { liveHeapBytes } from "./soak.ts";
 
-const [name, sampleEvery] = Deno.args;
+const [name, sampleEvery, cacheSize] = Deno.args;
 const every = Number(sampleEvery);
+const mappingCacheSize = cacheSize === undefined ? undefined : Number(cacheSize);
 await settleRuntimeFds(); // Deno opens two descriptors of its own shortly after start
-const channel = await connect(name, { timeout: 10000 });
+const channel = await connect(name, { timeout: 10000, mappingCacheSize });
 console.log("connected");
 let frames = 0, corrupt = 0;
 for await (const frame of channel) {

@@ -85,6 +85,13 @@ export interface SoakOptions {
   height?: number;
   maxSurfaces?: number;
   /**
+   * The consumer channel's `mappingCacheSize` (default the channel's own,
+   * more than the pool's surfaces: every frame after the first few is a
+   * hit). 0 maps and unmaps every frame: the path of a surface the cache
+   * does not keep.
+   */
+  consumerMappingCacheSize?: number;
+  /**
    * How many bytes per handoff memory may grow by (default
    * {@link GROWTH_TOLERANCE_BYTES_PER_HANDOFF}).
    */
@@ -173,6 +180,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     new URL("./consumer.ts", import.meta.url).pathname,
     name,
     String(every),
+    ...(options.consumerMappingCacheSize === undefined
+      ? []
+      : [String(options.consumerMappingCacheSize)]),
   ]);
   await consumer.line("connected");
   using channel = await listener.accept({ timeout: 20000 });
