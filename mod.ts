@@ -128,7 +128,7 @@ export type {
   FromGstStats,
   GstFrameMeta,
   SurfaceSink,
-} from "./src/gst/from_gst.ts";
+} from "./src/gst/from_gst_options.ts";
 export { GstSinkBridge } from "./src/gst/to_gst.ts";
 export type { SurfaceFrame, ToGstOptions, ToGstStats } from "./src/gst/to_gst.ts";
 export { GstProtocolError } from "./src/gst/protocol.ts";

@@ -26,13 +26,13 @@
  */
 
 import type { PixelFormat } from "../core/geometry.ts";
+import { GstSourceBridge } from "./from_gst.ts";
 import {
   addFromGstCounts,
   type FromGstStats,
-  GstSourceBridge,
   heldForBudget,
   type SurfaceSink,
-} from "./from_gst.ts";
+} from "./from_gst_options.ts";
 import { gstFormatOf } from "./caps.ts";
 import {
   type GstLauncher,

@@ -239,8 +239,8 @@ class NonblockingPoll implements PollThread {
  * A round is driven by callbacks made once (no async function restarted
  * per park): the first wait starts it, and {@link #returned} settles its
  * waits and starts the next while any remain — one microtask later when
- * it settled some, so that those that park again in their continuations
- * join it.
+ * it settled some that were not armed again from their callbacks, so that
+ * those that park again in their continuations join it.
  */
 class Poller {
   /**
@@ -382,7 +382,8 @@ class Poller {
     this.#polling = false;
     const waiters = this.#round;
     const n = this.#roundSize;
-    let settled = false;
+    /** A wait settled and not armed again by its owner's callback (it may be in a continuation). */
+    let unarmed = false;
     this.#settling = true;
     try {
       if (result < 0) {
@@ -408,8 +409,8 @@ class Poller {
           }
           if (ended === undefined) continue;
           this.#delete(w);
-          settled = true;
           w.settle(ended);
+          if (w.slot < 0) unarmed = true;
         }
       }
     } catch (error) {
@@ -419,7 +420,8 @@ class Poller {
     }
     this.#settling = false;
     if (this.#waiters.length === 0) return;
-    if (!settled) return this.#startRound();
+    // Every settled wait armed again from its callback (a re-armed PollWaiter): all are here.
+    if (!unarmed) return this.#startRound();
     this.#scheduled = true;
     SETTLED.then(this.#startRound);
   };
