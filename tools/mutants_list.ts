@@ -1162,4 +1162,17 @@ export const MUTANTS: Mutant[] = [
       "equal to the source's let videoconvert pass mapped memory through (unixfdsink refuses " +
       "it), and the bridge fell back to two copies",
   },
+  // --- The test harness beside other test processes ------------------------------------------
+  {
+    id: "helpers-proc-stat-taken-for-gone",
+    file: "tests/helpers.ts",
+    find: "  const lib = libc();\n  const fd = lib.open(cString(`/proc/${pid}`)",
+    replace: "  try {\n    Deno.statSync(`/proc/${pid}`);\n    return true;\n  } catch {\n" +
+      "    return false;\n  }\n  const lib = libc();\n  const fd = lib.open(cString(`/proc/${pid}`)",
+    tests: ["tests/helpers_test.ts"],
+    why: "Deno refuses stat of /proc/PID without --allow-all: taken for 'gone', every test " +
+      "process removed the PipeWire runtime directories, temporary sockets and network " +
+      "namespaces of the other test processes running beside it (the PipeWire and network " +
+      "flakes of concurrent suites)",
+  },
 ];
