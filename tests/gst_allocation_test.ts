@@ -29,7 +29,8 @@
 import assert from "node:assert/strict";
 import { SampledAllocation } from "../bench/common.ts";
 import { assertBelow, type PerOperation, perOperation } from "./sampled_allocation.ts";
-import { defaultMeta, GstSourceBridge } from "../src/gst/from_gst.ts";
+import { GstSourceBridge } from "../src/gst/from_gst.ts";
+import { defaultMeta } from "../src/gst/from_gst_options.ts";
 import { GstNewBufferRecord } from "../src/gst/decode.ts";
 import { COMMAND_HEADER_SIZE, encodeNewBuffer } from "../src/gst/protocol.ts";
 import { unixFdStats } from "../src/gst/socket.ts";
@@ -301,8 +302,9 @@ const LIVE_FPS = 500;
 /**
  * from-gst behind a live source, where each frame finds no buffer waiting
  * and parks on the shared poll (a camera's case), library alone: measured
- * 1,319-1,345 B per frame at 20:50 UTC on 2026-12-07 (1,732-1,735 B before
- * the frame lost its finalizer registration and its meta's number boxes;
+ * 1,044-1,114 B per frame at 21:12 UTC on 2026-12-07 (1,319-1,345 B while
+ * the bridge's loop awaited a promise per park; 1,732-1,735 B before the
+ * frame lost its finalizer registration and its meta's number boxes;
  * 1,807-1,818 B with a promise and a reaction per park over a pooled
  * record, before `waitReadable` re-armed the connection's own). Of it
  * ~1 KB is the wait itself: the shared poll's
@@ -310,6 +312,15 @@ const LIVE_FPS = 500;
  * bookkeeping), the promise the loop awaits and its reaction.
  */
 const LIVE_LIMIT = 2560;
+/**
+ * What the bridge's own code (src/gst/) allocates per frame behind a live
+ * source, a park per frame: measured 105-137 B (21:10 UTC on 2026-12-07):
+ * the meta and the Surface, no promise for the park (the socket's wait
+ * record re-armed, the loop called back: `#pump`). With a promise per park
+ * that the loop awaited, ~370 B (the promise and its resolving functions,
+ * ~215 B, and the loop's suspension).
+ */
+const LIVE_CODE_LIMIT = 192;
 
 Deno.test({
   name: `gst allocation: from-gst behind a live source allocates < ${LIVE_LIMIT} B per frame ` +
@@ -359,11 +370,18 @@ Deno.test({
       assert.ok(measured, "the window was sampled");
       const own = ownBytes(measured);
       const poll = measured.profile.bytesOf("/src/linux/poller.ts") / LIVE_FRAMES;
+      const code = measured.profile.bytesOf("/src/gst/", undefined, TEST) / LIVE_FRAMES;
       console.log(
         `  from-gst live: ${(measured.bytes - own).toFixed(0)} B per frame, ${poll.toFixed(0)} B ` +
-          `by the shared poll (${waits} parked receives)`,
+          `by the shared poll, ${code.toFixed(0)} B by src/gst/ (${waits} parked receives)`,
       );
       assert.ok(waits > LIVE_FRAMES / 2, `only ${waits} of ${LIVE_FRAMES} frames parked`);
+      assertBelow(
+        "from-gst's own code (src/gst/) behind a live source",
+        measured,
+        LIVE_CODE_LIMIT,
+        measured.bytes - code,
+      );
       assertBelow("from-gst behind a live source", measured, LIVE_LIMIT, own);
     } finally {
       bridge.close();

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { subscribe } from "../mod.ts";
-import { pipeWireSourcePipeline } from "../src/gst/pipewire.ts";
+import { pipeWireSourcePipeline } from "../src/gst/pipewire_pipelines.ts";
 import { within } from "./gst_helpers.ts";
 import { type Child, processTempDir, sleep } from "./helpers.ts";
 import {

@@ -424,7 +424,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-meta-double-fields",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/from_gst_options.ts",
     find: "  const meta: GstFrameMeta = { pts: null, duration: null, offset: null };\n" +
       '  meta.pts = bufferNumberOrNull(buffer, "pts");\n' +
       '  meta.duration = bufferNumberOrNull(buffer, "duration");\n' +
@@ -439,6 +439,19 @@ export const MUTANTS: Mutant[] = [
     filter: "default meta",
     why: "issue 20: the default meta's fields stay tagged; made of numbers, V8 gives it double " +
       "fields, each boxed apart per frame (~32 B)",
+  },
+  {
+    id: "from-gst-park-promise",
+    file: "src/gst/from_gst.ts",
+    find: "            this.#connection.armReadable(run.onReadable);\n",
+    replace: "            this.#connection.waitReadable(Infinity, this.#signal).then(\n" +
+      "              (ready) => run.onReadable(ready, undefined),\n" +
+      "              (error) => run.onReadable(false, error),\n" +
+      "            );\n",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "live source",
+    why: "issue 20: from-gst parks by re-arming the socket's one wait record and is called back, " +
+      "with no promise per park for its loop to await (~460 B per frame behind a live source)",
   },
   {
     id: "to-gst-queued-sends",
@@ -463,9 +476,9 @@ export const MUTANTS: Mutant[] = [
   {
     id: "from-gst-waits-to-release",
     file: "src/gst/from_gst.ts",
-    find: "        this.#held.hold(buffer, surface);\n",
-    replace:
-      "        this.#held.hold(buffer, surface);\n        await this.#connection.waitWritable();\n",
+    find: "          this.#handedOver(surface, buffer);\n          continue;\n",
+    replace: "          this.#handedOver(surface, buffer);\n" +
+      "          return void this.#connection.waitWritable().then(() => this.#pump(run));\n",
     tests: ["tests/gst_allocation_test.ts"],
     filter: "flat out",
     why: "issue 20: a from-gst bridge that stops reading until it may write its releases " +
@@ -483,7 +496,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-fresh-decode",
-    file: "src/gst/socket.ts",
+    file: "src/gst/unixfd_connection.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
     replace: "decodeSinkMessage(framed.command, framed.payload, framed.fds)",
     tests: ["tests/gst_allocation_test.ts"],
@@ -1017,7 +1030,7 @@ export const MUTANTS: Mutant[] = [
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/from_gst_options.ts",
     find: "budget > 0 ? budget + 1 : 8;",
     replace: "budget > 0 ? 4 : 8;",
     tests: ["tests/pipewire_test.ts"],
@@ -1105,7 +1118,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "sendmsg-address-per-buffer-switch",
-    file: "src/linux/channel.ts",
+    file: "src/linux/socket_sender.ts",
     find: "message === this.#otherBuffer ? this.#otherAddress : addressOf(message);",
     replace: "addressOf(message);",
     tests: ["tests/pubsub_allocation_test.ts"],
@@ -1153,7 +1166,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "pipewire-recolour-passthrough",
-    file: "src/gst/pipewire.ts",
+    file: "src/gst/pipewire_pipelines.ts",
     find: 'const colorimetry = sourceColorimetry === "1:1:0:0" ? "1:1:1:0" : "1:1:0:0";',
     replace: 'const colorimetry = sourceColorimetry ?? "sRGB";',
     tests: ["tests/pipewire_test.ts"],

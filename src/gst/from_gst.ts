@@ -29,10 +29,12 @@ import {
   PeerClosedError,
   type PeerCredentials,
   ProtocolError,
+  throwIfAborted,
   TimeoutError,
   UnsupportedError,
 } from "../core/errors.ts";
 import { closeQuietly, fstatxNumbers, libc } from "../linux/libc.ts";
+import type { WaitEnded } from "../linux/poller.ts";
 import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface/surface.ts";
@@ -41,76 +43,17 @@ import { type GstVideoCaps, parseVideoCaps } from "./caps.ts";
 import { GeometryCache } from "./geometry_cache.ts";
 import { GstBufferCopier } from "./copy.ts";
 import { HeldBuffers } from "./held_buffers.ts";
-import { bufferNumberOrNull } from "./decode.ts";
+import {
+  defaultMeta,
+  type FromGstCounts,
+  type FromGstOptions,
+  type FromGstStats,
+  type GstFrameMeta,
+  heldForBudget,
+  type SurfaceSink,
+} from "./from_gst_options.ts";
 import { type GstMessage, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
-
-/** Where the from-gst bridge hands its surfaces: a `Publisher`, a `Channel`, or anything with `send`. */
-export interface SurfaceSink<M = unknown> {
-  /** Hands `surface` on; resolves once it was handed over (the caller's surface stays open). */
-  send(surface: Surface, meta?: M): Promise<void>;
-}
-
-/** The metadata the from-gst bridge sends with each frame (GStreamer's buffer fields). */
-export interface GstFrameMeta {
-  /** Presentation time in ns on the GStreamer host's `CLOCK_MONOTONIC`, or null. */
-  pts: number | null;
-  /** Duration in ns, or null. */
-  duration: number | null;
-  /** GStreamer's buffer offset (for video, the frame number), or null. */
-  offset: number | null;
-}
-
-/** What a source may hold for `sink`'s consumers: its `surfaceBudget` + 1 when it has one, else 8. */
-export function heldForBudget(sink: object): number {
-  const budget = (sink as { surfaceBudget?: unknown }).surfaceBudget;
-  return typeof budget === "number" && Number.isInteger(budget) && budget > 0 ? budget + 1 : 8;
-}
-
-/** Options of {@link GstSourceBridge.connect}. */
-export interface FromGstOptions {
-  /** Which unixfdsink processes to trust; default: the same uid as this process. */
-  allowPeer?: (peer: PeerCredentials) => boolean;
-  /** How long to wait for the sink to appear, in ms (default: fail at once). */
-  timeout?: number;
-  /**
-   * Most GStreamer buffers held for surfaceport consumers at once. Default: 8, and in
-   * {@link GstSourceBridge.forward} the sink's `surfaceBudget` + 1 when it has one (a
-   * `Publisher`'s: below it, subscribers keeping frames within their own budgets could hold every
-   * buffer, and every frame after would be dropped for the others).
-   */
-  maxOutstanding?: number;
-  /** Aborts connecting and {@link GstSourceBridge.run}. */
-  signal?: AbortSignal;
-}
-
-/** Counters of a from-gst bridge, for `watch`-style display. */
-export interface FromGstStats {
-  /** Buffers received from GStreamer. */
-  received: number;
-  /** Buffers handed to the sink (each without a copy). */
-  forwarded: number;
-  /** Buffers copied (only buffers whose planes lie in several memories: one surface cannot adopt them). */
-  copies: number;
-  /** Buffers given back at once because `maxOutstanding` were held. */
-  dropped: number;
-  /** Buffers given back to GStreamer (RELEASE_BUFFER sent). */
-  released: number;
-  /** Buffers held right now. */
-  outstanding: number;
-}
-
-/** The counters of {@link FromGstStats}: what a bridge did, summed over bridges one after another. */
-export type FromGstCounts = Omit<FromGstStats, "outstanding">;
-
-/** Adds a retired bridge's counters into `totals` (`outstanding` is a level, not a count). */
-export function addFromGstCounts(totals: FromGstCounts, stats: FromGstStats): void {
-  totals.received += stats.received;
-  totals.forwarded += stats.forwarded;
-  totals.copies += stats.copies;
-  totals.dropped += stats.dropped;
-  totals.released += stats.released;
-}
 
 /** The pause before reconnecting to a sink that went away: doubling from MIN to MAX (ms). */
 const RECONNECT_MIN_MS = 50;
@@ -252,33 +195,52 @@ export class GstSourceBridge {
    * buffer is given back to GStreamer when its holders let go, also while
    * the bridge waits.
    */
-  async run<M = GstFrameMeta>(
+  run<M = GstFrameMeta>(
     sink: SurfaceSink<M>,
     toMeta: (buffer: GstNewBuffer) => M = defaultMeta as (buffer: GstNewBuffer) => M,
   ): Promise<void> {
     const releases = this.#held.watchLoop();
-    /** The last promise `sink.send` returned that this loop awaited: fulfilled. */
-    let fulfilled: Promise<void> | undefined;
+    const forwarding = new Promise<void>((resolve, reject) => {
+      const run = new ForwardRun(sink as SurfaceSink<unknown>, toMeta, resolve, reject);
+      run.onReadable = (_ready, failure) => {
+        if (failure === undefined) this.#pump(run);
+        else this.#finish(run, this.#receiveFailure(failure));
+      };
+      run.onAbort = () => this.#finish(run, this.#receiveFailure(this.#signal!.reason));
+      this.#signal?.addEventListener("abort", run.onAbort, { once: true });
+      this.#pump(run);
+    });
+    const closed = async () => {
+      this.close();
+      await releases;
+    };
+    return forwarding.then(closed, async (error) => {
+      await closed();
+      throw error;
+    });
+  }
+
+  /**
+   * Forwards every message waiting, and parks when none is: the socket's
+   * one wait record re-armed, calling this again when it is readable (no
+   * promise, no suspended async function per park: a live source parks at
+   * every frame). Never throws: ends `run` instead.
+   */
+  #pump(run: ForwardRun): void {
     try {
-      for (;;) {
+      while (!run.finished) {
         let message: GstMessage | undefined;
         try {
-          // A message already waiting is taken without a promise; only an empty socket parks.
-          if (this.#signal?.aborted) {
-            message = await this.#connection.receive(Infinity, this.#signal); // throws the abort
-          } else {
-            message = this.#connection.tryReceive();
-            if (!message) {
-              await this.#connection.waitReadable(Infinity, this.#signal);
-              continue;
-            }
+          throwIfAborted(this.#signal);
+          message = this.#connection.tryReceive();
+          if (!message) {
+            this.#connection.armReadable(run.onReadable);
+            return;
           }
         } catch (error) {
-          if (this.#held.failure) throw this.#held.failure;
-          if (this.#closed) return;
-          throw error;
+          return this.#finish(run, this.#receiveFailure(error));
         }
-        if (message.type === "eos") return;
+        if (message.type === "eos") return this.#finish(run, undefined);
         if (message.type === "caps") {
           // A client that connects before negotiation gets "NULL"; unusable caps only matter
           // once a buffer comes under them.
@@ -292,51 +254,117 @@ export class GstSourceBridge {
           continue;
         }
         if (message.type !== "new-buffer") continue;
-        // The buffer is the connection's record, valid until its next receive (none below).
+        // The buffer is the connection's record, valid until its next receive (none until the
+        // frame is handed over).
         const buffer = message.buffer;
         this.#stats.received++;
         if (buffer.memories.length > 1) {
           // Planes spread over several memories: one surface cannot adopt them. Copy.
-          const copy = await this.#copyBuffer(buffer, message.fds);
-          if (!copy) continue;
-          try {
-            await sink.send(copy, toMeta(buffer));
-            this.#stats.forwarded++;
-          } finally {
-            copy.close(); // back to the copy pool, which reuses it only once subscribers let go
-          }
-          continue;
+          return this.#forwardCopy(run, buffer, message.fds);
         }
         const surface = this.#adoptBuffer(buffer, message.fds);
         if (!surface) continue;
         // The bridge owns the surface from here until it closes it (no finalizer backs it up:
         // see `adoptHeld`): while the sink has it, close() closes it as `#sending`.
         this.#sending = surface;
+        let handedOver: Promise<void>;
         try {
-          const handedOver = sink.send(surface, toMeta(buffer));
-          // A Publisher or Channel that sent at once returns the same settled promise each time:
-          // once it was awaited, it is known fulfilled, and awaiting it again per frame costs a
-          // suspension of this loop (~80 B) for nothing.
-          if (handedOver !== fulfilled) {
-            await handedOver;
-            fulfilled = handedOver;
-          }
-          this.#stats.forwarded++;
+          handedOver = run.sink.send(surface, run.toMeta(buffer));
         } catch (error) {
-          surface.close();
-          if (this.#closed) return; // closed while the sink had it (which may be why it failed)
-          this.#held.release(buffer);
-          throw error;
-        } finally {
-          this.#sending = undefined;
+          return this.#sendFailed(run, surface, buffer, error);
         }
-        if (this.#closed) return; // closed while the sink had it: close() closed the surface
-        this.#held.hold(buffer, surface);
+        // A Publisher or Channel that sent at once returns the same settled promise each time:
+        // once it was seen fulfilled, it is not waited for again (a reaction per frame).
+        if (handedOver === run.fulfilled) {
+          this.#handedOver(surface, buffer);
+          continue;
+        }
+        return this.#awaitHandover(run, handedOver, surface, buffer);
       }
-    } finally {
-      this.close();
-      await releases;
+    } catch (error) {
+      this.#finish(run, error);
     }
+  }
+
+  /**
+   * Goes on once the sink's `send` settled. A method of its own: closures in
+   * {@link #pump}'s loop would make V8 allocate the loop body's scope per
+   * frame, made or not.
+   */
+  #awaitHandover(
+    run: ForwardRun,
+    handedOver: Promise<void>,
+    surface: Surface,
+    buffer: GstNewBuffer,
+  ): void {
+    Promise.resolve(handedOver).then(
+      () => {
+        run.fulfilled = handedOver;
+        if (this.#closed) return this.#finish(run, undefined); // close() closed the surface
+        try {
+          this.#handedOver(surface, buffer);
+        } catch (error) {
+          return this.#finish(run, error);
+        }
+        this.#pump(run);
+      },
+      (error) => this.#sendFailed(run, surface, buffer, error),
+    );
+  }
+
+  /** The sink took `surface`: the bridge holds its buffer until no surfaceport holder uses it. */
+  #handedOver(surface: Surface, buffer: GstNewBuffer): void {
+    this.#sending = undefined;
+    this.#stats.forwarded++;
+    this.#held.hold(buffer, surface);
+  }
+
+  /** The sink's `send` failed: the frame is closed, its buffer given back, the run ends. */
+  #sendFailed(run: ForwardRun, surface: Surface, buffer: GstNewBuffer, error: unknown): void {
+    this.#sending = undefined;
+    surface.close();
+    // Closed while the sink had it (which may be why it failed): the run just ends.
+    if (this.#closed) return this.#finish(run, undefined);
+    this.#held.release(buffer);
+    this.#finish(run, error);
+  }
+
+  /**
+   * Copies a buffer of several memories, hands the copy to the sink (then
+   * closes it) and goes on.
+   */
+  #forwardCopy(run: ForwardRun, buffer: GstNewBuffer, fds: number[]): void {
+    this.#copyAndSend(run, buffer, fds).then(
+      () => this.#pump(run),
+      (error) => this.#finish(run, error),
+    );
+  }
+
+  async #copyAndSend(run: ForwardRun, buffer: GstNewBuffer, fds: number[]): Promise<void> {
+    const copy = await this.#copyBuffer(buffer, fds);
+    if (!copy) return;
+    try {
+      await run.sink.send(copy, run.toMeta(buffer));
+      this.#stats.forwarded++;
+    } finally {
+      copy.close(); // back to the copy pool, which reuses it only once subscribers let go
+    }
+  }
+
+  /** What a failed receive (or wait) ends the run with: undefined (resolve) once closed. */
+  #receiveFailure(error: unknown): unknown {
+    if (this.#held.failure) return this.#held.failure;
+    if (this.#closed) return undefined;
+    return error;
+  }
+
+  /** Ends `run` (once): resolves it, or rejects it with `error`. */
+  #finish(run: ForwardRun, error: unknown): void {
+    if (run.finished) return;
+    run.finished = true;
+    this.#signal?.removeEventListener("abort", run.onAbort);
+    if (error === undefined) run.resolve();
+    else run.reject(error);
   }
 
   /** Adopts a buffer's memfd as a surface, or gives the buffer back (returns undefined). Owns `fds`. */
@@ -454,17 +482,28 @@ export class GstSourceBridge {
   }
 }
 
-/**
- * The {@link GstFrameMeta} of `buffer`, the bridge's default `toMeta`: a
- * fresh object per frame (a sink may keep it), of 64 B with its pts.
- */
-export function defaultMeta(buffer: GstNewBuffer): GstFrameMeta {
-  // Made with nulls, then filled: its fields stay tagged (V8 keeps a number that fits a small
-  // integer as is), where a literal of three numbers had three double fields, each a box of its
-  // own per frame (~32 B more).
-  const meta: GstFrameMeta = { pts: null, duration: null, offset: null };
-  meta.pts = bufferNumberOrNull(buffer, "pts");
-  meta.duration = bufferNumberOrNull(buffer, "duration");
-  meta.offset = bufferNumberOrNull(buffer, "offset");
-  return meta;
+/** One {@link GstSourceBridge.run}: its sink, and its callbacks, made once per run. */
+class ForwardRun {
+  readonly sink: SurfaceSink<unknown>;
+  readonly toMeta: (buffer: GstNewBuffer) => unknown;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+  /** The last promise `sink.send` returned that was seen fulfilled. */
+  fulfilled: Promise<void> | undefined;
+  finished = false;
+  /** The socket's wait ended: forward what came, or end. */
+  onReadable: WaitEnded = () => {};
+  onAbort: () => void = () => {};
+
+  constructor(
+    sink: SurfaceSink<unknown>,
+    toMeta: (buffer: GstNewBuffer) => unknown,
+    resolve: () => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.sink = sink;
+    this.toMeta = toMeta;
+    this.resolve = resolve;
+    this.reject = reject;
+  }
 }

@@ -13,12 +13,8 @@
  * @module
  */
 
-import {
-  addFromGstCounts,
-  type FromGstStats,
-  GstSourceBridge,
-  type SurfaceSink,
-} from "./from_gst.ts";
+import { GstSourceBridge } from "./from_gst.ts";
+import { addFromGstCounts, type FromGstStats, type SurfaceSink } from "./from_gst_options.ts";
 import {
   type GstLauncher,
   type GstProcess,
