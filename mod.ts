@@ -177,15 +177,11 @@ export type { GstLauncher, GstProcess } from "./src/gst/launcher.ts";
  * GStreamer's PipeWire plugin (`gst-launch-1.0`, started by a
  * {@link GstLauncher}) and the bridges above. See docs/pipewire.md.
  */
-export {
-  PipeWireSink,
-  pipeWireSinkPipeline,
-  PipeWireSource,
-  pipeWireSourcePipeline,
-} from "./src/gst/pipewire.ts";
+export { PipeWireSink, PipeWireSource } from "./src/gst/pipewire.ts";
+export { pipeWireSinkPipeline, pipeWireSourcePipeline } from "./src/gst/pipewire_pipelines.ts";
+export type { PipeWireCopyMode } from "./src/gst/pipewire_pipelines.ts";
 export type {
   DaemonWatchOptions,
-  PipeWireCopyMode,
   PipeWireFrameMeta,
   PipeWireSinkOptions,
   PipeWireSinkStats,

@@ -9,7 +9,8 @@ import { libc } from "../ffi/linux.ts";
 import { PeerClosedError, PeerRefusedError, ProtocolError, Surface, SurfacePool } from "../mod.ts";
 import { GstSourceBridge } from "../src/gst/from_gst.ts";
 import { GstSinkBridge } from "../src/gst/to_gst.ts";
-import { connectUnixFd, type UnixFdConnection, UnixFdServer } from "../src/gst/socket.ts";
+import { connectUnixFd, UnixFdServer } from "../src/gst/socket.ts";
+import type { UnixFdConnection } from "../src/gst/unixfd_connection.ts";
 import {
   encodeCaps,
   encodeCommandHeader,

@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { libc } from "../ffi/linux.ts";
 import { Surface } from "../mod.ts";
 import { GstSinkBridge } from "../src/gst/to_gst.ts";
-import { connectUnixFd, unixFdStats } from "../src/gst/socket.ts";
+import { connectUnixFd } from "../src/gst/socket.ts";
+import { unixFdStats } from "../src/gst/unixfd_connection.ts";
 import { encodeRelease } from "../src/gst/protocol.ts";
 import { uniqueName, waitUntil } from "./helpers.ts";
 

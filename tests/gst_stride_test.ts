@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { libc } from "../ffi/linux.ts";
 import { GstSourceBridge } from "../src/gst/from_gst.ts";
 import { COPY_READ_MAX, gstVideoFormatNumber, parseVideoCaps, planCopy } from "../src/gst/caps.ts";
-import { type UnixFdConnection, UnixFdServer } from "../src/gst/socket.ts";
+import { UnixFdServer } from "../src/gst/socket.ts";
+import type { UnixFdConnection } from "../src/gst/unixfd_connection.ts";
 import {
   encodeCaps,
   encodeMeta,

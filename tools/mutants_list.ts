@@ -496,7 +496,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-fresh-decode",
-    file: "src/gst/socket.ts",
+    file: "src/gst/unixfd_connection.ts",
     find: "decodeSinkMessage(framed.command, framed.payload, framed.fds, this.#reused)",
     replace: "decodeSinkMessage(framed.command, framed.payload, framed.fds)",
     tests: ["tests/gst_allocation_test.ts"],
@@ -1168,7 +1168,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "sendmsg-address-per-buffer-switch",
-    file: "src/linux/channel.ts",
+    file: "src/linux/socket_sender.ts",
     find: "message === this.#otherBuffer ? this.#otherAddress : addressOf(message);",
     replace: "addressOf(message);",
     tests: ["tests/pubsub_allocation_test.ts"],
@@ -1216,7 +1216,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "pipewire-recolour-passthrough",
-    file: "src/gst/pipewire.ts",
+    file: "src/gst/pipewire_pipelines.ts",
     find: 'const colorimetry = sourceColorimetry === "1:1:0:0" ? "1:1:1:0" : "1:1:0:0";',
     replace: 'const colorimetry = sourceColorimetry ?? "sRGB";',
     tests: ["tests/pipewire_test.ts"],
@@ -1224,5 +1224,18 @@ export const MUTANTS: Mutant[] = [
     why: "issue 22: an RGB node already in the format wanted is copied once (recolour); caps " +
       "equal to the source's let videoconvert pass mapped memory through (unixfdsink refuses " +
       "it), and the bridge fell back to two copies",
+  },
+  // --- The test harness beside other test processes ------------------------------------------
+  {
+    id: "helpers-proc-stat-taken-for-gone",
+    file: "tests/helpers.ts",
+    find: "  const lib = libc();\n  const fd = lib.open(cString(`/proc/${pid}`)",
+    replace: "  try {\n    Deno.statSync(`/proc/${pid}`);\n    return true;\n  } catch {\n" +
+      "    return false;\n  }\n  const lib = libc();\n  const fd = lib.open(cString(`/proc/${pid}`)",
+    tests: ["tests/helpers_test.ts"],
+    why: "Deno refuses stat of /proc/PID without --allow-all: taken for 'gone', every test " +
+      "process removed the PipeWire runtime directories, temporary sockets and network " +
+      "namespaces of the other test processes running beside it (the PipeWire and network " +
+      "flakes of concurrent suites)",
   },
 ];

@@ -11,11 +11,11 @@
  * | surface memory, created | `linux/surface.ts` (memfd, OFD locks) | `darwin/surface.ts` (IOSurface, use count) |
  * | surface memory, received | `linux/received.ts` (locked fd, mapping cache) | `darwin/received.ts` (looked-up IOSurface, the send right) |
  * | checks of received memory | `linux/verify.ts` (seals, size, mode, filesystem) | `darwin/verify.ts` (IOSurface layout vs geometry) |
- * | transport: one connection | `linux/channel.ts` (`SOCK_SEQPACKET`, `SCM_RIGHTS`) | `darwin/channel.ts` (inboxes, `mach_msg`) |
+ * | transport: one connection | `linux/channel.ts` (`SOCK_SEQPACKET`, `SCM_RIGHTS`; its send and receive buffers in `socket_sender.ts` and `socket_receiver.ts`) | `darwin/channel.ts` (inboxes, `mach_msg`; a send that waits for room in `send.ts`) |
  * | transport: listen, accept, connect | `linux/listener.ts` (socket names, `SO_PEERCRED`) | `darwin/listener.ts` (bootstrap, HELLO / WELCOME) |
  * | parked waits, one thread for all | `linux/poller.ts` (one `poll`; `doorbell.ts` and `bell_tower.ts` where the peer rings) | `darwin/poller.ts` (`PortWaitSet`, one port set) |
  * | release events for pools | `InotifyReleaseWatcher` in `linux/surface.ts` | none (the pool re-probes `IOSurfaceIsInUse`) |
- * | platform only | `linux/doorbell.ts`, `linux/bell_tower.ts` and `linux/channel_doorbell.ts` (a parked wait woken by the event loop itself: the doorbell; the ringer's part, the reactor's part, and a connection's two ends of it, the base class of `SocketConnection`) | `darwin/messages.ts` (surfaceport's mach messages), `darwin/abi.ts` (the shim's ABI self-check), `darwin/native.ts`, `darwin/bootstrap.ts`, `darwin/ports.ts`, `darwin/pixel_buffer.ts` |
+ * | platform only | `linux/doorbell.ts`, `linux/bell_tower.ts` and `linux/channel_doorbell.ts` (a parked wait woken by the event loop itself: the doorbell; the ringer's part, the reactor's part, and a connection's two ends of it, a base class of `SocketConnection`) | `darwin/messages.ts` (surfaceport's mach messages), `darwin/abi.ts` (the shim's ABI self-check), `darwin/native.ts`, `darwin/bootstrap.ts`, `darwin/ports.ts`, `darwin/pixel_buffer.ts` |
  *
  * Nothing here is public API.
  *

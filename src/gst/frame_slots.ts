@@ -9,7 +9,7 @@
  */
 
 import type { LayoutCopy } from "./layout_copy.ts";
-import type { UnixFdConnection } from "./socket.ts";
+import type { UnixFdConnection } from "./unixfd_connection.ts";
 
 /** The frame as the bridge got it: what {@link FrameSlots} closes. */
 export interface ClosableFrame {

@@ -50,7 +50,8 @@ import { LayoutCopies, type LayoutCopy } from "./layout_copy.ts";
 import { releaseIdNumber } from "./decode.ts";
 import { encodeCaps, encodeEos } from "./protocol.ts";
 import { NewBufferWriter } from "./new_buffer_writer.ts";
-import { type UnixFdConnection, UnixFdServer } from "./socket.ts";
+import { UnixFdServer } from "./socket.ts";
+import type { UnixFdConnection } from "./unixfd_connection.ts";
 
 /** A received frame as the to-gst bridge needs it (`Frame` from a channel or a subscription). */
 export interface SurfaceFrame {

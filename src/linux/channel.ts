@@ -3,9 +3,11 @@
  * socket (message boundaries and hang-up detection from the kernel), one fd
  * per surface message in `SCM_RIGHTS`. How connections come to be (listen,
  * accept, connect, `SO_PEERCRED`) is in `listener.ts`; the receive buffers and
- * the checked decoding of each received message in `socket_receiver.ts`; the
- * connection's doorbell (the ring to the peer, its own bell, their flag
- * pages) in `channel_doorbell.ts`, its base class.
+ * the checked decoding of each received message in `socket_receiver.ts`.
+ * Two base classes hold the rest: `socket_sender.ts` the buffers a
+ * `sendmsg` reads and the nonblocking send itself, `channel_doorbell.ts` (its
+ * base) the connection's doorbell (the ring to the peer, its own bell, their
+ * flag pages).
  *
  * Every socket call is made with `MSG_DONTWAIT` on the JS thread first; only
  * when the kernel has nothing for us do we park on a nonblocking `poll` (one
@@ -21,28 +23,15 @@ import type {
   ReceivedMessage,
   ReceiveEnded,
 } from "../contract/backend.ts";
-import {
-  ClosedError,
-  PeerClosedError,
-  type PeerCredentials,
-  throwIfAborted,
-} from "../core/errors.ts";
-import { DoorbellConnection } from "./channel_doorbell.ts";
+import { ClosedError, type PeerCredentials, throwIfAborted } from "../core/errors.ts";
 import { doorbellStats } from "./doorbell.ts";
-import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "./libc.ts";
+import { closeQuietly, libc } from "./libc.ts";
 import { newEventFd, PollWaiter, waitReady, wake } from "./poller.ts";
 import { MappingCache } from "./received.ts";
 import { SocketReceiver } from "./socket_receiver.ts";
+import { SocketSender } from "./socket_sender.ts";
 import { refillSpareDescriptions } from "./surface.ts";
-import {
-  cmsgSpace,
-  encodeIovec,
-  encodeMsghdr,
-  encodeRights,
-  IOVEC_SIZE,
-  LINUX,
-  MSGHDR_SIZE,
-} from "./structs.ts";
+import { LINUX } from "./structs.ts";
 
 /**
  * How many failed `recvmsg` attempts a spinning receive makes between two
@@ -51,9 +40,6 @@ import {
  * attempt.
  */
 const SPIN_CLOCK_EVERY = 16;
-
-/** The ioctl request as the BigInt its `unsigned long` parameter takes (made once). */
-const SIOCOUTQ = BigInt(LINUX.SIOCOUTQ);
 
 interface ConnectionResources {
   fds: number[];
@@ -78,7 +64,7 @@ let captureReceiveResolvers: (
 ) => void;
 
 /** One end of a connected `SOCK_SEQPACKET` socket. */
-export class SocketConnection extends DoorbellConnection implements BackendConnection {
+export class SocketConnection extends SocketSender implements BackendConnection {
   readonly peer: PeerCredentials;
   readonly #fd: number;
   readonly #sendWake: number;
@@ -90,36 +76,7 @@ export class SocketConnection extends DoorbellConnection implements BackendConne
   /** The last tryReceive() found nothing, and receive() has not run since. */
   #foundEmpty = false;
   readonly #resources: ConnectionResources;
-
-  // Message structures built once per connection, with their addresses: per call only the
-  // lengths, the flags and the fd change, written through typed-array views (no DataView,
-  // no BigInt, no pointer object per call).
-  readonly #sendMsghdr = new Uint8Array(MSGHDR_SIZE);
-  readonly #sendIov = new Uint8Array(IOVEC_SIZE);
-  readonly #sendIovWords = new Uint32Array(this.#sendIov.buffer);
-  readonly #sendControl = new Uint8Array(cmsgSpace(4));
-  readonly #sendControlWords = new Int32Array(this.#sendControl.buffer);
-  /**
-   * The last two message buffers sent and their addresses: a channel reuses
-   * one buffer for its headers, a publisher one per frame in the steady state
-   * and two in turn while a subscriber holds a frame (no pointer and BigInt
-   * made per send either way).
-   */
-  #sentBuffer: Uint8Array | undefined;
-  #sentAddress = 0n;
-  #otherBuffer: Uint8Array | undefined;
-  #otherAddress = 0n;
-  /** The iovec's base address, as a 64-bit word. */
-  readonly #sendIovBase = new BigUint64Array(this.#sendIov.buffer, 0, 1);
   readonly #receiver: SocketReceiver;
-  // Control messages (publish/subscribe) carry no descriptor: their own msghdr without control data.
-  readonly #controlMsghdr = new Uint8Array(MSGHDR_SIZE);
-  readonly #controlIov = new Uint8Array(IOVEC_SIZE);
-  readonly #controlIovWords = new Uint32Array(this.#controlIov.buffer);
-  /** The control message buffer the iovec points at (a subscription reuses one for its credits). */
-  #controlBuffer: Uint8Array | undefined;
-  readonly #outq = new Uint8Array(4);
-  readonly #outqValue = new Int32Array(this.#outq.buffer);
   /** The running parked receive's promise and its resolvers, deadline and signal. */
   #receiving: Promise<ReceivedMessage> | undefined;
   #resolveReceive: (message: ReceivedMessage) => void = ignoreValue;
@@ -149,7 +106,7 @@ export class SocketConnection extends DoorbellConnection implements BackendConne
       closeQuietly(sendWake);
       throw error;
     }
-    super(); // holds the bell tower open until close (or the finalizer)
+    super(fd); // holds the bell tower open until close (or the finalizer)
     this.#fd = fd;
     this.peer = peer;
     this.#limits = limits;
@@ -164,26 +121,6 @@ export class SocketConnection extends DoorbellConnection implements BackendConne
       (fd) => this.claimDoorbell(fd, this.#receiver.buffer),
     );
     this.#receiveWaiter = new PollWaiter(this.#receiveWoken);
-
-    encodeRights(new DataView(this.#sendControl.buffer), [-1]);
-    encodeMsghdr(new DataView(this.#sendMsghdr.buffer), {
-      name: 0n,
-      nameLength: 0,
-      iov: addressOf(this.#sendIov),
-      iovLength: 1,
-      control: addressOf(this.#sendControl),
-      controlLength: this.#sendControl.length,
-      flags: 0,
-    });
-    encodeMsghdr(new DataView(this.#controlMsghdr.buffer), {
-      name: 0n,
-      nameLength: 0,
-      iov: addressOf(this.#controlIov),
-      iovLength: 1,
-      control: 0n,
-      controlLength: 0,
-      flags: 0,
-    });
     this.#resources = { fds: [fd, sendWake, receiveWake], cache: this.#cache };
     connectionFinalizer.register(this, this.#resources, this);
   }
@@ -229,7 +166,7 @@ export class SocketConnection extends DoorbellConnection implements BackendConne
     try {
       this.#assertOpen("send");
       throwIfAborted(signal);
-      while (!this.#trySend(message, handle)) {
+      while (!this.trySendWithDescriptor(message, handle)) {
         await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
         this.#assertOpen("send");
       }
@@ -242,46 +179,13 @@ export class SocketConnection extends DoorbellConnection implements BackendConne
   trySend(message: Uint8Array, handle: number): boolean {
     try {
       this.#assertOpen("send");
-      if (!this.#trySend(message, handle)) return false;
+      if (!this.trySendWithDescriptor(message, handle)) return false;
     } catch (error) {
       closeQuietly(handle);
       throw error;
     }
     closeQuietly(handle); // the queued message holds its own reference
     return true;
-  }
-
-  /** The DOORBELL's send (`channel_doorbell.ts`): one {@link #trySend}. */
-  protected trySendWithDescriptor(message: Uint8Array, handle: number): boolean {
-    return this.#trySend(message, handle);
-  }
-
-  /** One `sendmsg(MSG_DONTWAIT)`; false if the socket buffer is full. */
-  #trySend(message: Uint8Array, handle: number): boolean {
-    this.#sendControlWords[4] = handle; // CMSG_DATA, offset 16
-    const words = this.#sendIovWords;
-    if (message !== this.#sentBuffer) {
-      const address = message === this.#otherBuffer ? this.#otherAddress : addressOf(message);
-      this.#otherBuffer = this.#sentBuffer;
-      this.#otherAddress = this.#sentAddress;
-      this.#sentBuffer = message;
-      this.#sentAddress = address;
-      this.#sendIovBase[0] = address;
-    }
-    words[2] = message.length; // iov_len, low word (the high word stays 0)
-    const lib = libc();
-    for (;;) {
-      const sent = lib.sendmsg(this.#fd, this.#sendMsghdr, LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL);
-      if (sent >= 0) {
-        this.ringIfParked();
-        return true;
-      }
-      const errno = readErrno();
-      if (errno === ERRNO.EINTR) continue;
-      if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) return false;
-      if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      throw systemError("sendmsg", errno);
-    }
   }
 
   tryReceive(): ReceivedMessage | undefined {
@@ -294,7 +198,7 @@ export class SocketConnection extends DoorbellConnection implements BackendConne
   async sendControl(message: Uint8Array, deadline: number, signal?: AbortSignal): Promise<void> {
     this.#assertOpen("send");
     throwIfAborted(signal);
-    while (!this.#trySendControl(message)) {
+    while (!this.trySendWithoutDescriptor(message)) {
       await this.#wait(LINUX.POLLOUT, this.#sendWake, "send", deadline, signal);
       this.#assertOpen("send");
     }
@@ -302,40 +206,12 @@ export class SocketConnection extends DoorbellConnection implements BackendConne
 
   trySendControl(message: Uint8Array): boolean {
     this.#assertOpen("send");
-    return this.#trySendControl(message);
-  }
-
-  /** One `sendmsg(MSG_DONTWAIT)` of a control message; false if the socket buffer is full. */
-  #trySendControl(message: Uint8Array): boolean {
-    if (message !== this.#controlBuffer) {
-      encodeIovec(new DataView(this.#controlIov.buffer), 0, addressOf(message), message.length);
-      this.#controlBuffer = message;
-    }
-    this.#controlIovWords[2] = message.length; // iov_len, low word
-    for (;;) {
-      const sent = libc().sendmsg(
-        this.#fd,
-        this.#controlMsghdr,
-        LINUX.MSG_DONTWAIT | LINUX.MSG_NOSIGNAL,
-      );
-      if (sent >= 0) {
-        this.ringIfParked();
-        return true;
-      }
-      const errno = readErrno();
-      if (errno === ERRNO.EINTR) continue;
-      if (errno === ERRNO.EPIPE || errno === ERRNO.ECONNRESET) throw new PeerClosedError();
-      if (errno === ERRNO.EAGAIN || errno === ERRNO.ENOBUFS) return false;
-      throw systemError("sendmsg", errno);
-    }
+    return this.trySendWithoutDescriptor(message);
   }
 
   unreadByPeer(): number {
     this.#assertOpen("send");
-    if (libc().ioctl_int(this.#fd, SIOCOUTQ, this.#outq) < 0) {
-      throw systemError("ioctl(SIOCOUTQ)");
-    }
-    return this.#outqValue[0];
+    return this.unsentBytes();
   }
 
   async receiveControl(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {

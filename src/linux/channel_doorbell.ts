@@ -10,9 +10,10 @@
  *   bound when the peer's stream presents the DOORBELL's token; a parked
  *   receive sets the flag and waits on the bell.
  *
- * {@link DoorbellConnection} is the base class of `SocketConnection`, not an
- * object beside it, so that what a send and a park check of the doorbell
- * are fields of the connection itself (no object more to reach per frame).
+ * {@link DoorbellConnection} is a base class of `SocketConnection` (under
+ * `SocketSender`, `socket_sender.ts`), not an object beside it, so that what
+ * a send and a park check of the doorbell are fields of the connection
+ * itself (no object more to reach per frame).
  *
  * @module
  */
