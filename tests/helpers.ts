@@ -15,7 +15,7 @@ import {
   type Listener,
   type Surface,
 } from "../mod.ts";
-import { cString, openProcFdDirectory } from "../src/linux/libc.ts";
+import { cString, ERRNO, openProcFdDirectory, readErrno } from "../src/linux/libc.ts";
 import { openPollerControlFd } from "../src/linux/poller.ts";
 import { bellTower } from "../src/linux/bell_tower.ts";
 import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
@@ -68,12 +68,27 @@ export function removeDeadProcessesDirs(parent: string, prefix: string): void {
     if (!name.startsWith(prefix)) continue;
     const pid = /^(\d+)(?:-|$)/.exec(name.slice(prefix.length))?.[1];
     if (pid === undefined || Number(pid) === Deno.pid) continue;
-    try {
-      Deno.statSync(`/proc/${pid}`); // alive (or the pid was taken again): leave it
-    } catch {
-      Deno.removeSync(`${parent}/${name}`, { recursive: true });
-    }
+    // Alive (or the pid was taken again): leave it.
+    if (!processAlive(Number(pid))) Deno.removeSync(`${parent}/${name}`, { recursive: true });
   }
+}
+
+/**
+ * Whether process `pid` exists: false only if `/proc/PID` is not there
+ * (ENOENT). Asked through libc: Deno refuses `Deno.stat("/proc/PID")`
+ * without --allow-all (NotCapable), and a check that took that refusal for
+ * "gone" removed the live directories, sockets and namespaces of every
+ * other test process running beside it (two suites at once: a PipeWire
+ * client that could not connect, a bridge's socket gone).
+ */
+export function processAlive(pid: number): boolean {
+  const lib = libc();
+  const fd = lib.open(cString(`/proc/${pid}`), 0o2000000, /* O_RDONLY | O_CLOEXEC */ 0);
+  if (fd >= 0) {
+    lib.close(fd);
+    return true;
+  }
+  return readErrno() !== ERRNO.ENOENT;
 }
 
 /**

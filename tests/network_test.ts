@@ -20,7 +20,7 @@ import { microsOfNtpNanos, ntpNanosOfMicros } from "../src/gst/timestamp_meta.ts
 import { encodeMetaRecord, MetaRecordReader, SenderMetas } from "../src/gst/network_meta.ts";
 import { ProtocolError } from "../src/core/errors.ts";
 import { GST, missingInChroot, within } from "./gst_helpers.ts";
-import { Child, paintBGRA, processTempDir, sleep } from "./helpers.ts";
+import { Child, paintBGRA, processAlive, processTempDir, sleep } from "./helpers.ts";
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const FLAGS = [
@@ -60,8 +60,7 @@ async function removeDeadProcessesNamespaces(): Promise<void> {
   const listed = await run("ip", ["netns", "list"]);
   for (const [, name, pid] of listed.text.matchAll(/^(sp[AB](\d+))\b/gm)) {
     if (Number(pid) === Deno.pid) continue;
-    const alive = await Deno.stat(`/proc/${pid}`).then(() => true, () => false);
-    if (!alive) await run("ip", ["netns", "del", name]);
+    if (!processAlive(Number(pid))) await run("ip", ["netns", "del", name]);
   }
 }
 

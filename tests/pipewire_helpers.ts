@@ -110,8 +110,12 @@ export function cli(args: string[]): Child {
   });
 }
 
-/** A PipeWire client in the chroot: gst-launch-1.0 ARGS. */
-export function pwClient(args: string[]): Child {
+/**
+ * A PipeWire client in the chroot: gst-launch-1.0 ARGS. Quiet, or with
+ * `verbose` its property notifications on stdout (`-v`): a `fakesink
+ * silent=false` then prints a `last-message = chain` line per buffer.
+ */
+export function pwClient(args: string[], verbose = false): Child {
   return new Child("chroot", [
     GST.root!,
     "/usr/bin/env",
@@ -119,7 +123,7 @@ export function pwClient(args: string[]): Child {
     "PATH=/usr/bin:/bin",
     `XDG_RUNTIME_DIR=${RUNTIME}`,
     "gst-launch-1.0",
-    "-q",
+    verbose ? "-v" : "-q",
     ...args,
   ]);
 }

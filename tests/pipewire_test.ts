@@ -191,8 +191,11 @@ Deno.test({
     let stalled: Child | undefined;
     try {
       await toPw.line("providing", 20000);
-      // A PipeWire consumer that is stopped: it never gives a buffer back to PipeWire.
-      // It may find the node gone for a moment (provided again after a client): retry.
+      // A PipeWire consumer that is stopped: it never gives a buffer back to PipeWire. Stopped
+      // once it took a buffer: one stopped before its link was set up holds none, pipewiresink
+      // never blocks and nobody is cut off (a fixed 1.5 s wait for it to start was not always
+      // enough under load: "timed out waiting for /cut off/"). It may find the node gone for a
+      // moment (provided again after a client): retry.
       for (let attempt = 0;; attempt++) {
         stalled = pwClient([
           "pipewiresrc",
@@ -201,11 +204,12 @@ Deno.test({
           "!",
           "fakesink",
           "silent=false",
-        ]);
-        await sleep(1500);
-        let ended = false;
-        await stalled.exit(1).catch(() => {}).then((status) => ended = status !== undefined);
-        if (!ended) break;
+        ], true);
+        const streaming = await stalled.line(/last-message = chain/, 15000).then(
+          () => true,
+          (error) => (console.log(`the PipeWire consumer took no buffer: ${error}`), false),
+        );
+        if (streaming) break;
         assert.ok(attempt < 5, `the PipeWire consumer keeps failing: ${stalled.stderr}`);
         await stalled[Symbol.asyncDispose]();
       }
