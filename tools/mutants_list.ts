@@ -1058,16 +1058,6 @@ export const MUTANTS: Mutant[] = [
       "receiveControl (~0.9 KB per frame) instead of the connection's re-armed wait",
   },
   {
-    id: "stall-watch-scans-per-block",
-    file: "src/pubsub/budget.ts",
-    find: "        if (this.#timer === undefined || this.#timerDue > now + due) this.#schedule();",
-    replace: "        this.#schedule();",
-    tests: ["tests/pubsub_allocation_test.ts"],
-    filter: "credit",
-    why: "issue 20: a subscriber that blocks made the stall watch scan every subscriber through " +
-      "a Set iterator at every frame (~40 B) though a timer due no later was set",
-  },
-  {
     id: "poll-thread-not-refd",
     file: "ffi/runtime_deno_poll.ts",
     find: "      this.#callback.ref();",
