@@ -454,6 +454,16 @@ export const MUTANTS: Mutant[] = [
       "with no promise per park for its loop to await (~460 B per frame behind a live source)",
   },
   {
+    id: "from-gst-watch-promise-per-wake",
+    file: "src/gst/held_buffers.ts",
+    find: "    this.#continueWatch();\n  };\n",
+    replace: "    void Promise.resolve().then(() => this.#continueWatch());\n  };\n",
+    tests: ["tests/gst_held_allocation_test.ts"],
+    why: "issue 20: the from-gst bridge's watch of its held buffers, woken per frame a consumer " +
+      "lets go of, re-arms one wait record from its callback: no promise, reaction or closure " +
+      "per wake",
+  },
+  {
     id: "to-gst-queued-sends",
     file: "src/gst/to_gst.ts",
     find: "      sent = client.trySend(message, message.length, handle);",
