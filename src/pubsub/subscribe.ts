@@ -423,8 +423,6 @@ export class Subscription<M = unknown> {
   }
 }
 
-/** Settles a queue tail without holding on to the value it settled with. */
-
 /**
  * Subscribes to the publisher bound under `name` (see `publish()`),
  * checking its credentials with `allowPeer` (default: same uid). The first
