@@ -70,7 +70,7 @@ const FROM_GST_LIMIT = 256;
  * allocates per frame: measured 110-136 B in the same runs, 147 B with
  * 1,487 parks (211-248 B before; inlined callees from other floors count
  * here too): the meta with its pts, the Surface `#adopt` makes, and the
- * promise of a park (`waitReadable`, src/gst/socket.ts). No mapping.
+ * promise of a park (`waitReadable`, src/gst/unixfd_connection.ts). No mapping.
  */
 const FROM_GST_CODE_LIMIT = 192;
 /**
