@@ -81,6 +81,14 @@ for (
       const name = uniqueName("gstpub");
       using publisher = publish(name);
       using subscription = await subscribe(name, { timeout: 5000, policy: "queue", depth: 8 });
+      // subscribe() resolves once its SUBSCRIBE is written, not once the publisher took it: a
+      // frame sent before then may not reach it (GStreamer's first buffer raced it and won
+      // since the shared poll's thread, af3c8dc). Frame numbers from 0 need it taken first.
+      await waitUntil(
+        () => publisher.subscribers.some((s) => s.policy === "queue"),
+        5000,
+        "the publisher to take the SUBSCRIBE",
+      );
       const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
       try {
         const running = bridge.run(publisher);
