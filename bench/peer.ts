@@ -27,12 +27,15 @@
 
 import { connect, PeerClosedError } from "../mod.ts";
 import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
+import { setPollThreadEnabled } from "../src/linux/poller.ts";
 import { allocatedBytes, CONTROL_LIMITS, CONTROL_MESSAGE } from "./common.ts";
 import { linuxBackend } from "../src/linux/backend.ts";
 
 const [mode, target, arg, arg2, parking] = Deno.args;
-// "bell": with the doorbell (off by default); "poll": the shared poll only (the default).
+// "bell": with the doorbell (off by default); "poll": the shared poll only (the default), on its
+// thread; "call": the shared poll as nonblocking calls (what it was before the thread).
 setDoorbellEnabled(parking === "bell");
+setPollThreadEnabled(parking !== "call");
 
 async function echo(name: string, spinMicros: number, warmup: number): Promise<void> {
   const channel = await connect(name, { timeout: 10_000, spinMicros });

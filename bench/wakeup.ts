@@ -16,9 +16,10 @@
  *   no FFI: `bench/peer.ts copy` with 1-byte frames);
  * - the park alone: 16-byte control messages back and forth over the Linux
  *   backend's own connection (`bench/peer.ts control`: no descriptor, no
- *   surface, no `Frame`), on the shared poll and with the doorbell;
- * - surfaceport's default mode (`spinMicros` 0), 640x480 round trips, on
- *   the shared poll and with the doorbell.
+ *   surface, no `Frame`), on the shared poll (on its thread, and as
+ *   nonblocking calls) and with the doorbell;
+ * - surfaceport's default mode (`spinMicros` 0), 640x480 round trips, the
+ *   same three ways.
  *
  * Prints one line per measurement and round, and the ratios to the same
  * round's blocking C floor.
@@ -28,6 +29,7 @@
 
 import { listen, Surface } from "../mod.ts";
 import { setDoorbellEnabled } from "../src/linux/doorbell.ts";
+import { setPollThreadEnabled } from "../src/linux/poller.ts";
 import { linuxBackend } from "../src/linux/backend.ts";
 import {
   Child,
@@ -57,7 +59,11 @@ function peer(args: string[]): Child {
   return new Child(Deno.execPath(), [...PEER_FLAGS, peerScript, ...args], cpus.consumer);
 }
 
-async function library(parking: "poll" | "bell"): Promise<number[]> {
+/** How a park waits: the shared poll on its thread, as nonblocking calls, or the doorbell. */
+type Parking = "poll" | "call" | "bell";
+
+async function library(parking: Parking): Promise<number[]> {
+  setPollThreadEnabled(parking !== "call");
   const name = `wakeup-${Deno.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const listener = listen(name);
   const child = peer(["echo", name, "0", "0", parking]);
@@ -81,7 +87,8 @@ async function library(parking: "poll" | "bell"): Promise<number[]> {
   }
 }
 
-async function control(parking: "poll" | "bell"): Promise<number[]> {
+async function control(parking: Parking): Promise<number[]> {
+  setPollThreadEnabled(parking !== "call");
   const name = `wakeup-ctl-${Deno.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const listener = linuxBackend.listen(name, () => true, CONTROL_LIMITS);
   const child = peer(["control", name, "0", "0", parking]);
@@ -127,8 +134,10 @@ try {
       ["C pingpong-seqpacket", await floor("pingpong-seqpacket")],
       ["Deno stream ping-pong", stats(await denoStreamPingPong(peer, iterations, warmup, WAIT_MS))],
       ["park alone, shared poll", stats(await control("poll"))],
+      ["park alone, poll as calls", stats(await control("call"))],
       ["park alone, doorbell", stats(await control("bell"))],
       ["default, shared poll", stats(await library("poll"))],
+      ["default, poll as calls", stats(await library("call"))],
       ["default, doorbell", stats(await library("bell"))],
     ];
     const base = results[0][1];

@@ -124,6 +124,9 @@ export type Libc = Library<typeof libcSymbols>;
 
 let loaded: Libc | undefined;
 
+/** The C library the Linux backend loads (glibc's soname). */
+export const LIBC_PATH = "libc.so.6";
+
 /** Opens libc once (on first use, not on import) and returns its symbols. */
 export function libc(): Libc {
   if (loaded) return loaded;
@@ -134,13 +137,13 @@ export function libc(): Libc {
     throw new UnsupportedError(`surfaceport supports x86_64 and aarch64, not ${runtime.arch}`);
   }
   try {
-    loaded = runtime.dlopen("libc.so.6", libcSymbols);
+    loaded = runtime.dlopen(LIBC_PATH, libcSymbols);
   } catch (cause) {
     throw new LibraryLoadError(
       runtime.isPermissionError(cause)
-        ? "could not open libc.so.6: the --allow-ffi permission is missing " +
+        ? `could not open ${LIBC_PATH}: the --allow-ffi permission is missing ` +
           `(surfaceport calls libc through FFI; run with ${runtime.ffiCommand} ...)`
-        : `could not open libc.so.6: ${(cause as Error)?.message ?? cause} ` +
+        : `could not open ${LIBC_PATH}: ${(cause as Error)?.message ?? cause} ` +
           "(surfaceport needs glibc: musl systems such as Alpine are not supported)",
       { cause },
     );

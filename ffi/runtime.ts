@@ -185,6 +185,39 @@ export interface ReactorListener {
   close(): void;
 }
 
+/**
+ * `poll(2)` on a thread of its own that reports each return to the
+ * JavaScript thread through a callback: the Linux backend's shared poll
+ * ({@link Runtime.pollThread}). Unlike a nonblocking call, a round
+ * allocates nothing on the JavaScript heap (no promise per call).
+ *
+ * One poll at a time, over {@link fds}. A poll asked for with
+ * {@link start} can be amended until the thread begins it: {@link hold}
+ * keeps the thread from beginning it, and the next {@link start} (in the
+ * same turn) lets it begin with the new count and timeout.
+ */
+export interface PollThread {
+  /**
+   * The pollfd array the thread reads, at least `size` bytes: a new
+   * (zeroed) array when it must grow, which only a caller not polling may ask for.
+   */
+  fds(size: number): Uint8Array;
+  /**
+   * Asks for `poll(fds, nfds, timeout)`; `onReturn(result, errno)` is
+   * called on the JavaScript thread when it returns (`errno` is the
+   * thread's, when `result` is negative). A poll asked for keeps the
+   * process alive until it returns.
+   */
+  start(nfds: number, timeout: number): void;
+  /**
+   * True if a poll asked for has not begun: the thread will not begin it
+   * before the next {@link start}, and its pollfd entries may be rewritten
+   * meanwhile. False if it has begun (wake it through a descriptor it
+   * polls) or none is asked for.
+   */
+  hold(): boolean;
+}
+
 /** One host runtime (Deno, Node or Bun), as surfaceport uses it. */
 export interface Runtime {
   /** Which runtime this is. */
@@ -250,6 +283,19 @@ export interface Runtime {
    * pending: `Deno.unrefTimer`, `Timeout.unref()` on Node and Bun.
    */
   unrefTimer(timer: ReturnType<typeof setTimeout>): void;
+  /**
+   * A {@link PollThread} running `poll` from the C library at `libcPath`,
+   * calling `onReturn` (see {@link PollThread.start}) or, if the thread
+   * itself fails (it cannot load the library), `onFailed` with the error,
+   * after which it is not used again. Undefined where the runtime has no
+   * allocation-free way to call back across threads (Node, Bun: their
+   * `nonblocking` calls run on a worker of their own, `runtime_offthread.ts`).
+   */
+  pollThread?(
+    libcPath: string,
+    onReturn: (result: number, errno: number) => void,
+    onFailed: (error: Error) => void,
+  ): PollThread;
 }
 
 /** Which host is running this code, and its version. */

@@ -70,17 +70,18 @@ const FROM_GST_LIMIT = 256;
  * allocates per frame: measured 110-136 B in the same runs, 147 B with
  * 1,487 parks (211-248 B before; inlined callees from other floors count
  * here too): the meta with its pts, the Surface `#adopt` makes, and the
- * promise of a park (`waitReadable`, src/gst/socket.ts). No mapping.
+ * promise of a park (`waitReadable`, src/gst/unixfd_connection.ts). No mapping.
  */
 const FROM_GST_CODE_LIMIT = 192;
 /**
  * What each parked receive adds (the bridge found no buffer waiting and
- * parked on the shared poll, `src/linux/poller.ts`: measured ~1.15 KB;
- * 0.55-1.15 KB at 20:45 UTC on 2026-12-07), counted by
- * `unixFdStats.receiveWaits`: flat out GStreamer is usually ahead, and how
- * often it is not depends on the load (4-1,500 parks in 10,000 frames).
+ * parked on the shared poll, `src/linux/poller.ts`: measured ~0.3 KB since
+ * the poll's thread calls back, 0.55-1.15 KB as nonblocking calls),
+ * counted by `unixFdStats.receiveWaits`: flat out GStreamer is usually
+ * ahead, and how often it is not depends on the load (4-1,500 parks in
+ * 10,000 frames).
  */
-const PARK_ALLOWANCE = 1536;
+const PARK_ALLOWANCE = 768;
 /**
  * What a buffer whose memfd is not in the bridge's mapping cache may add
  * (verified, mapped, an older one evicted: measured 0.5-2.6 KB): a memfd
@@ -93,14 +94,15 @@ const MAPPING_ALLOWANCE = 3072;
 /** The bridge's mapping cache for 64x64 BGRA memfds: `foreignCacheSize` in adopt.ts. */
 const MAPPING_CACHE = 1024;
 /**
- * to-gst bytes per frame, sampled, library alone: measured 568-842 B (same
- * runs; 2,310-2,710 B before this revision, main at 7522237: 12.5-13.7 KB
- * cumulative). All of it is the wake-up per frame for the client's
- * RELEASE_BUFFER: the shared poll's round (`src/linux/poller.ts`) and
- * Deno's nonblocking FFI call under it (its promise, resolvers and op
- * bookkeeping), what any wait in this runtime costs.
+ * to-gst bytes per frame, sampled, library alone: measured 100-110 B since
+ * the shared poll runs on its thread and calls back (`src/linux/poller.ts`,
+ * `ffi/runtime_deno_poll.ts`): what remains is the promise of the wait for
+ * each RELEASE_BUFFER. 568-842 B while the poll was a nonblocking call per
+ * round (its promise, our `then` and Deno's op bookkeeping); 2,310-2,710 B
+ * before this project's allocation passes (main at 7522237: 12.5-13.7 KB
+ * cumulative).
  */
-const TO_GST_LIMIT = 1024;
+const TO_GST_LIMIT = 256;
 /**
  * What the rest of the library allocates per to-gst frame (all of src/
  * but the shared poll): measured 0-12 B. `send` returns a shared settled
@@ -302,25 +304,37 @@ const LIVE_FPS = 500;
 /**
  * from-gst behind a live source, where each frame finds no buffer waiting
  * and parks on the shared poll (a camera's case), library alone: measured
- * 1,044-1,114 B per frame at 21:12 UTC on 2026-12-07 (1,319-1,345 B while
- * the bridge's loop awaited a promise per park; 1,732-1,735 B before the
- * frame lost its finalizer registration and its meta's number boxes;
- * 1,807-1,818 B with a promise and a reaction per park over a pooled
- * record, before `waitReadable` re-armed the connection's own). Of it
- * ~1 KB is the wait itself: the shared poll's
- * round and Deno's nonblocking call under it (its promise, resolvers and op
- * bookkeeping), the promise the loop awaits and its reaction.
+ * 211-216 B per frame since the poll runs on its thread and calls back
+ * (its wake-up allocates nothing) and the bridge's loop is called back
+ * too (no promise per park): what is left is the frame itself, as flat
+ * out. 1,044-1,114 B at 21:12 UTC on 2026-12-07 with the loop called back
+ * but the poll a nonblocking call per round (~0.8 KB of it the wait: the
+ * poll's round and Deno's call under it, with its promise and op
+ * bookkeeping); 1,319-1,345 B while the bridge's loop also awaited a
+ * promise per park; 1,732-1,735 B before the frame lost its finalizer
+ * registration and its meta's number boxes; 1,807-1,818 B with a promise
+ * and a reaction per park over a pooled record, before `waitReadable`
+ * re-armed the connection's own.
  */
-const LIVE_LIMIT = 2560;
+const LIVE_LIMIT = 256;
+/**
+ * What the shared poll itself (`src/linux/poller.ts`) allocates per frame
+ * behind a live source: measured 0 B. Its thread calls back with no
+ * garbage, and the round after one that woke the bridge starts at once
+ * when the bridge armed its wait again from its callback; a round started
+ * a microtask later (a `then`) cost ~97 B, a nonblocking call per round
+ * ~0.8 KB.
+ */
+const LIVE_POLL_LIMIT = 16;
 /**
  * What the bridge's own code (src/gst/) allocates per frame behind a live
- * source, a park per frame: measured 105-137 B (21:10 UTC on 2026-12-07):
- * the meta and the Surface, no promise for the park (the socket's wait
- * record re-armed, the loop called back: `#pump`). With a promise per park
- * that the loop awaited, ~370 B (the promise and its resolving functions,
- * ~215 B, and the loop's suspension).
+ * source, a park per frame: measured 105-137 B (21:10 UTC on 2026-12-07;
+ * 155 B once in the full suite's process): the meta and the Surface, no
+ * promise for the park (the socket's wait record re-armed, the loop called
+ * back: `#pump`). With a promise per park and reactions to it (mutation
+ * `from-gst-park-promise`), ~590 B.
  */
-const LIVE_CODE_LIMIT = 192;
+const LIVE_CODE_LIMIT = 224;
 
 Deno.test({
   name: `gst allocation: from-gst behind a live source allocates < ${LIVE_LIMIT} B per frame ` +
@@ -376,6 +390,12 @@ Deno.test({
           `by the shared poll, ${code.toFixed(0)} B by src/gst/ (${waits} parked receives)`,
       );
       assert.ok(waits > LIVE_FRAMES / 2, `only ${waits} of ${LIVE_FRAMES} frames parked`);
+      assertBelow(
+        "the shared poll behind a live source",
+        measured,
+        LIVE_POLL_LIMIT,
+        measured.bytes - poll,
+      );
       assertBelow(
         "from-gst's own code (src/gst/) behind a live source",
         measured,

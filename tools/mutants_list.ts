@@ -454,6 +454,16 @@ export const MUTANTS: Mutant[] = [
       "with no promise per park for its loop to await (~460 B per frame behind a live source)",
   },
   {
+    id: "from-gst-watch-promise-per-wake",
+    file: "src/gst/held_buffers.ts",
+    find: "    this.#continueWatch();\n  };\n",
+    replace: "    void Promise.resolve().then(() => this.#continueWatch());\n  };\n",
+    tests: ["tests/gst_held_allocation_test.ts"],
+    why: "issue 20: the from-gst bridge's watch of its held buffers, woken per frame a consumer " +
+      "lets go of, re-arms one wait record from its callback: no promise, reaction or closure " +
+      "per wake",
+  },
+  {
     id: "to-gst-queued-sends",
     file: "src/gst/to_gst.ts",
     find: "      sent = client.trySend(message, message.length, handle);",
@@ -1026,6 +1036,56 @@ export const MUTANTS: Mutant[] = [
     filter: "parks until its frame comes",
     why: "issue 20: a parked channel receive ran an async function with its closure and a `then` " +
       "on the connection's promise (~0.5 KB per frame)",
+  },
+  {
+    id: "shared-poll-as-calls",
+    file: "src/linux/poller.ts",
+    find: "    if (pollThreadEnabled && !this.#threadBroken && runtime.pollThread) {",
+    replace: "    if (false) {",
+    tests: ["tests/pubsub_allocation_test.ts", "tests/poll_thread_test.ts"],
+    filter: "parked",
+    why: "issue 20: the shared poll as a nonblocking call per round (the runtime's call, its " +
+      "promise and a `then`: 0.4-0.9 KB per parked receive) instead of its thread's callback",
+  },
+  {
+    id: "poller-defers-rearmed-round",
+    file: "src/linux/poller.ts",
+    find: "    if (!unarmed) return this.#startRound();\n",
+    replace: "",
+    tests: ["tests/gst_allocation_test.ts"],
+    filter: "live source",
+    why: "issue 20: a round after one whose woken waits all armed again from their callbacks " +
+      "must start at once, not a microtask later (a `then`, ~97 B per frame behind a live source)",
+  },
+  {
+    id: "poll-thread-not-refd",
+    file: "ffi/runtime_deno_poll.ts",
+    find: "      this.#callback.ref();",
+    replace: "",
+    tests: ["tests/poll_thread_test.ts"],
+    filter: "in flight",
+    why: "issue 20: a poll in flight on the thread must keep the process alive, as the " +
+      "nonblocking call it replaced did (a Deno process that ends while the worker polls can " +
+      "also crash at exit)",
+  },
+  {
+    id: "poll-thread-worker-refd",
+    file: "ffi/runtime_deno_poll.ts",
+    find: "    worker.unref();",
+    replace: "",
+    tests: ["tests/poll_thread_test.ts"],
+    filter: "exits by itself",
+    why: "issue 20: the poll's worker must never keep an idle process alive",
+  },
+  {
+    id: "poll-thread-failure-not-resumed",
+    file: "src/linux/poller.ts",
+    find: "    this.#thread = this.#runner();\n    this.#startRound();\n",
+    replace: "    this.#thread = this.#runner();\n",
+    tests: ["tests/poll_thread_test.ts"],
+    filter: "cannot load",
+    why: "issue 20: when the poll's thread fails, the round it had must go on as a nonblocking " +
+      "call (its waits would hang)",
   },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {

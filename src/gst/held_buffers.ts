@@ -21,7 +21,7 @@
 
 import { ClosedError, PeerClosedError, TimeoutError } from "../core/errors.ts";
 import { check, closeQuietly, libc, procFdPath } from "../linux/libc.ts";
-import { newEventFd, waitReady, wake } from "../linux/poller.ts";
+import { newEventFd, PollWaiter, type WaitEnded, wake } from "../linux/poller.ts";
 import { LINUX } from "../linux/structs.ts";
 import type { Surface } from "../surface/surface.ts";
 import { copyBufferId } from "./decode.ts";
@@ -35,6 +35,9 @@ import type { UnixFdConnection } from "./socket.ts";
 
 /** Re-probe held buffers at least this often even without an inotify event (events are hints). */
 const REPROBE_MS = 200;
+/** The buffer inotify events are drained into, and its length as `read` takes it. */
+const EVENT_BUFFER_BYTES = 4096;
+const EVENT_BUFFER_LENGTH = BigInt(EVENT_BUFFER_BYTES);
 /** Bytes of one RELEASE_BUFFER message. */
 const RELEASE_MESSAGE_SIZE = COMMAND_HEADER_SIZE + RELEASE_BUFFER_SIZE;
 
@@ -63,8 +66,16 @@ export class HeldBuffers {
   #peerGone = false;
   #inotify = -1;
   #wakeFd = -1;
+  /** The watch loop runs (between {@link watchLoop} and its end). */
   #loopRunning = false;
-  #kick: (() => void) | undefined;
+  /** The watch loop's wait, re-armed per wake (made at its first start). */
+  #watcher: PollWaiter | undefined;
+  /** The watch loop sleeps (nothing held, its wait not armed): {@link hold} arms it. */
+  #sleeping = false;
+  #watchEnded: () => void = ignore;
+  #watchFailed: (error: unknown) => void = ignore;
+  /** Where the inotify events are drained to (which memfd closed does not matter). */
+  readonly #events = new Uint8Array(EVENT_BUFFER_BYTES);
   #closed = false;
 
   /** Holds up to `capacity` buffers of `connection` (which stays the caller's). */
@@ -143,10 +154,9 @@ export class HeldBuffers {
     copyBufferId(buffer, this.#ids, 8 * slot);
     this.#surfaces[slot] = surface;
     this.probe();
-    if (this.#count > 0 && this.#kick) {
+    if (this.#count > 0 && this.#sleeping) {
       // The watch loop slept with nothing held: it watches from now on.
-      this.#kick();
-      this.#kick = undefined;
+      this.#armWatch();
     }
   }
 
@@ -254,45 +264,79 @@ export class HeldBuffers {
   /**
    * Probes the held buffers whenever inotify reports a close on one of their
    * memfds, and every {@link REPROBE_MS} while any is held, until
-   * {@link close}; sleeps while none is held. Closes the inotify and wake
-   * descriptors when it ends.
+   * {@link close}; sleeps while none is held. Resolves when it ends, having
+   * closed the inotify and wake descriptors; rejects if its wait failed.
+   * Its wait is one record re-armed per wake and calling back (no promise
+   * or suspended loop per wake: a consumer that lets go of each frame wakes
+   * it per frame).
    */
-  async watchLoop(): Promise<void> {
-    const scratch = new Uint8Array(4096);
-    this.#loopRunning = true;
-    try {
-      while (!this.#closed) {
-        if (this.#count === 0) {
-          // Nothing to give back: sleep until a buffer stays held or close().
-          await new Promise<void>((resolve) => this.#kick = resolve);
-          continue;
-        }
-        try {
-          await waitReady(
-            this.#inotify,
-            LINUX.POLLIN,
-            this.#wakeFd,
-            "release",
-            performance.now() + REPROBE_MS,
-            undefined,
-          );
-        } catch (error) {
-          if (!(error instanceof TimeoutError)) throw error;
-        }
-        while (libc().read(this.#inotify, scratch, BigInt(scratch.length)) > 0) {
-          // drain: which memfd it was does not matter, every held one is probed
-        }
-        if (this.#closed) break;
-        try {
-          this.probe();
-        } catch {
-          // F_OFD_GETLK failed: the next probe (or the bridge's next buffer) tries again
-        }
-      }
-    } finally {
-      this.#loopRunning = false;
-      this.#closeWatchFds(); // only here once the loop ran: no poll still watches them
+  watchLoop(): Promise<void> {
+    if (this.#loopRunning) {
+      return Promise.reject(new Error("internal: HeldBuffers.watchLoop runs already"));
     }
+    if (this.#closed) {
+      this.#closeWatchFds();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#loopRunning = true;
+      this.#watchEnded = resolve;
+      this.#watchFailed = reject;
+      this.#watcher ??= new PollWaiter(this.#woken);
+      this.#continueWatch();
+    });
+  }
+
+  /** Arms the watch loop's wait, or lets it sleep while nothing is held; ends it on failure. */
+  #continueWatch(): void {
+    if (this.#count === 0) {
+      this.#sleeping = true;
+      return;
+    }
+    try {
+      this.#armWatch();
+    } catch (error) {
+      this.#endWatch(error);
+    }
+  }
+
+  #armWatch(): void {
+    this.#sleeping = false;
+    this.#watcher!.arm(
+      this.#inotify,
+      LINUX.POLLIN,
+      this.#wakeFd,
+      "release",
+      performance.now() + REPROBE_MS,
+      undefined,
+    );
+  }
+
+  /** The watch loop's wait ended: an inotify event, a re-probe's time, close(), or a failure. */
+  readonly #woken: WaitEnded = (_ready, failure) => {
+    if (failure !== undefined && !(failure instanceof TimeoutError)) {
+      return this.#endWatch(failure);
+    }
+    while (libc().read(this.#inotify, this.#events, EVENT_BUFFER_LENGTH) > 0) {
+      // drain: which memfd it was does not matter, every held one is probed
+    }
+    if (this.#closed) return this.#endWatch(undefined);
+    try {
+      this.probe();
+    } catch {
+      // F_OFD_GETLK failed: the next probe (or the bridge's next buffer) tries again
+    }
+    this.#continueWatch();
+  };
+
+  /** Ends the watch loop (no poll watches its descriptors any more: they are closed). */
+  #endWatch(failure: unknown): void {
+    this.#loopRunning = false;
+    this.#sleeping = false;
+    this.#closeWatchFds();
+    const settle = failure === undefined ? this.#watchEnded : this.#watchFailed;
+    this.#watchEnded = this.#watchFailed = ignore;
+    settle(failure);
   }
 
   #closeWatchFds(): void {
@@ -316,12 +360,15 @@ export class HeldBuffers {
     }
     this.#count = 0;
     this.#queued = 0;
-    if (this.#loopRunning) {
+    if (this.#sleeping) {
+      this.#endWatch(undefined); // no poll watches its fds
+    } else if (this.#loopRunning) {
       // Its poll sees the wake at once; the loop then closes the fds.
       wake(this.#wakeFd);
-      this.#kick?.();
     } else {
       this.#closeWatchFds();
     }
   }
 }
+
+function ignore(): void {}

@@ -9,7 +9,8 @@
 import { throwIfAborted, TimeoutError } from "../core/errors.ts";
 import { check, ERRNO, libc, readErrno, systemError } from "./libc.ts";
 import { decodePollRevents, encodePollfd, LINUX, POLLFD_SIZE } from "./structs.ts";
-import { runtime } from "../../ffi/runtime.ts";
+import { type PollThread, runtime } from "../../ffi/runtime.ts";
+import { LIBC_PATH } from "../../ffi/linux.ts";
 
 /**
  * How a wait ended, as a {@link PollWaiter}'s callback gets it: `failure`
@@ -155,22 +156,91 @@ function captureResolvers(resolve: (ready: boolean) => void, reject: (error: unk
 }
 
 /**
- * Every parked wait of this process in one `poll` on one worker thread.
+ * The shared poll as a nonblocking call, where the runtime has no
+ * {@link PollThread} (Node, Bun): a round asked for begins one microtask
+ * later (until then {@link hold} lets waits added in the same turn join
+ * it), and the call's promise reports its return. errno belongs to the
+ * thread that polled: a failed poll is asked again here, with timeout 0,
+ * to tell `EINTR` (reported as such) from a real failure.
+ */
+class NonblockingPoll implements PollThread {
+  #fds = runtime.sharedBytes(8 * POLLFD_SIZE);
+  #nfds = 0;
+  #timeout = 0;
+  /** Asked for and not begun. */
+  #asked = false;
+
+  readonly onReturn: (result: number, errno: number) => void;
+  readonly onFailed: (error: Error) => void;
+
+  constructor(
+    onReturn: (result: number, errno: number) => void,
+    onFailed: (error: Error) => void,
+  ) {
+    this.onReturn = onReturn;
+    this.onFailed = onFailed;
+  }
+
+  fds(size: number): Uint8Array {
+    if (this.#fds.length < size) this.#fds = runtime.sharedBytes(size);
+    return this.#fds;
+  }
+
+  start(nfds: number, timeout: number): void {
+    this.#nfds = nfds;
+    this.#timeout = timeout;
+    if (this.#asked) return;
+    this.#asked = true;
+    // (A reaction on a settled promise: a third cheaper than queueMicrotask in Deno.)
+    SETTLED.then(this.#begin);
+  }
+
+  hold(): boolean {
+    return this.#asked;
+  }
+
+  readonly #begin = (): void => {
+    this.#asked = false;
+    try {
+      const nfds = nfdsValues[this.#nfds] ??= BigInt(this.#nfds);
+      libc().poll_wait(this.#fds, nfds, this.#timeout).then(this.#returned, this.onFailed);
+    } catch (error) {
+      this.onFailed(error as Error);
+    }
+  };
+
+  readonly #returned = (result: number): void => {
+    let errno = 0;
+    if (result < 0) {
+      errno = libc().poll(this.#fds, nfdsValues[this.#nfds]!, 0) < 0 ? readErrno() : ERRNO.EINTR;
+    }
+    this.onReturn(result, errno);
+  };
+}
+
+/**
+ * Every parked wait of this process in one `poll` on one thread: the
+ * runtime's {@link PollThread} (Deno: a worker of its own that calls back,
+ * with no garbage per round), else a nonblocking call
+ * ({@link NonblockingPoll}).
  *
- * Deno runs nonblocking FFI calls on its blocking-thread pool, which has 32
- * threads. A thread per parked receive, send or accept would let 32 idle
- * channels (any admitted peer can open them) take every thread: every other
- * wait in the process — accept, the channels that do have frames, Deno's
- * own async file I/O — would queue behind polls that may never return.
- * So waits register here, and one `poll` over all of them runs at a time.
- * A wait added while that poll runs interrupts it through a control
- * eventfd, made at the first parked wait and kept for the life of the
- * process (one descriptor, instead of an `eventfd` + `close` per park).
+ * A nonblocking call per parked receive, send or accept would take a
+ * thread of the runtime's blocking pool each (Deno's has 32): 32 idle
+ * channels (any admitted peer can open them) would take every thread, and
+ * every other wait in the process — accept, the channels that do have
+ * frames, Deno's own async file I/O — would queue behind polls that may
+ * never return. So waits register here, and one `poll` over all of them
+ * runs at a time. A wait added while that poll runs interrupts it through
+ * a control eventfd, made at the first parked wait and kept for the life
+ * of the process (one descriptor, instead of an `eventfd` + `close` per
+ * park); a wait added before the thread has begun the poll joins it
+ * ({@link PollThread.hold}).
  *
  * A round is driven by callbacks made once (no async function restarted
- * per park): {@link #round} starts it one microtask after the first wait
- * (waits added in the same turn join it without a wake-up), and
- * {@link #polled} settles its waits and starts the next while any remain.
+ * per park): the first wait starts it, and {@link #returned} settles its
+ * waits and starts the next while any remain — one microtask later when
+ * it settled some that were not armed again from their callbacks, so that
+ * those that park again in their continuations join it.
  */
 class Poller {
   /**
@@ -179,40 +249,72 @@ class Poller {
    */
   readonly #waiters: Waiter[] = [];
   #controlFd = -1;
-  /** A round is scheduled (a microtask) or polling. */
-  #active = false;
+  /** A round asked for and not returned. */
   #polling = false;
+  /** The next round starts one microtask later ({@link #startRound} as a reaction). */
+  #scheduled = false;
+  /** {@link #returned} is settling a round's waits (a wait added meanwhile waits for its end). */
+  #settling = false;
   /** The waiters of the current round (reused; emptied after each round). */
   readonly #round: (Waiter | undefined)[] = [];
   /** Each round waiter's {@link Waiter.arms} when the round began. */
   readonly #roundArms: number[] = [];
   #roundSize = 0;
-  #nfds = 0n;
-  /**
-   * The pollfd array, reused while the number of waits fits: shared memory,
-   * since the poll that writes its `revents` may run on another thread.
-   */
-  #fds = runtime.sharedBytes(8 * POLLFD_SIZE);
-  #fdsView = new DataView(this.#fds.buffer);
+  /** The runner of the rounds: {@link #ownThread} or {@link #nonblocking}, by {@link pollThreadEnabled}. */
+  #thread: PollThread | undefined;
+  #ownThread: PollThread | undefined;
+  #nonblocking: NonblockingPoll | undefined;
+  /** The runtime's thread failed: the nonblocking call from then on. */
+  #threadBroken = false;
+  /** The pollfd array of {@link #thread}, and a view over it. */
+  #fds: Uint8Array | undefined;
+  #fdsView: DataView | undefined;
 
-  /** Makes the control eventfd now if it does not exist yet (it lives as long as the process). */
+  /**
+   * Makes the control eventfd and the poll's thread now if they do not
+   * exist yet (they live as long as the process).
+   */
   openControlFd(): void {
     if (this.#controlFd < 0) this.#controlFd = newEventFd();
+    if (!this.#polling) this.#thread = this.#runner();
+  }
+
+  #runner(): PollThread {
+    if (pollThreadEnabled && !this.#threadBroken && runtime.pollThread) {
+      try {
+        return this.#ownThread ??= runtime.pollThread(
+          pollThreadLibrary,
+          this.#returned,
+          this.#threadFailed,
+        );
+      } catch (error) {
+        this.#threadBroken = true;
+        warnThreadFailed(error);
+      }
+    }
+    return this.#nonblocking ??= new NonblockingPoll(this.#returned, this.#failed);
   }
 
   add(waiter: Waiter): void {
     waiter.arms++;
     waiter.slot = this.#waiters.length;
     this.#waiters.push(waiter);
-    if (this.#polling) wake(this.#controlFd);
-    else if (!this.#active) this.#schedule();
+    this.#changed();
   }
 
   /** Takes a parked wait off the poll; false if it was not parked. */
   remove(waiter: Waiter): boolean {
     if (!this.#delete(waiter)) return false;
-    if (this.#polling) wake(this.#controlFd);
+    this.#changed();
     return true;
+  }
+
+  /** The set of waits changed: the round to come takes it, or this one is amended or woken. */
+  #changed(): void {
+    if (this.#settling || this.#scheduled) return;
+    if (!this.#polling) this.#startRound();
+    else if (this.#thread!.hold()) this.#startRound();
+    else wake(this.#controlFd);
   }
 
   /** Takes a wait off the list (the last one takes its slot); false if it was not there. */
@@ -229,33 +331,32 @@ class Poller {
     return true;
   }
 
-  #schedule(): void {
-    this.#active = true;
-    // (A reaction on a settled promise: a third cheaper than queueMicrotask in Deno.)
-    SETTLED.then(this.#startRound);
-  }
-
+  /**
+   * Asks the thread for a poll of every parked wait (or, while a round is
+   * held, rewrites it). With none left while one is held, a poll of the
+   * control fd alone with timeout 0 ends it at once.
+   */
   readonly #startRound = (): void => {
+    this.#scheduled = false;
     try {
       this.openControlFd();
-      if (this.#waiters.length === 0) {
-        this.#active = false;
-        return;
-      }
+      const n = this.#waiters.length;
+      if (n === 0 && !this.#polling) return;
       // This round's waiters, in a reused array (cleared after it: it must not keep them alive).
       const waiters = this.#round;
-      const n = this.#waiters.length;
       for (let i = 0; i < n; i++) {
         waiters[i] = this.#waiters[i];
         this.#roundArms[i] = this.#waiters[i].arms;
       }
+      for (let i = n; i < this.#roundSize; i++) waiters[i] = undefined;
       this.#roundSize = n;
       const count = 1 + 2 * n;
-      if (this.#fds.length < count * POLLFD_SIZE) {
-        this.#fds = runtime.sharedBytes(2 * count * POLLFD_SIZE);
-        this.#fdsView = new DataView(this.#fds.buffer);
+      const fds = this.#thread!.fds(count * POLLFD_SIZE);
+      if (fds !== this.#fds) {
+        this.#fds = fds;
+        this.#fdsView = new DataView(fds.buffer, fds.byteOffset, fds.byteLength);
       }
-      const view = this.#fdsView;
+      const view = this.#fdsView!;
       encodePollfd(view, 0, this.#controlFd, LINUX.POLLIN);
       let deadline = Infinity;
       for (let i = 0; i < n; i++) {
@@ -264,30 +365,32 @@ class Poller {
         encodePollfd(view, 2 + 2 * i, w.wakeFd, LINUX.POLLIN);
         if (w.deadline < deadline) deadline = w.deadline;
       }
-      const timeout = deadline === Infinity
+      const timeout = n === 0
+        ? 0
+        : deadline === Infinity
         ? -1
         : Math.max(0, Math.min(Math.ceil(deadline - performance.now()), 0x7fffffff));
       this.#polling = true;
-      this.#nfds = nfdsValues[count] ??= BigInt(count);
-      libc().poll_wait(this.#fds, this.#nfds, timeout).then(this.#polled, this.#failed);
+      this.#thread!.start(count, timeout);
     } catch (error) {
       this.#failed(error);
     }
   };
 
-  readonly #polled = (ready: number): void => {
+  /** The thread's poll returned `result` (`errno` when negative): settles the waits it ended. */
+  readonly #returned = (result: number, errno: number): void => {
     this.#polling = false;
     const waiters = this.#round;
     const n = this.#roundSize;
+    /** A wait settled and not armed again by its owner's callback (it may be in a continuation). */
+    let unarmed = false;
+    this.#settling = true;
     try {
-      if (ready < 0) {
+      if (result < 0) {
         waiters.fill(undefined, 0, n);
-        // errno belongs to the worker thread: ask again here to tell EINTR from a real failure.
-        if (libc().poll(this.#fds, this.#nfds, 0) < 0 && readErrno() !== ERRNO.EINTR) {
-          throw systemError("poll");
-        }
+        if (errno !== ERRNO.EINTR) throw systemError("poll", errno);
       } else {
-        const view = this.#fdsView;
+        const view = this.#fdsView!;
         if (decodePollRevents(view, 0) & LINUX.POLLIN) drain(this.#controlFd);
         const now = performance.now();
         for (let i = 0; i < n; i++) {
@@ -295,33 +398,48 @@ class Poller {
           waiters[i] = undefined;
           // Aborted meanwhile, or aborted and armed again (its fds in this round are another wait's).
           if (w.slot < 0 || w.arms !== this.#roundArms[i]) continue;
-          let result: boolean | Error | undefined;
+          let ended: boolean | Error | undefined;
           if (decodePollRevents(view, 2 + 2 * i) & LINUX.POLLIN) {
             drain(w.wakeFd); // (a second waiter on the same wake fd drains nothing: harmless)
-            result = false;
+            ended = false;
           } else if (decodePollRevents(view, 1 + 2 * i) !== 0) {
-            result = true;
+            ended = true;
           } else if (w.deadline <= now) {
-            result = w.timeoutError();
+            ended = w.timeoutError();
           }
-          if (result === undefined) continue;
+          if (ended === undefined) continue;
           this.#delete(w);
-          w.settle(result);
+          w.settle(ended);
+          if (w.slot < 0) unarmed = true;
         }
       }
     } catch (error) {
+      this.#settling = false;
       this.#failed(error);
       return;
     }
-    // The next round after the woken waits' continuations, so that those that park again join
-    // it; with none left, the next wait starts one.
-    if (this.#waiters.length > 0) this.#schedule();
-    else this.#active = false;
+    this.#settling = false;
+    if (this.#waiters.length === 0) return;
+    // Every settled wait armed again from its callback (a re-armed PollWaiter): all are here.
+    if (!unarmed) return this.#startRound();
+    this.#scheduled = true;
+    SETTLED.then(this.#startRound);
+  };
+
+  /** The thread itself failed: the shared poll goes on with a nonblocking call. */
+  readonly #threadFailed = (error: Error): void => {
+    if (this.#threadBroken) return;
+    this.#threadBroken = true;
+    warnThreadFailed(error);
+    if (this.#thread !== this.#ownThread) return;
+    this.#polling = false;
+    this.#thread = this.#runner();
+    this.#startRound();
   };
 
   readonly #failed = (error: unknown): void => {
     this.#polling = false;
-    this.#active = false;
+    this.#scheduled = false;
     this.#round.fill(undefined);
     const waiters = this.#waiters.splice(0);
     for (const waiter of waiters) {
@@ -331,11 +449,42 @@ class Poller {
   };
 }
 
-/** A settled promise: {@link Poller} starts its rounds as reactions to it. */
+/** A settled promise: a reaction to it runs one microtask later. */
 const SETTLED = Promise.resolve();
 
 /** `nfds_t` arguments as BigInts, made once per count (not one per poll). */
 const nfdsValues: bigint[] = [];
+
+/** The shared poll's thread could not be made or failed: said once, on stderr. */
+function warnThreadFailed(error: unknown): void {
+  console.warn(
+    `surfaceport: ${(error as Error)?.message ?? error}; ` +
+      "the shared poll goes on with a nonblocking call per round",
+  );
+}
+
+/** See {@link setPollThreadEnabled}. */
+let pollThreadEnabled = true;
+/** The C library the poll's thread loads (tests make it fail with a path that does not exist). */
+let pollThreadLibrary = LIBC_PATH;
+
+/**
+ * Tests: the library the shared poll's thread loads from now on (before
+ * the process's first parked wait), e.g. one that does not exist, to see
+ * the poll go on as nonblocking calls when the thread fails.
+ */
+export function setPollThreadLibrary(path: string): void {
+  pollThreadLibrary = path;
+}
+
+/**
+ * Runs the shared poll's rounds on the runtime's {@link PollThread} (the
+ * default, where the runtime has one) or as nonblocking calls (`false`),
+ * from the next round on: for benchmarks and tests that compare the two.
+ */
+export function setPollThreadEnabled(enabled: boolean): void {
+  pollThreadEnabled = enabled;
+}
 
 const poller = new Poller();
 
