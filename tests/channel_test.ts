@@ -11,7 +11,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { fillPattern, verifyPattern } from "../examples/pattern.ts";
-import { openReceivedCount } from "../src/surface/surface.ts";
+import { openReceivedCount } from "../src/surface/surface_lifetime.ts";
 import {
   assertNoFdLeak,
   fdTargets,

@@ -1000,7 +1000,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "received-finalizer-ignores-release",
-    file: "src/surface/surface.ts",
+    file: "src/surface/surface_lifetime.ts",
     find: '    if (!(owner as SurfaceBacking).released) dropped(owner, "received");',
     replace: '    dropped(owner, "received");',
     tests: ["tests/channel_test.ts"],

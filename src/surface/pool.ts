@@ -23,7 +23,8 @@ import {
   type SurfaceGeometry,
 } from "../core/geometry.ts";
 import { backend } from "../platform.ts";
-import { openReceivedCount, releaseOwner, Surface } from "./surface.ts";
+import { releaseOwner, Surface } from "./surface.ts";
+import { openReceivedCount } from "./surface_lifetime.ts";
 
 /** Options of {@link SurfacePool}. */
 export interface SurfacePoolOptions {
