@@ -35,7 +35,12 @@ const LIMIT_WAKE = 300;
  * checks that it is still alive after `parkMs`; then sends it a frame and
  * waits for it to exit by itself.
  */
-async function parkedReceiver(library: string | undefined, parkMs: number): Promise<string> {
+async function parkedReceiver(
+  library: string | undefined,
+  parkMs: number,
+  runner: "thread" | "calls",
+  env?: Record<string, string>,
+): Promise<string> {
   const name = uniqueName("park");
   using listener = listen(name);
   await using child = new Child(Deno.execPath(), [
@@ -44,7 +49,7 @@ async function parkedReceiver(library: string | undefined, parkMs: number): Prom
     RECEIVER,
     name,
     ...(library ? [library] : []),
-  ]);
+  ], env);
   using channel = await listener.accept({ timeout: 10_000 });
   await child.line("connected");
   let exited = false;
@@ -57,7 +62,7 @@ async function parkedReceiver(library: string | undefined, parkMs: number): Prom
   );
   using surface = Surface.create({ width: 16, height: 8 });
   await channel.send(surface, undefined, { timeout: 10_000 });
-  await child.line("received 16x8", 10_000);
+  await child.line(`received 16x8 (poll: ${runner})`, 10_000);
   const status = await child.exit(10_000); // a thread or callback left ref'd would hold it
   assert.equal(status.code, 0, `stderr:\n${child.stderr}`);
   return child.stderr;
@@ -82,7 +87,7 @@ Deno.test({
     "process then exits by itself (the thread does not hold it)",
   ignore: !linux,
   async fn() {
-    const stderr = await parkedReceiver(undefined, 700);
+    const stderr = await parkedReceiver(undefined, 700, "thread");
     assert.doesNotMatch(stderr, /shared poll/, "the thread should not have failed");
   },
 });
@@ -92,10 +97,22 @@ Deno.test({
     "served by nonblocking calls, with one warning",
   ignore: !linux,
   async fn() {
-    const stderr = await parkedReceiver("/nonexistent/surfaceport-libc.so.6", 300);
+    const stderr = await parkedReceiver("/nonexistent/surfaceport-libc.so.6", 300, "calls");
     const warnings = stderr.match(/the shared poll goes on with a nonblocking call/g) ?? [];
     assert.equal(warnings.length, 1, `stderr:\n${stderr}`);
     assert.match(stderr, /surfaceport-libc\.so\.6/);
+  },
+});
+
+Deno.test({
+  name: "poll thread: SURFACEPORT_POLL_THREAD=0 keeps the shared poll as nonblocking calls",
+  ignore: !linux,
+  async fn() {
+    const stderr = await parkedReceiver(undefined, 300, "calls", {
+      ...Deno.env.toObject(),
+      SURFACEPORT_POLL_THREAD: "0",
+    });
+    assert.doesNotMatch(stderr, /shared poll/);
   },
 });
 

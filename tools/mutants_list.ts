@@ -1058,6 +1058,16 @@ export const MUTANTS: Mutant[] = [
       "must start at once, not a microtask later (a `then`, ~97 B per frame behind a live source)",
   },
   {
+    id: "publisher-credit-wait-async",
+    file: "src/pubsub/delivery.ts",
+    find: "    if (connection.waitControlThen) {",
+    replace: "    if (connection.waitControlThen && subscriber.closed) {",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "credit",
+    why: "issue 20: the publisher's wait for a lagging subscriber's credit as an async loop over " +
+      "receiveControl (~0.9 KB per frame) instead of the connection's re-armed wait",
+  },
+  {
     id: "poll-thread-not-refd",
     file: "ffi/runtime_deno_poll.ts",
     find: "      this.#callback.ref();",

@@ -108,6 +108,9 @@ export interface ReceivedMessage {
   surface: SurfaceBacking;
 }
 
+/** How {@link BackendConnection.waitControlThen} ends: woken (`undefined`), or the failure. */
+export type ControlWoken = (failure: unknown) => void;
+
 /** How {@link BackendConnection.receiveThen} ends: a message, or (with none) the failure. */
 export type ReceiveEnded = (message: ReceivedMessage | undefined, failure: unknown) => void;
 
@@ -197,6 +200,17 @@ export interface BackendConnection {
    * the peer is gone).
    */
   tryReceiveControl(): Uint8Array | undefined;
+  /**
+   * Optional wait for {@link receiveControl} without a promise of its own,
+   * for a caller that keeps `woken` (made once): parks until a control
+   * message may be here (or the peer hung up, or this closed) and then calls
+   * `woken(undefined)`; the caller reads with {@link tryReceiveControl},
+   * which throws what {@link receiveControl} would. `woken(error)` if the
+   * wait itself failed. One wait at a time. Returns false, having parked
+   * nothing, where this connection would park on a doorbell (then use
+   * {@link receiveControl}); throws if closed.
+   */
+  waitControlThen?(woken: ControlWoken): boolean;
   /** Closes the endpoint and wakes pending calls. Idempotent. */
   close(): void;
 }

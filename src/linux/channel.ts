@@ -20,6 +20,7 @@
 import type {
   BackendConnection,
   ConnectionLimits,
+  ControlWoken,
   ReceivedMessage,
   ReceiveEnded,
 } from "../contract/backend.ts";
@@ -89,6 +90,9 @@ export class SocketConnection extends SocketSender implements BackendConnection 
   #receiveParked: Int32Array | undefined;
   /** The running receive's one wait record in the shared poll (re-armed per park). */
   readonly #receiveWaiter: PollWaiter;
+  /** A publisher's wait for control messages ({@link waitControlThen}), made at its first. */
+  #controlWaiter: PollWaiter | undefined;
+  #controlWoken: ControlWoken | undefined;
 
   static {
     captureReceiveResolvers = (resolve, reject) => {
@@ -237,6 +241,29 @@ export class SocketConnection extends SocketSender implements BackendConnection 
     this.#assertOpen("receive");
     return this.#receiver.tryReceiveControl();
   }
+
+  waitControlThen(woken: ControlWoken): boolean {
+    this.#assertOpen("receive");
+    if (this.parksOnBell) return false;
+    if (this.#controlWoken !== undefined) {
+      throw new Error("internal: a control wait is parked on this connection already");
+    }
+    // A publisher's connection parks no receive: the wake fd is free for this wait.
+    const waiter = this.#controlWaiter ??= new PollWaiter(this.#controlWaitEnded);
+    waiter.arm(this.#fd, LINUX.POLLIN, this.#receiveWake, "receive", Infinity, undefined);
+    this.#controlWoken = woken;
+    this.#pendingWaits++;
+    doorbellStats.pollWaits++;
+    return true;
+  }
+
+  /** The parked {@link waitControlThen} ended. */
+  readonly #controlWaitEnded = (_ready: boolean, failure: unknown): void => {
+    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    const woken = this.#controlWoken!;
+    this.#controlWoken = undefined;
+    woken(failure);
+  };
 
   receive(deadline: number, signal?: AbortSignal): Promise<ReceivedMessage> {
     let message;

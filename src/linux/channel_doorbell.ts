@@ -162,6 +162,11 @@ export abstract class DoorbellConnection {
     });
   }
 
+  /** Whether the next park will be on the doorbell (see {@link announcePark}). */
+  protected get parksOnBell(): boolean {
+    return this.#parked !== undefined && this.#bell!.live;
+  }
+
   /**
    * This side's parked flag if the next park will be on the doorbell (the
    * flag is then set: the caller looks for a message once more before it

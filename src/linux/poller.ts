@@ -279,6 +279,12 @@ class Poller {
     if (!this.#polling) this.#thread = this.#runner();
   }
 
+  /** See {@link sharedPollRunner}. */
+  get runner(): "thread" | "calls" | "none" {
+    if (this.#thread === undefined) return "none";
+    return this.#thread === this.#ownThread ? "thread" : "calls";
+  }
+
   #runner(): PollThread {
     if (pollThreadEnabled && !this.#threadBroken && runtime.pollThread) {
       try {
@@ -463,8 +469,13 @@ function warnThreadFailed(error: unknown): void {
   );
 }
 
-/** See {@link setPollThreadEnabled}. */
-let pollThreadEnabled = true;
+/**
+ * See {@link setPollThreadEnabled}. `SURFACEPORT_POLL_THREAD=0` in the
+ * environment (Deno: readable with `--allow-env`) starts the process with
+ * the nonblocking call: no thread, no second V8 isolate (~16-22 MB of RSS),
+ * a few hundred bytes of garbage per parked wait.
+ */
+let pollThreadEnabled = runtime.env("SURFACEPORT_POLL_THREAD") !== "0";
 /** The C library the poll's thread loads (tests make it fail with a path that does not exist). */
 let pollThreadLibrary = LIBC_PATH;
 
@@ -487,6 +498,15 @@ export function setPollThreadEnabled(enabled: boolean): void {
 }
 
 const poller = new Poller();
+
+/**
+ * How the shared poll runs its rounds now: `"thread"` (the runtime's
+ * {@link PollThread}), `"calls"` (nonblocking calls), or `"none"` before
+ * the first parked wait (tests, and `cli doctor`).
+ */
+export function sharedPollRunner(): "thread" | "calls" | "none" {
+  return poller.runner;
+}
 
 /**
  * Opens the shared poll's control eventfd, which the first parked wait would

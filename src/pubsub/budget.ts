@@ -140,8 +140,14 @@ export class BlockedWatch {
       (subscriber.sending || !subscriber.hasCredit)
     ) {
       if (subscriber.blockedSince < 0) {
-        subscriber.blockedSince = performance.now();
-        this.#schedule();
+        const now = performance.now();
+        subscriber.blockedSince = now;
+        // A timer already due no later than this subscriber's stall stays, as #schedule would
+        // keep it: no scan of every subscriber (and no Set iterator) per frame it blocks.
+        const due = subscriber.state === "plain"
+          ? Math.min(PLAIN_PEER_POLL_MS, this.#stallTimeout)
+          : this.#stallTimeout;
+        if (this.#timer === undefined || this.#timerDue > now + due) this.#schedule();
       }
     } else {
       subscriber.blockedSince = -1;

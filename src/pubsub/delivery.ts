@@ -110,6 +110,7 @@ export class Delivery {
   /** Takes an accepted connection as a subscriber (pending until its SUBSCRIBE or the grace time). */
   admit(connection: BackendConnection): void {
     const subscriber = new SubscriberState(connection);
+    subscriber.controlWoken = (failure) => this.#controlWoken(subscriber, failure);
     this.subscribers.add(subscriber);
     this.#listStale = true;
     subscriber.graceTimer = setTimeout(() => {
@@ -298,8 +299,48 @@ export class Delivery {
     this.#blocked.note(subscriber);
   }
 
+  /**
+   * Parks for control messages while {@link #needsWait}: through the
+   * connection's re-armed wait where it has one (`waitControlThen`: no
+   * promise or suspended frame per wait, where a credit a lagging
+   * subscriber returns is one wait per frame), else {@link #waitControlAsync}.
+   */
+  #waitControl(subscriber: SubscriberState): void {
+    const connection = subscriber.connection;
+    if (connection.waitControlThen) {
+      subscriber.waiting = true;
+      let parked: boolean;
+      try {
+        parked = connection.waitControlThen(subscriber.controlWoken);
+      } catch (error) {
+        subscriber.waiting = false;
+        return this.drop(subscriber, error); // closed here (or gone)
+      }
+      if (parked) return;
+      subscriber.waiting = false;
+    }
+    this.#waitControlAsync(subscriber);
+  }
+
+  /** The subscriber's parked `waitControlThen` ended: one turn of {@link #waitControlAsync}'s loop. */
+  #controlWoken(subscriber: SubscriberState, failure: unknown): void {
+    subscriber.waiting = false;
+    if (subscriber.closed) return;
+    try {
+      if (failure !== undefined) throw failure;
+      // Read at least once (a hang-up shows here as PeerClosedError), then whatever else came.
+      const bytes = subscriber.connection.tryReceiveControl();
+      if (bytes) this.#handleControl(subscriber, bytes);
+    } catch (error) {
+      return this.drop(subscriber, error); // gone (PeerClosedError), closed here, or a violation
+    }
+    if (!this.drainControl(subscriber)) return;
+    this.pump(subscriber);
+    this.waitIfNeeded(subscriber);
+  }
+
   /** Parks for control messages while {@link #needsWait}; never rejects. */
-  async #waitControl(subscriber: SubscriberState): Promise<void> {
+  async #waitControlAsync(subscriber: SubscriberState): Promise<void> {
     subscriber.waiting = true;
     try {
       while (this.#needsWait(subscriber)) {

@@ -16,14 +16,7 @@ import type {
   PeerPredicate,
   ReceivedMessage,
 } from "../contract/backend.ts";
-import {
-  abortableSleep,
-  type ChannelOptions,
-  connectBackend,
-  deadlineOf,
-  resolveConnectOptions,
-  type WaitOptions,
-} from "../channel/options.ts";
+import { deadlineOf, type WaitOptions } from "../channel/options.ts";
 import { type Frame, frameOf, framesUntilClosed } from "../channel/frame.ts";
 import {
   ClosedError,
@@ -33,53 +26,26 @@ import {
   throwIfAborted,
   TimeoutError,
 } from "../core/errors.ts";
-import { backend } from "../platform.ts";
 import {
   CONTROL_SIZE,
   type DeliveryPolicy,
   encodeCredit,
-  encodeSubscribe,
   MAX_DEPTH,
   writeCredit,
 } from "../wire/pubsub_wire.ts";
 import { customInspect, inspectOnNode } from "../core/inspect.ts";
+import {
+  connectSubscriber,
+  type PublisherAddress,
+  resubscribe,
+  type SubscribeOptions,
+} from "./subscribe_connect.ts";
 
 /** What {@link Subscription}'s `#failure` returns when the receive goes on with a new connection. */
 const RECONNECT = Symbol("reconnect");
 
 /** The options of a `receive` called without any (one object, not one per call). */
 const NO_OPTIONS: WaitOptions = Object.freeze({});
-
-/** Options of {@link subscribe}: those of `connect()`, plus the delivery policy. */
-export interface SubscribeOptions extends ChannelOptions {
-  /**
-   * `"latest"` (default): at most `depth` frames wait unconsumed; while
-   * this subscriber does not read, the publisher keeps only the newest
-   * frame for it (older ones are released and dropped) and is never slowed
-   * down. `"queue"`: every frame, in order; the publisher's `send` waits
-   * while this subscriber has `depth` frames it has not asked past.
-   */
-  policy?: DeliveryPolicy;
-  /** Frames in flight to this subscriber, 1 to 64 (default 1). */
-  depth?: number;
-  /**
-   * How long to wait for the publisher to appear, in ms (retrying while
-   * nothing is bound under the name). Without it, `subscribe` fails at once
-   * when no publisher is there.
-   */
-  timeout?: number;
-  /** Gives up when this signal aborts (the promise rejects with its reason). */
-  signal?: AbortSignal;
-  /**
-   * Survive publisher restarts: when the publisher goes away, `receive()`
-   * waits for the name to come back (bounded by its own `timeout`),
-   * subscribes again and continues. Frames published in between are
-   * missed; `frame.sequence` restarts with the new publisher's numbering,
-   * and `stats.reconnects` counts the restarts. Default false: `receive()`
-   * rejects with `PeerClosedError` and iteration ends.
-   */
-  reconnect?: boolean;
-}
 
 /** What a {@link Subscription} counted. */
 export interface SubscriptionStats {
@@ -112,12 +78,9 @@ let captureWaitResolvers: (
 export class Subscription<M = unknown> {
   /** The publisher's name. */
   readonly name: string;
-  readonly #backend: Backend;
-  readonly #policy: DeliveryPolicy;
-  readonly #depth: number;
+  /** Where and how it subscribes again after a publisher restart. */
+  readonly #publisher: PublisherAddress;
   readonly #reconnect: boolean;
-  readonly #allowPeer: PeerPredicate;
-  readonly #limits: ConnectionLimits;
   readonly #closing = new AbortController();
   readonly #credit = new Uint8Array(CONTROL_SIZE);
   readonly #creditView = new DataView(this.#credit.buffer);
@@ -161,13 +124,9 @@ export class Subscription<M = unknown> {
     limits: ConnectionLimits,
   ) {
     this.name = name;
-    this.#backend = over;
+    this.#publisher = { backend: over, name, policy, depth, allowPeer, limits };
     this.#connection = connection;
-    this.#policy = policy;
-    this.#depth = depth;
     this.#reconnect = reconnect;
-    this.#allowPeer = allowPeer;
-    this.#limits = limits;
   }
 
   /** The current publisher's credentials; `undefined` while reconnecting. */
@@ -410,44 +369,23 @@ export class Subscription<M = unknown> {
     }
   }
 
-  /** Waits for the publisher's name to come back, until `deadline`, and subscribes again. */
+  /**
+   * Waits for the publisher's name to come back, until `deadline`, subscribes
+   * again (see {@link resubscribe}) and takes the new connection, whose
+   * credits and sequence numbers start anew.
+   */
   async #resubscribe(deadline: number, options: WaitOptions): Promise<BackendConnection> {
-    const signal = options.signal
-      ? AbortSignal.any([options.signal, this.#closing.signal])
-      : this.#closing.signal;
-    for (let backoff = 10;; backoff = Math.min(backoff * 2, 250)) {
-      if (this.#closed) throw new ClosedError("subscription", "receive");
-      throwIfAborted(options.signal);
-      let connection: BackendConnection | undefined;
-      try {
-        connection = await this.#backend.connect(
-          this.name,
-          this.#allowPeer,
-          this.#limits,
-          deadline,
-          signal,
-        );
-        await connection.sendControl(encodeSubscribe(this.#policy, this.#depth), deadline, signal);
-        if (this.#closed) throw new ClosedError("subscription", "receive");
-        this.#connection = connection;
-        this.#reconnects++;
-        this.#unacknowledged = 0; // credits are per connection: the old publisher is gone
-        this.#lastSequence = -1; // a new publisher numbers its frames anew
-        return connection;
-      } catch (error) {
-        connection?.close();
-        if (this.#closed) throw new ClosedError("subscription", "receive");
-        if (!this.#backend.nameAbsent(error) && !(error instanceof PeerClosedError)) throw error;
-      }
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) throw new TimeoutError("receive", options.timeout ?? 0);
-      try {
-        await abortableSleep(Math.min(backoff, remaining), signal);
-      } catch (error) {
-        if (this.#closed) throw new ClosedError("subscription", "receive");
-        throw error;
-      }
+    const connection = await resubscribe(this.#publisher, deadline, options, this.#closing.signal);
+    if (this.#closed) {
+      // close() ran while the connection was handed back: it is this one's to close.
+      connection.close();
+      throw new ClosedError("subscription", "receive");
     }
+    this.#connection = connection;
+    this.#reconnects++;
+    this.#unacknowledged = 0; // credits are per connection: the old publisher is gone
+    this.#lastSequence = -1; // a new publisher numbers its frames anew
+    return connection;
   }
 
   /**
@@ -481,7 +419,7 @@ export class Subscription<M = unknown> {
     const state = this.#closed ? "closed" : this.#connection ? "connected" : "reconnecting";
     return `Subscription(${
       JSON.stringify(this.name)
-    }, ${this.#policy}/${this.#depth}, ${state}, received ${this.#received}, dropped ${this.#dropped}, reconnects ${this.#reconnects})`;
+    }, ${this.#publisher.policy}/${this.#publisher.depth}, ${state}, received ${this.#received}, dropped ${this.#dropped}, reconnects ${this.#reconnects})`;
   }
 }
 
@@ -512,35 +450,15 @@ export async function subscribe<M = unknown>(
   name: string,
   options: SubscribeOptions = {},
 ): Promise<Subscription<M>> {
-  const policy = options.policy ?? "latest";
-  if (policy !== "latest" && policy !== "queue") {
-    throw new TypeError(`subscribe: policy must be "latest" or "queue", got ${String(policy)}`);
-  }
-  const depth = options.depth ?? 1;
-  if (!Number.isInteger(depth) || depth < 1 || depth > MAX_DEPTH) {
-    throw new RangeError(`subscribe: depth must be an integer from 1 to ${MAX_DEPTH}`);
-  }
-  if (options.reconnect !== undefined && typeof options.reconnect !== "boolean") {
-    throw new TypeError("subscribe: reconnect must be a boolean");
-  }
-  const resolved = resolveConnectOptions("subscribe", options);
-  const { limits, deadline, allowPeer } = resolved;
-  const over = backend();
-  const connection = await connectBackend(over, name, resolved, options.timeout, options.signal);
-  try {
-    await connection.sendControl(encodeSubscribe(policy, depth), deadline, options.signal);
-  } catch (error) {
-    connection.close();
-    throw error;
-  }
+  const { publisher, connection, reconnect } = await connectSubscriber(name, options);
   return new Subscription<M>(
-    over,
+    publisher.backend,
     name,
     connection,
-    policy,
-    depth,
-    options.reconnect ?? false,
-    allowPeer,
-    limits,
+    publisher.policy,
+    publisher.depth,
+    reconnect,
+    publisher.allowPeer,
+    publisher.limits,
   );
 }

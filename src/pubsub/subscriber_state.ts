@@ -218,8 +218,13 @@ export class SubscriberState {
   /** Frames not handed over yet, in order ("queue" subscribers). */
   readonly queue: Outgoing[] = [];
   sending = false;
-  /** A `receiveControl` is parked for this subscriber. */
+  /** A wait for this subscriber's control messages is parked. */
   waiting = false;
+  /**
+   * Called back when its parked control wait ends (`waitControlThen`): made
+   * once by the delivery that admits it, not per wait.
+   */
+  controlWoken: (failure: unknown) => void = () => {};
   closed = false;
   graceTimer: ReturnType<typeof setTimeout> | undefined;
 
