@@ -87,8 +87,12 @@ export const libcSymbols = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** ssize_t write(int fd, const void *buf, size_t n) */
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  /** ssize_t read(int fd, void *buf, size_t n) */
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /**
+   * ssize_t read(int fd, void *buf, size_t n) — read as `i32` (no read here asks for 2 GiB): an
+   * `isize` result comes back as a BigInt, ~40 B per call (the from-gst bridge drains inotify
+   * per frame a consumer lets go of)
+   */
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   /** ssize_t pread(int fd, void *buf, size_t n, off_t offset) — reads without moving the shared file offset */
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** int chmod(const char *path, mode_t mode) */

@@ -81,6 +81,9 @@ for (
       const name = uniqueName("gstpub");
       using publisher = publish(name);
       using subscription = await subscribe(name, { timeout: 5000, policy: "queue", depth: 8 });
+      // subscribe() returns once SUBSCRIBE is sent; the publisher reads it on a later turn. Frame
+      // 0 published before then has no subscriber and is dropped (seen: offset 1 first).
+      await waitUntil(() => publisher.subscribers[0]?.state === "subscribed", 5000, "SUBSCRIBE");
       const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
       try {
         const running = bridge.run(publisher);
@@ -256,6 +259,12 @@ for (
           const name = uniqueName("gstpub");
           using publisher = publish(name);
           using subscription = await subscribe(name, { timeout: 5000, policy: "queue", depth: 4 });
+          // The frame below must find the subscriber admitted (see the from-gst tests above).
+          await waitUntil(
+            () => publisher.subscribers[0]?.state === "subscribed",
+            5000,
+            "SUBSCRIBE",
+          );
           const running = bridge.run(subscription);
           using surface = Surface.create({ width, height, format });
           const expected = paint(surface, format === "L008" ? GRAYS : COLORS);
