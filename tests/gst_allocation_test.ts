@@ -38,7 +38,7 @@ import { GstSinkBridge, type SurfaceFrame } from "../src/gst/to_gst.ts";
 import { check, fstatxNumbers, libc } from "../src/linux/libc.ts";
 import { ForeignMemfdAdopter } from "../src/gst/adopt.ts";
 import { Surface } from "../src/surface/surface.ts";
-import { GST, gstLaunch, within } from "./gst_helpers.ts";
+import { GST, gstLaunch, liveUnixFdSource, within } from "./gst_helpers.ts";
 import { uniqueName } from "./helpers.ts";
 
 const TEST = "/tests/gst_allocation_test.ts";
@@ -342,20 +342,7 @@ Deno.test({
   ignore,
   async fn() {
     const socket = uniqueName("gstlive");
-    await using _gst = gstLaunch([
-      "videotestsrc",
-      `num-buffers=${2 * LIVE_FRAMES + 20}`,
-      "pattern=black",
-      "is-live=true",
-      "!",
-      `video/x-raw,format=BGRA,width=64,height=64,framerate=${LIVE_FPS}/1`,
-      "!",
-      "unixfdsink",
-      `socket-path=${socket}`,
-      "socket-type=abstract",
-      "wait-for-connection=true",
-      "sync=false",
-    ]);
+    await using _gst = liveUnixFdSource(socket, 2 * LIVE_FRAMES + 20, LIVE_FPS);
     const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
     try {
       using sampler = new SampledAllocation();

@@ -18,7 +18,7 @@ import { GstSourceBridge } from "../src/gst/from_gst.ts";
 import { unixFdStats } from "../src/gst/socket.ts";
 import { libc } from "../src/linux/libc.ts";
 import { backingOf, type Surface } from "../src/surface/surface.ts";
-import { GST, gstLaunch, within } from "./gst_helpers.ts";
+import { GST, liveUnixFdSource, within } from "./gst_helpers.ts";
 import { uniqueName } from "./helpers.ts";
 
 const TEST = "/tests/gst_held_allocation_test.ts";
@@ -48,20 +48,7 @@ Deno.test({
   ignore: GST.root === undefined,
   async fn() {
     const socket = uniqueName("gstheld");
-    await using _gst = gstLaunch([
-      "videotestsrc",
-      `num-buffers=${2 * FRAMES + 20}`,
-      "pattern=black",
-      "is-live=true",
-      "!",
-      `video/x-raw,format=BGRA,width=64,height=64,framerate=${FPS}/1`,
-      "!",
-      "unixfdsink",
-      `socket-path=${socket}`,
-      "socket-type=abstract",
-      "wait-for-connection=true",
-      "sync=false",
-    ]);
+    await using _gst = liveUnixFdSource(socket, 2 * FRAMES + 20, FPS);
     const bridge = await GstSourceBridge.connect(`@${socket}`, { timeout: 10_000 });
     let held = -1;
     try {

@@ -47,6 +47,28 @@ export function gstLaunch(args: string[]): Child {
 }
 
 /**
+ * A live 64x64 BGRA test source (black) that serves `buffers` buffers at
+ * `fps` on the abstract unixfdsink socket `socket`, waiting for its client:
+ * a camera, for the from-gst allocation tests (a park per frame).
+ */
+export function liveUnixFdSource(socket: string, buffers: number, fps: number): Child {
+  return gstLaunch([
+    "videotestsrc",
+    `num-buffers=${buffers}`,
+    "pattern=black",
+    "is-live=true",
+    "!",
+    `video/x-raw,format=BGRA,width=64,height=64,framerate=${fps}/1`,
+    "!",
+    "unixfdsink",
+    `socket-path=${socket}`,
+    "socket-type=abstract",
+    "wait-for-connection=true",
+    "sync=false",
+  ]);
+}
+
+/**
  * Bind-mounts the host's `dir` over the same path in the chroot (so path
  * sockets and files are shared) for the duration of `fn`, unmounting after.
  */

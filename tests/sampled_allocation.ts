@@ -60,21 +60,22 @@ export function assertBelow(
 }
 
 /**
- * What the runtime itself allocates per nonblocking FFI call awaited (the
- * shared poll's `poll`, of no descriptor: it returns at once on a worker
- * thread), measured now, in this process: a parked receive pays it once per
- * park, and how much it is depends on the process's state (Deno keeps its
- * pending calls' promises in a ring, and in a map when the ring is busy:
- * 0.25-0.57 KB alone, ~0.6 KB in the full suite's process). Linux.
+ * What the runtime itself allocates per nonblocking FFI call awaited (a
+ * `poll` of no descriptor: it returns at once on a worker thread), measured
+ * now, in this process: what the shared poll paid per round before it ran
+ * on its own thread, and what it still pays on Node, Bun and with
+ * `SURFACEPORT_POLL_THREAD=0`. How much it is depends on the process's
+ * state (Deno keeps its pending calls' promises in a ring, and in a map
+ * when the ring is busy: 0.25-0.57 KB alone, ~0.6 KB in the full suite's
+ * process). Linux.
  */
-export async function nonblockingCallFloor(warmup: number, count: number): Promise<number> {
+export function nonblockingCallFloor(warmup: number, count: number): Promise<PerOperation> {
   const pollfds = runtime.sharedBytes(8);
-  const measured = await perOperation(
+  return perOperation(
     async (calls) => {
       for (let i = 0; i < calls; i++) await libc().poll_wait(pollfds, 0n, 0);
     },
     warmup,
     count,
   );
-  return measured.bytes;
 }

@@ -22,12 +22,10 @@
  */
 
 import assert from "node:assert/strict";
-import { libc } from "../ffi/linux.ts";
 import { subscribe } from "../mod.ts";
 import { doorbellStats } from "../src/linux/doorbell.ts";
-import { runtime } from "../ffi/runtime.ts";
 import { Child, PEER_FLAGS, uniqueName } from "./helpers.ts";
-import { assertBelow, perOperation } from "./sampled_allocation.ts";
+import { assertBelow, nonblockingCallFloor, perOperation } from "./sampled_allocation.ts";
 
 const linux = Deno.build.os === "linux";
 
@@ -77,14 +75,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     // 1. The bare nonblocking FFI call.
-    const pollfds = runtime.sharedBytes(8);
-    const ffi = await perOperation(
-      async (count) => {
-        for (let i = 0; i < count; i++) await libc().poll_wait(pollfds, 0n, 0);
-      },
-      30_000,
-      20_000,
-    );
+    const ffi = await nonblockingCallFloor(30_000, 20_000);
     console.log(
       `  the runtime's nonblocking FFI call (poll of nothing), awaited: ` +
         `${ffi.bytes.toFixed(0)} B per call\n${ffi.profile.describe(ffi.count, 6)}`,

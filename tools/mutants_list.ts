@@ -1090,8 +1090,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "poll-thread-failure-not-resumed",
     file: "src/linux/poller.ts",
-    find: "    this.#thread = this.#runner();\n    this.#startRound();\n",
-    replace: "    this.#thread = this.#runner();\n",
+    find: "    this.#thread = this.#chooseRunner();\n    this.#startRound();\n",
+    replace: "    this.#thread = this.#chooseRunner();\n",
     tests: ["tests/poll_thread_test.ts"],
     filter: "cannot load",
     why: "issue 20: when the poll's thread fails, the round it had must go on as a nonblocking " +

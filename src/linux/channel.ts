@@ -152,6 +152,7 @@ export class SocketConnection extends SocketSender implements BackendConnection 
     return parked.then(this.#parkEnded, this.#parkFailed);
   }
 
+  /** A wait on this connection's descriptors ended: the last after close() closes them. */
   readonly #parkEnded = (): void => {
     if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
   };
@@ -259,7 +260,7 @@ export class SocketConnection extends SocketSender implements BackendConnection 
 
   /** The parked {@link waitControlThen} ended. */
   readonly #controlWaitEnded = (_ready: boolean, failure: unknown): void => {
-    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    this.#parkEnded();
     const woken = this.#controlWoken!;
     this.#controlWoken = undefined;
     woken(failure);
@@ -389,7 +390,7 @@ export class SocketConnection extends SocketSender implements BackendConnection 
 
   /** A park of the running receive ended: look again, park again, or settle it. */
   readonly #receiveWoken = (_ready: boolean, failure: unknown): void => {
-    if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+    this.#parkEnded();
     const parked = this.#receiveParked;
     this.#receiveParked = undefined;
     if (parked !== undefined && !this.#closed) Atomics.store(parked, 0, 0);
@@ -461,7 +462,7 @@ export class SocketConnection extends SocketSender implements BackendConnection 
     try {
       await waitReady(this.#fd, events, wakeFd, operation, deadline, signal);
     } finally {
-      if (--this.#pendingWaits === 0 && this.#closed) this.#closeFds();
+      this.#parkEnded();
     }
   }
 

@@ -276,7 +276,7 @@ class Poller {
    */
   openControlFd(): void {
     if (this.#controlFd < 0) this.#controlFd = newEventFd();
-    if (!this.#polling) this.#thread = this.#runner();
+    if (!this.#polling) this.#thread = this.#chooseRunner();
   }
 
   /** See {@link sharedPollRunner}. */
@@ -285,7 +285,7 @@ class Poller {
     return this.#thread === this.#ownThread ? "thread" : "calls";
   }
 
-  #runner(): PollThread {
+  #chooseRunner(): PollThread {
     if (pollThreadEnabled && !this.#threadBroken && runtime.pollThread) {
       try {
         return this.#ownThread ??= runtime.pollThread(
@@ -439,7 +439,7 @@ class Poller {
     warnThreadFailed(error);
     if (this.#thread !== this.#ownThread) return;
     this.#polling = false;
-    this.#thread = this.#runner();
+    this.#thread = this.#chooseRunner();
     this.#startRound();
   };
 
