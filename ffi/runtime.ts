@@ -289,12 +289,22 @@ export interface Runtime {
    * itself fails (it cannot load the library), `onFailed` with the error,
    * after which it is not used again. Undefined where the runtime has no
    * allocation-free way to call back across threads (Node, Bun: their
-   * `nonblocking` calls run on a worker of their own, `runtime_offthread.ts`).
+   * `nonblocking` calls run on a worker of their own, `runtime_offthread.ts`),
+   * and in a Deno worker, whose runtime may be terminated at any moment
+   * with no `unload` to stop the thread first.
+   *
+   * When the JavaScript runtime that made it is about to go (Deno's
+   * `unload`: the process's end, or the end of a `deno test` module while
+   * the process goes on), the thread stops calling back and `interrupt` is
+   * called: it must make a poll in flight return (write a descriptor the
+   * caller keeps in every poll), so that the thread leaves it. A callback
+   * called after its runtime went would run on freed memory.
    */
   pollThread?(
     libcPath: string,
     onReturn: (result: number, errno: number) => void,
     onFailed: (error: Error) => void,
+    interrupt: () => void,
   ): PollThread;
 }
 

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { DenoPollThread } from "./runtime_deno_poll.ts";
+import { DenoPollThread, onProcessMainRuntime } from "./runtime_deno_poll.ts";
 import { createFileExclusive, readFileBounded } from "./runtime_node_files.ts";
 import type {
   FileInfo,
@@ -157,6 +157,9 @@ export function denoRuntime(): Runtime {
     // A Deno.UnixConn is a ReactorStream as it is (read, close, ref, unref).
     listenUnix,
     unrefTimer: (timer) => Deno.unrefTimer(timer),
-    pollThread: (libcPath, onReturn, onFailed) => new DenoPollThread(libcPath, onReturn, onFailed),
+    pollThread: onProcessMainRuntime()
+      ? (libcPath, onReturn, onFailed, interrupt) =>
+        new DenoPollThread(libcPath, onReturn, onFailed, interrupt)
+      : undefined,
   };
 }

@@ -24,13 +24,32 @@
  * thread's event loop, and the calling thread waits until it returns. The
  * callback is ref'd while a poll is asked for (a parked wait keeps the
  * process alive, as a pending nonblocking call does) and the worker never
- * is: made at first use, it lives as long as the process.
+ * is: made at first use, it lives as long as the runtime that made it.
+ *
+ * That runtime may go while the process goes on (`deno test` drops each
+ * module's runtime; a poll may return later) and the callback's memory
+ * goes with it: a call then crashes the process. So the `GATE` word:
+ * the worker calls only through it (`OPEN` → `CALLING` → `OPEN`), and at
+ * `unload` the JavaScript thread closes it (`CLOSED`) and interrupts the
+ * poll; the worker, finding it closed, leaves its loop and ends.
  *
  * @module
  */
 
-import { Worker } from "node:worker_threads";
+import { isMainThread, Worker } from "node:worker_threads";
 import type { PollThread } from "./runtime.ts";
+
+/**
+ * True on the process's main runtime (`deno run`, `deno test`'s modules),
+ * false in a worker (a `Worker`, or a `node:worker_threads` one). A worker's
+ * runtime can be terminated at any moment without an `unload`, and a poll
+ * returning after that would call back into freed memory: a worker's shared
+ * poll runs as nonblocking calls instead.
+ */
+export function onProcessMainRuntime(): boolean {
+  // Deno's web workers say isMainThread (true); they alone have WorkerGlobalScope.
+  return isMainThread && !("WorkerGlobalScope" in globalThis);
+}
 
 const STATE = 0;
 const NFDS = 1;
@@ -39,7 +58,13 @@ const TIMEOUT = 2;
 const ADDRESS_LOW = 3;
 const ADDRESS_HIGH = 4;
 const GENERATION = 5;
+/** OPEN, CALLING (the worker is in the callback) or CLOSED (the runtime is going: never call). */
+const GATE = 6;
 const WORDS = 8;
+
+const OPEN = 0;
+const CALLING = 1;
+const CLOSED = 2;
 
 const IDLE = 0;
 const ASKED = 1;
@@ -68,22 +93,28 @@ const done = new Deno.UnsafeFnPointer(
 );
 let generation = -1;
 let fds = null;
-for (;;) {
-  let state;
-  while ((state = Atomics.compareExchange(words, ${STATE}, ${ASKED}, ${BEGUN})) !== ${ASKED}) {
-    Atomics.wait(words, ${STATE}, state);
+function serve() {
+  for (;;) {
+    let state;
+    while ((state = Atomics.compareExchange(words, ${STATE}, ${ASKED}, ${BEGUN})) !== ${ASKED}) {
+      if (Atomics.load(words, ${GATE}) === ${CLOSED}) return;
+      Atomics.wait(words, ${STATE}, state);
+    }
+    if (words[${GENERATION}] !== generation) {
+      generation = words[${GENERATION}];
+      fds = Deno.UnsafePointer.create(
+        (BigInt(words[${ADDRESS_HIGH}] >>> 0) << 32n) | BigInt(words[${ADDRESS_LOW}] >>> 0),
+      );
+    }
+    const result = libc.poll(fds, words[${NFDS}], words[${TIMEOUT}]);
+    const failure = result < 0 ? errno.getInt32(0) : 0;
+    Atomics.store(words, ${STATE}, ${IDLE});
+    if (Atomics.compareExchange(words, ${GATE}, ${OPEN}, ${CALLING}) !== ${OPEN}) return;
+    done.call(result, failure);
+    if (Atomics.compareExchange(words, ${GATE}, ${CALLING}, ${OPEN}) !== ${CALLING}) return;
   }
-  if (words[${GENERATION}] !== generation) {
-    generation = words[${GENERATION}];
-    fds = Deno.UnsafePointer.create(
-      (BigInt(words[${ADDRESS_HIGH}] >>> 0) << 32n) | BigInt(words[${ADDRESS_LOW}] >>> 0),
-    );
-  }
-  const result = libc.poll(fds, words[${NFDS}], words[${TIMEOUT}]);
-  const failure = result < 0 ? errno.getInt32(0) : 0;
-  Atomics.store(words, ${STATE}, ${IDLE});
-  done.call(result, failure);
 }
+serve();
 `;
 
 type Returned = { parameters: ["i32", "i32"]; result: "void" };
@@ -102,6 +133,7 @@ export class DenoPollThread implements PollThread {
     libcPath: string,
     onReturn: (result: number, errno: number) => void,
     onFailed: (error: Error) => void,
+    interrupt: () => void,
   ) {
     this.#callback = new Deno.UnsafeCallback(
       { parameters: ["i32", "i32"], result: "void" } as const,
@@ -120,6 +152,16 @@ export class DenoPollThread implements PollThread {
       },
     });
     worker.unref();
+    // Not `beforeunload`: a listener may cancel that one, and the runtime goes on.
+    globalThis.addEventListener("unload", () => {
+      Atomics.store(this.#words, GATE, CLOSED);
+      Atomics.notify(this.#words, STATE); // (an idle worker leaves its wait)
+      if (this.#inFlight) {
+        this.#inFlight = false;
+        this.#callback.unref();
+        interrupt();
+      }
+    }, { once: true });
     const fail = (cause: unknown) => {
       if (this.#failed) return;
       this.#failed = true;
@@ -155,6 +197,7 @@ export class DenoPollThread implements PollThread {
   start(nfds: number, timeout: number): void {
     if (this.#failed) throw new Error("internal: the shared poll's thread has failed");
     const words = this.#words;
+    if (Atomics.load(words, GATE) === CLOSED) return; // (an unload listener's wait: never served)
     if (this.#inFlight && Atomics.load(words, STATE) !== HELD) {
       throw new Error("internal: a poll asked for while one runs");
     }

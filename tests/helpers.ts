@@ -325,6 +325,11 @@ export class Child implements AsyncDisposable {
     return this.#stderr;
   }
 
+  /** The stdout lines no {@link line} has consumed yet. */
+  get unreadLines(): string {
+    return this.#lines.join("\n");
+  }
+
   /** Waits for the next stdout line matching `pattern` (consuming earlier lines). */
   async line(pattern: RegExp | string, ms = 20000): Promise<string> {
     const end = performance.now() + ms;

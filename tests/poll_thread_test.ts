@@ -20,6 +20,7 @@ import { perOperation } from "./sampled_allocation.ts";
 const linux = Deno.build.os === "linux";
 const RECEIVER = new URL("./peers/parked_receiver.ts", import.meta.url).pathname;
 const BARE_POLL = new URL("./peers/bare_poll.ts", import.meta.url).pathname;
+const peer = (file: string) => new URL(`./peers/${file}`, import.meta.url).pathname;
 
 /**
  * A wait parked on the shared poll and woken, with the promise it
@@ -89,6 +90,45 @@ Deno.test({
   async fn() {
     const stderr = await parkedReceiver(undefined, 700, "thread");
     assert.doesNotMatch(stderr, /shared poll/, "the thread should not have failed");
+  },
+});
+
+Deno.test({
+  name: "poll thread: a `deno test` module that ends with a wait parked neither takes the " +
+    "process down (a call back into its runtime, gone) nor leaves its thread in the poll",
+  ignore: !linux,
+  async fn() {
+    // Without the thread's stop at `unload`, its callback ran on freed memory: SIGSEGV or SIGABRT.
+    await using child = new Child(Deno.execPath(), [
+      "test",
+      ...PEER_FLAGS,
+      peer("module_ends_parked.ts"),
+      peer("module_runs_later.ts"),
+    ], { NO_COLOR: "1" });
+    const status = await child.exit(20_000);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // (its last lines)
+    const output = `stdout:\n${child.unreadLines}\nstderr:\n${child.stderr}`;
+    assert.equal(status.signal, null, `killed by ${status.signal}; ${output}`);
+    assert.equal(status.code, 0, output);
+    assert.match(child.unreadLines, /ok \| 2 passed \| 0 failed/, output);
+  },
+});
+
+Deno.test({
+  name: "poll thread: a Worker terminated while its wait is parked does not take the process " +
+    "down (a worker's shared poll runs as nonblocking calls)",
+  ignore: !linux,
+  async fn() {
+    await using child = new Child(Deno.execPath(), [
+      "run",
+      ...PEER_FLAGS,
+      peer("worker_ends_parked.ts"),
+    ]);
+    await child.line("parked calls", 10_000);
+    await child.line("survived", 10_000);
+    const status = await child.exit(10_000);
+    assert.equal(status.signal, null, `killed by ${status.signal}; stderr:\n${child.stderr}`);
+    assert.equal(status.code, 0, `stderr:\n${child.stderr}`);
   },
 });
 

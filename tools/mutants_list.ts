@@ -1097,6 +1097,35 @@ export const MUTANTS: Mutant[] = [
     why: "issue 20: when the poll's thread fails, the round it had must go on as a nonblocking " +
       "call (its waits would hang)",
   },
+  {
+    id: "poll-thread-gate-left-open",
+    file: "ffi/runtime_deno_poll.ts",
+    find: "      Atomics.store(this.#words, GATE, CLOSED);\n",
+    replace: "",
+    tests: ["tests/poll_thread_test.ts"],
+    filter: "deno test",
+    why: "CI of 4892dbc: a deno test module's runtime went with a wait parked, the poll returned " +
+      "later and the worker called back into freed memory (SIGSEGV, SIGABRT)",
+  },
+  {
+    id: "poll-thread-left-in-poll",
+    file: "ffi/runtime_deno_poll.ts",
+    find: "        interrupt();\n",
+    replace: "",
+    tests: ["tests/poll_thread_test.ts"],
+    filter: "deno test",
+    why: "a runtime that went with a wait parked left its poll's thread blocked in poll for good",
+  },
+  {
+    id: "poll-thread-in-workers",
+    file: "ffi/runtime_deno_poll.ts",
+    find: '  return isMainThread && !("WorkerGlobalScope" in globalThis);',
+    replace: "  return true;",
+    tests: ["tests/poll_thread_test.ts"],
+    filter: "Worker terminated",
+    why: "a Worker terminated with a wait parked (no unload) had its poll's thread call back " +
+      "into its freed runtime",
+  },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",

@@ -292,6 +292,7 @@ class Poller {
           pollThreadLibrary,
           this.#returned,
           this.#threadFailed,
+          this.#interrupt,
         );
       } catch (error) {
         this.#threadBroken = true;
@@ -430,6 +431,11 @@ class Poller {
     if (!unarmed) return this.#startRound();
     this.#scheduled = true;
     SETTLED.then(this.#startRound);
+  };
+
+  /** Makes a poll in flight return (the control fd is in every round). */
+  readonly #interrupt = (): void => {
+    if (this.#controlFd >= 0) wake(this.#controlFd);
   };
 
   /** The thread itself failed: the shared poll goes on with a nonblocking call. */

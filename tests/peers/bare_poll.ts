@@ -10,6 +10,7 @@
 import { runtime } from "../../ffi/runtime.ts";
 import { libc, LIBC_PATH } from "../../ffi/linux.ts";
 import { encodePollfd, LINUX, POLLFD_SIZE } from "../../src/linux/structs.ts";
+import { wake } from "../../src/linux/poller.ts";
 
 const fd = libc().eventfd(0, LINUX.EFD_CLOEXEC | LINUX.EFD_NONBLOCK);
 const thread = runtime.pollThread!(
@@ -19,6 +20,7 @@ const thread = runtime.pollThread!(
     libc().close(fd);
   },
   (error) => console.log(`failed: ${error.message}`),
+  () => wake(fd),
 );
 const fds = thread.fds(POLLFD_SIZE);
 encodePollfd(new DataView(fds.buffer, fds.byteOffset, fds.byteLength), 0, fd, LINUX.POLLIN);
