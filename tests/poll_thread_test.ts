@@ -11,7 +11,8 @@
 
 import assert from "node:assert/strict";
 import { listen, Surface } from "../mod.ts";
-import { setPollThreadEnabled, waitReady } from "../src/linux/poller.ts";
+import { setPollThreadEnabled } from "../src/linux/poller.ts";
+import { waitReady } from "../src/linux/poll_wait.ts";
 import { libc } from "../ffi/linux.ts";
 import { LINUX } from "../src/linux/structs.ts";
 import { Child, PEER_FLAGS, uniqueName } from "./helpers.ts";
