@@ -648,8 +648,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "keep-last-off",
     file: "src/pubsub/publish.ts",
-    find: "      if (this.#keepLast) d.keepLast(message, backing.exportHandle());",
-    replace: "      if (false) d.keepLast(message, backing.exportHandle());",
+    find: "      if (this.#keepLast) d.held.keepLast(message, backing.exportHandle());",
+    replace: "      if (false) d.held.keepLast(message, backing.exportHandle());",
     tests: ["tests/pubsub_test.ts"],
     filter: "with keepLast (default) the last frame stays in use",
     why: "README: with keepLast (default) a late subscriber gets the last frame at once, so it " +
@@ -685,9 +685,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "latest-keeps-oldest",
-    file: "src/pubsub/delivery.ts",
-    find: "      this.#release(older);\n      subscriber.dropped++;\n    }\n",
-    replace: "      this.#release(item);\n      subscriber.dropped++;\n      return;\n    }\n",
+    file: "src/pubsub/held_frames.ts",
+    find: "      this.release(older);\n      subscriber.dropped++;\n    }\n",
+    replace: "      this.release(item);\n      subscriber.dropped++;\n      return;\n    }\n",
     tests: ["tests/pubsub_test.ts"],
     filter: "a stalled 'latest' subscriber never slows the publisher, then gets the newest frame",
     why: "README: a 'latest' subscriber that falls behind gets the newest frame, not a stale one",
@@ -954,7 +954,7 @@ export const MUTANTS: Mutant[] = [
     id: "publish-last-before-subscribers",
     file: "src/pubsub/publish.ts",
     find: "      this.#busy();\n      let failure: unknown;",
-    replace: "      if (this.#keepLast) d.keepLast(message, backing.exportHandle());\n" +
+    replace: "      if (this.#keepLast) d.held.keepLast(message, backing.exportHandle());\n" +
       "      this.#busy();\n      let failure: unknown;",
     tests: ["tests/pubsub_subscribe_race_test.ts"],
     why: "issue 21 (found by the cross-runtime tests): a SUBSCRIBE drained inside send() was " +
@@ -1208,7 +1208,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "publish-held-record-not-reused",
-    file: "src/pubsub/delivery.ts",
+    file: "src/pubsub/held_frames.ts",
     find: "      this.#spareItems.push(item);\n",
     replace: "",
     tests: ["tests/pubsub_allocation_test.ts"],
