@@ -262,7 +262,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/listener.ts",
     find: "wakeFd, spare: openSpare(),",
     replace: "wakeFd, spare: -1,",
-    tests: ["tests/hostile_test.ts"],
+    tests: ["tests/hostile_connections_test.ts"],
     filter: "a listener out of descriptors refuses the waiting client",
     why: "91c4025: without a spare descriptor a listener at EMFILE cannot accept-and-refuse the " +
       "waiting client, which then waits forever",
@@ -296,7 +296,7 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/verify_test.ts"],
     filter: "the order is seals, size, access mode",
     why: "4f05432: a size read before the seals is not final: a sender shrinks the memfd in " +
-      "between and the receiver dies of SIGBUS (the race itself: tests/hostile_test.ts, " +
+      "between and the receiver dies of SIGBUS (the race itself: tests/hostile_messages_test.ts, " +
       "too rare to be a mutation's verdict)",
   },
   {
@@ -670,7 +670,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/socket_receiver.ts",
     find: "        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);\n",
     replace: "",
-    tests: ["tests/hostile_test.ts"],
+    tests: ["tests/hostile_messages_test.ts"],
     filter: "every malformed message is a typed ProtocolError, its fds are closed",
     why: "README: no message, however malformed, leaks the descriptors it brought",
   },
