@@ -118,7 +118,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/received.ts",
     find: "let cacheable = key !== Infinity;",
     replace: "let cacheable = false;",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_mappings_test.ts"],
     filter: "a surface that returns is not remapped",
     why: "issue 23: with the mapping cache off every frame is mapped again (the test compared " +
       "addresses, and mmap hands back the one just freed)",
@@ -272,7 +272,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/channel/channel.ts",
     find: 'throw callersTimeout(error, "receive", options.timeout);',
     replace: "throw error;",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_connections_test.ts"],
     filter: "a TimeoutError names the caller's timeout",
     why: "70fa920: a TimeoutError named the backend's last wait slice, not the caller's timeout",
   },
@@ -557,7 +557,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/backend.ts",
     find: "  libc().clock_gettime(0, /* CLOCK_REALTIME */ timespecBytes);",
     replace: "  libc().clock_gettime(1, /* CLOCK_MONOTONIC */ timespecBytes);",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_frames_test.ts"],
     filter: "the system real-time clock",
     why: "frames are stamped with the real-time clock, so that nowMicros() - timestamp is a " +
       "latency across processes and hosts; the test brackets it between two Date.now() readings " +
@@ -697,7 +697,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/listener.ts",
     find: "        if (!this.#allowPeer(peer)) {\n          closeQuietly(fd); // refused",
     replace: "        if (false) {\n          closeQuietly(fd); // refused",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_connections_test.ts"],
     filter: "peers are checked both ways; a refused client is skipped by accept()",
     why: "README: a peer allowPeer refuses (another uid by default) never comes out of accept()",
   },
@@ -706,7 +706,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/received.ts",
     find: "    this.#unmapped = true;\n    detachBuffer(this.#buffer);\n",
     replace: "    this.#unmapped = true;\n",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_mappings_test.ts"],
     filter: "received frames share one buffer per mapping, detached when the cache lets go",
     why: "README: views of a received frame are detached before its memory is unmapped, never " +
       "left dangling",
@@ -1003,7 +1003,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/surface/surface_lifetime.ts",
     find: '    if (!(owner as SurfaceBacking).released) dropped(owner, "received");',
     replace: '    dropped(owner, "received");',
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_mappings_test.ts"],
     filter: "not finalized again",
     why: "issue 20: received frames keep their registration after close(); the finalizer of a " +
       "closed frame must not release, count or warn again",
