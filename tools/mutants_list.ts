@@ -1171,7 +1171,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/to_gst.ts",
     find: "const message = this.#writer.recordFor(id, frame.timestamp);",
     replace: "const message = this.#writer.recordFor(id, frame.timestamp! + 33_333);",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_send_receive_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +
       "one frame off is a wrong timestamp, not a late one",
@@ -1181,7 +1181,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/timestamp_meta.ts",
     find: "return Number((nanos + 1n) / 1000n) - NTP_TO_UNIX_MICROS;",
     replace: "return Number(nanos / 1000n) - NTP_TO_UNIX_MICROS;",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "NTP's 32.32",
     why: "issue 22: rtphdrextntp64 rounds down twice and may take 1 ns off; the µs timestamp " +
       "must still come back exactly",
@@ -1191,7 +1191,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network.ts",
     find: "        found = undefined;\n        break;",
     replace: "        break;",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "SenderTimestamps",
     why: "issue 22: a buffer carrying the timestamps of two frames (packets merged after a loss) " +
       "must not be republished with either",
@@ -1201,7 +1201,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network.ts",
     find: "if (timestamp === null || timestamp === this.#last) {",
     replace: "if (timestamp === null) {",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "SenderTimestamps",
     why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
       "with the next one's packet) must not be trusted",
@@ -1240,7 +1240,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network.ts",
     find: "const joined = this.#senderMetas.take(timestamp);",
     replace: "const joined = this.#senderMetas.take(timestamp + 33_333);",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_send_receive_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: the sender's metadata of a frame must arrive with that frame, joined by its " +
       "timestamp, not with its neighbour",
@@ -1250,7 +1250,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network_meta.ts",
     find: "if (length < META_RECORD_HEADER - 4 || length > MAX_META_RECORD - 4) {",
     replace: "if (length < META_RECORD_HEADER - 4) {",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "metadata records survive",
     why: "issue 22: a side-channel peer announcing a 2 GiB record must be cut off, not buffered",
   },
