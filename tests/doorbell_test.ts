@@ -126,23 +126,42 @@ Deno.test({
   },
 });
 
+/** CPU time of the calling thread, in ms (CLOCK_THREAD_CPUTIME_ID). */
+function threadCpuMs(): number {
+  const timespec = new BigInt64Array(2);
+  if (libc().clock_gettime(3, new Uint8Array(timespec.buffer)) !== 0) {
+    throw new Error("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+  }
+  return Number(timespec[0]) * 1000 + Number(timespec[1]) / 1e6;
+}
+
 Deno.test({
-  name: "doorbell: a receiver parked for 2 s with no traffic uses at most 5 ms of CPU per second",
+  name: "doorbell: a receiver parked for 2 s with no traffic uses at most 4 ms of its " +
+    "event loop's CPU per second (20 ms of the whole process's)",
   ignore,
   async fn() {
     await withEchoPeer(async (channel) => {
       const start = { ...doorbellStats };
       const received = channel.receive({ timeout: 2000 }).catch((error) => error);
       const cpu = process.cpuUsage();
+      const loopCpu = threadCpuMs();
       const t0 = performance.now();
       const outcome = await received;
       const seconds = (performance.now() - t0) / 1000;
+      const loopPerSecond = (threadCpuMs() - loopCpu) / seconds;
       const used = process.cpuUsage(cpu);
-      const msPerSecond = (used.user + used.system) / 1000 / seconds;
+      const processPerSecond = (used.user + used.system) / 1000 / seconds;
       assert.equal((outcome as Error).name, "TimeoutError");
       assert.equal(since(start).bell, 1, "it was parked on the doorbell");
-      console.log(`  ${msPerSecond.toFixed(2)} ms of CPU per second parked`);
-      assert.ok(msPerSecond <= 5, `${msPerSecond.toFixed(2)} ms/s while parked`);
+      console.log(
+        `  ${loopPerSecond.toFixed(2)} ms/s of CPU on the event loop's thread, ` +
+          `${processPerSecond.toFixed(2)} ms/s in the process, parked`,
+      );
+      // A wake-up per ms on the event loop (a polling timer) costs >= 10 ms/s on this thread; a
+      // thread spinning anywhere ~1000 ms/s. The process's figure also has V8's and Deno's own
+      // threads (GC, a test's leftovers), which once took 5.3 ms/s here: hence the two bounds.
+      assert.ok(loopPerSecond <= 4, `${loopPerSecond.toFixed(2)} ms/s on the event loop`);
+      assert.ok(processPerSecond <= 20, `${processPerSecond.toFixed(2)} ms/s in the process`);
     });
   },
 });

@@ -11,11 +11,12 @@
 
 import assert from "node:assert/strict";
 import { listen, Surface } from "../mod.ts";
-import { setPollThreadEnabled } from "../src/linux/poller.ts";
+import process from "node:process";
+import { setPollThreadEnabled, sharedPollRunner } from "../src/linux/poller.ts";
 import { waitReady } from "../src/linux/poll_wait.ts";
 import { libc } from "../ffi/linux.ts";
 import { LINUX } from "../src/linux/structs.ts";
-import { Child, PEER_FLAGS, uniqueName } from "./helpers.ts";
+import { Child, PEER_FLAGS, sleep, uniqueName } from "./helpers.ts";
 import { perOperation } from "./sampled_allocation.ts";
 
 const linux = Deno.build.os === "linux";
@@ -130,6 +131,42 @@ Deno.test({
     const status = await child.exit(10_000);
     assert.equal(status.signal, null, `killed by ${status.signal}; stderr:\n${child.stderr}`);
     assert.equal(status.code, 0, `stderr:\n${child.stderr}`);
+  },
+});
+
+Deno.test({
+  name: "poll thread: a wait parked for 1 s, then the thread idle for 1 s, cost the process at " +
+    "most 20 ms of CPU per second each (the worker sleeps in poll, then in Atomics.wait)",
+  ignore: !linux,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const fd = libc().eventfd(0, LINUX.EFD_CLOEXEC | LINUX.EFD_NONBLOCK);
+    const cpuPerSecond = async (body: () => Promise<unknown>) => {
+      const cpu = process.cpuUsage();
+      const started = performance.now();
+      const outcome = await body();
+      const used = process.cpuUsage(cpu);
+      return { outcome, ms: (used.user + used.system) / (performance.now() - started) };
+    };
+    try {
+      // (the first parked wait of the process starts the worker: ~40 ms of CPU, not measured)
+      await waitReady(fd, LINUX.POLLIN, -1, "wait", performance.now() + 10, undefined)
+        .catch(() => {});
+      const parked = await cpuPerSecond(() =>
+        waitReady(fd, LINUX.POLLIN, -1, "wait", performance.now() + 1000, undefined)
+          .catch((error) => error)
+      );
+      assert.equal(sharedPollRunner(), "thread");
+      assert.equal((parked.outcome as Error).name, "TimeoutError");
+      const idle = await cpuPerSecond(() => sleep(1000));
+      console.log(`  ${parked.ms.toFixed(2)} ms/s parked, ${idle.ms.toFixed(2)} ms/s idle`);
+      // A worker that spins costs ~1000 ms/s; so do rounds that never block (timeout 0).
+      assert.ok(parked.ms <= 20, `${parked.ms.toFixed(2)} ms/s of CPU while a wait was parked`);
+      assert.ok(idle.ms <= 20, `${idle.ms.toFixed(2)} ms/s of CPU with nothing parked`);
+    } finally {
+      libc().close(fd);
+    }
   },
 });
 
