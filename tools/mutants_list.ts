@@ -105,7 +105,7 @@ export const MUTANTS: Mutant[] = [
   // --- Issue 23: mutations the named tests once let through (its table, and found by reading) -
   {
     id: "gst-release-unheld-kept",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: 'if (!this.#release(client, releaseIdNumber(message))) throw new Error("not held");',
     replace: "if (!this.#release(client, releaseIdNumber(message))) continue;",
     tests: ["tests/gst_bridge_test.ts"],
@@ -383,7 +383,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "to-gst-release-wait-per-release",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: "      client.armReadable(this.#clients.get(client)!.onReadable);",
     replace:
       "      client.waitReadable().then((ready) => this.#clients.get(client)?.onReadable(ready, " +
@@ -595,7 +595,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "to-gst-stall-clock-from-last-release",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: "if (state.held + 1 === this.#clientBudget) state.fullSince = now;",
     replace: "",
     tests: ["tests/gst_client_budget_test.ts"],
@@ -606,7 +606,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "to-gst-no-client-budget",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: "      if (state.held < this.#clientBudget) {",
     replace: "      if (true) {",
     tests: ["tests/gst_client_budget_test.ts"],
