@@ -220,7 +220,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "gst-duplicate-id-released",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/from_gst_buffers.ts",
     find: "if (this.#held.holds(buffer)) {",
     replace: "if (false) {",
     tests: ["tests/gst_duplicate_id_test.ts"],
@@ -364,7 +364,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "from-gst-unbounded-holds",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/from_gst_buffers.ts",
     find: "if (this.#held.full) {",
     replace: "if (false) {",
     tests: ["tests/gst_bridge_test.ts"],
