@@ -194,6 +194,22 @@ export class AllocationProfile {
     return walk(this.#head, "");
   }
 
+  /**
+   * Bytes allocated by the code of files whose URL contains `part` and by
+   * everything it called, counted once: the builtins and the runtime's own
+   * code (e.g. what a `setTimeout` makes) as well as other files of this
+   * project, but nothing that merely called into `part`.
+   */
+  bytesUnder(part: string): number {
+    const walk = (node: ProfileNode): number => {
+      if (node.callFrame.url.includes(part)) return subtreeBytes(node);
+      let bytes = 0;
+      for (const child of node.children) bytes += walk(child);
+      return bytes;
+    };
+    return walk(this.#head);
+  }
+
   /** Bytes allocated by functions whose source URL contains `part` (e.g. a file name). */
   bytesIn(part: string): number {
     let bytes = 0;

@@ -2,7 +2,8 @@
  * Steady-state allocation of publish/subscribe, each side alone (issue 20):
  * what `Publisher.send` to four subscribers costs the publisher, and what a
  * `Subscription` costs per frame, received and closed — a frame already
- * waiting, and a frame that comes while the receive is parked.
+ * waiting, and a frame that comes while the receive is parked; and what a
+ * `send()` that waits for a "queue" subscriber's credit costs the publisher.
  *
  * Measured as in `allocation_test.ts`: V8's sampling heap profiler over long
  * batches, after a warm-up (`sampled_allocation.ts`; a bound that fails
@@ -25,7 +26,7 @@
  */
 
 import assert from "node:assert/strict";
-import { publish, subscribe, Surface } from "../mod.ts";
+import { publish, type SendOptions, subscribe, Surface } from "../mod.ts";
 import type { BackendConnection, ConnectionLimits } from "../src/contract/backend.ts";
 import { backingOf } from "../src/surface/surface.ts";
 import { HeaderEncoder } from "../src/wire/wire.ts";
@@ -257,7 +258,8 @@ Deno.test({
     const bare = await backend.connect(name, () => true, limits, Infinity);
     try {
       // "latest": the frame that waits for the credit is held for the subscriber (a "queue"
-      // subscriber's would also make the send() wait for it: a batch and its promise per frame).
+      // subscriber's would also make the send() wait for it, with a promise per frame: the
+      // last test of this file).
       assert(bare.trySendControl!(encodeSubscribe("latest", 1)));
       await waitUntil(
         () => publisher.subscribers.some((s) => s.state === "subscribed"),
@@ -409,6 +411,112 @@ Deno.test({
       subscription?.close();
       publisher?.close();
       listener.close();
+    }
+  },
+});
+
+/**
+ * What src/pubsub/ allocates per frame, and what it calls allocates (the
+ * runtime's timers), for a `send()` that must wait for a "queue" subscriber
+ * (camera → encoder in "queue" mode, always a frame behind), with and
+ * without a `timeout`. Measured 232-241 B without, 240-268 B with one
+ * (the clock read for its deadline, ~16-30 B, where V8 boxes it): the
+ * promise `send` returns with its resolving functions and their context
+ * (216 B, the floor: it is public API; see "What is left of a parked
+ * receive" in docs/benchmarks.md) and the frame's timestamp boxed (~16-24
+ * B, as for every send). Before (main at 340633e): 872 B without a
+ * timeout, 2.34 KB with one — a batch object, its `items` array and a
+ * record per subscriber, the promise's executor and abort closures, the
+ * frame's record, a new backing store for the subscriber's queue (`shift`
+ * then `push`: 152 B), and with a timeout a `setTimeout` (~1.2 KB in the
+ * runtime's timers). 320 B refuses each of those back, with room for the
+ * test process's state (a whole file's tests before it add ~30 B).
+ */
+const LIMIT_QUEUE_WAIT = 320;
+
+/** The files of src/pubsub/ that a waiting send() runs through, for the report. */
+const PUBSUB_FILES = [
+  "publish.ts",
+  "subscriber_state.ts",
+  "held_frames.ts",
+  "delivery.ts",
+  "budget.ts",
+  "send_batch.ts",
+];
+
+Deno.test({
+  name: `pubsub allocation: a send() that waits for a "queue" subscriber's credit at every ` +
+    `frame allocates < ${LIMIT_QUEUE_WAIT} B per frame in src/pubsub/ and what it calls, ` +
+    `with and without a timeout`,
+  ignore: linuxOnly,
+  async fn() {
+    const backend = await linuxBackend();
+    const name = uniqueName("pqueue");
+    using surface = Surface.create({ width: 64, height: 64 });
+    const credit = encodeCredit(1);
+    using publisher = publish(name);
+    const bare = await backend.connect(name, () => true, limits, Infinity);
+    try {
+      assert(bare.trySendControl!(encodeSubscribe("queue", 1)));
+      await waitUntil(
+        () => publisher.subscribers.some((s) => s.state === "subscribed"),
+        10000,
+        "the bare subscriber",
+      );
+      // The first frame takes the subscriber's one credit, handed over at once (send() returns
+      // its settled promise). The subscriber returns each credit only after the next send()
+      // returned, so that every send() finds no credit and waits: its frame is queued, the
+      // publisher parks for the credit, whose arrival sends the frame and settles the send.
+      const handedAtOnce = publisher.send(surface);
+      await handedAtOnce;
+      (await bare.receive(performance.now() + 10_000)).surface.release();
+      const measure = async (what: string, options: SendOptions) => {
+        let waited = 0;
+        const measured = await perFrame(async (frames) => {
+          for (let i = 0; i < frames; i++) {
+            const sent = publisher.send(surface, undefined, options);
+            if (sent !== handedAtOnce) waited++;
+            if (!bare.trySendControl!(credit)) throw new Error("no room for a credit");
+            const message = await bare.receive(Infinity);
+            message.surface.release();
+            await sent;
+          }
+        }, RECEIVE_WARMUP);
+        assert.equal(
+          waited,
+          RECEIVE_WARMUP + FRAMES,
+          `${what}: some send() did not wait for the credit`,
+        );
+        const perFile = PUBSUB_FILES.map((file) =>
+          `${file} ${(measured.profile.bytesOf(`/src/pubsub/${file}`) / FRAMES).toFixed(0)}`
+        ).join(", ");
+        const own = measured.profile.bytesOf("/src/pubsub/") / FRAMES;
+        const under = measured.profile.bytesUnder("/src/pubsub/") / FRAMES;
+        console.log(
+          `  a send() waiting for a "queue" subscriber, ${what}: ${under.toFixed(0)} B per ` +
+            `frame by src/pubsub/ and what it called, ${own.toFixed(0)} B by its own code ` +
+            `(${perFile}); ${measured.bytes.toFixed(0)} B in all, the bare subscriber's ` +
+            `included\n` + measured.profile.describe(FRAMES, 12),
+        );
+        return { measured, under };
+      };
+      const untimed = await measure("no timeout", { timestamp: SENT_AT }); // (no clock read)
+      const timed = await measure("with a timeout", { timestamp: SENT_AT, timeout: 60_000 });
+      for (
+        const [what, { measured, under }] of [["no timeout", untimed], [
+          "a timeout",
+          timed,
+        ]] as const
+      ) {
+        assertBelow(
+          `a send() waiting for a "queue" subscriber's credit, ${what}`,
+          measured,
+          LIMIT_QUEUE_WAIT,
+          measured.bytes - under,
+        );
+      }
+    } finally {
+      bare.close();
     }
   },
 });
