@@ -232,7 +232,7 @@ export const MUTANTS: Mutant[] = [
     id: "publish-partial-send-orphaned",
     file: "src/pubsub/publish.ts",
     find:
-      "      if (batch) {\n        batch.fail(error);\n        return batch.promise;\n      }\n",
+      "      if (batch) {\n        batch.fail(error);\n        return batch.promise!;\n      }\n",
     replace: "",
     tests: ["tests/publish_partial_send_test.ts"],
     why: "988c13a: a send that failed part-way (EMFILE) left an orphaned batch whose timeout " +
@@ -1225,9 +1225,89 @@ export const MUTANTS: Mutant[] = [
       "with the next one's packet) must not be trusted",
   },
   {
+    id: "send-batch-record-not-reused",
+    file: "src/pubsub/send_batch.ts",
+    find: "    if (this.#spare.length < SPARE_BATCHES) this.#spare.push(batch);\n",
+    replace: "",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "queue",
+    why: "a send() waiting for a 'queue' subscriber made a batch, its arrays and closures per " +
+      "frame (872 B, 2.34 KB with a timeout) where its record can be reused",
+  },
+  {
+    id: "queue-subscriber-array-shift",
+    file: "src/pubsub/subscriber_state.ts",
+    find: "  readonly queue: FrameQueue = new FrameQueue();",
+    replace: "  readonly queue = Object.assign([] as Outgoing[], {\n" +
+      "    remove(this: Outgoing[], item: Outgoing): boolean {\n" +
+      "      const at = this.indexOf(item);\n" +
+      "      if (at >= 0) this.splice(at, 1);\n" +
+      "      return at >= 0;\n" +
+      "    },\n" +
+      "  });",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "queue",
+    why: "a 'queue' subscriber's frames in an array: shift() of its last frame let V8 drop the " +
+      "backing store, and each frame's push() made a new one (152 B a frame)",
+  },
+  {
+    id: "send-batch-timer-per-send",
+    file: "src/pubsub/send_batch.ts",
+    find: "      this.#timed.push(batch);\n",
+    replace: "      this.#timed.push(batch);\n      this.#timerDue = Infinity;\n",
+    tests: ["tests/pubsub_allocation_test.ts"],
+    filter: "queue",
+    why: "a setTimeout per waiting send() with a timeout (~1.2 KB a frame in the runtime's " +
+      "timers) where the publisher's one timer, set for an earlier deadline, serves",
+  },
+  {
+    id: "send-batch-earlier-deadline-late",
+    file: "src/pubsub/send_batch.ts",
+    find: "      if (deadline < this.#timerDue) this.#arm(deadline);",
+    replace: "      if (this.#timer === undefined) this.#arm(deadline);",
+    tests: ["tests/pubsub_send_wait_test.ts"],
+    filter: "withdraws its frame",
+    why: "a send() with a shorter timeout than one already waiting timed out only at the " +
+      "other's deadline (the publisher's timer not brought forward)",
+  },
+  {
+    id: "send-batch-expiry-ignores-deadline",
+    file: "src/pubsub/send_batch.ts",
+    find: "      if (batch.deadline <= now) batch.fail(",
+    replace: "      if (batch.deadline <= now || true) batch.fail(",
+    tests: ["tests/pubsub_send_wait_test.ts"],
+    filter: "reuses a settled send's record",
+    why: "the timer set for a settled send's deadline failed the send that reuses its record " +
+      "(a stale timer acting on a reused record)",
+  },
+  {
+    id: "send-batch-stale-abort",
+    file: "src/pubsub/send_batch.ts",
+    find: "    if (!this.#settled && signal?.aborted) this.fail(signal.reason);",
+    replace: "    if (!this.#settled) this.fail(signal?.reason);",
+    also: [{
+      find: '    this.signal?.removeEventListener("abort", this.#onAbort);\n',
+      replace: "",
+    }],
+    tests: ["tests/pubsub_send_wait_test.ts"],
+    filter: "reuses a settled send's record",
+    why: "a settled send's abort signal, still listened to, failed the send that reuses its " +
+      "record",
+  },
+  {
+    id: "send-batch-late-report-of-earlier-turn",
+    file: "src/pubsub/send_batch.ts",
+    find: "    if (item.turn === this.turn) this.fail(error);",
+    replace: "    this.fail(error);",
+    tests: ["tests/pubsub_send_wait_test.ts"],
+    filter: "reports back late",
+    why: "a frame whose send() was aborted while it was being sent reported its failure to " +
+      "the send that reuses the record, which then rejected",
+  },
+  {
     id: "publish-held-record-not-reused",
     file: "src/pubsub/held_frames.ts",
-    find: "      this.#spareItems.push(item);\n",
+    find: "    if (this.#spareItems.length < SPARE_ITEMS) this.#spareItems.push(item);\n",
     replace: "",
     tests: ["tests/pubsub_allocation_test.ts"],
     filter: "Publisher.send",

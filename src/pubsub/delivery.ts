@@ -28,6 +28,7 @@ import {
 } from "../wire/pubsub_wire.ts";
 import { BlockedWatch, type Budget } from "./budget.ts";
 import { HeldFrames } from "./held_frames.ts";
+import { SendBatches } from "./send_batch.ts";
 import {
   type FrameMessage,
   MessagePool,
@@ -62,6 +63,8 @@ export class Delivery {
   readonly messages: MessagePool = new MessagePool();
   /** The frames held for subscribers, and the most recent frame kept for new ones. */
   readonly held: HeldFrames;
+  /** The records of `send()`s waiting for "queue" subscribers, reused, and their deadlines. */
+  readonly batches: SendBatches;
   /** Why the last {@link sendNow} that returned {@link SendOutcome.Failed} failed. */
   failure: unknown;
   /** No frame was sent lately: every subscriber gets a parked wait (to see hang-ups). */
@@ -79,6 +82,7 @@ export class Delivery {
   /** `membershipChanged` is called when a subscriber comes or goes. */
   constructor(over: Backend, budget: Budget, membershipChanged: () => void) {
     this.held = new HeldFrames(over, this.messages);
+    this.batches = new SendBatches((item) => this.held.release(item));
     this.#budget = budget;
     this.#membershipChanged = membershipChanged;
     this.#blocked = new BlockedWatch(
@@ -321,7 +325,7 @@ export class Delivery {
       }
       this.messages.release(item.message);
       subscriber.sent++;
-      item.batch?.done();
+      item.batch?.itemDone(item);
       this.held.recycle(item);
     }
     this.waitIfNeeded(subscriber); // e.g. out of credit with a frame held
@@ -332,13 +336,13 @@ export class Delivery {
   #failed(subscriber: SubscriberState, item: Outgoing, error: unknown): void {
     const batch = item.batch;
     if (error instanceof PeerClosedError || error instanceof ClosedError) {
-      batch?.done();
+      batch?.itemDone(item);
       this.drop(subscriber);
     } else if (batch) {
       // This send() timed out or was aborted (or the transport refused it): the frame is lost
       // for this subscriber, and send() rejects.
       subscriber.dropped++;
-      batch.fail(error);
+      batch.itemFailed(item, error);
     } else {
       this.drop(subscriber); // anything else: this subscriber cannot be served
     }
@@ -365,7 +369,7 @@ export class Delivery {
             batch?.signal,
           );
           subscriber.sent++;
-          batch?.done();
+          batch?.itemDone(item);
         } catch (error) {
           subscriber.inFlight--;
           this.#failed(subscriber, item, error);
@@ -401,9 +405,11 @@ export class Delivery {
     subscriber.connection.close();
     if (subscriber.pending) this.held.release(subscriber.pending);
     subscriber.pending = undefined;
-    for (const item of subscriber.queue.splice(0)) {
-      this.held.release(item);
-      item.batch?.done(); // a subscriber that is gone does not hold up send()
+    const queue = subscriber.queue;
+    while (queue.length > 0) {
+      const item = queue.shift()!;
+      item.batch?.itemDone(item); // a subscriber that is gone does not hold up send()
+      this.held.release(item); // (after: its record forgets its batch)
     }
     this.#membershipChanged();
     if (info) {
@@ -422,6 +428,7 @@ export class Delivery {
     this.#closed = true;
     this.#blocked.close();
     for (const subscriber of [...this.subscribers]) this.drop(subscriber);
+    this.batches.close();
     this.held.close();
   }
 }

@@ -20,9 +20,10 @@ export class HeldFrames {
   readonly #backend: Backend;
   readonly #messages: MessagePool;
   /**
-   * Records of frames held for "latest" subscribers, reused: a subscriber a
-   * frame behind has one held every frame. (Not those of a `send()` waiting
-   * for "queue" subscribers: its batch keeps them to withdraw.)
+   * Records of held and queued frames, reused: a subscriber a frame behind
+   * has one held every frame. (A `send()` waiting for "queue" subscribers
+   * may still list a record reused since: it tells by the record's `batch`
+   * and `turn`, see `SendBatch.fail`.)
    */
   readonly #spareItems: Outgoing[] = [];
   /** The most recent frame, kept for new subscribers: its own copy of the message. */
@@ -36,17 +37,20 @@ export class HeldFrames {
   /** A record for a frame held for a subscriber: `message` (the caller's hold on it) and `handle`. */
   item(message: FrameMessage, handle: number): Outgoing {
     const item = this.#spareItems.pop();
-    if (item === undefined) return { message, handle, batch: undefined };
+    if (item === undefined) return { message, handle, batch: undefined, turn: 0 };
     item.message = message;
     item.handle = handle;
     return item;
   }
 
-  /** `item` is sent or released, and nothing refers to it any more: reused if it has no batch. */
+  /**
+   * `item` is sent or released, and reported to its `send()` if it had one:
+   * reused (its batch forgotten: a late look at it by that send finds it
+   * is not its own any more).
+   */
   recycle(item: Outgoing): void {
-    if (item.batch === undefined && this.#spareItems.length < SPARE_ITEMS) {
-      this.#spareItems.push(item);
-    }
+    item.batch = undefined;
+    if (this.#spareItems.length < SPARE_ITEMS) this.#spareItems.push(item);
   }
 
   /** Holds `item` as the subscriber's newest frame, releasing (dropping) an older one. */
@@ -70,7 +74,7 @@ export class HeldFrames {
       const copy = this.#messages.take(message.bytes.length);
       copy.bytes.set(message.bytes);
       copy.geometry = message.geometry;
-      this.#last = { message: copy, handle };
+      this.#last = { message: copy, handle, batch: undefined, turn: 0 };
       return;
     }
     this.#backend.releaseHandle(last.handle);
@@ -96,7 +100,7 @@ export class HeldFrames {
     try {
       const handle = this.#backend.duplicateHandle(last.handle);
       last.message.holders++;
-      subscriber.pending = { message: last.message, handle };
+      subscriber.pending = { message: last.message, handle, batch: undefined, turn: 0 };
     } catch {
       // out of descriptors: this subscriber starts with the next frame
     }

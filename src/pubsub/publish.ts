@@ -29,7 +29,8 @@ import { backend, nowMicros as clockNow } from "../platform.ts";
 import { register, type Registration } from "../channel/registry.ts";
 import { type Budget, type BudgetOptions, resolveBudget, surfaceBudget } from "./budget.ts";
 import { Delivery, SendOutcome } from "./delivery.ts";
-import { type FrameMessage, SendBatch, type SubscriberInfo } from "./subscriber_state.ts";
+import type { SendBatch } from "./send_batch.ts";
+import type { FrameMessage, SubscriberInfo } from "./subscriber_state.ts";
 import { backingOf, Surface } from "../surface/surface.ts";
 import {
   DEFAULT_MAX_META_BYTES,
@@ -212,14 +213,7 @@ export class Publisher<M = unknown> {
           message.holders++;
           const item = d.held.item(message, handle);
           if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
-            batch ??= new SendBatch(
-              this.#backend,
-              d.messages,
-              deadline,
-              options.timeout,
-              options.signal,
-            );
-            item.batch = batch;
+            batch ??= d.batches.take(deadline, options.timeout, options.signal);
             batch.add(subscriber, item);
             subscriber.queue.push(item);
           } else {
@@ -236,22 +230,23 @@ export class Publisher<M = unknown> {
       if (this.#keepLast) d.held.keepLast(message, backing.exportHandle());
       if (failure !== undefined) {
         // A send failed for some "queue" subscriber: withdrawn from the others too, as on expiry.
-        batch ??= new SendBatch(this.#backend, d.messages, deadline, undefined, undefined);
+        batch ??= d.batches.take(Infinity, undefined, undefined);
         batch.fail(failure);
-        return batch.promise;
       }
-      if (!batch || batch.remaining === 0) return SENT;
-      return batch.promise;
+      return batch ? batch.promise! : SENT;
     } catch (error) {
       // Failed part-way (e.g. exporting a capability hit EMFILE): withdraw the frame from the
       // "queue" subscribers it was queued for, and reject through the batch's own promise, so
       // that no orphaned batch rejects later where nobody listens.
       if (batch) {
         batch.fail(error);
-        return batch.promise;
+        return batch.promise!;
       }
       return Promise.reject(error);
     } finally {
+      // The batch settles (once every subscriber it is queued for has the frame) and its record
+      // is reused only from here on: the loop above adds to it to the end.
+      batch?.seal();
       if (message) d.messages.release(message); // the send loop's hold
     }
   }

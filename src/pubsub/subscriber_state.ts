@@ -1,13 +1,14 @@
 /**
  * A publisher's bookkeeping: the state of each connected subscriber (policy,
- * credit, what is held for it) and of each `send()` waiting for "queue"
- * subscribers. `Publisher` in `publish.ts` drives them.
+ * credit, what is held for it), its frames' messages, and what a `send()`
+ * waiting for "queue" subscribers is told (`send_batch.ts` keeps those).
+ * `Publisher` in `publish.ts` drives them.
  *
  * @module
  */
 
-import type { Backend, BackendConnection } from "../contract/backend.ts";
-import { type PeerCredentials, TimeoutError } from "../core/errors.ts";
+import type { BackendConnection } from "../contract/backend.ts";
+import type { PeerCredentials } from "../core/errors.ts";
 import type { SurfaceGeometry } from "../core/geometry.ts";
 import type { DeliveryPolicy } from "../wire/pubsub_wire.ts";
 
@@ -115,85 +116,87 @@ export interface Outgoing {
   /** Owned here until sent (the backend then owns it) or released. */
   handle: number;
   /** The `send()` waiting for it (queue policy only). */
-  batch?: SendBatch;
+  batch: WaitingSend | undefined;
+  /** Which use of {@link batch}'s record it belongs to (`SendBatch.turn`). */
+  turn: number;
 }
 
-/** One `send()` waiting for its frame to reach every "queue" subscriber. */
-export class SendBatch {
-  remaining = 0;
-  readonly promise: Promise<void>;
+/**
+ * The `send()` a frame queued for a "queue" subscriber belongs to
+ * (`SendBatch` in `send_batch.ts`, a record reused from send to send): what
+ * delivering the frame reports to it.
+ */
+export interface WaitingSend {
+  /** Until when the send waits (`performance.now()` time; Infinity without a timeout). */
   readonly deadline: number;
+  /** The send's abort signal. */
   readonly signal: AbortSignal | undefined;
-  #resolve!: () => void;
-  #reject!: (error: unknown) => void;
-  #settled = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #onAbort: (() => void) | undefined;
-  /** Frames still held in some subscriber's queue, withdrawn if this batch fails. */
-  readonly items: { subscriber: SubscriberState; item: Outgoing }[] = [];
+  /** `item` reached its subscriber, or its subscriber is gone: ignored for an earlier send's. */
+  itemDone(item: Outgoing): void;
+  /** Sending `item` failed with `error`: the send fails (ignored for an earlier send's item). */
+  itemFailed(item: Outgoing, error: unknown): void;
+}
 
-  readonly #backend: Backend;
-  readonly #messages: MessagePool;
+/** How many frames a new {@link FrameQueue} has room for (a power of two). */
+const QUEUE_ROOM = 4;
 
-  constructor(
-    over: Backend,
-    messages: MessagePool,
-    deadline: number,
-    timeout: number | undefined,
-    signal: AbortSignal | undefined,
-  ) {
-    this.#backend = over;
-    this.#messages = messages;
-    this.deadline = deadline;
-    this.signal = signal;
-    this.promise = new Promise((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-    if (timeout !== undefined) {
-      this.#timer = setTimeout(
-        () => this.fail(new TimeoutError("send", timeout)),
-        Math.max(0, deadline - performance.now()),
-      );
+/**
+ * A "queue" subscriber's frames not handed over yet, in order: a ring over
+ * one array, reused. (An array's `shift` of its last frame let V8 drop the
+ * backing store, so that the next frame's `push` made a new one: 152 B a
+ * frame for a subscriber a frame behind.)
+ */
+export class FrameQueue {
+  #ring: (Outgoing | undefined)[] = new Array(QUEUE_ROOM).fill(undefined);
+  #head = 0;
+  #length = 0;
+
+  /** How many frames it holds. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Adds `item` at the end. */
+  push(item: Outgoing): void {
+    if (this.#length === this.#ring.length) this.#grow();
+    this.#ring[(this.#head + this.#length) & (this.#ring.length - 1)] = item;
+    this.#length++;
+  }
+
+  /** Takes the first frame out; undefined if it is empty. */
+  shift(): Outgoing | undefined {
+    if (this.#length === 0) return undefined;
+    const ring = this.#ring;
+    const item = ring[this.#head];
+    ring[this.#head] = undefined;
+    this.#head = (this.#head + 1) & (ring.length - 1);
+    this.#length--;
+    return item;
+  }
+
+  /** Takes `item` out wherever it is, keeping the others' order; false if it is not here. */
+  remove(item: Outgoing): boolean {
+    const ring = this.#ring;
+    const mask = ring.length - 1;
+    const head = this.#head;
+    const last = this.#length - 1;
+    for (let i = 0; i <= last; i++) {
+      if (ring[(head + i) & mask] !== item) continue;
+      for (let j = i; j < last; j++) ring[(head + j) & mask] = ring[(head + j + 1) & mask];
+      ring[(head + last) & mask] = undefined;
+      this.#length--;
+      return true;
     }
-    if (signal) {
-      this.#onAbort = () => this.fail(signal.reason);
-      signal.addEventListener("abort", this.#onAbort, { once: true });
-    }
+    return false;
   }
 
-  add(subscriber: SubscriberState, item: Outgoing): void {
-    this.remaining++;
-    this.items.push({ subscriber, item });
-  }
-
-  /** One subscriber has it (or is gone). */
-  done(): void {
-    if (--this.remaining === 0) this.#settle();
-  }
-
-  /** Withdraws the frame from every queue that still holds it and rejects `send`. */
-  fail(error: unknown): void {
-    if (this.#settled) return;
-    for (const { subscriber, item } of this.items) {
-      const at = subscriber.queue.indexOf(item);
-      if (at < 0) continue;
-      subscriber.queue.splice(at, 1);
-      subscriber.dropped++;
-      this.#backend.releaseHandle(item.handle);
-      this.#messages.release(item.message);
-    }
-    this.#settle(error);
-  }
-
-  #settle(error?: unknown): void {
-    if (this.#settled) return;
-    this.#settled = true;
-    clearTimeout(this.#timer);
-    if (this.#onAbort) this.signal!.removeEventListener("abort", this.#onAbort);
-    this.items.length = 0;
-    if (error === undefined) this.#resolve();
-    else this.#reject(error);
+  #grow(): void {
+    const ring = this.#ring;
+    const mask = ring.length - 1;
+    const grown: (Outgoing | undefined)[] = new Array(ring.length * 2).fill(undefined);
+    for (let i = 0; i < this.#length; i++) grown[i] = ring[(this.#head + i) & mask];
+    this.#ring = grown;
+    this.#head = 0;
   }
 }
 
@@ -216,7 +219,7 @@ export class SubscriberState {
   /** The newest frame not handed over yet ("latest", pending and plain subscribers). */
   pending: Outgoing | undefined;
   /** Frames not handed over yet, in order ("queue" subscribers). */
-  readonly queue: Outgoing[] = [];
+  readonly queue: FrameQueue = new FrameQueue();
   sending = false;
   /** A wait for this subscriber's control messages is parked. */
   waiting = false;
