@@ -131,7 +131,7 @@ export type {
   SurfaceSink,
 } from "./src/gst/from_gst_options.ts";
 export { GstSinkBridge } from "./src/gst/to_gst.ts";
-export type { SurfaceFrame, ToGstOptions, ToGstStats } from "./src/gst/to_gst.ts";
+export type { SurfaceFrame, ToGstOptions, ToGstStats } from "./src/gst/to_gst_options.ts";
 export { GstProtocolError } from "./src/gst/protocol.ts";
 export type {
   GstMemoryRecord,

@@ -12,6 +12,8 @@
  * black/white blocks of its luma (they survive VP8 and H.264); the receiving subscriber, in this
  * process, looks the number up in the send times. Bandwidth: bytes the
  * sender's veth transmitted.
+ * The namespaces, the PipeWire daemon and the memfd producer, and their
+ * removal however the run ends, are `bench/network_setup.ts`.
  *
  *   deno run -A bench/network.ts [--width 1920 --height 1080 --seconds 8 --modes raw,vp8,h264,srt,pipewire,pwdirect]
  *
@@ -20,7 +22,18 @@
 
 import { parseArgs } from "node:util";
 import { publish, subscribe, SurfacePool } from "../mod.ts";
-import { killedWithParent } from "../cli/gst_launch.ts";
+import {
+  CHROOT,
+  command,
+  onSignal,
+  removeMade,
+  removeStale,
+  run,
+  startMemfdProducer,
+  undoable,
+  withNet,
+  withPipeWire,
+} from "./network_setup.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -35,7 +48,6 @@ const { values } = parseArgs({
 const W = Number(values.width);
 const H = Number(values.height);
 const SECONDS = Number(values.seconds);
-const ROOT = "/var/cache/surfaceport-gst/trixie";
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const BLOCK = 32;
 // Each frame's number is 16 blocks side by side in its top rows: a narrower frame would cut it
@@ -48,58 +60,11 @@ if (!(W >= 16 * BLOCK && H >= BLOCK && W % 2 === 0 && H % 2 === 0 && SECONDS > 2
   );
   Deno.exit(2);
 }
-const FIXTURE = new URL("../tests/fixtures/pipewire_memfd_producer.ts", import.meta.url).pathname;
-
-async function run(cmd: string, args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  return new TextDecoder().decode(out.stdout);
-}
-
-/**
- * What this run made outside its processes (directories in the chroot's /tmp,
- * network namespaces), each with its synchronous removal: the `finally` that
- * made it removes it, and SIGINT or SIGTERM (no `finally` runs then) removes
- * whatever is left. The processes themselves die with this one
- * ({@link killedWithParent}).
- */
-const made = new Set<() => void>();
-
-/** Records `remove` until the returned function runs it (once). */
-function undoable(remove: () => void): () => void {
-  made.add(remove);
-  return () => {
-    if (!made.delete(remove)) return;
-    try {
-      remove();
-    } catch { /* already gone */ }
-  };
-}
-
-/** Removes everything still listed in {@link made}, newest first. */
-function removeMade(): void {
-  for (const remove of [...made].reverse()) {
-    made.delete(remove);
-    try {
-      remove();
-    } catch { /* already gone */ }
-  }
-}
-
-function onSignal(): void {
-  removeMade();
-  Deno.exit(130);
-}
-
-/** `command ARGS`, killed with this process (no bench daemon outlives a killed bench). */
-function command(file: string, args: string[], options: Deno.CommandOptions): Deno.Command {
-  const [program, argv] = killedWithParent(file, args);
-  return new Deno.Command(program, { ...options, args: argv });
-}
 
 function spawn(prefix: string[], args: string[], env: Record<string, string> = {}) {
   const words = [...prefix, Deno.execPath(), "run", "-A", MAIN, ...args];
   return command(words[0], words.slice(1), {
-    env: { SURFACEPORT_GST_LAUNCH: `chroot ${ROOT} gst-launch-1.0`, ...env },
+    env: { SURFACEPORT_GST_LAUNCH: `chroot ${CHROOT} gst-launch-1.0`, ...env },
     stdout: "null",
     stderr: "null",
   }).spawn();
@@ -236,142 +201,6 @@ async function consume(
   };
 }
 
-/**
- * Runs `fn` with a PipeWire daemon and WirePlumber in the chroot (in a pid
- * namespace of their own), given their XDG_RUNTIME_DIR inside the chroot.
- * However `fn` ends, both are killed and awaited and the runtime directory
- * is removed from the chroot's /tmp.
- */
-async function withPipeWire<T>(fn: (runtime: string) => Promise<T>): Promise<T> {
-  const runtime = `/tmp/sp-bench-pw-${Deno.pid}`;
-  const removeRuntime = undoable(() => Deno.removeSync(`${ROOT}${runtime}`, { recursive: true }));
-  let daemon: Deno.ChildProcess | undefined;
-  try {
-    await Deno.mkdir(`${ROOT}${runtime}`, { recursive: true, mode: 0o700 });
-    daemon = command("unshare", [
-      "--fork",
-      "--pid",
-      "--kill-child",
-      "--mount",
-      "--propagation",
-      "private",
-      `--mount-proc=${ROOT}/proc`,
-      "chroot",
-      ROOT,
-      "/usr/bin/env",
-      "-i",
-      "PATH=/usr/bin:/bin",
-      `XDG_RUNTIME_DIR=${runtime}`,
-      "HOME=/root",
-      "sh",
-      "-c",
-      "pipewire & sleep 0.3; exec wireplumber",
-    ], { stdout: "null", stderr: "null" }).spawn();
-    await new Promise((r) => setTimeout(r, 2000));
-    return await fn(runtime);
-  } finally {
-    if (daemon) {
-      try {
-        daemon.kill("SIGKILL"); // unshare --kill-child takes the namespace's processes along
-      } catch { /* gone */ }
-      await daemon.status;
-    }
-    removeRuntime();
-  }
-}
-
-/**
- * The native memfd producer of the tests (tests/fixtures), in the chroot at
- * W×H, recording when it queued each frame (by its number mod 256, painted
- * in the top row's green byte) into `sent`, on this process's clock.
- */
-async function startMemfdProducer(
-  runtime: string,
-  node: string,
-  sent: Map<number, number>,
-): Promise<Deno.ChildProcess> {
-  const dir = `/tmp/sp-bench-deno-${Deno.pid}`;
-  const removeDir = undoable(() => Deno.removeSync(`${ROOT}${dir}`, { recursive: true }));
-  let child: Deno.ChildProcess;
-  try {
-    await Deno.mkdir(`${ROOT}${dir}/cache`, { recursive: true });
-    await Deno.link(Deno.execPath(), `${ROOT}${dir}/deno`).catch(() =>
-      Deno.copyFile(Deno.execPath(), `${ROOT}${dir}/deno`)
-    );
-    await Deno.copyFile(FIXTURE, `${ROOT}${dir}/producer.ts`);
-    child = command("chroot", [
-      ROOT,
-      ...["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp"],
-      ...[`XDG_RUNTIME_DIR=${runtime}`, `DENO_DIR=${dir}/cache`],
-      ...[`${dir}/deno`, "run", "--allow-ffi", `${dir}/producer.ts`, node, String(W), String(H)],
-    ], { stdout: "piped", stderr: "null" }).spawn();
-  } catch (error) {
-    removeDir();
-    throw error;
-  }
-  // Removed once the producer's stdout ends (it exited), or by the run's last cleanup.
-  (async () => {
-    let text = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      let i;
-      while ((i = text.indexOf("\n")) >= 0) {
-        const words = text.slice(0, i).split(" ");
-        text = text.slice(i + 1);
-        if (words[0] === "queued") {
-          sent.set(Number(words[2]) & 255, Number(words[3]) - performance.timeOrigin);
-        }
-      }
-    }
-  })().finally(removeDir);
-  return child;
-}
-
-async function withNet<T>(fn: (a: string[], b: string[], dev: string) => Promise<T>): Promise<T> {
-  const a = `spbA${Deno.pid}`;
-  const b = `spbB${Deno.pid}`;
-  const va = `vba${Deno.pid}`;
-  const removeNamespaces = undoable(() => {
-    for (const ns of [a, b]) {
-      new Deno.Command("ip", { args: ["netns", "del", ns], stdout: "null", stderr: "null" })
-        .outputSync();
-    }
-  });
-  try {
-    await run("ip", ["netns", "add", a]);
-    await run("ip", ["netns", "add", b]);
-    await run("ip", [
-      "link",
-      "add",
-      va,
-      "netns",
-      a,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      `vbb${Deno.pid}`,
-      "netns",
-      b,
-    ]);
-    await run("ip", ["-n", a, "addr", "add", "10.232.0.1/24", "dev", va]);
-    await run("ip", ["-n", b, "addr", "add", "10.232.0.2/24", "dev", `vbb${Deno.pid}`]);
-    for (const [ns, dev] of [[a, va], [b, `vbb${Deno.pid}`], [a, "lo"], [b, "lo"]]) {
-      await run("ip", ["-n", ns, "link", "set", dev, "up"]);
-    }
-    return await fn(["ip", "netns", "exec", a], ["ip", "netns", "exec", b], va);
-  } finally {
-    for (const ns of [a, b]) {
-      for (const pid of (await run("ip", ["netns", "pids", ns])).split(/\s+/).filter(Boolean)) {
-        try {
-          Deno.kill(Number(pid), "SIGKILL");
-        } catch { /* gone */ }
-      }
-    }
-    removeNamespaces();
-  }
-}
-
 /** Measures `mode` with sockets in `dir`, adding its line to `results`. */
 async function measure(mode: string, dir: string, results: string[]): Promise<void> {
   const sent = new Map<number, number>();
@@ -395,10 +224,10 @@ async function measure(mode: string, dir: string, results: string[]): Promise<vo
     await withPipeWire(async (runtime) => {
       const env = {
         XDG_RUNTIME_DIR: runtime,
-        SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
+        SURFACEPORT_PIPEWIRE_SOCKET: `${CHROOT}${runtime}/pipewire-0`,
       };
       const node = `spmemfd${Deno.pid}`;
-      const producer = await startMemfdProducer(runtime, node, sent);
+      const producer = await startMemfdProducer(runtime, node, W, H, sent);
       let from: Deno.ChildProcess | undefined;
       try {
         await new Promise((r) => setTimeout(r, 1500));
@@ -422,7 +251,7 @@ async function measure(mode: string, dir: string, results: string[]): Promise<vo
     await withPipeWire(async (runtime) => {
       const env = {
         XDG_RUNTIME_DIR: runtime,
-        SURFACEPORT_PIPEWIRE_SOCKET: `${ROOT}${runtime}/pipewire-0`,
+        SURFACEPORT_PIPEWIRE_SOCKET: `${CHROOT}${runtime}/pipewire-0`,
       };
       const producing = produce(source, "BGRA", sent, stop.signal);
       let to: Deno.ChildProcess | undefined;
@@ -495,48 +324,6 @@ async function measure(mode: string, dir: string, results: string[]): Promise<vo
       await stopChild(receiver);
     }
   });
-}
-
-/** True if process `pid` is gone (not this one, not alive; a pid taken again counts as alive). */
-function gone(pid: string): boolean {
-  if (pid === String(Deno.pid)) return false;
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return false;
-  } catch {
-    return true;
-  }
-}
-
-/**
- * Removes what an earlier run killed outright (SIGKILL: none of its cleanup
- * ran) left: this bench's directories in the chroot's /tmp and its network
- * namespaces, named after a process that is gone.
- */
-function removeStale(): void {
-  let entries: Deno.DirEntry[] = [];
-  try {
-    entries = [...Deno.readDirSync(`${ROOT}/tmp`)];
-  } catch {
-    // no chroot: the PipeWire modes say so
-  }
-  for (const { name } of entries) {
-    const pid = /^sp-bench-(?:pw|deno)-(\d+)$/.exec(name)?.[1];
-    if (pid !== undefined && gone(pid)) Deno.removeSync(`${ROOT}/tmp/${name}`, { recursive: true });
-  }
-  let namespaces = "";
-  try {
-    const listed = new Deno.Command("ip", { args: ["netns", "list"], stderr: "null" }).outputSync();
-    namespaces = new TextDecoder().decode(listed.stdout);
-  } catch {
-    // no ip(8): the network modes say so
-  }
-  for (const [, name, pid] of namespaces.matchAll(/^(spb[AB](\d+))\b/gm)) {
-    if (gone(pid)) {
-      new Deno.Command("ip", { args: ["netns", "del", name], stdout: "null", stderr: "null" })
-        .outputSync();
-    }
-  }
 }
 
 removeStale();

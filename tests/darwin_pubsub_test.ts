@@ -3,7 +3,7 @@
  * of mach + IOSurface (`tests/fakes/`): the publisher and its subscribers
  * are fake tasks in this one process, driven through the public API. Every
  * test ends with `assertNoLeaks()`: no right, CF reference or use count may
- * be left behind. Like `darwin_fake_test.ts`, this proves the neutral
+ * be left behind. Like the `darwin_fake_*_test.ts` files, this proves the neutral
  * publish/subscribe code and the darwin backend's control messages against
  * the fake's model of Mach, not against the kernel.
  */

@@ -34,7 +34,8 @@ import { defaultMeta } from "../src/gst/from_gst_options.ts";
 import { GstNewBufferRecord } from "../src/gst/decode.ts";
 import { COMMAND_HEADER_SIZE, encodeNewBuffer } from "../src/gst/protocol.ts";
 import { unixFdStats } from "../src/gst/socket.ts";
-import { GstSinkBridge, type SurfaceFrame } from "../src/gst/to_gst.ts";
+import { GstSinkBridge } from "../src/gst/to_gst.ts";
+import type { SurfaceFrame } from "../src/gst/to_gst_options.ts";
 import { check, fstatxNumbers, libc } from "../src/linux/libc.ts";
 import { ForeignMemfdAdopter } from "../src/gst/adopt.ts";
 import { Surface } from "../src/surface/surface.ts";
@@ -42,6 +43,12 @@ import { GST, gstLaunch, liveUnixFdSource, within } from "./gst_helpers.ts";
 import { uniqueName } from "./helpers.ts";
 
 const TEST = "/tests/gst_allocation_test.ts";
+/**
+ * The shared poll's code, by URL: `src/linux/poller.ts` (the reactor),
+ * `poll_wait.ts` (the waits parked in it) and `poll_nonblocking.ts` (its
+ * rounds as nonblocking calls).
+ */
+const SHARED_POLL = "/src/linux/poll";
 
 /** What this file's own functions (the sinks, the loop, the waits) allocated per frame. */
 function ownBytes({ profile, count }: PerOperation): number {
@@ -237,7 +244,7 @@ Deno.test({
       await within(serve(), 60_000, "to-gst to serve every frame (GStreamer releasing them)");
       assert.ok(measured, "the window was sampled");
       const own = ownBytes(measured);
-      const code = measured.profile.bytesOf("/src/", "/src/linux/poller.ts", TEST) / FRAMES;
+      const code = measured.profile.bytesOf("/src/", SHARED_POLL, TEST) / FRAMES;
       console.log(
         `  to-gst: ${(measured.bytes - own).toFixed(0)} B per frame, ${code.toFixed(0)} B by ` +
           `src/ but the shared poll (${bridge.stats.dropped} dropped)`,
@@ -318,7 +325,7 @@ const LIVE_FPS = 500;
  */
 const LIVE_LIMIT = 256;
 /**
- * What the shared poll itself (`src/linux/poller.ts`) allocates per frame
+ * What the shared poll itself ({@link SHARED_POLL}) allocates per frame
  * behind a live source: measured 0 B. Its thread calls back with no
  * garbage, and the round after one that woke the bridge starts at once
  * when the bridge armed its wait again from its callback; a round started
@@ -370,7 +377,7 @@ Deno.test({
       await within(bridge.run(sink), 60_000, "from-gst to forward every frame and end at EOS");
       assert.ok(measured, "the window was sampled");
       const own = ownBytes(measured);
-      const poll = measured.profile.bytesOf("/src/linux/poller.ts") / LIVE_FRAMES;
+      const poll = measured.profile.bytesOf(SHARED_POLL) / LIVE_FRAMES;
       const code = measured.profile.bytesOf("/src/gst/", undefined, TEST) / LIVE_FRAMES;
       console.log(
         `  from-gst live: ${(measured.bytes - own).toFixed(0)} B per frame, ${poll.toFixed(0)} B ` +

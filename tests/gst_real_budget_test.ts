@@ -8,16 +8,11 @@
 import assert from "node:assert/strict";
 import { publish, subscribe, Surface } from "../mod.ts";
 import { connectUnixFd } from "../src/gst/socket.ts";
-import { Child, PEER_FLAGS, uniqueName } from "./helpers.ts";
+import { type Child, cli, uniqueName } from "./helpers.ts";
 import { GST, gstLaunch } from "./gst_helpers.ts";
 import { libc } from "../ffi/linux.ts";
 
 const ignore = GST.root === undefined;
-const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
-
-function cli(args: string[]): Child {
-  return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, CLI, ...args]);
-}
 
 function pipeline(socket: string, frames: number): Child {
   return gstLaunch([

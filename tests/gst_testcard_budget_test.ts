@@ -9,14 +9,9 @@ import assert from "node:assert/strict";
 import { libc } from "../ffi/linux.ts";
 import { subscribe } from "../mod.ts";
 import { connectUnixFd } from "../src/gst/socket.ts";
-import { Child, PEER_FLAGS, uniqueName } from "./helpers.ts";
+import { cli, uniqueName } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";
-const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
-
-function cli(args: string[]): Child {
-  return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, CLI, ...args]);
-}
 
 /** Frames a witness receives in `ms`. */
 async function rate(subscription: Awaited<ReturnType<typeof subscribe>>, ms: number) {

@@ -465,6 +465,11 @@ export function spawnPeer(script: string, args: string[]): Child {
   return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, path, ...args]);
 }
 
+/** `surfaceport ARGS` (`deno run cli/main.ts` with the peer scripts' permissions) as a child. */
+export function cli(args: string[]): Child {
+  return new Child(Deno.execPath(), ["run", ...PEER_FLAGS, CLI, ...args]);
+}
+
 /** A listener and one connected channel pair in this process; disposing closes all three. */
 export interface ChannelPair extends Disposable {
   listener: Listener;

@@ -12,7 +12,8 @@
 import assert from "node:assert/strict";
 import { listen, Surface } from "../mod.ts";
 import process from "node:process";
-import { setPollThreadEnabled, sharedPollRunner, waitReady } from "../src/linux/poller.ts";
+import { setPollThreadEnabled, sharedPollRunner } from "../src/linux/poller.ts";
+import { waitReady } from "../src/linux/poll_wait.ts";
 import { libc } from "../ffi/linux.ts";
 import { LINUX } from "../src/linux/structs.ts";
 import { Child, PEER_FLAGS, sleep, uniqueName } from "./helpers.ts";

@@ -279,13 +279,15 @@ Deno.test({
           message.surface.release();
         }
       }, 10_000);
-      // The wait (delivery.ts) and the stall watch it notes (budget.ts); the rest of src/pubsub/
-      // makes the frame's message (publish.ts: its timestamp's box, ~16 B).
+      // The wait (delivery.ts), the record of the frame held meanwhile (held_frames.ts) and the
+      // stall watch it notes (budget.ts); the rest of src/pubsub/ makes the frame's message
+      // (publish.ts: its timestamp's box, ~16 B).
       const pubsub = (measured.profile.bytesOf("/src/pubsub/delivery.ts") +
+        measured.profile.bytesOf("/src/pubsub/held_frames.ts") +
         measured.profile.bytesOf("/src/pubsub/budget.ts")) / measured.count;
       console.log(
         `  the publisher's credit waits: ${pubsub.toFixed(0)} B per frame by ` +
-          `src/pubsub/{delivery,budget}.ts ` +
+          `src/pubsub/{delivery,held_frames,budget}.ts ` +
           `(${measured.bytes.toFixed(0)} B in all, the bare subscriber's receive included)\n` +
           measured.profile.describe(measured.count, 8),
       );

@@ -9,12 +9,11 @@
 import assert from "node:assert/strict";
 import { publish, subscribe, type SubscriberInfo, Surface } from "../mod.ts";
 import { Child, sleep, uniqueName, waitUntil } from "./helpers.ts";
+import { testcard } from "./cli_helpers.ts";
 
 const linux = Deno.build.os === "linux";
 const ignore = !linux;
 const PY_PEER = new URL("./peers/py_peer.py", import.meta.url).pathname;
-const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
-const CLI_FLAGS = ["run", "--allow-ffi", "--allow-read", "--allow-write", "--allow-env"];
 
 /** A Python peer driven by commands (`py_peer.py script NAME`). */
 function scriptedPeer(name: string): Child {
@@ -137,13 +136,6 @@ Deno.test({
     }
   },
 });
-
-/** Starts `cli testcard NAME ARGS` and waits for its first line. */
-async function testcard(name: string, ...args: string[]): Promise<Child> {
-  const card = new Child(Deno.execPath(), [...CLI_FLAGS, CLI, "testcard", name, ...args]);
-  await card.line(`testcard ${name}:`);
-  return card;
-}
 
 /** Frames the subscription receives in `ms`; stops early (and says why) if the stream ends. */
 async function countFrames(

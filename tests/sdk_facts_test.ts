@@ -8,18 +8,14 @@
  */
 
 import assert from "node:assert/strict";
+import { compareWithFacts, currentTables } from "../tools/sdk_facts_compare.ts";
 import {
-  compareWithFacts,
-  currentTables,
-  extractFacts,
-  FACTS_PATH,
-  FFI_TABLES,
-  ffiSymbolNames,
   LIBSYSTEM_SUPPLEMENT_PATH,
   mergeLibsystemExports,
   parseLibsystemExports,
-  type SdkFacts,
-} from "../tools/sdk_facts_lib.ts";
+} from "../tools/sdk_facts_exports.ts";
+import { extractFacts } from "../tools/sdk_facts_extract.ts";
+import { FACTS_PATH, FFI_TABLES, ffiSymbolNames, type SdkFacts } from "../tools/sdk_facts_lib.ts";
 import { defaultLibsystemExports } from "../tools/sdk_facts.ts";
 
 const root = new URL("..", import.meta.url).pathname;

@@ -105,7 +105,7 @@ export const MUTANTS: Mutant[] = [
   // --- Issue 23: mutations the named tests once let through (its table, and found by reading) -
   {
     id: "gst-release-unheld-kept",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: 'if (!this.#release(client, releaseIdNumber(message))) throw new Error("not held");',
     replace: "if (!this.#release(client, releaseIdNumber(message))) continue;",
     tests: ["tests/gst_bridge_test.ts"],
@@ -118,7 +118,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/received.ts",
     find: "let cacheable = key !== Infinity;",
     replace: "let cacheable = false;",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_mappings_test.ts"],
     filter: "a surface that returns is not remapped",
     why: "issue 23: with the mapping cache off every frame is mapped again (the test compared " +
       "addresses, and mmap hands back the one just freed)",
@@ -220,7 +220,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "gst-duplicate-id-released",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/from_gst_buffers.ts",
     find: "if (this.#held.holds(buffer)) {",
     replace: "if (false) {",
     tests: ["tests/gst_duplicate_id_test.ts"],
@@ -262,7 +262,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/listener.ts",
     find: "wakeFd, spare: openSpare(),",
     replace: "wakeFd, spare: -1,",
-    tests: ["tests/hostile_test.ts"],
+    tests: ["tests/hostile_connections_test.ts"],
     filter: "a listener out of descriptors refuses the waiting client",
     why: "91c4025: without a spare descriptor a listener at EMFILE cannot accept-and-refuse the " +
       "waiting client, which then waits forever",
@@ -272,7 +272,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/channel/channel.ts",
     find: 'throw callersTimeout(error, "receive", options.timeout);',
     replace: "throw error;",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_connections_test.ts"],
     filter: "a TimeoutError names the caller's timeout",
     why: "70fa920: a TimeoutError named the backend's last wait slice, not the caller's timeout",
   },
@@ -296,7 +296,7 @@ export const MUTANTS: Mutant[] = [
     tests: ["tests/verify_test.ts"],
     filter: "the order is seals, size, access mode",
     why: "4f05432: a size read before the seals is not final: a sender shrinks the memfd in " +
-      "between and the receiver dies of SIGBUS (the race itself: tests/hostile_test.ts, " +
+      "between and the receiver dies of SIGBUS (the race itself: tests/hostile_messages_test.ts, " +
       "too rare to be a mutation's verdict)",
   },
   {
@@ -358,13 +358,13 @@ export const MUTANTS: Mutant[] = [
     file: "cli/preview.ts",
     find: "  if (!own.includes(host)) {",
     replace: "  if (false) {",
-    tests: ["tests/cli_test.ts"],
+    tests: ["tests/cli_preview_test.ts"],
     filter: "refuses foreign Hosts",
     why: "1a766ac: the preview served any Host header (DNS rebinding)",
   },
   {
     id: "from-gst-unbounded-holds",
-    file: "src/gst/from_gst.ts",
+    file: "src/gst/from_gst_buffers.ts",
     find: "if (this.#held.full) {",
     replace: "if (false) {",
     tests: ["tests/gst_bridge_test.ts"],
@@ -383,7 +383,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "to-gst-release-wait-per-release",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: "      client.armReadable(this.#clients.get(client)!.onReadable);",
     replace:
       "      client.waitReadable().then((ready) => this.#clients.get(client)?.onReadable(ready, " +
@@ -538,7 +538,7 @@ export const MUTANTS: Mutant[] = [
     file: "cli/preview.ts",
     find: "        refuseWithoutToken(request, url, actual, token);",
     replace: "        undefined;",
-    tests: ["tests/cli_test.ts"],
+    tests: ["tests/cli_preview_test.ts"],
     filter: "refuses foreign Hosts",
     why: "issue 18 defect 4: the preview served any local user who forged Host and Origin",
   },
@@ -547,7 +547,7 @@ export const MUTANTS: Mutant[] = [
     file: "cli/preview_page.ts",
     find: '    socket.send("ready");\n  };',
     replace: '    if (shown < 3) socket.send("ready");\n  };',
-    tests: ["tests/cli_test.ts"],
+    tests: ["tests/cli_preview_test.ts"],
     filter: "headless Chromium",
     why: "the preview keeps showing frames (its counter moves on), judged within 20 s instead " +
       "of a fixed 500 ms a starved Chromium could miss",
@@ -557,7 +557,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/backend.ts",
     find: "  libc().clock_gettime(0, /* CLOCK_REALTIME */ timespecBytes);",
     replace: "  libc().clock_gettime(1, /* CLOCK_MONOTONIC */ timespecBytes);",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_frames_test.ts"],
     filter: "the system real-time clock",
     why: "frames are stamped with the real-time clock, so that nowMicros() - timestamp is a " +
       "latency across processes and hosts; the test brackets it between two Date.now() readings " +
@@ -595,7 +595,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "to-gst-stall-clock-from-last-release",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: "if (state.held + 1 === this.#clientBudget) state.fullSince = now;",
     replace: "",
     tests: ["tests/gst_client_budget_test.ts"],
@@ -606,7 +606,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "to-gst-no-client-budget",
-    file: "src/gst/to_gst.ts",
+    file: "src/gst/to_gst_clients.ts",
     find: "      if (state.held < this.#clientBudget) {",
     replace: "      if (true) {",
     tests: ["tests/gst_client_budget_test.ts"],
@@ -648,8 +648,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "keep-last-off",
     file: "src/pubsub/publish.ts",
-    find: "      if (this.#keepLast) d.keepLast(message, backing.exportHandle());",
-    replace: "      if (false) d.keepLast(message, backing.exportHandle());",
+    find: "      if (this.#keepLast) d.held.keepLast(message, backing.exportHandle());",
+    replace: "      if (false) d.held.keepLast(message, backing.exportHandle());",
     tests: ["tests/pubsub_test.ts"],
     filter: "with keepLast (default) the last frame stays in use",
     why: "README: with keepLast (default) a late subscriber gets the last frame at once, so it " +
@@ -670,7 +670,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/socket_receiver.ts",
     find: "        for (let i = 0; i < received.count; i++) closeQuietly(fds[i]);\n",
     replace: "",
-    tests: ["tests/hostile_test.ts"],
+    tests: ["tests/hostile_messages_test.ts"],
     filter: "every malformed message is a typed ProtocolError, its fds are closed",
     why: "README: no message, however malformed, leaks the descriptors it brought",
   },
@@ -685,9 +685,9 @@ export const MUTANTS: Mutant[] = [
   },
   {
     id: "latest-keeps-oldest",
-    file: "src/pubsub/delivery.ts",
-    find: "      this.#release(older);\n      subscriber.dropped++;\n    }\n",
-    replace: "      this.#release(item);\n      subscriber.dropped++;\n      return;\n    }\n",
+    file: "src/pubsub/held_frames.ts",
+    find: "      this.release(older);\n      subscriber.dropped++;\n    }\n",
+    replace: "      this.release(item);\n      subscriber.dropped++;\n      return;\n    }\n",
     tests: ["tests/pubsub_test.ts"],
     filter: "a stalled 'latest' subscriber never slows the publisher, then gets the newest frame",
     why: "README: a 'latest' subscriber that falls behind gets the newest frame, not a stale one",
@@ -697,7 +697,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/listener.ts",
     find: "        if (!this.#allowPeer(peer)) {\n          closeQuietly(fd); // refused",
     replace: "        if (false) {\n          closeQuietly(fd); // refused",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_connections_test.ts"],
     filter: "peers are checked both ways; a refused client is skipped by accept()",
     why: "README: a peer allowPeer refuses (another uid by default) never comes out of accept()",
   },
@@ -706,7 +706,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/linux/received.ts",
     find: "    this.#unmapped = true;\n    detachBuffer(this.#buffer);\n",
     replace: "    this.#unmapped = true;\n",
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_mappings_test.ts"],
     filter: "received frames share one buffer per mapping, detached when the cache lets go",
     why: "README: views of a received frame are detached before its memory is unmapped, never " +
       "left dangling",
@@ -954,7 +954,7 @@ export const MUTANTS: Mutant[] = [
     id: "publish-last-before-subscribers",
     file: "src/pubsub/publish.ts",
     find: "      this.#busy();\n      let failure: unknown;",
-    replace: "      if (this.#keepLast) d.keepLast(message, backing.exportHandle());\n" +
+    replace: "      if (this.#keepLast) d.held.keepLast(message, backing.exportHandle());\n" +
       "      this.#busy();\n      let failure: unknown;",
     tests: ["tests/pubsub_subscribe_race_test.ts"],
     why: "issue 21 (found by the cross-runtime tests): a SUBSCRIBE drained inside send() was " +
@@ -1003,7 +1003,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/surface/surface_lifetime.ts",
     find: '    if (!(owner as SurfaceBacking).released) dropped(owner, "received");',
     replace: '    dropped(owner, "received");',
-    tests: ["tests/channel_test.ts"],
+    tests: ["tests/channel_mappings_test.ts"],
     filter: "not finalized again",
     why: "issue 20: received frames keep their registration after close(); the finalizer of a " +
       "closed frame must not release, count or warn again",
@@ -1189,7 +1189,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/to_gst.ts",
     find: "const message = this.#writer.recordFor(id, frame.timestamp);",
     replace: "const message = this.#writer.recordFor(id, frame.timestamp! + 33_333);",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_send_receive_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: each frame must arrive with the timestamp its sender gave that very frame; " +
       "one frame off is a wrong timestamp, not a late one",
@@ -1199,7 +1199,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/timestamp_meta.ts",
     find: "return Number((nanos + 1n) / 1000n) - NTP_TO_UNIX_MICROS;",
     replace: "return Number(nanos / 1000n) - NTP_TO_UNIX_MICROS;",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "NTP's 32.32",
     why: "issue 22: rtphdrextntp64 rounds down twice and may take 1 ns off; the µs timestamp " +
       "must still come back exactly",
@@ -1209,7 +1209,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network.ts",
     find: "        found = undefined;\n        break;",
     replace: "        break;",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "SenderTimestamps",
     why: "issue 22: a buffer carrying the timestamps of two frames (packets merged after a loss) " +
       "must not be republished with either",
@@ -1219,14 +1219,14 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network.ts",
     find: "if (timestamp === null || timestamp === this.#last) {",
     replace: "if (timestamp === null) {",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "SenderTimestamps",
     why: "issue 22: the previous frame's timestamp again (a depayloader that labelled a frame " +
       "with the next one's packet) must not be trusted",
   },
   {
     id: "publish-held-record-not-reused",
-    file: "src/pubsub/delivery.ts",
+    file: "src/pubsub/held_frames.ts",
     find: "      this.#spareItems.push(item);\n",
     replace: "",
     tests: ["tests/pubsub_allocation_test.ts"],
@@ -1258,7 +1258,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network.ts",
     find: "const joined = this.#senderMetas.take(timestamp);",
     replace: "const joined = this.#senderMetas.take(timestamp + 33_333);",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_send_receive_test.ts"],
     filter: "send / receive H.264:",
     why: "issue 22: the sender's metadata of a frame must arrive with that frame, joined by its " +
       "timestamp, not with its neighbour",
@@ -1268,7 +1268,7 @@ export const MUTANTS: Mutant[] = [
     file: "src/gst/network_meta.ts",
     find: "if (length < META_RECORD_HEADER - 4 || length > MAX_META_RECORD - 4) {",
     replace: "if (length < META_RECORD_HEADER - 4) {",
-    tests: ["tests/network_test.ts"],
+    tests: ["tests/network_timestamps_test.ts"],
     filter: "metadata records survive",
     why: "issue 22: a side-channel peer announcing a 2 GiB record must be cut off, not buffered",
   },

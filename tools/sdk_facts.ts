@@ -9,7 +9,9 @@
  * @module
  */
 
-import { compareWithFacts, extractFacts, FACTS_PATH } from "./sdk_facts_lib.ts";
+import { compareWithFacts } from "./sdk_facts_compare.ts";
+import { extractFacts } from "./sdk_facts_extract.ts";
+import { FACTS_PATH } from "./sdk_facts_lib.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 

@@ -15,6 +15,9 @@
  * counted as dropped, so a consumer that hoards frames cannot make
  * GStreamer's buffer pool grow without bound.
  *
+ * The bridge forwards; its buffers are made surfaces (adopted or copied)
+ * in `from_gst_buffers.ts`, held until released in `held_buffers.ts`.
+ *
  * @module
  */
 
@@ -28,20 +31,14 @@ import {
 import {
   PeerClosedError,
   type PeerCredentials,
-  ProtocolError,
   throwIfAborted,
   TimeoutError,
-  UnsupportedError,
 } from "../core/errors.ts";
-import { closeQuietly, fstatxNumbers, libc } from "../linux/libc.ts";
 import type { WaitEnded } from "../linux/poller.ts";
-import { LINUX } from "../linux/structs.ts";
 import { backend } from "../platform.ts";
 import type { Surface } from "../surface/surface.ts";
-import { foreignCacheSize, ForeignMemfdAdopter, sealForSharing } from "./adopt.ts";
-import { type GstVideoCaps, parseVideoCaps } from "./caps.ts";
-import { GeometryCache } from "./geometry_cache.ts";
-import { GstBufferCopier } from "./copy.ts";
+import type { GstVideoCaps } from "./caps.ts";
+import { BufferSurfaces } from "./from_gst_buffers.ts";
 import { HeldBuffers } from "./held_buffers.ts";
 import {
   defaultMeta,
@@ -52,7 +49,7 @@ import {
   heldForBudget,
   type SurfaceSink,
 } from "./from_gst_options.ts";
-import { type GstMessage, type GstNewBuffer, GstProtocolError } from "./protocol.ts";
+import type { GstMessage, GstNewBuffer } from "./protocol.ts";
 import { connectUnixFd, type UnixFdConnection } from "./socket.ts";
 
 /** The pause before reconnecting to a sink that went away: doubling from MIN to MAX (ms). */
@@ -79,14 +76,10 @@ function pauseFor(ms: number, signal: AbortSignal | undefined): Promise<void> {
  */
 export class GstSourceBridge {
   readonly #connection: UnixFdConnection;
-  /** Made at the first buffer, sized from its memfd (see {@link mappingCacheSize}). */
-  #adopter: ForeignMemfdAdopter | undefined;
   readonly #held: HeldBuffers;
+  /** The buffers made surfaces (adopted, or copied), under the caps sent last. */
+  readonly #buffers: BufferSurfaces;
   readonly #signal: AbortSignal | undefined;
-  readonly #copier: GstBufferCopier;
-  readonly #geometries = new GeometryCache();
-  #caps: GstVideoCaps | undefined;
-  #capsError: Error | undefined;
   #closed = false;
   /** The surface the sink is being handed (owned by the bridge like the held ones). */
   #sending: Surface | undefined;
@@ -101,9 +94,9 @@ export class GstSourceBridge {
   private constructor(connection: UnixFdConnection, options: FromGstOptions) {
     this.#connection = connection;
     const maxOutstanding = Math.max(1, options.maxOutstanding ?? 8);
-    this.#copier = new GstBufferCopier(maxOutstanding + 1);
     this.#signal = options.signal;
     this.#held = new HeldBuffers(connection, maxOutstanding);
+    this.#buffers = new BufferSurfaces(this.#held, this.#stats, maxOutstanding + 1);
   }
 
   /**
@@ -180,7 +173,7 @@ export class GstSourceBridge {
 
   /** The current caps, parsed (undefined before the first CAPS message). */
   get caps(): GstVideoCaps | undefined {
-    return this.#caps;
+    return this.#buffers.caps;
   }
 
   /** A snapshot of the counters. */
@@ -242,15 +235,7 @@ export class GstSourceBridge {
         }
         if (message.type === "eos") return this.#finish(run, undefined);
         if (message.type === "caps") {
-          // A client that connects before negotiation gets "NULL"; unusable caps only matter
-          // once a buffer comes under them.
-          this.#caps = undefined;
-          this.#capsError = undefined;
-          try {
-            this.#caps = parseVideoCaps(message.caps);
-          } catch (error) {
-            this.#capsError = error as Error;
-          }
+          this.#buffers.setCaps(message.caps);
           continue;
         }
         if (message.type !== "new-buffer") continue;
@@ -262,7 +247,7 @@ export class GstSourceBridge {
           // Planes spread over several memories: one surface cannot adopt them. Copy.
           return this.#forwardCopy(run, buffer, message.fds);
         }
-        const surface = this.#adoptBuffer(buffer, message.fds);
+        const surface = this.#buffers.adopt(buffer, message.fds);
         if (!surface) continue;
         // The bridge owns the surface from here until it closes it (no finalizer backs it up:
         // see `adoptHeld`): while the sink has it, close() closes it as `#sending`.
@@ -341,7 +326,7 @@ export class GstSourceBridge {
   }
 
   async #copyAndSend(run: ForwardRun, buffer: GstNewBuffer, fds: number[]): Promise<void> {
-    const copy = await this.#copyBuffer(buffer, fds);
+    const copy = await this.#buffers.copy(buffer, fds);
     if (!copy) return;
     try {
       await run.sink.send(copy, run.toMeta(buffer));
@@ -367,83 +352,6 @@ export class GstSourceBridge {
     else run.reject(error);
   }
 
-  /** Adopts a buffer's memfd as a surface, or gives the buffer back (returns undefined). Owns `fds`. */
-  #adoptBuffer(buffer: GstNewBuffer, fds: number[]): Surface | undefined {
-    let adopted = false;
-    try {
-      if (!this.#caps) {
-        throw this.#capsError ?? new GstProtocolError("BAD_CAPS", "NEW_BUFFER before any CAPS");
-      }
-      if (buffer.memoryType !== "memfd" || buffer.memories.length === 0) {
-        throw new UnsupportedError(
-          `from-gst: a buffer of ${buffer.memories.length} ${buffer.memoryType} memories; ` +
-            "the bridge takes fd memory (GStreamer's shm allocator), not DMABuf",
-        );
-      }
-      if (this.#held.holds(buffer)) {
-        // Never answered with RELEASE: GStreamer would take it for the held buffer's release
-        // and reuse memory a consumer still reads.
-        throw new GstProtocolError(
-          "DUPLICATE_ID",
-          `NEW_BUFFER with id ${buffer.id}, which the bridge still holds`,
-        );
-      }
-      if (this.#held.full) {
-        this.#stats.dropped++;
-        this.#held.release(buffer);
-        return undefined;
-      }
-      const fd = fds[0];
-      // Only memfds answer F_GET_SEALS: a pipe, socket or file is NOT_SHARED_MEMORY (as
-      // docs/errors.md says), not a size that does not fit.
-      if (libc().fcntl(fd, LINUX.F_GET_SEALS, 0) < 0) {
-        throw new ProtocolError("NOT_SHARED_MEMORY", "memory 0 is not a memfd");
-      }
-      sealForSharing(fd); // first: with shrink and grow sealed, the size read next is final
-      const fileSize = fstatxNumbers(fd).size;
-      const memory = buffer.memories[0];
-      const geometry = this.#geometries.get(
-        this.#caps,
-        buffer.videoMeta,
-        memory.offset,
-        memory.size,
-        fileSize,
-      );
-      this.#held.watch(fd);
-      this.#adopter ??= new ForeignMemfdAdopter(foreignCacheSize(fileSize));
-      const surface = this.#adopter.adoptHeld(fd, geometry);
-      adopted = true;
-      return surface;
-    } finally {
-      if (!adopted) { for (const fd of fds) closeQuietly(fd); }
-    }
-  }
-
-  /**
-   * Copies a buffer of several memories into a surface of surfaceport's own
-   * layout (`src/gst/copy.ts`), closes the descriptors and gives the buffer
-   * back to GStreamer at once. Returns undefined (the frame dropped) when
-   * every pooled surface is still held by subscribers.
-   */
-  async #copyBuffer(buffer: GstNewBuffer, fds: number[]): Promise<Surface | undefined> {
-    try {
-      const caps = this.#caps;
-      if (!caps) {
-        throw this.#capsError ?? new GstProtocolError("BAD_CAPS", "NEW_BUFFER before any CAPS");
-      }
-      if (buffer.memoryType !== "memfd") {
-        throw new UnsupportedError("from-gst: DMABuf memory is not supported; use system memory");
-      }
-      const surface = await this.#copier.copy(caps, buffer, fds);
-      if (surface) this.#stats.copies++;
-      else this.#stats.dropped++;
-      return surface;
-    } finally {
-      for (const fd of fds) closeQuietly(fd);
-      this.#held.release(buffer);
-    }
-  }
-
   /**
    * Disconnects from GStreamer (which then drops its references to every
    * buffer it sent us) and closes the surfaces the bridge still holds;
@@ -455,8 +363,7 @@ export class GstSourceBridge {
     this.#connection.close();
     this.#sending?.close();
     this.#held.close();
-    this.#adopter?.close();
-    this.#copier.close();
+    this.#buffers.close();
   }
 
   /** Same as {@link close}. */
@@ -473,9 +380,8 @@ export class GstSourceBridge {
     inspect: Inspect,
     options: InspectOptions,
   ): string {
-    const caps = this.#caps
-      ? `${this.#caps.format} ${this.#caps.width}x${this.#caps.height}`
-      : "no caps";
+    const current = this.#buffers.caps;
+    const caps = current ? `${current.format} ${current.width}x${current.height}` : "no caps";
     return `GstSourceBridge ${
       inspect({ peer: this.peer, caps, closed: this.#closed, ...this.stats }, options)
     }`;

@@ -21,7 +21,8 @@
 
 import { ClosedError, PeerClosedError, TimeoutError } from "../core/errors.ts";
 import { check, closeQuietly, libc, procFdPath } from "../linux/libc.ts";
-import { newEventFd, PollWaiter, type WaitEnded, wake } from "../linux/poller.ts";
+import { newEventFd, type WaitEnded, wake } from "../linux/poller.ts";
+import { PollWaiter } from "../linux/poll_wait.ts";
 import { LINUX } from "../linux/structs.ts";
 import type { Surface } from "../surface/surface.ts";
 import { copyBufferId } from "./decode.ts";

@@ -32,7 +32,8 @@ import type { SenderMetas } from "./network_meta.ts";
 import type { GstNewBuffer } from "./protocol.ts";
 import type { Surface } from "../surface/surface.ts";
 import { microsOfNtpNanos, ntpTimestampsOf } from "./timestamp_meta.ts";
-import { GstSinkBridge, type SurfaceFrame, type ToGstStats } from "./to_gst.ts";
+import { GstSinkBridge } from "./to_gst.ts";
+import type { SurfaceFrame, ToGstStats } from "./to_gst_options.ts";
 
 /** Counters of a {@link GstNetworkSender}. */
 export interface NetworkSenderStats extends ToGstStats {

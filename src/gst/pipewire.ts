@@ -52,7 +52,8 @@ import {
   pipeWireSourcePipeline,
 } from "./pipewire_pipelines.ts";
 import type { GstNewBuffer } from "./protocol.ts";
-import { GstSinkBridge, type SurfaceFrame, type ToGstStats } from "./to_gst.ts";
+import { GstSinkBridge } from "./to_gst.ts";
+import type { SurfaceFrame, ToGstStats } from "./to_gst_options.ts";
 
 /** How long a new sink pipeline's `unixfdsrc` may take to connect before the pipeline is restarted. */
 const STARTUP_CONNECT_MS = 5000;

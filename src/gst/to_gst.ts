@@ -28,6 +28,10 @@
  * side by side, each with a `sendTimeout` deadline: a client that stops
  * reading is cut off at the deadline and never holds up the others.
  *
+ * The bridge sends the frames; its clients (`to_gst_clients.ts`) are
+ * accepted, admitted and cut off there; its options and counters are in
+ * `to_gst_options.ts`.
+ *
  * @module
  */
 
@@ -38,141 +42,43 @@ import {
   inspectOnNode,
   type InspectOptions,
 } from "../core/inspect.ts";
-import { ClosedError, type PeerCredentials, TimeoutError } from "../core/errors.ts";
+import { TimeoutError } from "../core/errors.ts";
 import type { SurfaceGeometry } from "../core/geometry.ts";
 import { closeQuietly } from "../linux/libc.ts";
-import type { WaitEnded } from "../linux/poller.ts";
 import { backend } from "../platform.ts";
 import { backingOf, type Surface } from "../surface/surface.ts";
 import { capsOf } from "./caps.ts";
 import { FrameSlots, type Outstanding } from "./frame_slots.ts";
 import { LayoutCopies, type LayoutCopy } from "./layout_copy.ts";
-import { releaseIdNumber } from "./decode.ts";
 import { encodeCaps, encodeEos } from "./protocol.ts";
 import { NewBufferWriter } from "./new_buffer_writer.ts";
 import { UnixFdServer } from "./socket.ts";
+import { ToGstClients } from "./to_gst_clients.ts";
+import type { SurfaceFrame, ToGstOptions, ToGstStats } from "./to_gst_options.ts";
 import type { UnixFdConnection } from "./unixfd_connection.ts";
-
-/** A received frame as the to-gst bridge needs it (`Frame` from a channel or a subscription). */
-export interface SurfaceFrame {
-  /** The frame's surface. */
-  readonly surface: Surface;
-  /** When the producer sent it (µs since the Unix epoch), if known: passed to `onReleased`. */
-  readonly timestamp?: number;
-  /** Closes the frame. */
-  close(): void;
-}
-
-/** Options of {@link GstSinkBridge.listen}. */
-export interface ToGstOptions {
-  /** Which unixfdsrc processes may connect; default: the same uid as this process. */
-  allowPeer?: (peer: PeerCredentials) => boolean;
-  /** Most frames held for GStreamer at once, all clients together (default 2). */
-  maxOutstanding?: number;
-  /**
-   * Most frames one client holds at once (default 2: a sink keeps its last
-   * buffer until the next arrives); more frames skip it.
-   */
-  clientBudget?: number;
-  /**
-   * A client that holds its whole budget for this long (ms) without
-   * releasing anything is disconnected (default 2000).
-   */
-  stallTimeout?: number;
-  /**
-   * How long (ms) one message may wait for room in a client's socket before
-   * that client is disconnected (default 1000).
-   */
-  sendTimeout?: number;
-  /** Framerate to announce in the caps (default 0/1: variable). */
-  fps?: number;
-  /** Aborts {@link GstSinkBridge.run}. */
-  signal?: AbortSignal;
-  /**
-   * Called when every client gave a frame back (RELEASE_BUFFER or
-   * disconnect), with the frame's `timestamp`: `nowMicros() - timestamp` is
-   * how long the frame took from its producer through GStreamer and back.
-   */
-  onReleased?: (timestamp: number | undefined) => void;
-  /**
-   * Attach each frame's timestamp as a `GstReferenceTimestampMeta`
-   * (`timestamp/x-ntp`, see `timestamp_meta.ts`), for a pipeline that
-   * carries it on (the network sender's RTP header extension). Default false.
-   */
-  ntpTimestamps?: boolean;
-}
-
-/** Counters of a to-gst bridge, for `watch`-style display. */
-export interface ToGstStats {
-  /** Frames taken from surfaceport. */
-  received: number;
-  /** Frames sent to GStreamer as the producer's own memory (no copy). */
-  zeroCopy: number;
-  /** Frames copied into GStreamer's layout first. */
-  copies: number;
-  /** Frames dropped: no client connected or able to take it, or `maxOutstanding` held. */
-  dropped: number;
-  /** Times a frame skipped a client that held its whole `clientBudget`. */
-  skipped: number;
-  /** Clients disconnected for holding their budget past `stallTimeout` or a send past `sendTimeout`. */
-  cutOff: number;
-  /** Accepts that failed (out of descriptors: the waiting client was refused), then retried. */
-  acceptFailures: number;
-  /** Frames every client gave back (RELEASE_BUFFER or disconnect). */
-  released: number;
-  /** Frames held right now. */
-  outstanding: number;
-  /** Connected unixfdsrc clients. */
-  clients: number;
-}
 
 /** What {@link GstSinkBridge.send} returns when nothing is left to wait for. */
 const SETTLED: Promise<void> = Promise.resolve();
-
-/** What the bridge knows of one connected client. */
-interface ClientState {
-  readonly client: UnixFdConnection;
-  /** Frames it holds (sent, not released). */
-  held: number;
-  /**
-   * When the frame that filled its budget was admitted (ms,
-   * `performance.now()`): still at its budget `stallTimeout` later, it is
-   * cut off. From that moment, not from its last release: a client that
-   * released everything and then saw no frame for a while (a pause in the
-   * stream) is not stalled the instant it holds its budget again.
-   */
-  fullSince: number;
-  /** The id of the last frame admitted to it. */
-  admittedFor: number;
-  /** Its wait for releases ended (made once per client). */
-  readonly onReadable: WaitEnded;
-}
 
 /**
  * A unixfd server handing surfaceport frames to `unixfdsrc` clients.
  * Create with {@link GstSinkBridge.listen}, then {@link run} over frames.
  */
 export class GstSinkBridge {
-  readonly #server: UnixFdServer;
-  readonly #clients = new Map<UnixFdConnection, ClientState>();
-  /** The same clients as a list, walked by index on every frame (no iterator or entry pair). */
-  readonly #clientList: ClientState[] = [];
+  /** The clients, their budgets and their releases. */
+  readonly #clients: ToGstClients;
   /** The frames the clients hold. */
   readonly #frames: FrameSlots;
   readonly #copies: LayoutCopies;
   readonly #maxOutstanding: number;
-  readonly #clientBudget: number;
-  readonly #stallTimeout: number;
   readonly #sendTimeout: number;
   readonly #fps: number | undefined;
   readonly #signal: AbortSignal | undefined;
   readonly #onReleased: ((timestamp: number | undefined) => void) | undefined;
   /** The NEW_BUFFER of each frame, in the current layout. */
   readonly #writer: NewBufferWriter;
-  #caps: string | undefined;
   #nextId = 1;
   #closed = false;
-  #accepting: Promise<void>;
   #stats: ToGstStats = {
     received: 0,
     zeroCopy: 0,
@@ -187,21 +93,26 @@ export class GstSinkBridge {
   };
 
   private constructor(server: UnixFdServer, options: ToGstOptions) {
-    this.#server = server;
     this.#maxOutstanding = Math.max(1, options.maxOutstanding ?? 2);
     this.#copies = new LayoutCopies(this.#maxOutstanding);
     this.#frames = new FrameSlots((timestamp) => {
       this.#stats.released++;
       this.#onReleased?.(timestamp);
     });
-    this.#clientBudget = Math.max(1, options.clientBudget ?? 2);
-    this.#stallTimeout = Math.max(0, options.stallTimeout ?? 2000);
+    const clientBudget = Math.max(1, options.clientBudget ?? 2);
+    const stallTimeout = Math.max(0, options.stallTimeout ?? 2000);
     this.#sendTimeout = Math.max(0, options.sendTimeout ?? 1000);
     this.#fps = options.fps;
     this.#writer = new NewBufferWriter(options.ntpTimestamps ?? false);
     this.#signal = options.signal;
     this.#onReleased = options.onReleased;
-    this.#accepting = this.#acceptLoop();
+    this.#clients = new ToGstClients(
+      server,
+      this.#frames,
+      this.#stats,
+      { clientBudget, stallTimeout, sendTimeout: this.#sendTimeout },
+      this.#signal,
+    );
   }
 
   /**
@@ -218,7 +129,7 @@ export class GstSinkBridge {
 
   /** The socket address served. */
   get address(): string {
-    return this.#server.address;
+    return this.#clients.address;
   }
 
   /** A snapshot of the counters. */
@@ -305,7 +216,7 @@ export class GstSinkBridge {
     try {
       // Whatever happens to this frame: clients stalled at their budget are cut off here.
       // From here to the sends nothing waits, so the clients' admission marks stay this frame's.
-      const admitted = this.#closed ? 0 : this.#admit(id);
+      const admitted = this.#closed ? 0 : this.#clients.admit(id);
       if (admitted === 0 || this.#frames.count >= this.#maxOutstanding) {
         this.#stats.dropped++; // no client, every client at its budget, or maxOutstanding held
         frame.close();
@@ -343,8 +254,9 @@ export class GstSinkBridge {
     try {
       const backing = backingOf(surface, "GstSinkBridge.send");
       // Backwards: a client dropped on the way is spliced out behind us.
-      for (let i = this.#clientList.length - 1; i >= 0; i--) {
-        const state = this.#clientList[i];
+      const clients = this.#clients.list;
+      for (let i = clients.length - 1; i >= 0; i--) {
+        const state = clients[i];
         if (state.admittedFor !== id) continue; // not admitted, or joined after the check
         // One locked description per client: GStreamer's mapping keeps the frame in use.
         const handle = backing.exportHandle();
@@ -402,7 +314,7 @@ export class GstSinkBridge {
       sent = client.trySend(message, message.length, handle);
     } catch {
       closeQuietly(handle);
-      this.#dropClient(client);
+      this.#clients.drop(client);
       return undefined;
     }
     if (sent === message.length) {
@@ -421,7 +333,7 @@ export class GstSinkBridge {
       await client.send(rest, handle >= 0 ? [handle] : [], performance.now() + this.#sendTimeout);
     } catch (error) {
       if (error instanceof TimeoutError) this.#stats.cutOff++;
-      this.#dropClient(client);
+      this.#clients.drop(client);
     } finally {
       closeQuietly(handle);
     }
@@ -431,132 +343,15 @@ export class GstSinkBridge {
   async #newLayout(geometry: SurfaceGeometry): Promise<void> {
     this.#writer.setLayout(geometry.format, geometry.width, geometry.height);
     const caps = capsOf(geometry.format, geometry.width, geometry.height, this.#fps);
-    if (caps !== this.#caps) {
-      this.#caps = caps;
-      await this.#broadcast(encodeCaps(caps), []);
+    if (caps !== this.#clients.caps) {
+      this.#clients.caps = caps;
+      await this.#clients.broadcast(encodeCaps(caps), []);
     }
-  }
-
-  /**
-   * Marks the clients that may take one more frame now with `id`; returns
-   * how many. A client at its budget is skipped, and cut off once it has
-   * been there for `stallTimeout`.
-   */
-  #admit(id: number): number {
-    const now = performance.now();
-    let admitted = 0;
-    for (let i = this.#clientList.length - 1; i >= 0; i--) {
-      const state = this.#clientList[i];
-      if (state.held < this.#clientBudget) {
-        state.admittedFor = id;
-        if (state.held + 1 === this.#clientBudget) state.fullSince = now; // this frame fills it
-        admitted++;
-        continue;
-      }
-      this.#stats.skipped++;
-      if (now - state.fullSince > this.#stallTimeout) {
-        this.#stats.cutOff++;
-        this.#dropClient(state.client);
-      }
-    }
-    return admitted;
   }
 
   /** Sends EOS to every client. */
   async endOfStream(): Promise<void> {
-    await this.#broadcast(encodeEos(), []);
-  }
-
-  async #broadcast(message: Uint8Array, fds: number[]): Promise<void> {
-    const deadline = performance.now() + this.#sendTimeout;
-    await Promise.all([...this.#clients.keys()].map(async (client) => {
-      try {
-        await client.send(message, fds, deadline);
-      } catch (error) {
-        if (error instanceof TimeoutError) this.#stats.cutOff++;
-        this.#dropClient(client);
-      }
-    }));
-  }
-
-  #dropClient(client: UnixFdConnection): void {
-    const state = this.#clients.get(client);
-    if (!state) return;
-    this.#clients.delete(client);
-    this.#clientList.splice(this.#clientList.indexOf(state), 1);
-    client.close();
-    this.#frames.dropClient(client);
-  }
-
-  /** `client` gave back frame `id` (RELEASE_BUFFER): false if it did not hold it. */
-  #release(client: UnixFdConnection, id: number): boolean {
-    const entry = this.#frames.find(id);
-    if (!entry || !entry.pending.includes(client)) return false;
-    const state = this.#clients.get(client);
-    if (state) state.held--;
-    this.#frames.release(entry, client);
-    return true;
-  }
-
-  /**
-   * Accepts clients until closed or aborted. An accept that fails (out of
-   * descriptors: the waiting client was refused) is retried after a pause
-   * of 10 ms doubling to 1 s, never ends the loop: a bridge that stopped
-   * accepting would leave every later client queued with no answer.
-   */
-  async #acceptLoop(): Promise<void> {
-    let pause = 10;
-    while (!this.#closed) {
-      let client: UnixFdConnection;
-      try {
-        client = await this.#server.accept(this.#signal);
-        pause = 10;
-      } catch (error) {
-        if (this.#closed || this.#signal?.aborted || error instanceof ClosedError) return;
-        this.#stats.acceptFailures++;
-        await new Promise((resolve) => setTimeout(resolve, pause));
-        pause = Math.min(pause * 2, 1000);
-        continue;
-      }
-      const state: ClientState = {
-        client,
-        held: 0,
-        fullSince: 0,
-        admittedFor: 0,
-        onReadable: (ready, failure) => {
-          if (!ready || failure !== undefined) this.#dropClient(client); // closed, or the poll failed
-          else this.#readReleases(client);
-        },
-      };
-      this.#clients.set(client, state);
-      this.#clientList.push(state);
-      if (this.#caps) {
-        client.send(encodeCaps(this.#caps), [], performance.now() + this.#sendTimeout)
-          .catch(() => this.#dropClient(client));
-      }
-      this.#readReleases(client);
-    }
-  }
-
-  /**
-   * Reads the client's RELEASE_BUFFERs as they come: whatever is waiting,
-   * then a park on the shared poll through the connection's one wait record,
-   * re-armed after each (no promise, record or async frame per release: a
-   * release costs only the poll's round). Drops the client when it goes
-   * away, misbehaves, or releases an id it does not hold (as unixfdsink).
-   */
-  #readReleases(client: UnixFdConnection): void {
-    try {
-      for (;;) {
-        const message = client.tryReceive();
-        if (!message) break;
-        if (message.type !== "release-buffer") continue;
-        if (!this.#release(client, releaseIdNumber(message))) throw new Error("not held");
-      }
-      client.armReadable(this.#clients.get(client)!.onReadable);
-    } catch {
-      this.#dropClient(client); // disconnected, closed or misbehaved
-    }
+    await this.#clients.broadcast(encodeEos(), []);
   }
 
   /**
@@ -566,11 +361,9 @@ export class GstSinkBridge {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#server.close();
-    for (const client of [...this.#clients.keys()]) this.#dropClient(client);
+    this.#clients.close(); // (GStreamer then drops its buffers)
     this.#frames.close();
     this.#copies.close();
-    this.#accepting.catch(() => {});
   }
 
   /** Same as {@link close}. */
@@ -589,7 +382,7 @@ export class GstSinkBridge {
   ): string {
     return `GstSinkBridge ${
       inspect(
-        { address: this.address, caps: this.#caps, closed: this.#closed, ...this.stats },
+        { address: this.address, caps: this.#clients.caps, closed: this.#closed, ...this.stats },
         options,
       )
     }`;

@@ -19,7 +19,8 @@ import {
   throwIfAborted,
 } from "../core/errors.ts";
 import { addressOf, closeQuietly, ERRNO, libc, readErrno, systemError } from "../linux/libc.ts";
-import { newEventFd, PollWaiter, type WaitEnded, waitReady, wake } from "../linux/poller.ts";
+import { newEventFd, type WaitEnded, wake } from "../linux/poller.ts";
+import { PollWaiter, waitReady } from "../linux/poll_wait.ts";
 import {
   CMSGHDR_SIZE,
   cmsgSpace,

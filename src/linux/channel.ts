@@ -27,7 +27,8 @@ import type {
 import { ClosedError, type PeerCredentials, throwIfAborted } from "../core/errors.ts";
 import { doorbellStats } from "./doorbell.ts";
 import { closeQuietly, libc } from "./libc.ts";
-import { newEventFd, PollWaiter, waitReady, wake } from "./poller.ts";
+import { newEventFd, wake } from "./poller.ts";
+import { PollWaiter, waitReady } from "./poll_wait.ts";
 import { MappingCache } from "./received.ts";
 import { SocketReceiver } from "./socket_receiver.ts";
 import { SocketSender } from "./socket_sender.ts";

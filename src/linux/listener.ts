@@ -42,7 +42,8 @@ import {
   type SocketFile,
   type UnixSocketAddress,
 } from "./bind.ts";
-import { waitReady, wake } from "./poller.ts";
+import { wake } from "./poller.ts";
+import { waitReady } from "./poll_wait.ts";
 import { SocketConnection } from "./channel.ts";
 import { bellTower } from "./bell_tower.ts";
 import { encodeSockaddrUn, LINUX } from "./structs.ts";

@@ -1,21 +1,25 @@
 /**
  * The process-wide reactor of the Linux backend: every parked wait (a
  * channel's receive or send, a listener's accept, a pool waiting for a
- * release) joins one `poll` on one worker thread.
+ * release) joins one `poll` on one worker thread. Callers park through
+ * `poll_wait.ts` (`PollWaiter`, `waitReady`); where the runtime has no poll
+ * thread the rounds run as nonblocking calls (`poll_nonblocking.ts`). Also
+ * the eventfd a wait is woken through ({@link newEventFd}, {@link wake}).
  *
  * @module
  */
 
-import { throwIfAborted, TimeoutError } from "../core/errors.ts";
-import { check, ERRNO, libc, readErrno, systemError } from "./libc.ts";
+import { TimeoutError } from "../core/errors.ts";
+import { check, ERRNO, libc, systemError } from "./libc.ts";
 import { decodePollRevents, encodePollfd, LINUX, POLLFD_SIZE } from "./structs.ts";
 import { type PollThread, runtime } from "../../ffi/runtime.ts";
 import { LIBC_PATH } from "../../ffi/linux.ts";
+import { NonblockingPoll } from "./poll_nonblocking.ts";
 
 /**
- * How a wait ended, as a {@link PollWaiter}'s callback gets it: `failure`
- * undefined and `ready` true (the fd is ready) or false (woken through the
- * wake fd: re-check your state); or `failure` set, the wait's
+ * How a wait ended, as a `PollWaiter`'s callback (`poll_wait.ts`) gets it:
+ * `failure` undefined and `ready` true (the fd is ready) or false (woken
+ * through the wake fd: re-check your state); or `failure` set, the wait's
  * `TimeoutError`, its signal's reason (never undefined: an abort without
  * one has a `DOMException`) or the poll's error.
  */
@@ -26,7 +30,7 @@ export type WaitEnded = (ready: boolean, failure: unknown) => void;
  * `deadline`. Reused: its owner re-arms it for the next wait (a parked
  * receive per frame costs no record, closure, array or promise of its own).
  */
-class Waiter {
+export class Waiter {
   fd = -1;
   events = 0;
   /** Its index in the poller's list while parked there, else -1. */
@@ -52,6 +56,11 @@ class Waiter {
     this.ended = ended;
   }
 
+  /** Parks it in the shared poll (its owner has filled it in). */
+  park(): void {
+    poller.add(this);
+  }
+
   /** Settles the wait: true (fd ready), false (woken), or an error. */
   settle(result: boolean | Error): void {
     if (result instanceof Error) this.#end(false, result);
@@ -74,148 +83,6 @@ class Waiter {
       });
     }
   }
-}
-
-/**
- * A wait record its owner keeps and re-arms, for a wait repeated per frame:
- * {@link arm} parks it in the shared poll and allocates nothing (no promise,
- * record or closure per wait: what the runtime's poll costs per round
- * remains); the callback its owner made once is called when the wait ends.
- * At most one wait at a time.
- */
-export class PollWaiter {
-  readonly #waiter: Waiter;
-
-  /** `ended` is called once per {@link arm}, from the poller (it must not throw). */
-  constructor(ended: WaitEnded) {
-    this.#waiter = new Waiter(ended);
-  }
-
-  /** True while armed (parked in the poll). */
-  get armed(): boolean {
-    return this.#waiter.slot >= 0;
-  }
-
-  /**
-   * Parks until `fd` is ready for `events`, the wake fd fires, the deadline
-   * passes or the signal aborts, as {@link waitReady} does. Throws (and
-   * stays unarmed) if the signal has aborted, the deadline has passed or it
-   * is armed already.
-   */
-  arm(
-    fd: number,
-    events: number,
-    wakeFd: number,
-    operation: string,
-    deadline: number,
-    signal: AbortSignal | undefined,
-  ): void {
-    const waiter = this.#waiter;
-    if (waiter.slot >= 0) throw new Error("internal: PollWaiter armed twice");
-    throwIfAborted(signal);
-    const remaining = deadline === Infinity ? Infinity : deadline - performance.now();
-    if (remaining <= 0) throw new TimeoutError(operation, Math.round(remaining));
-    waiter.fd = fd;
-    waiter.events = events;
-    waiter.wakeFd = wakeFd;
-    waiter.deadline = deadline;
-    waiter.operation = operation;
-    waiter.timeout = remaining === Infinity ? 0 : Math.round(remaining);
-    waiter.signal = signal;
-    signal?.addEventListener("abort", waiter.onAbort, { once: true });
-    poller.add(waiter);
-  }
-}
-
-/** A pooled record's promise: {@link waitReady}'s. */
-class PromisedWait {
-  resolve: (ready: boolean) => void = ignore;
-  reject: (error: unknown) => void = ignore;
-  readonly waiter: PollWaiter = new PollWaiter((ready, failure) => {
-    const { resolve, reject } = this;
-    this.resolve = ignore;
-    this.reject = ignore;
-    if (idleWaits.length < MAX_IDLE_WAITS) idleWaits.push(this);
-    if (failure === undefined) resolve(ready);
-    else reject(failure);
-  });
-}
-
-function ignore(): void {}
-
-/** Settled {@link waitReady} records kept for reuse (more are made while more waits are parked at once). */
-const idleWaits: PromisedWait[] = [];
-const MAX_IDLE_WAITS = 64;
-
-/** The record whose promise is being made: {@link captureResolvers} fills it (no closure per wait). */
-let capturing: PromisedWait | undefined;
-
-function captureResolvers(resolve: (ready: boolean) => void, reject: (error: unknown) => void) {
-  capturing!.resolve = resolve;
-  capturing!.reject = reject;
-}
-
-/**
- * The shared poll as a nonblocking call, where the runtime has no
- * {@link PollThread} (Node, Bun): a round asked for begins one microtask
- * later (until then {@link hold} lets waits added in the same turn join
- * it), and the call's promise reports its return. errno belongs to the
- * thread that polled: a failed poll is asked again here, with timeout 0,
- * to tell `EINTR` (reported as such) from a real failure.
- */
-class NonblockingPoll implements PollThread {
-  #fds = runtime.sharedBytes(8 * POLLFD_SIZE);
-  #nfds = 0;
-  #timeout = 0;
-  /** Asked for and not begun. */
-  #asked = false;
-
-  readonly onReturn: (result: number, errno: number) => void;
-  readonly onFailed: (error: Error) => void;
-
-  constructor(
-    onReturn: (result: number, errno: number) => void,
-    onFailed: (error: Error) => void,
-  ) {
-    this.onReturn = onReturn;
-    this.onFailed = onFailed;
-  }
-
-  fds(size: number): Uint8Array {
-    if (this.#fds.length < size) this.#fds = runtime.sharedBytes(size);
-    return this.#fds;
-  }
-
-  start(nfds: number, timeout: number): void {
-    this.#nfds = nfds;
-    this.#timeout = timeout;
-    if (this.#asked) return;
-    this.#asked = true;
-    // (A reaction on a settled promise: a third cheaper than queueMicrotask in Deno.)
-    SETTLED.then(this.#begin);
-  }
-
-  hold(): boolean {
-    return this.#asked;
-  }
-
-  readonly #begin = (): void => {
-    this.#asked = false;
-    try {
-      const nfds = nfdsValues[this.#nfds] ??= BigInt(this.#nfds);
-      libc().poll_wait(this.#fds, nfds, this.#timeout).then(this.#returned, this.onFailed);
-    } catch (error) {
-      this.onFailed(error as Error);
-    }
-  };
-
-  readonly #returned = (result: number): void => {
-    let errno = 0;
-    if (result < 0) {
-      errno = libc().poll(this.#fds, nfdsValues[this.#nfds]!, 0) < 0 ? readErrno() : ERRNO.EINTR;
-    }
-    this.onReturn(result, errno);
-  };
 }
 
 /**
@@ -464,9 +331,6 @@ class Poller {
 /** A settled promise: a reaction to it runs one microtask later. */
 const SETTLED = Promise.resolve();
 
-/** `nfds_t` arguments as BigInts, made once per count (not one per poll). */
-const nfdsValues: bigint[] = [];
-
 /** The shared poll's thread could not be made or failed: said once, on stderr. */
 function warnThreadFailed(error: unknown): void {
   console.warn(
@@ -521,41 +385,6 @@ export function sharedPollRunner(): "thread" | "calls" | "none" {
  */
 export function openPollerControlFd(): void {
   poller.openControlFd();
-}
-
-/**
- * Waits (parked in the shared {@link Poller}) until `fd` is ready for
- * `events`, the wake fd fires, the deadline passes or the signal aborts.
- * Returns true if `fd` is ready; false on a wake-up (the caller re-checks
- * its state). Allocates the promise it returns and nothing else (without a
- * signal; with one, the listener's registration).
- */
-export function waitReady(
-  fd: number,
-  events: number,
-  wakeFd: number,
-  operation: string,
-  deadline: number,
-  signal: AbortSignal | undefined,
-): Promise<boolean> {
-  try {
-    throwIfAborted(signal);
-  } catch (error) {
-    return Promise.reject(error);
-  }
-  const wait = idleWaits.pop() ?? new PromisedWait();
-  capturing = wait;
-  const promise = new Promise<boolean>(captureResolvers);
-  capturing = undefined;
-  try {
-    wait.waiter.arm(fd, events, wakeFd, operation, deadline, signal);
-  } catch (error) {
-    wait.resolve = ignore;
-    wait.reject = ignore;
-    idleWaits.push(wait);
-    return Promise.reject(error);
-  }
-  return promise;
 }
 
 const one = new Uint8Array(new BigUint64Array([1n]).buffer);

@@ -34,7 +34,7 @@ import {
   trySetOfdLock,
 } from "./libc.ts";
 import { detachBuffer, sharedBuffer } from "../core/shared_buffer.ts";
-import { waitReady } from "./poller.ts";
+import { waitReady } from "./poll_wait.ts";
 import { LINUX } from "./structs.ts";
 import { type Pointer, runtime } from "../../ffi/runtime.ts";
 

@@ -6,7 +6,7 @@
  * ("latest", plain peers) or queued ("queue") and sent when its credit
  * comes; stalled and misbehaving subscribers cut off. `Publisher`
  * (`publish.ts`) owns the name, the accept loop and `send()`; this owns
- * every subscriber's state.
+ * every subscriber's state, and the frames held for them (`held_frames.ts`).
  *
  * In the steady state — each subscriber takes every frame while `send()`
  * runs — a frame costs each subscriber one `recvmsg` for its credit and one
@@ -27,6 +27,7 @@ import {
   MESSAGE_SUBSCRIBE,
 } from "../wire/pubsub_wire.ts";
 import { BlockedWatch, type Budget } from "./budget.ts";
+import { HeldFrames } from "./held_frames.ts";
 import {
   type FrameMessage,
   MessagePool,
@@ -53,41 +54,31 @@ export const SendOutcome = {
   Failed: 2,
 } as const;
 
-/** How many records of held frames a {@link Delivery} keeps for reuse. */
-const SPARE_ITEMS = 16;
-
 /** Every subscriber of one publisher and how frames reach each. */
 export class Delivery {
   /** The connected subscribers. */
   readonly subscribers: Set<SubscriberState> = new Set();
   /** The frames' messages, reused from frame to frame. */
   readonly messages: MessagePool = new MessagePool();
+  /** The frames held for subscribers, and the most recent frame kept for new ones. */
+  readonly held: HeldFrames;
   /** Why the last {@link sendNow} that returned {@link SendOutcome.Failed} failed. */
   failure: unknown;
   /** No frame was sent lately: every subscriber gets a parked wait (to see hang-ups). */
   idle = true;
   /** Subscribers cut off: stalled, or broke the control protocol. */
   cutOff = 0;
-  readonly #backend: Backend;
   readonly #budget: Budget;
   readonly #blocked: BlockedWatch;
   readonly #membershipChanged: () => void;
   /** {@link subscribers} as an array for the send loop, rebuilt only after it changed. */
   #list: SubscriberState[] = [];
   #listStale = false;
-  /**
-   * Records of frames held for "latest" subscribers, reused: a subscriber a
-   * frame behind has one held every frame. (Not those of a `send()` waiting
-   * for "queue" subscribers: its batch keeps them to withdraw.)
-   */
-  readonly #spareItems: Outgoing[] = [];
-  /** The most recent frame, kept for new subscribers: its own copy of the message. */
-  #last: Outgoing | undefined;
   #closed = false;
 
   /** `membershipChanged` is called when a subscriber comes or goes. */
   constructor(over: Backend, budget: Budget, membershipChanged: () => void) {
-    this.#backend = over;
+    this.held = new HeldFrames(over, this.messages);
     this.#budget = budget;
     this.#membershipChanged = membershipChanged;
     this.#blocked = new BlockedWatch(
@@ -117,7 +108,7 @@ export class Delivery {
       if (subscriber.state !== "pending" || !this.drainControl(subscriber)) return;
       if (subscriber.state === "pending") {
         subscriber.state = "plain";
-        this.#offerLast(subscriber);
+        this.held.offerLast(subscriber);
       }
       this.pump(subscriber);
       this.#blocked.note(subscriber);
@@ -160,75 +151,6 @@ export class Delivery {
     return SendOutcome.Done;
   }
 
-  /** A record for a frame held for a subscriber: `message` (the caller's hold on it) and `handle`. */
-  item(message: FrameMessage, handle: number): Outgoing {
-    const item = this.#spareItems.pop();
-    if (item === undefined) return { message, handle, batch: undefined };
-    item.message = message;
-    item.handle = handle;
-    return item;
-  }
-
-  /** `item` is sent or released, and nothing refers to it any more: reused if it has no batch. */
-  #recycle(item: Outgoing): void {
-    if (item.batch === undefined && this.#spareItems.length < SPARE_ITEMS) {
-      this.#spareItems.push(item);
-    }
-  }
-
-  /** Holds `item` as the subscriber's newest frame, releasing (dropping) an older one. */
-  hold(subscriber: SubscriberState, item: Outgoing): void {
-    const older = subscriber.pending;
-    if (older) {
-      this.#release(older);
-      subscriber.dropped++;
-    }
-    subscriber.pending = item;
-  }
-
-  /**
-   * Keeps `message` with `handle` (owned here now) as the most recent frame,
-   * in a copy of its own: rewritten in place while no new subscriber holds
-   * the previous one.
-   */
-  keepLast(message: FrameMessage, handle: number): void {
-    const last = this.#last;
-    if (!last) {
-      const copy = this.messages.take(message.bytes.length);
-      copy.bytes.set(message.bytes);
-      copy.geometry = message.geometry;
-      this.#last = { message: copy, handle };
-      return;
-    }
-    this.#backend.releaseHandle(last.handle);
-    last.handle = handle;
-    let copy = last.message;
-    if (copy.holders !== 1 || copy.bytes.length !== message.bytes.length) {
-      this.messages.release(copy);
-      copy = this.messages.take(message.bytes.length);
-      last.message = copy;
-    }
-    copy.bytes.set(message.bytes);
-    copy.geometry = message.geometry;
-  }
-
-  /**
-   * Holds the most recent frame for a subscriber that has been sent nothing
-   * and holds nothing yet, once it is subscribed or plain (not at connect:
-   * a peer that connects and leaves at once costs no capability).
-   */
-  #offerLast(subscriber: SubscriberState): void {
-    const last = this.#last;
-    if (!last || subscriber.sent > 0 || subscriber.hasWaiting) return;
-    try {
-      const handle = this.#backend.duplicateHandle(last.handle);
-      last.message.holders++;
-      subscriber.pending = { message: last.message, handle };
-    } catch {
-      // out of descriptors: this subscriber starts with the next frame
-    }
-  }
-
   /** Applies one control message; throws on a protocol violation. */
   #handleControl(subscriber: SubscriberState, bytes: Uint8Array): void {
     const type = checkControlMessage(bytes);
@@ -243,7 +165,7 @@ export class Delivery {
       subscriber.depth = Math.min(depth, this.#budget.maxDepth);
       // inFlight stays: every frame sent on the connection (a plain peer's too) needs a credit.
       subscriber.state = "subscribed";
-      this.#offerLast(subscriber);
+      this.held.offerLast(subscriber);
       if (subscriber.policy === "queue" && subscriber.pending) {
         subscriber.queue.push(subscriber.pending);
         subscriber.pending = undefined;
@@ -400,7 +322,7 @@ export class Delivery {
       this.messages.release(item.message);
       subscriber.sent++;
       item.batch?.done();
-      this.#recycle(item);
+      this.held.recycle(item);
     }
     this.waitIfNeeded(subscriber); // e.g. out of credit with a frame held
     this.#blocked.note(subscriber);
@@ -450,7 +372,7 @@ export class Delivery {
         } finally {
           this.messages.release(item.message);
         }
-        this.#recycle(item);
+        this.held.recycle(item);
         item = !subscriber.closed && subscriber.hasCredit ? this.#next(subscriber) : undefined;
       }
     } catch {
@@ -459,13 +381,6 @@ export class Delivery {
       subscriber.sending = false;
     }
     this.pump(subscriber); // what came meanwhile, and the wait for credits or hang-ups
-  }
-
-  /** Gives up a frame not handed over: its capability and its hold on the message. */
-  #release(item: Outgoing): void {
-    this.#backend.releaseHandle(item.handle);
-    this.messages.release(item.message);
-    if (item !== this.#last) this.#recycle(item);
   }
 
   /**
@@ -484,10 +399,10 @@ export class Delivery {
     this.subscribers.delete(subscriber);
     this.#listStale = true;
     subscriber.connection.close();
-    if (subscriber.pending) this.#release(subscriber.pending);
+    if (subscriber.pending) this.held.release(subscriber.pending);
     subscriber.pending = undefined;
     for (const item of subscriber.queue.splice(0)) {
-      this.#release(item);
+      this.held.release(item);
       item.batch?.done(); // a subscriber that is gone does not hold up send()
     }
     this.#membershipChanged();
@@ -507,7 +422,6 @@ export class Delivery {
     this.#closed = true;
     this.#blocked.close();
     for (const subscriber of [...this.subscribers]) this.drop(subscriber);
-    if (this.#last) this.#release(this.#last);
-    this.#last = undefined;
+    this.held.close();
   }
 }

@@ -210,7 +210,7 @@ export class Publisher<M = unknown> {
         } else if (outcome === SendOutcome.Wait) {
           // It must wait: held ("latest", plain) or queued ("queue"), with its own record.
           message.holders++;
-          const item = d.item(message, handle);
+          const item = d.held.item(message, handle);
           if (subscriber.state === "subscribed" && subscriber.policy === "queue") {
             batch ??= new SendBatch(
               this.#backend,
@@ -223,7 +223,7 @@ export class Publisher<M = unknown> {
             batch.add(subscriber, item);
             subscriber.queue.push(item);
           } else {
-            d.hold(subscriber, item);
+            d.held.hold(subscriber, item);
           }
           // No call (and no promise) for a subscriber that cannot take it now.
           if (!subscriber.sending && subscriber.hasCredit) d.pump(subscriber);
@@ -233,7 +233,7 @@ export class Publisher<M = unknown> {
       }
       // Only now the last frame: a SUBSCRIBE drained in the loop above must not be offered this
       // frame as "the last one" and then get it again as the frame itself.
-      if (this.#keepLast) d.keepLast(message, backing.exportHandle());
+      if (this.#keepLast) d.held.keepLast(message, backing.exportHandle());
       if (failure !== undefined) {
         // A send failed for some "queue" subscriber: withdrawn from the others too, as on expiry.
         batch ??= new SendBatch(this.#backend, d.messages, deadline, undefined, undefined);

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { type Channel, type ChannelOptions, connect, listen, type Listener } from "../../mod.ts";
 import type { Backend } from "../../src/contract/backend.ts";
 import { createDarwinBackend } from "../../src/darwin/backend.ts";
 import { setBackendForTesting } from "../../src/platform.ts";
@@ -55,4 +56,26 @@ export function world(): TwoTaskWorld {
       setBackendForTesting(undefined);
     },
   };
+}
+
+/** What {@link pair} returns: B's listener and both ends of the channel from A to B. */
+export interface TwoTaskPair {
+  listener: Listener;
+  /** A's end. */
+  producer: Channel;
+  /** B's end, accepted by `listener`. */
+  consumer: Channel;
+}
+
+/** B listens on `name`, A connects; returns both channel ends. */
+export async function pair(
+  w: TwoTaskWorld,
+  name = "cam",
+  listenOptions: ChannelOptions = {},
+): Promise<TwoTaskPair> {
+  const listener = w.as(w.B, () => listen(name, listenOptions));
+  const accepted = listener.accept({ timeout: 2000 });
+  const producer = await w.as(w.A, () => connect(name, { timeout: 2000 }));
+  const consumer = await accepted;
+  return { listener, producer, consumer };
 }

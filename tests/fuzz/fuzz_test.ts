@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { decodeHeader, HEADER_SIZE } from "../../src/wire/wire.ts";
 import { ProtocolError } from "../../src/core/errors.ts";
-import { fuzz, mutate, TARGETS, Xorshift } from "./fuzz.ts";
+import { fuzz, TARGETS } from "./fuzz.ts";
+import { mutate, Xorshift } from "./mutate.ts";
 
 // The normal suite runs a slice of `deno task fuzz` (which runs 100,000 per decoder).
 const ITERATIONS = 4000;

@@ -39,7 +39,8 @@ import {
   GstProtocolError,
 } from "../../src/gst/protocol.ts";
 import { UnixFdFramer } from "../../src/gst/framer.ts";
-import type { Field, FuzzTarget, Xorshift } from "./fuzz.ts";
+import type { FuzzTarget } from "./contracts.ts";
+import type { Field, Xorshift } from "./mutate.ts";
 
 class Finding extends Error {}
 

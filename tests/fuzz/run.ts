@@ -17,7 +17,8 @@
  * @module
  */
 
-import { formatReports, fuzz, FuzzFailure } from "./fuzz.ts";
+import { FuzzFailure } from "./contracts.ts";
+import { formatReports, fuzz } from "./fuzz.ts";
 import { runShrinkRace } from "../hostile/shrink_race.ts";
 
 function option(name: string, fallback: string): string {

@@ -7,7 +7,7 @@
  *
  * Usage: deno test --allow-ffi --allow-read --allow-env module_ends_parked.ts module_runs_later.ts
  */
-import { waitReady } from "../../src/linux/poller.ts";
+import { waitReady } from "../../src/linux/poll_wait.ts";
 import { libc } from "../../ffi/linux.ts";
 import { LINUX } from "../../src/linux/structs.ts";
 

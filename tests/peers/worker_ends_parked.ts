@@ -7,7 +7,8 @@
  *
  * Usage: deno run --allow-ffi --allow-read --allow-env worker_ends_parked.ts
  */
-import { sharedPollRunner, waitReady } from "../../src/linux/poller.ts";
+import { sharedPollRunner } from "../../src/linux/poller.ts";
+import { waitReady } from "../../src/linux/poll_wait.ts";
 import { libc } from "../../ffi/linux.ts";
 import { LINUX } from "../../src/linux/structs.ts";
 

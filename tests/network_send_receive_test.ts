@@ -5,22 +5,31 @@
  * mode, checked by pixels (exactly in raw mode, within a tolerance when
  * compressed) and by timestamps (exactly: each frame paints its number, and
  * the far side's frame must carry the timestamp the sender gave that very
- * frame). With packets dropped by nftables in the receiving namespace, the
- * receiver keeps going, counts what it lost, and never hands a frame on
- * with another frame's timestamp.
+ * frame: tests/network_frames.ts). With packets dropped by nftables in the
+ * receiving namespace, the receiver keeps going, counts what it lost, and
+ * never hands a frame on with another frame's timestamp.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { publish, subscribe, type Subscription, SurfacePool, toRGBA } from "../mod.ts";
-import { FrameGapCounter, SenderTimestamps } from "../src/gst/network.ts";
-import type { NetworkFrameMeta } from "../src/gst/network.ts";
-import { microsOfNtpNanos, ntpNanosOfMicros } from "../src/gst/timestamp_meta.ts";
-import { encodeMetaRecord, MetaRecordReader, SenderMetas } from "../src/gst/network_meta.ts";
-import { ProtocolError } from "../src/core/errors.ts";
-import { GST, missingInChroot, within } from "./gst_helpers.ts";
-import { Child, paintBGRA, processAlive, processTempDir, sleep } from "./helpers.ts";
+import { subscribe } from "../mod.ts";
+import { GST, missingInChroot } from "./gst_helpers.ts";
+import { Child, processAlive, processTempDir } from "./helpers.ts";
+import {
+  checkColours,
+  checkExact,
+  checkSenderMeta,
+  checkTimestamp,
+  flat,
+  H,
+  numberOfTimestamp,
+  publishFrames,
+  type Received,
+  receiveOne,
+  texture,
+  W,
+} from "./network_frames.ts";
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const FLAGS = [
@@ -161,155 +170,6 @@ async function stop(child: Child): Promise<void> {
   }
   await child[Symbol.asyncDispose]();
 }
-
-const W = 128;
-const H = 96;
-/** The timestamp the sender gives frame n: odd µs, so a rounding or a frame off shows. */
-const T0 = 1_796_000_000_000_007;
-const PERIOD = 33_333;
-const timestampOf = (n: number) => T0 + n * PERIOD;
-
-/** Frame n's number in the top band: 8 bits, 16 px wide each, white for 1. */
-function bit(n: number, x: number): boolean {
-  return ((n >> (x >> 4)) & 1) === 1;
-}
-
-/** Raw: every byte below the band depends on the position and the frame. */
-function texture(n: number, x: number, y: number): [number, number, number] {
-  if (y < 32) return bit(n, x) ? [235, 235, 235] : [16, 16, 16];
-  return [(x * 4 + n) & 255, (y * 5 + n * 3) & 255, (x + y * 2 + 40) & 255];
-}
-
-/** Compressed: flat areas, red left and blue right below the band. */
-function flat(n: number, x: number, y: number): [number, number, number] {
-  if (y < 32) return bit(n, x) ? [235, 235, 235] : [16, 16, 16];
-  return x < W / 2 ? [220, 30, 30] : [30, 40, 210];
-}
-
-/** Frame n's metadata: JSON for even n, bytes for odd n (both kinds cross). */
-function metaOf(n: number): unknown {
-  return n % 2 === 0 ? { n, text: "é" } : new Uint8Array([n & 255, n >> 8, 7]);
-}
-
-/** Publishes frames n = 0, 1, ... at ~30/s, frame n with timestamp {@link timestampOf}(n). */
-async function publishFrames(
-  name: string,
-  paint: (n: number, x: number, y: number) => [number, number, number],
-  signal: AbortSignal,
-): Promise<void> {
-  using publisher = publish(name);
-  using pool = new SurfacePool({ width: W, height: H, format: "BGRA", maxSurfaces: 8 });
-  for (let n = 0; !signal.aborted; n++) {
-    {
-      using surface = await pool.acquire({ timeout: 2000 });
-      paintBGRA(surface, (x, y) => paint(n, x, y));
-      await publisher.send(surface, metaOf(n), { timestamp: timestampOf(n) });
-    }
-    await sleep(33);
-  }
-}
-
-/** The frame number painted in a received frame's band (RGBA), or -1 if a bit is unclear. */
-function numberOf(rgba: Uint8Array): number {
-  let n = 0;
-  for (let b = 0; b < 8; b++) {
-    const value = rgba[(16 * W + b * 16 + 8) * 4 + 1];
-    if (value > 170) n |= 1 << b;
-    else if (value > 80) return -1;
-  }
-  return n;
-}
-
-/** The sender's frame numbers modulo 256 whose timestamp `timestamp` is (-1 if none). */
-function numberOfTimestamp(timestamp: number): number {
-  const n = (timestamp - T0) / PERIOD;
-  return Number.isInteger(n) && n >= 0 ? n % 256 : -1;
-}
-
-interface Received {
-  rgba: Uint8Array;
-  n: number;
-  timestamp: number;
-  meta: NetworkFrameMeta;
-}
-
-async function receiveOne(frames: Subscription): Promise<Received> {
-  using frame = await within(frames.receive(), 10000, "a frame over the network");
-  assert.deepEqual([frame.surface.width, frame.surface.height], [W, H]);
-  const rgba = toRGBA(frame.surface);
-  return {
-    rgba,
-    n: numberOf(rgba),
-    timestamp: frame.timestamp,
-    meta: frame.meta as NetworkFrameMeta,
-  };
-}
-
-/** The far side's frame has exactly the timestamp (and metadata) the sender gave the frame it shows. */
-function checkTimestamp(got: Received): void {
-  assert.deepEqual(got.meta.timestamp, got.timestamp, "meta.timestamp is the frame's timestamp");
-  // A record may come after its frame on a loaded machine (counted as missing): when it is
-  // there it must be this frame's.
-  checkSenderMeta(got, false);
-  assert.deepEqual(
-    numberOfTimestamp(got.timestamp),
-    got.n,
-    `frame ${got.n} arrived with timestamp ${got.timestamp}, the sender's for frame ${
-      (got.timestamp - T0) / PERIOD
-    }`,
-  );
-}
-
-/** Whatever sender metadata a frame came with is that of the frame its timestamp names. */
-function checkSenderMeta(got: Received, required = true): void {
-  const n = (got.timestamp - T0) / PERIOD;
-  const { meta, metaBytes } = got.meta;
-  if (meta === undefined && metaBytes === undefined) {
-    assert(!required, `frame ${n} arrived without its metadata`);
-    return;
-  }
-  if (n % 2 === 0) assert.deepEqual(meta, metaOf(n), `metadata of frame ${n}`);
-  else {
-    const bytes = Uint8Array.from(atob(metaBytes ?? ""), (c) => c.charCodeAt(0));
-    assert.deepEqual(bytes, metaOf(n), `metadata bytes of frame ${n}`);
-  }
-}
-
-/** Raw: every pixel exactly as painted. */
-function checkExact(got: Received): void {
-  assert(got.n >= 0, "the frame number is unreadable");
-  for (let y = 0; y < H; y++) {
-    for (let x = 0; x < W; x++) {
-      const want = texture(got.n, x, y);
-      const k = (y * W + x) * 4;
-      for (let c = 0; c < 3; c++) {
-        if (got.rgba[k + c] !== want[c]) {
-          throw new Error(
-            `pixel (${x},${y}) of frame ${got.n}: got ${got.rgba.slice(k, k + 3)}, sent ${want}`,
-          );
-        }
-      }
-    }
-  }
-}
-
-/** Compressed: the centres of the flat areas within 24 levels. */
-function checkColours(got: Received): void {
-  assert(got.n >= 0, "the frame number is unreadable");
-  let worst = 0;
-  for (const [cx, cy] of [[W / 4, 64], [(3 * W) / 4, 64], [8, 16], [W - 8, 16]]) {
-    for (let y = cy - 4; y < cy + 4; y++) {
-      for (let x = cx - 4; x < cx + 4; x++) {
-        const want = flat(got.n, x, y);
-        for (let c = 0; c < 3; c++) {
-          worst = Math.max(worst, Math.abs(got.rgba[(y * W + x) * 4 + c] - want[c]));
-        }
-      }
-    }
-  }
-  assert(worst <= 24, `a colour of frame ${got.n} is off by ${worst} levels (tolerance 24)`);
-}
-
 /** Drops every `every`th packet to `port` in the receiving namespace until the returned stop. */
 async function injectLoss(
   net: Net,
@@ -523,87 +383,4 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () => crossNetwork({ mode: "srt", lossEvery: 8, portOffset: 3 }),
-});
-
-Deno.test("FrameGapCounter counts gaps of whole frame periods, not jitter", () => {
-  const counter = new FrameGapCounter();
-  const period = 33_333_333;
-  let t = 0;
-  for (let i = 0; i < 30; i++) {
-    t += period + ((i * 7919) % 5_000_000) - 2_500_000; // ±2.5 ms jitter
-    counter.note(t);
-  }
-  assert.deepEqual(counter.lost, 0);
-  t += period * 4; // three frames missing
-  counter.note(t);
-  assert.deepEqual(counter.lost, 3);
-  t += period;
-  counter.note(t);
-  assert.deepEqual(counter.lost, 3);
-});
-
-Deno.test("a timestamp crosses NTP's 32.32 format exactly, also when GStreamer's rounding takes 1 ns off", () => {
-  for (const micros of [0, 1, 999_999, T0, timestampOf(255), -1_000_000, 2_085_978_495_999_999]) {
-    const nanos = ntpNanosOfMicros(micros)!;
-    // What rtphdrextntp64 does: ns to 32.32 rounding down, and back rounding down.
-    const ntp = (nanos << 32n) / 1_000_000_000n;
-    const back = (ntp * 1_000_000_000n) >> 32n;
-    assert(back === nanos || back === nanos - 1n);
-    assert.deepEqual(microsOfNtpNanos(back), micros);
-    assert.deepEqual(microsOfNtpNanos(nanos), micros);
-  }
-  // Outside NTP era 0 (or not whole µs) it is not sent at all.
-  assert.deepEqual(ntpNanosOfMicros(2_085_978_496_000_000), undefined);
-  assert.deepEqual(ntpNanosOfMicros(-2_208_988_800_000_000), undefined);
-  assert.deepEqual(ntpNanosOfMicros(1.5), undefined);
-});
-
-Deno.test("SenderTimestamps trusts one timestamp per frame, never a merged or repeated one", () => {
-  const stamps = new SenderTimestamps();
-  const a = ntpNanosOfMicros(T0)!;
-  const b = ntpNanosOfMicros(timestampOf(1))!;
-  assert.deepEqual(stamps.take([a, a, 0n]), T0); // every packet's copy, and an empty extension
-  assert.deepEqual(stamps.take([a]), null); // the previous frame's again
-  assert.deepEqual(stamps.take([b, a]), null); // packets of two frames
-  assert.deepEqual(stamps.take([]), null);
-  assert.deepEqual(stamps.take([0n]), null);
-  assert.deepEqual(stamps.take([b]), timestampOf(1));
-  assert.deepEqual(stamps.untimed, 4);
-});
-
-Deno.test("metadata records survive any split of the stream; a malformed one is a ProtocolError", () => {
-  const records = [
-    encodeMetaRecord(T0, { n: 0 }),
-    encodeMetaRecord(timestampOf(1), new Uint8Array([1, 2, 3])),
-    encodeMetaRecord(-5, undefined),
-  ];
-  const stream = new Uint8Array(records.reduce((sum, r) => sum + r.length, 0));
-  let at = 0;
-  for (const record of records) {
-    stream.set(record, at);
-    at += record.length;
-  }
-  for (const step of [1, 3, 7, stream.length]) {
-    const got: [number, unknown][] = [];
-    const reader = new MetaRecordReader((timestamp, meta) => got.push([timestamp, meta]));
-    for (let i = 0; i < stream.length; i += step) reader.push(stream.subarray(i, i + step));
-    assert.deepEqual(got, [[T0, { n: 0 }], [timestampOf(1), new Uint8Array([1, 2, 3])], [
-      -5,
-      undefined,
-    ]]);
-  }
-  const huge = new Uint8Array(8);
-  new DataView(huge.buffer).setUint32(0, 0x7fff_ffff, true);
-  assert.throws(() => new MetaRecordReader(() => {}).push(huge), ProtocolError);
-  const badKind = encodeMetaRecord(T0, { n: 0 });
-  badKind[12] = 9;
-  assert.throws(() => new MetaRecordReader(() => {}).push(badKind), ProtocolError);
-});
-
-Deno.test("SenderMetas keeps the newest records only, and each is taken once", () => {
-  const metas = new SenderMetas(3);
-  for (let n = 0; n < 5; n++) metas.put(timestampOf(n), { n });
-  assert.deepEqual(metas.take(timestampOf(1)).found, false); // evicted
-  assert.deepEqual(metas.take(timestampOf(4)), { found: true, meta: { n: 4 } });
-  assert.deepEqual(metas.take(timestampOf(4)).found, false);
 });
