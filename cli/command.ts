@@ -121,3 +121,16 @@ export function integerOption(
   }
   return value;
 }
+
+/**
+ * Writes the line `line()` gives every `interval` ms (a failed write is
+ * skipped) until the returned function is called; that one writes it once
+ * more, for the final counts.
+ */
+export function ticker(io: CommandIO, interval: number, line: () => string): () => Promise<void> {
+  const timer = setInterval(() => io.out(`${line()}\n`).catch(() => {}), interval);
+  return async () => {
+    clearInterval(timer);
+    await io.out(`${line()}\n`);
+  };
+}

@@ -14,13 +14,7 @@ import {
   subscribe,
   type ToGstStats,
 } from "../mod.ts";
-import {
-  type Command,
-  type CommandIO,
-  integerOption,
-  parseCommandArgs,
-  UsageError,
-} from "./command.ts";
+import { type Command, integerOption, parseCommandArgs, ticker, UsageError } from "./command.ts";
 
 /** One line of from-gst counters. */
 export function fromGstLine(socket: string, name: string, s: FromGstStats, extra: string): string {
@@ -33,15 +27,6 @@ export function toGstLine(name: string, socket: string, s: ToGstStats): string {
   return `to-gst ${name} → ${socket}: received ${s.received}  zero-copy ${s.zeroCopy}  ` +
     `copies ${s.copies}  dropped ${s.dropped}  released ${s.released}  held ${s.outstanding}  ` +
     `clients ${s.clients}  skipped ${s.skipped}  cut off ${s.cutOff}`;
-}
-
-/** Prints `line()` every `interval` ms until the returned stop function is called. */
-function ticker(io: CommandIO, interval: number, line: () => string): () => Promise<void> {
-  const timer = setInterval(() => io.out(`${line()}\n`).catch(() => {}), interval);
-  return async () => {
-    clearInterval(timer);
-    await io.out(`${line()}\n`);
-  };
 }
 
 const COMMON_OPTIONS = {

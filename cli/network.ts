@@ -10,13 +10,7 @@ import { publish, subscribe } from "../mod.ts";
 import { canonicalFormat } from "../src/core/geometry.ts";
 import { GstNetworkReceiver, GstNetworkSender } from "../src/gst/network.ts";
 import { NETWORK_MODES, type NetworkMode, rawSamplingOf } from "../src/gst/network_pipelines.ts";
-import {
-  type Command,
-  type CommandIO,
-  integerOption,
-  parseCommandArgs,
-  UsageError,
-} from "./command.ts";
+import { type Command, integerOption, parseCommandArgs, ticker, UsageError } from "./command.ts";
 import { denoGstLauncher } from "./gst_launch.ts";
 import { MetaLinkListener, MetaLinkSender, netAllowed } from "./network_meta_link.ts";
 import { encodeMetaRecord, SenderMetas } from "../src/gst/network_meta.ts";
@@ -37,14 +31,6 @@ function parseMode(value: unknown): NetworkMode {
     throw new UsageError(`--mode must be one of ${NETWORK_MODES.join(", ")}`);
   }
   return mode;
-}
-
-function ticker(io: CommandIO, interval: number, line: () => string): () => Promise<void> {
-  const timer = setInterval(() => io.out(`${line()}\n`).catch(() => {}), interval);
-  return async () => {
-    clearInterval(timer);
-    await io.out(`${line()}\n`);
-  };
 }
 
 /** `send NAME HOST:PORT`. */

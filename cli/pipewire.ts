@@ -10,22 +10,8 @@
 import { publish, subscribe } from "../mod.ts";
 import { canonicalFormat } from "../src/core/geometry.ts";
 import { PipeWireSink, PipeWireSource } from "../src/gst/pipewire.ts";
-import {
-  type Command,
-  type CommandIO,
-  integerOption,
-  parseCommandArgs,
-  UsageError,
-} from "./command.ts";
+import { type Command, integerOption, parseCommandArgs, ticker, UsageError } from "./command.ts";
 import { denoGstLauncher } from "./gst_launch.ts";
-
-function ticker(io: CommandIO, interval: number, line: () => string): () => Promise<void> {
-  const timer = setInterval(() => io.out(`${line()}\n`).catch(() => {}), interval);
-  return async () => {
-    clearInterval(timer);
-    await io.out(`${line()}\n`);
-  };
-}
 
 /**
  * The PipeWire daemon's identity for the bridges' restart watch: the inode

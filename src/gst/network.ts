@@ -13,8 +13,9 @@
  * @module
  */
 
-import { GstSourceBridge } from "./from_gst.ts";
-import { addFromGstCounts, type FromGstStats, type SurfaceSink } from "./from_gst_options.ts";
+import type { GstSourceBridge } from "./from_gst.ts";
+import type { FromGstStats, SurfaceSink } from "./from_gst_options.ts";
+import { GstSourceSupervisor } from "./from_gst_supervisor.ts";
 import {
   type GstLauncher,
   type GstProcess,
@@ -276,28 +277,13 @@ export class FrameGapCounter {
  * depayloader output. Restarts the pipeline if it dies.
  */
 export class GstNetworkReceiver {
-  readonly #launch: GstLauncher;
-  readonly #pipeline: string[];
-  readonly #address: string;
+  readonly #pipelines: GstSourceSupervisor;
   readonly #maxOutstanding: number;
-  readonly #stop = new AbortController();
   readonly #gaps = new FrameGapCounter();
   readonly #timestamps = new SenderTimestamps();
   readonly #senderMetas: SenderMetas | undefined;
   #metaMissing = 0;
-  #process: GstProcess | undefined;
-  #bridge: GstSourceBridge | undefined;
-  #restarts = 0;
-  #lastError = "";
   #caps = "";
-  #totals: FromGstStats = {
-    received: 0,
-    forwarded: 0,
-    copies: 0,
-    dropped: 0,
-    released: 0,
-    outstanding: 0,
-  };
 
   private constructor(
     launch: GstLauncher,
@@ -305,9 +291,15 @@ export class GstNetworkReceiver {
     port: number,
     options: NetworkReceiverOptions,
   ) {
-    this.#address = privateSocketName("receive");
-    this.#pipeline = receiverPipeline(bind, port, this.#address, options);
-    this.#launch = launch;
+    const address = privateSocketName("receive");
+    const pipeline = receiverPipeline(bind, port, address, options);
+    this.#pipelines = new GstSourceSupervisor(launch, {
+      address,
+      pipeline: () => pipeline,
+      connectTimeout: 30_000,
+      maxBackoff: 2000,
+      retiring: (bridge) => this.#noteCaps(bridge),
+    });
     this.#maxOutstanding = options.maxOutstanding ?? 4;
     this.#senderMetas = options.senderMetas;
   }
@@ -324,17 +316,16 @@ export class GstNetworkReceiver {
 
   /** A snapshot of the counters (summed over pipeline restarts). */
   get stats(): NetworkReceiverStats {
-    const now = this.#bridge?.stats;
-    const sum = (key: keyof FromGstStats) => this.#totals[key] + (now?.[key] ?? 0);
+    const bridges = this.#pipelines.stats;
     return {
-      received: sum("received"),
-      forwarded: sum("forwarded"),
-      copies: sum("copies"),
-      dropped: sum("dropped"),
-      released: sum("released"),
-      outstanding: now?.outstanding ?? 0,
+      received: bridges.received,
+      forwarded: bridges.forwarded,
+      copies: bridges.copies,
+      dropped: bridges.dropped,
+      released: bridges.released,
+      outstanding: bridges.outstanding,
       lost: this.#gaps.lost,
-      restarts: this.#restarts,
+      restarts: this.#pipelines.restarts,
       untimed: this.#timestamps.untimed,
       metaMissing: this.#metaMissing,
     };
@@ -342,14 +333,19 @@ export class GstNetworkReceiver {
 
   /** The last error line of a pipeline that ended, or "". */
   get lastError(): string {
-    return this.#lastError;
+    return this.#pipelines.lastError;
   }
 
   /** The current frames' format and size, once known. */
   get caps(): string {
-    const caps = this.#bridge?.caps;
-    if (caps) this.#caps = `${caps.format} ${caps.width}x${caps.height}`;
+    const bridge = this.#pipelines.bridge;
+    if (bridge) this.#noteCaps(bridge);
     return this.#caps;
+  }
+
+  #noteCaps(bridge: GstSourceBridge): void {
+    const caps = bridge.caps;
+    if (caps) this.#caps = `${caps.format} ${caps.width}x${caps.height}`;
   }
 
   /** Receives and hands on frames until {@link close}. */
@@ -373,49 +369,12 @@ export class GstNetworkReceiver {
     const timed: SurfaceSink<NetworkFrameMeta> = {
       send: (surface, meta) => sink.send(surface, meta!, options),
     };
-    for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 2000)) {
-      const process = this.#launch(this.#pipeline);
-      this.#process = process;
-      const ended = new AbortController();
-      process.exited.then(() => ended.abort());
-      const signal = AbortSignal.any([ended.signal, this.#stop.signal]);
-      try {
-        this.#bridge = await GstSourceBridge.connect(this.#address, {
-          timeout: 30_000,
-          maxOutstanding: this.#maxOutstanding,
-          signal,
-        });
-        await this.#bridge.run(timed, toMeta);
-        backoff = 100;
-      } catch (error) {
-        if (this.#stop.signal.aborted) break;
-        if (!ended.signal.aborted && !isPeerGone(error)) throw error;
-      } finally {
-        this.#retire();
-        await process.stop();
-      }
-      if (this.#stop.signal.aborted) break;
-      this.#lastError = lastLine(process);
-      this.#restarts++;
-      await pause(backoff, this.#stop.signal);
-    }
-  }
-
-  #retire(): void {
-    const bridge = this.#bridge;
-    if (!bridge) return;
-    const caps = bridge.caps;
-    if (caps) this.#caps = `${caps.format} ${caps.width}x${caps.height}`;
-    addFromGstCounts(this.#totals, bridge.stats);
-    bridge.close();
-    this.#bridge = undefined;
+    await this.#pipelines.run(timed, toMeta, this.#maxOutstanding);
   }
 
   /** Stops the pipeline and the bridge; idempotent. */
   async close(): Promise<void> {
-    this.#stop.abort();
-    this.#bridge?.close();
-    await this.#process?.stop();
+    await this.#pipelines.close();
   }
 }
 
@@ -425,10 +384,4 @@ function base64(bytes: Uint8Array): string {
     text += String.fromCharCode(...bytes.subarray(i, i + 8192));
   }
   return btoa(text);
-}
-
-function isPeerGone(error: unknown): boolean {
-  return error instanceof Error &&
-    (error.name === "PeerClosedError" || error.name === "AbortError" ||
-      error.name === "TimeoutError");
 }

@@ -73,8 +73,11 @@ export interface NetworkSenderOptions {
   maxOutstanding?: number;
 }
 
-function h264Encoder(bitrate: number, keyframes: number): string[] {
+/** I420 frames encoded as H.264 for a live link, in RTP (the parameter sets with every keyframe). */
+function h264Payloader(bitrate: number, keyframes: number): string[] {
   return [
+    "video/x-raw,format=I420",
+    "!",
     "x264enc",
     "tune=zerolatency",
     "speed-preset=ultrafast",
@@ -82,6 +85,9 @@ function h264Encoder(bitrate: number, keyframes: number): string[] {
     `key-int-max=${keyframes}`,
     "!",
     "video/x-h264,profile=constrained-baseline",
+    "!",
+    "rtph264pay",
+    "config-interval=-1",
   ];
 }
 
@@ -150,26 +156,12 @@ export function senderPipeline(
         ...udp(MTU),
       ];
     case "h264":
-      return [
-        ...source,
-        "video/x-raw,format=I420",
-        "!",
-        ...h264Encoder(bitrate, keyframes),
-        "!",
-        "rtph264pay",
-        "config-interval=-1",
-        ...udp(MTU),
-      ];
+      return [...source, ...h264Payloader(bitrate, keyframes), ...udp(MTU)];
     case "srt": {
       const latency = Math.max(20, Math.round(options.latency ?? 120));
       return [
         ...source,
-        "video/x-raw,format=I420",
-        "!",
-        ...h264Encoder(bitrate, keyframes),
-        "!",
-        "rtph264pay",
-        "config-interval=-1",
+        ...h264Payloader(bitrate, keyframes),
         ...udp(SRT_MTU).slice(0, 5),
         "srtsink",
         `uri=srt://${host}:${port}`,

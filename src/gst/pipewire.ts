@@ -30,13 +30,9 @@
  */
 
 import type { PixelFormat } from "../core/geometry.ts";
-import { GstSourceBridge } from "./from_gst.ts";
-import {
-  addFromGstCounts,
-  type FromGstStats,
-  heldForBudget,
-  type SurfaceSink,
-} from "./from_gst_options.ts";
+import type { GstSourceBridge } from "./from_gst.ts";
+import { type FromGstStats, heldForBudget, type SurfaceSink } from "./from_gst_options.ts";
+import { GstSourceSupervisor } from "./from_gst_supervisor.ts";
 import { gstFormatOf } from "./caps.ts";
 import {
   type GstLauncher,
@@ -133,28 +129,34 @@ export interface PipeWireFrameMeta {
  * `object.serial`) as surfaceport frames: see the module's description.
  */
 export class PipeWireSource {
-  readonly #launch: GstLauncher;
-  readonly #target: string;
-  readonly #address = privateSocketName("pipewire-src");
+  readonly #pipelines: GstSourceSupervisor;
   readonly #format: PixelFormat;
   #maxOutstanding: number | undefined;
   readonly #options: PipeWireSourceOptions;
-  readonly #stop = new AbortController();
   #copy: PipeWireCopyMode = "direct";
-  #process: GstProcess | undefined;
-  #bridge: GstSourceBridge | undefined;
-  #restarts = 0;
-  #lastError = "";
   #copies = 0;
-  #totals = { received: 0, forwarded: 0, copies: 0, dropped: 0, released: 0 };
 
   private constructor(launch: GstLauncher, target: string, options: PipeWireSourceOptions) {
+    const address = privateSocketName("pipewire-src");
     checkTarget(target);
-    this.#launch = launch;
-    this.#target = target;
     this.#format = options.format ?? "BGRA";
     this.#maxOutstanding = options.maxOutstanding;
     this.#options = options;
+    this.#pipelines = new GstSourceSupervisor(launch, {
+      address,
+      pipeline: () =>
+        pipeWireSourcePipeline(
+          target,
+          address,
+          this.#copy,
+          this.#format,
+          this.#lastSourceColorimetry,
+        ),
+      connectTimeout: 60_000,
+      maxBackoff: 1000,
+      retiring: (bridge) => this.#retiring(bridge),
+      ended: (errorText) => this.#switchCopyMode(errorText),
+    });
   }
 
   /** Checks the arguments; {@link run} starts the pipeline. */
@@ -168,18 +170,16 @@ export class PipeWireSource {
 
   /** A snapshot of the counters, summed over pipeline restarts. */
   get stats(): PipeWireSourceStats {
-    const now = this.#bridge?.stats;
-    const sum = (key: "received" | "forwarded" | "dropped" | "released") =>
-      this.#totals[key] + (now?.[key] ?? 0);
+    const bridges = this.#pipelines.stats;
     return {
-      received: sum("received"),
-      forwarded: sum("forwarded"),
-      copies: this.#copies + (now?.copies ?? 0) + this.#totals.copies,
-      dropped: sum("dropped"),
-      released: sum("released"),
-      outstanding: now?.outstanding ?? 0,
+      received: bridges.received,
+      forwarded: bridges.forwarded,
+      copies: this.#copies + bridges.copies,
+      dropped: bridges.dropped,
+      released: bridges.released,
+      outstanding: bridges.outstanding,
       copyMode: this.#copy,
-      restarts: this.#restarts,
+      restarts: this.#pipelines.restarts,
       daemonRestarts: this.#daemonRestarts,
       stalls: this.#stalls,
     };
@@ -187,7 +187,7 @@ export class PipeWireSource {
 
   /** The last error line of a pipeline that ended, or "". */
   get lastError(): string {
-    return this.#lastError;
+    return this.#pipelines.lastError;
   }
 
   #stalls = 0;
@@ -200,7 +200,7 @@ export class PipeWireSource {
     let count = -1;
     let since = performance.now();
     const timer = setInterval(() => {
-      const bridge = this.#bridge;
+      const bridge = this.#pipelines.bridge;
       const received = bridge ? bridge.stats.received : -1;
       if (bridge !== seen || received !== count) {
         seen = bridge;
@@ -209,7 +209,7 @@ export class PipeWireSource {
       } else if (bridge && performance.now() - since > timeout) {
         this.#stalls++;
         since = performance.now();
-        void this.#process?.stop();
+        this.#pipelines.restartPipeline();
       }
     }, Math.min(500, timeout));
     return () => clearInterval(timer);
@@ -225,11 +225,11 @@ export class PipeWireSource {
     };
     const unwatch = watchDaemon(this.#options, () => {
       this.#daemonRestarts++;
-      void this.#process?.stop();
+      this.#pipelines.restartPipeline();
     });
     const unwatchStalls = this.#watchStalls();
     try {
-      await this.#loop(sink, toMeta);
+      await this.#pipelines.run(sink, toMeta, this.#maxOutstanding);
     } finally {
       unwatch();
       unwatchStalls();
@@ -238,86 +238,45 @@ export class PipeWireSource {
 
   #daemonRestarts = 0;
 
-  async #loop(
-    sink: SurfaceSink<PipeWireFrameMeta>,
-    toMeta: (buffer: GstNewBuffer) => PipeWireFrameMeta,
-  ): Promise<void> {
-    for (let backoff = 100; !this.#stop.signal.aborted; backoff = Math.min(backoff * 2, 1000)) {
-      const process = this.#launch(
-        pipeWireSourcePipeline(
-          this.#target,
-          this.#address,
-          this.#copy,
-          this.#format,
-          this.#lastSourceColorimetry,
-        ),
-      );
-      this.#process = process;
-      const ended = new AbortController();
-      process.exited.then(() => ended.abort());
-      try {
-        this.#bridge = await GstSourceBridge.connect(this.#address, {
-          timeout: 60_000,
-          maxOutstanding: this.#maxOutstanding,
-          signal: AbortSignal.any([ended.signal, this.#stop.signal]),
-        });
-        await this.#bridge.run(sink, toMeta);
-        backoff = 100;
-      } catch (error) {
-        if (this.#stop.signal.aborted) break;
-        if (!ended.signal.aborted && !isPeerGone(error)) throw error;
-      } finally {
-        this.#retire();
-        await process.stop();
-      }
-      if (this.#stop.signal.aborted) break;
-      const text = process.errorText();
-      this.#lastError = lastError(text);
-      this.#restarts++;
-      if (this.#copy === "direct" && text.includes(NOT_FD_MEMORY)) {
-        // PipeWire hands this node's frames as mapped memory: copy them from now on, once
-        // (into another format, or unchanged for RGB), else twice.
-        const source = this.#lastSourceFormat;
-        const wanted = gstFormatOf(this.#format);
-        this.#copy = source !== wanted
-          ? "convert"
-          : wanted === "BGRA" || wanted === "RGBA"
-          ? "recolour"
-          : "swap";
-        backoff = 0;
-      } else if (
-        this.#copy === "recolour" &&
-        (text.includes(NOT_FD_MEMORY) || text.includes("not-negotiated"))
-      ) {
-        // videoconvert passed the frames through after all, or the pinned colorimetry did not fit.
-        this.#copy = "swap";
-        backoff = 0;
-      }
-      await pause(backoff, this.#stop.signal);
+  /** The copy mode the next pipeline needs after one ended with `text`; true when it changed. */
+  #switchCopyMode(text: string): boolean {
+    if (this.#copy === "direct" && text.includes(NOT_FD_MEMORY)) {
+      // PipeWire hands this node's frames as mapped memory: copy them from now on, once
+      // (into another format, or unchanged for RGB), else twice.
+      const source = this.#lastSourceFormat;
+      const wanted = gstFormatOf(this.#format);
+      this.#copy = source !== wanted
+        ? "convert"
+        : wanted === "BGRA" || wanted === "RGBA"
+        ? "recolour"
+        : "swap";
+      return true;
     }
+    if (
+      this.#copy === "recolour" &&
+      (text.includes(NOT_FD_MEMORY) || text.includes("not-negotiated"))
+    ) {
+      // videoconvert passed the frames through after all, or the pinned colorimetry did not fit.
+      this.#copy = "swap";
+      return true;
+    }
+    return false;
   }
 
   #lastSourceFormat: string | undefined;
   #lastSourceColorimetry: string | undefined;
 
-  #retire(): void {
-    const bridge = this.#bridge;
-    if (!bridge) return;
+  #retiring(bridge: GstSourceBridge): void {
     if (bridge.caps && this.#copy === "direct") {
       // What the node itself hands (a copying pipeline's caps are its own output's).
       this.#lastSourceFormat = bridge.caps.gstFormat;
       this.#lastSourceColorimetry = bridge.caps.colorimetry;
     }
-    addFromGstCounts(this.#totals, bridge.stats);
-    bridge.close();
-    this.#bridge = undefined;
   }
 
   /** Stops the pipeline; idempotent. */
   async close(): Promise<void> {
-    this.#stop.abort();
-    this.#bridge?.close();
-    await this.#process?.stop();
+    await this.#pipelines.close();
   }
 }
 
@@ -471,10 +430,4 @@ export class PipeWireSink {
     await this.#process?.stop();
     await this.#supervisor;
   }
-}
-
-function isPeerGone(error: unknown): boolean {
-  return error instanceof Error &&
-    (error.name === "PeerClosedError" || error.name === "AbortError" ||
-      error.name === "TimeoutError");
 }
