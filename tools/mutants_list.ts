@@ -1144,6 +1144,15 @@ export const MUTANTS: Mutant[] = [
     why: "a Worker terminated with a wait parked (no unload) had its poll's thread call back " +
       "into its freed runtime",
   },
+  {
+    id: "gst-supervisor-backoff-stays-zero",
+    file: "src/gst/from_gst_supervisor.ts",
+    find: "        backoff = 50;\n        continue;",
+    replace: "        backoff = 0;\n        continue;",
+    tests: ["tests/gst_supervisor_test.ts"],
+    why: "found splitting the supervisor out: after a copy-mode switch restarted the pipeline " +
+      "at once, a PipeWire source whose node was gone was launched again in a loop (0 doubled)",
+  },
   // --- Issue 22: PipeWire -------------------------------------------------------------------
   {
     id: "pipewire-holds-below-budget",

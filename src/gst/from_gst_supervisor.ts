@@ -141,7 +141,12 @@ export class GstSourceSupervisor {
       const text = process.errorText();
       this.#lastError = lastError(text);
       this.#restarts++;
-      if (this.#options.ended?.(text)) backoff = 0;
+      if (this.#options.ended?.(text)) {
+        // At once this time only: a pipeline that then fails again waits 100 ms, doubled from
+        // there (a backoff set to 0 stayed 0, and a gone node was launched again in a loop).
+        backoff = 50;
+        continue;
+      }
       await pause(backoff, stop);
     }
   }
