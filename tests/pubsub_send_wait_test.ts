@@ -4,7 +4,9 @@
  * not got it and reject, whatever the other waiting sends' deadlines; and
  * its record, reused by a later send once it settled, is never acted on by
  * what belonged to the settled one — its deadline on the publisher's timer,
- * its abort signal, or its frame reporting back from a send still under way.
+ * its abort signal, or its frame reporting back from a send still under way;
+ * and it resolves only once every "queue" subscriber has the frame, even
+ * when one took it while `send()` was still going through the others.
  *
  * Against a bare subscriber (the Linux backend's own connection, driven by
  * hand as a C peer would be), so that each credit comes exactly when the
@@ -218,6 +220,56 @@ Deno.test({
       assert.equal(next.state, "resolved", String(next.reason));
     } finally {
       bare.close();
+      publisher.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "pubsub send: a send() resolves only once every 'queue' subscriber has its frame, " +
+    "even when an earlier one took it while send() was still going through the others",
+  ignore,
+  async fn() {
+    using surface = Surface.create({ width: 64, height: 16 });
+    const { linuxBackend } = await import("../src/linux/backend.ts");
+    // A (depth 2) is admitted first, so every send() goes to it before B (depth 1).
+    const { publisher, bare: a } = await queueSubscriber("psorder", 2);
+    let b: BackendConnection | undefined;
+    try {
+      b = await linuxBackend.connect(publisher.name, () => true, limits, Infinity);
+      assert(b.trySendControl!(encodeSubscribe("queue", 1)));
+      await waitUntil(
+        () =>
+          publisher.subscribers.length === 2 &&
+          publisher.subscribers.every((s) => s.state === "subscribed"),
+        10000,
+        "the second bare subscriber",
+      );
+      await publisher.send(surface); // sequence 0: both have it, A one credit left, B none
+      const first = track(publisher.send(surface)); // 1: A has it, queued for B
+      const second = track(publisher.send(surface)); // 2: queued for both
+      // A returns both credits, and before the publisher's wait sees them, send() does: it reads
+      // them, queues sequence 3 behind 2 for A, sends A both, and only then comes to B.
+      assert(a.trySendControl!(encodeCredit(2)));
+      const third = track(publisher.send(surface));
+      await sleep(200);
+      assert.equal(third.state, "pending", "sequence 3 resolved before B got it");
+      assert.equal(first.state, "pending");
+      assert.equal(second.state, "pending");
+      assert.equal(publisher.subscribers[1].waiting, 3, "B has 1, 2 and 3 waiting");
+      // B reads each and returns its credit: the sends resolve in order, the last with 3.
+      for (
+        const [sequence, sent] of [[0, undefined], [1, first], [2, second], [3, third]] as const
+      ) {
+        assert.equal(await nextSequence(b), sequence);
+        if (sent) await waitUntil(() => sent.state !== "pending", 10_000, `send ${sequence}`);
+        assert.equal(sent?.state ?? "resolved", "resolved");
+        if (sequence < 3) returnCredit(b);
+      }
+      for (const sequence of [0, 1, 2, 3]) assert.equal(await nextSequence(a), sequence);
+    } finally {
+      b?.close();
+      a.close();
       publisher.close();
     }
   },

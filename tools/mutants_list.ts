@@ -1304,6 +1304,16 @@ export const MUTANTS: Mutant[] = [
       "record",
   },
   {
+    id: "send-batch-settles-while-filling",
+    file: "src/pubsub/send_batch.ts",
+    find: "    if (--this.#remaining === 0 && !this.#filling) this.#settle(undefined);",
+    replace: "    if (--this.#remaining === 0) this.#settle(undefined);",
+    tests: ["tests/pubsub_send_wait_test.ts"],
+    filter: "resolves only once",
+    why: "a send() resolved once the 'queue' subscribers it had been through so far took the " +
+      "frame, before it was queued for the later ones (and its record was free for reuse)",
+  },
+  {
     id: "send-batch-late-report-of-earlier-turn",
     file: "src/pubsub/send_batch.ts",
     find: "    if (item.turn === this.turn) this.fail(error);",
