@@ -1345,7 +1345,7 @@ export const MUTANTS: Mutant[] = [
     id: "darwin-publish-extra-export",
     file: "src/pubsub/publish.ts",
     find: "        const handle = backing.exportHandle();\n",
-    replace: "        this.#backend.releaseHandle(backing.exportHandle());\n" +
+    replace: "        backend().releaseHandle(backing.exportHandle());\n" +
       "        const handle = backing.exportHandle();\n",
     tests: ["tests/darwin_glue_test.ts"],
     filter: "issue 20",

@@ -84,7 +84,6 @@ export class Publisher<M = unknown> {
   readonly name: string;
   /** The bound address: `@surfaceport/NAME` (abstract), a socket path, or the bootstrap name. */
   readonly address: string;
-  readonly #backend: Backend;
   readonly #listener: BackendListener;
   readonly #registration: Registration | undefined;
   readonly #delivery: Delivery;
@@ -110,7 +109,6 @@ export class Publisher<M = unknown> {
   ) {
     this.name = name;
     this.address = listener.address;
-    this.#backend = over;
     this.#listener = listener;
     this.#registration = registration;
     this.#keepLast = keepLast;
