@@ -138,8 +138,7 @@ export class DenoPollThread implements PollThread {
     this.#callback = new Deno.UnsafeCallback(
       { parameters: ["i32", "i32"], result: "void" } as const,
       (result: number, errno: number) => {
-        this.#inFlight = false;
-        this.#callback.unref();
+        this.#endFlight();
         onReturn(result, errno);
       },
     );
@@ -156,18 +155,13 @@ export class DenoPollThread implements PollThread {
     globalThis.addEventListener("unload", () => {
       Atomics.store(this.#words, GATE, CLOSED);
       Atomics.notify(this.#words, STATE); // (an idle worker leaves its wait)
-      if (this.#inFlight) {
-        this.#inFlight = false;
-        this.#callback.unref();
-        interrupt();
-      }
+      if (this.#endFlight()) interrupt();
     }, { once: true });
     const fail = (cause: unknown) => {
-      if (this.#failed) return;
+      // (Closed: the worker ended because its runtime is going, not a failure to report.)
+      if (this.#failed || Atomics.load(this.#words, GATE) === CLOSED) return;
       this.#failed = true;
-      const inFlight = this.#inFlight;
-      this.#inFlight = false;
-      if (inFlight) this.#callback.unref();
+      this.#endFlight();
       onFailed(
         new Error(`the shared poll's thread failed: ${(cause as Error)?.message ?? cause}`, {
           cause,
@@ -178,6 +172,14 @@ export class DenoPollThread implements PollThread {
     worker.on("message", (message: string) => reason = message);
     worker.on("error", fail);
     worker.on("exit", (code: number) => fail(new Error(reason || `its worker exited (${code})`)));
+  }
+
+  /** No poll is in flight any more (the callback stops holding the process); true if one was. */
+  #endFlight(): boolean {
+    if (!this.#inFlight) return false;
+    this.#inFlight = false;
+    this.#callback.unref();
+    return true;
   }
 
   fds(size: number): Uint8Array {

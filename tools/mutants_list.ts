@@ -1128,8 +1128,8 @@ export const MUTANTS: Mutant[] = [
   {
     id: "poll-thread-left-in-poll",
     file: "ffi/runtime_deno_poll.ts",
-    find: "        interrupt();\n",
-    replace: "",
+    find: "      if (this.#endFlight()) interrupt();",
+    replace: "      this.#endFlight();",
     tests: ["tests/poll_thread_test.ts"],
     filter: "deno test",
     why: "a runtime that went with a wait parked left its poll's thread blocked in poll for good",
